@@ -1,0 +1,326 @@
+//! Tensor + scheme → [`QuantResult`]: slices the tensor by granularity, calibrates
+//! each slice, fake-quantizes it and measures the error, in parallel (rayon).
+//!
+//! Per-channel (axis 0) rows and groups are processed whole by one thread each, so
+//! calibration and the error pass read a slice that sits in cache. A per-tensor
+//! scheme is split into chunks whose sums are merged.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::calibrate::{PAR_CHUNK, slice_params};
+use crate::error::{Error, Result};
+use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
+use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
+use crate::scheme::{Calibration, FormatKind, Granularity, ManualRange, Scheme};
+
+/// What to compute beyond the parameters and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Bins of the weight histogram over the finite range (0 = none).
+    pub weight_bins: usize,
+    /// Bins of the R − R′ histogram (0 = none).
+    pub error_bins: usize,
+    /// Keep R′ for the whole tensor.
+    pub keep_dequantized: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            weight_bins: 0,
+            error_bins: 0,
+            keep_dequantized: false,
+        }
+    }
+}
+
+/// Equal-width bins over [lo, hi].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Histogram {
+    pub lo: f64,
+    pub hi: f64,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    pub fn bin_width(&self) -> f64 {
+        (self.hi - self.lo) / self.counts.len().max(1) as f64
+    }
+
+    /// Bins `xs` (non-finite skipped). A zero-width range is widened so that the
+    /// single value sits in the middle.
+    pub fn of(xs: &[f32], lo: f64, hi: f64, bins: usize) -> Self {
+        let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 0.5, hi + 0.5) };
+        let inv = bins as f64 / (hi - lo);
+        let fill = |chunk: &[f32]| {
+            let mut c = vec![0u64; bins];
+            for &x in chunk.iter().filter(|x| x.is_finite()) {
+                let b = ((f64::from(x) - lo) * inv).max(0.0) as usize;
+                c[b.min(bins - 1)] += 1;
+            }
+            c
+        };
+        let counts = xs.par_chunks(PAR_CHUNK).map(fill).reduce(
+            || vec![0; bins],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+        Self { lo, hi, counts }
+    }
+}
+
+/// Everything the engine reports for one tensor under one scheme.
+#[derive(Clone, Debug)]
+pub struct QuantResult {
+    pub scheme: Scheme,
+    /// The granularity actually used (per-tensor after a fallback).
+    pub granularity: Granularity,
+    /// Why the requested granularity was not used, if it was not.
+    pub fallback: Option<String>,
+    /// One entry per slice, in slice order (row-major over `[dim0, groups]` for groups).
+    pub params: Vec<SliceParams>,
+    pub slice_metrics: Vec<Metrics>,
+    pub metrics: Metrics,
+    pub stats: TensorStats,
+    pub histogram: Option<Histogram>,
+    pub error_histogram: Option<Histogram>,
+    /// Per-tensor schemes: the dequantized levels inside the viewed range.
+    pub grid: Vec<f32>,
+    pub dequantized: Option<Vec<f32>>,
+}
+
+/// How elements are grouped into slices.
+enum Layout {
+    /// Rows of `row_len` elements, each cut into groups of `group` (the last may be short).
+    Rows { row_len: usize, group: usize },
+    /// Per-channel along an inner axis: `[outer, dim, inner]`, slice c takes index c.
+    Strided { outer: usize, dim: usize, inner: usize },
+}
+
+/// Resolves the granularity for this shape, with a note when it falls back.
+fn resolve(shape: &[usize], g: Granularity) -> Result<(Granularity, Option<String>)> {
+    if shape.len() <= 1 && g != Granularity::Tensor {
+        let note = format!(
+            "{}-D tensor: per-{} falls back to per-tensor",
+            shape.len(),
+            if matches!(g, Granularity::Channel { .. }) { "channel" } else { "group" }
+        );
+        return Ok((Granularity::Tensor, Some(note)));
+    }
+    if let Granularity::Channel { axis } = g {
+        if axis >= shape.len() {
+            return Err(Error::Scheme(format!(
+                "channel axis {axis} does not exist in a {}-D tensor",
+                shape.len()
+            )));
+        }
+    }
+    Ok((g, None))
+}
+
+fn layout(shape: &[usize], g: Granularity, numel: usize) -> Layout {
+    match g {
+        Granularity::Tensor => Layout::Rows { row_len: numel.max(1), group: numel.max(1) },
+        Granularity::Channel { axis: 0 } => {
+            let row = numel / shape[0].max(1);
+            Layout::Rows { row_len: row.max(1), group: row.max(1) }
+        }
+        Granularity::Channel { axis } => Layout::Strided {
+            outer: shape[..axis].iter().product(),
+            dim: shape[axis],
+            inner: shape[axis + 1..].iter().product(),
+        },
+        Granularity::Group { size } => {
+            let row = numel / shape[0].max(1);
+            Layout::Rows { row_len: row.max(1), group: size }
+        }
+    }
+}
+
+/// Finite statistics of a whole tensor, in parallel.
+pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
+    if xs.len() <= PAR_CHUNK {
+        return TensorStats::of(xs);
+    }
+    xs.par_chunks(PAR_CHUNK)
+        .map(TensorStats::of)
+        .reduce(TensorStats::default, |a, b| a.merge(&b))
+}
+
+/// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
+pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options) -> Result<QuantResult> {
+    scheme.validate()?;
+    let numel: usize = shape.iter().product();
+    if numel != values.len() {
+        return Err(Error::Scheme(format!(
+            "shape {shape:?} holds {numel} elements but {} were given",
+            values.len()
+        )));
+    }
+    match scheme.format {
+        FormatKind::Int(bits) => analyze_with(IntFormat::new(bits)?, values, shape, scheme, opts),
+        FormatKind::E4M3 => analyze_with(Fp8Format::E4M3, values, shape, scheme, opts),
+        FormatKind::E5M2 => analyze_with(Fp8Format::E5M2, values, shape, scheme, opts),
+    }
+}
+
+/// One slice: calibrate, then the fused error pass.
+fn run_slice<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    scheme: &Scheme,
+    out: Option<&mut [f32]>,
+) -> (SliceParams, ErrorSums, TensorStats) {
+    let stats = TensorStats::of(xs);
+    let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
+    let sums = match out {
+        Some(o) => error_sums::<F, true>(fmt, xs, &p, o),
+        None => error_sums::<F, false>(fmt, xs, &p, &mut []),
+    };
+    (p, sums, stats)
+}
+
+type SliceOut = (SliceParams, ErrorSums, TensorStats);
+
+fn analyze_with<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    shape: &[usize],
+    scheme: &Scheme,
+    opts: &Options,
+) -> Result<QuantResult> {
+    let (granularity, fallback) = resolve(shape, scheme.granularity)?;
+    if granularity != Granularity::Tensor
+        && matches!(scheme.calibration, Calibration::Manual(ManualRange::Range { .. }))
+    {
+        return Err(Error::Scheme(
+            "a manual [lo, hi] range is per-tensor; use a ratio for per-channel or per-group".into(),
+        ));
+    }
+    let numel = values.len();
+    let need_deq = opts.keep_dequantized || opts.error_bins > 0;
+    let mut deq = if need_deq { vec![0f32; numel] } else { Vec::new() };
+
+    let slices: Vec<SliceOut> = if granularity == Granularity::Tensor {
+        vec![per_tensor(fmt, values, scheme, need_deq.then_some(deq.as_mut_slice()))]
+    } else {
+        match layout(shape, granularity, numel) {
+            Layout::Rows { row_len, group } => {
+                let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
+                    match out {
+                        Some(o) => row
+                            .chunks(group)
+                            .zip(o.chunks_mut(group))
+                            .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
+                            .collect(),
+                        None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
+                    }
+                };
+                let per_row: Vec<Vec<SliceOut>> = if need_deq {
+                    values
+                        .par_chunks(row_len)
+                        .zip(deq.par_chunks_mut(row_len))
+                        .map(|(r, o)| run_row(r, Some(o)))
+                        .collect()
+                } else {
+                    values.par_chunks(row_len).map(|r| run_row(r, None)).collect()
+                };
+                per_row.into_iter().flatten().collect()
+            }
+            Layout::Strided { outer, dim, inner } => {
+                let gather = |c: usize| -> Vec<f32> {
+                    let mut buf = Vec::with_capacity(outer * inner);
+                    for o in 0..outer {
+                        let start = (o * dim + c) * inner;
+                        buf.extend_from_slice(&values[start..start + inner]);
+                    }
+                    buf
+                };
+                let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
+                    .into_par_iter()
+                    .map(|c| {
+                        let buf = gather(c);
+                        let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
+                        let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
+                        (r, out)
+                    })
+                    .collect();
+                if need_deq {
+                    for (c, (_, out)) in results.iter().enumerate() {
+                        for o in 0..outer {
+                            let start = (o * dim + c) * inner;
+                            deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
+                        }
+                    }
+                }
+                results.into_iter().map(|(r, _)| r).collect()
+            }
+        }
+    };
+
+    let stats = slices.iter().fold(TensorStats::default(), |a, s| a.merge(&s.2));
+    let total = slices.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.1));
+    let params: Vec<SliceParams> = slices.iter().map(|s| s.0).collect();
+    let slice_metrics = slices.iter().map(|s| s.1.metrics()).collect();
+    let metrics = total.metrics();
+    let (mn, mx) = stats.range();
+
+    let histogram = (opts.weight_bins > 0)
+        .then(|| Histogram::of(values, f64::from(mn), f64::from(mx), opts.weight_bins));
+    let error_histogram = (opts.error_bins > 0).then(|| error_histogram(values, &deq, metrics.max_abs_err, opts.error_bins));
+    let grid = if granularity == Granularity::Tensor {
+        let p = params[0];
+        let (view_lo, view_hi) = (mn.min(p.lo), mx.max(p.hi));
+        fmt.levels(&p).into_iter().filter(|&l| l >= view_lo && l <= view_hi).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(QuantResult {
+        scheme: *scheme,
+        granularity,
+        fallback,
+        params,
+        slice_metrics,
+        metrics,
+        stats,
+        histogram,
+        error_histogram,
+        grid,
+        dequantized: opts.keep_dequantized.then_some(deq),
+    })
+}
+
+/// A single slice over the whole tensor: stats and calibration see all of it, the
+/// error pass runs on parallel chunks.
+fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Option<&mut [f32]>) -> SliceOut {
+    if values.len() <= PAR_CHUNK {
+        return run_slice(fmt, values, scheme, out);
+    }
+    let stats = parallel_stats(values);
+    let p = slice_params(fmt, values, &stats, scheme.mapping, &scheme.calibration);
+    let sums = match out {
+        Some(o) => values
+            .par_chunks(PAR_CHUNK)
+            .zip(o.par_chunks_mut(PAR_CHUNK))
+            .map(|(c, oc)| error_sums::<F, true>(fmt, c, &p, oc))
+            .reduce(ErrorSums::default, |a, b| a.merge(&b)),
+        None => values
+            .par_chunks(PAR_CHUNK)
+            .map(|c| error_sums::<F, false>(fmt, c, &p, &mut []))
+            .reduce(ErrorSums::default, |a, b| a.merge(&b)),
+    };
+    (p, sums, stats)
+}
+
+fn error_histogram(values: &[f32], deq: &[f32], max_abs: f64, bins: usize) -> Histogram {
+    let errors: Vec<f32> = values
+        .par_iter()
+        .zip(deq.par_iter())
+        .map(|(&x, &q)| if x.is_finite() { x - q } else { f32::NAN })
+        .collect();
+    let half = if max_abs > 0.0 { max_abs } else { f64::from(f32::EPSILON) };
+    Histogram::of(&errors, -half, half, bins)
+}

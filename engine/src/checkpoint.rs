@@ -1,0 +1,270 @@
+//! Opening checkpoints: a single `.safetensors` file, a sharded
+//! `model.safetensors.index.json`, or a Hugging Face folder holding either.
+//!
+//! Every shard is memory-mapped ([`crate::mmap`]) and only its header is parsed
+//! (by the `safetensors` crate, which checks offsets, sizes and overflow), so
+//! opening costs the same for 10 MB and 14 GB. Tensor bytes are touched only when
+//! a tensor is decoded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use serde::Serialize;
+
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::mmap::MappedFile;
+
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One tensor in the catalogue.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    #[serde(serialize_with = "dtype_name")]
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub size_bytes: usize,
+    /// Index into [`Checkpoint::shards`].
+    pub shard: usize,
+    /// Why this tensor cannot be quantized, if it cannot.
+    pub not_quantizable: Option<String>,
+    #[serde(skip)]
+    byte_range: (usize, usize),
+}
+
+fn dtype_name<S: serde::Serializer>(d: &Dtype, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{d:?}"))
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_quantizable(&self) -> bool {
+        self.not_quantizable.is_none()
+    }
+
+    pub fn dtype_name(&self) -> String {
+        format!("{:?}", self.dtype)
+    }
+}
+
+/// One mapped `.safetensors` file.
+pub struct Shard {
+    pub path: PathBuf,
+    /// The header's `__metadata__` strings.
+    pub metadata: HashMap<String, String>,
+    map: MappedFile,
+}
+
+/// An opened model: its shards and the catalogue of every tensor in file order.
+pub struct Checkpoint {
+    /// What the user opened.
+    pub path: PathBuf,
+    /// The folder holding the model (config.json, tokenizer… live here).
+    pub dir: PathBuf,
+    pub shards: Vec<Shard>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("tensors", &self.tensors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    /// Opens a file, an index or a folder (see the module docs).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            let index = path.join(INDEX_FILE);
+            if index.is_file() {
+                return Self::open_index(&index, path);
+            }
+            let mut files = safetensors_in(path)?;
+            if files.is_empty() {
+                return Err(Error::format(
+                    path,
+                    format!("folder holds no .safetensors file and no {INDEX_FILE}"),
+                ));
+            }
+            files.sort();
+            return Self::from_shards(path, path, &files, None);
+        }
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        if path.to_string_lossy().ends_with(".index.json") {
+            Self::open_index(path, &dir)
+        } else {
+            Self::from_shards(path, &dir, &[path.to_path_buf()], None)
+        }
+    }
+
+    fn open_index(index: &Path, dir: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(index, format!("index is not valid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::format(index, "index has no \"weight_map\" object"))?;
+        let base = index.parent().unwrap_or(dir);
+        let mut wanted: HashMap<String, String> = HashMap::new();
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (name, file) in map {
+            let file = file
+                .as_str()
+                .ok_or_else(|| Error::format(index, format!("weight_map entry '{name}' is not a file name")))?;
+            let shard = base.join(file);
+            if !shard.is_file() {
+                return Err(Error::format(index, format!("names shard '{file}' (for '{name}'), which is missing")));
+            }
+            if !files.contains(&shard) {
+                files.push(shard);
+            }
+            wanted.insert(name.clone(), file.to_string());
+        }
+        files.sort();
+        Self::from_shards(index, dir, &files, Some((index, &wanted)))
+    }
+
+    fn from_shards(
+        path: &Path,
+        dir: &Path,
+        files: &[PathBuf],
+        index: Option<(&Path, &HashMap<String, String>)>,
+    ) -> Result<Self> {
+        let mut shards = Vec::with_capacity(files.len());
+        let mut tensors = Vec::new();
+        let mut by_name = HashMap::new();
+        for (shard_idx, file) in files.iter().enumerate() {
+            let map = MappedFile::open(file)?;
+            let (header_len, metadata) = read_header(file, map.bytes())?;
+            let data_start = 8 + header_len;
+            let mut names = metadata.offset_keys();
+            // offset_keys is in offset order; keep it (file order).
+            for name in names.drain(..) {
+                let Some(info) = metadata.info(&name) else { continue };
+                let (s, e) = info.data_offsets;
+                if by_name.contains_key(&name) {
+                    return Err(Error::format(file, format!("tensor '{name}' also appears in another shard")));
+                }
+                by_name.insert(name.clone(), tensors.len());
+                tensors.push(TensorInfo {
+                    not_quantizable: decode::quantizable(info.dtype).err(),
+                    name,
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    size_bytes: e - s,
+                    shard: shard_idx,
+                    byte_range: (data_start + s, data_start + e),
+                });
+            }
+            shards.push(Shard {
+                path: file.clone(),
+                metadata: metadata.metadata().clone().unwrap_or_default(),
+                map,
+            });
+        }
+        if let Some((index_path, wanted)) = index {
+            for (name, file) in wanted {
+                let found = by_name.get(name).map(|&i| &tensors[i]);
+                let in_right_shard = found.is_some_and(|t: &TensorInfo| shards[t.shard].path.ends_with(file));
+                if !in_right_shard {
+                    return Err(Error::format(
+                        index_path,
+                        format!("names tensor '{name}' in shard '{file}', which does not contain it"),
+                    ));
+                }
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), dir: dir.to_path_buf(), shards, tensors, by_name })
+    }
+
+    /// Every tensor, in file order (shard by shard).
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i]).ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// The raw little-endian bytes of a tensor (a view into the mapping).
+    pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.shards[info.shard].map.bytes()[info.byte_range.0..info.byte_range.1]
+    }
+
+    pub fn shard_path(&self, info: &TensorInfo) -> &Path {
+        &self.shards[info.shard].path
+    }
+
+    /// Decodes a tensor to f32 (in parallel chunks).
+    pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let info = self.tensor(name)?;
+        decode::decode(info.dtype, self.bytes(info)).map_err(|reason| Error::Tensor {
+            path: self.shard_path(info).to_path_buf(),
+            tensor: name.to_string(),
+            reason,
+        })
+    }
+
+    /// Total bytes of tensor data.
+    pub fn size_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.size_bytes).sum()
+    }
+}
+
+fn safetensors_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "safetensors"))
+        .collect())
+}
+
+/// Parses and validates a header, turning the crate's errors into sentences.
+fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor::Metadata)> {
+    let file_len = bytes.len();
+    let Some(len_bytes) = bytes.get(..8) else {
+        return Err(Error::format(
+            path,
+            format!("file is {file_len} bytes, too short for the 8-byte safetensors header length"),
+        ));
+    };
+    let mut arr = [0u8; 8];
+    arr.copy_from_slice(len_bytes);
+    let declared = u64::from_le_bytes(arr);
+    SafeTensors::read_metadata(bytes).map_err(|e| {
+        let reason = match e {
+            SafeTensorError::HeaderTooSmall => "file too short for a safetensors header".to_string(),
+            SafeTensorError::HeaderTooLarge => {
+                format!("header length {declared} exceeds the 100 MB safetensors limit (not a safetensors file?)")
+            }
+            SafeTensorError::InvalidHeaderLength => {
+                format!("header length {declared} exceeds the file size {file_len} (truncated or not safetensors)")
+            }
+            SafeTensorError::InvalidHeader(_) => "header is not valid UTF-8".to_string(),
+            SafeTensorError::InvalidHeaderDeserialization(e) => format!("header is not a valid safetensors JSON object: {e}"),
+            SafeTensorError::InvalidOffset(name) => {
+                format!("tensor '{name}': data_offsets overlap, leave a gap or are reversed")
+            }
+            SafeTensorError::TensorInvalidInfo => "a tensor's data length does not match its dtype and shape".to_string(),
+            SafeTensorError::ValidationOverflow => "a tensor's shape or byte size overflows".to_string(),
+            SafeTensorError::MisalignedSlice => "a tensor's bit size is not a whole number of bytes".to_string(),
+            SafeTensorError::MetadataIncompleteBuffer => {
+                "data section does not match the header: file truncated or has trailing bytes".to_string()
+            }
+            other => other.to_string(),
+        };
+        Error::format(path, reason)
+    })
+}

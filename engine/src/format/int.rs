@@ -1,0 +1,185 @@
+//! Signed b-bit integers (INT8 by default), exactly as NUMERICS.md writes them.
+
+use super::{NumberFormat, SliceParams, nonzero_scale};
+use crate::error::{Error, Result};
+use crate::scheme::Mapping;
+
+/// A signed integer format with `bits` bits: Qmin = −2^(b−1), Qmax = 2^(b−1) − 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IntFormat {
+    bits: u8,
+    qmin: f32,
+    qmax: f32,
+}
+
+impl IntFormat {
+    pub fn new(bits: u8) -> Result<Self> {
+        if !(2..=8).contains(&bits) {
+            return Err(Error::Scheme(format!(
+                "INT{bits} is not supported (2 to 8 bits)"
+            )));
+        }
+        let half = 1i32 << (bits - 1);
+        Ok(Self {
+            bits,
+            qmin: -half as f32,
+            qmax: (half - 1) as f32,
+        })
+    }
+
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+}
+
+impl NumberFormat for IntFormat {
+    type Code = i32;
+
+    fn params(&self, lo: f32, hi: f32, mapping: Mapping) -> SliceParams {
+        // Widen so that 0 is exactly representable.
+        let lo = lo.min(0.0);
+        let hi = hi.max(0.0);
+        let levels = self.qmax - self.qmin;
+        match mapping {
+            Mapping::Symmetric => {
+                let amax = (-lo).max(hi);
+                let scale = nonzero_scale(amax / (levels / 2.0));
+                SliceParams {
+                    scale,
+                    zero_point: 0,
+                    offset: 0.0,
+                    lo: -amax,
+                    hi: amax,
+                }
+            }
+            Mapping::Asymmetric => {
+                let mut scale = (hi - lo) / levels;
+                if scale.is_infinite() {
+                    // hi − lo overflowed (values near ±f32::MAX): split the division.
+                    scale = hi / levels - lo / levels;
+                }
+                let scale = nonzero_scale(scale);
+                let z = (self.qmin - lo / scale)
+                    .round_ties_even()
+                    .clamp(self.qmin, self.qmax);
+                SliceParams {
+                    scale,
+                    zero_point: z as i32,
+                    offset: 0.0,
+                    lo,
+                    hi,
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn quantize(&self, x: f32, p: &SliceParams) -> i32 {
+        // Round first, then add Z (the seed's order). Kept in f32 so that ±Inf
+        // saturates instead of overflowing an integer; NaN ends up as code 0.
+        ((x / p.scale).round_ties_even() + p.zero_point as f32).clamp(self.qmin, self.qmax) as i32
+    }
+
+    #[inline]
+    fn dequantize(&self, q: i32, p: &SliceParams) -> f32 {
+        p.scale * (q as f32 - p.zero_point as f32)
+    }
+
+    #[inline]
+    fn fake_quant(&self, x: f32, p: &SliceParams) -> f32 {
+        // Same arithmetic as quantize + dequantize, without the int round trip,
+        // so the loop stays in f32 lanes.
+        let z = p.zero_point as f32;
+        let q = ((x / p.scale).round_ties_even() + z).clamp(self.qmin, self.qmax);
+        let q = if q.is_nan() { 0.0 } else { q };
+        p.scale * (q - z)
+    }
+
+    fn levels(&self, p: &SliceParams) -> Vec<f32> {
+        (self.qmin as i32..=self.qmax as i32)
+            .map(|q| self.dequantize(q, p))
+            .collect()
+    }
+
+    fn qmax(&self) -> f32 {
+        self.qmax
+    }
+
+    fn qmin(&self) -> f32 {
+        self.qmin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int8() -> IntFormat {
+        IntFormat::new(8).unwrap()
+    }
+
+    #[test]
+    fn symmetric_scale_is_amax_over_127_5() {
+        let p = int8().params(-2.0, 1.0, Mapping::Symmetric);
+        assert_eq!(p.scale, 2.0 / 127.5);
+        assert_eq!(p.zero_point, 0);
+        // With amax = 127.5, S = 1: +amax ties to even 128 and clamps to 127,
+        // −amax ties to −128, which fits.
+        let p = int8().params(-127.5, 0.0, Mapping::Symmetric);
+        assert_eq!(p.scale, 1.0);
+        assert_eq!(int8().quantize(127.5, &p), 127);
+        assert_eq!(int8().quantize(-127.5, &p), -128);
+    }
+
+    #[test]
+    fn asymmetric_zero_point_and_widening() {
+        // All-positive range widens to [0, 2.55]: S = 0.01, Z = −128.
+        let p = int8().params(1.0, 2.55, Mapping::Asymmetric);
+        assert_eq!(p.lo, 0.0);
+        assert_eq!(p.scale, 2.55 / 255.0);
+        assert_eq!(p.zero_point, -128);
+        assert_eq!(int8().fake_quant(0.0, &p), 0.0);
+    }
+
+    #[test]
+    fn rounds_half_to_even_then_adds_z() {
+        let p = SliceParams {
+            scale: 1.0,
+            zero_point: 3,
+            offset: 0.0,
+            lo: -10.0,
+            hi: 10.0,
+        };
+        // 2.5 → 2 (even) → +3 = 5; 3.5 → 4 → 7.
+        assert_eq!(int8().quantize(2.5, &p), 5);
+        assert_eq!(int8().quantize(3.5, &p), 7);
+        assert_eq!(int8().quantize(-0.5, &p), 3);
+    }
+
+    #[test]
+    fn degenerate_range_uses_epsilon_and_inf_saturates() {
+        let p = int8().params(0.0, 0.0, Mapping::Symmetric);
+        assert_eq!(p.scale, f32::EPSILON);
+        assert_eq!(int8().quantize(f32::INFINITY, &p), 127);
+        assert_eq!(int8().quantize(f32::NEG_INFINITY, &p), -128);
+        assert_eq!(int8().quantize(f32::NAN, &p), 0);
+        assert!(int8().fake_quant(f32::NAN, &p).is_finite());
+    }
+
+    #[test]
+    fn fake_quant_equals_quantize_then_dequantize() {
+        let f = IntFormat::new(4).unwrap();
+        let p = f.params(-0.7, 1.3, Mapping::Asymmetric);
+        for i in -300..300 {
+            let x = i as f32 * 0.01;
+            assert_eq!(f.fake_quant(x, &p), f.dequantize(f.quantize(x, &p), &p));
+        }
+        assert_eq!(f.levels(&p).len(), 16);
+    }
+
+    #[test]
+    fn rejects_unsupported_widths() {
+        assert!(IntFormat::new(1).is_err());
+        assert!(IntFormat::new(9).is_err());
+    }
+}

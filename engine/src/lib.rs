@@ -1,0 +1,36 @@
+//! # quantscope-engine
+//!
+//! The numerics and I/O behind quantscope, with no GUI dependency. The model:
+//!
+//! **Checkpoint → Tensor → Scheme → QuantResult**
+//!
+//! - [`Checkpoint`] opens `.safetensors` files (single, sharded index, or a folder)
+//!   by memory-mapping them and lists every tensor ([`TensorInfo`]).
+//! - [`Checkpoint::load_f32`] decodes one tensor to f32 ([`decode`]).
+//! - A [`Scheme`] is format × mapping × granularity × calibration ([`scheme`]).
+//! - [`analyze()`] quantizes a tensor under a scheme: it calibrates each slice
+//!   ([`calibrate`]), fake-quantizes through the [`NumberFormat`] trait ([`format`])
+//!   and measures the error ([`metrics`]), giving a [`QuantResult`].
+//! - [`report`] is the per-tensor record the CLI prints and the GUI shows.
+//!
+//! All arithmetic follows `NUMERICS.md`: f32 quantization, true division by S,
+//! round-half-to-even, f64 metric sums, saturating FP8.
+
+pub mod analyze;
+pub mod calibrate;
+pub mod checkpoint;
+pub mod decode;
+pub mod error;
+pub mod format;
+pub mod metrics;
+mod mmap;
+pub mod report;
+pub mod scheme;
+
+pub use analyze::{Histogram, Options, QuantResult, analyze};
+pub use checkpoint::{Checkpoint, TensorInfo};
+pub use error::{Error, Result};
+pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
+pub use metrics::{Metrics, TensorStats};
+pub use safetensors::Dtype;
+pub use scheme::{Calibration, FormatKind, Granularity, ManualRange, Mapping, Scheme};

@@ -1,0 +1,41 @@
+//! The one place that memory-maps files. Mapping is the only `unsafe` in the
+//! engine; everything else sees a plain `&[u8]`.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::path::Path;
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// A read-only view of a whole file. Empty files cannot be mapped on every
+/// platform, so they are represented without a mapping.
+pub struct MappedFile {
+    map: Option<Mmap>,
+}
+
+impl MappedFile {
+    /// Maps `path` read-only.
+    ///
+    /// # Safety contract (upheld by the caller's environment, not by types)
+    /// The mapping is only valid while no other process truncates the file. quantscope
+    /// never writes to a file it has open (saves go to a temp file + rename), so a
+    /// source file changes only if another program rewrites it in place.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Ok(Self { map: None });
+        }
+        // SAFETY: the file is opened read-only and quantscope never modifies files it
+        // has mapped; see the contract above. Truncation by another process would
+        // raise SIGBUS, which is the accepted cost of mmap for multi-GB checkpoints.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(Self { map: Some(map) })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}

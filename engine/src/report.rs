@@ -1,0 +1,104 @@
+//! The per-tensor record that `quantscope report` prints and the GUI shows: one
+//! stable, documented shape for both (see README "Report schema").
+
+use serde::Serialize;
+
+use crate::analyze::{Options, analyze};
+use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::format::SliceParams;
+use crate::metrics::Metrics;
+use crate::scheme::{Calibration, Granularity, ManualRange, Scheme};
+
+/// The scheme, flattened for scripts: every key always present, null when unused.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SchemeSummary {
+    pub format: String,
+    pub mapping: String,
+    pub granularity: &'static str,
+    pub axis: Option<usize>,
+    pub group_size: Option<usize>,
+    pub calibration: &'static str,
+    pub percentile: Option<f64>,
+    /// The short form, e.g. `int8:channel:minmax`.
+    pub short: String,
+}
+
+impl From<&Scheme> for SchemeSummary {
+    fn from(s: &Scheme) -> Self {
+        let (granularity, axis, group_size) = match s.granularity {
+            Granularity::Tensor => ("tensor", None, None),
+            Granularity::Channel { axis } => ("channel", Some(axis), None),
+            Granularity::Group { size } => ("group", None, Some(size)),
+        };
+        let (calibration, percentile) = match s.calibration {
+            Calibration::MinMax => ("minmax", None),
+            Calibration::Percentile { p } => ("percentile", Some(p)),
+            Calibration::Mse => ("mse", None),
+            Calibration::Entropy => ("entropy", None),
+            Calibration::Manual(ManualRange::Range { .. } | ManualRange::Ratio { .. }) => ("manual", None),
+        };
+        Self {
+            format: s.format.to_string(),
+            mapping: serde_json::to_value(s.mapping)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            granularity,
+            axis,
+            group_size,
+            calibration,
+            percentile,
+            short: s.to_string(),
+        }
+    }
+}
+
+/// One tensor's line in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub numel: usize,
+    pub quantized: bool,
+    /// Why not, when `quantized` is false.
+    pub reason: Option<String>,
+    /// The granularity fallback note (e.g. a 1-D bias under per-channel).
+    pub fallback: Option<String>,
+    pub metrics: Option<Metrics>,
+    /// Per-slice S, Z, offset, lo, hi (only with `--params`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Vec<SliceParams>>,
+}
+
+/// Decodes and analyzes one tensor. Failures become `quantized: false` with the
+/// reason, so one odd tensor never stops a whole-model report.
+pub fn report_tensor(ckpt: &Checkpoint, info: &TensorInfo, scheme: &Scheme, with_params: bool) -> TensorReport {
+    let mut rec = TensorReport {
+        name: info.name.clone(),
+        dtype: info.dtype_name(),
+        shape: info.shape.clone(),
+        numel: info.numel(),
+        quantized: false,
+        reason: info.not_quantizable.clone(),
+        fallback: None,
+        metrics: None,
+        params: None,
+    };
+    if rec.reason.is_some() {
+        return rec;
+    }
+    let result = ckpt
+        .load_f32(&info.name)
+        .and_then(|values| analyze(&values, &info.shape, scheme, &Options::default()));
+    match result {
+        Ok(r) => {
+            rec.quantized = true;
+            rec.fallback = r.fallback;
+            rec.metrics = Some(r.metrics);
+            rec.params = with_params.then_some(r.params);
+        }
+        Err(e) => rec.reason = Some(e.to_string()),
+    }
+    rec
+}

@@ -1,0 +1,315 @@
+//! What the user chooses: format, mapping, granularity and calibration, and the
+//! short text form used by the CLI and recipes (`int8:channel:mse`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The target number format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum FormatKind {
+    /// Signed integer with this many bits (2..=8).
+    Int(u8),
+    E4M3,
+    E5M2,
+}
+
+impl FormatKind {
+    pub const INT8: Self = Self::Int(8);
+
+    pub fn is_fp8(self) -> bool {
+        matches!(self, Self::E4M3 | Self::E5M2)
+    }
+}
+
+impl fmt::Display for FormatKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(b) => write!(f, "int{b}"),
+            Self::E4M3 => f.write_str("e4m3"),
+            Self::E5M2 => f.write_str("e5m2"),
+        }
+    }
+}
+
+impl FromStr for FormatKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "e4m3" | "fp8" | "fp8_e4m3" => Ok(Self::E4M3),
+            "e5m2" | "fp8_e5m2" => Ok(Self::E5M2),
+            other => {
+                let bits = other
+                    .strip_prefix("int")
+                    .and_then(|b| b.parse::<u8>().ok())
+                    .filter(|b| (2..=8).contains(b))
+                    .ok_or_else(|| {
+                        Error::Scheme(format!(
+                            "unknown format '{s}' (int2..int8, e4m3, e5m2)"
+                        ))
+                    })?;
+                Ok(Self::Int(bits))
+            }
+        }
+    }
+}
+
+impl From<FormatKind> for String {
+    fn from(k: FormatKind) -> Self {
+        k.to_string()
+    }
+}
+
+impl TryFrom<String> for FormatKind {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mapping {
+    #[default]
+    Symmetric,
+    Asymmetric,
+}
+
+/// Which elements share one (S, Z).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Granularity {
+    Tensor,
+    /// One (S, Z) per index along `axis` (0 = output channel).
+    Channel { axis: usize },
+    /// Rows of the `[dim0, rest]` view cut into groups of `size`; the last may be short.
+    Group { size: usize },
+}
+
+/// How each slice's clipping range is chosen (see `calibrate`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Calibration {
+    MinMax,
+    /// p in percent, e.g. 99.9.
+    Percentile {
+        p: f64,
+    },
+    Mse,
+    Entropy,
+    Manual(ManualRange),
+}
+
+/// A hand-set clipping range.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManualRange {
+    /// Per-tensor: exactly [lo, hi] (±max(|lo|, |hi|) when symmetric).
+    Range { lo: f32, hi: f32 },
+    /// Any granularity: each slice's min-max range times `r` ∈ (0, 1].
+    Ratio { r: f32 },
+}
+
+/// A complete quantization scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scheme {
+    pub format: FormatKind,
+    pub mapping: Mapping,
+    pub granularity: Granularity,
+    pub calibration: Calibration,
+}
+
+impl Default for Scheme {
+    /// INT8, symmetric, per output channel, min-max: the common weight-only baseline.
+    fn default() -> Self {
+        Self {
+            format: FormatKind::INT8,
+            mapping: Mapping::Symmetric,
+            granularity: Granularity::Channel { axis: 0 },
+            calibration: Calibration::MinMax,
+        }
+    }
+}
+
+impl Scheme {
+    /// Checks the parts that do not depend on a tensor's shape.
+    pub fn validate(&self) -> Result<()> {
+        if let FormatKind::Int(b) = self.format {
+            if !(2..=8).contains(&b) {
+                return Err(Error::Scheme(format!("INT{b}: 2 to 8 bits are supported")));
+            }
+        }
+        if let Granularity::Group { size: 0 } = self.granularity {
+            return Err(Error::Scheme("group size must be at least 1".into()));
+        }
+        match self.calibration {
+            Calibration::Percentile { p } if !(p > 50.0 && p <= 100.0) => Err(Error::Scheme(
+                format!("percentile {p} must be in (50, 100]"),
+            )),
+            Calibration::Manual(ManualRange::Ratio { r }) if !(r > 0.0 && r <= 1.0) => Err(
+                Error::Scheme(format!("manual ratio {r} must be in (0, 1]")),
+            ),
+            Calibration::Manual(ManualRange::Range { lo, hi })
+                if !(lo.is_finite() && hi.is_finite() && lo <= hi) =>
+            {
+                Err(Error::Scheme(format!(
+                    "manual range [{lo}, {hi}] must be finite with lo ≤ hi"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tensor => f.write_str("tensor"),
+            Self::Channel { axis: 0 } => f.write_str("channel"),
+            Self::Channel { axis } => write!(f, "channel{axis}"),
+            Self::Group { size } => write!(f, "group{size}"),
+        }
+    }
+}
+
+impl fmt::Display for Calibration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MinMax => f.write_str("minmax"),
+            Self::Percentile { p } => write!(f, "p{p}"),
+            Self::Mse => f.write_str("mse"),
+            Self::Entropy => f.write_str("entropy"),
+            Self::Manual(ManualRange::Ratio { r }) => write!(f, "ratio{r}"),
+            Self::Manual(ManualRange::Range { lo, hi }) => write!(f, "range{lo},{hi}"),
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    /// `format:granularity:calibration[:asym]`, the inverse of `FromStr`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.format, self.granularity, self.calibration)?;
+        if self.mapping == Mapping::Asymmetric {
+            f.write_str(":asym")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Granularity {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Scheme(format!(
+                "unknown granularity '{s}' (tensor, channel, channelN, groupN)"
+            ))
+        };
+        if s == "tensor" {
+            Ok(Self::Tensor)
+        } else if let Some(rest) = s.strip_prefix("channel") {
+            let axis = if rest.is_empty() { 0 } else { rest.parse().map_err(|_| bad())? };
+            Ok(Self::Channel { axis })
+        } else if let Some(rest) = s.strip_prefix("group") {
+            let size = if rest.is_empty() { 128 } else { rest.parse().map_err(|_| bad())? };
+            Ok(Self::Group { size })
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl FromStr for Calibration {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Scheme(format!(
+                "unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR)"
+            ))
+        };
+        match s {
+            "minmax" => Ok(Self::MinMax),
+            "mse" => Ok(Self::Mse),
+            "entropy" | "kl" => Ok(Self::Entropy),
+            _ => {
+                if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
+                    Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
+                } else if let Some(r) = s.strip_prefix("ratio") {
+                    Ok(Self::Manual(ManualRange::Ratio { r: r.parse().map_err(|_| bad())? }))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = Error;
+    /// Parses `format[:granularity[:calibration[:sym|asym]]]`, e.g. `int8:channel:mse`,
+    /// `e4m3:tensor:minmax`, `int4:group128:p99.9:asym`. Missing parts take the defaults.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut parts = s.split(':');
+        let mut scheme = Self::default();
+        scheme.format = parts.next().unwrap_or_default().parse()?;
+        if let Some(g) = parts.next() {
+            scheme.granularity = g.parse()?;
+        }
+        if let Some(c) = parts.next() {
+            scheme.calibration = c.parse()?;
+        }
+        if let Some(m) = parts.next() {
+            scheme.mapping = match m {
+                "sym" | "symmetric" => Mapping::Symmetric,
+                "asym" | "asymmetric" => Mapping::Asymmetric,
+                _ => return Err(Error::Scheme(format!("unknown mapping '{m}' (sym, asym)"))),
+            };
+        }
+        if parts.next().is_some() {
+            return Err(Error::Scheme(format!("'{s}' has too many ':' parts")));
+        }
+        scheme.validate()?;
+        Ok(scheme)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_syntax_round_trips() {
+        for s in [
+            "int8:channel:minmax",
+            "e4m3:tensor:mse",
+            "int4:group128:p99.9:asym",
+            "e5m2:channel1:entropy",
+            "int8:tensor:ratio0.5",
+        ] {
+            let scheme: Scheme = s.parse().unwrap();
+            assert_eq!(scheme.to_string(), s);
+        }
+        let s: Scheme = "int8".parse().unwrap();
+        assert_eq!(s, Scheme::default());
+    }
+
+    #[test]
+    fn rejects_bad_parts() {
+        assert!("int9:tensor".parse::<Scheme>().is_err());
+        assert!("int8:rows".parse::<Scheme>().is_err());
+        assert!("int8:group0".parse::<Scheme>().is_err());
+        assert!("int8:tensor:p20".parse::<Scheme>().is_err());
+        assert!("int8:tensor:minmax:sym:x".parse::<Scheme>().is_err());
+    }
+
+    #[test]
+    fn serde_uses_readable_names() {
+        let json = serde_json::to_string(&Scheme::default()).unwrap();
+        assert!(json.contains("\"int8\""), "{json}");
+        let back: Scheme = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Scheme::default());
+    }
+}
