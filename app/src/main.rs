@@ -1,1 +1,32 @@
-fn main(){}
+//! quantscope: the desktop app and the CLI beside it. This binary parses
+//! arguments and calls the engine; it holds no numerics of its own.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match &cli.command {
+        Some(cli::Command::Report(args)) => cli::run_report(args, &mut std::io::stdout().lock()),
+        None => {
+            let model = cli.model.clone().unwrap_or_else(|| "sample-models/teaching.safetensors".into());
+            let args = cli::Cli::parse_from(["quantscope", "report", &model.to_string_lossy()]);
+            match args.command {
+                Some(cli::Command::Report(a)) => cli::run_report(&a, &mut std::io::stdout().lock()),
+                None => Ok(()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the engine's errors already name the file and the fault.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("quantscope: error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

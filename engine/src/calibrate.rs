@@ -241,8 +241,9 @@ fn xlogx(v: f64) -> f64 {
 /// The i in 128..=2048 minimising KL(P‖Q), where P is the first i bins with the
 /// tail folded into bin i−1, and Q is P merged into 128 levels and spread back
 /// evenly over P's non-empty bins. With group sums G and non-empty counts nz,
-/// N·KL = Σ P ln P − Σ_groups G ln(G / nz), so prefix sums make each candidate
-/// O(128). Ties go to the larger threshold (less clipping).
+/// N·KL = Σ P ln P − Σ_groups G ln(G / nz). Groups 0..127 depend only on the
+/// merge width m = i / 128, so they are summed once per m (15 times), and each
+/// candidate costs O(1) for the last group. Ties go to the larger threshold.
 pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
     let n = hist.len();
     let mut count = vec![0u64; n + 1];
@@ -253,29 +254,26 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
         plogp[b + 1] = plogp[b] + xlogx(h as f64);
         nonzero[b + 1] = nonzero[b] + u32::from(h > 0);
     }
+    let group_term = |g: u64, nz: u32| if g > 0 { xlogx(g as f64) - g as f64 * f64::from(nz).ln() } else { 0.0 };
     let total = count[n];
     let mut best = (n, f64::INFINITY);
+    let mut fixed = (0usize, 0.0f64);
     for i in KL_LEVELS..=n {
-        let last = total - count[i - 1];
-        let sum_plogp = plogp[i - 1] + xlogx(last as f64);
         let m = i / KL_LEVELS;
-        let mut merged = 0.0;
-        for j in 0..KL_LEVELS {
-            let a = j * m;
-            let (g, nz) = if j + 1 < KL_LEVELS {
-                let b = a + m;
-                (count[b] - count[a], nonzero[b] - nonzero[a])
-            } else {
-                (
-                    count[i - 1] - count[a] + last,
-                    nonzero[i - 1] - nonzero[a] + u32::from(last > 0),
-                )
-            };
-            if g > 0 {
-                merged += xlogx(g as f64) - g as f64 * f64::from(nz).ln();
-            }
+        if fixed.0 != m {
+            let sum = (0..KL_LEVELS - 1)
+                .map(|j| {
+                    let (a, b) = (j * m, (j + 1) * m);
+                    group_term(count[b] - count[a], nonzero[b] - nonzero[a])
+                })
+                .sum();
+            fixed = (m, sum);
         }
-        let kl = sum_plogp - merged;
+        let last = total - count[i - 1];
+        let a = (KL_LEVELS - 1) * m;
+        let g = count[i - 1] - count[a] + last;
+        let nz = nonzero[i - 1] - nonzero[a] + u32::from(last > 0);
+        let kl = plogp[i - 1] + xlogx(last as f64) - fixed.1 - group_term(g, nz);
         if kl <= best.1 {
             best = (i, kl);
         }

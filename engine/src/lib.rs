@@ -26,6 +26,7 @@ pub mod metrics;
 mod mmap;
 pub mod report;
 pub mod scheme;
+pub mod write;
 
 pub use analyze::{Histogram, Options, QuantResult, analyze};
 pub use checkpoint::{Checkpoint, TensorInfo};

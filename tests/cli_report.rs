@@ -1,0 +1,184 @@
+//! `quantscope report` end to end: JSON for every flag combination on both sample
+//! models, CSV, the error paths and the MSE ≤ min-max acceptance check on MiniLM.
+
+mod common;
+
+use common::{minilm, quantscope, stdout_json, teaching};
+use serde_json::Value;
+
+const METRIC_KEYS: [&str; 10] = [
+    "count", "mse", "rmse", "sqnr_db", "max_abs_err", "cosine", "clipped_fraction", "clip_error", "round_error", "nonfinite",
+];
+
+/// Checks the documented schema and that no metric is NaN/absent.
+fn check_doc(doc: &Value, expect_tensors: usize) {
+    for key in ["model", "scheme", "tensors"] {
+        assert!(doc.get(key).is_some(), "missing {key}");
+    }
+    let tensors = doc["tensors"].as_array().expect("tensors array");
+    assert_eq!(tensors.len(), expect_tensors);
+    for t in tensors {
+        for key in ["name", "dtype", "shape", "numel", "quantized", "reason", "fallback", "metrics"] {
+            assert!(t.get(key).is_some(), "{t}: missing {key}");
+        }
+        if t["quantized"] == true {
+            let m = &t["metrics"];
+            for key in METRIC_KEYS {
+                let v = &m[key];
+                assert!(v.is_number() || (key == "sqnr_db" && v.is_null()), "{}: {key} = {v}", t["name"]);
+            }
+            assert!(m["mse"].as_f64().unwrap() >= 0.0);
+            let split = m["clip_error"].as_f64().unwrap() + m["round_error"].as_f64().unwrap();
+            assert!((split - m["mse"].as_f64().unwrap()).abs() <= 1e-12 + 1e-9 * split);
+        } else {
+            assert!(t["reason"].is_string(), "{t}");
+        }
+    }
+}
+
+fn all_flag_combinations() -> Vec<Vec<&'static str>> {
+    let mut out = Vec::new();
+    for format in ["int8", "int4", "e4m3", "e5m2"] {
+        for mapping in ["symmetric", "asymmetric"] {
+            for granularity in ["tensor", "channel", "group"] {
+                for calibration in ["minmax", "percentile", "mse", "entropy"] {
+                    out.push(vec![
+                        "--format", format, "--mapping", mapping, "--granularity", granularity, "--calibration", calibration,
+                    ]);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_all_combinations(model: &str, tensors: usize, filter: Option<&str>) {
+    let combos = all_flag_combinations();
+    assert_eq!(combos.len(), 96);
+    std::thread::scope(|s| {
+        for chunk in combos.chunks(24) {
+            s.spawn(move || {
+                for flags in chunk {
+                    let mut args = vec!["report", model];
+                    args.extend(flags.iter().copied());
+                    if let Some(f) = filter {
+                        args.extend(["--tensors", f]);
+                    }
+                    let doc = stdout_json(&quantscope(&args));
+                    check_doc(&doc, tensors);
+                    assert_eq!(doc["scheme"]["format"], flags[1]);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn teaching_sample_every_flag_combination_is_valid_json() {
+    run_all_combinations(teaching().to_str().unwrap(), 11, None);
+}
+
+#[test]
+fn minilm_every_flag_combination_is_valid_json() {
+    let Some(dir) = minilm() else {
+        eprintln!("MiniLM not fetched; skipping (run sample-models/fetch-minilm.sh)");
+        return;
+    };
+    // One encoder layer keeps 96 runs quick; the full model is covered below.
+    run_all_combinations(dir.to_str().unwrap(), 16, Some(r"^encoder\.layer\.0\."));
+}
+
+#[test]
+fn teaching_sample_records_show_each_case() {
+    let doc = stdout_json(&quantscope(&["report", teaching().to_str().unwrap(), "--params"]));
+    let by_name = |n: &str| doc["tensors"].as_array().unwrap().iter().find(|t| t["name"] == n).cloned().unwrap();
+    let ids = by_name("position_ids");
+    assert_eq!(ids["quantized"], false);
+    assert!(ids["reason"].as_str().unwrap().contains("integer"));
+    let bias = by_name("gaussian.bias");
+    assert!(bias["fallback"].as_str().unwrap().contains("per-tensor"));
+    assert_eq!(bias["params"].as_array().unwrap().len(), 1);
+    let w = by_name("gaussian.weight");
+    assert_eq!(w["params"].as_array().unwrap().len(), 256);
+    assert_eq!(by_name("with_nan.weight")["metrics"]["nonfinite"], 5);
+    // Per-channel absorbs the outlier rows: per-tensor must be clearly worse there.
+    let per_tensor = stdout_json(&quantscope(&[
+        "report", teaching().to_str().unwrap(), "--granularity", "tensor", "--tensors", "^outlier_channels",
+    ]));
+    let sqnr_t = per_tensor["tensors"][0]["metrics"]["sqnr_db"].as_f64().unwrap();
+    let sqnr_c = w["metrics"]["sqnr_db"].as_f64().unwrap();
+    let sqnr_oc = by_name("outlier_channels.weight")["metrics"]["sqnr_db"].as_f64().unwrap();
+    assert!(sqnr_oc > sqnr_t + 10.0, "per-channel {sqnr_oc} vs per-tensor {sqnr_t}");
+    assert!(sqnr_c > 30.0);
+}
+
+#[test]
+fn csv_has_one_row_per_tensor_and_per_slice_with_params() {
+    let out = quantscope(&["report", teaching().to_str().unwrap(), "--output", "csv"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "name");
+    assert!(header.contains(&"sqnr_db"));
+    assert_eq!(lines.count(), 11);
+    let out = quantscope(&["report", teaching().to_str().unwrap(), "--output", "csv", "--params", "--tensors", "^conv3x3"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1 + 64, "one row per output channel");
+}
+
+#[test]
+fn minilm_mse_calibration_never_loses_to_minmax() {
+    let Some(dir) = minilm() else {
+        eprintln!("MiniLM not fetched; skipping");
+        return;
+    };
+    let dir = dir.to_str().unwrap();
+    for granularity in ["tensor", "channel"] {
+        let run = |cal: &str| stdout_json(&quantscope(&["report", dir, "--granularity", granularity, "--calibration", cal]));
+        let (mse, minmax) = (run("mse"), run("minmax"));
+        let mut checked = 0;
+        for (a, b) in mse["tensors"].as_array().unwrap().iter().zip(minmax["tensors"].as_array().unwrap()) {
+            assert_eq!(a["name"], b["name"]);
+            if a["quantized"] == true && a["shape"].as_array().unwrap().len() == 2 {
+                let (ma, mb) = (a["metrics"]["mse"].as_f64().unwrap(), b["metrics"]["mse"].as_f64().unwrap());
+                assert!(ma <= mb, "{} ({granularity}): mse {ma} > minmax {mb}", a["name"]);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 36, "{checked} 2-D weights checked");
+    }
+}
+
+#[test]
+fn bad_files_exit_1_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(teaching()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a model at all, just text").unwrap();
+    for (path, needle) in [(&truncated, "truncated"), (&garbage, "header length")] {
+        let out = quantscope(&["report", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(path.file_name().unwrap().to_str().unwrap()), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains("panicked"));
+    }
+    let missing = quantscope(&["report", "/no/such/model.safetensors"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["report"],
+        vec!["report", "x.safetensors", "--format", "int9"],
+        vec!["report", "x.safetensors", "--granularity", "rows"],
+        vec!["report", "x.safetensors", "--tensors", "("],
+    ] {
+        assert_eq!(quantscope(&args).status.code(), Some(2), "{args:?}");
+    }
+}
