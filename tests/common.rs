@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: paths to the sample models and a
 //! runner for the built binary.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -20,18 +21,10 @@ pub fn minilm() -> Option<PathBuf> {
 }
 
 pub fn quantscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quantscope"))
-        .args(args)
-        .output()
-        .expect("run quantscope")
+    Command::new(env!("CARGO_BIN_EXE_quantscope")).args(args).output().expect("run quantscope")
 }
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }

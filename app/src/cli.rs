@@ -178,11 +178,7 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
 const CSV_HEADER: &str = "name,dtype,shape,numel,quantized,reason,fallback,count,mse,rmse,sqnr_db,max_abs_err,cosine,clipped_fraction,clip_error,round_error,nonfinite";
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 fn write_csv(records: &[TensorReport], with_params: bool, out: &mut dyn Write) -> anyhow::Result<()> {

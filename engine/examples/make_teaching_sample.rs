@@ -4,11 +4,11 @@
 //!
 //! `cargo run -p quantscope-engine --example make_teaching_sample [OUT]`
 
+use quantscope_engine::Dtype;
 use quantscope_engine::decode::encode;
 use quantscope_engine::write::{OwnedTensor, write_safetensors};
-use quantscope_engine::Dtype;
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, Normal, StudentT};
 
 fn tensor(dtype: Dtype, shape: &[usize], values: &[f32]) -> OwnedTensor {

@@ -15,7 +15,7 @@ use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
 use crate::scheme::{Calibration, FormatKind, Granularity, ManualRange, Scheme};
 
 /// What to compute beyond the parameters and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Bins of the weight histogram over the finite range (0 = none).
     pub weight_bins: usize,
@@ -23,16 +23,6 @@ pub struct Options {
     pub error_bins: usize,
     /// Keep R′ for the whole tensor.
     pub keep_dequantized: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            weight_bins: 0,
-            error_bins: 0,
-            keep_dequantized: false,
-        }
-    }
 }
 
 /// Equal-width bins over [lo, hi].
@@ -110,8 +100,10 @@ fn resolve(shape: &[usize], g: Granularity) -> Result<(Granularity, Option<Strin
         );
         return Ok((Granularity::Tensor, Some(note)));
     }
-    if let Granularity::Channel { axis } = g {
-        if axis >= shape.len() {
+    if let Granularity::Channel { axis } = g
+        && axis >= shape.len()
+    {
+        {
             return Err(Error::Scheme(format!(
                 "channel axis {axis} does not exist in a {}-D tensor",
                 shape.len()
@@ -145,9 +137,7 @@ pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
     if xs.len() <= PAR_CHUNK {
         return TensorStats::of(xs);
     }
-    xs.par_chunks(PAR_CHUNK)
-        .map(TensorStats::of)
-        .reduce(TensorStats::default, |a, b| a.merge(&b))
+    xs.par_chunks(PAR_CHUNK).map(TensorStats::of).reduce(TensorStats::default, |a, b| a.merge(&b))
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -268,9 +258,10 @@ fn analyze_with<F: NumberFormat>(
     let metrics = total.metrics();
     let (mn, mx) = stats.range();
 
-    let histogram = (opts.weight_bins > 0)
-        .then(|| Histogram::of(values, f64::from(mn), f64::from(mx), opts.weight_bins));
-    let error_histogram = (opts.error_bins > 0).then(|| error_histogram(values, &deq, metrics.max_abs_err, opts.error_bins));
+    let histogram =
+        (opts.weight_bins > 0).then(|| Histogram::of(values, f64::from(mn), f64::from(mx), opts.weight_bins));
+    let error_histogram =
+        (opts.error_bins > 0).then(|| error_histogram(values, &deq, metrics.max_abs_err, opts.error_bins));
     let grid = if granularity == Granularity::Tensor {
         let p = params[0];
         let (view_lo, view_hi) = (mn.min(p.lo), mx.max(p.hi));

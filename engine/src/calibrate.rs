@@ -51,13 +51,8 @@ pub fn compare_ranges<F: NumberFormat>(
     percentile: f64,
 ) -> [(Calibration, SliceParams); 4] {
     let stats = crate::analyze::parallel_stats(xs);
-    [
-        Calibration::MinMax,
-        Calibration::Percentile { p: percentile },
-        Calibration::Mse,
-        Calibration::Entropy,
-    ]
-    .map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
+    [Calibration::MinMax, Calibration::Percentile { p: percentile }, Calibration::Mse, Calibration::Entropy]
+        .map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
 }
 
 /// Exact order statistics with numpy's default linear interpolation.
@@ -117,7 +112,7 @@ fn mse_search(mut cost: impl FnMut(f32) -> f64) -> f32 {
 
 /// Shrinks [lo, hi] by α about 0 when the range holds 0, else about its centre.
 fn shrink(lo: f32, hi: f32, alpha: f32) -> (f32, f32) {
-    let anchor = if lo <= 0.0 && hi >= 0.0 { 0.0 } else { (lo + hi) / 2.0 };
+    let anchor = if lo <= 0.0 && hi >= 0.0 { 0.0 } else { f32::midpoint(lo, hi) };
     (anchor + alpha * (lo - anchor), anchor + alpha * (hi - anchor))
 }
 
@@ -135,9 +130,7 @@ fn mse_params<F: NumberFormat>(fmt: F, xs: &[f32], stats: &TensorStats, mapping:
     }
     let hist = MomentHistogram::build(xs, lo, hi);
     let alpha = mse_search(|a| hist.estimate(fmt, &params_at(a)));
-    let exact = |p: &SliceParams| -> f64 {
-        xs.par_chunks(PAR_CHUNK).map(|c| sum_sq_error(fmt, c, p)).sum()
-    };
+    let exact = |p: &SliceParams| -> f64 { xs.par_chunks(PAR_CHUNK).map(|c| sum_sq_error(fmt, c, p)).sum() };
     let (chosen, minmax) = (params_at(alpha), params_at(1.0));
     if alpha < 1.0 && exact(&chosen) <= exact(&minmax) { chosen } else { minmax }
 }
@@ -254,7 +247,8 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
         plogp[b + 1] = plogp[b] + xlogx(h as f64);
         nonzero[b + 1] = nonzero[b] + u32::from(h > 0);
     }
-    let group_term = |g: u64, nz: u32| if g > 0 { xlogx(g as f64) - g as f64 * f64::from(nz).ln() } else { 0.0 };
+    let group_term =
+        |g: u64, nz: u32| if g > 0 { xlogx(g as f64) - g as f64 * f64::from(nz).ln() } else { 0.0 };
     let total = count[n];
     let mut best = (n, f64::INFINITY);
     let mut fixed = (0usize, 0.0f64);
@@ -304,16 +298,14 @@ mod tests {
             }
         }
         let n: f64 = p.iter().sum();
-        p.iter()
-            .zip(&q)
-            .filter(|(pv, _)| **pv > 0.0)
-            .map(|(pv, qv)| pv / n * (pv / qv).ln())
-            .sum()
+        p.iter().zip(&q).filter(|(pv, _)| **pv > 0.0).map(|(pv, qv)| pv / n * (pv / qv).ln()).sum()
     }
 
     #[test]
     fn kl_prefix_sums_match_the_naive_form() {
-        let hist: Vec<u64> = (0..2048u64).map(|b| (5000.0 * (-(b as f64) / 150.0).exp()) as u64 + (b % 7 == 0) as u64).collect();
+        let hist: Vec<u64> = (0..2048u64)
+            .map(|b| (5000.0 * (-(b as f64) / 150.0).exp()) as u64 + (b % 7 == 0) as u64)
+            .collect();
         let total: u64 = hist.iter().sum();
         let best = kl_best_bin(&hist);
         let naive_best = (128..=2048)

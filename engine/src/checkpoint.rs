@@ -34,6 +34,7 @@ pub struct TensorInfo {
     byte_range: (usize, usize),
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
 fn dtype_name<S: serde::Serializer>(d: &Dtype, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{d:?}"))
 }
@@ -120,12 +121,15 @@ impl Checkpoint {
         let mut wanted: HashMap<String, String> = HashMap::new();
         let mut files: Vec<PathBuf> = Vec::new();
         for (name, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| Error::format(index, format!("weight_map entry '{name}' is not a file name")))?;
+            let file = file.as_str().ok_or_else(|| {
+                Error::format(index, format!("weight_map entry '{name}' is not a file name"))
+            })?;
             let shard = base.join(file);
             if !shard.is_file() {
-                return Err(Error::format(index, format!("names shard '{file}' (for '{name}'), which is missing")));
+                return Err(Error::format(
+                    index,
+                    format!("names shard '{file}' (for '{name}'), which is missing"),
+                ));
             }
             if !files.contains(&shard) {
                 files.push(shard);
@@ -155,7 +159,10 @@ impl Checkpoint {
                 let Some(info) = metadata.info(&name) else { continue };
                 let (s, e) = info.data_offsets;
                 if by_name.contains_key(&name) {
-                    return Err(Error::format(file, format!("tensor '{name}' also appears in another shard")));
+                    return Err(Error::format(
+                        file,
+                        format!("tensor '{name}' also appears in another shard"),
+                    ));
                 }
                 by_name.insert(name.clone(), tensors.len());
                 tensors.push(TensorInfo {
@@ -247,19 +254,29 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor:
         let reason = match e {
             SafeTensorError::HeaderTooSmall => "file too short for a safetensors header".to_string(),
             SafeTensorError::HeaderTooLarge => {
-                format!("header length {declared} exceeds the 100 MB safetensors limit (not a safetensors file?)")
+                format!(
+                    "header length {declared} exceeds the 100 MB safetensors limit (not a safetensors file?)"
+                )
             }
             SafeTensorError::InvalidHeaderLength => {
-                format!("header length {declared} exceeds the file size {file_len} (truncated or not safetensors)")
+                format!(
+                    "header length {declared} exceeds the file size {file_len} (truncated or not safetensors)"
+                )
             }
             SafeTensorError::InvalidHeader(_) => "header is not valid UTF-8".to_string(),
-            SafeTensorError::InvalidHeaderDeserialization(e) => format!("header is not a valid safetensors JSON object: {e}"),
+            SafeTensorError::InvalidHeaderDeserialization(e) => {
+                format!("header is not a valid safetensors JSON object: {e}")
+            }
             SafeTensorError::InvalidOffset(name) => {
                 format!("tensor '{name}': data_offsets overlap, leave a gap or are reversed")
             }
-            SafeTensorError::TensorInvalidInfo => "a tensor's data length does not match its dtype and shape".to_string(),
+            SafeTensorError::TensorInvalidInfo => {
+                "a tensor's data length does not match its dtype and shape".to_string()
+            }
             SafeTensorError::ValidationOverflow => "a tensor's shape or byte size overflows".to_string(),
-            SafeTensorError::MisalignedSlice => "a tensor's bit size is not a whole number of bytes".to_string(),
+            SafeTensorError::MisalignedSlice => {
+                "a tensor's bit size is not a whole number of bytes".to_string()
+            }
             SafeTensorError::MetadataIncompleteBuffer => {
                 "data section does not match the header: file truncated or has trailing bytes".to_string()
             }

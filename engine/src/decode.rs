@@ -14,9 +14,14 @@ pub fn quantizable(dtype: Dtype) -> Result<(), String> {
     match dtype {
         Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::F8_E4M3 | Dtype::F8_E5M2 => Ok(()),
         Dtype::BOOL => Err("bool tensor: not a weight".into()),
-        Dtype::I8 | Dtype::U8 | Dtype::I16 | Dtype::U16 | Dtype::I32 | Dtype::U32 | Dtype::I64 | Dtype::U64 => {
-            Err(format!("integer tensor ({dtype:?}): already integer, not quantized"))
-        }
+        Dtype::I8
+        | Dtype::U8
+        | Dtype::I16
+        | Dtype::U16
+        | Dtype::I32
+        | Dtype::U32
+        | Dtype::I64
+        | Dtype::U64 => Err(format!("integer tensor ({dtype:?}): already integer, not quantized")),
         other => Err(format!("unsupported dtype {other:?}")),
     }
 }
@@ -68,7 +73,7 @@ fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 pub fn decode(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
     quantizable(dtype)?;
     let size = elem_size(dtype);
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format!("{} bytes is not a whole number of {dtype:?} elements", bytes.len()));
     }
     let mut out = vec![0f32; bytes.len() / size];

@@ -15,11 +15,7 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
     #[error("{}: tensor '{tensor}': {reason}", path.display())]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        reason: String,
-    },
+    Tensor { path: PathBuf, tensor: String, reason: String },
     #[error("no tensor named '{0}' in this model")]
     NotFound(String),
     #[error("invalid scheme: {0}")]
@@ -28,17 +24,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Self::Format {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Self::Format { path: path.into(), reason: reason.into() }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Error metrics (NUMERICS.md "Metrics") and the fused per-element loop that
 //! produces them. Sums are f64; the loop keeps `LANES` independent accumulators
 //! so that LLVM can vectorise the reduction without reassociating a single sum.
+#![allow(clippy::needless_range_loop)] // lane-indexed loops are the point
 
 use serde::{Serialize, Serializer};
 
@@ -30,12 +31,9 @@ pub struct Metrics {
     pub nonfinite: u64,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
 fn finite_or_null<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.is_finite() {
-        s.serialize_f64(*v)
-    } else {
-        s.serialize_none()
-    }
+    if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
 }
 
 /// Raw sums; merged across chunks and slices, turned into [`Metrics`] at the end.
@@ -53,6 +51,7 @@ pub(crate) struct ErrorSums {
 }
 
 impl ErrorSums {
+    #[must_use]
     pub fn merge(mut self, o: &Self) -> Self {
         self.count += o.count;
         self.nonfinite += o.nonfinite;
@@ -70,11 +69,8 @@ impl ErrorSums {
         let n = self.count as f64;
         let per = |v: f64| if self.count == 0 { 0.0 } else { v / n };
         let mse = per(self.sum_e2);
-        let sqnr_db = if self.sum_e2 == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (self.sum_r2 / self.sum_e2).log10()
-        };
+        let sqnr_db =
+            if self.sum_e2 == 0.0 { f64::INFINITY } else { 10.0 * (self.sum_r2 / self.sum_e2).log10() };
         let cosine = if self.sum_r2 == 0.0 && self.sum_q2 == 0.0 {
             1.0
         } else if self.sum_r2 == 0.0 || self.sum_q2 == 0.0 {
@@ -112,7 +108,7 @@ struct Lanes {
 }
 
 impl Lanes {
-    #[inline(always)]
+    #[inline]
     fn add(&mut self, j: usize, x: f32, q: f32, p: &SliceParams) {
         let finite = x.is_finite();
         let xd = if finite { f64::from(x) } else { 0.0 };
@@ -214,14 +210,7 @@ pub struct TensorStats {
 
 impl Default for TensorStats {
     fn default() -> Self {
-        Self {
-            min: f32::INFINITY,
-            max: f32::NEG_INFINITY,
-            finite: 0,
-            nonfinite: 0,
-            sum: 0.0,
-            sum_sq: 0.0,
-        }
+        Self { min: f32::INFINITY, max: f32::NEG_INFINITY, finite: 0, nonfinite: 0, sum: 0.0, sum_sq: 0.0 }
     }
 }
 
@@ -261,6 +250,7 @@ impl TensorStats {
         }
     }
 
+    #[must_use]
     pub fn merge(mut self, o: &Self) -> Self {
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);

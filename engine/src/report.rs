@@ -73,7 +73,12 @@ pub struct TensorReport {
 
 /// Decodes and analyzes one tensor. Failures become `quantized: false` with the
 /// reason, so one odd tensor never stops a whole-model report.
-pub fn report_tensor(ckpt: &Checkpoint, info: &TensorInfo, scheme: &Scheme, with_params: bool) -> TensorReport {
+pub fn report_tensor(
+    ckpt: &Checkpoint,
+    info: &TensorInfo,
+    scheme: &Scheme,
+    with_params: bool,
+) -> TensorReport {
     let mut rec = TensorReport {
         name: info.name.clone(),
         dtype: info.dtype_name(),

@@ -47,11 +47,7 @@ impl FromStr for FormatKind {
                     .strip_prefix("int")
                     .and_then(|b| b.parse::<u8>().ok())
                     .filter(|b| (2..=8).contains(b))
-                    .ok_or_else(|| {
-                        Error::Scheme(format!(
-                            "unknown format '{s}' (int2..int8, e4m3, e5m2)"
-                        ))
-                    })?;
+                    .ok_or_else(|| Error::Scheme(format!("unknown format '{s}' (int2..int8, e4m3, e5m2)")))?;
                 Ok(Self::Int(bits))
             }
         }
@@ -85,9 +81,13 @@ pub enum Mapping {
 pub enum Granularity {
     Tensor,
     /// One (S, Z) per index along `axis` (0 = output channel).
-    Channel { axis: usize },
+    Channel {
+        axis: usize,
+    },
     /// Rows of the `[dim0, rest]` view cut into groups of `size`; the last may be short.
-    Group { size: usize },
+    Group {
+        size: usize,
+    },
 }
 
 /// How each slice's clipping range is chosen (see `calibrate`).
@@ -138,27 +138,25 @@ impl Default for Scheme {
 impl Scheme {
     /// Checks the parts that do not depend on a tensor's shape.
     pub fn validate(&self) -> Result<()> {
-        if let FormatKind::Int(b) = self.format {
-            if !(2..=8).contains(&b) {
-                return Err(Error::Scheme(format!("INT{b}: 2 to 8 bits are supported")));
-            }
+        if let FormatKind::Int(b) = self.format
+            && !(2..=8).contains(&b)
+        {
+            return Err(Error::Scheme(format!("INT{b}: 2 to 8 bits are supported")));
         }
         if let Granularity::Group { size: 0 } = self.granularity {
             return Err(Error::Scheme("group size must be at least 1".into()));
         }
         match self.calibration {
-            Calibration::Percentile { p } if !(p > 50.0 && p <= 100.0) => Err(Error::Scheme(
-                format!("percentile {p} must be in (50, 100]"),
-            )),
-            Calibration::Manual(ManualRange::Ratio { r }) if !(r > 0.0 && r <= 1.0) => Err(
-                Error::Scheme(format!("manual ratio {r} must be in (0, 1]")),
-            ),
+            Calibration::Percentile { p } if !(p > 50.0 && p <= 100.0) => {
+                Err(Error::Scheme(format!("percentile {p} must be in (50, 100]")))
+            }
+            Calibration::Manual(ManualRange::Ratio { r }) if !(r > 0.0 && r <= 1.0) => {
+                Err(Error::Scheme(format!("manual ratio {r} must be in (0, 1]")))
+            }
             Calibration::Manual(ManualRange::Range { lo, hi })
                 if !(lo.is_finite() && hi.is_finite() && lo <= hi) =>
             {
-                Err(Error::Scheme(format!(
-                    "manual range [{lo}, {hi}] must be finite with lo ≤ hi"
-                )))
+                Err(Error::Scheme(format!("manual range [{lo}, {hi}] must be finite with lo ≤ hi")))
             }
             _ => Ok(()),
         }
@@ -203,11 +201,7 @@ impl fmt::Display for Scheme {
 impl FromStr for Granularity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::Scheme(format!(
-                "unknown granularity '{s}' (tensor, channel, channelN, groupN)"
-            ))
-        };
+        let bad = || Error::Scheme(format!("unknown granularity '{s}' (tensor, channel, channelN, groupN)"));
         if s == "tensor" {
             Ok(Self::Tensor)
         } else if let Some(rest) = s.strip_prefix("channel") {
@@ -225,11 +219,8 @@ impl FromStr for Granularity {
 impl FromStr for Calibration {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::Scheme(format!(
-                "unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR)"
-            ))
-        };
+        let bad =
+            || Error::Scheme(format!("unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR)"));
         match s {
             "minmax" => Ok(Self::MinMax),
             "mse" => Ok(Self::Mse),
@@ -253,8 +244,7 @@ impl FromStr for Scheme {
     /// `e4m3:tensor:minmax`, `int4:group128:p99.9:asym`. Missing parts take the defaults.
     fn from_str(s: &str) -> Result<Self> {
         let mut parts = s.split(':');
-        let mut scheme = Self::default();
-        scheme.format = parts.next().unwrap_or_default().parse()?;
+        let mut scheme = Self { format: parts.next().unwrap_or_default().parse()?, ..Self::default() };
         if let Some(g) = parts.next() {
             scheme.granularity = g.parse()?;
         }

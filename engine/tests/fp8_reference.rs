@@ -1,12 +1,17 @@
 //! Every FP8 code and every rounding case of ml_dtypes' reference tables
 //! (copied from shared/reference into tests/data) must match bit for bit.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use quantscope_engine::Fp8Format;
 
 fn rows(file: &str) -> Vec<Vec<String>> {
     let path = format!("{}/tests/data/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split('\t').map(str::to_string).collect()).collect()
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 fn code(s: &str) -> u8 {

@@ -155,21 +155,13 @@ impl NumberFormat for Fp8Format {
             }
             Mapping::Asymmetric => {
                 // quantscope's own definition: a real-valued centre, no widening.
-                let mut offset = (hi + lo) / 2.0;
-                if offset.is_infinite() {
-                    offset = hi / 2.0 + lo / 2.0;
-                }
+                // midpoint rounds exactly like (hi + lo) / 2 but cannot overflow.
+                let offset = f32::midpoint(hi, lo);
                 let mut scale = (hi - lo) / (2.0 * self.fmax);
                 if scale.is_infinite() {
                     scale = hi / (2.0 * self.fmax) - lo / (2.0 * self.fmax);
                 }
-                SliceParams {
-                    scale: nonzero_scale(scale),
-                    zero_point: 0,
-                    offset,
-                    lo,
-                    hi,
-                }
+                SliceParams { scale: nonzero_scale(scale), zero_point: 0, offset, lo, hi }
             }
         }
     }

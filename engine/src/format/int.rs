@@ -15,16 +15,10 @@ pub struct IntFormat {
 impl IntFormat {
     pub fn new(bits: u8) -> Result<Self> {
         if !(2..=8).contains(&bits) {
-            return Err(Error::Scheme(format!(
-                "INT{bits} is not supported (2 to 8 bits)"
-            )));
+            return Err(Error::Scheme(format!("INT{bits} is not supported (2 to 8 bits)")));
         }
         let half = 1i32 << (bits - 1);
-        Ok(Self {
-            bits,
-            qmin: -half as f32,
-            qmax: (half - 1) as f32,
-        })
+        Ok(Self { bits, qmin: -half as f32, qmax: (half - 1) as f32 })
     }
 
     pub fn bits(&self) -> u8 {
@@ -44,13 +38,7 @@ impl NumberFormat for IntFormat {
             Mapping::Symmetric => {
                 let amax = (-lo).max(hi);
                 let scale = nonzero_scale(amax / (levels / 2.0));
-                SliceParams {
-                    scale,
-                    zero_point: 0,
-                    offset: 0.0,
-                    lo: -amax,
-                    hi: amax,
-                }
+                SliceParams { scale, zero_point: 0, offset: 0.0, lo: -amax, hi: amax }
             }
             Mapping::Asymmetric => {
                 let mut scale = (hi - lo) / levels;
@@ -59,16 +47,8 @@ impl NumberFormat for IntFormat {
                     scale = hi / levels - lo / levels;
                 }
                 let scale = nonzero_scale(scale);
-                let z = (self.qmin - lo / scale)
-                    .round_ties_even()
-                    .clamp(self.qmin, self.qmax);
-                SliceParams {
-                    scale,
-                    zero_point: z as i32,
-                    offset: 0.0,
-                    lo,
-                    hi,
-                }
+                let z = (self.qmin - lo / scale).round_ties_even().clamp(self.qmin, self.qmax);
+                SliceParams { scale, zero_point: z as i32, offset: 0.0, lo, hi }
             }
         }
     }
@@ -96,9 +76,7 @@ impl NumberFormat for IntFormat {
     }
 
     fn levels(&self, p: &SliceParams) -> Vec<f32> {
-        (self.qmin as i32..=self.qmax as i32)
-            .map(|q| self.dequantize(q, p))
-            .collect()
+        (self.qmin as i32..=self.qmax as i32).map(|q| self.dequantize(q, p)).collect()
     }
 
     fn qmax(&self) -> f32 {
@@ -143,13 +121,7 @@ mod tests {
 
     #[test]
     fn rounds_half_to_even_then_adds_z() {
-        let p = SliceParams {
-            scale: 1.0,
-            zero_point: 3,
-            offset: 0.0,
-            lo: -10.0,
-            hi: 10.0,
-        };
+        let p = SliceParams { scale: 1.0, zero_point: 3, offset: 0.0, lo: -10.0, hi: 10.0 };
         // 2.5 → 2 (even) → +3 = 5; 3.5 → 4 → 7.
         assert_eq!(int8().quantize(2.5, &p), 5);
         assert_eq!(int8().quantize(3.5, &p), 7);

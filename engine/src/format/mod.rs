@@ -64,9 +64,5 @@ pub trait NumberFormat: Copy + Send + Sync {
 /// PyTorch's guard for an all-equal slice: a zero step would divide by zero.
 #[inline]
 pub(crate) fn nonzero_scale(s: f32) -> f32 {
-    if s == 0.0 || s.is_nan() {
-        f32::EPSILON
-    } else {
-        s
-    }
+    if s == 0.0 || s.is_nan() { f32::EPSILON } else { s }
 }
