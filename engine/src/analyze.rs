@@ -315,3 +315,143 @@ fn error_histogram(values: &[f32], deq: &[f32], max_abs: f64, bins: usize) -> Hi
     let half = if max_abs > 0.0 { max_abs } else { f64::from(f32::EPSILON) };
     Histogram::of(&errors, -half, half, bins)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::Mapping;
+
+    fn values(n: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * (1.0 + (i % 13) as f32)).collect()
+    }
+
+    fn scheme(g: Granularity, c: Calibration) -> Scheme {
+        Scheme { granularity: g, calibration: c, ..Scheme::default() }
+    }
+
+    #[test]
+    fn channel_axis_1_equals_axis_0_of_the_transpose() {
+        let (r, c) = (6, 10);
+        let v = values(r * c);
+        let t: Vec<f32> = (0..c * r).map(|k| v[(k % r) * c + k / r]).collect();
+        let a = analyze(
+            &v,
+            &[r, c],
+            &scheme(Granularity::Channel { axis: 1 }, Calibration::MinMax),
+            &Options::default(),
+        )
+        .unwrap();
+        let b = analyze(
+            &t,
+            &[c, r],
+            &scheme(Granularity::Channel { axis: 0 }, Calibration::MinMax),
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(a.params, b.params);
+        assert_eq!(a.params.len(), c);
+        assert!((a.metrics.mse - b.metrics.mse).abs() < 1e-15);
+    }
+
+    #[test]
+    fn groups_cut_each_row_and_the_last_is_short() {
+        let v = values(20);
+        let opts = Options { keep_dequantized: true, ..Options::default() };
+        let r = analyze(&v, &[2, 10], &scheme(Granularity::Group { size: 4 }, Calibration::MinMax), &opts)
+            .unwrap();
+        assert_eq!(r.params.len(), 6);
+        // The 3rd group of row 0 is elements 8..10 only.
+        let last = &v[8..10];
+        let amax = last.iter().fold(0f32, |a, x| a.max(x.abs()));
+        assert_eq!(r.params[2].hi, amax);
+        let deq = r.dequantized.unwrap();
+        let f = IntFormat::new(8).unwrap();
+        for (k, (&x, &q)) in v.iter().zip(&deq).enumerate() {
+            let slice = (k / 10) * 3 + (k % 10) / 4;
+            assert_eq!(q, f.fake_quant(x, &r.params[slice]), "element {k}");
+        }
+    }
+
+    #[test]
+    fn one_d_falls_back_and_manual_range_needs_per_tensor() {
+        let v = values(50);
+        let r = analyze(&v, &[50], &Scheme::default(), &Options::default()).unwrap();
+        assert_eq!(r.granularity, Granularity::Tensor);
+        assert!(r.fallback.unwrap().contains("1-D"));
+        let manual = Calibration::Manual(ManualRange::Range { lo: -0.1, hi: 0.1 });
+        assert!(
+            analyze(&v, &[5, 10], &scheme(Granularity::Channel { axis: 0 }, manual), &Options::default())
+                .is_err()
+        );
+        let t = analyze(&v, &[5, 10], &scheme(Granularity::Tensor, manual), &Options::default()).unwrap();
+        assert_eq!((t.params[0].lo, t.params[0].hi), (-0.1, 0.1));
+        assert!(t.metrics.clipped_fraction > 0.5);
+        assert!(
+            analyze(
+                &v,
+                &[5, 10],
+                &scheme(Granularity::Channel { axis: 2 }, Calibration::MinMax),
+                &Options::default()
+            )
+            .is_err()
+        );
+        assert!(analyze(&v, &[5, 11], &Scheme::default(), &Options::default()).is_err());
+    }
+
+    #[test]
+    fn histograms_and_grid_cover_the_tensor() {
+        let mut v = values(100_000);
+        v[17] = f32::NAN;
+        let opts = Options { weight_bins: 256, error_bins: 64, keep_dequantized: false };
+        let r = analyze(&v, &[100, 1000], &scheme(Granularity::Tensor, Calibration::MinMax), &opts).unwrap();
+        let h = r.histogram.unwrap();
+        assert_eq!(h.counts.len(), 256);
+        assert_eq!(h.counts.iter().sum::<u64>(), 99_999);
+        assert_eq!((h.lo, h.hi), (f64::from(r.stats.min), f64::from(r.stats.max)));
+        let e = r.error_histogram.unwrap();
+        assert_eq!(e.counts.iter().sum::<u64>(), 99_999);
+        assert!(e.hi >= r.metrics.max_abs_err);
+        assert_eq!(r.metrics.nonfinite, 1);
+        // Symmetric INT8 has 256 levels, 0 among them; all inside the view.
+        assert!(r.grid.len() <= 256 && r.grid.len() > 250, "{}", r.grid.len());
+        assert!(r.grid.contains(&0.0));
+        assert!(r.dequantized.is_none());
+    }
+
+    #[test]
+    fn per_tensor_parallel_chunks_equal_a_single_pass() {
+        let v = values(300_000);
+        let s = scheme(Granularity::Tensor, Calibration::MinMax);
+        let r = analyze(&v, &[300, 1000], &s, &Options::default()).unwrap();
+        let f = IntFormat::new(8).unwrap();
+        let p = f.params(r.stats.min, r.stats.max, Mapping::Symmetric);
+        assert_eq!(r.params[0], p);
+        let single = crate::metrics::error_sums::<_, false>(f, &v, &p, &mut []).metrics();
+        assert!((r.metrics.mse - single.mse).abs() <= 1e-12 * single.mse);
+        assert_eq!(r.metrics.max_abs_err, single.max_abs_err);
+    }
+
+    #[test]
+    fn every_format_and_calibration_runs_on_every_granularity() {
+        let v = values(4 * 300);
+        for format in [FormatKind::INT8, FormatKind::Int(4), FormatKind::E4M3, FormatKind::E5M2] {
+            for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
+                for g in
+                    [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 64 }]
+                {
+                    for c in [
+                        Calibration::MinMax,
+                        Calibration::Percentile { p: 99.0 },
+                        Calibration::Mse,
+                        Calibration::Entropy,
+                    ] {
+                        let s = Scheme { format, mapping, granularity: g, calibration: c };
+                        let r = analyze(&v, &[4, 300], &s, &Options::default()).unwrap();
+                        assert!(r.metrics.mse.is_finite() && r.metrics.mse > 0.0, "{s}");
+                        assert!(r.metrics.sqnr_db > 5.0, "{s}: {}", r.metrics.sqnr_db);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -19,6 +19,8 @@ const MSE_EXACT_MAX: usize = 8192;
 const MSE_HIST_BINS: usize = 8192;
 const KL_BINS: usize = 2048;
 const KL_LEVELS: usize = 128;
+/// Count given to a Q bin that is empty where P is not (ONNX Runtime's eps).
+const KL_SMOOTHING: f64 = 1e-4;
 
 /// Chooses one slice's range with `calibration` and returns its parameters.
 pub(crate) fn slice_params<F: NumberFormat>(
@@ -231,12 +233,17 @@ fn xlogx(v: f64) -> f64 {
     if v > 0.0 { v * v.ln() } else { 0.0 }
 }
 
-/// The i in 128..=2048 minimising KL(P‖Q), where P is the first i bins with the
-/// tail folded into bin i−1, and Q is P merged into 128 levels and spread back
-/// evenly over P's non-empty bins. With group sums G and non-empty counts nz,
-/// N·KL = Σ P ln P − Σ_groups G ln(G / nz). Groups 0..127 depend only on the
-/// merge width m = i / 128, so they are summed once per m (15 times), and each
-/// candidate costs O(1) for the last group. Ties go to the larger threshold.
+/// The i in 128..=2048 minimising KL(P‖Q) (TensorRT's method, as ONNX Runtime
+/// implements it). P is the first i bins with the tail folded into bin i−1. Q is
+/// the first i bins *without* the tail, merged into 128 levels and spread evenly
+/// over P's non-empty bins; both are normalised. (Merging P itself would make
+/// i = 128 score KL = 0 every time, since nothing is merged there.)
+///
+/// With N = ΣP, tail T, per-group P-sums G, Q-sums G′ and non-empty counts nz:
+/// N·KL = Σ P ln P − Σ_groups G ln(G′ / nz) + N ln((N − T) / N).
+/// Groups 0..127 depend only on the merge width m = i / 128, so they are summed
+/// once per m (15 times) and each candidate costs O(1). Ties go to the larger
+/// threshold (less clipping).
 pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
     let n = hist.len();
     let mut count = vec![0u64; n + 1];
@@ -247,9 +254,19 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
         plogp[b + 1] = plogp[b] + xlogx(h as f64);
         nonzero[b + 1] = nonzero[b] + u32::from(h > 0);
     }
-    let group_term =
-        |g: u64, nz: u32| if g > 0 { xlogx(g as f64) - g as f64 * f64::from(nz).ln() } else { 0.0 };
+    // G ln(G′ / nz) for one group. Where Q is empty but P is not (the folded tail
+    // landing in an empty group), Q gets ONNX Runtime's smoothing count instead.
+    let group_term = |g: u64, g_q: u64, nz: u32| -> f64 {
+        match (g, g_q) {
+            (0, _) => 0.0,
+            (_, 0) => g as f64 * KL_SMOOTHING.ln(),
+            _ => g as f64 * (g_q as f64 / f64::from(nz)).ln(),
+        }
+    };
     let total = count[n];
+    if total == 0 {
+        return n;
+    }
     let mut best = (n, f64::INFINITY);
     let mut fixed = (0usize, 0.0f64);
     for i in KL_LEVELS..=n {
@@ -258,16 +275,21 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
             let sum = (0..KL_LEVELS - 1)
                 .map(|j| {
                     let (a, b) = (j * m, (j + 1) * m);
-                    group_term(count[b] - count[a], nonzero[b] - nonzero[a])
+                    let g = count[b] - count[a];
+                    group_term(g, g, nonzero[b] - nonzero[a])
                 })
                 .sum();
             fixed = (m, sum);
         }
-        let last = total - count[i - 1];
+        let tail = total - count[i];
+        let last = hist[i - 1] + tail;
         let a = (KL_LEVELS - 1) * m;
-        let g = count[i - 1] - count[a] + last;
+        let g_q = count[i] - count[a];
         let nz = nonzero[i - 1] - nonzero[a] + u32::from(last > 0);
-        let kl = plogp[i - 1] + xlogx(last as f64) - fixed.1 - group_term(g, nz);
+        let last_term = group_term(g_q + tail, g_q, nz);
+        let sum_plogp = plogp[i - 1] + xlogx(last as f64);
+        let n_f = total as f64;
+        let kl = (sum_plogp - fixed.1 - last_term) / n_f + ((n_f - tail as f64) / n_f).ln();
         if kl <= best.1 {
             best = (i, kl);
         }
@@ -282,14 +304,15 @@ mod tests {
 
     /// The textbook KL computation, bin by bin, for checking the prefix-sum one.
     fn kl_naive(hist: &[u64], i: usize) -> f64 {
-        let mut p: Vec<f64> = hist[..i].iter().map(|&h| h as f64).collect();
+        let unfolded: Vec<f64> = hist[..i].iter().map(|&h| h as f64).collect();
+        let mut p = unfolded.clone();
         p[i - 1] += hist[i..].iter().sum::<u64>() as f64;
         let m = i / KL_LEVELS;
         let mut q = vec![0.0; i];
         for j in 0..KL_LEVELS {
             let a = j * m;
             let b = if j + 1 < KL_LEVELS { a + m } else { i };
-            let g: f64 = p[a..b].iter().sum();
+            let g: f64 = unfolded[a..b].iter().sum();
             let nz = p[a..b].iter().filter(|&&v| v > 0.0).count();
             for k in a..b {
                 if p[k] > 0.0 {
@@ -312,6 +335,7 @@ mod tests {
             .map(|i| (i, kl_naive(&hist, i)))
             .fold((0, f64::INFINITY), |a, b| if b.1 <= a.1 { b } else { a });
         assert_eq!(best, naive_best.0);
+        assert!((kl_naive(&hist, best) - naive_best.1).abs() < 1e-12);
         assert!((128..=2048).contains(&best), "{best} of {total}");
     }
 
