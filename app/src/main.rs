@@ -8,6 +8,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Built for x86-64-v3 (.cargo/config.toml): say so instead of dying on SIGILL.
+    #[cfg(target_arch = "x86_64")]
+    if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")) {
+        eprintln!(
+            "quantscope: error: this build needs a CPU with AVX2 and FMA (x86-64-v3); rebuild without .cargo/config.toml's target-cpu for older CPUs"
+        );
+        return ExitCode::from(1);
+    }
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         Some(cli::Command::Report(args)) => cli::run_report(args, &mut std::io::stdout().lock()),

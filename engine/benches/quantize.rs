@@ -1,1 +1,114 @@
-fn main() {}
+//! The quantize → dequantize → metrics path on a 4096×4096 BF16 tensor, per format ×
+//! granularity, and each calibration method, against a floor measured in the same
+//! run: one plain read pass over the same bytes.
+//!
+//! `cargo bench -p quantscope-engine --bench quantize`
+#![allow(clippy::unwrap_used)] // bench code: a panic is the failure report
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use quantscope_engine::decode::{decode, encode};
+use quantscope_engine::{Calibration, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, analyze};
+use rayon::prelude::*;
+
+const ROWS: usize = 4096;
+const COLS: usize = 4096;
+
+/// Deterministic weight-like values (a sum of uniforms ≈ Gaussian, a few outliers).
+fn weights() -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (0..ROWS * COLS)
+        .map(|i| {
+            let g = (next() + next() + next() + next()) * 0.02;
+            if i % 100_003 == 0 { g * 40.0 } else { g }
+        })
+        .collect()
+}
+
+/// The floor: sum every 8-byte word once (what "read the bytes" costs here).
+fn read_pass(bytes: &[u8]) -> u64 {
+    bytes.chunks_exact(8).fold(0u64, |a, c| a.wrapping_add(u64::from_le_bytes(c.try_into().unwrap())))
+}
+
+fn benches(c: &mut Criterion) {
+    let values = weights();
+    let bf16 = encode(Dtype::BF16, &values).unwrap();
+    let f32_bytes = encode(Dtype::F32, &values).unwrap();
+    let decoded = decode(Dtype::BF16, &bf16).unwrap();
+    let shape = [ROWS, COLS];
+
+    let mut g = c.benchmark_group("floor");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    g.bench_function("read_bf16_1thread", |b| b.iter(|| read_pass(black_box(&bf16))));
+    g.bench_function("read_bf16_parallel", |b| {
+        b.iter(|| bf16.par_chunks(1 << 20).map(read_pass).reduce(|| 0, u64::wrapping_add));
+    });
+    g.throughput(Throughput::Bytes(f32_bytes.len() as u64));
+    g.bench_function("read_f32_1thread", |b| b.iter(|| read_pass(black_box(&f32_bytes))));
+    g.finish();
+
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    g.bench_function("bf16_to_f32", |b| b.iter(|| decode(Dtype::BF16, black_box(&bf16)).unwrap()));
+    g.finish();
+
+    let opts = Options::default();
+    let mut g = c.benchmark_group("minmax_path");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    for format in [FormatKind::INT8, FormatKind::E4M3, FormatKind::E5M2] {
+        for gran in [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }]
+        {
+            let s = Scheme {
+                format,
+                mapping: Mapping::Symmetric,
+                granularity: gran,
+                calibration: Calibration::MinMax,
+            };
+            g.bench_function(format!("{s}"), |b| {
+                b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
+            });
+        }
+    }
+    // From the BF16 bytes: decode + quantize + metrics, the full cost of a recompute.
+    let s = Scheme::default();
+    g.bench_function("bf16_bytes/int8:channel:minmax", |b| {
+        b.iter(|| {
+            let v = decode(Dtype::BF16, black_box(&bf16)).unwrap();
+            analyze(&v, &shape, &s, &opts).unwrap()
+        });
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("calibration");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    for gran in [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }] {
+        for cal in
+            [Calibration::MinMax, Calibration::Percentile { p: 99.9 }, Calibration::Mse, Calibration::Entropy]
+        {
+            let s = Scheme {
+                format: FormatKind::INT8,
+                mapping: Mapping::Symmetric,
+                granularity: gran,
+                calibration: cal,
+            };
+            g.bench_function(format!("{s}"), |b| {
+                b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(quantize, benches);
+criterion_main!(quantize);

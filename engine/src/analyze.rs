@@ -170,7 +170,7 @@ fn run_slice<F: NumberFormat>(
         Some(o) => error_sums::<F, true>(fmt, xs, &p, o),
         None => error_sums::<F, false>(fmt, xs, &p, &mut []),
     };
-    (p, sums, stats)
+    (p, sums.with_signal(stats.sum_sq), stats)
 }
 
 type SliceOut = (SliceParams, ErrorSums, TensorStats);
@@ -303,7 +303,7 @@ fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Opt
             .map(|c| error_sums::<F, false>(fmt, c, &p, &mut []))
             .reduce(ErrorSums::default, |a, b| a.merge(&b)),
     };
-    (p, sums, stats)
+    (p, sums.with_signal(stats.sum_sq), stats)
 }
 
 fn error_histogram(values: &[f32], deq: &[f32], max_abs: f64, bins: usize) -> Histogram {
@@ -426,7 +426,9 @@ mod tests {
         let f = IntFormat::new(8).unwrap();
         let p = f.params(r.stats.min, r.stats.max, Mapping::Symmetric);
         assert_eq!(r.params[0], p);
-        let single = crate::metrics::error_sums::<_, false>(f, &v, &p, &mut []).metrics();
+        let stats = TensorStats::of(&v);
+        let single =
+            crate::metrics::error_sums::<_, false>(f, &v, &p, &mut []).with_signal(stats.sum_sq).metrics();
         assert!((r.metrics.mse - single.mse).abs() <= 1e-12 * single.mse);
         assert_eq!(r.metrics.max_abs_err, single.max_abs_err);
     }

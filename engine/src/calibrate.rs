@@ -6,6 +6,8 @@ use ndarray::{Array1, Axis};
 use ndarray_stats::QuantileExt;
 use ndarray_stats::interpolate::Linear;
 use noisy_float::types::n64;
+use std::sync::LazyLock;
+
 use rayon::prelude::*;
 
 use crate::format::{NumberFormat, SliceParams};
@@ -229,10 +231,6 @@ fn abs_histogram(xs: &[f32], amax: f32) -> Vec<u64> {
     )
 }
 
-fn xlogx(v: f64) -> f64 {
-    if v > 0.0 { v * v.ln() } else { 0.0 }
-}
-
 /// The i in 128..=2048 minimising KL(P‖Q) (TensorRT's method, as ONNX Runtime
 /// implements it). P is the first i bins with the tail folded into bin i−1. Q is
 /// the first i bins *without* the tail, merged into 128 levels and spread evenly
@@ -247,12 +245,21 @@ fn xlogx(v: f64) -> f64 {
 pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
     let n = hist.len();
     let mut count = vec![0u64; n + 1];
-    let mut plogp = vec![0f64; n + 1];
     let mut nonzero = vec![0u32; n + 1];
     for (b, &h) in hist.iter().enumerate() {
         count[b + 1] = count[b] + h;
-        plogp[b + 1] = plogp[b] + xlogx(h as f64);
         nonzero[b + 1] = nonzero[b] + u32::from(h > 0);
+    }
+    let total = count[n];
+    if total == 0 {
+        return n;
+    }
+    // ln of every count that can occur, so that the per-candidate work has no ln()
+    // call (per-group entropy runs this once per group of G elements).
+    let xlogx = |v: u64| if v > 0 { v as f64 * ln_int(v) } else { 0.0 };
+    let mut plogp = vec![0f64; n + 1];
+    for (b, &h) in hist.iter().enumerate() {
+        plogp[b + 1] = plogp[b] + xlogx(h);
     }
     // G ln(G′ / nz) for one group. Where Q is empty but P is not (the folded tail
     // landing in an empty group), Q gets ONNX Runtime's smoothing count instead.
@@ -260,41 +267,54 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
         match (g, g_q) {
             (0, _) => 0.0,
             (_, 0) => g as f64 * KL_SMOOTHING.ln(),
-            _ => g as f64 * (g_q as f64 / f64::from(nz)).ln(),
+            _ => g as f64 * (ln_int(g_q) - ln_int(u64::from(nz))),
         }
     };
-    let total = count[n];
-    if total == 0 {
-        return n;
-    }
+    let n_f = total as f64;
     let mut best = (n, f64::INFINITY);
     let mut fixed = (0usize, 0.0f64);
+    let mut prev_kl = f64::INFINITY;
     for i in KL_LEVELS..=n {
         let m = i / KL_LEVELS;
-        if fixed.0 != m {
-            let sum = (0..KL_LEVELS - 1)
-                .map(|j| {
-                    let (a, b) = (j * m, (j + 1) * m);
-                    let g = count[b] - count[a];
-                    group_term(g, g, nonzero[b] - nonzero[a])
-                })
-                .sum();
-            fixed = (m, sum);
-        }
-        let tail = total - count[i];
-        let last = hist[i - 1] + tail;
-        let a = (KL_LEVELS - 1) * m;
-        let g_q = count[i] - count[a];
-        let nz = nonzero[i - 1] - nonzero[a] + u32::from(last > 0);
-        let last_term = group_term(g_q + tail, g_q, nz);
-        let sum_plogp = plogp[i - 1] + xlogx(last as f64);
-        let n_f = total as f64;
-        let kl = (sum_plogp - fixed.1 - last_term) / n_f + ((n_f - tail as f64) / n_f).ln();
+        let same_m = fixed.0 == m;
+        // With bins i−2 and i−1 both empty (same m), every input of the formula
+        // equals candidate i−1's, so KL does too: skip the arithmetic.
+        let kl = if same_m && i >= 2 && hist[i - 1] == 0 && hist[i - 2] == 0 {
+            prev_kl
+        } else {
+            if !same_m {
+                let sum = (0..KL_LEVELS - 1)
+                    .map(|j| {
+                        let (a, b) = (j * m, (j + 1) * m);
+                        let g = count[b] - count[a];
+                        group_term(g, g, nonzero[b] - nonzero[a])
+                    })
+                    .sum();
+                fixed = (m, sum);
+            }
+            let tail = total - count[i];
+            let last = hist[i - 1] + tail;
+            let a = (KL_LEVELS - 1) * m;
+            let g_q = count[i] - count[a];
+            let nz = nonzero[i - 1] - nonzero[a] + u32::from(last > 0);
+            let sum_plogp = plogp[i - 1] + xlogx(last);
+            (sum_plogp - fixed.1 - group_term(g_q + tail, g_q, nz)) / n_f + ((n_f - tail as f64) / n_f).ln()
+        };
+        prev_kl = kl;
         if kl <= best.1 {
             best = (i, kl);
         }
     }
     best.0
+}
+
+const LN_TABLE_MAX: u64 = 1 << 16;
+static LN_SMALL: LazyLock<Vec<f64>> = LazyLock::new(|| (0..=LN_TABLE_MAX).map(|k| (k as f64).ln()).collect());
+
+/// ln(k) for an integer k: a table for small k, `ln()` beyond.
+#[inline]
+fn ln_int(k: u64) -> f64 {
+    if k <= LN_TABLE_MAX { LN_SMALL[k as usize] } else { (k as f64).ln() }
 }
 
 #[cfg(test)]

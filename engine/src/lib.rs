@@ -26,6 +26,7 @@ pub mod metrics;
 mod mmap;
 pub mod report;
 pub mod scheme;
+mod simd;
 pub mod write;
 
 pub use analyze::{Histogram, Options, QuantResult, analyze};

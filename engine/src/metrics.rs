@@ -1,13 +1,13 @@
 //! Error metrics (NUMERICS.md "Metrics") and the fused per-element loop that
 //! produces them. Sums are f64; the loop keeps `LANES` independent accumulators
 //! so that LLVM can vectorise the reduction without reassociating a single sum.
-#![allow(clippy::needless_range_loop)] // lane-indexed loops are the point
 
 use serde::{Serialize, Serializer};
 
-use crate::format::{NumberFormat, SliceParams};
+use wide::{f32x8, f64x4};
 
-pub(crate) const LANES: usize = 8;
+use crate::format::{NumberFormat, SliceParams};
+use crate::simd;
 
 /// What quantization did to one slice or one tensor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -37,6 +37,10 @@ fn finite_or_null<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Raw sums; merged across chunks and slices, turned into [`Metrics`] at the end.
+///
+/// The cosine's ⟨R, R′⟩ and ‖R′‖² follow from R′ = R − e:
+/// ⟨R, R′⟩ = ΣR² − ΣRe and ‖R′‖² = ΣR² − 2ΣRe + Σe², so the hot loop sums only
+/// e², R·e and the clipped e²; ΣR² comes from the slice's [`TensorStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct ErrorSums {
     pub count: u64,
@@ -44,8 +48,7 @@ pub(crate) struct ErrorSums {
     pub clipped: u64,
     pub sum_r2: f64,
     pub sum_e2: f64,
-    pub sum_rq: f64,
-    pub sum_q2: f64,
+    pub sum_re: f64,
     pub sum_clip_e2: f64,
     pub max_abs_err: f64,
 }
@@ -58,10 +61,16 @@ impl ErrorSums {
         self.clipped += o.clipped;
         self.sum_r2 += o.sum_r2;
         self.sum_e2 += o.sum_e2;
-        self.sum_rq += o.sum_rq;
-        self.sum_q2 += o.sum_q2;
+        self.sum_re += o.sum_re;
         self.sum_clip_e2 += o.sum_clip_e2;
         self.max_abs_err = self.max_abs_err.max(o.max_abs_err);
+        self
+    }
+
+    /// Adds ΣR² (from the slice's statistics).
+    #[must_use]
+    pub fn with_signal(mut self, sum_r2: f64) -> Self {
+        self.sum_r2 = sum_r2;
         self
     }
 
@@ -71,12 +80,14 @@ impl ErrorSums {
         let mse = per(self.sum_e2);
         let sqnr_db =
             if self.sum_e2 == 0.0 { f64::INFINITY } else { 10.0 * (self.sum_r2 / self.sum_e2).log10() };
-        let cosine = if self.sum_r2 == 0.0 && self.sum_q2 == 0.0 {
+        let sum_rq = self.sum_r2 - self.sum_re;
+        let sum_q2 = (self.sum_r2 - 2.0 * self.sum_re + self.sum_e2).max(0.0);
+        let cosine = if self.sum_r2 == 0.0 && sum_q2 == 0.0 {
             1.0
-        } else if self.sum_r2 == 0.0 || self.sum_q2 == 0.0 {
+        } else if self.sum_r2 == 0.0 || sum_q2 == 0.0 {
             0.0
         } else {
-            (self.sum_rq / (self.sum_r2.sqrt() * self.sum_q2.sqrt())).clamp(-1.0, 1.0)
+            (sum_rq / (self.sum_r2.sqrt() * sum_q2.sqrt())).clamp(-1.0, 1.0)
         };
         let clip_error = per(self.sum_clip_e2);
         Metrics {
@@ -94,56 +105,44 @@ impl ErrorSums {
     }
 }
 
-/// Per-lane partial sums of the hot loop.
-#[derive(Default)]
-struct Lanes {
-    r2: [f64; LANES],
-    e2: [f64; LANES],
-    rq: [f64; LANES],
-    q2: [f64; LANES],
-    ce2: [f64; LANES],
-    maxe: [f64; LANES],
-    clipped: [u64; LANES],
-    nonfinite: [u64; LANES],
-}
-
-impl Lanes {
-    #[inline]
-    fn add(&mut self, j: usize, x: f32, q: f32, p: &SliceParams) {
-        let finite = x.is_finite();
-        let xd = if finite { f64::from(x) } else { 0.0 };
-        let qd = if finite { f64::from(q) } else { 0.0 };
-        let e = xd - qd;
-        let ee = e * e;
-        let clip = finite && (x < p.lo || x > p.hi);
-        self.r2[j] += xd * xd;
-        self.e2[j] += ee;
-        self.rq[j] += xd * qd;
-        self.q2[j] += qd * qd;
-        self.ce2[j] += if clip { ee } else { 0.0 };
-        self.maxe[j] = self.maxe[j].max(e.abs());
-        self.clipped[j] += u64::from(clip);
-        self.nonfinite[j] += u64::from(!finite);
-    }
-
-    fn finish(&self, len: usize) -> ErrorSums {
-        let nonfinite: u64 = self.nonfinite.iter().sum();
-        ErrorSums {
-            count: len as u64 - nonfinite,
-            nonfinite,
-            clipped: self.clipped.iter().sum(),
-            sum_r2: self.r2.iter().sum(),
-            sum_e2: self.e2.iter().sum(),
-            sum_rq: self.rq.iter().sum(),
-            sum_q2: self.q2.iter().sum(),
-            sum_clip_e2: self.ce2.iter().sum(),
-            max_abs_err: self.maxe.iter().copied().fold(0.0, f64::max),
+/// The scalar reference of the hot loop (also its tail): e = R − R′ in f32
+/// (exact whenever R′ is within a factor 2 of R, i.e. every rounded element),
+/// squared and summed in f64.
+#[inline]
+pub(crate) fn error_sums_scalar<F: NumberFormat, const WRITE: bool>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    out: &mut [f32],
+) -> ErrorSums {
+    let mut s = ErrorSums::default();
+    for (k, &x) in xs.iter().enumerate() {
+        let q = fmt.fake_quant(x, p);
+        if WRITE {
+            out[k] = q;
         }
+        if !x.is_finite() {
+            s.nonfinite += 1;
+            continue;
+        }
+        let e = x - q;
+        let ed = f64::from(e);
+        s.count += 1;
+        s.sum_e2 += ed * ed;
+        s.sum_re += f64::from(x) * ed;
+        if x < p.lo || x > p.hi {
+            s.clipped += 1;
+            s.sum_clip_e2 += ed * ed;
+        }
+        s.max_abs_err = s.max_abs_err.max(f64::from(e.abs()));
     }
+    s
 }
 
-/// The hot loop: fake-quantizes `xs` with `p` and accumulates every metric in one
-/// pass. With `WRITE`, R′ is also stored into `out` (same length as `xs`).
+/// The hot loop: fake-quantizes `xs` with `p` and accumulates every error sum in
+/// one pass. With `WRITE`, R′ is also stored into `out` (same length as `xs`).
+/// Vector body ([`crate::simd`]), scalar tail. ΣR² is left for the caller
+/// ([`ErrorSums::with_signal`]).
 #[inline]
 pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
     fmt: F,
@@ -151,50 +150,50 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
     p: &SliceParams,
     out: &mut [f32],
 ) -> ErrorSums {
-    let mut acc = Lanes::default();
-    let body = xs.len() / LANES * LANES;
-    for (i, chunk) in xs[..body].chunks_exact(LANES).enumerate() {
-        let mut qs = [0f32; LANES];
-        for j in 0..LANES {
-            qs[j] = fmt.fake_quant(chunk[j], p);
-        }
+    let body = xs.len() / simd::W * simd::W;
+    let mut acc = simd::ErrorAcc::default();
+    let (lo, hi) = (f32x8::splat(p.lo), f32x8::splat(p.hi));
+    for (i, c) in xs[..body].chunks_exact(simd::W).enumerate() {
+        let x = simd::load(c);
+        let q = fmt.fake_quant_x8(x, p);
         if WRITE {
-            out[i * LANES..(i + 1) * LANES].copy_from_slice(&qs);
+            out[i * simd::W..(i + 1) * simd::W].copy_from_slice(q.as_array());
         }
-        for j in 0..LANES {
-            acc.add(j, chunk[j], qs[j], p);
-        }
+        acc.add(x, q, lo, hi);
     }
-    for (k, &x) in xs[body..].iter().enumerate() {
-        let q = fmt.fake_quant(x, p);
-        if WRITE {
-            out[body + k] = q;
-        }
-        acc.add(k, x, q, p);
+    let tail_out: &mut [f32] = if WRITE { &mut out[body..] } else { &mut [] };
+    let tail = error_sums_scalar::<F, WRITE>(fmt, &xs[body..], p, tail_out);
+    let (sum_e2, sum_re, sum_clip_e2, max_abs_err) = acc.sums();
+    ErrorSums {
+        count: body as u64 - acc.nonfinite,
+        nonfinite: acc.nonfinite,
+        clipped: acc.clipped,
+        sum_r2: 0.0,
+        sum_e2,
+        sum_re,
+        sum_clip_e2,
+        max_abs_err,
     }
-    acc.finish(xs.len())
+    .merge(&tail)
 }
 
 /// Σ (R − R′)² over finite elements only: the objective of MSE calibration.
 #[inline]
 pub(crate) fn sum_sq_error<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams) -> f64 {
-    let mut e2 = [0f64; LANES];
-    let body = xs.len() / LANES * LANES;
-    for chunk in xs[..body].chunks_exact(LANES) {
-        for j in 0..LANES {
-            let x = chunk[j];
-            let e = if x.is_finite() { f64::from(x) - f64::from(fmt.fake_quant(x, p)) } else { 0.0 };
-            e2[j] += e * e;
-        }
+    let body = xs.len() / simd::W * simd::W;
+    let mut acc = [f64x4::ZERO; 2];
+    for c in xs[..body].chunks_exact(simd::W) {
+        let x = simd::load(c);
+        simd::sq_error_x8(&mut acc, x, fmt.fake_quant_x8(x, p));
     }
-    let mut tail = 0.0;
+    let mut tail = (acc[0] + acc[1]).reduce_add();
     for &x in &xs[body..] {
         if x.is_finite() {
             let e = f64::from(x) - f64::from(fmt.fake_quant(x, p));
             tail += e * e;
         }
     }
-    e2.iter().sum::<f64>() + tail
+    tail
 }
 
 /// Finite min/max, mean and spread of a slice, plus its NaN/Inf count.
@@ -216,38 +215,26 @@ impl Default for TensorStats {
 
 impl TensorStats {
     pub fn of(xs: &[f32]) -> Self {
-        let mut mn = [f32::INFINITY; LANES];
-        let mut mx = [f32::NEG_INFINITY; LANES];
-        let mut s = [0f64; LANES];
-        let mut s2 = [0f64; LANES];
-        let mut bad = [0u64; LANES];
-        let body = xs.len() / LANES * LANES;
-        let mut visit = |j: usize, x: f32| {
-            let finite = x.is_finite();
-            let v = if finite { x } else { 0.0 };
-            mn[j] = if finite { mn[j].min(x) } else { mn[j] };
-            mx[j] = if finite { mx[j].max(x) } else { mx[j] };
-            s[j] += f64::from(v);
-            s2[j] += f64::from(v) * f64::from(v);
-            bad[j] += u64::from(!finite);
-        };
-        for chunk in xs[..body].chunks_exact(LANES) {
-            for j in 0..LANES {
-                visit(j, chunk[j]);
+        let body = xs.len() / simd::W * simd::W;
+        let mut acc = simd::StatsAcc::default();
+        for c in xs[..body].chunks_exact(simd::W) {
+            acc.add(simd::load(c));
+        }
+        let (min, max, sum, sum_sq) = acc.parts();
+        let mut s =
+            Self { min, max, finite: body as u64 - acc.nonfinite, nonfinite: acc.nonfinite, sum, sum_sq };
+        for &x in &xs[body..] {
+            if x.is_finite() {
+                s.min = s.min.min(x);
+                s.max = s.max.max(x);
+                s.finite += 1;
+                s.sum += f64::from(x);
+                s.sum_sq += f64::from(x) * f64::from(x);
+            } else {
+                s.nonfinite += 1;
             }
         }
-        for (k, &x) in xs[body..].iter().enumerate() {
-            visit(k, x);
-        }
-        let nonfinite: u64 = bad.iter().sum();
-        Self {
-            min: mn.iter().copied().fold(f32::INFINITY, f32::min),
-            max: mx.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-            finite: xs.len() as u64 - nonfinite,
-            nonfinite,
-            sum: s.iter().sum(),
-            sum_sq: s2.iter().sum(),
-        }
+        s
     }
 
     #[must_use]
@@ -306,6 +293,33 @@ mod tests {
         let m = s.metrics();
         assert!((m.clip_error + m.round_error - m.mse).abs() < 1e-15);
         assert!((sum_sq_error(f, &xs, &p) - e2).abs() <= 1e-12 * e2);
+    }
+
+    #[test]
+    fn vector_sums_equal_the_scalar_reference() {
+        let f = crate::format::Fp8Format::E4M3;
+        let mut xs: Vec<f32> = (0..10_007).map(|i| ((i * 7919 % 2003) as f32 - 1000.0) * 1e-3).collect();
+        xs[5] = f32::NAN;
+        xs[77] = f32::INFINITY;
+        let p = f.params(-0.6, 0.7, Mapping::Asymmetric);
+        let (mut a, mut b) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        let v = error_sums::<_, true>(f, &xs, &p, &mut a);
+        let s = error_sums_scalar::<_, true>(f, &xs, &p, &mut b);
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (v.count, v.nonfinite, v.clipped, v.max_abs_err),
+            (s.count, s.nonfinite, s.clipped, s.max_abs_err)
+        );
+        for (x, y) in [(v.sum_e2, s.sum_e2), (v.sum_re, s.sum_re), (v.sum_clip_e2, s.sum_clip_e2)] {
+            assert!((x - y).abs() <= 1e-12 * y.abs(), "{x} vs {y}");
+        }
+        assert!(v.clipped > 0 && v.nonfinite == 2);
+        let st = TensorStats::of(&xs);
+        assert_eq!((st.finite, st.nonfinite), (10_005, 2));
+        assert_eq!(st.min, xs.iter().copied().filter(|x| x.is_finite()).fold(f32::INFINITY, f32::min));
     }
 
     #[test]

@@ -11,7 +11,9 @@ fn tensor() -> impl Strategy<Value = Vec<f32>> {
     (1usize..5, prop::collection::vec(-100.0f32..100.0, 64..512)).prop_map(|(scale, mut v)| {
         let n = v.len() / 8 * 8;
         v.truncate(n);
-        v.iter_mut().for_each(|x| *x /= scale as f32 * 10.0);
+        for x in &mut v {
+            *x /= scale as f32 * 10.0;
+        }
         v
     })
 }

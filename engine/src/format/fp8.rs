@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use super::{NumberFormat, SliceParams, nonzero_scale};
+use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
 use crate::scheme::Mapping;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,7 +128,7 @@ impl Fp8Format {
         let a = y.abs();
         if a < self.min_normal {
             // Subnormal: scaling by a power of two is exact, so this rounds exactly.
-            return sign | (a * self.subnormal_scale).round_ties_even() as u8;
+            return sign | round_half_even(a * self.subnormal_scale) as u8;
         }
         let shift = 23 - self.man_bits;
         let rebased = (bits & 0x7FFF_FFFF) - ((127 - self.bias) << 23);
@@ -176,6 +176,17 @@ impl NumberFormat for Fp8Format {
     fn dequantize(&self, q: u8, p: &SliceParams) -> f32 {
         let v = p.scale * self.value(q);
         if p.offset == 0.0 { v } else { v + p.offset }
+    }
+
+    #[inline]
+    fn fake_quant_x8(&self, x: wide::f32x8, p: &SliceParams) -> wide::f32x8 {
+        let layout = crate::simd::Fp8Layout {
+            man_bits: self.man_bits,
+            fmax: self.fmax,
+            min_normal: self.min_normal,
+            subnormal_scale: self.subnormal_scale,
+        };
+        crate::simd::fp8_fake_quant_x8(x, p, layout)
     }
 
     fn levels(&self, p: &SliceParams) -> Vec<f32> {

@@ -1,6 +1,6 @@
 //! Signed b-bit integers (INT8 by default), exactly as NUMERICS.md writes them.
 
-use super::{NumberFormat, SliceParams, nonzero_scale};
+use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
 use crate::error::{Error, Result};
 use crate::scheme::Mapping;
 
@@ -47,7 +47,7 @@ impl NumberFormat for IntFormat {
                     scale = hi / levels - lo / levels;
                 }
                 let scale = nonzero_scale(scale);
-                let z = (self.qmin - lo / scale).round_ties_even().clamp(self.qmin, self.qmax);
+                let z = round_half_even(self.qmin - lo / scale).clamp(self.qmin, self.qmax);
                 SliceParams { scale, zero_point: z as i32, offset: 0.0, lo, hi }
             }
         }
@@ -57,7 +57,7 @@ impl NumberFormat for IntFormat {
     fn quantize(&self, x: f32, p: &SliceParams) -> i32 {
         // Round first, then add Z (the seed's order). Kept in f32 so that ±Inf
         // saturates instead of overflowing an integer; NaN ends up as code 0.
-        ((x / p.scale).round_ties_even() + p.zero_point as f32).clamp(self.qmin, self.qmax) as i32
+        (round_half_even(x / p.scale) + p.zero_point as f32).clamp(self.qmin, self.qmax) as i32
     }
 
     #[inline]
@@ -70,9 +70,14 @@ impl NumberFormat for IntFormat {
         // Same arithmetic as quantize + dequantize, without the int round trip,
         // so the loop stays in f32 lanes.
         let z = p.zero_point as f32;
-        let q = ((x / p.scale).round_ties_even() + z).clamp(self.qmin, self.qmax);
+        let q = (round_half_even(x / p.scale) + z).clamp(self.qmin, self.qmax);
         let q = if q.is_nan() { 0.0 } else { q };
         p.scale * (q - z)
+    }
+
+    #[inline]
+    fn fake_quant_x8(&self, x: wide::f32x8, p: &SliceParams) -> wide::f32x8 {
+        crate::simd::int_fake_quant_x8(x, p, self.qmin, self.qmax)
     }
 
     fn levels(&self, p: &SliceParams) -> Vec<f32> {

@@ -1,0 +1,269 @@
+//! The vector fast path (8 lanes, `wide`), apart from the scalar reference in
+//! `format` and `metrics`. Every function here must give the same result as its
+//! scalar twin; the tests at the bottom check that lane by lane.
+//!
+//! Without target features `wide` lowers to SSE2 pairs; with AVX2 it uses 256-bit
+//! registers. Sums stay in f64 (two f64x4 halves per f32x8).
+
+use wide::{f32x8, f64x4, u32x8};
+
+use crate::format::SliceParams;
+
+pub(crate) const W: usize = 8;
+
+#[inline]
+pub(crate) fn load(xs: &[f32]) -> f32x8 {
+    f32x8::from(xs)
+}
+
+/// `round_half_even` on 8 lanes (the 2^23 trick).
+#[inline]
+pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
+    let two23 = f32x8::splat(8_388_608.0);
+    let a = x.abs();
+    let r = (a + two23) - two23;
+    a.simd_lt(two23).select(r, a).copysign(x)
+}
+
+/// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant`.
+#[inline]
+pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32) -> f32x8 {
+    let s = f32x8::splat(p.scale);
+    let z = f32x8::splat(p.zero_point as f32);
+    let y = x / s;
+    let q = (round_half_even_x8(y) + z).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
+    // NaN becomes code 0, as the scalar path's saturating cast does.
+    let q = y.is_nan().select(f32x8::ZERO, q);
+    s * (q - z)
+}
+
+/// The bit layout an FP8 fake-quant needs.
+#[derive(Clone, Copy)]
+pub(crate) struct Fp8Layout {
+    pub man_bits: u32,
+    pub fmax: f32,
+    pub min_normal: f32,
+    pub subnormal_scale: f32,
+}
+
+/// FP8 fake-quant on 8 lanes: rounds y = (x − c)/S to the FP8 grid directly in
+/// f32 bits (no table), so it equals `S · value(encode(y)) + c`.
+#[inline]
+pub(crate) fn fp8_fake_quant_x8(x: f32x8, p: &SliceParams, l: Fp8Layout) -> f32x8 {
+    let s = f32x8::splat(p.scale);
+    let shifted = if p.offset == 0.0 { x } else { x - f32x8::splat(p.offset) };
+    let unclamped = shifted / s;
+    let nan = unclamped.is_nan();
+    let y = unclamped.max(f32x8::splat(-l.fmax)).min(f32x8::splat(l.fmax));
+    let a = y.abs();
+    // Normal range: round the f32 mantissa to `man_bits` bits, ties to even.
+    let shift = 23 - l.man_bits;
+    let bits = a.to_bits();
+    let lsb = (bits >> shift) & u32x8::splat(1);
+    let rounded = (bits + u32x8::splat((1 << (shift - 1)) - 1) + lsb) & u32x8::splat(!((1u32 << shift) - 1));
+    let normal = f32x8::from_bits(rounded);
+    // Subnormal range: a fixed step, so scale to integers and round.
+    let sub = round_half_even_x8(a * f32x8::splat(l.subnormal_scale)) * f32x8::splat(1.0 / l.subnormal_scale);
+    let v = a.simd_lt(f32x8::splat(l.min_normal)).select(sub, normal).copysign(y);
+    let v = nan.select(unclamped, v);
+    let r = s * v;
+    if p.offset == 0.0 { r } else { r + f32x8::splat(p.offset) }
+}
+
+#[inline]
+fn widen(x: f32x8) -> (f64x4, f64x4) {
+    let a = x.to_array();
+    (
+        f64x4::new([f64::from(a[0]), f64::from(a[1]), f64::from(a[2]), f64::from(a[3])]),
+        f64x4::new([f64::from(a[4]), f64::from(a[5]), f64::from(a[6]), f64::from(a[7])]),
+    )
+}
+
+/// Vector accumulators of the error sums (two f64x4 halves each).
+#[derive(Clone, Copy)]
+pub(crate) struct ErrorAcc {
+    e2: [f64x4; 2],
+    re: [f64x4; 2],
+    ce2: [f64x4; 2],
+    maxe: f32x8,
+    pub clipped: u64,
+    pub nonfinite: u64,
+}
+
+impl Default for ErrorAcc {
+    fn default() -> Self {
+        let z = [f64x4::ZERO; 2];
+        Self { e2: z, re: z, ce2: z, maxe: f32x8::ZERO, clipped: 0, nonfinite: 0 }
+    }
+}
+
+impl ErrorAcc {
+    /// Same arithmetic as `metrics::error_sums_scalar`, 8 lanes at a time.
+    #[inline]
+    pub fn add(&mut self, x: f32x8, q: f32x8, lo: f32x8, hi: f32x8) {
+        let finite = x.is_finite();
+        let e = finite.select(x - q, f32x8::ZERO);
+        self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
+        self.maxe = self.maxe.max(e.abs());
+        let (el, eh) = widen(e);
+        let (xl, xh) = widen(finite.select(x, f32x8::ZERO));
+        self.e2[0] += el * el;
+        self.e2[1] += eh * eh;
+        self.re[0] += xl * el;
+        self.re[1] += xh * eh;
+        let clip = finite & (x.simd_lt(lo) | hi.simd_lt(x));
+        let clipped = clip.to_bitmask();
+        // Clipping is rare under most calibrations: skip the work when no lane clips.
+        if clipped != 0 {
+            self.clipped += u64::from(clipped.count_ones());
+            let (cl, ch) = widen(clip.select(e, f32x8::ZERO));
+            self.ce2[0] += cl * cl;
+            self.ce2[1] += ch * ch;
+        }
+    }
+
+    /// (Σe², ΣRe, Σclipped e², max|e|)
+    pub fn sums(&self) -> (f64, f64, f64, f64) {
+        let s = |a: [f64x4; 2]| (a[0] + a[1]).reduce_add();
+        let m = self.maxe.to_array().into_iter().fold(0.0f32, f32::max);
+        (s(self.e2), s(self.re), s(self.ce2), f64::from(m))
+    }
+}
+
+/// Σ(x − q)² over finite lanes.
+#[inline]
+pub(crate) fn sq_error_x8(acc: &mut [f64x4; 2], x: f32x8, q: f32x8) {
+    let finite = x.is_finite();
+    let (xl, xh) = widen(finite.select(x, f32x8::ZERO));
+    let (ql, qh) = widen(finite.select(q, f32x8::ZERO));
+    let (el, eh) = (xl - ql, xh - qh);
+    acc[0] += el * el;
+    acc[1] += eh * eh;
+}
+
+/// Finite min/max, Σx, Σx² and the non-finite count of 8 lanes at a time.
+#[derive(Clone, Copy)]
+pub(crate) struct StatsAcc {
+    min: f32x8,
+    max: f32x8,
+    sum: [f64x4; 2],
+    sum_sq: [f64x4; 2],
+    pub nonfinite: u64,
+}
+
+impl Default for StatsAcc {
+    fn default() -> Self {
+        Self {
+            min: f32x8::splat(f32::INFINITY),
+            max: f32x8::splat(f32::NEG_INFINITY),
+            sum: [f64x4::ZERO; 2],
+            sum_sq: [f64x4::ZERO; 2],
+            nonfinite: 0,
+        }
+    }
+}
+
+impl StatsAcc {
+    #[inline]
+    pub fn add(&mut self, x: f32x8) {
+        let finite = x.is_finite();
+        self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
+        self.min = self.min.min(finite.select(x, f32x8::splat(f32::INFINITY)));
+        self.max = self.max.max(finite.select(x, f32x8::splat(f32::NEG_INFINITY)));
+        let (l, h) = widen(finite.select(x, f32x8::ZERO));
+        self.sum[0] += l;
+        self.sum[1] += h;
+        self.sum_sq[0] += l * l;
+        self.sum_sq[1] += h * h;
+    }
+
+    /// (min, max, Σx, Σx²)
+    pub fn parts(&self) -> (f32, f32, f64, f64) {
+        (
+            self.min.to_array().into_iter().fold(f32::INFINITY, f32::min),
+            self.max.to_array().into_iter().fold(f32::NEG_INFINITY, f32::max),
+            (self.sum[0] + self.sum[1]).reduce_add(),
+            (self.sum_sq[0] + self.sum_sq[1]).reduce_add(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{Fp8Format, IntFormat, NumberFormat, round_half_even};
+    use crate::scheme::Mapping;
+
+    fn inputs() -> Vec<f32> {
+        let mut v: Vec<f32> =
+            (0..40_000).map(|k| f32::from_bits((k as u32).wrapping_mul(2_654_435_761))).collect();
+        v.extend((-5000..5000).map(|k| k as f32 * 0.013_7));
+        v.extend([
+            0.0,
+            -0.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.5,
+            1.5,
+            -2.5,
+            f32::MAX,
+        ]);
+        while !v.len().is_multiple_of(W) {
+            v.push(0.25);
+        }
+        v
+    }
+
+    fn same(a: f32, b: f32) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn vector_rounding_equals_scalar() {
+        for c in inputs().chunks(W) {
+            let r = round_half_even_x8(load(c)).to_array();
+            for (x, y) in c.iter().zip(r) {
+                assert!(same(round_half_even(*x), y), "{x:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn vector_fake_quant_equals_scalar_for_every_format() {
+        let xs = inputs();
+        for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
+            for (lo, hi) in [(-1.0f32, 1.0), (-3e-3, 7e-2), (0.5, 2.0), (-1e30, 1e30), (0.0, 0.0)] {
+                for bits in [8u8, 4, 2] {
+                    let f = IntFormat::new(bits).unwrap();
+                    let p = f.params(lo, hi, mapping);
+                    for c in xs.chunks(W) {
+                        let v = f.fake_quant_x8(load(c), &p).to_array();
+                        for (x, y) in c.iter().zip(v) {
+                            assert!(
+                                same(f.fake_quant(*x, &p), y),
+                                "int{bits} {x:e}: {} vs {y}",
+                                f.fake_quant(*x, &p)
+                            );
+                        }
+                    }
+                }
+                for f in [Fp8Format::E4M3, Fp8Format::E5M2] {
+                    let p = f.params(lo, hi, mapping);
+                    for c in xs.chunks(W) {
+                        let v = f.fake_quant_x8(load(c), &p).to_array();
+                        for (x, y) in c.iter().zip(v) {
+                            let want = f.fake_quant(*x, &p);
+                            assert!(
+                                same(want, y),
+                                "{:?} {mapping:?} [{lo},{hi}] {x:e}: {want:e} vs {y:e}",
+                                f.kind()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
