@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::calibrate::{PAR_CHUNK, slice_params};
+use crate::calibrate::{PAR_CHUNK, compare_ranges, slice_params};
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
@@ -73,6 +73,8 @@ pub struct QuantResult {
     /// One entry per slice, in slice order (row-major over `[dim0, groups]` for groups).
     pub params: Vec<SliceParams>,
     pub slice_metrics: Vec<Metrics>,
+    /// Each slice's finite (min, max), e.g. per output channel.
+    pub slice_ranges: Vec<(f32, f32)>,
     pub metrics: Metrics,
     pub stats: TensorStats,
     pub histogram: Option<Histogram>,
@@ -155,6 +157,24 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
         FormatKind::E4M3 => analyze_with(Fp8Format::E4M3, values, shape, scheme, opts),
         FormatKind::E5M2 => analyze_with(Fp8Format::E5M2, values, shape, scheme, opts),
     }
+}
+
+/// The per-tensor clip range every automatic calibration picks for `values`
+/// under `scheme`'s format and mapping: min-max, percentile(p), MSE, entropy.
+/// (The histogram draws them side by side.)
+pub fn compare_calibrations(
+    values: &[f32],
+    scheme: &Scheme,
+    percentile: f64,
+) -> Result<Vec<(Calibration, SliceParams)>> {
+    let run = |r: [(Calibration, SliceParams); 4]| r.to_vec();
+    Ok(match scheme.format {
+        FormatKind::Int(bits) => {
+            run(compare_ranges(IntFormat::new(bits)?, values, scheme.mapping, percentile))
+        }
+        FormatKind::E4M3 => run(compare_ranges(Fp8Format::E4M3, values, scheme.mapping, percentile)),
+        FormatKind::E5M2 => run(compare_ranges(Fp8Format::E5M2, values, scheme.mapping, percentile)),
+    })
 }
 
 /// One slice: calibrate, then the fused error pass.
@@ -255,6 +275,7 @@ fn analyze_with<F: NumberFormat>(
     let total = slices.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.1));
     let params: Vec<SliceParams> = slices.iter().map(|s| s.0).collect();
     let slice_metrics = slices.iter().map(|s| s.1.metrics()).collect();
+    let slice_ranges = slices.iter().map(|s| s.2.range()).collect();
     let metrics = total.metrics();
     let (mn, mx) = stats.range();
 
@@ -275,6 +296,7 @@ fn analyze_with<F: NumberFormat>(
         fallback,
         params,
         slice_metrics,
+        slice_ranges,
         metrics,
         stats,
         histogram,

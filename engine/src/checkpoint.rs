@@ -109,6 +109,21 @@ impl Checkpoint {
         }
     }
 
+    /// A checkpoint from bytes already in memory (e.g. embedded in the binary);
+    /// `name` stands in for the path in messages.
+    pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
+        let path = name.as_ref().to_path_buf();
+        let mut ckpt = Self {
+            path: path.clone(),
+            dir: PathBuf::from("."),
+            shards: Vec::new(),
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+        };
+        ckpt.add_shard(&path, MappedFile::from_vec(bytes))?;
+        Ok(ckpt)
+    }
+
     fn open_index(index: &Path, dir: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
         let json: serde_json::Value = serde_json::from_str(&text)
@@ -146,45 +161,21 @@ impl Checkpoint {
         files: &[PathBuf],
         index: Option<(&Path, &HashMap<String, String>)>,
     ) -> Result<Self> {
-        let mut shards = Vec::with_capacity(files.len());
-        let mut tensors = Vec::new();
-        let mut by_name = HashMap::new();
-        for (shard_idx, file) in files.iter().enumerate() {
-            let map = MappedFile::open(file)?;
-            let (header_len, metadata) = read_header(file, map.bytes())?;
-            let data_start = 8 + header_len;
-            let mut names = metadata.offset_keys();
-            // offset_keys is in offset order; keep it (file order).
-            for name in names.drain(..) {
-                let Some(info) = metadata.info(&name) else { continue };
-                let (s, e) = info.data_offsets;
-                if by_name.contains_key(&name) {
-                    return Err(Error::format(
-                        file,
-                        format!("tensor '{name}' also appears in another shard"),
-                    ));
-                }
-                by_name.insert(name.clone(), tensors.len());
-                tensors.push(TensorInfo {
-                    not_quantizable: decode::quantizable(info.dtype).err(),
-                    name,
-                    dtype: info.dtype,
-                    shape: info.shape.clone(),
-                    size_bytes: e - s,
-                    shard: shard_idx,
-                    byte_range: (data_start + s, data_start + e),
-                });
-            }
-            shards.push(Shard {
-                path: file.clone(),
-                metadata: metadata.metadata().clone().unwrap_or_default(),
-                map,
-            });
+        let mut ckpt = Self {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            shards: Vec::with_capacity(files.len()),
+            tensors: Vec::new(),
+            by_name: HashMap::new(),
+        };
+        for file in files {
+            ckpt.add_shard(file, MappedFile::open(file)?)?;
         }
         if let Some((index_path, wanted)) = index {
             for (name, file) in wanted {
-                let found = by_name.get(name).map(|&i| &tensors[i]);
-                let in_right_shard = found.is_some_and(|t: &TensorInfo| shards[t.shard].path.ends_with(file));
+                let found = ckpt.by_name.get(name).map(|&i| &ckpt.tensors[i]);
+                let in_right_shard =
+                    found.is_some_and(|t: &TensorInfo| ckpt.shards[t.shard].path.ends_with(file));
                 if !in_right_shard {
                     return Err(Error::format(
                         index_path,
@@ -193,7 +184,38 @@ impl Checkpoint {
                 }
             }
         }
-        Ok(Self { path: path.to_path_buf(), dir: dir.to_path_buf(), shards, tensors, by_name })
+        Ok(ckpt)
+    }
+
+    /// Parses one shard's header and appends its tensors to the catalogue.
+    fn add_shard(&mut self, file: &Path, map: MappedFile) -> Result<()> {
+        let shard_idx = self.shards.len();
+        let (header_len, metadata) = read_header(file, map.bytes())?;
+        let data_start = 8 + header_len;
+        // offset_keys is in offset order: the catalogue keeps file order.
+        for name in metadata.offset_keys() {
+            let Some(info) = metadata.info(&name) else { continue };
+            let (s, e) = info.data_offsets;
+            if self.by_name.contains_key(&name) {
+                return Err(Error::format(file, format!("tensor '{name}' also appears in another shard")));
+            }
+            self.by_name.insert(name.clone(), self.tensors.len());
+            self.tensors.push(TensorInfo {
+                not_quantizable: decode::quantizable(info.dtype).err(),
+                name,
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+                size_bytes: e - s,
+                shard: shard_idx,
+                byte_range: (data_start + s, data_start + e),
+            });
+        }
+        self.shards.push(Shard {
+            path: file.to_path_buf(),
+            metadata: metadata.metadata().clone().unwrap_or_default(),
+            map,
+        });
+        Ok(())
     }
 
     /// Every tensor, in file order (shard by shard).

@@ -21,6 +21,7 @@ pub mod calibrate;
 pub mod checkpoint;
 pub mod decode;
 pub mod error;
+pub mod explain;
 pub mod format;
 pub mod metrics;
 mod mmap;
@@ -29,7 +30,7 @@ pub mod scheme;
 mod simd;
 pub mod write;
 
-pub use analyze::{Histogram, Options, QuantResult, analyze};
+pub use analyze::{Histogram, Options, QuantResult, analyze, compare_calibrations};
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use error::{Error, Result};
 pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams};

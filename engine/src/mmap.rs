@@ -10,9 +10,11 @@ use memmap2::Mmap;
 use crate::error::{Error, Result};
 
 /// A read-only view of a whole file. Empty files cannot be mapped on every
-/// platform, so they are represented without a mapping.
+/// platform, so they are represented without a mapping; bytes already in memory
+/// (the app's embedded sample) are held as they are.
 pub struct MappedFile {
     map: Option<Mmap>,
+    owned: Vec<u8>,
 }
 
 impl MappedFile {
@@ -26,16 +28,20 @@ impl MappedFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {
-            return Ok(Self { map: None });
+            return Ok(Self { map: None, owned: Vec::new() });
         }
         // SAFETY: the file is opened read-only and quantscope never modifies files it
         // has mapped; see the contract above. Truncation by another process would
         // raise SIGBUS, which is the accepted cost of mmap for multi-GB checkpoints.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Ok(Self { map: Some(map) })
+        Ok(Self { map: Some(map), owned: Vec::new() })
+    }
+
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        Self { map: None, owned: bytes }
     }
 
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.as_deref().unwrap_or(&self.owned)
     }
 }
