@@ -1,11 +1,10 @@
-//! quantscope: the desktop app and the CLI beside it. This binary parses
-//! arguments and calls the engine; it holds no numerics of its own.
-
-mod cli;
+//! The `quantscope` binary: parses arguments, then runs the CLI command or the
+//! desktop app. It holds no numerics of its own.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use quantscope::{cli, gui};
 
 fn main() -> ExitCode {
     // Built for x86-64-v3 (.cargo/config.toml): say so instead of dying on SIGILL.
@@ -19,14 +18,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         Some(cli::Command::Report(args)) => cli::run_report(args, &mut std::io::stdout().lock()),
-        None => {
-            let model = cli.model.clone().unwrap_or_else(|| "sample-models/teaching.safetensors".into());
-            let args = cli::Cli::parse_from(["quantscope", "report", &model.to_string_lossy()]);
-            match args.command {
-                Some(cli::Command::Report(a)) => cli::run_report(&a, &mut std::io::stdout().lock()),
-                None => Ok(()),
-            }
-        }
+        None => gui::run(cli.model.clone()).map_err(|e| anyhow::anyhow!("cannot start the window: {e}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

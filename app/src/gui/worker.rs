@@ -1,0 +1,284 @@
+//! The one bridge between the engine and the UI: a background thread that owns
+//! the open checkpoint, decodes and analyzes tensors (rayon inside), and sends
+//! results back. The UI thread never decodes or quantizes a tensor.
+//!
+//! Staleness: every request carries a generation. The worker drains its queue
+//! before each job and keeps only the newest analyze and sweep requests, so
+//! dragging a range line never builds a backlog. A sweep runs one tensor per turn
+//! and is dropped as soon as a newer sweep or model arrives. Each job runs under
+//! `catch_unwind`, so a panic becomes an error message and the worker lives on.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::Instant;
+
+use quantscope_engine::{
+    Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, analyze,
+    compare_calibrations,
+};
+
+/// Where a model comes from.
+pub enum Source {
+    Path(PathBuf),
+    /// Bytes in memory (the embedded teaching sample), with a display name.
+    Bytes {
+        name: String,
+        bytes: Vec<u8>,
+    },
+}
+
+pub struct AnalyzeRequest {
+    pub generation: u64,
+    pub tensor: String,
+    pub scheme: Scheme,
+    pub options: Options,
+    /// Also compute every calibration's clip range with this percentile.
+    pub compare_percentile: Option<f64>,
+}
+
+pub enum Request {
+    Open {
+        generation: u64,
+        source: Source,
+    },
+    Analyze(AnalyzeRequest),
+    /// SQNR of every quantizable tensor, each under its own scheme.
+    Sweep {
+        generation: u64,
+        schemes: BTreeMap<String, Scheme>,
+        default: Scheme,
+    },
+    /// Test hook: panics inside the worker, to prove the worker survives it.
+    Panic,
+}
+
+/// What the UI needs to know about an opened model.
+pub struct ModelSummary {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub tensors: Vec<TensorInfo>,
+    pub size_bytes: usize,
+}
+
+/// One finished analysis.
+pub struct Analysis {
+    pub tensor: String,
+    pub shape: Vec<usize>,
+    pub result: QuantResult,
+    pub compare: Vec<(Calibration, SliceParams)>,
+    pub elapsed_ms: f64,
+}
+
+pub enum Response {
+    Opened { generation: u64, result: Result<ModelSummary, String> },
+    Analyzed { generation: u64, result: Result<Arc<Analysis>, String> },
+    Swept { generation: u64, tensor: String, sqnr_db: Option<f64>, done: usize, total: usize },
+}
+
+/// The UI's handle on the worker thread.
+pub struct Worker {
+    tx: SyncSender<Request>,
+    rx: Receiver<Response>,
+}
+
+impl Worker {
+    /// Starts the thread. `repaint` is called after every response (the app passes
+    /// `ctx.request_repaint`).
+    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Self {
+        let (tx, requests) = sync_channel::<Request>(256);
+        let (responses, rx) = sync_channel::<Response>(4096);
+        std::thread::Builder::new()
+            .name("quantscope-engine".into())
+            .spawn(move || WorkerState::default().run(&requests, &responses, &repaint))
+            .map_or_else(|e| panic!("cannot start the engine thread: {e}"), |_| ());
+        Self { tx, rx }
+    }
+
+    pub fn send(&self, request: Request) {
+        // A closed channel means the worker is gone; the UI shows no new results.
+        let _ = self.tx.send(request);
+    }
+
+    pub fn try_recv(&self) -> Option<Response> {
+        self.rx.try_recv().ok()
+    }
+}
+
+struct Sweep {
+    generation: u64,
+    names: Vec<String>,
+    schemes: BTreeMap<String, Scheme>,
+    default: Scheme,
+    next: usize,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    ckpt: Option<Arc<Checkpoint>>,
+    /// The most recently decoded tensor: re-analysis under a new scheme reuses it.
+    decoded: Option<(String, Arc<Vec<f32>>)>,
+    sweep: Option<Sweep>,
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl WorkerState {
+    fn run(mut self, requests: &Receiver<Request>, responses: &SyncSender<Response>, repaint: &dyn Fn()) {
+        loop {
+            // Block only when there is no sweep work left to do.
+            let mut pending: Vec<Request> = Vec::new();
+            if self.sweep.is_none() {
+                match requests.recv() {
+                    Ok(r) => pending.push(r),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match requests.try_recv() {
+                    Ok(r) => pending.push(r),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let mut latest_analyze = None;
+            for request in pending {
+                match request {
+                    Request::Analyze(a) => latest_analyze = Some(a),
+                    other => self.handle(other, responses),
+                }
+            }
+            if let Some(a) = latest_analyze {
+                let generation = a.generation;
+                let result = catch_unwind(AssertUnwindSafe(|| self.analyze(&a))).unwrap_or_else(|p| {
+                    Err(format!("internal error while analyzing: {}", panic_message(&*p)))
+                });
+                let _ = responses.send(Response::Analyzed { generation, result });
+            } else {
+                self.sweep_step(responses);
+            }
+            repaint();
+        }
+    }
+
+    fn handle(&mut self, request: Request, responses: &SyncSender<Response>) {
+        match request {
+            Request::Open { generation, source } => {
+                let result = catch_unwind(AssertUnwindSafe(|| open(source)))
+                    .unwrap_or_else(|p| Err(format!("internal error while opening: {}", panic_message(&*p))));
+                let result = result.map(|(ckpt, summary)| {
+                    // Only a successful open replaces the current model.
+                    self.ckpt = Some(Arc::new(ckpt));
+                    self.decoded = None;
+                    self.sweep = None;
+                    summary
+                });
+                let _ = responses.send(Response::Opened { generation, result });
+            }
+            Request::Sweep { generation, schemes, default } => {
+                let names = self.ckpt.as_ref().map_or_else(Vec::new, |c| {
+                    c.tensors().iter().filter(|t| t.is_quantizable()).map(|t| t.name.clone()).collect()
+                });
+                self.sweep = Some(Sweep { generation, names, schemes, default, next: 0 });
+            }
+            Request::Panic => {
+                let r = catch_unwind(|| panic!("test panic inside the worker"));
+                let msg = r.err().map(|p| panic_message(&*p)).unwrap_or_default();
+                let _ = responses.send(Response::Analyzed {
+                    generation: u64::MAX,
+                    result: Err(format!("internal error while analyzing: {msg}")),
+                });
+            }
+            Request::Analyze(_) => {}
+        }
+    }
+
+    fn values(&mut self, name: &str) -> Result<Arc<Vec<f32>>, String> {
+        if let Some((n, v)) = &self.decoded
+            && n == name
+        {
+            return Ok(Arc::clone(v));
+        }
+        let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+        let v = Arc::new(ckpt.load_f32(name).map_err(|e| e.to_string())?);
+        self.decoded = Some((name.to_string(), Arc::clone(&v)));
+        Ok(v)
+    }
+
+    fn analyze(&mut self, a: &AnalyzeRequest) -> Result<Arc<Analysis>, String> {
+        let started = Instant::now();
+        let shape = self
+            .ckpt
+            .as_ref()
+            .ok_or("no model is open")?
+            .tensor(&a.tensor)
+            .map_err(|e| e.to_string())?
+            .shape
+            .clone();
+        let values = self.values(&a.tensor)?;
+        let result = analyze(&values, &shape, &a.scheme, &a.options).map_err(|e| e.to_string())?;
+        let compare = match a.compare_percentile {
+            Some(p) => compare_calibrations(&values, &a.scheme, p).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Arc::new(Analysis {
+            tensor: a.tensor.clone(),
+            shape,
+            result,
+            compare,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+
+    fn sweep_step(&mut self, responses: &SyncSender<Response>) {
+        let (Some(sweep), Some(ckpt)) = (self.sweep.as_mut(), self.ckpt.as_ref()) else {
+            self.sweep = None;
+            return;
+        };
+        let Some(name) = sweep.names.get(sweep.next).cloned() else {
+            self.sweep = None;
+            return;
+        };
+        sweep.next += 1;
+        let scheme = sweep.schemes.get(&name).copied().unwrap_or(sweep.default);
+        let ckpt = Arc::clone(ckpt);
+        let sqnr_db = catch_unwind(AssertUnwindSafe(|| {
+            let info = ckpt.tensor(&name).ok()?;
+            let values = ckpt.load_f32(&name).ok()?;
+            analyze(&values, &info.shape, &scheme, &Options::default()).ok().map(|r| r.metrics.sqnr_db)
+        }))
+        .ok()
+        .flatten();
+        let _ = responses.send(Response::Swept {
+            generation: sweep.generation,
+            tensor: name,
+            sqnr_db,
+            done: sweep.next,
+            total: sweep.names.len(),
+        });
+    }
+}
+
+fn open(source: Source) -> Result<(Checkpoint, ModelSummary), String> {
+    let (ckpt, name, path) = match source {
+        Source::Path(p) => {
+            let c = Checkpoint::open(&p).map_err(|e| e.to_string())?;
+            let name =
+                p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+            (c, name, Some(p))
+        }
+        Source::Bytes { name, bytes } => {
+            (Checkpoint::from_bytes(&name, bytes).map_err(|e| e.to_string())?, name, None)
+        }
+    };
+    let summary =
+        ModelSummary { name, path, tensors: ckpt.tensors().to_vec(), size_bytes: ckpt.size_bytes() };
+    Ok((ckpt, summary))
+}
