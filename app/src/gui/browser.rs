@@ -70,8 +70,7 @@ fn module_of(name: &str) -> &str {
 }
 
 fn header_button(app: &mut QuantscopeApp, ui: &mut egui::Ui, key: SortKey, label: &str) {
-    let arrow =
-        if app.browser.sort == key { if app.browser.descending { " v" } else { " ^" } } else { "" };
+    let arrow = if app.browser.sort == key { if app.browser.descending { " v" } else { " ^" } } else { "" };
     if ui.button(RichText::new(format!("{label}{arrow}")).strong()).clicked() {
         if app.browser.sort == key {
             app.browser.descending = !app.browser.descending;
@@ -84,8 +83,8 @@ fn header_button(app: &mut QuantscopeApp, ui: &mut egui::Ui, key: SortKey, label
 
 pub fn browser_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
-        ui.label("Filter");
-        ui.text_edit_singleline(&mut app.browser.filter);
+        let label = ui.label("Filter");
+        ui.text_edit_singleline(&mut app.browser.filter).labelled_by(label.id);
     });
     ui.horizontal(|ui| {
         ui.label("Sort by");

@@ -125,7 +125,9 @@ pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
         (FormatKind::E4M3 | FormatKind::E5M2, Mapping::Asymmetric) => {
             r.params.first().map(|p| (f64::from(p.offset), "offset c".to_string()))
         }
-        (_, Mapping::Asymmetric) => r.params.first().map(|p| (0.0, format!("real 0.0 = code Z = {}", p.zero_point))),
+        (_, Mapping::Asymmetric) => {
+            r.params.first().map(|p| (0.0, format!("real 0.0 = code Z = {}", p.zero_point)))
+        }
         _ => Some((0.0, "real 0.0 = code Z = 0".to_string())),
     };
     let dragging = app.dragging;

@@ -384,9 +384,12 @@ impl eframe::App for QuantscopeApp {
                 panels::teach_ui(self, ui);
             });
         });
-        egui::Panel::bottom("error_plots").resizable(true).min_size(220.0).default_size(240.0).show(ui, |ui| {
-            panels::error_plots_ui(self, ui);
-        });
+        egui::Panel::bottom("error_plots").resizable(true).min_size(220.0).default_size(240.0).show(
+            ui,
+            |ui| {
+                panels::error_plots_ui(self, ui);
+            },
+        );
         egui::CentralPanel::default().show(ui, |ui| {
             histogram::histogram_ui(self, ui);
         });

@@ -77,15 +77,12 @@ pub fn controls_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
 
 fn scheme_widgets_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile: &mut f64) {
     egui::Grid::new("scheme_grid").num_columns(2).show(ui, |ui| {
-        ui.label("Format");
-        egui::ComboBox::from_id_salt("format_combo").selected_text(format_label(s.format)).show_ui(
-            ui,
-            |ui| {
-                for (k, l) in FORMATS {
-                    ui.selectable_value(&mut s.format, k, l);
-                }
-            },
-        );
+        ui.label("");
+        egui::ComboBox::from_label("Format").selected_text(format_label(s.format)).show_ui(ui, |ui| {
+            for (k, l) in FORMATS {
+                ui.selectable_value(&mut s.format, k, l);
+            }
+        });
         ui.end_row();
 
         ui.label("Mapping");
@@ -112,14 +109,14 @@ fn scheme_widgets_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile:
         ui.end_row();
         match &mut s.granularity {
             Granularity::Channel { axis } => {
-                ui.label("Axis");
-                ui.add(egui::DragValue::new(axis).range(0..=ndim.saturating_sub(1)));
+                let label = ui.label("Axis");
+                ui.add(egui::DragValue::new(axis).range(0..=ndim.saturating_sub(1))).labelled_by(label.id);
                 ui.end_row();
             }
             Granularity::Group { size } => {
-                ui.label("Group size");
+                let label = ui.label("Group size");
                 ui.horizontal(|ui| {
-                    ui.add(egui::DragValue::new(size).range(1..=65536));
+                    ui.add(egui::DragValue::new(size).range(1..=65536)).labelled_by(label.id);
                     for g in [32, 64, 128] {
                         ui.selectable_value(size, g, g.to_string());
                     }
@@ -129,11 +126,11 @@ fn scheme_widgets_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile:
             Granularity::Tensor => {}
         }
 
-        ui.label("Calibration");
+        ui.label("");
         let current = std::mem::discriminant(&s.calibration);
-        egui::ComboBox::from_id_salt("calibration_combo")
-            .selected_text(calibration_label(&s.calibration))
-            .show_ui(ui, |ui| {
+        egui::ComboBox::from_label("Calibration").selected_text(calibration_label(&s.calibration)).show_ui(
+            ui,
+            |ui| {
                 let options = [
                     Calibration::MinMax,
                     Calibration::Percentile { p: *percentile },
@@ -151,18 +148,23 @@ fn scheme_widgets_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile:
                         s.calibration = c;
                     }
                 }
-            });
+            },
+        );
         ui.end_row();
         if let Calibration::Percentile { p } = &mut s.calibration {
-            ui.label("p (%)");
-            if ui.add(egui::DragValue::new(p).range(50.01..=100.0).speed(0.01).max_decimals(4)).changed() {
+            let label = ui.label("p (%)");
+            if ui
+                .add(egui::DragValue::new(p).range(50.01..=100.0).speed(0.01).max_decimals(4))
+                .labelled_by(label.id)
+                .changed()
+            {
                 *percentile = *p;
             }
             ui.end_row();
         }
         if let Calibration::Manual(ManualRange::Ratio { r }) = &mut s.calibration {
-            ui.label("ratio r");
-            ui.add(egui::Slider::new(r, 0.01..=1.0));
+            let label = ui.label("ratio r");
+            ui.add(egui::Slider::new(r, 0.01..=1.0)).labelled_by(label.id);
             ui.end_row();
         }
     });
@@ -230,8 +232,9 @@ pub fn teach_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
     let r = &a.result;
     if r.params.len() > 1 {
         ui.horizontal(|ui| {
-            ui.label("Slice");
-            ui.add(egui::DragValue::new(&mut app.teach_slice).range(0..=r.params.len() - 1));
+            let label = ui.label("Slice");
+            ui.add(egui::DragValue::new(&mut app.teach_slice).range(0..=r.params.len() - 1))
+                .labelled_by(label.id);
             if ui.small_button("worst").on_hover_text("the slice with the lowest SQNR").clicked() {
                 app.teach_slice = r
                     .slice_metrics
