@@ -87,6 +87,8 @@ pub struct QuantscopeApp {
     analysis_generation: u64,
     sweep_sent: Option<(u64, Scheme, BTreeMap<String, Scheme>)>,
     pub last_frame_ms: f32,
+    /// Every frame's UI time, kept when QUANTSCOPE_FRAME_STATS is set.
+    frame_log: Option<Vec<f32>>,
 }
 
 impl QuantscopeApp {
@@ -121,6 +123,7 @@ impl QuantscopeApp {
             analysis_generation: 0,
             sweep_sent: None,
             last_frame_ms: 0.0,
+            frame_log: std::env::var_os("QUANTSCOPE_FRAME_STATS").map(|_| Vec::new()),
         }
     }
 
@@ -303,6 +306,9 @@ impl QuantscopeApp {
                     self.open(Source::Bytes { name: SAMPLE_NAME.into(), bytes: SAMPLE_BYTES.to_vec() });
                     ui.close();
                 }
+                if ui.button("Quit (Ctrl+Q)").clicked() {
+                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+                }
                 ui.menu_button("Recent", |ui| {
                     if self.settings.recent.is_empty() {
                         ui.weak("(none yet)");
@@ -369,6 +375,9 @@ impl eframe::App for QuantscopeApp {
         let ctx = ui.ctx().clone();
         self.poll_worker();
         self.handle_dropped_files(&ctx);
+        if ctx.input(|i| i.modifiers.command && i.key_pressed(egui::Key::Q)) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
 
         egui::Panel::top("menu").show(ui, |ui| {
             self.menu_ui(ui);
@@ -396,6 +405,12 @@ impl eframe::App for QuantscopeApp {
 
         self.request_work();
         self.last_frame_ms = started.elapsed().as_secs_f32() * 1e3;
+        if let Some(log) = &mut self.frame_log {
+            log.push(self.last_frame_ms);
+            if log.len() % 250 == 0 {
+                print_frame_stats(log);
+            }
+        }
         if self.is_busy() || self.model.as_ref().is_some_and(|m| m.sweep_done < m.sweep_total) {
             // Keep the spinner and progress bar moving while work is out.
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -405,6 +420,34 @@ impl eframe::App for QuantscopeApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, eframe::APP_KEY, &self.settings);
     }
+}
+
+impl Drop for QuantscopeApp {
+    /// With QUANTSCOPE_FRAME_STATS set, prints the UI frame times on exit.
+    fn drop(&mut self) {
+        if let Some(log) = &self.frame_log {
+            print_frame_stats(log);
+        }
+    }
+}
+
+fn print_frame_stats(log: &[f32]) {
+    if log.is_empty() {
+        return;
+    }
+    let mut sorted = log.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let pct = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
+    let slow: Vec<String> =
+        log.iter().enumerate().filter(|(_, t)| **t > 16.0).map(|(i, t)| format!("#{i}: {t:.1}")).collect();
+    eprintln!(
+        "frame stats: {} frames, median {:.2} ms, p99 {:.2} ms, max {:.2} ms; over 16 ms: [{}]",
+        sorted.len(),
+        pct(0.5),
+        pct(0.99),
+        sorted[sorted.len() - 1],
+        slow.join(", ")
+    );
 }
 
 /// Runs the desktop app.

@@ -90,9 +90,23 @@ impl Worker {
     pub fn spawn(repaint: impl Fn() + Send + 'static) -> Self {
         let (tx, requests) = sync_channel::<Request>(256);
         let (responses, rx) = sync_channel::<Response>(4096);
+        // One core stays free for the UI thread, so frames keep their pace while
+        // the engine is saturated (on 2 cores the engine gets one).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("quantscope-engine-{i}"))
+            .build()
+            .ok();
         std::thread::Builder::new()
-            .name("quantscope-engine".into())
-            .spawn(move || WorkerState::default().run(&requests, &responses, &repaint))
+            .name("quantscope-worker".into())
+            .spawn(move || {
+                let run = move || WorkerState::default().run(&requests, &responses, &repaint);
+                match pool {
+                    Some(pool) => pool.install(run),
+                    None => run(),
+                }
+            })
             .map_or_else(|e| panic!("cannot start the engine thread: {e}"), |_| ());
         Self { tx, rx }
     }
