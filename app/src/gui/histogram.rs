@@ -103,10 +103,18 @@ pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
             ui.colored_label(Color32::from_rgb(230, 160, 40), f);
         }
     });
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut app.settings.log_counts, "log counts");
+        ui.checkbox(&mut app.settings.show_grid, "quantization grid")
+            .on_hover_text("the dequantized levels S·(Q − Z) (per-tensor schemes)");
+        ui.checkbox(&mut app.settings.show_all_calibrations, "all calibration methods")
+            .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
+    });
     let Some(hist) = r.histogram.clone() else { return };
     let (lo, hi) = range_lines(&scheme, r);
     let width = hist.bin_width();
     let log = app.settings.log_counts;
+    let show_grid = app.settings.show_grid;
     let bars: Vec<Bar> = hist
         .counts
         .iter()
@@ -118,7 +126,6 @@ pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
         .collect();
     let view_lo = hist.lo.min(lo);
     let view_hi = hist.hi.max(hi);
-    let show_grid = app.settings.show_grid;
     let compare = a.compare.clone();
     let grid = r.grid.clone();
     let zero_marker = match (scheme.format, scheme.mapping) {
