@@ -8,8 +8,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::ArrayView1;
+use ndarray_stats::QuantileExt;
 use quantscope_engine::decode::{decode, encode};
-use quantscope_engine::{Calibration, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, analyze};
+use quantscope_engine::{
+    Calibration, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats, analyze,
+};
 use rayon::prelude::*;
 
 const ROWS: usize = 4096;
@@ -53,6 +57,24 @@ fn benches(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(f32_bytes.len() as u64));
     g.bench_function("read_f32_1thread", |b| b.iter(|| read_pass(black_box(&f32_bytes))));
+    g.finish();
+
+    // Why TensorStats is a fused hand loop: ndarray / ndarray-stats need one pass
+    // per statistic (and min/max skipping NaN go through a comparison per element).
+    let mut g = c.benchmark_group("stats");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    g.bench_function("fused_hand_loop", |b| b.iter(|| TensorStats::of(black_box(&decoded))));
+    g.bench_function("ndarray_stats", |b| {
+        b.iter(|| {
+            let a = ArrayView1::from(black_box(&decoded[..]));
+            let min = *a.min_skipnan();
+            let max = *a.max_skipnan();
+            let mean = a.mean().unwrap();
+            let std = a.std(0.0);
+            (min, max, mean, std)
+        });
+    });
     g.finish();
 
     let mut g = c.benchmark_group("decode");

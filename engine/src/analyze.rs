@@ -139,7 +139,8 @@ pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
     if xs.len() <= PAR_CHUNK {
         return TensorStats::of(xs);
     }
-    xs.par_chunks(PAR_CHUNK).map(TensorStats::of).reduce(TensorStats::default, |a, b| a.merge(&b))
+    let parts: Vec<TensorStats> = xs.par_chunks(PAR_CHUNK).map(TensorStats::of).collect();
+    parts.iter().fold(TensorStats::default(), TensorStats::merge)
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -314,17 +315,17 @@ fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Opt
     }
     let stats = parallel_stats(values);
     let p = slice_params(fmt, values, &stats, scheme.mapping, &scheme.calibration);
-    let sums = match out {
+    // Collected, then merged in chunk order: rayon's reduction tree depends on
+    // scheduling, and the sums must not change from run to run.
+    let parts: Vec<ErrorSums> = match out {
         Some(o) => values
             .par_chunks(PAR_CHUNK)
             .zip(o.par_chunks_mut(PAR_CHUNK))
             .map(|(c, oc)| error_sums::<F, true>(fmt, c, &p, oc))
-            .reduce(ErrorSums::default, |a, b| a.merge(&b)),
-        None => values
-            .par_chunks(PAR_CHUNK)
-            .map(|c| error_sums::<F, false>(fmt, c, &p, &mut []))
-            .reduce(ErrorSums::default, |a, b| a.merge(&b)),
+            .collect(),
+        None => values.par_chunks(PAR_CHUNK).map(|c| error_sums::<F, false>(fmt, c, &p, &mut [])).collect(),
     };
+    let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge);
     (p, sums.with_signal(stats.sum_sq), stats)
 }
 

@@ -116,6 +116,10 @@ fn mse_search(mut cost: impl FnMut(f32) -> f64) -> f32 {
 
 /// Shrinks [lo, hi] by α about 0 when the range holds 0, else about its centre.
 fn shrink(lo: f32, hi: f32, alpha: f32) -> (f32, f32) {
+    if alpha == 1.0 {
+        // Exactly min-max: anchor + (lo − anchor) need not round back to lo.
+        return (lo, hi);
+    }
     let anchor = if lo <= 0.0 && hi >= 0.0 { 0.0 } else { f32::midpoint(lo, hi) };
     (anchor + alpha * (lo - anchor), anchor + alpha * (hi - anchor))
 }

@@ -84,8 +84,8 @@ fn widen(x: f32x8) -> (f64x4, f64x4) {
 pub(crate) struct ErrorAcc {
     e2: [f64x4; 2],
     re: [f64x4; 2],
-    ce2: [f64x4; 2],
-    maxe: f32x8,
+    maxe: [f64x4; 2],
+    pub sum_clip_e2: f64,
     pub clipped: u64,
     pub nonfinite: u64,
 }
@@ -93,8 +93,16 @@ pub(crate) struct ErrorAcc {
 impl Default for ErrorAcc {
     fn default() -> Self {
         let z = [f64x4::ZERO; 2];
-        Self { e2: z, re: z, ce2: z, maxe: f32x8::ZERO, clipped: 0, nonfinite: 0 }
+        Self { e2: z, re: z, maxe: z, sum_clip_e2: 0.0, clipped: 0, nonfinite: 0 }
     }
+}
+
+/// R − R′ in f64 (exact: both are f32) for the finite lanes, 0 elsewhere.
+#[inline]
+fn error_f64(finite: f32x8, x: f32x8, q: f32x8) -> ([f64x4; 2], [f64x4; 2]) {
+    let (xl, xh) = widen(finite.select(x, f32x8::ZERO));
+    let (ql, qh) = widen(finite.select(q, f32x8::ZERO));
+    ([xl, xh], [xl - ql, xh - qh])
 }
 
 impl ErrorAcc {
@@ -102,43 +110,40 @@ impl ErrorAcc {
     #[inline]
     pub fn add(&mut self, x: f32x8, q: f32x8, lo: f32x8, hi: f32x8) {
         let finite = x.is_finite();
-        let e = finite.select(x - q, f32x8::ZERO);
         self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
-        self.maxe = self.maxe.max(e.abs());
-        let (el, eh) = widen(e);
-        let (xl, xh) = widen(finite.select(x, f32x8::ZERO));
-        self.e2[0] += el * el;
-        self.e2[1] += eh * eh;
-        self.re[0] += xl * el;
-        self.re[1] += xh * eh;
-        let clip = finite & (x.simd_lt(lo) | hi.simd_lt(x));
-        let clipped = clip.to_bitmask();
-        // Clipping is rare under most calibrations: skip the work when no lane clips.
+        let (xd, e) = error_f64(finite, x, q);
+        for k in 0..2 {
+            self.e2[k] += e[k] * e[k];
+            self.re[k] += xd[k] * e[k];
+            self.maxe[k] = self.maxe[k].max(e[k].abs());
+        }
+        let clipped = (finite & (x.simd_lt(lo) | hi.simd_lt(x))).to_bitmask();
+        // Clipping is rare under most calibrations: lane by lane, only when it happens.
         if clipped != 0 {
             self.clipped += u64::from(clipped.count_ones());
-            let (cl, ch) = widen(clip.select(e, f32x8::ZERO));
-            self.ce2[0] += cl * cl;
-            self.ce2[1] += ch * ch;
+            let (xa, qa) = (x.to_array(), q.to_array());
+            for j in (0..8).filter(|j| clipped & (1 << j) != 0) {
+                let e = f64::from(xa[j]) - f64::from(qa[j]);
+                self.sum_clip_e2 += e * e;
+            }
         }
     }
 
-    /// (Σe², ΣRe, Σclipped e², max|e|)
-    pub fn sums(&self) -> (f64, f64, f64, f64) {
+    /// (Σe², ΣRe, max|e|)
+    pub fn sums(&self) -> (f64, f64, f64) {
         let s = |a: [f64x4; 2]| (a[0] + a[1]).reduce_add();
-        let m = self.maxe.to_array().into_iter().fold(0.0f32, f32::max);
-        (s(self.e2), s(self.re), s(self.ce2), f64::from(m))
+        let m = self.maxe[0].max(self.maxe[1]).to_array().into_iter().fold(0.0, f64::max);
+        (s(self.e2), s(self.re), m)
     }
 }
 
-/// Σ(x − q)² over finite lanes.
+/// Σ(x − q)² over finite lanes, with exactly the arithmetic of `ErrorAcc::add`'s
+/// Σe², so that MSE calibration's objective and the reported MSE agree to the bit.
 #[inline]
 pub(crate) fn sq_error_x8(acc: &mut [f64x4; 2], x: f32x8, q: f32x8) {
-    let finite = x.is_finite();
-    let (xl, xh) = widen(finite.select(x, f32x8::ZERO));
-    let (ql, qh) = widen(finite.select(q, f32x8::ZERO));
-    let (el, eh) = (xl - ql, xh - qh);
-    acc[0] += el * el;
-    acc[1] += eh * eh;
+    let (_, e) = error_f64(x.is_finite(), x, q);
+    acc[0] += e[0] * e[0];
+    acc[1] += e[1] * e[1];
 }
 
 /// Finite min/max, Σx, Σx² and the non-finite count of 8 lanes at a time.
