@@ -39,10 +39,7 @@ impl From<&Scheme> for SchemeSummary {
         };
         Self {
             format: s.format.to_string(),
-            mapping: serde_json::to_value(s.mapping)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            mapping: s.mapping.to_string(),
             granularity,
             axis,
             group_size,

@@ -75,6 +75,15 @@ pub enum Mapping {
     Asymmetric,
 }
 
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Symmetric => "symmetric",
+            Self::Asymmetric => "asymmetric",
+        })
+    }
+}
+
 /// Which elements share one (S, Z).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
