@@ -14,10 +14,17 @@ pub fn teaching() -> PathBuf {
     repo_root().join("sample-models/teaching.safetensors")
 }
 
-/// The MiniLM folder, when `sample-models/fetch-minilm.sh` has fetched it.
+/// The MiniLM folder, when `sample-models/fetch-minilm.sh` has fetched it. CI
+/// sets `QUANTSCOPE_REQUIRE_MINILM`, so a missing model fails there instead of
+/// skipping.
 pub fn minilm() -> Option<PathBuf> {
     let dir = repo_root().join("sample-models/minilm");
-    dir.join("model.safetensors").is_file().then_some(dir)
+    let found = dir.join("model.safetensors").is_file();
+    assert!(
+        found || std::env::var_os("QUANTSCOPE_REQUIRE_MINILM").is_none(),
+        "MiniLM is required here: run sample-models/fetch-minilm.sh"
+    );
+    found.then_some(dir)
 }
 
 pub fn quantscope(args: &[&str]) -> Output {

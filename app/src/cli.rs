@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::sync::atomic::AtomicBool;
+
+use quantscope_engine::export::{self, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::report::{SchemeSummary, TensorReport, report_tensor};
 use quantscope_engine::{Calibration, Checkpoint, FormatKind, Granularity, Mapping, Scheme};
 use regex::Regex;
@@ -32,7 +36,32 @@ pub enum Command {
     /// Quantize every tensor under one scheme and print the error per tensor.
     #[command(after_long_help = REPORT_SCHEMA)]
     Report(ReportArgs),
+    /// Save the quantized model (compressed-tensors safetensors, or fake-quant).
+    #[command(after_long_help = QUANTIZE_HELP)]
+    Quantize(QuantizeArgs),
 }
+
+const QUANTIZE_HELP: &str = "\
+OUTPUT: OUT is a folder, written as a hidden temp folder beside it and renamed at the end, so a
+failure leaves no partial OUT. OUT may not be the input, hold it, or lie in the input's folder.
+  packed (default): compressed-tensors layout. X.weight is I8 (INT) or F8_E4M3, X.weight_scale
+    has the weight's dtype and shape [1], [out,1] or [out,ceil(in/G)], X.weight_zero_point (I8)
+    only when asymmetric. config.json gets a quantization_config block (vLLM, llm-compressor).
+    E5M2 and asymmetric FP8 are written with the scheme in __metadata__ and no
+    quantization_config: no runtime loads them.
+  --fake-quant: R' in each tensor's original dtype; any framework loads it.
+Quantized by default: float *.weight tensors of 2+ dimensions, except embeddings and lm_head.
+
+RECIPE (--recipe FILE.json; the GUI's File > Save recipe writes one):
+  {\"quantscope_recipe\": 1, \"scheme\": \"int8:channel:minmax\",
+   \"layers\": {\"NAME.weight\": {\"scheme\": \"int8:group64:mse:asym\"},
+              \"NAME2.weight\": {\"scheme\": \"int8:tensor:range-0.1,0.1\"},
+              \"NAME3.weight\": {\"calibration\": \"ratio0.8\"},
+              \"NAME4.weight\": {\"exclude\": true}}}
+  The recipe's scheme replaces the scheme flags. Layers with different layouts become separate
+  config_groups targeting re:^NAME$.
+
+EXIT CODES: 0 ok, 1 error (one line on stderr; nothing is left behind), 2 usage.";
 
 const REPORT_SCHEMA: &str = "\
 JSON OUTPUT (stable schema):
@@ -97,6 +126,12 @@ pub struct SchemeArgs {
     /// p for --calibration percentile, in percent (50 < p ≤ 100).
     #[arg(long, default_value_t = 99.9)]
     pub percentile: f64,
+    /// The whole scheme in short form, replacing the flags above:
+    /// format[:granularity[:calibration[:sym|asym]]], e.g. int8:channel:mse, e4m3:tensor:minmax,
+    /// int4:group128:p99.9:asym (granularity: tensor, channel, channelN, groupN; calibration:
+    /// minmax, mse, entropy, pNN.N, ratioR, rangeLO,HI).
+    #[arg(long, value_name = "SHORT")]
+    pub scheme: Option<String>,
 }
 
 fn parse_format(s: &str) -> Result<FormatKind, String> {
@@ -105,6 +140,9 @@ fn parse_format(s: &str) -> Result<FormatKind, String> {
 
 impl SchemeArgs {
     pub fn scheme(&self) -> anyhow::Result<Scheme> {
+        if let Some(short) = &self.scheme {
+            return Ok(short.parse()?);
+        }
         let scheme = Scheme {
             format: self.format,
             mapping: match self.mapping {
@@ -142,6 +180,91 @@ pub struct ReportArgs {
     /// Add each slice's S, Z (or FP8 offset), lo and hi.
     #[arg(long)]
     pub params: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
+    pub model: PathBuf,
+    /// The output folder.
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub scheme: SchemeArgs,
+    /// Write R' in the original dtype instead of codes + scales.
+    #[arg(long)]
+    pub fake_quant: bool,
+    /// Leave tensors whose name matches this regular expression unquantized (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub ignore: Vec<Regex>,
+    /// Per-layer schemes, manual ranges and exclusions (JSON, see below).
+    #[arg(long, value_name = "FILE.json")]
+    pub recipe: Option<PathBuf>,
+    /// Replace OUT if it is a non-empty folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip reading the output back and comparing it with the engine's R'.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_quantize(args: &QuantizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let recipe = match &args.recipe {
+        Some(path) => Recipe::load(path)?.resolve()?,
+        None => Resolved { scheme: args.scheme.scheme()?, layers: std::collections::BTreeMap::new() },
+    };
+    let ckpt = Checkpoint::open(&args.model)?;
+    let unknown: Vec<&String> = recipe.layers.keys().filter(|n| ckpt.tensor(n).is_err()).collect();
+    if !unknown.is_empty() {
+        anyhow::bail!("the recipe names tensors this model does not have: {unknown:?}");
+    }
+    let ignore = |name: &str| args.ignore.iter().any(|re| re.is_match(name));
+    let decisions = export::plan(&ckpt, &recipe, &ignore);
+    let opts = ExportOptions {
+        mode: if args.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
+        verify: !args.no_verify,
+        force: args.force,
+        fail_after_bytes: None,
+    };
+    let summary = export::export(&ckpt, &decisions, &args.out, &opts, &|_, _| {}, &AtomicBool::new(false))?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &summary).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        write_summary(&summary, out)?;
+    }
+    Ok(())
+}
+
+fn write_summary(s: &ExportSummary, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    writeln!(out, "saved {}", s.out.display())?;
+    writeln!(
+        out,
+        "  {} tensors quantized ({:.1}% of {} params), {} copied",
+        s.tensors_quantized,
+        100.0 * s.params_quantized as f64 / s.params_total.max(1) as f64,
+        s.params_total,
+        s.tensors_copied
+    )?;
+    writeln!(out, "  tensor bytes: {:.2} MiB -> {:.2} MiB", mib(s.bytes_before), mib(s.bytes_after))?;
+    if let (Some(mean), Some(worst), Some(layer)) = (s.mean_sqnr_db, s.worst_sqnr_db, &s.worst_layer) {
+        writeln!(out, "  SQNR: mean {mean:.2} dB (params-weighted), worst {worst:.2} dB ({layer})")?;
+    }
+    match s.verified_tensors {
+        Some(n) => writeln!(out, "  verify: {n} tensors read back, R' bit-identical to the engine's")?,
+        None => writeln!(out, "  verify: skipped (--no-verify)")?,
+    }
+    if s.mode == ExportMode::Packed {
+        let loadable = if s.runtime_loadable { "yes (quantization_config written)" } else { "no" };
+        writeln!(out, "  loads in vLLM / llm-compressor: {loadable}")?;
+    }
+    for n in &s.notes {
+        writeln!(out, "  note: {n}")?;
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]

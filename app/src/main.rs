@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match &cli.command {
         Some(cli::Command::Report(args)) => cli::run_report(args, &mut std::io::stdout().lock()),
+        Some(cli::Command::Quantize(args)) => cli::run_quantize(args, &mut std::io::stdout().lock()),
         None => gui::run(cli.model.clone()).map_err(|e| anyhow::anyhow!("cannot start the window: {e}")),
     };
     match result {

@@ -20,6 +20,8 @@ pub enum Error {
     NotFound(String),
     #[error("invalid scheme: {0}")]
     Scheme(String),
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

@@ -228,8 +228,11 @@ impl FromStr for Granularity {
 impl FromStr for Calibration {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad =
-            || Error::Scheme(format!("unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR)"));
+        let bad = || {
+            Error::Scheme(format!(
+                "unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR, rangeLO,HI)"
+            ))
+        };
         match s {
             "minmax" => Ok(Self::MinMax),
             "mse" => Ok(Self::Mse),
@@ -237,6 +240,9 @@ impl FromStr for Calibration {
             _ => {
                 if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
                     Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
+                } else if let Some((lo, hi)) = s.strip_prefix("range").and_then(|r| r.split_once(',')) {
+                    let (lo, hi) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+                    Ok(Self::Manual(ManualRange::Range { lo, hi }))
                 } else if let Some(r) = s.strip_prefix("ratio") {
                     Ok(Self::Manual(ManualRange::Ratio { r: r.parse().map_err(|_| bad())? }))
                 } else {
@@ -247,13 +253,22 @@ impl FromStr for Calibration {
     }
 }
 
-impl FromStr for Scheme {
+impl FromStr for Mapping {
     type Err = Error;
-    /// Parses `format[:granularity[:calibration[:sym|asym]]]`, e.g. `int8:channel:mse`,
-    /// `e4m3:tensor:minmax`, `int4:group128:p99.9:asym`. Missing parts take the defaults.
-    fn from_str(s: &str) -> Result<Self> {
+    fn from_str(m: &str) -> Result<Self> {
+        match m {
+            "sym" | "symmetric" => Ok(Self::Symmetric),
+            "asym" | "asymmetric" => Ok(Self::Asymmetric),
+            _ => Err(Error::Scheme(format!("unknown mapping '{m}' (sym, asym)"))),
+        }
+    }
+}
+
+impl Scheme {
+    /// Parses the short form over `base`: parts left out keep `base`'s choice.
+    pub fn parse_over(s: &str, base: &Self) -> Result<Self> {
         let mut parts = s.split(':');
-        let mut scheme = Self { format: parts.next().unwrap_or_default().parse()?, ..Self::default() };
+        let mut scheme = Self { format: parts.next().unwrap_or_default().parse()?, ..*base };
         if let Some(g) = parts.next() {
             scheme.granularity = g.parse()?;
         }
@@ -261,17 +276,22 @@ impl FromStr for Scheme {
             scheme.calibration = c.parse()?;
         }
         if let Some(m) = parts.next() {
-            scheme.mapping = match m {
-                "sym" | "symmetric" => Mapping::Symmetric,
-                "asym" | "asymmetric" => Mapping::Asymmetric,
-                _ => return Err(Error::Scheme(format!("unknown mapping '{m}' (sym, asym)"))),
-            };
+            scheme.mapping = m.parse()?;
         }
         if parts.next().is_some() {
             return Err(Error::Scheme(format!("'{s}' has too many ':' parts")));
         }
         scheme.validate()?;
         Ok(scheme)
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = Error;
+    /// Parses `format[:granularity[:calibration[:sym|asym]]]`, e.g. `int8:channel:mse`,
+    /// `e4m3:tensor:minmax`, `int4:group128:p99.9:asym`. Missing parts take the defaults.
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse_over(s, &Self::default())
     }
 }
 
@@ -287,6 +307,7 @@ mod tests {
             "int4:group128:p99.9:asym",
             "e5m2:channel1:entropy",
             "int8:tensor:ratio0.5",
+            "int8:tensor:range-0.25,0.5",
         ] {
             let scheme: Scheme = s.parse().unwrap();
             assert_eq!(scheme.to_string(), s);

@@ -6,6 +6,8 @@
 
 use std::sync::LazyLock;
 
+use safetensors::Dtype;
+
 use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
 use crate::scheme::Mapping;
 
@@ -205,6 +207,25 @@ impl NumberFormat for Fp8Format {
 
     fn qmin(&self) -> f32 {
         -self.fmax
+    }
+
+    fn code_dtype(&self) -> Dtype {
+        match self.kind() {
+            Fp8Kind::E4M3 => Dtype::F8_E4M3,
+            Fp8Kind::E5M2 => Dtype::F8_E5M2,
+        }
+    }
+
+    fn code_to_byte(&self, q: u8) -> u8 {
+        q
+    }
+
+    fn code_from_byte(&self, b: u8) -> u8 {
+        b
+    }
+
+    fn stored_params(&self, p: &SliceParams, _mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams {
+        SliceParams { scale: nonzero_scale(round(p.scale)), offset: round(p.offset), ..*p }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Signed b-bit integers (INT8 by default), exactly as NUMERICS.md writes them.
 
+use safetensors::Dtype;
+
 use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
 use crate::error::{Error, Result};
 use crate::scheme::Mapping;
@@ -90,6 +92,30 @@ impl NumberFormat for IntFormat {
 
     fn qmin(&self) -> f32 {
         self.qmin
+    }
+
+    fn code_dtype(&self) -> Dtype {
+        Dtype::I8
+    }
+
+    fn code_to_byte(&self, q: i32) -> u8 {
+        // Codes lie in Qmin..=Qmax ⊂ i8 for every supported width.
+        (q as i8).to_le_bytes()[0]
+    }
+
+    fn code_from_byte(&self, b: u8) -> i32 {
+        i32::from(i8::from_le_bytes([b]))
+    }
+
+    fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams {
+        let scale = nonzero_scale(round(p.scale));
+        let zero_point = match mapping {
+            Mapping::Symmetric => 0,
+            Mapping::Asymmetric => {
+                round_half_even(self.qmin - p.lo / scale).clamp(self.qmin, self.qmax) as i32
+            }
+        };
+        SliceParams { scale, zero_point, ..*p }
     }
 }
 

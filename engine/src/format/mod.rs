@@ -11,6 +11,7 @@ mod int;
 pub use fp8::{Fp8Format, Fp8Kind};
 pub use int::IntFormat;
 
+use safetensors::Dtype;
 use serde::Serialize;
 
 use crate::scheme::Mapping;
@@ -67,6 +68,18 @@ pub trait NumberFormat: Copy + Send + Sync {
 
     /// The smallest code (Qmin for INT, −fmax for FP8).
     fn qmin(&self) -> f32;
+
+    /// The safetensors dtype a saved model stores the codes in.
+    fn code_dtype(&self) -> Dtype;
+
+    /// A code as the byte a saved model stores, and back.
+    fn code_to_byte(&self, q: Self::Code) -> u8;
+    fn code_from_byte(&self, b: u8) -> Self::Code;
+
+    /// The parameters a saved model can hold: S (and the FP8 offset) passed through
+    /// `round` (the stored dtype), and Z re-derived from that S, so that quantizing
+    /// with the result uses exactly the numbers a runtime reads back.
+    fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams;
 }
 
 /// Round half to even, bit-identical to `f32::round_ties_even` (tested on every

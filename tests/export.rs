@@ -1,0 +1,481 @@
+//! Saving quantized models end to end: round trips of every format × mapping ×
+//! granularity on both sample models, config.json, recipes, and the safety rules
+//! (no overwrite of the source, no partial output on a full or unwritable disk).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use common::{minilm, quantscope, teaching};
+use quantscope_engine::export::{self, Decision, ExportMode, ExportOptions, ExportSummary, read_packed};
+use quantscope_engine::recipe::{Recipe, Resolved};
+use quantscope_engine::{Checkpoint, Dtype, Options, Scheme, analyze};
+use serde_json::Value;
+
+fn export_to(model: &Path, scheme: &Scheme, mode: ExportMode, out: &Path) -> ExportSummary {
+    let ckpt = Checkpoint::open(model).unwrap();
+    let recipe = Resolved { scheme: *scheme, layers: BTreeMap::new() };
+    let decisions = export::plan(&ckpt, &recipe, &|_| false);
+    let opts = ExportOptions { mode, ..ExportOptions::default() };
+    export::export(&ckpt, &decisions, out, &opts, &|_, _| {}, &AtomicBool::new(false)).unwrap()
+}
+
+fn round_to(dtype: Dtype, xs: &[f32]) -> Vec<f32> {
+    let bytes = quantscope_engine::decode::encode(dtype, xs).unwrap();
+    quantscope_engine::decode::decode(dtype, &bytes).unwrap()
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Packed and fake-quant exports of `model` under `scheme`, checked against each
+/// other, against the engine's own R′ and against the source.
+fn round_trip(model: &Path, scheme: &Scheme, tmp: &Path) {
+    let (p_dir, f_dir) = (tmp.join("packed"), tmp.join("fake"));
+    let p = export_to(model, scheme, ExportMode::Packed, &p_dir);
+    let f = export_to(model, scheme, ExportMode::FakeQuant, &f_dir);
+    assert_eq!(p.verified_tensors, Some(p.tensors_quantized), "{scheme}");
+    assert_eq!(f.verified_tensors, Some(f.tensors_quantized), "{scheme}");
+    assert!(p.tensors_quantized > 0);
+    let (src, packed, fake) = (
+        Checkpoint::open(model).unwrap(),
+        Checkpoint::open(&p_dir).unwrap(),
+        Checkpoint::open(&f_dir).unwrap(),
+    );
+    for t in src.tensors() {
+        let Some(layer) = p.layers.iter().find(|l| l.name == t.name) else {
+            // Copied tensors are byte-identical in both outputs.
+            assert_eq!(packed.bytes(packed.tensor(&t.name).unwrap()), src.bytes(t), "{}", t.name);
+            assert_eq!(fake.bytes(fake.tensor(&t.name).unwrap()), src.bytes(t), "{}", t.name);
+            continue;
+        };
+        assert_eq!(layer.scheme, scheme.to_string());
+        let w = packed.tensor(&t.name).unwrap();
+        let code_dtype = match scheme.format {
+            quantscope_engine::FormatKind::Int(_) => Dtype::I8,
+            quantscope_engine::FormatKind::E4M3 => Dtype::F8_E4M3,
+            quantscope_engine::FormatKind::E5M2 => Dtype::F8_E5M2,
+        };
+        assert_eq!((w.dtype, &w.shape), (code_dtype, &t.shape), "{}", t.name);
+        let scale = packed.tensor(&format!("{}_scale", t.name)).unwrap();
+        let expected_scale_dtype = if t.dtype == Dtype::F32 { Dtype::F32 } else { t.dtype };
+        assert_eq!(scale.dtype, expected_scale_dtype, "{}", t.name);
+        let has_zp = packed.tensor(&format!("{}_zero_point", t.name)).is_ok();
+        assert_eq!(
+            has_zp,
+            !scheme.format.is_fp8() && scheme.mapping == quantscope_engine::Mapping::Asymmetric
+        );
+
+        let deq = read_packed(&packed, t, scheme).unwrap();
+        let fake_vals = fake.load_f32(&t.name).unwrap();
+        assert_eq!(fake.tensor(&t.name).unwrap().dtype, t.dtype);
+        assert!(same_bits(&fake_vals, &round_to(t.dtype, &deq)), "{}: fake-quant ≠ packed R′", t.name);
+        if t.dtype == Dtype::F32 {
+            // An F32 scale needs no rounding, so R′ is the engine's analyze() R′.
+            let values = src.load_f32(&t.name).unwrap();
+            let opts = Options { keep_dequantized: true, ..Options::default() };
+            let r = analyze(&values, &t.shape, scheme, &opts).unwrap();
+            assert!(same_bits(&deq, r.dequantized.as_ref().unwrap()), "{}: {scheme}", t.name);
+            // Same errors, summed in another order.
+            assert!((layer.metrics.mse - r.metrics.mse).abs() <= 1e-12 * r.metrics.mse, "{}", t.name);
+        }
+    }
+    std::fs::remove_dir_all(&p_dir).unwrap();
+    std::fs::remove_dir_all(&f_dir).unwrap();
+}
+
+fn every_scheme() -> Vec<Scheme> {
+    let mut out = Vec::new();
+    for format in ["int8", "int4", "e4m3", "e5m2"] {
+        for granularity in ["tensor", "channel", "group64"] {
+            for mapping in ["sym", "asym"] {
+                out.push(format!("{format}:{granularity}:minmax:{mapping}").parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn round_trip_every_format_mapping_granularity_on_the_teaching_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scheme in every_scheme() {
+        round_trip(&teaching(), &scheme, tmp.path());
+    }
+    // Calibrations leave no trace in the layout, but their ranges must survive.
+    for s in ["int8:channel:mse:asym", "e4m3:group128:entropy", "int8:tensor:range-0.05,0.05"] {
+        round_trip(&teaching(), &s.parse().unwrap(), tmp.path());
+    }
+}
+
+#[test]
+fn round_trip_every_format_mapping_granularity_on_minilm() {
+    let Some(dir) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for scheme in every_scheme() {
+        round_trip(&dir, &scheme, tmp.path());
+    }
+}
+
+#[test]
+fn acceptance_minilm_int8_channel_and_fp8_tensor_verified_with_configs() {
+    let Some(dir) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (scheme, format, strategy) in [
+        ("int8:channel:minmax", "int-quantized", "channel"),
+        ("e4m3:tensor:minmax", "float-quantized", "tensor"),
+    ] {
+        let out = tmp.path().join(format);
+        let o = quantscope(&["quantize", dir.to_str().unwrap(), out.to_str().unwrap(), "--scheme", scheme]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("verify: 37 tensors read back, R' bit-identical"), "{text}");
+        assert!(text.contains("loads in vLLM / llm-compressor: yes"), "{text}");
+        // The source config is kept and gains the block; companions are copied.
+        let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let source: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["hidden_size"], source["hidden_size"]);
+        assert_eq!(config["model_type"], source["model_type"]);
+        for f in ["tokenizer.json", "vocab.txt", "1_Pooling/config.json"] {
+            assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(dir.join(f)).unwrap(), "{f}");
+        }
+        let q = &config["quantization_config"];
+        let keys: Vec<&String> = q.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["config_groups", "format", "ignore", "quant_method", "quantization_status"]);
+        assert_eq!(q["quant_method"], "compressed-tensors");
+        assert_eq!(q["format"], format);
+        assert_eq!(q["quantization_status"], "compressed");
+        let ignore: Vec<&str> = q["ignore"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(
+            ignore,
+            [
+                "embeddings.position_embeddings",
+                "embeddings.token_type_embeddings",
+                "embeddings.word_embeddings"
+            ]
+        );
+        let groups = q["config_groups"].as_object().unwrap();
+        assert_eq!(groups.len(), 1);
+        let g = &groups["group_0"];
+        assert_eq!(g["targets"], serde_json::json!(["Linear"]));
+        assert_eq!(g["input_activations"], Value::Null);
+        let w = &g["weights"];
+        let wkeys: Vec<&String> = w.as_object().unwrap().keys().collect();
+        assert_eq!(wkeys, ["actorder", "dynamic", "group_size", "num_bits", "strategy", "symmetric", "type"]);
+        assert_eq!(w["num_bits"], 8);
+        assert_eq!(w["type"], if format == "int-quantized" { "int" } else { "float" });
+        assert_eq!((&w["symmetric"], &w["strategy"]), (&Value::Bool(true), &Value::from(strategy)));
+        assert_eq!(
+            (&w["group_size"], &w["dynamic"], &w["actorder"]),
+            (&Value::Null, &Value::Bool(false), &Value::Null)
+        );
+        // ~4x smaller quantized weights: 86.6 MiB of tensors → under 60.
+        let model = std::fs::metadata(out.join("model.safetensors")).unwrap().len();
+        assert!(model < 60 << 20, "{model}");
+    }
+}
+
+#[test]
+fn e5m2_and_asymmetric_fp8_are_written_without_quantization_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scheme in ["e5m2:channel:minmax", "e4m3:tensor:minmax:asym"] {
+        let out = tmp.path().join(scheme.replace(':', "_"));
+        let o = quantscope(&[
+            "quantize",
+            teaching().to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--scheme",
+            scheme,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("loads in vLLM / llm-compressor: no"), "{text}");
+        assert!(text.contains("do not load this model"), "{text}");
+        assert!(!out.join("config.json").exists(), "a bare-file input gets no config.json without the block");
+        let ckpt = Checkpoint::open(&out).unwrap();
+        let meta = &ckpt.shards[0].metadata;
+        let schemes: BTreeMap<String, String> = serde_json::from_str(&meta["quantscope_schemes"]).unwrap();
+        assert_eq!(schemes["gaussian.weight"], scheme);
+        assert_eq!(meta["quantscope_mode"], "packed");
+        assert_eq!(ckpt.tensor("gaussian.weight_offset").is_ok(), scheme.ends_with("asym"));
+    }
+}
+
+#[test]
+fn a_recipe_with_three_layer_schemes_round_trips_into_config_groups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe_path = tmp.path().join("recipe.json");
+    let text = r#"{
+      "quantscope_recipe": 1,
+      "scheme": "int8:channel:minmax",
+      "layers": {
+        "gaussian.weight": {"scheme": "int8:group64:mse:asym"},
+        "heavy_tailed.weight": {"scheme": "int4:tensor:range-0.5,0.5"},
+        "outlier_channels.weight": {"scheme": "e4m3:channel"},
+        "skewed_positive.weight": {"exclude": true}
+      }
+    }"#;
+    std::fs::write(&recipe_path, text).unwrap();
+    // The recipe survives a load → GUI state → save → load cycle unchanged.
+    let resolved = Recipe::load(&recipe_path).unwrap().resolve().unwrap();
+    let again = Recipe::from_choices(&resolved.scheme, &resolved.overrides(), &resolved.excluded());
+    let saved = tmp.path().join("saved.json");
+    again.save(&saved).unwrap();
+    assert_eq!(Recipe::load(&saved).unwrap().resolve().unwrap(), resolved);
+
+    let out = tmp.path().join("out");
+    let o = quantscope(&[
+        "quantize",
+        teaching().to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--recipe",
+        saved.to_str().unwrap(),
+        "--ignore",
+        "^conv",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["verified_tensors"], summary["tensors_quantized"]);
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let q = &config["quantization_config"];
+    assert_eq!(q["format"], "mixed-precision", "INT and FP8 layers mix");
+    let groups = q["config_groups"].as_object().unwrap();
+    assert_eq!(groups.len(), 4, "{q}");
+    let find = |target: &str| {
+        groups
+            .values()
+            .find(|g| g["targets"].as_array().unwrap().iter().any(|t| t == target))
+            .unwrap()
+            .clone()
+    };
+    let g = find(r"re:^gaussian$");
+    assert_eq!(g["targets"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&g["weights"]["strategy"], &g["weights"]["group_size"]),
+        (&Value::from("group"), &Value::from(64))
+    );
+    assert_eq!(g["weights"]["symmetric"], false);
+    assert_eq!(g["format"], "int-quantized");
+    let h = find(r"re:^heavy_tailed$");
+    assert_eq!(
+        (&h["weights"]["num_bits"], &h["weights"]["strategy"]),
+        (&Value::from(4), &Value::from("tensor"))
+    );
+    let o = find(r"re:^outlier_channels$");
+    assert_eq!(
+        (&o["weights"]["type"], &o["format"]),
+        (&Value::from("float"), &Value::from("float-quantized"))
+    );
+    let rest = find(r"re:^gaussian$");
+    assert!(rest.is_object());
+    let default = find(r"re:^with_nan$");
+    assert_eq!(default["weights"]["strategy"], "channel");
+    let ignore: Vec<&str> = q["ignore"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ignore, ["conv3x3", "skewed_positive"]);
+
+    // The stored layouts follow each layer's scheme; the manual range is used.
+    let ckpt = Checkpoint::open(&out).unwrap();
+    assert_eq!(ckpt.tensor("gaussian.weight_scale").unwrap().shape, [256, 8]);
+    assert_eq!(ckpt.tensor("gaussian.weight_zero_point").unwrap().dtype, Dtype::I8);
+    assert_eq!(ckpt.tensor("heavy_tailed.weight_scale").unwrap().shape, [1]);
+    let hs = ckpt.load_f32("heavy_tailed.weight_scale").unwrap();
+    assert_eq!(hs, [0.5 / 7.5], "INT4 symmetric: S = amax / ((Qmax − Qmin) / 2)");
+    assert_eq!(ckpt.tensor("outlier_channels.weight").unwrap().dtype, Dtype::F8_E4M3);
+    assert_eq!(ckpt.tensor("skewed_positive.weight").unwrap().dtype, Dtype::F32);
+    let layers = summary["layers"].as_array().unwrap();
+    let scheme_of = |n: &str| layers.iter().find(|l| l["name"] == n).unwrap()["scheme"].clone();
+    assert_eq!(scheme_of("heavy_tailed.weight"), "int4:tensor:range-0.5,0.5");
+}
+
+#[test]
+fn bf16_scales_are_rounded_before_quantizing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    let s: Scheme = "int8:channel:minmax:asym".parse().unwrap();
+    let summary = export_to(&teaching(), &s, ExportMode::Packed, &out);
+    assert_eq!(summary.verified_tensors, Some(summary.tensors_quantized));
+    let src = Checkpoint::open(teaching()).unwrap();
+    let ckpt = Checkpoint::open(&out).unwrap();
+    for name in ["bf16_linear.weight", "f16_linear.weight"] {
+        let t = src.tensor(name).unwrap();
+        let scales = ckpt.load_f32(&format!("{name}_scale")).unwrap();
+        let zps = ckpt.bytes(ckpt.tensor(&format!("{name}_zero_point")).unwrap()).to_vec();
+        let codes = ckpt.bytes(ckpt.tensor(name).unwrap()).to_vec();
+        let values = src.load_f32(name).unwrap();
+        let row = t.shape[1];
+        // Every code is exactly what the stored scale and zero point give.
+        for (k, &x) in values.iter().enumerate() {
+            let (s, z) = (scales[k / row], f32::from(zps[k / row] as i8));
+            let q = ((x / s).round_ties_even() + z).clamp(-128.0, 127.0);
+            assert_eq!(q as i8, codes[k] as i8, "{name}[{k}]");
+        }
+    }
+}
+
+fn tree_hash(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn refuses_the_source_and_a_non_empty_out_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(teaching(), model.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
+    let before = tree_hash(&model);
+    let m = model.to_str().unwrap();
+    let file = model.join("model.safetensors");
+    for (out, why) in [
+        (m.to_string(), "source"),
+        (file.to_str().unwrap().to_string(), "source"),
+        (model.join("inside").to_str().unwrap().to_string(), "inside"),
+        (tmp.path().to_str().unwrap().to_string(), "source"),
+    ] {
+        let o = quantscope(&["quantize", m, &out, "--force"]);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(why) && err.lines().count() == 1, "{out}: {err}");
+    }
+    assert_eq!(tree_hash(&model), before, "the source is untouched");
+
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "user data").unwrap();
+    let o = quantscope(&["quantize", m, out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty; use --force"));
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "user data");
+    // An empty OUT is fine; --force replaces a full one as a whole.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert!(quantscope(&["quantize", m, empty.to_str().unwrap()]).status.success());
+    let o = quantscope(&["quantize", m, out.to_str().unwrap(), "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("keep.txt").exists() && out.join("model.safetensors").is_file());
+    assert_eq!(std::fs::read_to_string(out.join("tokenizer.json")).unwrap(), "{}");
+    assert_eq!(tree_hash(&model), before);
+    let leftovers: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// No OUT and no temp folder may be left in `parent` after a failed export.
+fn assert_nothing_left(parent: &Path, out: &Path) {
+    assert!(!out.exists(), "{} exists after a failure", out.display());
+    let left: Vec<String> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("quantscope-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_full_disk_at_any_point_leaves_no_partial_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = Checkpoint::open(teaching()).unwrap();
+    let recipe = Resolved { scheme: Scheme::default(), layers: BTreeMap::new() };
+    let decisions = export::plan(&ckpt, &recipe, &|_| false);
+    let out = tmp.path().join("out");
+    let no_cancel = AtomicBool::new(false);
+    let opts = ExportOptions::default();
+    export::export(&ckpt, &decisions, &out, &opts, &|_, _| {}, &no_cancel).unwrap();
+    let total: u64 = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    std::fs::remove_dir_all(&out).unwrap();
+    // Fail at the header, in the middle of the data and at the very last byte.
+    for fail_after in [0, 100, total / 2, total - 1] {
+        let opts = ExportOptions { fail_after_bytes: Some(fail_after), ..ExportOptions::default() };
+        let err =
+            export::export(&ckpt, &decisions, &out, &opts, &|_, _| {}, &AtomicBool::new(false)).unwrap_err();
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        assert_nothing_left(tmp.path(), &out);
+    }
+    assert!(decisions.iter().any(|d| matches!(d, Decision::Quantize(_))));
+}
+
+/// Mounts a tmpfs (root only); `None` where mounting is not allowed.
+fn mount_tmpfs(dir: &Path, opts: &str) -> Option<()> {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs", dir.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(())
+}
+
+fn umount(dir: &Path) {
+    let _ = std::process::Command::new("umount").arg(dir).status();
+}
+
+#[test]
+fn a_real_tiny_filesystem_and_an_unwritable_folder_give_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = teaching();
+    let m = model.to_str().unwrap();
+    let tiny = tmp.path().join("tiny");
+    if mount_tmpfs(&tiny, "size=128k").is_some() {
+        let out = tiny.join("out");
+        let o = quantscope(&["quantize", m, out.to_str().unwrap()]);
+        umount_after(&tiny, || {
+            assert_eq!(o.status.code(), Some(1));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("No space left on device") && err.lines().count() == 1, "{err}");
+            assert_nothing_left(&tiny, &out);
+        });
+    } else {
+        eprintln!("cannot mount a tmpfs here (not root); the simulated full disk test covers ENOSPC");
+    }
+    // Unwritable: a read-only mount as root, a 0o555 folder otherwise.
+    let ro = tmp.path().join("ro");
+    let mounted = mount_tmpfs(&ro, "size=1m,ro").is_some();
+    if !mounted {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let out = ro.join("out");
+    let o = quantscope(&["quantize", m, out.to_str().unwrap()]);
+    let check = || {
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            (err.contains("Read-only file system") || err.contains("Permission denied"))
+                && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_nothing_left(&ro, &out);
+    };
+    if mounted {
+        umount_after(&ro, check);
+    } else {
+        check();
+    }
+    // A parent that is a file.
+    let o = quantscope(&["quantize", m, &format!("{m}/out")]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+/// Runs `f`, unmounting `dir` whatever happens.
+fn umount_after(dir: &Path, f: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    umount(dir);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
