@@ -6,12 +6,10 @@ use std::path::PathBuf;
 /// the file or tensor and what was wrong with it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message (not a `source`), so that printing
+    /// the error chain does not repeat it.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
     #[error("{}: tensor '{tensor}': {reason}", path.display())]
@@ -26,7 +24,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io { path: path.into(), err: source }
     }
 
     pub(crate) fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
