@@ -18,7 +18,7 @@ use serde_json::Value;
 fn export_to(model: &Path, scheme: &Scheme, mode: ExportMode, out: &Path) -> ExportSummary {
     let ckpt = Checkpoint::open(model).unwrap();
     let recipe = Resolved { scheme: *scheme, layers: BTreeMap::new() };
-    let decisions = export::plan(&ckpt, &recipe, &|_| false);
+    let decisions = export::plan(ckpt.tensors(), &recipe, &|_| false);
     let opts = ExportOptions { mode, ..ExportOptions::default() };
     export::export(&ckpt, &decisions, out, &opts, &|_, _| {}, &AtomicBool::new(false)).unwrap()
 }
@@ -392,7 +392,7 @@ fn a_full_disk_at_any_point_leaves_no_partial_output() {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = Checkpoint::open(teaching()).unwrap();
     let recipe = Resolved { scheme: Scheme::default(), layers: BTreeMap::new() };
-    let decisions = export::plan(&ckpt, &recipe, &|_| false);
+    let decisions = export::plan(ckpt.tensors(), &recipe, &|_| false);
     let out = tmp.path().join("out");
     let no_cancel = AtomicBool::new(false);
     let opts = ExportOptions::default();

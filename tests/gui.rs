@@ -196,3 +196,60 @@ fn keyboard_moves_the_selection_and_the_sqnr_column_fills_in() {
     );
     assert_eq!(m.sqnr.len(), 10, "every quantizable tensor");
 }
+
+#[test]
+fn saving_from_the_window_writes_a_verified_model_and_honours_the_checkboxes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("saved");
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    // Untick one layer; give another its own scheme.
+    let info = h
+        .state()
+        .model
+        .as_ref()
+        .unwrap()
+        .summary
+        .tensors
+        .iter()
+        .find(|t| t.name == "gaussian.weight")
+        .cloned();
+    h.state_mut().set_quantized_on_save(&info.unwrap(), false);
+    h.state_mut().settings.overrides.insert("heavy_tailed.weight".into(), "int8:tensor:mse".parse().unwrap());
+
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Save quantized model…").click();
+    h.run_steps(2);
+    let field = h.get_by_role_and_label(Role::TextInput, "Output folder");
+    field.focus();
+    field.type_text(out.to_str().unwrap());
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    wait_until(&mut h, "the save to finish", |a| a.save.result.is_some());
+    let summary = h.state().save.result.clone().unwrap().unwrap();
+    assert_eq!(summary.tensors_quantized, 8, "9 default layers minus the unticked one");
+    assert_eq!(summary.verified_tensors, Some(8));
+    h.get_by_label("8 tensors read back: bit-identical");
+    let ckpt = Checkpoint::open(&out).unwrap();
+    assert_eq!(ckpt.tensor("gaussian.weight").unwrap().dtype, quantscope_engine::Dtype::F32);
+    assert_eq!(ckpt.tensor("heavy_tailed.weight_scale").unwrap().shape, [1]);
+    assert_eq!(ckpt.tensor("outlier_channels.weight_scale").unwrap().shape, [256, 1]);
+
+    // Saving again into the now non-empty folder is refused and changes nothing.
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    h.state_mut().settings.scheme = "e4m3:tensor:minmax".parse().unwrap();
+    h.get_by_label("Save").click();
+    wait_until(&mut h, "the refusal", |a| matches!(a.save.result, Some(Err(_))));
+    h.get_by_label_contains("folder is not empty; use --force");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+
+    // The same choices round-trip through a recipe file.
+    let recipe = tmp.path().join("recipe.json");
+    h.state().save_recipe(&recipe).unwrap();
+    let saved = h.state().resolved_recipe();
+    h.state_mut().settings.overrides.clear();
+    h.state_mut().settings.save_choice.clear();
+    h.state_mut().load_recipe(&recipe).unwrap();
+    assert_eq!(h.state().resolved_recipe(), saved);
+}

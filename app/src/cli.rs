@@ -221,7 +221,7 @@ pub fn run_quantize(args: &QuantizeArgs, out: &mut dyn Write) -> anyhow::Result<
         anyhow::bail!("the recipe names tensors this model does not have: {unknown:?}");
     }
     let ignore = |name: &str| args.ignore.iter().any(|re| re.is_match(name));
-    let decisions = export::plan(&ckpt, &recipe, &ignore);
+    let decisions = export::plan(ckpt.tensors(), &recipe, &ignore);
     let opts = ExportOptions {
         mode: if args.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
         verify: !args.no_verify,

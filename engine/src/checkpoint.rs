@@ -232,6 +232,11 @@ impl Checkpoint {
         &self.shards[info.shard].map.bytes()[info.byte_range.0..info.byte_range.1]
     }
 
+    /// Drops a processed tensor's resident pages (the mapping stays valid).
+    pub fn release(&self, info: &TensorInfo) {
+        self.shards[info.shard].map.release(info.byte_range.0..info.byte_range.1);
+    }
+
     pub fn shard_path(&self, info: &TensorInfo) -> &Path {
         &self.shards[info.shard].path
     }

@@ -97,10 +97,10 @@ pub fn default_exclusion(info: &TensorInfo) -> Option<String> {
     None
 }
 
-/// One decision per tensor of `ckpt` (same order): `ignore` first, then the
-/// recipe's entry, then the default rule.
-pub fn plan(ckpt: &Checkpoint, recipe: &Resolved, ignore: &dyn Fn(&str) -> bool) -> Vec<Decision> {
-    ckpt.tensors()
+/// One decision per tensor (same order, e.g. `Checkpoint::tensors()`): `ignore`
+/// first, then the recipe's entry, then the default rule.
+pub fn plan(tensors: &[TensorInfo], recipe: &Resolved, ignore: &dyn Fn(&str) -> bool) -> Vec<Decision> {
+    tensors
         .iter()
         .map(|t| {
             if ignore(&t.name) {
@@ -174,6 +174,11 @@ pub fn export(
         return Err(Error::Scheme("export plan does not match the model".into()));
     }
     let folder_input = is_folder_input(ckpt);
+    // Missing parent folders are created, like `mkdir -p`; OUT itself only
+    // appears at the final rename.
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
     check_paths(ckpt, out, opts.force, folder_input)?;
     if opts.mode == ExportMode::Packed {
         check_packable(ckpt, decisions)?;
@@ -673,6 +678,7 @@ fn write_model(
                     });
                 }
             }
+            ckpt.release(t);
             done += t.size_bytes as u64;
             progress(done, total);
         }
@@ -719,7 +725,7 @@ fn write_model(
         }
     }
     if opts.mode == ExportMode::FakeQuant {
-        notes.push("fake-quant: R′ stored in each tensor's original dtype; any framework loads it".into());
+        notes.push("fake-quant: R' stored in each tensor's original dtype; any framework loads it".into());
     }
 
     let layers = written.layers;
@@ -912,9 +918,15 @@ fn verify(
             ExportMode::Packed => read_packed(&out, t, s).map_err(|e| fail(e.to_string()))?,
         };
         if digests.get(&t.name) != Some(&chunk_digests(&deq)) {
-            return Err(fail("verify: the dequantized tensor read back differs from the engine's R′".into()));
+            return Err(fail("verify: the dequantized tensor read back differs from the engine's R'".into()));
         }
         checked += 1;
+        ckpt.release(t);
+        for suffix in ["", "_scale", "_zero_point", "_offset"] {
+            if let Ok(o) = out.tensor(&format!("{}{suffix}", t.name)) {
+                out.release(o);
+            }
+        }
     }
     Ok(checked)
 }

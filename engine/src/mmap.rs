@@ -44,4 +44,24 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&self.owned)
     }
+
+    /// Lets the OS drop the resident pages of `range` (a tensor already processed),
+    /// so streaming a model through keeps memory near one tensor, not the model.
+    /// Best effort: an error only means the pages stay cached.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Some(map) = &self.map
+            && range.end <= map.len()
+            && !range.is_empty()
+        {
+            // SAFETY: the map is read-only and file-backed (MAP_SHARED, PROT_READ),
+            // so MADV_DONTNEED drops clean page-cache references only: a later read
+            // faults the same file bytes back in, and no slice can observe a change.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
 }

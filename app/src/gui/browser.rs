@@ -120,8 +120,17 @@ pub fn browser_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
 }
 
 fn rows_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui, rows: &[TensorInfo], short_names: bool) {
-    egui::Grid::new(ui.next_auto_id()).striped(true).num_columns(5).show(ui, |ui| {
+    egui::Grid::new(ui.next_auto_id()).striped(true).num_columns(6).show(ui, |ui| {
         for t in rows {
+            if t.is_quantizable() && t.shape.len() >= 2 {
+                let mut on = app.quantized_on_save(t);
+                let hover = "Quantize this layer when saving (unticked: copied unchanged)";
+                if ui.checkbox(&mut on, "").on_hover_text(hover).changed() {
+                    app.set_quantized_on_save(t, on);
+                }
+            } else {
+                ui.label("");
+            }
             let label =
                 if short_names { t.name.rsplit('.').next().unwrap_or(&t.name) } else { t.name.as_str() };
             let selected = app.selected.as_deref() == Some(t.name.as_str());

@@ -6,6 +6,7 @@
 mod browser;
 mod histogram;
 mod panels;
+pub mod save;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,8 @@ pub struct Settings {
     pub scheme: Scheme,
     /// Per-layer overrides, by tensor name.
     pub overrides: BTreeMap<String, Scheme>,
+    /// "Quantize when saving" where the user changed the default rule.
+    pub save_choice: BTreeMap<String, bool>,
     pub recent: Vec<PathBuf>,
     pub log_counts: bool,
     pub show_grid: bool,
@@ -48,6 +51,7 @@ impl Default for Settings {
         Self {
             scheme: Scheme::default(),
             overrides: BTreeMap::new(),
+            save_choice: BTreeMap::new(),
             recent: Vec::new(),
             log_counts: false,
             show_grid: false,
@@ -86,6 +90,7 @@ pub struct QuantscopeApp {
     /// Generation of the request that `analysis` (or the last error) answered.
     analysis_generation: u64,
     sweep_sent: Option<(u64, Scheme, BTreeMap<String, Scheme>)>,
+    pub save: save::SaveDialog,
     pub last_frame_ms: f32,
     /// Every frame's UI time, kept when QUANTSCOPE_FRAME_STATS is set.
     frame_log: Option<Vec<f32>>,
@@ -122,6 +127,7 @@ impl QuantscopeApp {
             analyze_sent: None,
             analysis_generation: 0,
             sweep_sent: None,
+            save: save::SaveDialog::default(),
             last_frame_ms: 0.0,
             frame_log: std::env::var_os("QUANTSCOPE_FRAME_STATS").map(|_| Vec::new()),
         }
@@ -223,6 +229,12 @@ impl QuantscopeApp {
                         m.sweep_total = total;
                     }
                 }
+                Response::Exporting { done, total } => {
+                    if self.save.running() {
+                        self.save.progress = Some((done, total));
+                    }
+                }
+                Response::Exported(result) => self.save.finished(result),
             }
         }
     }
@@ -306,6 +318,9 @@ impl QuantscopeApp {
                     self.open(Source::Bytes { name: SAMPLE_NAME.into(), bytes: SAMPLE_BYTES.to_vec() });
                     ui.close();
                 }
+                ui.separator();
+                save::file_menu_ui(self, ui);
+                ui.separator();
                 if ui.button("Quit (Ctrl+Q)").clicked() {
                     ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
                 }
@@ -402,6 +417,7 @@ impl eframe::App for QuantscopeApp {
         egui::CentralPanel::default().show(ui, |ui| {
             histogram::histogram_ui(self, ui);
         });
+        save::save_window(self, &ctx);
 
         self.request_work();
         self.last_frame_ms = started.elapsed().as_secs_f32() * 1e3;
@@ -411,7 +427,10 @@ impl eframe::App for QuantscopeApp {
                 print_frame_stats(log);
             }
         }
-        if self.is_busy() || self.model.as_ref().is_some_and(|m| m.sweep_done < m.sweep_total) {
+        if self.is_busy()
+            || self.save.running()
+            || self.model.as_ref().is_some_and(|m| m.sweep_done < m.sweep_total)
+        {
             // Keep the spinner and progress bar moving while work is out.
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }

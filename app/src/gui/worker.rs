@@ -7,14 +7,19 @@
 //! dragging a range line never builds a backlog. A sweep runs one tensor per turn
 //! and is dropped as soon as a newer sweep or model arrives. Each job runs under
 //! `catch_unwind`, so a panic becomes an error message and the worker lives on.
+//! A save runs here too (one tensor at a time, with progress), so the UI thread
+//! never writes a model; analyses asked for meanwhile wait for it to finish.
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::Instant;
 
+use quantscope_engine::export::{self, ExportOptions, ExportSummary};
+use quantscope_engine::recipe::Resolved;
 use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, analyze,
     compare_calibrations,
@@ -51,6 +56,14 @@ pub enum Request {
         schemes: BTreeMap<String, Scheme>,
         default: Scheme,
     },
+    /// Save the quantized model. Runs to the end (or until `cancel`), sending
+    /// `Exporting` progress and then `Exported`.
+    Export {
+        recipe: Resolved,
+        out: PathBuf,
+        options: ExportOptions,
+        cancel: Arc<AtomicBool>,
+    },
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -76,6 +89,8 @@ pub enum Response {
     Opened { generation: u64, result: Result<ModelSummary, String> },
     Analyzed { generation: u64, result: Result<Arc<Analysis>, String> },
     Swept { generation: u64, tensor: String, sqnr_db: Option<f64>, done: usize, total: usize },
+    Exporting { done: u64, total: u64 },
+    Exported(Result<ExportSummary, String>),
 }
 
 /// The UI's handle on the worker thread.
@@ -201,6 +216,19 @@ impl WorkerState {
                     c.tensors().iter().filter(|t| t.is_quantizable()).map(|t| t.name.clone()).collect()
                 });
                 self.sweep = Some(Sweep { generation, names, schemes, default, next: 0 });
+            }
+            Request::Export { recipe, out, options, cancel } => {
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+                    let decisions = export::plan(ckpt.tensors(), &recipe, &|_| false);
+                    let progress = |done, total| {
+                        let _ = responses.try_send(Response::Exporting { done, total });
+                    };
+                    export::export(ckpt, &decisions, &out, &options, &progress, &cancel)
+                        .map_err(|e| e.to_string())
+                }))
+                .unwrap_or_else(|p| Err(format!("internal error while saving: {}", panic_message(&*p))));
+                let _ = responses.send(Response::Exported(result));
             }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
