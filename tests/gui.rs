@@ -253,3 +253,49 @@ fn saving_from_the_window_writes_a_verified_model_and_honours_the_checkboxes() {
     h.state_mut().load_recipe(&recipe).unwrap();
     assert_eq!(h.state().resolved_recipe(), saved);
 }
+
+#[test]
+fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
+    use quantscope_engine::write::{OwnedTensor, write_safetensors};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("degenerate.safetensors");
+    let f32s = |shape: Vec<usize>, v: Vec<f32>| OwnedTensor {
+        dtype: quantscope_engine::Dtype::F32,
+        shape,
+        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    };
+    let mut extreme = vec![f32::MAX, -f32::MAX, 0.0];
+    extreme.resize(64, 0.5);
+    let tensors = vec![
+        ("all_nan.weight".to_string(), f32s(vec![4, 16], vec![f32::NAN; 64])),
+        ("all_zero.weight".to_string(), f32s(vec![4, 16], vec![0.0; 64])),
+        ("constant.weight".to_string(), f32s(vec![4, 16], vec![0.37; 64])),
+        ("empty.weight".to_string(), f32s(vec![0, 16], vec![])),
+        ("extreme.weight".to_string(), f32s(vec![4, 16], extreme)),
+    ];
+    write_safetensors(&path, &tensors, None).unwrap();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(move |cc| QuantscopeApp::new(cc, Some(path.clone())));
+    wait_until(&mut h, "the model to open", settled);
+    for (name, lossless) in [
+        ("all_nan.weight", true),
+        ("all_zero.weight", true),
+        ("empty.weight", true),
+        ("constant.weight", false),
+        ("extreme.weight", false),
+    ] {
+        h.state_mut().select(name);
+        wait_until(&mut h, name, |a| settled(a) && a.selected.as_deref() == Some(name));
+        let label = shown_sqnr(&h);
+        if lossless {
+            assert_eq!(label, "SQNR: ∞ dB", "{name}");
+        } else {
+            assert!(
+                label.trim_end_matches(" dB").trim_start_matches("SQNR: ").parse::<f64>().is_ok(),
+                "{label}"
+            );
+        }
+        assert!(h.state().error.is_none(), "{name}: {:?}", h.state().error);
+    }
+}

@@ -207,7 +207,8 @@ fn entropy_range(xs: &[f32], stats: &TensorStats, mapping: Mapping) -> (f32, f32
     let hist = abs_histogram(xs, amax);
     let best = kl_best_bin(&hist);
     let width = amax / KL_BINS as f32;
-    let t = (best as f32 + 0.5) * width;
+    // Near f32::MAX the half-bin past the last edge overflows; saturate it.
+    let t = ((best as f32 + 0.5) * width).min(f32::MAX);
     match mapping {
         Mapping::Symmetric => (-t, t),
         Mapping::Asymmetric => (mn.max(-t), mx.min(t)),

@@ -139,6 +139,13 @@ impl Checkpoint {
             let file = file.as_str().ok_or_else(|| {
                 Error::format(index, format!("weight_map entry '{name}' is not a file name"))
             })?;
+            // A shard is a file in the model's folder: no absolute path, no "..".
+            if !Path::new(file).components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+                return Err(Error::format(
+                    index,
+                    format!("names shard '{file}' (for '{name}') outside the model folder"),
+                ));
+            }
             let shard = base.join(file);
             if !shard.is_file() {
                 return Err(Error::format(
@@ -278,6 +285,9 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor:
     arr.copy_from_slice(len_bytes);
     let declared = u64::from_le_bytes(arr);
     SafeTensors::read_metadata(bytes).map_err(|e| {
+        // For faults the crate reports without a name, look again to name the
+        // tensor and the numbers.
+        let detail = || usize::try_from(declared).ok().and_then(|n| diagnose(bytes, n));
         let reason = match e {
             SafeTensorError::HeaderTooSmall => "file too short for a safetensors header".to_string(),
             SafeTensorError::HeaderTooLarge => {
@@ -294,21 +304,91 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor:
             SafeTensorError::InvalidHeaderDeserialization(e) => {
                 format!("header is not a valid safetensors JSON object: {e}")
             }
-            SafeTensorError::InvalidOffset(name) => {
+            SafeTensorError::InvalidOffset(name) => detail().unwrap_or_else(|| {
                 format!("tensor '{name}': data_offsets overlap, leave a gap or are reversed")
+            }),
+            SafeTensorError::TensorInvalidInfo => detail()
+                .unwrap_or_else(|| "a tensor's data length does not match its dtype and shape".to_string()),
+            SafeTensorError::ValidationOverflow => {
+                detail().unwrap_or_else(|| "a tensor's shape or byte size overflows".to_string())
             }
-            SafeTensorError::TensorInvalidInfo => {
-                "a tensor's data length does not match its dtype and shape".to_string()
-            }
-            SafeTensorError::ValidationOverflow => "a tensor's shape or byte size overflows".to_string(),
             SafeTensorError::MisalignedSlice => {
                 "a tensor's bit size is not a whole number of bytes".to_string()
             }
-            SafeTensorError::MetadataIncompleteBuffer => {
+            SafeTensorError::MetadataIncompleteBuffer => detail().unwrap_or_else(|| {
                 "data section does not match the header: file truncated or has trailing bytes".to_string()
-            }
+            }),
             other => other.to_string(),
         };
         Error::format(path, reason)
     })
+}
+
+/// A header's entries in file order, duplicates kept (a map would drop them).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = m.next_entry()? {
+                    v.push(e);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Names the tensor behind a size, offset or duplicate fault the crate reported
+/// without one. `None` when this look finds nothing more specific.
+fn diagnose(bytes: &[u8], header_len: usize) -> Option<String> {
+    let text = std::str::from_utf8(bytes.get(8..8usize.checked_add(header_len)?)?).ok()?;
+    let Entries(entries) = serde_json::from_str(text).ok()?;
+    let data_len = bytes.len() - 8 - header_len;
+    let mut seen = std::collections::HashSet::new();
+    let mut last_end = 0usize;
+    for (name, v) in entries.iter().filter(|(n, _)| n != "__metadata__") {
+        if !seen.insert(name) {
+            return Some(format!("tensor '{name}' appears more than once in the header"));
+        }
+        let dtype: Dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+        let shape: Vec<usize> = serde_json::from_value(v.get("shape")?.clone()).ok()?;
+        let [start, end]: [usize; 2] = serde_json::from_value(v.get("data_offsets")?.clone()).ok()?;
+        let need = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize()))
+            .map(|bits| bits.div_ceil(8));
+        let Some(need) = need else {
+            return Some(format!("tensor '{name}': shape {shape:?} overflows"));
+        };
+        if end > data_len {
+            return Some(format!(
+                "tensor '{name}': data_offsets end at byte {end}, past the {data_len} bytes of data (truncated file?)"
+            ));
+        }
+        if end < start {
+            return Some(format!("tensor '{name}': data_offsets [{start}, {end}] are reversed"));
+        }
+        if end - start != need {
+            return Some(format!(
+                "tensor '{name}': shape {shape:?} {dtype:?} needs {need} bytes but data_offsets [{start}, {end}] hold {}",
+                end - start
+            ));
+        }
+        last_end = last_end.max(end);
+    }
+    (last_end < data_len)
+        .then(|| format!("{} bytes of data after the last tensor (trailing bytes)", data_len - last_end))
 }

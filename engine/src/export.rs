@@ -84,6 +84,9 @@ pub fn default_exclusion(info: &TensorInfo) -> Option<String> {
     if info.shape.len() < 2 {
         return Some(format!("{}-D tensor", info.shape.len()));
     }
+    if info.numel() == 0 {
+        return Some("empty tensor".into());
+    }
     let Some(module) = info.name.strip_suffix(".weight") else {
         return Some("not a .weight tensor".into());
     };
@@ -113,6 +116,7 @@ pub fn plan(tensors: &[TensorInfo], recipe: &Resolved, ignore: &dyn Fn(&str) -> 
                 Some(LayerChoice::Quantize(s)) => match (&t.not_quantizable, t.shape.len()) {
                     (Some(r), _) => Decision::Keep(r.clone()),
                     (None, 0 | 1) => Decision::Keep(format!("{}-D tensor", t.shape.len())),
+                    _ if t.numel() == 0 => Decision::Keep("empty tensor".into()),
                     _ => Decision::Quantize(*s),
                 },
                 None => match default_exclusion(t) {

@@ -39,7 +39,9 @@ impl NumberFormat for IntFormat {
         match mapping {
             Mapping::Symmetric => {
                 let amax = (-lo).max(hi);
-                let scale = nonzero_scale(amax / (levels / 2.0));
+                // Qmin·S = −amax·128/127.5 overflows f32 when amax is within 0.4% of
+                // f32::MAX; capping S keeps every level finite (no effect otherwise).
+                let scale = nonzero_scale((amax / (levels / 2.0)).min(f32::MAX / -self.qmin));
                 SliceParams { scale, zero_point: 0, offset: 0.0, lo: -amax, hi: amax }
             }
             Mapping::Asymmetric => {
@@ -48,7 +50,8 @@ impl NumberFormat for IntFormat {
                     // hi − lo overflowed (values near ±f32::MAX): split the division.
                     scale = hi / levels - lo / levels;
                 }
-                let scale = nonzero_scale(scale);
+                // |Q − Z|·S reaches hi − lo, which overflows past f32::MAX: cap S.
+                let scale = nonzero_scale(scale.min(f32::MAX / levels));
                 let z = round_half_even(self.qmin - lo / scale).clamp(self.qmin, self.qmax);
                 SliceParams { scale, zero_point: z as i32, offset: 0.0, lo, hi }
             }
