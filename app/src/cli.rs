@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use quantscope_engine::export::{self, ExportMode, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::report::{SchemeSummary, TensorReport, report_tensor};
+use quantscope_engine::sweep::{self, Sweep, csv_field};
 use quantscope_engine::{Calibration, Checkpoint, FormatKind, Granularity, Mapping, Scheme};
 use regex::Regex;
 
@@ -180,6 +181,55 @@ pub struct ReportArgs {
     /// Add each slice's S, Z (or FP8 offset), lo and hi.
     #[arg(long)]
     pub params: bool,
+    /// Compare schemes (short forms) instead: the layers × schemes matrix and each
+    /// scheme's model totals. Rows are the layers a save would quantize (float
+    /// *.weight of 2+ dimensions, not embeddings or lm_head), or --tensors' matches.
+    #[arg(long, value_name = "SCHEME", num_args = 1.., value_parser = parse_scheme)]
+    pub compare: Vec<Scheme>,
+    /// Order the rows: sqnr (worst first), mse (worst first) or name. With --compare,
+    /// by the first scheme.
+    #[arg(long, value_enum)]
+    pub sort: Option<SortArg>,
+    /// Keep only the first N rows (after --sort; alone it sorts by SQNR).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SortArg {
+    Sqnr,
+    Mse,
+    Name,
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse().map_err(|e: quantscope_engine::Error| e.to_string())
+}
+
+/// Worst first: the lowest SQNR (an error or ∞ last), or the highest MSE.
+fn sort_key(sort: SortArg, m: Option<&quantscope_engine::Metrics>) -> f64 {
+    match (sort, m) {
+        (SortArg::Sqnr, Some(m)) => m.sqnr_db,
+        (SortArg::Mse, Some(m)) => -m.mse,
+        _ => f64::INFINITY,
+    }
+}
+
+fn order<T>(
+    items: &mut Vec<T>,
+    sort: Option<SortArg>,
+    top: Option<usize>,
+    key: impl Fn(&T) -> (&str, Option<&quantscope_engine::Metrics>),
+) {
+    let sort = sort.or(top.map(|_| SortArg::Sqnr));
+    match sort {
+        Some(SortArg::Name) => items.sort_by(|a, b| key(a).0.cmp(key(b).0)),
+        Some(s) => items.sort_by(|a, b| sort_key(s, key(a).1).total_cmp(&sort_key(s, key(b).1))),
+        None => {}
+    }
+    if let Some(n) = top {
+        items.truncate(n);
+    }
 }
 
 #[derive(Args, Debug)]
@@ -274,15 +324,50 @@ struct ReportDoc<'a> {
     tensors: &'a [TensorReport],
 }
 
+#[derive(serde::Serialize)]
+struct CompareDoc<'a> {
+    model: String,
+    #[serde(flatten)]
+    sweep: &'a Sweep,
+}
+
+fn run_compare(args: &ReportArgs, ckpt: &Checkpoint, out: &mut dyn Write) -> anyhow::Result<()> {
+    let rows: Vec<usize> = ckpt
+        .tensors()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| match &args.tensors {
+            Some(re) => t.is_quantizable() && re.is_match(&t.name),
+            None => export::default_exclusion(t).is_none(),
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let mut result = sweep::sweep(ckpt, &rows, &args.compare, &|_, _| {}, &AtomicBool::new(false))?;
+    order(&mut result.rows, args.sort, args.top, |r| (&r.name, r.cells[0].as_ref().ok().map(|c| &c.metrics)));
+    match args.output {
+        OutputArg::Json => {
+            let doc = CompareDoc { model: args.model.display().to_string(), sweep: &result };
+            serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
+            writeln!(out)?;
+        }
+        OutputArg::Csv => write!(out, "{}", sweep::matrix_csv(&result))?,
+    }
+    Ok(())
+}
+
 pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let scheme = args.scheme.scheme()?;
     let ckpt = Checkpoint::open(&args.model)?;
-    let records: Vec<TensorReport> = ckpt
+    if !args.compare.is_empty() {
+        return run_compare(args, &ckpt, out);
+    }
+    let mut records: Vec<TensorReport> = ckpt
         .tensors()
         .iter()
         .filter(|t| args.tensors.as_ref().is_none_or(|re| re.is_match(&t.name)))
         .map(|t| report_tensor(&ckpt, t, &scheme, args.params))
         .collect();
+    order(&mut records, args.sort, args.top, |r| (&r.name, r.metrics.as_ref()));
     match args.output {
         OutputArg::Json => {
             let doc = ReportDoc {
@@ -299,10 +384,6 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
 }
 
 const CSV_HEADER: &str = "name,dtype,shape,numel,quantized,reason,fallback,count,mse,rmse,sqnr_db,max_abs_err,cosine,clipped_fraction,clip_error,round_error,nonfinite";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
 
 fn write_csv(records: &[TensorReport], with_params: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     write!(out, "{CSV_HEADER}")?;

@@ -303,7 +303,7 @@ fn ct_type(s: &Scheme) -> Option<&'static str> {
 }
 
 /// The dtype scales are stored in: the weight's own float dtype.
-fn scale_dtype(dtype: Dtype) -> Dtype {
+pub(crate) fn scale_dtype(dtype: Dtype) -> Dtype {
     match dtype {
         Dtype::BF16 | Dtype::F16 | Dtype::F64 => dtype,
         _ => Dtype::F32,

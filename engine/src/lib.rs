@@ -30,6 +30,7 @@ pub mod recipe;
 pub mod report;
 pub mod scheme;
 mod simd;
+pub mod sweep;
 pub mod write;
 
 pub use analyze::{Histogram, Options, QuantResult, analyze, compare_calibrations};

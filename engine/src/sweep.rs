@@ -1,0 +1,246 @@
+//! Whole-model sensitivity: the metrics of every chosen tensor under N schemes.
+//!
+//! The model is streamed through its memory map one tensor at a time: each tensor
+//! is decoded once and shared by all N schemes (analyzed in parallel), then its
+//! pages are released, so memory follows the largest tensor, never the model.
+//! Progress is reported per tensor and the sweep stops between tensors when
+//! cancelled.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::analyze::{Options, analyze};
+use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::error::{Error, Result};
+use crate::export::scale_dtype;
+use crate::metrics::Metrics;
+use crate::scheme::{FormatKind, Mapping, Scheme};
+
+/// One tensor under one scheme.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cell {
+    pub metrics: Metrics,
+    /// Bytes this tensor takes stored under the scheme: codes (bit-packed) plus
+    /// scales, zero points or FP8 offsets.
+    pub stored_bytes: u64,
+    /// Number of (S, Z) slices.
+    pub slices: usize,
+    pub fallback: Option<String>,
+}
+
+/// One tensor's line of the matrix: a cell per scheme (an error if that scheme
+/// cannot apply, e.g. a channel axis the tensor lacks).
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub params: u64,
+    /// The tensor's bytes in the source file.
+    pub source_bytes: u64,
+    /// In JSON a failed cell is `{"error": "…"}`.
+    #[serde(serialize_with = "cells_json")]
+    pub cells: Vec<Result<Cell, String>>,
+}
+
+fn cells_json<S: serde::Serializer>(
+    cells: &[Result<Cell, String>],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: &'a str,
+    }
+    let mut seq = s.serialize_seq(Some(cells.len()))?;
+    for c in cells {
+        match c {
+            Ok(cell) => seq.serialize_element(cell)?,
+            Err(e) => seq.serialize_element(&Failed { error: e })?,
+        }
+    }
+    seq.end()
+}
+
+/// The whole model under one scheme.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchemeTotals {
+    pub scheme: String,
+    /// The swept tensors stored under the scheme, plus every other tensor as is.
+    pub model_bytes: u64,
+    /// The swept tensors' stored bytes alone.
+    pub quantized_bytes: u64,
+    pub params_quantized: u64,
+    pub params_total: u64,
+    pub quantized_share: f64,
+    /// Params-weighted mean of the finite SQNRs.
+    pub mean_sqnr_db: Option<f64>,
+    pub worst_sqnr_db: Option<f64>,
+    pub worst_layer: Option<String>,
+}
+
+/// The layers × schemes matrix and its per-scheme totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sweep {
+    pub schemes: Vec<String>,
+    pub rows: Vec<Row>,
+    pub totals: Vec<SchemeTotals>,
+}
+
+/// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs. Codes
+/// are counted bit-packed (INT4 at two per byte, as pack-quantized stores them);
+/// scales and FP8 offsets in the weight's dtype, INT zero points as I8.
+pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
+    let bits = match scheme.format {
+        FormatKind::Int(b) => u64::from(b),
+        FormatKind::E4M3 | FormatKind::E5M2 => 8,
+    };
+    let codes = (info.numel() as u64 * bits).div_ceil(8);
+    let scale = (scale_dtype(info.dtype).bitsize() / 8) as u64;
+    let per_slice = match (scheme.format, scheme.mapping) {
+        (_, Mapping::Symmetric) => scale,
+        (FormatKind::Int(_), Mapping::Asymmetric) => scale + 1,
+        (_, Mapping::Asymmetric) => 2 * scale,
+    };
+    codes + per_slice * slices as u64
+}
+
+/// Sweeps `tensors` (indices into `ckpt.tensors()`) under every scheme.
+/// `progress(done, total)` is called after each tensor.
+pub fn sweep(
+    ckpt: &Checkpoint,
+    tensors: &[usize],
+    schemes: &[Scheme],
+    progress: &(dyn Fn(usize, usize) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Sweep> {
+    let all = ckpt.tensors();
+    let mut rows = Vec::with_capacity(tensors.len());
+    for (done, &i) in tensors.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        let info = all.get(i).ok_or_else(|| Error::NotFound(format!("tensor #{i}")))?;
+        rows.push(sweep_tensor(ckpt, info, schemes));
+        ckpt.release(info);
+        progress(done + 1, tensors.len());
+    }
+    let swept: Vec<bool> = (0..all.len()).map(|i| tensors.contains(&i)).collect();
+    let other_bytes: u64 =
+        all.iter().zip(&swept).filter(|(_, s)| !**s).map(|(t, _)| t.size_bytes as u64).sum();
+    let params_total: u64 = all.iter().map(|t| t.numel() as u64).sum();
+    let totals =
+        schemes.iter().enumerate().map(|(k, s)| totals_for(s, k, &rows, other_bytes, params_total)).collect();
+    Ok(Sweep { schemes: schemes.iter().map(ToString::to_string).collect(), rows, totals })
+}
+
+/// One tensor, decoded once, under every scheme in parallel.
+pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme]) -> Row {
+    let values = ckpt.load_f32(&info.name);
+    let cells = schemes
+        .par_iter()
+        .map(|s| {
+            let values = values.as_ref().map_err(ToString::to_string)?;
+            let r = analyze(values, &info.shape, s, &Options::default()).map_err(|e| e.to_string())?;
+            Ok(Cell {
+                stored_bytes: stored_bytes(info, s, r.params.len()),
+                slices: r.params.len(),
+                metrics: r.metrics,
+                fallback: r.fallback,
+            })
+        })
+        .collect();
+    Row { name: info.name.clone(), params: info.numel() as u64, source_bytes: info.size_bytes as u64, cells }
+}
+
+fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total: u64) -> SchemeTotals {
+    let ok: Vec<(&Row, &Cell)> =
+        rows.iter().filter_map(|r| r.cells[k].as_ref().ok().map(|c| (r, c))).collect();
+    let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
+    let params_quantized: u64 = ok.iter().map(|(r, _)| r.params).sum();
+    let finite: Vec<&(&Row, &Cell)> = ok.iter().filter(|(_, c)| c.metrics.sqnr_db.is_finite()).collect();
+    let weight: u64 = finite.iter().map(|(r, _)| r.params).sum();
+    let mean_sqnr_db = (weight > 0).then(|| {
+        finite.iter().map(|(r, c)| c.metrics.sqnr_db * r.params as f64).sum::<f64>() / weight as f64
+    });
+    let worst = finite.iter().min_by(|a, b| a.1.metrics.sqnr_db.total_cmp(&b.1.metrics.sqnr_db));
+    // Tensors a scheme could not take stay in the model unquantized.
+    let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
+    SchemeTotals {
+        scheme: s.to_string(),
+        model_bytes: other_bytes + quantized_bytes + failed_bytes,
+        quantized_bytes,
+        params_quantized,
+        params_total,
+        quantized_share: if params_total == 0 { 0.0 } else { params_quantized as f64 / params_total as f64 },
+        mean_sqnr_db,
+        worst_sqnr_db: worst.map(|w| w.1.metrics.sqnr_db),
+        worst_layer: worst.map(|w| w.0.name.clone()),
+    }
+}
+
+/// The SQNR matrix as CSV: `name,params,<scheme>...` (empty cell = +∞ or n/a).
+pub fn matrix_csv(s: &Sweep) -> String {
+    let mut out = format!("name,params,{}\n", s.schemes.join(","));
+    for r in &s.rows {
+        let cells: Vec<String> = r
+            .cells
+            .iter()
+            .map(|c| match c {
+                Ok(c) if c.metrics.sqnr_db.is_finite() => c.metrics.sqnr_db.to_string(),
+                Ok(_) => "inf".into(),
+                Err(_) => String::new(),
+            })
+            .collect();
+        let _ = writeln!(out, "{},{},{}", csv_field(&r.name), r.params, cells.join(","));
+    }
+    out
+}
+
+/// The per-scheme totals as CSV.
+pub fn totals_csv(s: &Sweep) -> String {
+    let mut out = String::from(
+        "scheme,model_bytes,quantized_bytes,params_quantized,params_total,quantized_share,mean_sqnr_db,worst_sqnr_db,worst_layer\n",
+    );
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for t in &s.totals {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            t.scheme,
+            t.model_bytes,
+            t.quantized_bytes,
+            t.params_quantized,
+            t.params_total,
+            t.quantized_share,
+            opt(t.mean_sqnr_db),
+            opt(t.worst_sqnr_db),
+            csv_field(t.worst_layer.as_deref().unwrap_or(""))
+        );
+    }
+    out
+}
+
+/// Quotes a CSV field when it needs it.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// The default scheme set of the sensitivity view: INT8 per-tensor / per-channel /
+/// per-group-128 × min-max / MSE, plus E4M3 and E5M2 per-tensor.
+pub fn default_schemes() -> Vec<Scheme> {
+    [
+        "int8:tensor:minmax",
+        "int8:tensor:mse",
+        "int8:channel:minmax",
+        "int8:channel:mse",
+        "int8:group128:minmax",
+        "int8:group128:mse",
+        "e4m3:tensor:minmax",
+        "e5m2:tensor:minmax",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
