@@ -299,3 +299,46 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
         assert!(h.state().error.is_none(), "{name}: {:?}", h.state().error);
     }
 }
+
+#[test]
+fn the_sensitivity_view_ranks_sorts_and_opens_a_cell() {
+    use quantscope::gui::View;
+    use quantscope::gui::sensitivity::{RankKey, ranked};
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    h.get_by_label("Sensitivity").click();
+    wait_until(&mut h, "the sweep", |a| a.sensitivity.result.is_some() && a.sensitivity.progress.is_none());
+    let s = h.state().sensitivity.result.clone().unwrap();
+    assert_eq!(s.schemes.len(), 8);
+    assert_eq!(s.rows.len(), 9, "the layers a save would quantize");
+    // Every cell equals the engine's own analysis of that tensor.
+    for row in &s.rows {
+        for (k, scheme) in s.schemes.iter().enumerate() {
+            let want = engine_sqnr(&row.name, &scheme.parse().unwrap());
+            assert_eq!(row.cells[k].as_ref().unwrap().metrics.sqnr_db, want, "{} under {scheme}", row.name);
+        }
+    }
+    // Sort by params, then by SQNR (worst first) with a click each.
+    h.get_by_label("size (params)").click();
+    h.run_steps(2);
+    assert_eq!(h.state().sensitivity.sort, RankKey::Params);
+    h.get_by_label("SQNR dB").click();
+    h.run_steps(2);
+    assert_eq!(h.state().sensitivity.sort, RankKey::Sqnr);
+    let order = ranked(&s, 0, RankKey::Sqnr, false);
+    let dbs: Vec<f64> = order.iter().map(|&r| s.rows[r].cells[0].as_ref().unwrap().metrics.sqnr_db).collect();
+    assert!(dbs.windows(2).all(|w| w[0] <= w[1]), "{dbs:?}");
+    assert_eq!(
+        s.rows[order[0]].name, "outlier_channels.weight",
+        "per-tensor INT8 hurts the outlier layer most"
+    );
+    // A cell opens that layer under that scheme.
+    h.get_by_label("outlier_channels.weight under int8:tensor:minmax").click();
+    wait_until(&mut h, "the layer view", |a| a.view == View::Layer && settled(a));
+    let app = h.state();
+    assert_eq!(app.selected.as_deref(), Some("outlier_channels.weight"));
+    assert_eq!(app.scheme_for("outlier_channels.weight").to_string(), "int8:tensor:minmax");
+    let want =
+        s.rows.iter().find(|r| r.name == "outlier_channels.weight").unwrap().cells[0].as_ref().unwrap();
+    assert_eq!(shown_sqnr(&h), format!("SQNR: {:.1} dB", want.metrics.sqnr_db));
+}

@@ -126,13 +126,20 @@ pub fn sweep(
         ckpt.release(info);
         progress(done + 1, tensors.len());
     }
+    Ok(finish(ckpt, tensors, schemes, rows))
+}
+
+/// Assembles the matrix and its totals from rows swept one by one (the GUI's
+/// worker sweeps a tensor per turn so that other requests interleave).
+pub fn finish(ckpt: &Checkpoint, tensors: &[usize], schemes: &[Scheme], rows: Vec<Row>) -> Sweep {
+    let all = ckpt.tensors();
     let swept: Vec<bool> = (0..all.len()).map(|i| tensors.contains(&i)).collect();
     let other_bytes: u64 =
         all.iter().zip(&swept).filter(|(_, s)| !**s).map(|(t, _)| t.size_bytes as u64).sum();
     let params_total: u64 = all.iter().map(|t| t.numel() as u64).sum();
     let totals =
         schemes.iter().enumerate().map(|(k, s)| totals_for(s, k, &rows, other_bytes, params_total)).collect();
-    Ok(Sweep { schemes: schemes.iter().map(ToString::to_string).collect(), rows, totals })
+    Sweep { schemes: schemes.iter().map(ToString::to_string).collect(), rows, totals }
 }
 
 /// One tensor, decoded once, under every scheme in parallel.

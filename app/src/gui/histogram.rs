@@ -109,6 +109,9 @@ pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
             .on_hover_text("the dequantized levels S·(Q − Z) (per-tensor schemes)");
         ui.checkbox(&mut app.settings.show_all_calibrations, "all calibration methods")
             .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
+        if let Some(rect) = app.plot_rects.histogram {
+            super::png::save_button(ui, "histogram", rect, &app.png_status);
+        }
     });
     let Some(hist) = r.histogram.clone() else { return };
     let (lo, hi) = range_lines(&scheme, r);
@@ -207,6 +210,7 @@ pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
             }
             out
         });
+    app.plot_rects.histogram = Some(response.response.rect);
     let out = response.inner;
     if let Some(e) = out.drag_start_edge {
         app.dragging = Some(e);

@@ -6,7 +6,9 @@
 mod browser;
 mod histogram;
 mod panels;
+pub mod png;
 pub mod save;
+pub mod sensitivity;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +46,10 @@ pub struct Settings {
     pub show_all_calibrations: bool,
     /// p used when calibration is percentile, and for the all-methods overlay.
     pub percentile: f64,
+    /// The sensitivity view's scheme set.
+    pub compare_schemes: Vec<Scheme>,
+    /// The per-slice plot shows MSE instead of SQNR.
+    pub slice_mse: bool,
 }
 
 impl Default for Settings {
@@ -57,6 +63,8 @@ impl Default for Settings {
             show_grid: false,
             show_all_calibrations: false,
             percentile: 99.9,
+            compare_schemes: quantscope_engine::sweep::default_schemes(),
+            slice_mse: false,
         }
     }
 }
@@ -68,6 +76,23 @@ pub struct Model {
     pub sqnr: HashMap<String, Option<f64>>,
     pub sweep_done: usize,
     pub sweep_total: usize,
+}
+
+/// Screen rectangles of the plots that can be saved as PNG.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlotRects {
+    pub histogram: Option<egui::Rect>,
+    pub per_slice: Option<egui::Rect>,
+}
+
+/// What the central area shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// One layer: histogram, controls, error plots.
+    #[default]
+    Layer,
+    /// The whole model: ranked table and layers × schemes matrix.
+    Sensitivity,
 }
 
 pub struct QuantscopeApp {
@@ -91,6 +116,12 @@ pub struct QuantscopeApp {
     analysis_generation: u64,
     sweep_sent: Option<(u64, Scheme, BTreeMap<String, Scheme>)>,
     pub save: save::SaveDialog,
+    pub view: View,
+    pub sensitivity: sensitivity::SensitivityState,
+    /// The last "Save as PNG" outcome.
+    pub png_status: png::Status,
+    /// Where the exportable plots were drawn last frame (for "PNG…").
+    pub plot_rects: PlotRects,
     pub last_frame_ms: f32,
     /// Every frame's UI time, kept when QUANTSCOPE_FRAME_STATS is set.
     frame_log: Option<Vec<f32>>,
@@ -128,6 +159,10 @@ impl QuantscopeApp {
             analysis_generation: 0,
             sweep_sent: None,
             save: save::SaveDialog::default(),
+            view: View::Layer,
+            sensitivity: sensitivity::SensitivityState { top_n: 5, ..Default::default() },
+            png_status: png::Status::default(),
+            plot_rects: PlotRects::default(),
             last_frame_ms: 0.0,
             frame_log: std::env::var_os("QUANTSCOPE_FRAME_STATS").map(|_| Vec::new()),
         }
@@ -202,6 +237,8 @@ impl QuantscopeApp {
                             self.analysis = None;
                             self.analyze_sent = None;
                             self.sweep_sent = None;
+                            self.sensitivity.sent = None;
+                            self.sensitivity.result = None;
                             self.error = None;
                         }
                         Err(e) => self.error = Some(format!("Could not open: {e}")),
@@ -235,6 +272,23 @@ impl QuantscopeApp {
                     }
                 }
                 Response::Exported(result) => self.save.finished(result),
+                Response::Comparing { generation, done, total } => {
+                    if self.sensitivity.sent.as_ref().is_some_and(|s| s.0 == generation) {
+                        self.sensitivity.progress = Some((done, total));
+                    }
+                }
+                Response::Compared { generation, result } => {
+                    if self.sensitivity.sent.as_ref().is_some_and(|s| s.0 == generation) {
+                        self.sensitivity.progress = None;
+                        match result {
+                            Ok(s) => {
+                                self.sensitivity.result = Some(s);
+                                self.sensitivity.error = None;
+                            }
+                            Err(e) => self.sensitivity.error = Some(e),
+                        }
+                    }
+                }
             }
         }
     }
@@ -263,6 +317,22 @@ impl QuantscopeApp {
                     compare_percentile: compare.then_some(self.settings.percentile),
                 }));
                 self.analyze_sent = Some((generation, name, scheme, compare));
+            }
+        }
+        // The sensitivity matrix follows the save set and the scheme set, while shown.
+        if self.view == View::Sensitivity {
+            let tensors = self.sensitivity_tensors();
+            let schemes = self.settings.compare_schemes.clone();
+            let same = self.sensitivity.sent.as_ref().is_some_and(|(_, t, s)| *t == tensors && *s == schemes);
+            if !same {
+                let generation = self.next_generation();
+                self.worker.send(Request::Compare {
+                    generation,
+                    tensors: tensors.clone(),
+                    schemes: schemes.clone(),
+                });
+                self.sensitivity.progress = Some((0, tensors.len()));
+                self.sensitivity.sent = Some((generation, tensors, schemes));
             }
         }
         // The SQNR column follows the scheme; while a range is dragged it waits.
@@ -336,6 +406,8 @@ impl QuantscopeApp {
                     }
                 });
             });
+            ui.selectable_value(&mut self.view, View::Layer, "Layer");
+            ui.selectable_value(&mut self.view, View::Sensitivity, "Sensitivity");
             ui.menu_button("View", |ui| {
                 ui.checkbox(&mut self.settings.log_counts, "Log-scale counts");
                 ui.checkbox(&mut self.settings.show_grid, "Quantization grid");
@@ -370,6 +442,9 @@ impl QuantscopeApp {
         if let Some(a) = &self.analysis {
             ui.weak(format!("computed in {:.0} ms", a.elapsed_ms));
         }
+        if let Some(line) = self.png_status.lock().ok().and_then(|s| s.clone()) {
+            ui.weak(line);
+        }
     }
 
     fn error_banner_ui(&mut self, ui: &mut egui::Ui) {
@@ -401,21 +476,24 @@ impl eframe::App for QuantscopeApp {
         egui::Panel::left("browser").resizable(true).default_size(430.0).show(ui, |ui| {
             browser::browser_ui(self, ui);
         });
-        egui::Panel::right("inspector").resizable(true).default_size(400.0).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| {
-                panels::controls_ui(self, ui);
-                panels::metrics_ui(self, ui);
-                panels::teach_ui(self, ui);
+        if self.view == View::Layer {
+            egui::Panel::right("inspector").resizable(true).default_size(400.0).show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    panels::controls_ui(self, ui);
+                    panels::metrics_ui(self, ui);
+                    panels::teach_ui(self, ui);
+                });
             });
-        });
+        }
         egui::Panel::bottom("error_plots").resizable(true).min_size(220.0).default_size(240.0).show(
             ui,
             |ui| {
                 panels::error_plots_ui(self, ui);
             },
         );
-        egui::CentralPanel::default().show(ui, |ui| {
-            histogram::histogram_ui(self, ui);
+        egui::CentralPanel::default().show(ui, |ui| match self.view {
+            View::Layer => histogram::histogram_ui(self, ui),
+            View::Sensitivity => sensitivity::sensitivity_ui(self, ui),
         });
         save::save_window(self, &ctx);
 
@@ -429,6 +507,7 @@ impl eframe::App for QuantscopeApp {
         }
         if self.is_busy()
             || self.save.running()
+            || self.sensitivity.progress.is_some()
             || self.model.as_ref().is_some_and(|m| m.sweep_done < m.sweep_total)
         {
             // Keep the spinner and progress bar moving while work is out.

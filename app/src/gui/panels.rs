@@ -383,17 +383,28 @@ pub fn error_plots_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
                 p.line(Line::new("max", maxs).color(Color32::from_rgb(230, 80, 70)));
                 p.line(Line::new("min", mins).color(Color32::from_rgb(86, 180, 233)));
             });
-            cols[2].label(format!("SQNR per {what} (dB)"));
+            let mse = app.settings.slice_mse;
+            cols[2].horizontal(|ui| {
+                ui.label(if mse { format!("MSE per {what}") } else { format!("SQNR per {what} (dB)") });
+                ui.selectable_value(&mut app.settings.slice_mse, false, "SQNR");
+                ui.selectable_value(&mut app.settings.slice_mse, true, "MSE");
+                if let Some(rect) = app.plot_rects.per_slice {
+                    super::png::save_button(ui, &format!("per-{what} error"), rect, &app.png_status);
+                }
+            });
             let pts: PlotPoints = r
                 .slice_metrics
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.sqnr_db.is_finite())
-                .map(|(i, m)| [i as f64, m.sqnr_db])
+                .map(|(i, m)| (i, if mse { m.mse } else { m.sqnr_db }))
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, v)| [i as f64, v])
                 .collect();
-            Plot::new("slice_sqnr").allow_scroll(false).show(&mut cols[2], |p| {
-                p.points(Points::new("SQNR", pts).radius(1.5).color(Color32::from_rgb(0, 158, 115)));
+            let name = if mse { "MSE" } else { "SQNR" };
+            let plot = Plot::new("slice_sqnr").allow_scroll(false).show(&mut cols[2], |p| {
+                p.points(Points::new(name, pts).radius(1.5).color(Color32::from_rgb(0, 158, 115)));
             });
+            app.plot_rects.per_slice = Some(plot.response.rect);
         }
     });
 }

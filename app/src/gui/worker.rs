@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::sweep;
 use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, analyze,
     compare_calibrations,
@@ -64,6 +65,12 @@ pub enum Request {
         options: ExportOptions,
         cancel: Arc<AtomicBool>,
     },
+    /// The layers × schemes matrix of the sensitivity view, one tensor per turn.
+    Compare {
+        generation: u64,
+        tensors: Vec<String>,
+        schemes: Vec<Scheme>,
+    },
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -90,6 +97,8 @@ pub enum Response {
     Analyzed { generation: u64, result: Result<Arc<Analysis>, String> },
     Swept { generation: u64, tensor: String, sqnr_db: Option<f64>, done: usize, total: usize },
     Exporting { done: u64, total: u64 },
+    Comparing { generation: u64, done: usize, total: usize },
+    Compared { generation: u64, result: Result<Arc<sweep::Sweep>, String> },
     Exported(Result<ExportSummary, String>),
 }
 
@@ -144,12 +153,20 @@ struct Sweep {
     next: usize,
 }
 
+struct Compare {
+    generation: u64,
+    tensors: Vec<usize>,
+    schemes: Vec<Scheme>,
+    rows: Vec<sweep::Row>,
+}
+
 #[derive(Default)]
 struct WorkerState {
     ckpt: Option<Arc<Checkpoint>>,
     /// The most recently decoded tensor: re-analysis under a new scheme reuses it.
     decoded: Option<(String, Arc<Vec<f32>>)>,
     sweep: Option<Sweep>,
+    compare: Option<Compare>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -164,7 +181,7 @@ impl WorkerState {
         loop {
             // Block only when there is no sweep work left to do.
             let mut pending: Vec<Request> = Vec::new();
-            if self.sweep.is_none() {
+            if self.sweep.is_none() && self.compare.is_none() {
                 match requests.recv() {
                     Ok(r) => pending.push(r),
                     Err(_) => return,
@@ -190,6 +207,8 @@ impl WorkerState {
                     Err(format!("internal error while analyzing: {}", panic_message(&*p)))
                 });
                 let _ = responses.send(Response::Analyzed { generation, result });
+            } else if self.compare.is_some() {
+                self.compare_step(responses);
             } else {
                 self.sweep_step(responses);
             }
@@ -207,6 +226,7 @@ impl WorkerState {
                     self.ckpt = Some(Arc::new(ckpt));
                     self.decoded = None;
                     self.sweep = None;
+                    self.compare = None;
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
@@ -229,6 +249,14 @@ impl WorkerState {
                 }))
                 .unwrap_or_else(|p| Err(format!("internal error while saving: {}", panic_message(&*p))));
                 let _ = responses.send(Response::Exported(result));
+            }
+            Request::Compare { generation, tensors, schemes } => {
+                let tensors = self.ckpt.as_ref().map_or_else(Vec::new, |c| {
+                    let all = c.tensors();
+                    tensors.iter().filter_map(|n| all.iter().position(|t| &t.name == n)).collect()
+                });
+                // A newer request replaces a running one.
+                self.compare = Some(Compare { generation, tensors, schemes, rows: Vec::new() });
             }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
@@ -305,6 +333,41 @@ impl WorkerState {
             done: sweep.next,
             total: sweep.names.len(),
         });
+    }
+}
+
+impl WorkerState {
+    /// One tensor of the sensitivity matrix; the totals once all are done.
+    fn compare_step(&mut self, responses: &SyncSender<Response>) {
+        let (Some(job), Some(ckpt)) = (self.compare.as_mut(), self.ckpt.as_ref()) else {
+            self.compare = None;
+            return;
+        };
+        let generation = job.generation;
+        let total = job.tensors.len();
+        if let Some(&i) = job.tensors.get(job.rows.len()) {
+            let info = &ckpt.tensors()[i];
+            let row = catch_unwind(AssertUnwindSafe(|| sweep::sweep_tensor(ckpt, info, &job.schemes)));
+            match row {
+                Ok(row) => job.rows.push(row),
+                Err(p) => {
+                    let msg = format!("internal error while comparing {}: {}", info.name, panic_message(&*p));
+                    self.compare = None;
+                    let _ = responses.send(Response::Compared { generation, result: Err(msg) });
+                    return;
+                }
+            }
+            ckpt.release(info);
+            let _ = responses.try_send(Response::Comparing { generation, done: job.rows.len(), total });
+        }
+        if job.rows.len() == total {
+            let tensors = std::mem::take(&mut job.tensors);
+            let schemes = std::mem::take(&mut job.schemes);
+            let rows = std::mem::take(&mut job.rows);
+            self.compare = None;
+            let result = sweep::finish(ckpt, &tensors, &schemes, rows);
+            let _ = responses.send(Response::Compared { generation, result: Ok(Arc::new(result)) });
+        }
     }
 }
 
