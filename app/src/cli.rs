@@ -193,6 +193,9 @@ pub struct ReportArgs {
     /// Keep only the first N rows (after --sort; alone it sorts by SQNR).
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// Add each tensor's decode + analyze time in ms (`elapsed_ms`).
+    #[arg(long)]
+    pub timing: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -366,6 +369,12 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         .iter()
         .filter(|t| args.tensors.as_ref().is_none_or(|re| re.is_match(&t.name)))
         .map(|t| report_tensor(&ckpt, t, &scheme, args.params))
+        .map(|mut r| {
+            if !args.timing {
+                r.elapsed_ms = None;
+            }
+            r
+        })
         .collect();
     order(&mut records, args.sort, args.top, |r| (&r.name, r.metrics.as_ref()));
     match args.output {

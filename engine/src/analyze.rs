@@ -45,21 +45,51 @@ impl Histogram {
         let inv = bins as f64 / (hi - lo);
         let fill = |chunk: &[f32]| {
             let mut c = vec![0u64; bins];
-            for &x in chunk.iter().filter(|x| x.is_finite()) {
-                let b = ((f64::from(x) - lo) * inv).max(0.0) as usize;
-                c[b.min(bins - 1)] += 1;
-            }
+            add_to_bins(&mut c, chunk, lo, inv);
             c
         };
-        let counts = xs.par_chunks(PAR_CHUNK).map(fill).reduce(
-            || vec![0; bins],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+        let counts = xs.par_chunks(PAR_CHUNK).map(fill).reduce(|| vec![0; bins], add_counts);
         Self { lo, hi, counts }
     }
+}
+
+/// Counts the finite values of `xs` into `c` (bins of width 1/inv from `lo`).
+///
+/// The bin index is computed 8 lanes at a time in f32 (a display histogram
+/// needs no more). Weights crowd into a few central bins, so consecutive
+/// increments of one counter would wait on each other (store → load); four
+/// interleaved copies of the counts break that chain.
+fn add_to_bins(c: &mut [u64], xs: &[f32], lo: f64, inv: f64) {
+    use wide::f32x8;
+    let n = c.len();
+    let last = (n - 1) as f32;
+    let (lo8, inv8, last8) = (f32x8::splat(lo as f32), f32x8::splat(inv as f32), f32x8::splat(last));
+    let mut sub = vec![0u64; 4 * n];
+    let blocks = xs.chunks_exact(8);
+    let rest = blocks.remainder();
+    for blk in blocks {
+        let x: [f32; 8] = blk.try_into().unwrap_or_default();
+        let idx = ((f32x8::new(x) - lo8) * inv8).max(f32x8::ZERO).min(last8).to_array();
+        for j in 0..8 {
+            if x[j].is_finite() {
+                // In [0, last] for every finite x (the clamps above).
+                sub[(j & 3) * n + idx[j] as usize] += 1;
+            }
+        }
+    }
+    for &x in rest.iter().filter(|x| x.is_finite()) {
+        let i = (((x - lo as f32) * inv as f32).max(0.0)).min(last);
+        sub[i as usize] += 1;
+    }
+    for (i, ci) in c.iter_mut().enumerate() {
+        *ci += sub[i] + sub[n + i] + sub[2 * n + i] + sub[3 * n + i];
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // rayon's reduce hands both sides over by value
+fn add_counts(mut a: Vec<u64>, b: Vec<u64>) -> Vec<u64> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
 }
 
 /// Everything the engine reports for one tensor under one scheme.
@@ -212,7 +242,10 @@ fn analyze_with<F: NumberFormat>(
         ));
     }
     let numel = values.len();
-    let need_deq = opts.keep_dequantized || opts.error_bins > 0;
+    let rows_layout = !matches!(layout(shape, granularity, numel), Layout::Strided { .. });
+    // The error histogram recomputes R′ slice by slice where it can, instead of
+    // allocating (and faulting in) a whole R′ tensor just to bin it.
+    let need_deq = opts.keep_dequantized || (opts.error_bins > 0 && !rows_layout);
     let mut deq = if need_deq { vec![0f32; numel] } else { Vec::new() };
 
     let slices: Vec<SliceOut> = if granularity == Granularity::Tensor {
@@ -282,8 +315,16 @@ fn analyze_with<F: NumberFormat>(
 
     let histogram =
         (opts.weight_bins > 0).then(|| Histogram::of(values, f64::from(mn), f64::from(mx), opts.weight_bins));
-    let error_histogram =
-        (opts.error_bins > 0).then(|| error_histogram(values, &deq, metrics.max_abs_err, opts.error_bins));
+    let error_histogram = (opts.error_bins > 0).then(|| {
+        if need_deq {
+            error_histogram(values, &deq, metrics.max_abs_err, opts.error_bins)
+        } else {
+            let Layout::Rows { row_len, group } = layout(shape, granularity, numel) else {
+                unreachable!("need_deq covers the strided layout")
+            };
+            error_histogram_rows(fmt, values, row_len, group, &params, metrics.max_abs_err, opts.error_bins)
+        }
+    });
     let grid = if granularity == Granularity::Tensor {
         let p = params[0];
         let (view_lo, view_hi) = (mn.min(p.lo), mx.max(p.hi));
@@ -327,6 +368,58 @@ fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Opt
     };
     let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge);
     (p, sums.with_signal(stats.sum_sq), stats)
+}
+
+/// The R − R′ histogram, recomputing R′ with each element's slice parameters
+/// (a row-major `[rows, row_len]` view cut into groups), in parallel chunks.
+fn error_histogram_rows<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    row_len: usize,
+    group: usize,
+    params: &[SliceParams],
+    max_abs: f64,
+    bins: usize,
+) -> Histogram {
+    let half = if max_abs > 0.0 { max_abs } else { f64::from(f32::EPSILON) };
+    let (lo, hi) = (-half, half);
+    let inv = bins as f64 / (hi - lo);
+    let per_row = row_len.div_ceil(group);
+    let counts = values
+        .par_chunks(PAR_CHUNK)
+        .enumerate()
+        .map(|(ci, chunk)| {
+            let mut c = vec![0u64; bins];
+            let mut errors = Vec::with_capacity(chunk.len());
+            let mut k = ci * PAR_CHUNK;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                // The run of elements that share k's slice.
+                let col = k % row_len;
+                let run = (group - col % group).min(row_len - col).min(rest.len());
+                let p = &params[(k / row_len) * per_row + col / group];
+                let xs = &rest[..run];
+                // 8 lanes at a time through the format's vector path (bit-identical
+                // to the scalar one), then the tail.
+                let blocks = xs.chunks_exact(8);
+                let tail = blocks.remainder();
+                for b in blocks {
+                    let x: [f32; 8] = b.try_into().unwrap_or_default();
+                    let q = fmt.fake_quant_x8(wide::f32x8::new(x), p).to_array();
+                    errors
+                        .extend(x.iter().zip(q).map(|(&x, q)| if x.is_finite() { x - q } else { f32::NAN }));
+                }
+                errors.extend(
+                    tail.iter().map(|&x| if x.is_finite() { x - fmt.fake_quant(x, p) } else { f32::NAN }),
+                );
+                rest = &rest[run..];
+                k += run;
+            }
+            add_to_bins(&mut c, &errors, lo, inv);
+            c
+        })
+        .reduce(|| vec![0; bins], add_counts);
+    Histogram { lo, hi, counts }
 }
 
 fn error_histogram(values: &[f32], deq: &[f32], max_abs: f64, bins: usize) -> Histogram {
@@ -439,6 +532,27 @@ mod tests {
         assert!(r.grid.len() <= 256 && r.grid.len() > 250, "{}", r.grid.len());
         assert!(r.grid.contains(&0.0));
         assert!(r.dequantized.is_none());
+    }
+
+    #[test]
+    fn the_recomputed_error_histogram_equals_the_one_from_r_prime() {
+        let v = values(91 * 3297);
+        for (shape, g) in [
+            (vec![91 * 3297], Granularity::Tensor),
+            (vec![91, 3297], Granularity::Channel { axis: 0 }),
+            (vec![91, 3297], Granularity::Group { size: 128 }),
+            (vec![7, 13, 3297], Granularity::Group { size: 100 }),
+        ] {
+            for format in [FormatKind::INT8, FormatKind::E4M3] {
+                let s = Scheme { format, ..scheme(g, Calibration::MinMax) };
+                let fast =
+                    analyze(&v, &shape, &s, &Options { error_bins: 77, ..Options::default() }).unwrap();
+                let full = Options { error_bins: 77, keep_dequantized: true, ..Options::default() };
+                let slow = analyze(&v, &shape, &s, &full).unwrap();
+                assert_eq!(fast.error_histogram, slow.error_histogram, "{s} {shape:?}");
+                assert!(fast.dequantized.is_none());
+            }
+        }
     }
 
     #[test]

@@ -250,10 +250,16 @@ impl Checkpoint {
 
     /// Decodes a tensor to f32 (in parallel chunks).
     pub fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let info = self.tensor(name)?;
-        decode::decode(info.dtype, self.bytes(info)).map_err(|reason| Error::Tensor {
+        let mut out = Vec::new();
+        self.load_f32_into(self.tensor(name)?, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
+    pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
+        decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Tensor {
             path: self.shard_path(info).to_path_buf(),
-            tensor: name.to_string(),
+            tensor: info.name.clone(),
             reason,
         })
     }

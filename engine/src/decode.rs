@@ -71,16 +71,26 @@ fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
 
 /// Decodes a whole tensor. The caller has checked that `bytes` matches the shape.
 pub fn decode(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let mut out = Vec::new();
+    decode_into(dtype, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes into `out`, reusing its memory: a sweep over many tensors then pays
+/// the first-touch page faults of a fresh multi-MB buffer once, not per tensor
+/// (they cost more than the decoding itself).
+pub fn decode_into(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
     quantizable(dtype)?;
     let size = elem_size(dtype);
     if !bytes.len().is_multiple_of(size) {
         return Err(format!("{} bytes is not a whole number of {dtype:?} elements", bytes.len()));
     }
-    let mut out = vec![0f32; bytes.len() / size];
+    // Every element is overwritten below; resize only zero-fills growth.
+    out.resize(bytes.len() / size, 0.0);
     out.par_chunks_mut(CHUNK_ELEMS)
         .zip(bytes.par_chunks(CHUNK_ELEMS * size))
         .for_each(|(o, b)| decode_chunk(dtype, b, o));
-    Ok(out)
+    Ok(())
 }
 
 /// f32 → the bytes of `dtype` (F32/F16/BF16/F64), for writing fake-quant output

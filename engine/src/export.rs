@@ -559,6 +559,7 @@ fn write_model(
         .filter_map(|(i, d)| if let Decision::Quantize(s) = d { Some((i, *s)) } else { None })
         .collect();
     let loadable = opts.mode == ExportMode::Packed && quantized.iter().all(|(_, s)| ct_type(s).is_some());
+    let mut values = Vec::new();
 
     for (shard_idx, shard) in ckpt.shards.iter().enumerate() {
         let file_name = if folder_input {
@@ -635,13 +636,12 @@ fn write_model(
                     write_at(&mut f, &path, data_start + parts[0].offset, ckpt.bytes(t), &mut budget)?;
                 }
                 Decision::Quantize(s) => {
-                    let values = ckpt.load_f32(&t.name)?;
+                    ckpt.load_f32_into(t, &mut values)?;
                     let mut packed = pack(&values, &t.shape, s, t.dtype).map_err(|e| Error::Tensor {
                         path: ckpt.shard_path(t).to_path_buf(),
                         tensor: t.name.clone(),
                         reason: e.to_string(),
                     })?;
-                    drop(values);
                     for e in parts {
                         let bytes = match e.part {
                             Part::Codes => std::mem::take(&mut packed.codes),

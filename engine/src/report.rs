@@ -66,6 +66,9 @@ pub struct TensorReport {
     /// Per-slice S, Z, offset, lo, hi (only with `--params`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Vec<SliceParams>>,
+    /// Decode + analyze time in ms (only with `--timing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<f64>,
 }
 
 /// Decodes and analyzes one tensor. Failures become `quantized: false` with the
@@ -86,19 +89,23 @@ pub fn report_tensor(
         fallback: None,
         metrics: None,
         params: None,
+        elapsed_ms: None,
     };
     if rec.reason.is_some() {
         return rec;
     }
+    let started = std::time::Instant::now();
     let result = ckpt
         .load_f32(&info.name)
         .and_then(|values| analyze(&values, &info.shape, scheme, &Options::default()));
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(r) => {
             rec.quantized = true;
             rec.fallback = r.fallback;
             rec.metrics = Some(r.metrics);
             rec.params = with_params.then_some(r.params);
+            rec.elapsed_ms = Some(elapsed_ms);
         }
         Err(e) => rec.reason = Some(e.to_string()),
     }

@@ -117,12 +117,13 @@ pub fn sweep(
 ) -> Result<Sweep> {
     let all = ckpt.tensors();
     let mut rows = Vec::with_capacity(tensors.len());
+    let mut buf = Vec::new();
     for (done, &i) in tensors.iter().enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
         let info = all.get(i).ok_or_else(|| Error::NotFound(format!("tensor #{i}")))?;
-        rows.push(sweep_tensor(ckpt, info, schemes));
+        rows.push(sweep_tensor(ckpt, info, schemes, &mut buf));
         ckpt.release(info);
         progress(done + 1, tensors.len());
     }
@@ -142,13 +143,14 @@ pub fn finish(ckpt: &Checkpoint, tensors: &[usize], schemes: &[Scheme], rows: Ve
     Sweep { schemes: schemes.iter().map(ToString::to_string).collect(), rows, totals }
 }
 
-/// One tensor, decoded once, under every scheme in parallel.
-pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme]) -> Row {
-    let values = ckpt.load_f32(&info.name);
+/// One tensor, decoded once (into `buf`, reused across calls), under every
+/// scheme in parallel.
+pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], buf: &mut Vec<f32>) -> Row {
+    let decoded = ckpt.load_f32_into(info, buf).map(|()| buf.as_slice());
     let cells = schemes
         .par_iter()
         .map(|s| {
-            let values = values.as_ref().map_err(ToString::to_string)?;
+            let values = decoded.as_ref().map_err(ToString::to_string)?;
             let r = analyze(values, &info.shape, s, &Options::default()).map_err(|e| e.to_string())?;
             Ok(Cell {
                 stored_bytes: stored_bytes(info, s, r.params.len()),

@@ -225,13 +225,15 @@ impl QuantscopeApp {
                     }
                     match result {
                         Ok(summary) => {
-                            // Start on the first 2-D weight in name order (the browser's order).
-                            self.selected = summary
-                                .tensors
-                                .iter()
-                                .filter(|t| t.is_quantizable() && t.shape.len() >= 2)
-                                .map(|t| t.name.clone())
-                                .min();
+                            // Start on the first layer a save would quantize, in name order
+                            // (the browser's), not on a huge embedding: the first histogram
+                            // then costs one ordinary layer.
+                            let first = |pick: &dyn Fn(&quantscope_engine::TensorInfo) -> bool| {
+                                summary.tensors.iter().filter(|t| pick(t)).map(|t| t.name.clone()).min()
+                            };
+                            self.selected =
+                                first(&|t| quantscope_engine::export::default_exclusion(t).is_none())
+                                    .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
                             self.model =
                                 Some(Model { summary, sqnr: HashMap::new(), sweep_done: 0, sweep_total: 0 });
                             self.analysis = None;

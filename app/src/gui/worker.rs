@@ -167,6 +167,8 @@ struct WorkerState {
     decoded: Option<(String, Arc<Vec<f32>>)>,
     sweep: Option<Sweep>,
     compare: Option<Compare>,
+    /// Decode buffer reused by sweeps (fresh buffers cost page faults).
+    scratch: Vec<f32>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -319,10 +321,14 @@ impl WorkerState {
         sweep.next += 1;
         let scheme = sweep.schemes.get(&name).copied().unwrap_or(sweep.default);
         let ckpt = Arc::clone(ckpt);
+        let scratch = &mut self.scratch;
         let sqnr_db = catch_unwind(AssertUnwindSafe(|| {
             let info = ckpt.tensor(&name).ok()?;
-            let values = ckpt.load_f32(&name).ok()?;
-            analyze(&values, &info.shape, &scheme, &Options::default()).ok().map(|r| r.metrics.sqnr_db)
+            ckpt.load_f32_into(info, scratch).ok()?;
+            let r =
+                analyze(scratch, &info.shape, &scheme, &Options::default()).ok().map(|r| r.metrics.sqnr_db);
+            ckpt.release(info);
+            r
         }))
         .ok()
         .flatten();
@@ -347,7 +353,9 @@ impl WorkerState {
         let total = job.tensors.len();
         if let Some(&i) = job.tensors.get(job.rows.len()) {
             let info = &ckpt.tensors()[i];
-            let row = catch_unwind(AssertUnwindSafe(|| sweep::sweep_tensor(ckpt, info, &job.schemes)));
+            let scratch = &mut self.scratch;
+            let row =
+                catch_unwind(AssertUnwindSafe(|| sweep::sweep_tensor(ckpt, info, &job.schemes, scratch)));
             match row {
                 Ok(row) => job.rows.push(row),
                 Err(p) => {
