@@ -70,7 +70,9 @@ fn main() -> std::io::Result<()> {
             size = 0;
         }
         size += bytes;
-        shards.last_mut().map(|s| s.push((name, shape)));
+        if let Some(s) = shards.last_mut() {
+            s.push((name, shape));
+        }
     }
     let n = shards.len();
     let mut weight_map = serde_json::Map::new();
