@@ -35,8 +35,8 @@ fn main() {
         opened.as_secs_f64() * 1e3,
         first.name,
         first.shape,
-        (decoded - opened).as_secs_f64() * 1e3,
-        (done - decoded).as_secs_f64() * 1e3,
+        decoded.saturating_sub(opened).as_secs_f64() * 1e3,
+        done.saturating_sub(decoded).as_secs_f64() * 1e3,
         done.as_secs_f64() * 1e3,
         r.metrics.sqnr_db
     );
