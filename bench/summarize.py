@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Prints criterion's median times as a Markdown table, each as a ratio to the
-floor measured in the same run (one plain single-thread read of the BF16 bytes).
+"""Prints criterion's median times as Markdown tables, each as a ratio to the
+floor measured in the same run (one plain single-thread read of the same bytes:
+BF16 or F32), calibrations also as a ratio to min-max of the same dtype, format
+and granularity, and sweeps in params per second.
 
     cargo bench -p quantscope-engine --bench quantize && python3 bench/summarize.py
 """
@@ -10,20 +12,44 @@ import sys
 
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
 rows = {}
-for est in root.glob("*/*/new/estimates.json"):
+elements = {}
+for est in root.glob("**/new/estimates.json"):
     bench = json.loads((est.parent / "benchmark.json").read_text())
     rows[bench["full_id"]] = json.loads(est.read_text())["median"]["point_estimate"] / 1e6
+    tp = bench.get("throughput") or {}
+    if "Elements" in tp:
+        elements[bench["full_id"]] = tp["Elements"]
 
-floor = rows.get("floor/read_bf16_1thread")
-minmax = {}
-print("| benchmark | median ms | × floor (1-thread BF16 read) | × min-max, same granularity |")
+floors = {"bf16": rows.get("floor/read_bf16_1thread"), "f32": rows.get("floor/read_f32_1thread")}
+
+
+def floor_of(name):
+    return floors["f32"] if "/f32/" in name or name.endswith("f32_1thread") else floors["bf16"]
+
+
+def minmax_of(name):
+    if not name.startswith("recompute/"):
+        return None
+    head, _, _ = name.rpartition(":")
+    return rows.get(head + ":minmax")
+
+
+print("| benchmark | median ms | × floor (1-thread read of the same bytes) | × min-max (same dtype, format, granularity) |")
 print("|---|---:|---:|---:|")
 for name in sorted(rows):
+    if name.startswith("sweep/"):
+        continue
     ms = rows[name]
-    gran = name.split(":")[1] if ":" in name else None
-    if name.startswith("calibration/") and name.endswith(":minmax"):
-        minmax[gran] = ms
-    base = minmax.get(gran) if name.startswith("calibration/") else None
-    ratio_mm = f"{ms / base:.1f}" if base else ""
-    ratio = f"{ms / floor:.1f}" if floor else "?"
-    print(f"| {name} | {ms:.2f} | {ratio} | {ratio_mm} |")
+    f = floor_of(name)
+    mm = minmax_of(name)
+    ratio_mm = f"{ms / mm:.1f}" if mm and not name.endswith(":minmax") else ""
+    print(f"| {name} | {ms:.2f} | {ms / f:.1f} | {ratio_mm} |" if f else f"| {name} | {ms:.2f} | ? | {ratio_mm} |")
+
+sweeps = [n for n in sorted(rows) if n.startswith("sweep/")]
+if sweeps:
+    print()
+    print("| sweep | median ms | params | G params/s |")
+    print("|---|---:|---:|---:|")
+    for name in sweeps:
+        n = elements.get(name, 0)
+        print(f"| {name} | {rows[name]:.1f} | {n} | {n / rows[name] / 1e6:.2f} |")

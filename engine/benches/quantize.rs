@@ -1,5 +1,6 @@
-//! The quantize → dequantize → metrics path on a 4096×4096 BF16 tensor, per format ×
-//! granularity, and each calibration method, against a floor measured in the same
+//! The recompute path on a 4096×4096 tensor stored as BF16 and as F32 (decode,
+//! calibrate, quantize, dequantize, every metric), per format × granularity ×
+//! calibration, and the whole-model sweep, against a floor measured in the same
 //! run: one plain read pass over the same bytes.
 //!
 //! `cargo bench -p quantscope-engine --bench quantize`
@@ -10,9 +11,14 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::ArrayView1;
 use ndarray_stats::QuantileExt;
-use quantscope_engine::decode::{decode, encode};
+use std::sync::atomic::AtomicBool;
+
+use quantscope_engine::decode::{decode, decode_into, encode};
+use quantscope_engine::export::default_exclusion;
+use quantscope_engine::sweep::{default_schemes, sweep};
+use quantscope_engine::write::OwnedTensor;
 use quantscope_engine::{
-    Calibration, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats, analyze,
+    Calibration, Checkpoint, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats, analyze,
 };
 use rayon::prelude::*;
 
@@ -84,48 +90,86 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     let opts = Options::default();
-    let mut g = c.benchmark_group("minmax_path");
+    // Analysis alone, on the decoded tensor (what the app redoes when only the
+    // scheme changes: it keeps the decoded layer).
+    let mut g = c.benchmark_group("analyze_only");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bf16.len() as u64));
-    for format in [FormatKind::INT8, FormatKind::E4M3, FormatKind::E5M2] {
-        for gran in [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }]
-        {
-            let s = Scheme {
-                format,
-                mapping: Mapping::Symmetric,
-                granularity: gran,
-                calibration: Calibration::MinMax,
-            };
-            g.bench_function(format!("{s}"), |b| {
-                b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
-            });
-        }
+    for s in ["int8:tensor:minmax", "int8:channel:minmax", "int8:group128:minmax"] {
+        let s: Scheme = s.parse().unwrap();
+        g.bench_function(format!("{s}"), |b| b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap()));
     }
-    // From the BF16 bytes: decode + quantize + metrics, the full cost of a recompute.
-    let s = Scheme::default();
-    g.bench_function("bf16_bytes/int8:channel:minmax", |b| {
-        b.iter(|| {
-            let v = decode(Dtype::BF16, black_box(&bf16)).unwrap();
-            analyze(&v, &shape, &s, &opts).unwrap()
-        });
-    });
     g.finish();
 
-    let mut g = c.benchmark_group("calibration");
+    // The full recompute from the stored bytes: decode (into a reused buffer) +
+    // calibrate + quantize + dequantize + every metric, per dtype × format ×
+    // granularity × calibration.
+    let mut g = c.benchmark_group("recompute");
     g.sample_size(10);
-    g.throughput(Throughput::Bytes(bf16.len() as u64));
-    for gran in [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }] {
-        for cal in
-            [Calibration::MinMax, Calibration::Percentile { p: 99.9 }, Calibration::Mse, Calibration::Entropy]
-        {
-            let s = Scheme {
-                format: FormatKind::INT8,
-                mapping: Mapping::Symmetric,
-                granularity: gran,
-                calibration: cal,
-            };
-            g.bench_function(format!("{s}"), |b| {
-                b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    for (dtype, name, bytes) in [(Dtype::BF16, "bf16", &bf16), (Dtype::F32, "f32", &f32_bytes)] {
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        let mut buf = Vec::new();
+        for format in [FormatKind::INT8, FormatKind::E4M3, FormatKind::E5M2] {
+            for gran in
+                [Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }]
+            {
+                for cal in [
+                    Calibration::MinMax,
+                    Calibration::Percentile { p: 99.9 },
+                    Calibration::Mse,
+                    Calibration::Entropy,
+                ] {
+                    let s = Scheme { format, mapping: Mapping::Symmetric, granularity: gran, calibration: cal };
+                    g.bench_function(format!("{name}/{s}"), |b| {
+                        b.iter(|| {
+                            decode_into(dtype, black_box(bytes), &mut buf).unwrap();
+                            analyze(&buf, &shape, &s, &opts).unwrap()
+                        });
+                    });
+                }
+            }
+        }
+    }
+    g.finish();
+
+    sweeps(c, &values);
+}
+
+/// The whole-model sweep (what the sensitivity view and `report --compare` do),
+/// in params per second: an in-memory 8-layer BF16 model, and MiniLM if fetched.
+fn sweeps(c: &mut Criterion, values: &[f32]) {
+    let bf16 = encode(Dtype::BF16, values).unwrap();
+    let tensors: Vec<(String, OwnedTensor)> = (0..8)
+        .map(|i| {
+            let t = OwnedTensor { dtype: Dtype::BF16, shape: vec![ROWS, COLS], data: bf16.clone() };
+            (format!("layers.{i}.weight"), t)
+        })
+        .collect();
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), None).unwrap();
+    let synthetic = Checkpoint::from_bytes("synthetic", bytes).unwrap();
+    let minilm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-models/minilm");
+    let minilm = Checkpoint::open(&minilm).ok();
+    let one: Vec<Scheme> = vec![Scheme::default()];
+    let eight = default_schemes();
+    let mut g = c.benchmark_group("sweep");
+    g.sample_size(10);
+    let no = AtomicBool::new(false);
+    for (name, ckpt) in [("synthetic-8x4096x4096-bf16", Some(&synthetic)), ("minilm", minilm.as_ref())] {
+        let Some(ckpt) = ckpt else { continue };
+        let rows: Vec<usize> = ckpt
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| default_exclusion(t).is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let params: u64 = rows.iter().map(|&i| ckpt.tensors()[i].numel() as u64).sum();
+        g.throughput(Throughput::Elements(params));
+        for (label, schemes) in [("1-scheme", &one), ("8-schemes", &eight)] {
+            g.bench_function(format!("{name}/{label}"), |b| {
+                b.iter(|| sweep(ckpt, &rows, schemes, &|_, _| {}, &no).unwrap());
             });
         }
     }
