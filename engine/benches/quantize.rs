@@ -97,7 +97,9 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bf16.len() as u64));
     for s in ["int8:tensor:minmax", "int8:channel:minmax", "int8:group128:minmax"] {
         let s: Scheme = s.parse().unwrap();
-        g.bench_function(format!("{s}"), |b| b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap()));
+        g.bench_function(format!("{s}"), |b| {
+            b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap())
+        });
     }
     g.finish();
 
@@ -121,7 +123,8 @@ fn benches(c: &mut Criterion) {
                     Calibration::Mse,
                     Calibration::Entropy,
                 ] {
-                    let s = Scheme { format, mapping: Mapping::Symmetric, granularity: gran, calibration: cal };
+                    let s =
+                        Scheme { format, mapping: Mapping::Symmetric, granularity: gran, calibration: cal };
                     g.bench_function(format!("{name}/{s}"), |b| {
                         b.iter(|| {
                             decode_into(dtype, black_box(bytes), &mut buf).unwrap();

@@ -255,6 +255,26 @@ impl Checkpoint {
         Ok(out)
     }
 
+    /// An F32 tensor's values read in place from the map, with no copy (little-
+    /// endian hosts, 4-byte aligned data, which safetensors writers give).
+    /// `None` for other dtypes or an unaligned tensor: decode it instead.
+    pub fn f32_view(&self, info: &TensorInfo) -> Option<&[f32]> {
+        if info.dtype != Dtype::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.bytes(info)).ok()
+    }
+
+    /// The tensor as f32: in place when [`Self::f32_view`] allows, else decoded
+    /// into `buf` (reusing its memory).
+    pub fn values<'a>(&'a self, info: &TensorInfo, buf: &'a mut Vec<f32>) -> Result<&'a [f32]> {
+        if let Some(v) = self.f32_view(info) {
+            return Ok(v);
+        }
+        self.load_f32_into(info, buf)?;
+        Ok(buf.as_slice())
+    }
+
     /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
         decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Tensor {
@@ -342,6 +362,10 @@ pub fn exercise_untrusted(bytes: &[u8]) -> usize {
         let Ok(values) = ckpt.load_f32(&t.name) else { continue };
         decoded += 1;
         if values.len() <= 4096 {
+            debug_assert!(
+                ckpt.f32_view(t)
+                    .is_none_or(|v| v.iter().zip(&values).all(|(a, b)| a.to_bits() == b.to_bits()))
+            );
             for scheme in ["int8:channel:minmax", "e4m3:group16:mse:asym", "int4:tensor:entropy"] {
                 if let Ok(s) = scheme.parse() {
                     let _ = crate::analyze(&values, &t.shape, &s, &crate::Options::default());
@@ -419,4 +443,42 @@ fn diagnose(bytes: &[u8], header_len: usize) -> Option<String> {
     }
     (last_end < data_len)
         .then(|| format!("{} bytes of data after the last tensor (trailing bytes)", data_len - last_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-tensor file whose data starts `pad` bytes into the data section.
+    fn file_with(dtype: &str, data: &[u8], pad: usize) -> Vec<u8> {
+        let mut header = format!(
+            r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{pad},{}]}}}}"#,
+            data.len() / 4,
+            pad + data.len()
+        );
+        while (8 + header.len()) % 8 != 0 {
+            header.push(' ');
+        }
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat_n(0u8, pad));
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn f32_is_read_in_place_when_aligned_and_decoded_otherwise() {
+        let vals = [1.5f32, -2.0, f32::NAN, 3.25];
+        let data: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut buf = Vec::new();
+        for (pad, in_place) in [(4, true), (1, false), (2, false)] {
+            let ckpt = Checkpoint::from_bytes("t", file_with("F32", &data, pad)).unwrap();
+            let info = ckpt.tensor("w").unwrap().clone();
+            assert_eq!(ckpt.f32_view(&info).is_some(), in_place, "pad {pad}");
+            let got = ckpt.values(&info, &mut buf).unwrap();
+            assert!(got.iter().zip(&vals).all(|(a, b)| a.to_bits() == b.to_bits()), "pad {pad}");
+        }
+        let ckpt = Checkpoint::from_bytes("t", file_with("I32", &data, 4)).unwrap();
+        assert!(ckpt.f32_view(ckpt.tensor("w").unwrap()).is_none());
+    }
 }

@@ -636,8 +636,8 @@ fn write_model(
                     write_at(&mut f, &path, data_start + parts[0].offset, ckpt.bytes(t), &mut budget)?;
                 }
                 Decision::Quantize(s) => {
-                    ckpt.load_f32_into(t, &mut values)?;
-                    let mut packed = pack(&values, &t.shape, s, t.dtype).map_err(|e| Error::Tensor {
+                    let vals = ckpt.values(t, &mut values)?;
+                    let mut packed = pack(vals, &t.shape, s, t.dtype).map_err(|e| Error::Tensor {
                         path: ckpt.shard_path(t).to_path_buf(),
                         tensor: t.name.clone(),
                         reason: e.to_string(),

@@ -95,9 +95,10 @@ pub fn report_tensor(
         return rec;
     }
     let started = std::time::Instant::now();
+    let mut buf = Vec::new();
     let result = ckpt
-        .load_f32(&info.name)
-        .and_then(|values| analyze(&values, &info.shape, scheme, &Options::default()));
+        .values(info, &mut buf)
+        .and_then(|values| analyze(values, &info.shape, scheme, &Options::default()));
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(r) => {

@@ -146,7 +146,7 @@ pub fn finish(ckpt: &Checkpoint, tensors: &[usize], schemes: &[Scheme], rows: Ve
 /// One tensor, decoded once (into `buf`, reused across calls), under every
 /// scheme in parallel.
 pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], buf: &mut Vec<f32>) -> Row {
-    let decoded = ckpt.load_f32_into(info, buf).map(|()| buf.as_slice());
+    let decoded = ckpt.values(info, buf);
     let cells = schemes
         .par_iter()
         .map(|s| {
