@@ -98,7 +98,7 @@ fn benches(c: &mut Criterion) {
     for s in ["int8:tensor:minmax", "int8:channel:minmax", "int8:group128:minmax"] {
         let s: Scheme = s.parse().unwrap();
         g.bench_function(format!("{s}"), |b| {
-            b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap())
+            b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
         });
     }
     g.finish();
