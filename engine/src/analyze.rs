@@ -53,37 +53,75 @@ impl Histogram {
     }
 }
 
-/// Counts the finite values of `xs` into `c` (bins of width 1/inv from `lo`).
+/// Counts finite values into equal-width bins from `lo` (width 1/inv).
 ///
-/// The bin index is computed 8 lanes at a time in f32 (a display histogram
-/// needs no more). Weights crowd into a few central bins, so consecutive
-/// increments of one counter would wait on each other (store → load); four
-/// interleaved copies of the counts break that chain.
-fn add_to_bins(c: &mut [u64], xs: &[f32], lo: f64, inv: f64) {
-    use wide::f32x8;
-    let n = c.len();
-    let last = (n - 1) as f32;
-    let (lo8, inv8, last8) = (f32x8::splat(lo as f32), f32x8::splat(inv as f32), f32x8::splat(last));
-    let mut sub = vec![0u64; 4 * n];
-    let blocks = xs.chunks_exact(8);
-    let rest = blocks.remainder();
-    for blk in blocks {
-        let x: [f32; 8] = blk.try_into().unwrap_or_default();
-        let idx = ((f32x8::new(x) - lo8) * inv8).max(f32x8::ZERO).min(last8).to_array();
-        for j in 0..8 {
-            if x[j].is_finite() {
-                // In [0, last] for every finite x (the clamps above).
-                sub[(j & 3) * n + idx[j] as usize] += 1;
-            }
+/// Bin indices are computed 8 lanes at a time in f32 (a display histogram needs
+/// no more); non-finite lanes go to a spare slot instead of branching. Weights
+/// crowd into a few central bins, so consecutive increments of one counter
+/// would wait on each other (store → load): four interleaved copies of the
+/// counts break that chain.
+struct Binner {
+    lo: wide::f32x8,
+    inv: wide::f32x8,
+    last: wide::f32x8,
+    spare: wide::f32x8,
+    lane: wide::i32x8,
+    stride: usize,
+    sub: Vec<u64>,
+}
+
+impl Binner {
+    fn new(bins: usize, lo: f64, inv: f64) -> Self {
+        use wide::{f32x8, i32x8};
+        let stride = bins + 1; // the spare slot for non-finite values
+        let s = stride as i32;
+        Self {
+            lo: f32x8::splat(lo as f32),
+            inv: f32x8::splat(inv as f32),
+            last: f32x8::splat((bins - 1) as f32),
+            spare: f32x8::splat(bins as f32),
+            lane: i32x8::new([0, s, 2 * s, 3 * s, 0, s, 2 * s, 3 * s]),
+            stride,
+            sub: vec![0u64; 4 * stride],
         }
     }
-    for &x in rest.iter().filter(|x| x.is_finite()) {
-        let i = (((x - lo as f32) * inv as f32).max(0.0)).min(last);
-        sub[i as usize] += 1;
+
+    #[inline]
+    fn add8(&mut self, x: wide::f32x8) {
+        let t = ((x - self.lo) * self.inv).max(wide::f32x8::ZERO).min(self.last);
+        let ix = (x.is_finite().select(t, self.spare).trunc_int() + self.lane).to_array();
+        for i in ix {
+            // In [0, 4·stride): a lane offset plus a bin in [0, bins].
+            self.sub[i as usize] += 1;
+        }
     }
-    for (i, ci) in c.iter_mut().enumerate() {
-        *ci += sub[i] + sub[n + i] + sub[2 * n + i] + sub[3 * n + i];
+
+    fn add(&mut self, xs: &[f32]) {
+        let blocks = xs.chunks_exact(8);
+        let rest = blocks.remainder();
+        for blk in blocks {
+            self.add8(wide::f32x8::new(blk.try_into().unwrap_or_default()));
+        }
+        if !rest.is_empty() {
+            let mut tail = [f32::NAN; 8]; // NaN pads land in the spare slot
+            tail[..rest.len()].copy_from_slice(rest);
+            self.add8(wide::f32x8::new(tail));
+        }
     }
+
+    fn finish(&self, c: &mut [u64]) {
+        let s = self.stride;
+        for (i, ci) in c.iter_mut().enumerate() {
+            *ci += self.sub[i] + self.sub[s + i] + self.sub[2 * s + i] + self.sub[3 * s + i];
+        }
+    }
+}
+
+/// Counts the finite values of `xs` into `c` (bins of width 1/inv from `lo`).
+fn add_to_bins(c: &mut [u64], xs: &[f32], lo: f64, inv: f64) {
+    let mut b = Binner::new(c.len(), lo, inv);
+    b.add(xs);
+    b.finish(c);
 }
 
 #[allow(clippy::needless_pass_by_value)] // rayon's reduce hands both sides over by value
@@ -389,8 +427,7 @@ fn error_histogram_rows<F: NumberFormat>(
         .par_chunks(PAR_CHUNK)
         .enumerate()
         .map(|(ci, chunk)| {
-            let mut c = vec![0u64; bins];
-            let mut errors = Vec::with_capacity(chunk.len());
+            let mut binner = Binner::new(bins, lo, inv);
             let mut k = ci * PAR_CHUNK;
             let mut rest = chunk;
             while !rest.is_empty() {
@@ -398,24 +435,23 @@ fn error_histogram_rows<F: NumberFormat>(
                 let col = k % row_len;
                 let run = (group - col % group).min(row_len - col).min(rest.len());
                 let p = &params[(k / row_len) * per_row + col / group];
-                let xs = &rest[..run];
                 // 8 lanes at a time through the format's vector path (bit-identical
-                // to the scalar one), then the tail.
+                // to the scalar one); a non-finite R gives a non-finite error,
+                // which the binner skips.
+                let xs = &rest[..run];
                 let blocks = xs.chunks_exact(8);
                 let tail = blocks.remainder();
                 for b in blocks {
-                    let x: [f32; 8] = b.try_into().unwrap_or_default();
-                    let q = fmt.fake_quant_x8(wide::f32x8::new(x), p).to_array();
-                    errors
-                        .extend(x.iter().zip(q).map(|(&x, q)| if x.is_finite() { x - q } else { f32::NAN }));
+                    let x = wide::f32x8::new(b.try_into().unwrap_or_default());
+                    binner.add8(x - fmt.fake_quant_x8(x, p));
                 }
-                errors.extend(
-                    tail.iter().map(|&x| if x.is_finite() { x - fmt.fake_quant(x, p) } else { f32::NAN }),
-                );
+                let errors: Vec<f32> = tail.iter().map(|&x| x - fmt.fake_quant(x, p)).collect();
+                binner.add(&errors);
                 rest = &rest[run..];
                 k += run;
             }
-            add_to_bins(&mut c, &errors, lo, inv);
+            let mut c = vec![0u64; bins];
+            binner.finish(&mut c);
             c
         })
         .reduce(|| vec![0; bins], add_counts);

@@ -268,6 +268,7 @@ impl Checkpoint {
     /// The tensor as f32: in place when [`Self::f32_view`] allows, else decoded
     /// into `buf` (reusing its memory).
     pub fn values<'a>(&'a self, info: &TensorInfo, buf: &'a mut Vec<f32>) -> Result<&'a [f32]> {
+        self.shards[info.shard].map.prefetch(info.byte_range.0..info.byte_range.1);
         if let Some(v) = self.f32_view(info) {
             return Ok(v);
         }
@@ -277,6 +278,7 @@ impl Checkpoint {
 
     /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
+        self.shards[info.shard].map.prefetch(info.byte_range.0..info.byte_range.1);
         decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Tensor {
             path: self.shard_path(info).to_path_buf(),
             tensor: info.name.clone(),
