@@ -63,6 +63,9 @@ def main():
     args = sys.argv[1:]
     binary = args[args.index("--bin") + 1] if "--bin" in args else str(ROOT / "target/release/quantscope")
     repeat = int(args[args.index("--repeat") + 1]) if "--repeat" in args else 5
+    if not pathlib.Path(binary).exists():
+        # A clean checkout: build the release binary first.
+        subprocess.run(["cargo", "build", "--release", "--bin", "quantscope"], cwd=ROOT, check=True)
     work = ROOT / "target" / "compare"
     work.mkdir(parents=True, exist_ok=True)
 
