@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
 use crate::scheme::{Calibration, FormatKind, Granularity, ManualRange, Scheme};
+use safetensors::Dtype;
 
 /// What to compute beyond the parameters and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -343,12 +344,7 @@ fn analyze_with<F: NumberFormat>(
         }
     };
 
-    let stats = slices.iter().fold(TensorStats::default(), |a, s| a.merge(&s.2));
-    let total = slices.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.1));
-    let params: Vec<SliceParams> = slices.iter().map(|s| s.0).collect();
-    let slice_metrics = slices.iter().map(|s| s.1.metrics()).collect();
-    let slice_ranges = slices.iter().map(|s| s.2.range()).collect();
-    let metrics = total.metrics();
+    let Summary { stats, params, slice_metrics, slice_ranges, metrics } = summarize(&slices);
     let (mn, mx) = stats.range();
 
     let histogram =
@@ -383,6 +379,93 @@ fn analyze_with<F: NumberFormat>(
         error_histogram,
         grid,
         dequantized: opts.keep_dequantized.then_some(deq),
+    })
+}
+
+/// The per-slice results folded into the tensor's.
+struct Summary {
+    stats: TensorStats,
+    params: Vec<SliceParams>,
+    slice_metrics: Vec<Metrics>,
+    slice_ranges: Vec<(f32, f32)>,
+    metrics: Metrics,
+}
+
+fn summarize(slices: &[SliceOut]) -> Summary {
+    let stats = slices.iter().fold(TensorStats::default(), |a, s| a.merge(&s.2));
+    let total = slices.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.1));
+    Summary {
+        stats,
+        params: slices.iter().map(|s| s.0).collect(),
+        slice_metrics: slices.iter().map(|s| s.1.metrics()).collect(),
+        slice_ranges: slices.iter().map(|s| s.2.range()).collect(),
+        metrics: total.metrics(),
+    }
+}
+
+/// [`analyze`] straight from a tensor's stored bytes. For row-local schemes
+/// (per-channel on axis 0, per-group) each row is decoded into a small
+/// per-thread buffer and analyzed while it sits in cache, instead of decoding
+/// the whole tensor first (the sweep's path: no histograms, no R′). The numbers
+/// equal `analyze(decode(bytes))`, which every other case runs.
+pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Scheme) -> Result<QuantResult> {
+    let whole = || -> Result<QuantResult> {
+        let values = crate::decode::decode(dtype, bytes).map_err(Error::Scheme)?;
+        analyze(&values, shape, scheme, &Options::default())
+    };
+    scheme.validate()?;
+    let (granularity, _) = resolve(shape, scheme.granularity)?;
+    let numel: usize = shape.iter().product();
+    let size = dtype.bitsize() / 8;
+    let row_local = matches!(granularity, Granularity::Channel { axis: 0 } | Granularity::Group { .. });
+    if !row_local || crate::decode::quantizable(dtype).is_err() || numel == 0 || bytes.len() != numel * size {
+        return whole();
+    }
+    match scheme.format {
+        FormatKind::Int(bits) => {
+            encoded_with(IntFormat::new(bits)?, dtype, bytes, shape, scheme, granularity)
+        }
+        FormatKind::E4M3 => encoded_with(Fp8Format::E4M3, dtype, bytes, shape, scheme, granularity),
+        FormatKind::E5M2 => encoded_with(Fp8Format::E5M2, dtype, bytes, shape, scheme, granularity),
+    }
+}
+
+fn encoded_with<F: NumberFormat>(
+    fmt: F,
+    dtype: Dtype,
+    bytes: &[u8],
+    shape: &[usize],
+    scheme: &Scheme,
+    granularity: Granularity,
+) -> Result<QuantResult> {
+    let numel: usize = shape.iter().product();
+    let Layout::Rows { row_len, group } = layout(shape, granularity, numel) else {
+        unreachable!("row-local granularities lay out as rows")
+    };
+    let size = dtype.bitsize() / 8;
+    let per_row: Vec<Vec<SliceOut>> = bytes
+        .par_chunks(row_len * size)
+        .map_init(Vec::new, |buf: &mut Vec<f32>, rb| {
+            buf.resize(rb.len() / size, 0.0);
+            crate::decode::decode_chunk(dtype, rb, buf);
+            buf.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect()
+        })
+        .collect();
+    let slices: Vec<SliceOut> = per_row.into_iter().flatten().collect();
+    let Summary { stats, params, slice_metrics, slice_ranges, metrics } = summarize(&slices);
+    Ok(QuantResult {
+        scheme: *scheme,
+        granularity,
+        fallback: None,
+        params,
+        slice_metrics,
+        slice_ranges,
+        metrics,
+        stats,
+        histogram: None,
+        error_histogram: None,
+        grid: Vec::new(),
+        dequantized: None,
     })
 }
 
@@ -568,6 +651,32 @@ mod tests {
         assert!(r.grid.len() <= 256 && r.grid.len() > 250, "{}", r.grid.len());
         assert!(r.grid.contains(&0.0));
         assert!(r.dequantized.is_none());
+    }
+
+    #[test]
+    fn analysis_from_encoded_rows_equals_decode_then_analyze() {
+        let v = values(96 * 300);
+        for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32] {
+            let bytes = crate::decode::encode(dtype, &v).unwrap();
+            let decoded = crate::decode::decode(dtype, &bytes).unwrap();
+            for s in [
+                "int8:channel:minmax",
+                "int4:group64:mse:asym",
+                "e4m3:channel:entropy",
+                "int8:tensor:p99",
+                "e5m2:group128:minmax",
+            ] {
+                let s: Scheme = s.parse().unwrap();
+                for shape in [vec![96, 300], vec![96, 3, 100]] {
+                    let a = analyze_encoded(dtype, &bytes, &shape, &s).unwrap();
+                    let b = analyze(&decoded, &shape, &s, &Options::default()).unwrap();
+                    assert_eq!(a.params, b.params, "{dtype:?} {s}");
+                    assert_eq!(a.metrics, b.metrics, "{dtype:?} {s}");
+                    assert_eq!(a.slice_metrics, b.slice_metrics);
+                    assert_eq!(a.stats, b.stats);
+                }
+            }
+        }
     }
 
     #[test]

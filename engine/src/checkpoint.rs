@@ -239,6 +239,14 @@ impl Checkpoint {
         &self.shards[info.shard].map.bytes()[info.byte_range.0..info.byte_range.1]
     }
 
+    /// Maps a tensor's pages in one call before it is read (see `MappedFile::prefetch`).
+    pub fn prefetch(&self, info: &TensorInfo) {
+        // Below a few MB the system call costs more than the faults it saves.
+        if info.size_bytes >= 4 << 20 {
+            self.shards[info.shard].map.prefetch(info.byte_range.0..info.byte_range.1);
+        }
+    }
+
     /// Drops a processed tensor's resident pages (the mapping stays valid).
     pub fn release(&self, info: &TensorInfo) {
         self.shards[info.shard].map.release(info.byte_range.0..info.byte_range.1);
@@ -268,7 +276,7 @@ impl Checkpoint {
     /// The tensor as f32: in place when [`Self::f32_view`] allows, else decoded
     /// into `buf` (reusing its memory).
     pub fn values<'a>(&'a self, info: &TensorInfo, buf: &'a mut Vec<f32>) -> Result<&'a [f32]> {
-        self.shards[info.shard].map.prefetch(info.byte_range.0..info.byte_range.1);
+        self.prefetch(info);
         if let Some(v) = self.f32_view(info) {
             return Ok(v);
         }
@@ -278,7 +286,7 @@ impl Checkpoint {
 
     /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
-        self.shards[info.shard].map.prefetch(info.byte_range.0..info.byte_range.1);
+        self.prefetch(info);
         decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Tensor {
             path: self.shard_path(info).to_path_buf(),
             tensor: info.name.clone(),

@@ -31,7 +31,8 @@ fn elem_size(dtype: Dtype) -> usize {
     dtype.bitsize() / 8
 }
 
-fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
+/// Decodes `bytes` into `out` on the calling thread (the caller checked `dtype`).
+pub(crate) fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
     match dtype {
         Dtype::F32 => {
             for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::analyze::{Options, analyze};
+use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::scale_dtype;
 use crate::metrics::Metrics;
 use crate::scheme::{FormatKind, Mapping, Scheme};
+use safetensors::Dtype;
 
 /// One tensor under one scheme.
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +147,28 @@ pub fn finish(ckpt: &Checkpoint, tensors: &[usize], schemes: &[Scheme], rows: Ve
 /// One tensor, decoded once (into `buf`, reused across calls), under every
 /// scheme in parallel.
 pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], buf: &mut Vec<f32>) -> Row {
+    // One scheme over 16-bit weights: decode row by row inside the analysis
+    // (nothing to share, and the decoded tensor never leaves the cache).
+    if let [s] = schemes
+        && info.dtype != Dtype::F32
+        && ckpt.f32_view(info).is_none()
+    {
+        ckpt.prefetch(info);
+        let cell = analyze_encoded(info.dtype, ckpt.bytes(info), &info.shape, s)
+            .map(|r| Cell {
+                stored_bytes: stored_bytes(info, s, r.params.len()),
+                slices: r.params.len(),
+                metrics: r.metrics,
+                fallback: r.fallback,
+            })
+            .map_err(|e| e.to_string());
+        return Row {
+            name: info.name.clone(),
+            params: info.numel() as u64,
+            source_bytes: info.size_bytes as u64,
+            cells: vec![cell],
+        };
+    }
     let decoded = ckpt.values(info, buf);
     let cells = schemes
         .par_iter()
