@@ -423,10 +423,10 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     }
     match scheme.format {
         FormatKind::Int(bits) => {
-            encoded_with(IntFormat::new(bits)?, dtype, bytes, shape, scheme, granularity)
+            Ok(encoded_with(IntFormat::new(bits)?, dtype, bytes, shape, scheme, granularity))
         }
-        FormatKind::E4M3 => encoded_with(Fp8Format::E4M3, dtype, bytes, shape, scheme, granularity),
-        FormatKind::E5M2 => encoded_with(Fp8Format::E5M2, dtype, bytes, shape, scheme, granularity),
+        FormatKind::E4M3 => Ok(encoded_with(Fp8Format::E4M3, dtype, bytes, shape, scheme, granularity)),
+        FormatKind::E5M2 => Ok(encoded_with(Fp8Format::E5M2, dtype, bytes, shape, scheme, granularity)),
     }
 }
 
@@ -437,7 +437,7 @@ fn encoded_with<F: NumberFormat>(
     shape: &[usize],
     scheme: &Scheme,
     granularity: Granularity,
-) -> Result<QuantResult> {
+) -> QuantResult {
     let numel: usize = shape.iter().product();
     let Layout::Rows { row_len, group } = layout(shape, granularity, numel) else {
         unreachable!("row-local granularities lay out as rows")
@@ -453,7 +453,7 @@ fn encoded_with<F: NumberFormat>(
         .collect();
     let slices: Vec<SliceOut> = per_row.into_iter().flatten().collect();
     let Summary { stats, params, slice_metrics, slice_ranges, metrics } = summarize(&slices);
-    Ok(QuantResult {
+    QuantResult {
         scheme: *scheme,
         granularity,
         fallback: None,
@@ -466,7 +466,7 @@ fn encoded_with<F: NumberFormat>(
         error_histogram: None,
         grid: Vec::new(),
         dequantized: None,
-    })
+    }
 }
 
 /// A single slice over the whole tensor: stats and calibration see all of it, the
