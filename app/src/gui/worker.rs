@@ -324,11 +324,10 @@ impl WorkerState {
         let scratch = &mut self.scratch;
         let sqnr_db = catch_unwind(AssertUnwindSafe(|| {
             let info = ckpt.tensor(&name).ok()?;
-            ckpt.load_f32_into(info, scratch).ok()?;
-            let r =
-                analyze(scratch, &info.shape, &scheme, &Options::default()).ok().map(|r| r.metrics.sqnr_db);
+            // The same single-scheme path as the sensitivity sweep.
+            let row = sweep::sweep_tensor(&ckpt, info, &[scheme], scratch);
             ckpt.release(info);
-            r
+            row.cells.into_iter().next()?.ok().map(|c| c.metrics.sqnr_db)
         }))
         .ok()
         .flatten();
