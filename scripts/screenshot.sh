@@ -27,7 +27,7 @@ xvfb-run -a -s '-screen 0 1600x1000x24' bash -c '
 
   start
   shot main
-  click 53 414          # outlier_channels.weight
+  click 104 414         # outlier_channels.weight
   click 1287 130        # per-tensor
   click 655 67          # all calibration methods
   shot outlier-per-tensor 3
