@@ -386,7 +386,8 @@ pub fn error_plots_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
             let mse = app.settings.slice_mse;
             cols[2].horizontal(|ui| {
                 ui.label(format!("Error per {what}:"));
-                ui.selectable_value(&mut app.settings.slice_mse, false, "show SQNR").on_hover_text("SQNR in dB per slice");
+                ui.selectable_value(&mut app.settings.slice_mse, false, "show SQNR")
+                    .on_hover_text("SQNR in dB per slice");
                 ui.selectable_value(&mut app.settings.slice_mse, true, "show MSE");
                 if let Some(rect) = app.plot_rects.per_slice {
                     super::png::save_button(ui, &format!("per-{what} error"), rect, &app.png_status);
