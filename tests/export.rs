@@ -479,3 +479,34 @@ fn umount_after(dir: &Path, f: impl FnOnce()) {
         std::panic::resume_unwind(p);
     }
 }
+
+#[test]
+fn fake_quant_on_an_inner_channel_axis_follows_that_axis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scheme: Scheme = "int8:channel1:minmax:asym".parse().unwrap();
+    let out = tmp.path().join("fake");
+    let summary = export_to(&teaching(), &scheme, ExportMode::FakeQuant, &out);
+    assert_eq!(summary.verified_tensors, Some(summary.tensors_quantized));
+    let (src, fake) = (Checkpoint::open(teaching()).unwrap(), Checkpoint::open(&out).unwrap());
+    let opts = Options { keep_dequantized: true, ..Options::default() };
+    for layer in &summary.layers {
+        let t = src.tensor(&layer.name).unwrap();
+        if t.dtype != Dtype::F32 {
+            continue;
+        }
+        let values = src.load_f32(&t.name).unwrap();
+        let r = analyze(&values, &t.shape, &scheme, &opts).unwrap();
+        assert!(same_bits(&fake.load_f32(&t.name).unwrap(), r.dequantized.as_ref().unwrap()), "{}", t.name);
+        assert!((layer.metrics.mse - r.metrics.mse).abs() <= 1e-12 * r.metrics.mse, "{}", t.name);
+    }
+    // The packed layout has no place for inner-axis scales and says so.
+    let o = quantscope(&[
+        "quantize",
+        teaching().to_str().unwrap(),
+        tmp.path().join("packed").to_str().unwrap(),
+        "--scheme",
+        "int8:channel1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("axis 1 has no compressed-tensors layout"));
+}

@@ -154,6 +154,7 @@ pub struct QuantResult {
 }
 
 /// How elements are grouped into slices.
+#[derive(Clone, Copy)]
 enum Layout {
     /// Rows of `row_len` elements, each cut into groups of `group` (the last may be short).
     Rows { row_len: usize, group: usize },
@@ -200,6 +201,25 @@ fn layout(shape: &[usize], g: Granularity, numel: usize) -> Layout {
             let row = numel / shape[0].max(1);
             Layout::Rows { row_len: row.max(1), group: size }
         }
+    }
+}
+
+/// Maps a flat element index to the index of its slice (the order of
+/// [`QuantResult::params`]) under a resolved granularity.
+pub(crate) fn slice_indexer(shape: &[usize], g: Granularity) -> impl Fn(usize) -> usize + Sync {
+    let l = layout(shape, g, shape.iter().product());
+    move |k| match l {
+        Layout::Rows { row_len, group } => (k / row_len) * row_len.div_ceil(group) + (k % row_len) / group,
+        Layout::Strided { dim, inner, .. } => (k / inner.max(1)) % dim.max(1),
+    }
+}
+
+/// `(row_len, group)` when slices are runs of a row-major `[dim0, rest]` view
+/// (per-tensor, per-channel on axis 0, per-group); `None` for an inner axis.
+pub(crate) fn row_layout(shape: &[usize], g: Granularity) -> Option<(usize, usize)> {
+    match layout(shape, g, shape.iter().product()) {
+        Layout::Rows { row_len, group } => Some((row_len, group)),
+        Layout::Strided { .. } => None,
     }
 }
 

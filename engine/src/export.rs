@@ -26,12 +26,12 @@ use safetensors::Dtype;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::analyze::{Options, analyze};
+use crate::analyze::{Options, analyze, row_layout, slice_indexer};
 use crate::checkpoint::{Checkpoint, INDEX_FILE, TensorInfo};
 use crate::decode;
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
-use crate::metrics::{ErrorSums, Metrics, error_sums};
+use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
 use crate::recipe::{LayerChoice, Resolved};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
@@ -411,23 +411,6 @@ struct Packed {
     metrics: Metrics,
 }
 
-/// Slice index of element `k` for a row-major `[rows, row_len]` view cut into `group`s.
-#[inline]
-fn slice_of(k: usize, row_len: usize, group: usize) -> usize {
-    let per_row = row_len.div_ceil(group);
-    (k / row_len) * per_row + (k % row_len) / group
-}
-
-fn row_and_group(shape: &[usize], g: Granularity) -> (usize, usize) {
-    let numel: usize = shape.iter().product();
-    let row = numel / shape[0].max(1);
-    match g {
-        Granularity::Tensor => (numel.max(1), numel.max(1)),
-        Granularity::Channel { .. } => (row.max(1), row.max(1)),
-        Granularity::Group { size } => (row.max(1), size),
-    }
-}
-
 fn pack(values: &[f32], shape: &[usize], scheme: &Scheme, dtype: Dtype) -> Result<Packed> {
     match scheme.format {
         FormatKind::Int(b) => pack_with(IntFormat::new(b)?, values, shape, scheme, dtype),
@@ -450,34 +433,48 @@ fn pack_with<F: NumberFormat>(
     if let Some(p) = params.iter().find(|p| !p.scale.is_finite() || !p.offset.is_finite()) {
         return Err(Error::Scheme(format!("scale {} does not fit in {sd:?}", p.scale)));
     }
-    let (row_len, group) = row_and_group(shape, r.granularity);
+    let slice = slice_indexer(shape, r.granularity);
     let mut codes = vec![0u8; values.len()];
     let mut deq = vec![0f32; values.len()];
     values
-        .par_chunks(row_len)
-        .zip(codes.par_chunks_mut(row_len))
-        .zip(deq.par_chunks_mut(row_len))
+        .par_chunks(DIGEST_CHUNK)
+        .zip(codes.par_chunks_mut(DIGEST_CHUNK))
+        .zip(deq.par_chunks_mut(DIGEST_CHUNK))
         .enumerate()
-        .for_each(|(row, ((xs, cs), ds))| {
+        .for_each(|(ci, ((xs, cs), ds))| {
             for (k, ((&x, c), d)) in xs.iter().zip(cs.iter_mut()).zip(ds.iter_mut()).enumerate() {
-                let p = &params[slice_of(row * row_len + k, row_len, group)];
+                let p = &params[slice(ci * DIGEST_CHUNK + k)];
                 let q = fmt.quantize(x, p);
                 *c = fmt.code_to_byte(q);
                 *d = fmt.dequantize(q, p);
             }
         });
-    // Metrics of the stored parameters, through the same fused pass as `analyze`.
-    let per_row_sums: Vec<ErrorSums> = values
-        .par_chunks(row_len)
-        .enumerate()
-        .map(|(row, xs)| {
-            xs.chunks(group).enumerate().fold(ErrorSums::default(), |acc, (g, gx)| {
-                let p = &params[row * row_len.div_ceil(group) + g];
-                acc.merge(&error_sums::<F, false>(fmt, gx, p, &mut []))
+    // Metrics of the stored parameters: slice by slice through the same fused
+    // pass as `analyze` where slices are row runs; element by element for a
+    // channel axis other than 0 (fake-quant only).
+    let parts: Vec<ErrorSums> = match row_layout(shape, r.granularity) {
+        Some((row_len, group)) => values
+            .par_chunks(row_len)
+            .enumerate()
+            .map(|(row, xs)| {
+                xs.chunks(group).enumerate().fold(ErrorSums::default(), |acc, (g, gx)| {
+                    let p = &params[row * row_len.div_ceil(group) + g];
+                    acc.merge(&error_sums::<F, false>(fmt, gx, p, &mut []))
+                })
             })
-        })
-        .collect();
-    let sums = per_row_sums.iter().fold(ErrorSums::default(), ErrorSums::merge).with_signal(r.stats.sum_sq);
+            .collect(),
+        None => values
+            .par_chunks(DIGEST_CHUNK)
+            .enumerate()
+            .map(|(ci, xs)| {
+                xs.iter().enumerate().fold(ErrorSums::default(), |acc, (k, x)| {
+                    let p = &params[slice(ci * DIGEST_CHUNK + k)];
+                    acc.merge(&error_sums_scalar::<F, false>(fmt, std::slice::from_ref(x), p, &mut []))
+                })
+            })
+            .collect(),
+    };
+    let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge).with_signal(r.stats.sum_sq);
     Ok(Packed { params, codes, dequantized: deq, metrics: sums.metrics() })
 }
 
@@ -986,12 +983,12 @@ fn read_packed_with<F: NumberFormat>(
     let params: Vec<SliceParams> = (0..n)
         .map(|i| SliceParams { scale: scales[i], zero_point: zps[i], offset: offsets[i], lo: 0.0, hi: 0.0 })
         .collect();
-    let (row_len, group) = row_and_group(&t.shape, s.granularity);
+    let slice = slice_indexer(&t.shape, s.granularity);
     let codes = out.bytes(w);
     Ok(codes
         .par_iter()
         .enumerate()
-        .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice_of(k, row_len, group)]))
+        .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice(k)]))
         .collect())
 }
 
