@@ -31,7 +31,7 @@ use crate::checkpoint::{Checkpoint, INDEX_FILE, TensorInfo};
 use crate::decode;
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
-use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
+use crate::metrics::{ErrorSums, Metrics, SqnrSummary, error_sums, error_sums_scalar};
 use crate::recipe::{LayerChoice, Resolved};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
@@ -731,13 +731,8 @@ fn write_model(
 
     let layers = written.layers;
     let params_quantized: u64 = layers.iter().map(|l| l.params).sum();
-    let finite: Vec<&LayerSummary> = layers.iter().filter(|l| l.metrics.sqnr_db.is_finite()).collect();
-    let weight: u64 = finite.iter().map(|l| l.params).sum();
-    let mean_sqnr_db = (weight > 0)
-        .then(|| finite.iter().map(|l| l.metrics.sqnr_db * l.params as f64).sum::<f64>() / weight as f64);
-    let worst =
-        finite.iter().min_by(|a, b| a.metrics.sqnr_db.total_cmp(&b.metrics.sqnr_db)).copied().cloned();
-    let worst = worst.as_ref();
+    let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
+        SqnrSummary::of(layers.iter().map(|l| (l.name.as_str(), l.params, l.metrics.sqnr_db)));
     let mut layers = layers;
     layers.sort_by(|a, b| a.name.cmp(&b.name));
     let summary = ExportSummary {
@@ -750,8 +745,8 @@ fn write_model(
         params_total: tensors.iter().map(|t| t.numel() as u64).sum(),
         params_quantized,
         mean_sqnr_db,
-        worst_sqnr_db: worst.map(|l| l.metrics.sqnr_db),
-        worst_layer: worst.map(|l| l.name.clone()),
+        worst_sqnr_db,
+        worst_layer,
         verified_tensors: None,
         runtime_loadable: loadable,
         notes,

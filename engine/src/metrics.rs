@@ -197,6 +197,27 @@ pub(crate) fn sum_sq_error<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams)
     body_sum + tail
 }
 
+/// A model's SQNR in two figures: the params-weighted mean of the layers' finite
+/// SQNRs (a lossless layer, +∞, is left out) and the worst layer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SqnrSummary {
+    pub mean_sqnr_db: Option<f64>,
+    pub worst_sqnr_db: Option<f64>,
+    pub worst_layer: Option<String>,
+}
+
+impl SqnrSummary {
+    /// From `(layer name, params, SQNR dB)` per layer.
+    pub fn of<'a>(layers: impl IntoIterator<Item = (&'a str, u64, f64)>) -> Self {
+        let finite: Vec<(&str, u64, f64)> = layers.into_iter().filter(|l| l.2.is_finite()).collect();
+        let weight: u64 = finite.iter().map(|l| l.1).sum();
+        let mean_sqnr_db =
+            (weight > 0).then(|| finite.iter().map(|l| l.2 * l.1 as f64).sum::<f64>() / weight as f64);
+        let worst = finite.iter().min_by(|a, b| a.2.total_cmp(&b.2));
+        Self { mean_sqnr_db, worst_sqnr_db: worst.map(|w| w.2), worst_layer: worst.map(|w| w.0.to_string()) }
+    }
+}
+
 /// Finite min/max, mean and spread of a slice, plus its NaN/Inf count.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct TensorStats {

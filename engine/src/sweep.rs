@@ -16,7 +16,7 @@ use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::scale_dtype;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SqnrSummary};
 use crate::scheme::{FormatKind, Mapping, Scheme};
 use safetensors::Dtype;
 
@@ -191,12 +191,8 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
         rows.iter().filter_map(|r| r.cells[k].as_ref().ok().map(|c| (r, c))).collect();
     let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
     let params_quantized: u64 = ok.iter().map(|(r, _)| r.params).sum();
-    let finite: Vec<&(&Row, &Cell)> = ok.iter().filter(|(_, c)| c.metrics.sqnr_db.is_finite()).collect();
-    let weight: u64 = finite.iter().map(|(r, _)| r.params).sum();
-    let mean_sqnr_db = (weight > 0).then(|| {
-        finite.iter().map(|(r, c)| c.metrics.sqnr_db * r.params as f64).sum::<f64>() / weight as f64
-    });
-    let worst = finite.iter().min_by(|a, b| a.1.metrics.sqnr_db.total_cmp(&b.1.metrics.sqnr_db));
+    let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
+        SqnrSummary::of(ok.iter().map(|(r, c)| (r.name.as_str(), r.params, c.metrics.sqnr_db)));
     // Tensors a scheme could not take stay in the model unquantized.
     let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
     SchemeTotals {
@@ -207,8 +203,8 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
         params_total,
         quantized_share: if params_total == 0 { 0.0 } else { params_quantized as f64 / params_total as f64 },
         mean_sqnr_db,
-        worst_sqnr_db: worst.map(|w| w.1.metrics.sqnr_db),
-        worst_layer: worst.map(|w| w.0.name.clone()),
+        worst_sqnr_db,
+        worst_layer,
     }
 }
 
