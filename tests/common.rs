@@ -35,3 +35,33 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
+
+/// An F32 tensor ready to write.
+pub fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> quantscope_engine::write::OwnedTensor {
+    quantscope_engine::write::OwnedTensor {
+        dtype: quantscope_engine::Dtype::F32,
+        shape,
+        data: values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// A model of degenerate tensors: all-NaN, all-zero, constant, one element,
+/// empty (no rows, no columns), 0-D, ±f32::MAX, ±Inf.
+pub fn degenerate_model(path: &std::path::Path) {
+    let mut extreme = vec![f32::MAX, -f32::MAX, 0.0, 1.0];
+    extreme.resize(64, 0.5);
+    let mut inf = vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    inf.resize(64, -0.25);
+    let tensors = vec![
+        ("all_nan.weight".to_string(), f32_tensor(vec![4, 16], &[f32::NAN; 64])),
+        ("all_zero.weight".to_string(), f32_tensor(vec![4, 16], &[0.0; 64])),
+        ("constant.weight".to_string(), f32_tensor(vec![4, 16], &[0.37; 64])),
+        ("one.weight".to_string(), f32_tensor(vec![1, 1], &[0.7])),
+        ("empty_rows.weight".to_string(), f32_tensor(vec![0, 16], &[])),
+        ("empty_cols.weight".to_string(), f32_tensor(vec![16, 0], &[])),
+        ("scalar".to_string(), f32_tensor(vec![], &[-0.7])),
+        ("extreme.weight".to_string(), f32_tensor(vec![4, 16], &extreme)),
+        ("infinite.weight".to_string(), f32_tensor(vec![4, 16], &inf)),
+    ];
+    quantscope_engine::write::write_safetensors(path, &tensors, None).unwrap();
+}

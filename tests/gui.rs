@@ -3,6 +3,8 @@
 //! survive a worker panic. Every shown number is checked against the engine.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::time::Duration;
 
 use eframe::egui;
@@ -256,24 +258,9 @@ fn saving_from_the_window_writes_a_verified_model_and_honours_the_checkboxes() {
 
 #[test]
 fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
-    use quantscope_engine::write::{OwnedTensor, write_safetensors};
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("degenerate.safetensors");
-    let f32s = |shape: Vec<usize>, v: Vec<f32>| OwnedTensor {
-        dtype: quantscope_engine::Dtype::F32,
-        shape,
-        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    };
-    let mut extreme = vec![f32::MAX, -f32::MAX, 0.0];
-    extreme.resize(64, 0.5);
-    let tensors = vec![
-        ("all_nan.weight".to_string(), f32s(vec![4, 16], vec![f32::NAN; 64])),
-        ("all_zero.weight".to_string(), f32s(vec![4, 16], vec![0.0; 64])),
-        ("constant.weight".to_string(), f32s(vec![4, 16], vec![0.37; 64])),
-        ("empty.weight".to_string(), f32s(vec![0, 16], vec![])),
-        ("extreme.weight".to_string(), f32s(vec![4, 16], extreme)),
-    ];
-    write_safetensors(&path, &tensors, None).unwrap();
+    common::degenerate_model(&path);
     let mut h = Harness::builder()
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_eframe(move |cc| QuantscopeApp::new(cc, Some(path.clone())));
@@ -281,9 +268,11 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
     for (name, lossless) in [
         ("all_nan.weight", true),
         ("all_zero.weight", true),
-        ("empty.weight", true),
+        ("empty_rows.weight", true),
+        ("empty_cols.weight", true),
         ("constant.weight", false),
         ("extreme.weight", false),
+        ("infinite.weight", false),
     ] {
         h.state_mut().select(name);
         wait_until(&mut h, name, |a| settled(a) && a.selected.as_deref() == Some(name));

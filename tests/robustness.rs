@@ -59,38 +59,11 @@ fn a_file_without_read_permission_is_refused_in_one_line() {
     assert_eq!(err.lines().count(), 1);
 }
 
-/// A model of degenerate tensors: all-NaN, all-zero, constant, one element,
-/// empty, ±f32::MAX, ±Inf.
-fn degenerate_model(path: &std::path::Path) {
-    use quantscope_engine::write::{OwnedTensor, write_safetensors};
-    let f32s = |shape: Vec<usize>, v: Vec<f32>| OwnedTensor {
-        dtype: quantscope_engine::Dtype::F32,
-        shape,
-        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    };
-    let mut extreme = vec![f32::MAX, -f32::MAX, 0.0, 1.0];
-    extreme.resize(64, 0.5);
-    let mut inf = vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
-    inf.resize(64, -0.25);
-    let tensors = vec![
-        ("all_nan.weight".to_string(), f32s(vec![4, 16], vec![f32::NAN; 64])),
-        ("all_zero.weight".to_string(), f32s(vec![4, 16], vec![0.0; 64])),
-        ("constant.weight".to_string(), f32s(vec![4, 16], vec![0.37; 64])),
-        ("one.weight".to_string(), f32s(vec![1, 1], vec![0.7])),
-        ("empty_rows.weight".to_string(), f32s(vec![0, 16], vec![])),
-        ("empty_cols.weight".to_string(), f32s(vec![16, 0], vec![])),
-        ("scalar".to_string(), f32s(vec![], vec![-0.7])),
-        ("extreme.weight".to_string(), f32s(vec![4, 16], extreme)),
-        ("infinite.weight".to_string(), f32s(vec![4, 16], inf)),
-    ];
-    write_safetensors(path, &tensors, None).unwrap();
-}
-
 #[test]
 fn degenerate_tensors_report_defined_numbers_and_export_under_every_format() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("degenerate.safetensors");
-    degenerate_model(&model);
+    common::degenerate_model(&model);
     let m = model.to_str().unwrap();
     for scheme in
         ["int8:channel:minmax", "int4:group8:mse:asym", "e4m3:tensor:entropy", "e5m2:channel:p99.9:asym"]
@@ -124,17 +97,9 @@ fn killing_a_save_midway_leaves_no_output() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("big.safetensors");
     // 24 × 1M-element F32 layers: long enough to be caught in the middle.
-    let layer: Vec<u8> =
-        (0..1_048_576u32).flat_map(|i| ((i % 1000) as f32 * 1e-3 - 0.5).to_le_bytes()).collect();
+    let layer: Vec<f32> = (0..1_048_576u32).map(|i| (i % 1000) as f32 * 1e-3 - 0.5).collect();
     let tensors: Vec<(String, quantscope_engine::write::OwnedTensor)> = (0..24)
-        .map(|i| {
-            let t = quantscope_engine::write::OwnedTensor {
-                dtype: quantscope_engine::Dtype::F32,
-                shape: vec![1024, 1024],
-                data: layer.clone(),
-            };
-            (format!("layers.{i}.weight"), t)
-        })
+        .map(|i| (format!("layers.{i}.weight"), common::f32_tensor(vec![1024, 1024], &layer)))
         .collect();
     quantscope_engine::write::write_safetensors(&model, &tensors, None).unwrap();
     let out = tmp.path().join("out");
