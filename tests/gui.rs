@@ -52,7 +52,11 @@ fn shown_sqnr(h: &Harness<'static, QuantscopeApp>) -> String {
 }
 
 fn select_outlier_layer(h: &mut Harness<'static, QuantscopeApp>) {
-    wait_until(h, "the sample to open", settled);
+    // Rows sorted by SQNR move while the column fills in; a click aimed at a row
+    // could land on its neighbour. Wait for the whole column first.
+    wait_until(h, "the sample and its SQNR column", |a| {
+        settled(a) && a.model.as_ref().is_some_and(|m| m.sweep_total > 0 && m.sweep_done == m.sweep_total)
+    });
     // Sorting by SQNR flattens the tree, so rows carry their full names.
     h.get_by_label("SQNR").click();
     h.run_steps(2);
