@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Starts the app under Xvfb and writes PNGs of the main views into assets/ (or $1).
+# Starts the app under Xvfb at three window sizes and writes PNGs of the main views
+# into assets/ (or $1). Each view is reached with QUANTSCOPE_SCRIPT (see
+# app/src/gui/script.rs), not with clicks at fixed coordinates, so the pictures
+# survive layout changes.
 # Needs: apt-get install -y xvfb xdotool imagemagick
 # Usage: scripts/screenshot.sh [OUT_DIR]     (build first: cargo build --release)
-# Clicks are at fixed coordinates of the 1600x1000 layout.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${1:-$root/assets}"
@@ -11,38 +13,32 @@ bin="${QUANTSCOPE_BIN:-$root/target/release/quantscope}"
 mkdir -p "$out"
 minilm=""
 [ -f "$root/sample-models/minilm/model.safetensors" ] && minilm="$root/sample-models/minilm"
-export QUANTSCOPE_BIN="$bin" OUT="$out" MINILM="$minilm"
-# Fresh settings so earlier runs' choices do not leak into the pictures.
-export XDG_DATA_HOME="$(mktemp -d)" XDG_CONFIG_HOME="$(mktemp -d)"
-xvfb-run -a -s '-screen 0 1600x1000x24' bash -c '
-  set -e
-  start() {
-    "$QUANTSCOPE_BIN" "$@" 2>/dev/null & pid=$!
-    sleep 8
-    wid=$(xdotool search --name quantscope | head -1)
-    xdotool windowmove "$wid" 0 0; xdotool windowsize "$wid" 1600 1000; sleep 2
-  }
-  shot() { sleep "${2:-2}"; import -window root "$OUT/$1.png"; }
-  click() { xdotool mousemove "$1" "$2" click 1; sleep 0.5; }
 
-  start
-  shot main
-  click 104 414         # outlier_channels.weight
-  click 1287 130        # per-tensor
-  click 655 67          # all calibration methods
-  shot outlier-per-tensor 3
-  click 1374 130        # per-channel
-  shot outlier-per-channel
-  click 1329 84         # format combo
-  click 1329 164        # FP8 E4M3
-  click 700 300         # pick a value for the worked example
-  shot fp8-teaching
-  kill $pid
-  if [ -n "$MINILM" ]; then
-    start "$MINILM"
-    click 331 60          # sort by SQNR
-    shot minilm 6
+# shot NAME WxH WAIT_SECONDS SCRIPT [MODEL]
+shot() {
+  local name=$1 size=$2 wait=$3 script=$4 model=${5:-}
+  local w=${size%x*} h=${size#*x}
+  # Fresh settings so earlier runs' choices do not leak into the pictures.
+  XDG_DATA_HOME="$(mktemp -d)" XDG_CONFIG_HOME="$(mktemp -d)" QUANTSCOPE_SCRIPT="$script" \
+  xvfb-run -a -s "-screen 0 ${w}x${h}x24" bash -c '
+    "$0" $1 2>/dev/null & pid=$!
+    for _ in $(seq 40); do wid=$(xdotool search --name quantscope 2>/dev/null | head -1) && [ -n "$wid" ] && break; sleep 0.25; done
+    xdotool windowmove "$wid" 0 0; xdotool windowsize "$wid" "$2" "$3"
+    sleep "$4"
+    import -window root "$5"
     kill $pid
-  fi
-'
-echo "wrote $(ls "$out"/*.png | wc -l) PNGs to $out"
+  ' "$bin" "$model" "$w" "$h" "$wait" "$out/$name-$size.png"
+  echo "wrote $out/$name-$size.png"
+}
+
+for size in 1000x700 1600x1000 2560x1440; do
+  shot layer "$size" 6 "select outlier_channels.weight; scheme int8:tensor:minmax; all-calibrations"
+  shot per-channel "$size" 6 "select outlier_channels.weight; scheme int8:channel:minmax"
+  shot fp8-teaching "$size" 6 "select outlier_channels.weight; scheme e4m3:tensor:minmax:asym; pick 0.9"
+  shot sensitivity "$size" 10 "view sensitivity; matrix"
+  shot save-window "$size" 6 "save-window"
+done
+if [ -n "$minilm" ]; then
+  shot minilm 1600x1000 10 "select encoder.layer.0.attention.self.query.weight" "$minilm"
+  shot sensitivity-minilm 1600x1000 25 "view sensitivity; matrix" "$minilm"
+fi

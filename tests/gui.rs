@@ -1,6 +1,7 @@
 //! The real app under egui_kittest (no display needed): open the sample, select a
-//! layer by its label, switch every control, drag the range, open a bad file,
-//! survive a worker panic. Every shown number is checked against the engine.
+//! layer by its label, switch every control, drag the range with the pointer,
+//! undo and redo, open a bad file, survive a worker panic, save, preview a
+//! sensitivity cell. Every shown number is checked against the engine.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
@@ -11,10 +12,14 @@ use eframe::egui;
 use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
+use quantscope::gui::command::Command;
+use quantscope::gui::state::View;
 use quantscope::gui::{Edge, QuantscopeApp, SAMPLE_BYTES};
 use quantscope_engine::{
-    Calibration, Checkpoint, FormatKind, Granularity, Mapping, Options, Scheme, analyze,
+    Calibration, Checkpoint, FormatKind, Granularity, ManualRange, Mapping, Options, Scheme, analyze,
 };
+
+const OUTLIER: &str = "outlier_channels.weight";
 
 fn harness() -> Harness<'static, QuantscopeApp> {
     Harness::builder().with_size(egui::vec2(1600.0, 1000.0)).build_eframe(|cc| QuantscopeApp::new(cc, None))
@@ -34,7 +39,12 @@ fn wait_until(h: &mut Harness<'static, QuantscopeApp>, what: &str, done: impl Fn
 }
 
 fn settled(app: &QuantscopeApp) -> bool {
-    app.model.is_some() && !app.is_busy() && app.analysis.as_ref().map(|a| &a.tensor) == app.selected.as_ref()
+    let s = app.state();
+    s.model.is_some() && !s.busy && s.selected_analysis().is_some()
+}
+
+fn column_filled(app: &QuantscopeApp) -> bool {
+    app.state().model.as_ref().is_some_and(|m| m.sqnr_total > 0 && m.sqnr_done == m.sqnr_total)
 }
 
 /// The SQNR the engine gives for `tensor` of the bundled sample under `scheme`.
@@ -47,32 +57,29 @@ fn engine_sqnr(tensor: &str, scheme: &Scheme) -> f64 {
 
 /// The "SQNR: … dB" label as shown.
 fn shown_sqnr(h: &Harness<'static, QuantscopeApp>) -> String {
-    let node = h.get_by_label_contains("SQNR: ");
-    node.accesskit_node().value().unwrap()
+    h.get_by_label_contains("SQNR: ").accesskit_node().value().unwrap()
+}
+
+fn sqnr_now(h: &Harness<'static, QuantscopeApp>) -> f64 {
+    h.state().state().selected_analysis().unwrap().result.metrics.sqnr_db
 }
 
 fn select_outlier_layer(h: &mut Harness<'static, QuantscopeApp>) {
-    // Rows sorted by SQNR move while the column fills in; a click aimed at a row
-    // could land on its neighbour. Wait for the whole column first.
-    wait_until(h, "the sample and its SQNR column", |a| {
-        settled(a) && a.model.as_ref().is_some_and(|m| m.sweep_total > 0 && m.sweep_done == m.sweep_total)
-    });
+    // Rows sorted by SQNR move while the column fills in: wait for all of it.
+    wait_until(h, "the sample and its SQNR column", |a| settled(a) && column_filled(a));
     // Sorting by SQNR flattens the tree, so rows carry their full names.
     h.get_by_label("SQNR").click();
     h.run_steps(2);
-    h.get_by_label("outlier_channels.weight").click();
-    wait_until(h, "the outlier layer's result", |a| {
-        settled(a) && a.selected.as_deref() == Some("outlier_channels.weight")
-    });
+    h.get_by_label(OUTLIER).click();
+    wait_until(h, "the outlier layer's result", |a| settled(a) && a.state().selected.as_deref() == Some(OUTLIER));
 }
 
 fn check_shown_matches_engine(h: &Harness<'static, QuantscopeApp>) -> String {
-    let app = h.state();
-    let name = app.selected.clone().unwrap();
-    let scheme = app.scheme_for(&name);
+    let s = h.state().state();
+    let name = s.selected.clone().unwrap();
+    let scheme = s.scheme_for(&name);
     let want = engine_sqnr(&name, &scheme);
-    let got = app.analysis.as_ref().unwrap().result.metrics.sqnr_db;
-    assert_eq!(got, want, "{name} under {scheme}");
+    assert_eq!(s.selected_analysis().unwrap().result.metrics.sqnr_db, want, "{name} under {scheme}");
     let label = shown_sqnr(h);
     assert_eq!(label, format!("SQNR: {want:.1} dB"), "{name} under {scheme}");
     label
@@ -86,7 +93,6 @@ fn every_control_recomputes_and_matches_the_engine() {
     let mut h = harness();
     select_outlier_layer(&mut h);
     let mut seen = vec![check_shown_matches_engine(&h)];
-
     let steps: [(&str, &Applied); 4] = [
         ("per-tensor", &|s| s.granularity == Granularity::Tensor),
         ("asymmetric", &|s| s.mapping == Mapping::Asymmetric),
@@ -95,10 +101,9 @@ fn every_control_recomputes_and_matches_the_engine() {
     ];
     for (label, applied) in steps {
         h.get_by_label(label).click();
-        wait_until(&mut h, label, |a| settled(a) && applied(&a.settings.scheme));
+        wait_until(&mut h, label, |a| settled(a) && applied(&a.state().doc.scheme));
         seen.push(check_shown_matches_engine(&h));
     }
-    // Format and calibration are combo boxes: open, then pick.
     let combos: [(&str, &str, &Applied); 4] = [
         ("Format", "FP8 E4M3", &|s| s.format == FormatKind::E4M3),
         ("Calibration", "MSE", &|s| s.calibration == Calibration::Mse),
@@ -110,60 +115,108 @@ fn every_control_recomputes_and_matches_the_engine() {
         h.run_steps(2);
         // The popup's option, not a plain text label that happens to say the same.
         h.get_all_by_label(pick).find(|n| n.accesskit_node().role() != Role::Label).unwrap().click();
-        wait_until(&mut h, pick, |a| settled(a) && applied(&a.settings.scheme));
+        wait_until(&mut h, pick, |a| settled(a) && applied(&a.state().doc.scheme));
         seen.push(check_shown_matches_engine(&h));
     }
-    let s = h.state().settings.scheme;
-    assert_eq!(s.to_string(), "e5m2:group128:entropy");
-    // Per-tensor vs per-channel vs per-group on the outlier layer really differ.
+    assert_eq!(h.state().state().doc.scheme.to_string(), "e5m2:group128:entropy");
     assert!(seen[0] != seen[1], "{seen:?}");
     let distinct: std::collections::HashSet<_> = seen.iter().collect();
     assert!(distinct.len() >= 5, "{seen:?}");
 }
 
+/// Drags the `edge` range line of the histogram to value `to` with the pointer.
+fn drag_line(h: &mut Harness<'static, QuantscopeApp>, edge: Edge, to: f64) {
+    let r = &h.state().state().selected_analysis().unwrap().result;
+    let s = h.state().state().scheme_for(OUTLIER);
+    let (lo, hi) = quantscope::gui::range_lines(&s, r);
+    let from = if edge == Edge::Lo { lo } else { hi };
+    let hist = &h.state().panels().histogram;
+    let (a, b) = (hist.screen_pos(from).unwrap(), hist.screen_pos(to).unwrap());
+    h.hover_at(a);
+    h.run_steps(1);
+    h.drag_at(a);
+    h.run_steps(1);
+    for k in 1..=5 {
+        h.hover_at(a + (b - a) * (k as f32 / 5.0));
+        h.run_steps(1);
+    }
+    h.drop_at(b);
+    h.run_steps(2);
+}
+
 #[test]
-fn dragging_the_range_changes_the_clipped_share() {
+fn a_pointer_drag_clips_and_undo_redo_take_it_back_as_one_step() {
     let mut h = harness();
     select_outlier_layer(&mut h);
     h.get_by_label("per-tensor").click();
-    wait_until(&mut h, "per-tensor", |a| settled(a) && a.settings.scheme.granularity == Granularity::Tensor);
-    let before = h.state().analysis.as_ref().unwrap().result.metrics.clipped_fraction;
-    assert_eq!(before, 0.0, "min-max clips nothing");
-    let hi = h.state().analysis.as_ref().unwrap().result.params[0].hi;
-    h.state_mut().drag_range_to(Edge::Hi, f64::from(hi) * 0.1);
+    wait_until(&mut h, "per-tensor", |a| settled(a) && a.state().doc.scheme.granularity == Granularity::Tensor);
+    let before_db = sqnr_now(&h);
+    let hi = h.state().state().selected_analysis().unwrap().result.params[0].hi;
+    drag_line(&mut h, Edge::Hi, f64::from(hi) * 0.1);
     wait_until(&mut h, "the manual range", |a| {
-        settled(a) && a.analysis.as_ref().unwrap().result.metrics.clipped_fraction > 0.0
+        settled(a) && a.state().selected_analysis().unwrap().result.metrics.clipped_fraction > 0.0
     });
-    let app = h.state();
-    let after = app.analysis.as_ref().unwrap().result.metrics.clipped_fraction;
-    assert!(after > 0.001, "{after}");
-    assert!(
-        app.settings.overrides.contains_key("outlier_channels.weight"),
-        "the drag overrides only this layer"
-    );
-    assert_eq!(app.settings.scheme.granularity, Granularity::Tensor, "the model scheme is untouched");
-    // The shown clipped share follows.
-    h.get_by_label_contains(&format!("{:.4} %", after * 100.0));
+    let s = h.state().state();
+    assert!(matches!(
+        s.doc.overrides.get(OUTLIER).map(|x| x.calibration),
+        Some(Calibration::Manual(ManualRange::Range { .. }))
+    ));
+    assert_eq!(s.doc.scheme.granularity, Granularity::Tensor, "the model scheme is untouched");
+    let clipped = s.selected_analysis().unwrap().result.metrics.clipped_fraction;
+    h.get_by_label_contains(&format!("{:.4} %", clipped * 100.0));
+    check_shown_matches_engine(&h);
+    let dragged = s.doc.clone();
+
+    // The whole drag is one step: one Ctrl+Z restores the model's scheme.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    wait_until(&mut h, "undo", |a| settled(a) && !a.state().doc.overrides.contains_key(OUTLIER));
+    assert_eq!(sqnr_now(&h), before_db);
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.overrides.contains_key(OUTLIER));
+    assert_eq!(h.state().state().doc, dragged);
     check_shown_matches_engine(&h);
 }
 
 #[test]
-fn a_garbage_file_shows_an_error_and_keeps_the_model() {
+fn a_scheme_change_is_undone_from_the_edit_menu() {
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    h.get_by_label("asymmetric").click();
+    wait_until(&mut h, "asymmetric", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric);
+    h.get_by_label("Edit").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Undo model scheme int8:channel:minmax:asym").click();
+    wait_until(&mut h, "undo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Symmetric);
+    check_shown_matches_engine(&h);
+    assert_eq!(h.state().state().redo_label.as_deref(), Some("model scheme int8:channel:minmax:asym"));
+    h.get_by_label("Edit").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Redo model scheme").click();
+    wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric);
+}
+
+#[test]
+fn a_garbage_file_keeps_the_model_the_status_and_recent_right() {
     let mut h = harness();
     wait_until(&mut h, "the sample to open", settled);
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("garbage.safetensors");
     std::fs::write(&bad, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a model").unwrap();
-    h.state_mut().open_path(&bad);
-    wait_until(&mut h, "the open error", |a| a.error.is_some());
-    let err = h.state().error.clone().unwrap();
+    h.state_mut().apply(Command::Open(quantscope::gui::worker::Source::Path(bad.clone())));
+    h.run_steps(1);
+    h.get_by_label_contains("Opening garbage.safetensors");
+    wait_until(&mut h, "the open error", |a| a.state().error.is_some());
+    let s = h.state().state();
+    let err = s.error.clone().unwrap();
     assert!(err.contains("garbage.safetensors") && err.contains("header length"), "{err}");
+    assert!(s.opening.is_none(), "the status no longer says Opening");
+    assert!(!s.recent.contains(&bad), "a file that failed to open is not a recent file");
+    assert_eq!(s.model.as_ref().unwrap().summary.tensors.len(), 11, "the sample is still open");
     h.get_by_label_contains("Could not open");
-    assert_eq!(h.state().model.as_ref().unwrap().summary.tensors.len(), 11, "the sample is still open");
-    // And the app still works.
+    assert!(h.query_by_label_contains("Opening").is_none());
     h.get_by_label("per-tensor").click();
     wait_until(&mut h, "a recompute after the error", |a| {
-        settled(a) && a.settings.scheme.granularity == Granularity::Tensor
+        settled(a) && a.state().doc.scheme.granularity == Granularity::Tensor
     });
     check_shown_matches_engine(&h);
 }
@@ -173,11 +226,11 @@ fn a_worker_panic_is_shown_and_the_worker_lives_on() {
     let mut h = harness();
     wait_until(&mut h, "the sample to open", settled);
     h.state().inject_worker_panic();
-    wait_until(&mut h, "the panic report", |a| a.error.is_some());
-    assert!(h.state().error.clone().unwrap().contains("internal error"));
+    wait_until(&mut h, "the panic report", |a| a.state().error.is_some());
+    assert!(h.state().state().error.clone().unwrap().contains("internal error"));
     h.get_by_label("asymmetric").click();
     wait_until(&mut h, "a result after the panic", |a| {
-        settled(a) && a.settings.scheme.mapping == Mapping::Asymmetric
+        settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric
     });
     check_shown_matches_engine(&h);
 }
@@ -186,54 +239,78 @@ fn a_worker_panic_is_shown_and_the_worker_lives_on() {
 fn keyboard_moves_the_selection_and_the_sqnr_column_fills_in() {
     let mut h = harness();
     wait_until(&mut h, "the sample to open", settled);
-    let first = h.state().selected.clone().unwrap();
+    let first = h.state().state().selected.clone().unwrap();
     h.key_press(egui::Key::ArrowDown);
     h.run_steps(2);
-    let second = h.state().selected.clone().unwrap();
-    assert_ne!(first, second);
-    wait_until(&mut h, "the SQNR column", |a| {
-        a.model.as_ref().is_some_and(|m| m.sweep_total > 0 && m.sweep_done == m.sweep_total)
-    });
-    let m = h.state().model.as_ref().unwrap();
-    let scheme = h.state().settings.scheme;
+    assert_ne!(h.state().state().selected.clone().unwrap(), first);
+    wait_until(&mut h, "the SQNR column", column_filled);
+    let s = h.state().state();
+    let m = s.model.as_ref().unwrap();
     assert_eq!(
         m.sqnr.get("heavy_tailed.weight").copied().flatten(),
-        Some(engine_sqnr("heavy_tailed.weight", &scheme))
+        Some(engine_sqnr("heavy_tailed.weight", &s.doc.scheme))
     );
     assert_eq!(m.sqnr.len(), 10, "every quantizable tensor");
 }
 
 #[test]
-fn saving_from_the_window_writes_a_verified_model_and_honours_the_checkboxes() {
+fn sorting_by_sqnr_puts_a_layer_a_save_quantizes_on_top() {
+    let mut h = harness();
+    wait_until(&mut h, "the SQNR column", |a| settled(a) && column_filled(a));
+    h.apply_to_int2_everything();
+    wait_until(&mut h, "the SQNR column under int2", |a| settled(a) && column_filled(a));
+    let panel = &h.state().panels().browser;
+    let rows = quantscope::gui::panels::browser::visible(
+        h.state().state(),
+        "",
+        quantscope::gui::panels::browser::SortKey::Sqnr,
+        panel.descending,
+    );
+    let s = h.state().state();
+    assert!(s.quantized_on_save(&rows[0]), "{} is not saved quantized", rows[0].name);
+    let first_unsaved = rows.iter().position(|t| !s.quantized_on_save(t)).unwrap();
+    assert!(rows[first_unsaved..].iter().all(|t| !s.quantized_on_save(t)), "saved layers come first");
+    assert!(rows.iter().any(|t| t.name == "gaussian.bias"), "the bias is still listed");
+}
+
+trait Int2 {
+    fn apply_to_int2_everything(&mut self);
+}
+
+impl Int2 for Harness<'static, QuantscopeApp> {
+    /// A scheme under which a bias would look worst of all (its range is tiny).
+    fn apply_to_int2_everything(&mut self) {
+        self.state_mut().apply(Command::SetModelScheme("int2:tensor:minmax".parse().unwrap()));
+    }
+}
+
+#[test]
+fn saving_from_the_window_lists_the_groups_writes_a_verified_model_and_honours_the_checkboxes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     let mut h = harness();
     wait_until(&mut h, "the sample to open", settled);
-    // Untick one layer; give another its own scheme.
-    let info = h
-        .state()
-        .model
-        .as_ref()
-        .unwrap()
-        .summary
-        .tensors
-        .iter()
-        .find(|t| t.name == "gaussian.weight")
-        .cloned();
-    h.state_mut().set_quantized_on_save(&info.unwrap(), false);
-    h.state_mut().settings.overrides.insert("heavy_tailed.weight".into(), "int8:tensor:mse".parse().unwrap());
-
+    h.state_mut().apply(Command::SetSaveChoice { layer: "gaussian.weight".into(), on: false });
+    h.state_mut().apply(Command::SetLayerScheme {
+        layer: "heavy_tailed.weight".into(),
+        scheme: "int8:tensor:mse".parse().unwrap(),
+        gesture: None,
+    });
     h.get_by_label("File").click();
     h.run_steps(2);
     h.get_by_label("Save quantized model…").click();
     h.run_steps(2);
+    h.get_by_label_contains("8 layers quantized");
+    h.get_by_label_contains("2 config groups");
+    h.get_by_label("int8:tensor:mse");
+    h.get_by_label("7 layers");
     let field = h.get_by_role_and_label(Role::TextInput, "Output folder");
     field.focus();
     field.type_text(out.to_str().unwrap());
     h.run_steps(2);
     h.get_by_label("Save").click();
-    wait_until(&mut h, "the save to finish", |a| a.save.result.is_some());
-    let summary = h.state().save.result.clone().unwrap().unwrap();
+    wait_until(&mut h, "the save to finish", |a| a.state().save.result.is_some());
+    let summary = h.state().state().save.result.clone().unwrap().unwrap();
     assert_eq!(summary.tensors_quantized, 8, "9 default layers minus the unticked one");
     assert_eq!(summary.verified_tensors, Some(8));
     h.get_by_label("8 tensors read back: bit-identical");
@@ -244,20 +321,19 @@ fn saving_from_the_window_writes_a_verified_model_and_honours_the_checkboxes() {
 
     // Saving again into the now non-empty folder is refused and changes nothing.
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
-    h.state_mut().settings.scheme = "e4m3:tensor:minmax".parse().unwrap();
     h.get_by_label("Save").click();
-    wait_until(&mut h, "the refusal", |a| matches!(a.save.result, Some(Err(_))));
+    wait_until(&mut h, "the refusal", |a| matches!(a.state().save.result, Some(Err(_))));
     h.get_by_label_contains("folder is not empty; use --force");
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
 
     // The same choices round-trip through a recipe file.
     let recipe = tmp.path().join("recipe.json");
-    h.state().save_recipe(&recipe).unwrap();
-    let saved = h.state().resolved_recipe();
-    h.state_mut().settings.overrides.clear();
-    h.state_mut().settings.save_choice.clear();
-    h.state_mut().load_recipe(&recipe).unwrap();
-    assert_eq!(h.state().resolved_recipe(), saved);
+    h.state_mut().apply(Command::SaveRecipe(recipe.clone()));
+    let saved = h.state().state().resolved_recipe();
+    h.state_mut().apply(Command::ResetDocument);
+    assert_ne!(h.state().state().resolved_recipe(), saved);
+    h.state_mut().apply(Command::LoadRecipe(recipe));
+    assert_eq!(h.state().state().resolved_recipe(), saved);
 }
 
 #[test]
@@ -278,60 +354,96 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
         ("extreme.weight", false),
         ("infinite.weight", false),
     ] {
-        h.state_mut().select(name);
-        wait_until(&mut h, name, |a| settled(a) && a.selected.as_deref() == Some(name));
+        h.state_mut().apply(Command::Select(name.into()));
+        wait_until(&mut h, name, |a| settled(a) && a.state().selected.as_deref() == Some(name));
         let label = shown_sqnr(&h);
         if lossless {
             assert_eq!(label, "SQNR: ∞ dB", "{name}");
         } else {
-            assert!(
-                label.trim_end_matches(" dB").trim_start_matches("SQNR: ").parse::<f64>().is_ok(),
-                "{label}"
-            );
+            assert!(label.trim_end_matches(" dB").trim_start_matches("SQNR: ").parse::<f64>().is_ok(), "{label}");
         }
-        assert!(h.state().error.is_none(), "{name}: {:?}", h.state().error);
+        assert!(h.state().state().error.is_none(), "{name}: {:?}", h.state().state().error);
     }
 }
 
 #[test]
-fn the_sensitivity_view_ranks_sorts_and_opens_a_cell() {
-    use quantscope::gui::View;
-    use quantscope::gui::sensitivity::{RankKey, ranked};
+fn a_sensitivity_cell_is_a_preview_until_kept() {
+    use quantscope_engine::rank::{RankKey, ranked};
     let mut h = harness();
     wait_until(&mut h, "the sample to open", settled);
     h.get_by_label("Sensitivity").click();
-    wait_until(&mut h, "the sweep", |a| a.sensitivity.result.is_some() && a.sensitivity.progress.is_none());
-    let s = h.state().sensitivity.result.clone().unwrap();
+    wait_until(&mut h, "the matrix", |a| {
+        a.state().sensitivity.result.is_some() && a.state().sensitivity.progress.is_none()
+    });
+    let s = h.state().state().sensitivity.result.clone().unwrap();
     assert_eq!(s.schemes.len(), 8);
     assert_eq!(s.rows.len(), 9, "the layers a save would quantize");
-    // Every cell equals the engine's own analysis of that tensor.
     for row in &s.rows {
         for (k, scheme) in s.schemes.iter().enumerate() {
             let want = engine_sqnr(&row.name, &scheme.parse().unwrap());
             assert_eq!(row.cells[k].as_ref().unwrap().metrics.sqnr_db, want, "{} under {scheme}", row.name);
         }
     }
-    // Sort by params, then by SQNR (worst first) with a click each.
     h.get_by_label("size (params)").click();
     h.run_steps(2);
-    assert_eq!(h.state().sensitivity.sort, RankKey::Params);
+    assert_eq!(h.state().panels().sensitivity.sort, RankKey::Params);
     h.get_by_label("SQNR dB").click();
     h.run_steps(2);
-    assert_eq!(h.state().sensitivity.sort, RankKey::Sqnr);
+    assert_eq!(h.state().panels().sensitivity.sort, RankKey::Sqnr);
     let order = ranked(&s, 0, RankKey::Sqnr, false);
-    let dbs: Vec<f64> = order.iter().map(|&r| s.rows[r].cells[0].as_ref().unwrap().metrics.sqnr_db).collect();
-    assert!(dbs.windows(2).all(|w| w[0] <= w[1]), "{dbs:?}");
-    assert_eq!(
-        s.rows[order[0]].name, "outlier_channels.weight",
-        "per-tensor INT8 hurts the outlier layer most"
-    );
-    // A cell opens that layer under that scheme.
-    h.get_by_label("outlier_channels.weight under int8:tensor:minmax").click();
-    wait_until(&mut h, "the layer view", |a| a.view == View::Layer && settled(a));
-    let app = h.state();
-    assert_eq!(app.selected.as_deref(), Some("outlier_channels.weight"));
-    assert_eq!(app.scheme_for("outlier_channels.weight").to_string(), "int8:tensor:minmax");
-    let want =
-        s.rows.iter().find(|r| r.name == "outlier_channels.weight").unwrap().cells[0].as_ref().unwrap();
+    assert_eq!(s.rows[order[0]].name, OUTLIER, "per-tensor INT8 hurts the outlier layer most");
+
+    // A matrix cell opens a preview: the shown numbers follow it, the save does not.
+    let saved = h.state().state().resolved_recipe();
+    h.get_by_label("Layers × schemes").click();
+    h.run_steps(2);
+    h.get_by_label(&format!("{OUTLIER} under int8:tensor:minmax")).click();
+    wait_until(&mut h, "the preview", |a| {
+        a.state().view == View::Layer && settled(a) && a.state().preview.is_some()
+    });
+    let want = s.rows.iter().find(|r| r.name == OUTLIER).unwrap().cells[0].as_ref().unwrap();
     assert_eq!(shown_sqnr(&h), format!("SQNR: {:.1} dB", want.metrics.sqnr_db));
+    assert_eq!(h.state().state().resolved_recipe(), saved, "a preview changes nothing saved");
+    h.get_by_label("Keep this for the layer").click();
+    h.run_steps(2);
+    let s2 = h.state().state();
+    assert!(s2.preview.is_none());
+    assert_eq!(s2.doc.overrides.get(OUTLIER).map(ToString::to_string).as_deref(), Some("int8:tensor:minmax"));
+    assert_ne!(s2.resolved_recipe(), saved);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().state().resolved_recipe(), saved, "undo takes the kept preview back");
+}
+
+#[test]
+fn a_catastrophic_result_offers_a_way_back() {
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    let name = h.state().state().selected.clone().unwrap();
+    let tiny = Scheme {
+        granularity: Granularity::Tensor,
+        calibration: Calibration::Manual(ManualRange::Range { lo: -1e-6, hi: 1e-6 }),
+        ..Scheme::default()
+    };
+    h.state_mut().apply(Command::SetModelScheme(tiny));
+    wait_until(&mut h, "the bad result", |a| settled(a) && a.state().doc.scheme == tiny);
+    assert!(sqnr_now(&h) < 10.0, "{name}");
+    h.get_by_label_contains("mostly to clipping");
+    h.get_by_label("Reset settings to defaults").click();
+    wait_until(&mut h, "the defaults", |a| settled(a) && a.state().doc.scheme == Scheme::default());
+    assert!(sqnr_now(&h) > 30.0);
+}
+
+#[test]
+fn the_layout_keeps_the_centre_at_half_the_width_at_1000_by_700() {
+    let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_eframe(|cc| QuantscopeApp::new(cc, None));
+    wait_until(&mut h, "the sample to open", settled);
+    h.run_steps(3);
+    let hist = &h.state().panels().histogram;
+    let frame = hist.plot_rect().unwrap();
+    assert!(frame.width() >= 0.45 * 1000.0, "plot is {} px wide", frame.width());
+    // The per-slice error plot and its controls are on screen, not under a panel.
+    let png = h.get_all_by_label("PNG…").count();
+    assert!(png >= 2, "the histogram's and the per-slice plot's PNG buttons");
+    h.get_by_label_contains("Error per channel");
 }

@@ -34,22 +34,6 @@ pub fn encode_png(image: &ColorImage) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A small "PNG…" button that saves the window region `rect` to a chosen file.
-pub fn save_button(ui: &mut egui::Ui, what: &str, rect: Rect, status: &Status) {
-    let clicked = ui.small_button("PNG…").on_hover_text(format!("Save the {what} as a PNG image")).clicked();
-    if !clicked {
-        return;
-    }
-    let Some(path) = rfd::FileDialog::new()
-        .add_filter("PNG image", &["png"])
-        .set_file_name(format!("{}.png", what.replace(' ', "-")))
-        .save_file()
-    else {
-        return;
-    };
-    request(ui.ctx(), rect, path, status);
-}
-
 /// Asks for a screenshot and saves `rect` of it to `path` when it arrives.
 pub fn request(ctx: &egui::Context, rect: Rect, path: PathBuf, status: &Status) {
     let ppp = ctx.pixels_per_point();

@@ -3,9 +3,10 @@
 //! results back. The UI thread never decodes or quantizes a tensor.
 //!
 //! Staleness: every request carries a generation. The worker drains its queue
-//! before each job and keeps only the newest analyze and sweep requests, so
-//! dragging a range line never builds a backlog. A sweep runs one tensor per turn
-//! and is dropped as soon as a newer sweep or model arrives. Each job runs under
+//! before each job and keeps only the newest analyze request, so dragging a
+//! range line never builds a backlog. The SQNR column and the sensitivity matrix
+//! run one tensor per turn and are dropped as soon as a newer request or model
+//! arrives. Each job runs under
 //! `catch_unwind`, so a panic becomes an error message and the worker lives on.
 //! A save runs here too (one tensor at a time, with progress), so the UI thread
 //! never writes a model; analyses asked for meanwhile wait for it to finish.
@@ -27,6 +28,7 @@ use quantscope_engine::{
 };
 
 /// Where a model comes from.
+#[derive(Clone, Debug)]
 pub enum Source {
     Path(PathBuf),
     /// Bytes in memory (the embedded teaching sample), with a display name.
@@ -41,8 +43,8 @@ pub struct AnalyzeRequest {
     pub tensor: String,
     pub scheme: Scheme,
     pub options: Options,
-    /// Also compute every calibration's clip range with this percentile.
-    pub compare_percentile: Option<f64>,
+    /// Also compute every calibration's clip range, percentile at this p.
+    pub all_calibrations: Option<f64>,
 }
 
 pub enum Request {
@@ -51,8 +53,8 @@ pub enum Request {
         source: Source,
     },
     Analyze(AnalyzeRequest),
-    /// SQNR of every quantizable tensor, each under its own scheme.
-    Sweep {
+    /// The browser's SQNR column: every quantizable tensor, each under its own scheme.
+    SqnrColumn {
         generation: u64,
         schemes: BTreeMap<String, Scheme>,
         default: Scheme,
@@ -66,7 +68,7 @@ pub enum Request {
         cancel: Arc<AtomicBool>,
     },
     /// The layers × schemes matrix of the sensitivity view, one tensor per turn.
-    Compare {
+    SensitivityMatrix {
         generation: u64,
         tensors: Vec<String>,
         schemes: Vec<Scheme>,
@@ -88,17 +90,18 @@ pub struct Analysis {
     pub tensor: String,
     pub shape: Vec<usize>,
     pub result: QuantResult,
-    pub compare: Vec<(Calibration, SliceParams)>,
+    /// Where every calibration method would clip (the all-methods overlay).
+    pub calibration_ranges: Vec<(Calibration, SliceParams)>,
     pub elapsed_ms: f64,
 }
 
 pub enum Response {
     Opened { generation: u64, result: Result<ModelSummary, String> },
     Analyzed { generation: u64, result: Result<Arc<Analysis>, String> },
-    Swept { generation: u64, tensor: String, sqnr_db: Option<f64>, done: usize, total: usize },
+    SqnrCell { generation: u64, tensor: String, sqnr_db: Option<f64>, done: usize, total: usize },
     Exporting { done: u64, total: u64 },
-    Comparing { generation: u64, done: usize, total: usize },
-    Compared { generation: u64, result: Result<Arc<sweep::Sweep>, String> },
+    MatrixProgress { generation: u64, done: usize, total: usize },
+    MatrixDone { generation: u64, result: Result<Arc<sweep::Sweep>, String> },
     Exported(Result<ExportSummary, String>),
 }
 
@@ -145,7 +148,7 @@ impl Worker {
     }
 }
 
-struct Sweep {
+struct SqnrColumnJob {
     generation: u64,
     names: Vec<String>,
     schemes: BTreeMap<String, Scheme>,
@@ -153,7 +156,7 @@ struct Sweep {
     next: usize,
 }
 
-struct Compare {
+struct MatrixJob {
     generation: u64,
     tensors: Vec<usize>,
     schemes: Vec<Scheme>,
@@ -165,8 +168,8 @@ struct WorkerState {
     ckpt: Option<Arc<Checkpoint>>,
     /// The most recently decoded tensor: re-analysis under a new scheme reuses it.
     decoded: Option<(String, Arc<Vec<f32>>)>,
-    sweep: Option<Sweep>,
-    compare: Option<Compare>,
+    sqnr_column: Option<SqnrColumnJob>,
+    matrix: Option<MatrixJob>,
     /// Decode buffer reused by sweeps (fresh buffers cost page faults).
     scratch: Vec<f32>,
 }
@@ -181,9 +184,9 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 impl WorkerState {
     fn run(mut self, requests: &Receiver<Request>, responses: &SyncSender<Response>, repaint: &dyn Fn()) {
         loop {
-            // Block only when there is no sweep work left to do.
+            // Block only when no column or matrix work is left.
             let mut pending: Vec<Request> = Vec::new();
-            if self.sweep.is_none() && self.compare.is_none() {
+            if self.sqnr_column.is_none() && self.matrix.is_none() {
                 match requests.recv() {
                     Ok(r) => pending.push(r),
                     Err(_) => return,
@@ -209,10 +212,10 @@ impl WorkerState {
                     Err(format!("internal error while analyzing: {}", panic_message(&*p)))
                 });
                 let _ = responses.send(Response::Analyzed { generation, result });
-            } else if self.compare.is_some() {
-                self.compare_step(responses);
+            } else if self.matrix.is_some() {
+                self.matrix_step(responses);
             } else {
-                self.sweep_step(responses);
+                self.sqnr_column_step(responses);
             }
             repaint();
         }
@@ -227,17 +230,17 @@ impl WorkerState {
                     // Only a successful open replaces the current model.
                     self.ckpt = Some(Arc::new(ckpt));
                     self.decoded = None;
-                    self.sweep = None;
-                    self.compare = None;
+                    self.sqnr_column = None;
+                    self.matrix = None;
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
             }
-            Request::Sweep { generation, schemes, default } => {
+            Request::SqnrColumn { generation, schemes, default } => {
                 let names = self.ckpt.as_ref().map_or_else(Vec::new, |c| {
                     c.tensors().iter().filter(|t| t.is_quantizable()).map(|t| t.name.clone()).collect()
                 });
-                self.sweep = Some(Sweep { generation, names, schemes, default, next: 0 });
+                self.sqnr_column = Some(SqnrColumnJob { generation, names, schemes, default, next: 0 });
             }
             Request::Export { recipe, out, options, cancel } => {
                 let result = catch_unwind(AssertUnwindSafe(|| {
@@ -252,13 +255,13 @@ impl WorkerState {
                 .unwrap_or_else(|p| Err(format!("internal error while saving: {}", panic_message(&*p))));
                 let _ = responses.send(Response::Exported(result));
             }
-            Request::Compare { generation, tensors, schemes } => {
+            Request::SensitivityMatrix { generation, tensors, schemes } => {
                 let tensors = self.ckpt.as_ref().map_or_else(Vec::new, |c| {
                     let all = c.tensors();
                     tensors.iter().filter_map(|n| all.iter().position(|t| &t.name == n)).collect()
                 });
                 // A newer request replaces a running one.
-                self.compare = Some(Compare { generation, tensors, schemes, rows: Vec::new() });
+                self.matrix = Some(MatrixJob { generation, tensors, schemes, rows: Vec::new() });
             }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
@@ -296,7 +299,7 @@ impl WorkerState {
             .clone();
         let values = self.values(&a.tensor)?;
         let result = analyze(&values, &shape, &a.scheme, &a.options).map_err(|e| e.to_string())?;
-        let compare = match a.compare_percentile {
+        let calibration_ranges = match a.all_calibrations {
             Some(p) => compare_calibrations(&values, &a.scheme, p).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
@@ -304,22 +307,22 @@ impl WorkerState {
             tensor: a.tensor.clone(),
             shape,
             result,
-            compare,
+            calibration_ranges,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         }))
     }
 
-    fn sweep_step(&mut self, responses: &SyncSender<Response>) {
-        let (Some(sweep), Some(ckpt)) = (self.sweep.as_mut(), self.ckpt.as_ref()) else {
-            self.sweep = None;
+    fn sqnr_column_step(&mut self, responses: &SyncSender<Response>) {
+        let (Some(job), Some(ckpt)) = (self.sqnr_column.as_mut(), self.ckpt.as_ref()) else {
+            self.sqnr_column = None;
             return;
         };
-        let Some(name) = sweep.names.get(sweep.next).cloned() else {
-            self.sweep = None;
+        let Some(name) = job.names.get(job.next).cloned() else {
+            self.sqnr_column = None;
             return;
         };
-        sweep.next += 1;
-        let scheme = sweep.schemes.get(&name).copied().unwrap_or(sweep.default);
+        job.next += 1;
+        let scheme = job.schemes.get(&name).copied().unwrap_or(job.default);
         let ckpt = Arc::clone(ckpt);
         let scratch = &mut self.scratch;
         let sqnr_db = catch_unwind(AssertUnwindSafe(|| {
@@ -331,21 +334,21 @@ impl WorkerState {
         }))
         .ok()
         .flatten();
-        let _ = responses.send(Response::Swept {
-            generation: sweep.generation,
+        let _ = responses.send(Response::SqnrCell {
+            generation: job.generation,
             tensor: name,
             sqnr_db,
-            done: sweep.next,
-            total: sweep.names.len(),
+            done: job.next,
+            total: job.names.len(),
         });
     }
 }
 
 impl WorkerState {
     /// One tensor of the sensitivity matrix; the totals once all are done.
-    fn compare_step(&mut self, responses: &SyncSender<Response>) {
-        let (Some(job), Some(ckpt)) = (self.compare.as_mut(), self.ckpt.as_ref()) else {
-            self.compare = None;
+    fn matrix_step(&mut self, responses: &SyncSender<Response>) {
+        let (Some(job), Some(ckpt)) = (self.matrix.as_mut(), self.ckpt.as_ref()) else {
+            self.matrix = None;
             return;
         };
         let generation = job.generation;
@@ -359,21 +362,21 @@ impl WorkerState {
                 Ok(row) => job.rows.push(row),
                 Err(p) => {
                     let msg = format!("internal error while comparing {}: {}", info.name, panic_message(&*p));
-                    self.compare = None;
-                    let _ = responses.send(Response::Compared { generation, result: Err(msg) });
+                    self.matrix = None;
+                    let _ = responses.send(Response::MatrixDone { generation, result: Err(msg) });
                     return;
                 }
             }
             ckpt.release(info);
-            let _ = responses.try_send(Response::Comparing { generation, done: job.rows.len(), total });
+            let _ = responses.try_send(Response::MatrixProgress { generation, done: job.rows.len(), total });
         }
         if job.rows.len() == total {
             let tensors = std::mem::take(&mut job.tensors);
             let schemes = std::mem::take(&mut job.schemes);
             let rows = std::mem::take(&mut job.rows);
-            self.compare = None;
+            self.matrix = None;
             let result = sweep::finish(ckpt, &tensors, &schemes, rows);
-            let _ = responses.send(Response::Compared { generation, result: Ok(Arc::new(result)) });
+            let _ = responses.send(Response::MatrixDone { generation, result: Ok(Arc::new(result)) });
         }
     }
 }

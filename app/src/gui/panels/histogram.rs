@@ -1,16 +1,22 @@
 //! The centre view: the selected tensor's weight histogram with the clipping
-//! range on top (draggable lines, shaded clipped tails, zero-point marker),
-//! optionally the quantization grid and every calibration's clip points.
+//! range on top (draggable lines labelled with their values, shaded clipped
+//! tails, zero-point marker), optionally the quantization grid and every
+//! calibration's clip points; value ticks at any scale; hover shows a bin's
+//! value range and count; scroll to zoom, right-drag to box-zoom, double-click
+//! to reset; lo / hi fields to type the range.
 //!
-//! egui_plot has no draggable item, so the plot's own pan/zoom is off and a drag
-//! that starts near a range line moves that line (the pattern of rerun's time
-//! cursor). The pure part, [`drag_calibration`], is unit-tested.
+//! egui_plot has no draggable item, so a drag that starts near a range line
+//! moves that line (the pattern of rerun's time cursor). Dragging and typing go
+//! through the same pure mapping, [`drag_calibration`], so they agree.
 
 use eframe::egui::{self, Color32, RichText};
-use egui_plot::{Bar, BarChart, Legend, Plot, Span, VLine};
-use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Mapping, QuantResult, Scheme};
+use egui_plot::{AxisHints, Bar, BarChart, Corner, Legend, Plot, HoverPosition, PlotPoint, PlotTransform, PlotUi, Span, Text, VLine};
+use quantscope_engine::{Calibration, Granularity, Histogram, ManualRange, Mapping, QuantResult, Scheme};
 
-use super::{QuantscopeApp, calibration_label, granularity_label};
+use super::{calibration_label, granularity_label, ticks};
+use crate::gui::command::{Command, DialogPurpose};
+use crate::gui::state::AppState;
+use crate::gui::worker::Analysis;
 
 /// Which end of the clipping range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +68,7 @@ pub fn drag_calibration(scheme: &Scheme, r: &QuantResult, edge: Edge, x: f64) ->
 }
 
 const CLIP_FILL: Color32 = Color32::from_rgba_premultiplied(120, 30, 30, 60);
+const CLIP_COLOR: Color32 = Color32::from_rgb(230, 80, 70);
 const METHOD_COLORS: [Color32; 4] = [
     Color32::from_rgb(230, 159, 0),
     Color32::from_rgb(86, 180, 233),
@@ -69,182 +76,355 @@ const METHOD_COLORS: [Color32; 4] = [
     Color32::from_rgb(204, 121, 167),
 ];
 
+#[derive(Default)]
+pub struct HistogramPanel {
+    /// The edge being dragged.
+    drag: Option<Edge>,
+    /// Numbers the drags, so one drag is one undo step.
+    gesture: u64,
+    lo_text: String,
+    hi_text: String,
+    /// The range the two fields were last filled from.
+    fields_for: Option<(f64, f64)>,
+    /// Where the plot was drawn last frame (for "PNG…").
+    rect: Option<egui::Rect>,
+    /// Value ↔ screen mapping of the last frame.
+    transform: Option<PlotTransform>,
+}
+
+/// What happened on the plot this frame.
 struct PlotOutcome {
     hover_x: Option<f64>,
-    drag_start_edge: Option<Edge>,
+    drag_start: Option<Edge>,
     drag_x: Option<f64>,
     clicked_x: Option<f64>,
 }
 
-pub fn histogram_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
-    let Some(name) = app.selected.clone() else {
-        ui.centered_and_justified(|ui| ui.label("Select a tensor on the left."));
-        return;
-    };
-    let info = app.model.as_ref().and_then(|m| m.summary.tensors.iter().find(|t| t.name == name).cloned());
-    if let Some(reason) = info.as_ref().and_then(|t| t.not_quantizable.clone()) {
-        ui.heading(&name);
-        ui.label(format!("Not quantizable: {reason}"));
-        return;
+/// Everything the plot draws, prepared before drawing.
+struct PlotData<'a> {
+    hist: &'a Histogram,
+    log: bool,
+    lo: f64,
+    hi: f64,
+    view: (f64, f64),
+    grid: &'a [f32],
+    methods: &'a [(Calibration, quantscope_engine::SliceParams)],
+    zero: Option<(f64, String)>,
+    dragging: Option<Edge>,
+}
+
+impl HistogramPanel {
+    pub fn is_dragging(&self) -> bool {
+        self.drag.is_some()
     }
-    let Some(a) = app.analysis.clone().filter(|a| a.tensor == name) else {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label(format!("Analyzing {name}…"));
+
+    /// Where the plot was drawn last frame.
+    pub fn plot_rect(&self) -> Option<egui::Rect> {
+        self.rect
+    }
+
+    /// Where value `x` was drawn last frame (tests drag the range lines with it).
+    pub fn screen_pos(&self, x: f64) -> Option<egui::Pos2> {
+        let t = self.transform.as_ref()?;
+        Some(egui::pos2(t.position_from_point_x(x), t.frame().center().y))
+    }
+
+    pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let Some(name) = state.selected.clone() else {
+            let text = if state.model.is_some() { "Select a layer on the left." } else { "No model open: File → Open…" };
+            ui.centered_and_justified(|ui| ui.label(text));
+            return;
+        };
+        if let Some(reason) = state.selected_info().and_then(|t| t.not_quantizable.clone()) {
+            ui.heading(&name);
+            ui.label(format!("Not quantizable: {reason}"));
+            return;
+        }
+        let Some(a) = state.selected_analysis().cloned() else {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Analyzing {name}…"));
+            });
+            return;
+        };
+        let scheme = state.scheme_for(&name);
+        header_ui(ui, &a);
+        self.toolbar_ui(state, ui, out);
+        let r = &a.result;
+        let Some(hist) = &r.histogram else { return };
+        let (lo, hi) = range_lines(&scheme, r);
+        let data = PlotData {
+            hist,
+            log: state.prefs.log_counts,
+            lo,
+            hi,
+            view: (hist.lo.min(lo), hist.hi.max(hi)),
+            grid: if state.prefs.show_grid { &r.grid } else { &[] },
+            methods: &a.calibration_ranges,
+            zero: zero_marker(&scheme, r),
+            dragging: self.drag,
+        };
+        let outcome = self.plot_ui(ui, &data);
+        self.apply_outcome(outcome.as_ref(), &name, &scheme, r, out);
+        if let Some(o) = &outcome {
+            readout_ui(ui, hist, o.hover_x);
+        }
+        self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
+        methods_legend_ui(ui, &a.calibration_ranges);
+    }
+
+    fn toolbar_ui(&self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let mut p = state.prefs.clone();
+        ui.horizontal_wrapped(|ui| {
+            ui.checkbox(&mut p.log_counts, "log counts");
+            ui.checkbox(&mut p.show_grid, "quantization grid")
+                .on_hover_text("the dequantized levels S·(Q − Z) (per-tensor schemes)");
+            ui.checkbox(&mut p.show_all_calibrations, "all calibration methods")
+                .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
+            if let Some(rect) = self.rect
+                && ui.small_button("PNG…").on_hover_text("Save the histogram as a PNG image").clicked()
+            {
+                out.push(Command::ShowDialog(DialogPurpose::Png { what: "histogram".into(), rect }));
+            }
         });
-        return;
-    };
-    let scheme = app.scheme_for(&name);
-    let r = &a.result;
-    ui.horizontal(|ui| {
-        ui.heading(&name);
-        ui.label(format!("{:?} · {}", a.shape, granularity_label(&r.granularity)));
-        if let Some(f) = &r.fallback {
+        if p != state.prefs {
+            out.push(Command::SetPrefs(p));
+        }
+    }
+
+    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>) -> Option<PlotOutcome> {
+        let hist = d.hist;
+        let x_axis = AxisHints::new_x().label("weight value R").formatter(ticks::axis_label).label_spacing(40.0..=60.0);
+        let response = Plot::new("weights")
+            .legend(Legend::default().position(Corner::LeftTop))
+            .allow_drag(false)
+            .allow_scroll(false)
+            .allow_zoom(true)
+            .allow_boxed_zoom(true)
+            .allow_double_click_reset(true)
+            .include_x(d.view.0)
+            .include_x(d.view.1)
+            .include_y(0.0)
+            .grid_spacing(ticks::GRID_SPACING_MIN_PX..=300.0)
+            .x_grid_spacer(ticks::grid_spacer)
+            .custom_x_axes(vec![x_axis])
+            .y_axis_label(if d.log { "log10(count + 1)" } else { "count" })
+            .label_formatter(|pos| {
+                let (HoverPosition::NearDataPoint { position, .. } | HoverPosition::Elsewhere { position }) = pos;
+                bin_label(hist, position.x)
+            })
+            .show(ui, |plot_ui| {
+                draw_items(plot_ui, d);
+                plot_interaction(plot_ui, d.lo, d.hi)
+            });
+        self.rect = Some(response.response.rect);
+        self.transform = Some(response.transform);
+        if response.response.drag_stopped() {
+            self.drag = None;
+        }
+        Some(response.inner)
+    }
+
+    fn apply_outcome(
+        &mut self,
+        o: Option<&PlotOutcome>,
+        layer: &str,
+        scheme: &Scheme,
+        r: &QuantResult,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(o) = o else { return };
+        if let Some(e) = o.drag_start {
+            self.drag = Some(e);
+            self.gesture += 1;
+        }
+        if let (Some(e), Some(x)) = (self.drag, o.drag_x) {
+            let calibration = drag_calibration(scheme, r, e, x);
+            if calibration != scheme.calibration {
+                let scheme = Scheme { calibration, ..*scheme };
+                out.push(Command::SetLayerScheme { layer: layer.into(), scheme, gesture: Some(self.gesture) });
+            }
+        }
+        if let Some(x) = o.clicked_x {
+            out.push(Command::PickValue(x as f32));
+        }
+    }
+
+    /// lo / hi fields: type a value and press Enter; the same mapping as a drag.
+    fn range_fields_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        layer: &str,
+        scheme: &Scheme,
+        r: &QuantResult,
+        range: (f64, f64),
+        out: &mut Vec<Command>,
+    ) {
+        if self.fields_for != Some(range) && !ui.ctx().text_edit_focused() {
+            self.lo_text = format!("{:.6e}", range.0);
+            self.hi_text = format!("{:.6e}", range.1);
+            self.fields_for = Some(range);
+        }
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Clip range");
+            for (edge, label) in [(Edge::Lo, "lo"), (Edge::Hi, "hi")] {
+                let text = if edge == Edge::Lo { &mut self.lo_text } else { &mut self.hi_text };
+                let l = ui.label(label);
+                let resp = ui.add(egui::TextEdit::singleline(text).desired_width(110.0).font(egui::TextStyle::Monospace));
+                let resp = resp.labelled_by(l.id);
+                let entered = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                if entered {
+                    match text.trim().parse::<f64>() {
+                        Ok(x) if x.is_finite() => {
+                            let calibration = drag_calibration(scheme, r, edge, x);
+                            let scheme = Scheme { calibration, ..*scheme };
+                            out.push(Command::SetLayerScheme { layer: layer.into(), scheme, gesture: None });
+                            self.fields_for = None;
+                        }
+                        _ => {
+                            ui.colored_label(ui.visuals().error_fg_color, format!("{label}: not a number"));
+                        }
+                    }
+                }
+            }
+            if r.granularity != Granularity::Tensor {
+                ui.weak("(per-channel / per-group: sets a ratio of each slice's range)");
+            }
+        });
+    }
+}
+
+fn header_ui(ui: &mut egui::Ui, a: &Analysis) {
+    ui.horizontal_wrapped(|ui| {
+        ui.heading(&a.tensor);
+        ui.label(format!("{:?} · {}", a.shape, granularity_label(&a.result.granularity)));
+        if let Some(f) = &a.result.fallback {
             ui.colored_label(Color32::from_rgb(230, 160, 40), f);
         }
     });
-    ui.horizontal(|ui| {
-        ui.checkbox(&mut app.settings.log_counts, "log counts");
-        ui.checkbox(&mut app.settings.show_grid, "quantization grid")
-            .on_hover_text("the dequantized levels S·(Q − Z) (per-tensor schemes)");
-        ui.checkbox(&mut app.settings.show_all_calibrations, "all calibration methods")
-            .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
-        if let Some(rect) = app.plot_rects.histogram {
-            super::png::save_button(ui, "histogram", rect, &app.png_status);
-        }
-    });
-    let Some(hist) = r.histogram.clone() else { return };
-    let (lo, hi) = range_lines(&scheme, r);
+}
+
+/// Where the zero point sits on the value axis, and what to call it.
+fn zero_marker(scheme: &Scheme, r: &QuantResult) -> Option<(f64, String)> {
+    let p = r.params.first()?;
+    Some(match (scheme.format.is_fp8(), scheme.mapping) {
+        (true, Mapping::Asymmetric) => (f64::from(p.offset), format!("offset c = {:+.4}", p.offset)),
+        (false, Mapping::Asymmetric) => (0.0, format!("real 0.0 = code Z = {}", p.zero_point)),
+        _ => (0.0, "real 0.0 = code Z = 0".to_string()),
+    })
+}
+
+fn bars(hist: &Histogram, log: bool) -> Vec<Bar> {
     let width = hist.bin_width();
-    let log = app.settings.log_counts;
-    let show_grid = app.settings.show_grid;
-    let bars: Vec<Bar> = hist
-        .counts
+    hist.counts
         .iter()
         .enumerate()
         .map(|(i, &c)| {
             let h = if log { (c as f64 + 1.0).log10() } else { c as f64 };
             Bar::new(hist.lo + (i as f64 + 0.5) * width, h).width(width)
         })
-        .collect();
-    let view_lo = hist.lo.min(lo);
-    let view_hi = hist.hi.max(hi);
-    let compare = a.compare.clone();
-    let grid = r.grid.clone();
-    let zero_marker = match (scheme.format, scheme.mapping) {
-        (FormatKind::E4M3 | FormatKind::E5M2, Mapping::Asymmetric) => {
-            r.params.first().map(|p| (f64::from(p.offset), "offset c".to_string()))
-        }
-        (_, Mapping::Asymmetric) => {
-            r.params.first().map(|p| (0.0, format!("real 0.0 = code Z = {}", p.zero_point)))
-        }
-        _ => Some((0.0, "real 0.0 = code Z = 0".to_string())),
-    };
-    let dragging = app.dragging;
+        .collect()
+}
 
-    let response = Plot::new("weights")
-        .legend(Legend::default())
-        .allow_drag(false)
-        .allow_zoom(false)
-        .allow_scroll(false)
-        .allow_boxed_zoom(false)
-        .allow_double_click_reset(false)
-        .include_x(view_lo)
-        .include_x(view_hi)
-        .include_y(0.0)
-        .x_axis_label("weight value R")
-        .y_axis_label(if log { "log10(count + 1)" } else { "count" })
-        .show(ui, |plot_ui| {
-            plot_ui.bar_chart(BarChart::new("weights", bars).color(Color32::from_rgb(100, 140, 200)));
-            if lo > view_lo {
-                plot_ui.span(Span::new("clipped", view_lo..=lo).fill(CLIP_FILL));
-            }
-            if hi < view_hi {
-                plot_ui.span(Span::new("clipped", hi..=view_hi).fill(CLIP_FILL));
-            }
-            if show_grid {
-                for &g in &grid {
-                    plot_ui.vline(
-                        VLine::new("grid levels", f64::from(g)).color(Color32::from_gray(110)).width(0.5),
-                    );
-                }
-            }
-            for (k, (c, p)) in compare.iter().enumerate() {
-                let color = METHOD_COLORS[k % METHOD_COLORS.len()];
-                let label = calibration_label(c);
-                plot_ui.vline(VLine::new(label.clone(), f64::from(p.lo)).color(color).width(1.5));
-                plot_ui.vline(VLine::new(label, f64::from(p.hi)).color(color).width(1.5));
-            }
-            if let Some((x, label)) = &zero_marker {
-                plot_ui
-                    .vline(VLine::new(label.clone(), *x).color(Color32::from_rgb(240, 228, 66)).width(1.0));
-            }
-            let edge_color =
-                |e| if dragging == Some(e) { Color32::WHITE } else { Color32::from_rgb(230, 80, 70) };
-            plot_ui.vline(VLine::new("clip range (drag)", lo).color(edge_color(Edge::Lo)).width(2.5));
-            plot_ui.vline(VLine::new("clip range (drag)", hi).color(edge_color(Edge::Hi)).width(2.5));
+/// The hover label: the bin under x, its value range and its count.
+fn bin_label(hist: &Histogram, x: f64) -> Option<String> {
+    let (a, b, count) = bin_at(hist, x)?;
+    Some(format!("R in [{a:+.5e}, {b:+.5e})\ncount {count}"))
+}
 
-            let resp = plot_ui.response().clone();
-            let pointer = plot_ui.pointer_coordinate();
-            let mut out = PlotOutcome {
-                hover_x: pointer.map(|p| p.x),
-                drag_start_edge: None,
-                drag_x: None,
-                clicked_x: None,
-            };
-            if resp.drag_started()
-                && let Some(pos) = resp.interact_pointer_pos()
-            {
-                let near =
-                    |x: f64| (plot_ui.screen_from_plot(egui_plot::PlotPoint::new(x, 0.0)).x - pos.x).abs();
-                let (dl, dh) = (near(lo), near(hi));
-                if dl.min(dh) < 8.0 {
-                    out.drag_start_edge = Some(if dl <= dh { Edge::Lo } else { Edge::Hi });
-                }
-            }
-            if resp.dragged() {
-                out.drag_x = pointer.map(|p| p.x);
-            }
-            if resp.clicked() {
-                out.clicked_x = pointer.map(|p| p.x);
-            }
-            out
-        });
-    app.plot_rects.histogram = Some(response.response.rect);
-    let out = response.inner;
-    if let Some(e) = out.drag_start_edge {
-        app.dragging = Some(e);
+fn bin_at(hist: &Histogram, x: f64) -> Option<(f64, f64, u64)> {
+    if !(x >= hist.lo && x <= hist.hi) || hist.counts.is_empty() {
+        return None;
     }
-    if let (Some(e), Some(x)) = (app.dragging, out.drag_x) {
-        app.drag_range_to(e, x);
+    let w = hist.bin_width();
+    let i = (((x - hist.lo) / w) as usize).min(hist.counts.len() - 1);
+    Some((hist.lo + i as f64 * w, hist.lo + (i + 1) as f64 * w, hist.counts[i]))
+}
+
+fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
+    plot_ui.bar_chart(BarChart::new("weights", bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
+    if d.lo > d.view.0 {
+        plot_ui.span(Span::new("clipped", d.view.0..=d.lo).fill(CLIP_FILL));
     }
-    if response.response.drag_stopped() {
-        app.dragging = None;
+    if d.hi < d.view.1 {
+        plot_ui.span(Span::new("clipped", d.hi..=d.view.1).fill(CLIP_FILL));
     }
-    if let Some(x) = out.clicked_x {
-        app.clicked_value = Some(x as f32);
+    for &g in d.grid {
+        plot_ui.vline(VLine::new("grid levels", f64::from(g)).color(Color32::from_gray(110)).width(0.5));
     }
-    ui.horizontal(|ui| {
-        if let Some(x) = out.hover_x.filter(|x| *x >= hist.lo && *x <= hist.hi) {
-            let bin = (((x - hist.lo) / width) as usize).min(hist.counts.len() - 1);
-            ui.monospace(format!("R = {x:+.6}   count in bin = {}", hist.counts[bin]));
-        } else {
-            ui.weak("Hover for value and count · click a value for the worked example · drag a red line to clip by hand");
+    for (k, (c, p)) in d.methods.iter().enumerate() {
+        let color = METHOD_COLORS[k % METHOD_COLORS.len()];
+        let label = calibration_label(c);
+        plot_ui.vline(VLine::new(label.clone(), f64::from(p.lo)).color(color).width(1.5));
+        plot_ui.vline(VLine::new(label, f64::from(p.hi)).color(color).width(1.5));
+    }
+    if let Some((x, label)) = &d.zero {
+        plot_ui.vline(VLine::new(label.clone(), *x).color(Color32::from_rgb(240, 228, 66)).width(1.0));
+    }
+    let top = plot_ui.plot_bounds().max()[1];
+    for (edge, x, anchor, name) in [
+        (Edge::Lo, d.lo, egui::Align2::RIGHT_TOP, "lo"),
+        (Edge::Hi, d.hi, egui::Align2::LEFT_TOP, "hi"),
+    ] {
+        let color = if d.dragging == Some(edge) { Color32::WHITE } else { CLIP_COLOR };
+        plot_ui.vline(VLine::new("clip range (drag)", x).color(color).width(2.5));
+        let text = RichText::new(format!(" {name} {} ", ticks::tick_label(x, (d.hi - d.lo).abs() * 1e-4))).strong();
+        plot_ui.text(Text::new("clip range (drag)", PlotPoint::new(x, top), text).color(color).anchor(anchor));
+    }
+}
+
+/// Drag, click, hover and scroll-zoom on the plot.
+fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
+    let resp = plot_ui.response().clone();
+    let pointer = plot_ui.pointer_coordinate();
+    if resp.hovered() {
+        let scroll = plot_ui.ctx().input(|i| i.smooth_scroll_delta.y);
+        if scroll != 0.0 {
+            plot_ui.zoom_bounds_around_hovered(egui::vec2((scroll / 200.0).exp(), 1.0));
         }
-        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            ui.label(RichText::new(format!("clip [{lo:+.5}, {hi:+.5}]")).monospace());
-        });
+    }
+    let mut out = PlotOutcome { hover_x: pointer.map(|p| p.x), drag_start: None, drag_x: None, clicked_x: None };
+    if resp.drag_started_by(egui::PointerButton::Primary)
+        && let Some(pos) = resp.interact_pointer_pos()
+    {
+        let near = |x: f64| (plot_ui.screen_from_plot(PlotPoint::new(x, 0.0)).x - pos.x).abs();
+        let (dl, dh) = (near(lo), near(hi));
+        if dl.min(dh) < 8.0 {
+            out.drag_start = Some(if dl <= dh { Edge::Lo } else { Edge::Hi });
+        }
+    }
+    if resp.dragged_by(egui::PointerButton::Primary) {
+        out.drag_x = pointer.map(|p| p.x);
+    }
+    if resp.clicked() {
+        out.clicked_x = pointer.map(|p| p.x);
+    }
+    out
+}
+
+fn readout_ui(ui: &mut egui::Ui, hist: &Histogram, hover_x: Option<f64>) {
+    ui.horizontal_wrapped(|ui| match hover_x.and_then(|x| bin_at(hist, x)) {
+        Some((a, b, c)) => {
+            ui.monospace(format!("bin [{a:+.5e}, {b:+.5e})  count {c}"));
+        }
+        None => {
+            ui.weak("Hover: bin and count · click: worked example · drag a red line: clip by hand · scroll: zoom · right-drag: box zoom · double-click: reset");
+        }
     });
-    if !compare.is_empty() {
-        ui.horizontal_wrapped(|ui| {
-            for (k, (c, p)) in compare.iter().enumerate() {
-                ui.colored_label(
-                    METHOD_COLORS[k % 4],
-                    format!("{}: [{:+.4}, {:+.4}]", calibration_label(c), p.lo, p.hi),
-                );
-            }
-        });
+}
+
+fn methods_legend_ui(ui: &mut egui::Ui, methods: &[(Calibration, quantscope_engine::SliceParams)]) {
+    if methods.is_empty() {
+        return;
     }
+    ui.horizontal_wrapped(|ui| {
+        for (k, (c, p)) in methods.iter().enumerate() {
+            ui.colored_label(
+                METHOD_COLORS[k % METHOD_COLORS.len()],
+                format!("{}: [{:+.4}, {:+.4}]", calibration_label(c), p.lo, p.hi),
+            );
+        }
+    });
 }
 
 #[cfg(test)]

@@ -1,214 +1,133 @@
-//! Saving: the "Save quantized model" window (output folder, layout, verify,
-//! progress, summary) and the recipe file (every per-layer choice). The save
-//! itself runs in the worker; this module only gathers choices and shows results.
+//! The "Save quantized model" window: what will be written (layers, and the
+//! config groups with their schemes), the output folder (typed, or chosen in a
+//! dialog), layout and verify options, progress with Cancel, and the summary.
+//! The save itself runs in the worker.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 
 use eframe::egui;
-use quantscope_engine::TensorInfo;
-use quantscope_engine::export::{ExportMode, ExportOptions, ExportSummary, default_exclusion};
-use quantscope_engine::recipe::{LayerChoice, Recipe, Resolved};
+use quantscope_engine::export::{ExportMode, ExportSummary};
 
-use super::QuantscopeApp;
-use super::worker::Request;
+use crate::gui::command::{Command, DialogPurpose, SaveRequest};
+use crate::gui::state::AppState;
 
-/// The save window's state.
 #[derive(Default)]
-pub struct SaveDialog {
+pub struct SaveWindow {
     pub open: bool,
     /// The output folder, as typed or chosen.
     pub out: String,
     pub fake_quant: bool,
     pub skip_verify: bool,
     pub force: bool,
-    /// (bytes done, bytes in all) while a save runs.
-    pub progress: Option<(u64, u64)>,
-    cancel: Option<Arc<AtomicBool>>,
-    pub result: Option<Result<ExportSummary, String>>,
-}
-
-impl SaveDialog {
-    pub fn running(&self) -> bool {
-        self.cancel.is_some()
-    }
-
-    /// Called when the worker reports the end of a save.
-    pub fn finished(&mut self, result: Result<ExportSummary, String>) {
-        self.cancel = None;
-        self.progress = None;
-        self.result = Some(result);
-    }
-}
-
-impl QuantscopeApp {
-    /// Whether `t` is quantized when the model is saved: the user's checkbox, or
-    /// the default rule (float ≥2-D `*.weight`, not embeddings or lm_head).
-    pub fn quantized_on_save(&self, t: &TensorInfo) -> bool {
-        t.is_quantizable()
-            && t.shape.len() >= 2
-            && self
-                .settings
-                .save_choice
-                .get(&t.name)
-                .copied()
-                .unwrap_or_else(|| default_exclusion(t).is_none())
-    }
-
-    /// Sets the "quantize when saving" checkbox of one layer.
-    pub fn set_quantized_on_save(&mut self, t: &TensorInfo, on: bool) {
-        if on == default_exclusion(t).is_none() {
-            self.settings.save_choice.remove(&t.name);
-        } else {
-            self.settings.save_choice.insert(t.name.clone(), on);
-        }
-    }
-
-    /// Every choice made in the app, as the export and the recipe file take it.
-    pub fn resolved_recipe(&self) -> Resolved {
-        let mut layers: BTreeMap<String, LayerChoice> =
-            self.settings.overrides.iter().map(|(n, s)| (n.clone(), LayerChoice::Quantize(*s))).collect();
-        let tensors = self.model.as_ref().map_or(&[][..], |m| &m.summary.tensors[..]);
-        for (name, &on) in &self.settings.save_choice {
-            // Forcing a default-excluded layer in needs an explicit entry.
-            let choice = if on { LayerChoice::Quantize(self.scheme_for(name)) } else { LayerChoice::Exclude };
-            if tensors.iter().any(|t| &t.name == name) || !on {
-                layers.insert(name.clone(), choice);
-            }
-        }
-        Resolved { scheme: self.settings.scheme, layers }
-    }
-
-    pub fn save_recipe(&self, path: &Path) -> Result<(), String> {
-        let r = self.resolved_recipe();
-        Recipe::from_choices(&r.scheme, &r.overrides(), &r.excluded()).save(path).map_err(|e| e.to_string())
-    }
-
-    /// Replaces the model-wide scheme, overrides and save choices with a recipe's.
-    pub fn load_recipe(&mut self, path: &Path) -> Result<(), String> {
-        let r = Recipe::load(path).and_then(|r| r.resolve()).map_err(|e| e.to_string())?;
-        self.settings.scheme = r.scheme;
-        self.settings.overrides = r.overrides();
-        self.settings.save_choice = r.excluded().into_iter().map(|n| (n, false)).collect();
-        Ok(())
-    }
-
-    /// Starts saving to `out` in the worker.
-    pub fn start_export(&mut self, out: PathBuf) {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let d = &mut self.save;
-        let options = ExportOptions {
-            mode: if d.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
-            verify: !d.skip_verify,
-            force: d.force,
-            fail_after_bytes: None,
-        };
-        d.cancel = Some(Arc::clone(&cancel));
-        d.progress = Some((0, 1));
-        d.result = None;
-        let recipe = self.resolved_recipe();
-        self.worker.send(Request::Export { recipe, out, options, cancel });
-    }
-}
-
-/// The File menu's recipe and save entries.
-pub fn file_menu_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
-    if ui.button("Save quantized model…").clicked() {
-        app.save.open = true;
-        ui.close();
-    }
-    if ui.button("Save recipe…").clicked() {
-        if let Some(p) =
-            rfd::FileDialog::new().add_filter("recipe", &["json"]).set_file_name("recipe.json").save_file()
-            && let Err(e) = app.save_recipe(&p)
-        {
-            app.error = Some(format!("Could not save the recipe: {e}"));
-        }
-        ui.close();
-    }
-    if ui.button("Load recipe…").clicked() {
-        if let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).pick_file()
-            && let Err(e) = app.load_recipe(&p)
-        {
-            app.error = Some(format!("Could not load the recipe: {e}"));
-        }
-        ui.close();
-    }
 }
 
 fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
 }
 
-/// The save window.
-pub fn save_window(app: &mut QuantscopeApp, ctx: &egui::Context) {
-    let mut open = app.save.open;
-    let center = ctx.content_rect().center();
-    let window = egui::Window::new("Save quantized model")
-        .open(&mut open)
-        .default_width(460.0)
-        .pivot(egui::Align2::CENTER_CENTER)
-        .default_pos(center);
-    window.show(ctx, |ui| {
-        let (quantized, kept) = app.model.as_ref().map_or((0, 0), |m| {
-            let q = m.summary.tensors.iter().filter(|t| app.quantized_on_save(t)).count();
-            (q, m.summary.tensors.len() - q)
-        });
-        ui.label(format!(
-            "{quantized} layers quantized (each under its own scheme), {kept} tensors copied unchanged. \
-             Untick a layer in the browser to keep it."
-        ));
+impl SaveWindow {
+    pub fn set_output(&mut self, path: &Path) {
+        self.out = path.display().to_string();
+    }
+
+    pub fn ui(&mut self, state: &AppState, ctx: &egui::Context, out: &mut Vec<Command>) {
+        let mut open = self.open;
+        egui::Window::new("Save quantized model")
+            .open(&mut open)
+            .default_width(480.0)
+            .max_width((ctx.content_rect().width() - 40.0).max(300.0))
+            .pivot(egui::Align2::CENTER_CENTER)
+            .default_pos(ctx.content_rect().center())
+            .show(ctx, |ui| {
+                egui::ScrollArea::vertical().max_height(ctx.content_rect().height() * 0.8).show(ui, |ui| {
+                    self.contents_ui(state, ui, out);
+                });
+            });
+        self.open = open;
+    }
+
+    fn contents_ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let Some(model) = &state.model else {
+            ui.label("No model is open: open one first (File → Open…).");
+            return;
+        };
+        what_is_written_ui(state, model.summary.tensors.len(), ui);
+        ui.separator();
         ui.horizontal(|ui| {
             let label = ui.label("Output folder");
-            ui.add(
-                egui::TextEdit::singleline(&mut app.save.out).desired_width(260.0).hint_text("new folder"),
-            )
-            .labelled_by(label.id);
-            if ui.button("Choose…").clicked()
-                && let Some(p) = rfd::FileDialog::new().set_file_name("quantized").save_file()
-            {
-                app.save.out = p.display().to_string();
+            ui.add(egui::TextEdit::singleline(&mut self.out).desired_width(260.0).hint_text("a new folder"))
+                .labelled_by(label.id);
+            if ui.button("Choose…").clicked() {
+                out.push(Command::ShowDialog(DialogPurpose::SaveOutput));
             }
         });
-        ui.radio_value(&mut app.save.fake_quant, false, "compressed-tensors (I8 / FP8 codes + scales)")
+        ui.radio_value(&mut self.fake_quant, false, "compressed-tensors (I8 / FP8 codes + scales)")
             .on_hover_text("Loads in vLLM and llm-compressor (INT and symmetric E4M3).");
-        ui.radio_value(&mut app.save.fake_quant, true, "fake-quant (R' in the original dtype)")
+        ui.radio_value(&mut self.fake_quant, true, "fake-quant (R′ in the original dtype)")
             .on_hover_text("Same layout as the source; any framework loads it.");
-        ui.checkbox(&mut app.save.force, "Replace the folder if it is not empty");
-        ui.checkbox(&mut app.save.skip_verify, "Skip verification (read back and compare bit for bit)");
+        ui.checkbox(&mut self.force, "Replace the folder if it is not empty");
+        ui.checkbox(&mut self.skip_verify, "Skip verification (read back and compare bit for bit)");
         ui.separator();
-        if let Some((done, total)) = app.save.progress {
+        self.progress_or_button_ui(state, ui, out);
+        match &state.save.result {
+            Some(Ok(s)) => summary_ui(ui, s),
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Not saved: {e}"));
+                ui.weak("Nothing was written: the output folder is only created once everything is in place.");
+            }
+            None => {}
+        }
+    }
+
+    fn progress_or_button_ui(&self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        if let Some((done, total)) = state.save.progress {
             ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).text(format!(
                 "{} of {}",
                 mib(done),
                 mib(total)
             )));
-            if ui.button("Cancel").clicked()
-                && let Some(c) = &app.save.cancel
-            {
-                c.store(true, Ordering::Relaxed);
+            if ui.button("Cancel").clicked() {
+                out.push(Command::CancelSave);
             }
-        } else {
-            let ready = !app.save.out.trim().is_empty() && app.model.is_some();
-            if ui.add_enabled(ready, egui::Button::new("Save")).clicked() {
-                let out = PathBuf::from(app.save.out.trim());
-                app.start_export(out);
-            }
+            return;
         }
-        match &app.save.result {
-            Some(Ok(s)) => summary_ui(ui, s),
-            Some(Err(e)) => {
-                ui.colored_label(ui.visuals().error_fg_color, format!("Not saved: {e}"));
-                ui.weak(
-                    "Nothing was written: the output folder is only created once everything is in place.",
-                );
-            }
-            None => {}
+        let ready = !self.out.trim().is_empty();
+        let button = ui.add_enabled(ready, egui::Button::new("Save"));
+        let button = if ready { button } else { button.on_disabled_hover_text("Type or choose an output folder") };
+        if button.clicked() {
+            out.push(Command::StartSave(SaveRequest {
+                out: self.out.trim().into(),
+                fake_quant: self.fake_quant,
+                verify: !self.skip_verify,
+                force: self.force,
+            }));
+        }
+    }
+}
+
+/// How many layers are quantized, and the schemes (config groups) written.
+fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
+    let groups = state.save_groups();
+    let quantized: usize = groups.iter().map(|(_, n)| n).sum();
+    ui.label(format!(
+        "{quantized} layers quantized, {} tensors copied unchanged. Untick a layer in the browser to keep it.",
+        tensors - quantized
+    ));
+    if groups.is_empty() {
+        ui.colored_label(ui.visuals().warn_fg_color, "No layer is quantized: the copy would equal the source.");
+        return;
+    }
+    ui.label(format!("Schemes written ({} config group{}):", groups.len(), if groups.len() == 1 { "" } else { "s" }));
+    egui::Grid::new("save_groups").striped(true).num_columns(2).show(ui, |ui| {
+        for (scheme, n) in &groups {
+            ui.monospace(scheme.to_string());
+            ui.label(format!("{n} layer{}", if *n == 1 { "" } else { "s" }));
+            ui.end_row();
         }
     });
-    app.save.open = open;
+    if let Some(p) = &state.preview {
+        ui.weak(format!("The preview of {} under {} is not saved unless you keep it.", p.layer, p.scheme));
+    }
 }
 
 fn summary_ui(ui: &mut egui::Ui, s: &ExportSummary) {

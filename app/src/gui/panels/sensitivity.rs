@@ -1,39 +1,29 @@
-//! The whole-model sensitivity view: per-scheme model totals, a ranked layer
-//! table with inline bars (top-N worst highlighted), and the layers × schemes
-//! SQNR matrix, whose cells open that layer under that scheme. All numbers come
-//! from the worker's sweep (`Request::Compare`); this module only lays them out.
-
-use std::fmt::Write;
-use std::sync::Arc;
+//! The whole-model sensitivity view: the scheme set, per-scheme model totals,
+//! then either the ranked layer table or the layers × schemes SQNR matrix, each
+//! with a header that stays in view. A matrix cell opens that layer under that
+//! scheme as a *preview*: nothing saved changes until "Keep" is pressed. All
+//! numbers and the ranking come from the engine (`sweep`, `rank`).
 
 use eframe::egui::{self, Color32, RichText, Sense};
+use egui_extras::{Column, TableBuilder};
 use quantscope_engine::Scheme;
 use quantscope_engine::metrics::Metrics;
+use quantscope_engine::rank::{RankKey, ranked};
 use quantscope_engine::sweep::{self, Sweep};
 
-use super::browser::format_sqnr;
-use super::{QuantscopeApp, View, png};
+use super::format_sqnr;
+use crate::gui::command::{Command, CsvKind, DialogPurpose};
+use crate::gui::state::AppState;
 
-/// A column of the ranked table.
+/// Which table the view shows under the totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RankKey {
-    Name,
-    Params,
+pub enum Table {
     #[default]
-    Sqnr,
-    Mse,
-    Cosine,
-    Clipped,
+    Ranked,
+    Matrix,
 }
 
-/// The view's state; the result itself arrives from the worker.
-#[derive(Default)]
-pub struct SensitivityState {
-    pub result: Option<Arc<Sweep>>,
-    pub progress: Option<(usize, usize)>,
-    pub error: Option<String>,
-    /// (generation, tensors, schemes) of the request in flight or answered.
-    pub(crate) sent: Option<(u64, Vec<String>, Vec<Scheme>)>,
+pub struct SensitivityPanel {
     pub new_scheme: String,
     /// Column of the scheme the table ranks by.
     pub rank_scheme: usize,
@@ -41,6 +31,25 @@ pub struct SensitivityState {
     /// Reverse the natural order (natural = worst first).
     pub reversed: bool,
     pub top_n: usize,
+    pub table: Table,
+    /// A scheme that did not parse, shown under the field.
+    parse_error: Option<String>,
+    matrix_rect: Option<egui::Rect>,
+}
+
+impl Default for SensitivityPanel {
+    fn default() -> Self {
+        Self {
+            new_scheme: String::new(),
+            rank_scheme: 0,
+            sort: RankKey::Sqnr,
+            reversed: false,
+            top_n: 5,
+            table: Table::Ranked,
+            parse_error: None,
+            matrix_rect: None,
+        }
+    }
 }
 
 /// Heat colour for a SQNR: red at 10 dB or less, green at 50 dB or more.
@@ -57,318 +66,279 @@ fn cell_metrics(s: &Sweep, row: usize, col: usize) -> Option<&Metrics> {
     s.rows[row].cells.get(col)?.as_ref().ok().map(|c| &c.metrics)
 }
 
-/// Row order for the table and the matrix: `key` under scheme `col`, worst first.
-pub fn ranked(s: &Sweep, col: usize, key: RankKey, reversed: bool) -> Vec<usize> {
-    let value = |r: usize| -> f64 {
-        let m = cell_metrics(s, r, col);
-        match key {
-            RankKey::Name | RankKey::Params => 0.0,
-            RankKey::Sqnr => m.map_or(f64::INFINITY, |m| m.sqnr_db),
-            RankKey::Mse => m.map_or(f64::INFINITY, |m| -m.mse),
-            RankKey::Cosine => m.map_or(f64::INFINITY, |m| m.cosine),
-            RankKey::Clipped => m.map_or(f64::INFINITY, |m| -m.clipped_fraction),
-        }
-    };
-    let mut order: Vec<usize> = (0..s.rows.len()).collect();
-    match key {
-        RankKey::Name => order.sort_by(|&a, &b| s.rows[a].name.cmp(&s.rows[b].name)),
-        RankKey::Params => order.sort_by(|&a, &b| s.rows[b].params.cmp(&s.rows[a].params)),
-        _ => order.sort_by(|&a, &b| value(a).total_cmp(&value(b)).then(s.rows[a].name.cmp(&s.rows[b].name))),
-    }
-    if reversed {
-        order.reverse();
-    }
-    order
-}
-
-impl QuantscopeApp {
-    /// The layers the sensitivity view sweeps: those a save would quantize.
-    pub fn sensitivity_tensors(&self) -> Vec<String> {
-        self.model.as_ref().map_or_else(Vec::new, |m| {
-            m.summary.tensors.iter().filter(|t| self.quantized_on_save(t)).map(|t| t.name.clone()).collect()
-        })
+impl SensitivityPanel {
+    /// The rows in the order shown.
+    pub fn order(&self, s: &Sweep, col: usize) -> Vec<usize> {
+        ranked(s, col, self.sort, self.reversed)
     }
 
-    /// Opens `layer` under `scheme` in the layer view (as that layer's override).
-    pub fn open_cell(&mut self, layer: &str, scheme: Scheme) {
-        self.select(layer);
-        if scheme == self.settings.scheme {
-            self.settings.overrides.remove(layer);
-        } else {
-            self.settings.overrides.insert(layer.to_string(), scheme);
-        }
-        self.view = View::Layer;
-    }
-}
-
-pub fn sensitivity_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
-    ui.horizontal(|ui| {
-        ui.heading("Sensitivity");
-        if let Some((done, total)) = app.sensitivity.progress {
-            ui.add(
-                egui::ProgressBar::new(done as f32 / total.max(1) as f32)
-                    .desired_width(180.0)
-                    .text(format!("{done}/{total} layers")),
-            );
-        }
-        if let Some(s) = app.sensitivity.result.clone()
-            && ui.button("Export CSV…").on_hover_text("The SQNR matrix, then the per-scheme totals").clicked()
-            && let Some(p) = rfd::FileDialog::new()
-                .add_filter("CSV", &["csv"])
-                .set_file_name("sensitivity.csv")
-                .save_file()
-        {
-            let text = format!("{}\n{}", sweep::matrix_csv(&s), sweep::totals_csv(&s));
-            if let Err(e) = quantscope_engine::write::write_atomic(&p, text.as_bytes()) {
-                app.error = Some(format!("CSV not saved: {e}"));
+    pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        ui.horizontal_wrapped(|ui| {
+            ui.heading("Sensitivity");
+            if let Some((done, total)) = state.sensitivity.progress {
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                        .desired_width(180.0)
+                        .text(format!("{done}/{total} layers")),
+                );
             }
+        });
+        self.schemes_ui(state, ui, out);
+        if let Some(e) = &state.sensitivity.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
         }
-    });
-    schemes_ui(app, ui);
-    if let Some(e) = &app.sensitivity.error {
-        ui.colored_label(ui.visuals().error_fg_color, e);
-    }
-    let Some(s) = app.sensitivity.result.clone() else {
-        ui.weak("Computing every layer under every scheme…");
-        return;
-    };
-    egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
+        let Some(s) = state.sensitivity.result.clone() else {
+            ui.weak("Computing every layer a save quantizes under every scheme…");
+            return;
+        };
         totals_ui(&s, ui);
         ui.separator();
-        ranked_ui(app, &s, ui);
-        ui.separator();
-        matrix_ui(app, &s, ui);
-    });
-}
-
-fn schemes_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
-    ui.horizontal_wrapped(|ui| {
-        ui.label("Schemes:");
-        let mut remove = None;
-        for (i, s) in app.settings.compare_schemes.iter().enumerate() {
-            ui.label(RichText::new(s.to_string()).monospace());
-            if ui.small_button("x").on_hover_text("Remove this scheme").clicked() {
-                remove = Some(i);
-            }
-        }
-        if let Some(i) = remove
-            && app.settings.compare_schemes.len() > 1
-        {
-            app.settings.compare_schemes.remove(i);
-        }
-    });
-    ui.horizontal(|ui| {
-        let label = ui.label("Add scheme");
-        let edit = ui.add(
-            egui::TextEdit::singleline(&mut app.sensitivity.new_scheme)
-                .hint_text("e.g. int4:group64:mse:asym")
-                .desired_width(220.0),
-        );
-        let edit = edit.labelled_by(label.id);
-        let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-        if ui.button("Add").clicked() || enter {
-            match app.sensitivity.new_scheme.trim().parse::<Scheme>() {
-                Ok(s) if !app.settings.compare_schemes.contains(&s) => {
-                    app.settings.compare_schemes.push(s);
-                    app.sensitivity.new_scheme.clear();
-                }
-                Ok(_) => app.sensitivity.new_scheme.clear(),
-                Err(e) => app.error = Some(e.to_string()),
-            }
-        }
-        if ui.button("Default set").clicked() {
-            app.settings.compare_schemes = sweep::default_schemes();
-        }
-    });
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.2} MiB", b as f64 / (1024.0 * 1024.0))
-}
-
-fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
-    ui.strong("Model under each scheme");
-    egui::Grid::new("totals").striped(true).num_columns(6).show(ui, |ui| {
-        for h in
-            ["scheme", "stored size", "quantized params", "mean SQNR (weighted)", "worst SQNR", "worst layer"]
-        {
-            ui.strong(h);
-        }
-        ui.end_row();
-        for t in &s.totals {
-            ui.monospace(&t.scheme);
-            ui.label(mib(t.model_bytes)).on_hover_text(format!(
-                "{} bytes: quantized layers {} (codes + scales + zero points), the rest as stored",
-                t.model_bytes, t.quantized_bytes
-            ));
-            ui.label(format!("{:.1} %", t.quantized_share * 100.0));
-            ui.label(t.mean_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
-            ui.label(t.worst_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
-            ui.label(t.worst_layer.as_deref().unwrap_or("—"));
-            ui.end_row();
-        }
-    });
-}
-
-fn header(app: &mut QuantscopeApp, ui: &mut egui::Ui, key: RankKey, text: &str) {
-    let st = &mut app.sensitivity;
-    let arrow = match (st.sort == key, st.reversed) {
-        (true, false) => " v",
-        (true, true) => " ^",
-        _ => "",
-    };
-    if ui.button(format!("{text}{arrow}")).on_hover_text("Sort (again: reverse)").clicked() {
-        if st.sort == key {
-            st.reversed = !st.reversed;
-        } else {
-            st.sort = key;
-            st.reversed = false;
-        }
-    }
-}
-
-fn ranked_ui(app: &mut QuantscopeApp, s: &Sweep, ui: &mut egui::Ui) {
-    let col = app.sensitivity.rank_scheme.min(s.schemes.len().saturating_sub(1));
-    ui.horizontal(|ui| {
-        ui.strong("Layers ranked under");
-        egui::ComboBox::from_id_salt("rank_scheme").selected_text(&s.schemes[col]).show_ui(ui, |ui| {
-            for (i, name) in s.schemes.iter().enumerate() {
-                ui.selectable_value(&mut app.sensitivity.rank_scheme, i, name);
+        ui.horizontal_wrapped(|ui| {
+            ui.selectable_value(&mut self.table, Table::Ranked, "Ranked layers");
+            ui.selectable_value(&mut self.table, Table::Matrix, "Layers × schemes");
+            ui.separator();
+            if ui.button("Export CSV…").on_hover_text("The SQNR matrix, then the per-scheme totals").clicked() {
+                out.push(Command::ShowDialog(DialogPurpose::Csv(CsvKind::Matrix)));
             }
         });
-        ui.label("highlight the worst");
-        ui.add(egui::DragValue::new(&mut app.sensitivity.top_n).range(0..=1000));
-        if ui.button("Export CSV…").clicked()
-            && let Some(p) =
-                rfd::FileDialog::new().add_filter("CSV", &["csv"]).set_file_name("ranked.csv").save_file()
-        {
-            let text = ranked_csv(s, col, &ranked(s, col, app.sensitivity.sort, app.sensitivity.reversed));
-            if let Err(e) = quantscope_engine::write::write_atomic(&p, text.as_bytes()) {
-                app.error = Some(format!("CSV not saved: {e}"));
-            }
+        match self.table {
+            Table::Ranked => self.ranked_ui(&s, ui, out),
+            Table::Matrix => self.matrix_ui(&s, ui, out),
         }
-    });
-    let order = ranked(s, col, app.sensitivity.sort, app.sensitivity.reversed);
-    let worst: Vec<usize> =
-        ranked(s, col, RankKey::Sqnr, false).into_iter().take(app.sensitivity.top_n).collect();
-    let max_mse = s
-        .rows
-        .iter()
-        .enumerate()
-        .filter_map(|(r, _)| cell_metrics(s, r, col))
-        .map(|m| m.mse)
-        .fold(0.0, f64::max);
-    let max_params = s.rows.iter().map(|r| r.params).max().unwrap_or(1).max(1);
-    let mut open = None;
-    egui::Grid::new("ranked").striped(true).num_columns(6).show(ui, |ui| {
-        header(app, ui, RankKey::Name, "layer");
-        header(app, ui, RankKey::Params, "size (params)");
-        header(app, ui, RankKey::Sqnr, "SQNR dB");
-        header(app, ui, RankKey::Mse, "mean sq. error");
-        header(app, ui, RankKey::Cosine, "cosine");
-        header(app, ui, RankKey::Clipped, "clipped %");
-        ui.end_row();
-        for &r in &order {
-            let row = &s.rows[r];
-            let name = if worst.contains(&r) {
-                RichText::new(&row.name).color(Color32::from_rgb(240, 110, 100)).strong()
-            } else {
-                RichText::new(&row.name)
-            };
-            if ui.link(name).on_hover_text("Open this layer under this scheme").clicked() {
-                open = Some(row.name.clone());
-            }
-            let bar = |ui: &mut egui::Ui, frac: f64, text: String| {
-                ui.add(egui::ProgressBar::new(frac.clamp(0.0, 1.0) as f32).desired_width(90.0).text(text));
-            };
-            bar(ui, row.params as f64 / max_params as f64, row.params.to_string());
-            if let Some(m) = cell_metrics(s, r, col) {
-                bar(
-                    ui,
-                    if m.sqnr_db.is_finite() { m.sqnr_db / 60.0 } else { 1.0 },
-                    format!("{} dB", format_sqnr(Some(m.sqnr_db))),
-                );
-                bar(ui, if max_mse > 0.0 { m.mse / max_mse } else { 0.0 }, format!("{:.3e}", m.mse));
-                bar(ui, m.cosine, format!("{:.6}", m.cosine));
-                bar(ui, m.clipped_fraction * 20.0, format!("{:.3} %", m.clipped_fraction * 100.0));
-            } else {
-                let err = row.cells[col].as_ref().err().cloned().unwrap_or_default();
-                ui.weak("n/a").on_hover_text(err);
-                for _ in 0..3 {
-                    ui.label("");
+    }
+
+    fn schemes_ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let schemes = &state.doc.compare_schemes;
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Schemes:");
+            for (i, s) in schemes.iter().enumerate() {
+                ui.label(RichText::new(s.to_string()).monospace());
+                if ui.small_button("x").on_hover_text("Remove this scheme").clicked() && schemes.len() > 1 {
+                    let mut next = schemes.clone();
+                    next.remove(i);
+                    out.push(Command::SetCompareSchemes(next));
                 }
             }
-            ui.end_row();
-        }
-    });
-    if let Some(name) = open
-        && let Ok(scheme) = s.schemes[col].parse()
-    {
-        app.open_cell(&name, scheme);
-    }
-}
-
-/// The ranked table as CSV, in the shown order.
-pub fn ranked_csv(s: &Sweep, col: usize, order: &[usize]) -> String {
-    let mut out = String::from("layer,params,scheme,sqnr_db,mse,cosine,clipped_fraction\n");
-    for &r in order {
-        let row = &s.rows[r];
-        let m = cell_metrics(s, r, col);
-        let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{}",
-            sweep::csv_field(&row.name),
-            row.params,
-            s.schemes[col],
-            m.map(|m| if m.sqnr_db.is_finite() { m.sqnr_db.to_string() } else { "inf".into() })
-                .unwrap_or_default(),
-            f(m.map(|m| m.mse)),
-            f(m.map(|m| m.cosine)),
-            f(m.map(|m| m.clipped_fraction)),
-        );
-    }
-    out
-}
-
-const CELL: egui::Vec2 = egui::vec2(84.0, 20.0);
-
-fn matrix_ui(app: &mut QuantscopeApp, s: &Sweep, ui: &mut egui::Ui) {
-    let col = app.sensitivity.rank_scheme.min(s.schemes.len().saturating_sub(1));
-    let order = ranked(s, col, app.sensitivity.sort, app.sensitivity.reversed);
-    let mut open = None;
-    let inner = ui.vertical(|ui| {
-        ui.strong("SQNR (dB), layers × schemes — click a cell to open that layer under that scheme");
-        egui::ScrollArea::horizontal().id_salt("matrix_scroll").show(ui, |ui| {
-            egui::Grid::new("matrix").spacing([2.0, 2.0]).show(ui, |ui| {
-                ui.label("");
-                for name in &s.schemes {
-                    let parts: Vec<&str> = name.splitn(3, ':').collect();
-                    ui.add_sized(
-                        CELL + egui::vec2(0.0, 14.0),
-                        egui::Label::new(RichText::new(parts.join("\n")).small()),
-                    );
-                }
-                ui.end_row();
-                for &r in &order {
-                    let row = &s.rows[r];
-                    ui.label(&row.name);
-                    for (c, scheme) in s.schemes.iter().enumerate() {
-                        if cell_ui(ui, s, r, c, &format!("{} under {scheme}", row.name)).clicked() {
-                            open = Some((row.name.clone(), scheme.clone()));
+        });
+        ui.horizontal_wrapped(|ui| {
+            let label = ui.label("Add scheme");
+            let edit = ui.add(
+                egui::TextEdit::singleline(&mut self.new_scheme)
+                    .hint_text("e.g. int4:group64:mse:asym")
+                    .desired_width(200.0),
+            );
+            let edit = edit.labelled_by(label.id);
+            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Add").clicked() || enter {
+                match self.new_scheme.trim().parse::<Scheme>() {
+                    Ok(s) => {
+                        if !schemes.contains(&s) {
+                            let mut next = schemes.clone();
+                            next.push(s);
+                            out.push(Command::SetCompareSchemes(next));
                         }
+                        self.new_scheme.clear();
+                        self.parse_error = None;
                     }
-                    ui.end_row();
+                    Err(e) => self.parse_error = Some(e.to_string()),
+                }
+            }
+            if ui.button("Default set").clicked() {
+                out.push(Command::SetCompareSchemes(sweep::default_schemes()));
+            }
+        });
+        if let Some(e) = &self.parse_error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+    }
+
+    fn ranked_ui(&mut self, s: &Sweep, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let col = self.rank_scheme.min(s.schemes.len().saturating_sub(1));
+        ui.horizontal_wrapped(|ui| {
+            ui.label("Ranked under");
+            egui::ComboBox::from_id_salt("rank_scheme").selected_text(&s.schemes[col]).show_ui(ui, |ui| {
+                for (i, name) in s.schemes.iter().enumerate() {
+                    ui.selectable_value(&mut self.rank_scheme, i, name);
                 }
             });
+            ui.label("highlight the worst");
+            ui.add(egui::DragValue::new(&mut self.top_n).range(0..=1000));
+            if ui.button("Export CSV…").on_hover_text("This table, in the order shown").clicked() {
+                out.push(Command::ShowDialog(DialogPurpose::Csv(CsvKind::Ranked { col })));
+            }
+        });
+        let order = self.order(s, col);
+        let worst: Vec<usize> = ranked(s, col, RankKey::Sqnr, false).into_iter().take(self.top_n).collect();
+        let max_mse = (0..s.rows.len()).filter_map(|r| cell_metrics(s, r, col)).map(|m| m.mse).fold(0.0, f64::max);
+        let max_params = s.rows.iter().map(|r| r.params).max().unwrap_or(1).max(1);
+        egui::ScrollArea::horizontal().id_salt("ranked_h").show(ui, |ui| {
+            TableBuilder::new(ui)
+                .id_salt("ranked")
+                .striped(true)
+                .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+                .column(Column::auto().at_least(220.0).clip(true).resizable(true))
+                .columns(Column::exact(130.0), 5)
+                .header(22.0, |mut h| {
+                    for (key, text) in [
+                        (RankKey::Name, "layer"),
+                        (RankKey::Params, "size (params)"),
+                        (RankKey::Sqnr, "SQNR dB"),
+                        (RankKey::Mse, "mean sq. error"),
+                        (RankKey::Cosine, "cosine"),
+                        (RankKey::Clipped, "clipped %"),
+                    ] {
+                        h.col(|ui| self.header_ui(ui, key, text));
+                    }
+                })
+                .body(|body| {
+                    body.rows(20.0, order.len(), |mut row| {
+                        let r = order[row.index()];
+                        let item = &s.rows[r];
+                        row.col(|ui| {
+                            let mut name = RichText::new(&item.name);
+                            if worst.contains(&r) {
+                                name = name.color(Color32::from_rgb(240, 110, 100)).strong();
+                            }
+                            if ui.link(name).on_hover_text("Preview this layer under this scheme").clicked()
+                                && let Ok(scheme) = s.schemes[col].parse()
+                            {
+                                out.push(Command::Preview { layer: item.name.clone(), scheme });
+                            }
+                        });
+                        row.col(|ui| bar_cell(ui, item.params as f64 / max_params as f64, &item.params.to_string()));
+                        metric_cells(&mut row, s, r, col, max_mse);
+                    });
+                });
+        });
+    }
+
+    fn header_ui(&mut self, ui: &mut egui::Ui, key: RankKey, text: &str) {
+        let arrow = match (self.sort == key, self.reversed) {
+            (true, false) => " v",
+            (true, true) => " ^",
+            _ => "",
+        };
+        if ui.button(format!("{text}{arrow}")).on_hover_text("Sort, worst first (again: reverse)").clicked() {
+            if self.sort == key {
+                self.reversed = !self.reversed;
+            } else {
+                self.sort = key;
+                self.reversed = false;
+            }
+        }
+    }
+
+    fn matrix_ui(&mut self, s: &Sweep, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let col = self.rank_scheme.min(s.schemes.len().saturating_sub(1));
+        let order = self.order(s, col);
+        ui.horizontal_wrapped(|ui| {
+            ui.label("SQNR (dB). Click a cell to preview that layer under that scheme.");
+            if let Some(rect) = self.matrix_rect
+                && ui.small_button("PNG…").on_hover_text("Save the matrix as a PNG image").clicked()
+            {
+                out.push(Command::ShowDialog(DialogPurpose::Png { what: "sensitivity matrix".into(), rect }));
+            }
+        });
+        let inner = egui::ScrollArea::horizontal().id_salt("matrix_h").show(ui, |ui| {
+            TableBuilder::new(ui)
+                .id_salt("matrix")
+                .striped(false)
+                .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+                .column(Column::auto().at_least(220.0).clip(true).resizable(true))
+                .columns(Column::exact(CELL.x), s.schemes.len())
+                .header(36.0, |mut h| {
+                    h.col(|ui| {
+                        ui.strong("layer");
+                    });
+                    for name in &s.schemes {
+                        h.col(|ui| {
+                            ui.label(RichText::new(header_text(name)).strong()).on_hover_text(name);
+                        });
+                    }
+                })
+                .body(|body| {
+                    body.rows(CELL.y + 2.0, order.len(), |mut row| {
+                        let r = order[row.index()];
+                        let name = &s.rows[r].name;
+                        row.col(|ui| {
+                            ui.label(name);
+                        });
+                        for (c, scheme) in s.schemes.iter().enumerate() {
+                            row.col(|ui| {
+                                if cell_ui(ui, s, r, c, &format!("{name} under {scheme}")).clicked()
+                                    && let Ok(scheme) = scheme.parse()
+                                {
+                                    out.push(Command::Preview { layer: name.clone(), scheme });
+                                }
+                            });
+                        }
+                    });
+                });
+        });
+        self.matrix_rect = Some(inner.inner_rect);
+    }
+}
+
+/// A scheme's short form on two lines: format and granularity, then calibration.
+fn header_text(short: &str) -> String {
+    match short.split_once(':').and_then(|(f, rest)| rest.split_once(':').map(|(g, c)| (f, g, c))) {
+        Some((f, g, c)) => format!("{f}:{g}\n{c}"),
+        None => short.to_string(),
+    }
+}
+
+const CELL: egui::Vec2 = egui::vec2(96.0, 20.0);
+
+/// A number with a small bar beside it (not under it), so both stay readable.
+fn bar_cell(ui: &mut egui::Ui, frac: f64, text: &str) {
+    ui.add_sized([78.0, 18.0], egui::Label::new(RichText::new(text).monospace()).truncate());
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(40.0, 8.0), Sense::hover());
+    let fill = egui::Rect::from_min_size(rect.min, egui::vec2(rect.width() * frac.clamp(0.0, 1.0) as f32, rect.height()));
+    ui.painter().rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+    ui.painter().rect_filled(fill, 2.0, Color32::from_rgb(100, 140, 200));
+}
+
+fn metric_cells(row: &mut egui_extras::TableRow<'_, '_>, s: &Sweep, r: usize, col: usize, max_mse: f64) {
+    if let Some(m) = cell_metrics(s, r, col) {
+        let sqnr_frac = if m.sqnr_db.is_finite() { m.sqnr_db / 60.0 } else { 1.0 };
+        row.col(|ui| bar_cell(ui, sqnr_frac, &format_sqnr(Some(m.sqnr_db))));
+        row.col(|ui| bar_cell(ui, if max_mse > 0.0 { m.mse / max_mse } else { 0.0 }, &format!("{:.3e}", m.mse)));
+        row.col(|ui| bar_cell(ui, m.cosine, &format!("{:.6}", m.cosine)));
+        row.col(|ui| bar_cell(ui, m.clipped_fraction * 20.0, &format!("{:.3}", m.clipped_fraction * 100.0)));
+    } else {
+        let err = s.rows[r].cells[col].as_ref().err().cloned().unwrap_or_default();
+        row.col(|ui| {
+            ui.weak("n/a").on_hover_text(err);
+        });
+        for _ in 0..3 {
+            row.col(|_| {});
+        }
+    }
+}
+
+/// Totals of the model under each scheme.
+fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
+    ui.strong("Model under each scheme");
+    egui::ScrollArea::horizontal().id_salt("totals_h").show(ui, |ui| {
+        egui::Grid::new("totals").striped(true).num_columns(6).show(ui, |ui| {
+            for h in ["scheme", "stored size", "quantized params", "mean SQNR (weighted)", "worst SQNR", "worst layer"] {
+                ui.strong(h);
+            }
+            ui.end_row();
+            for t in &s.totals {
+                ui.monospace(&t.scheme);
+                ui.label(format!("{:.2} MiB", t.model_bytes as f64 / (1024.0 * 1024.0))).on_hover_text(format!(
+                    "{} bytes: quantized layers {} (codes + scales + zero points), the rest as stored",
+                    t.model_bytes, t.quantized_bytes
+                ));
+                ui.label(format!("{:.1} %", t.quantized_share * 100.0));
+                ui.label(t.mean_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
+                ui.label(t.worst_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
+                ui.label(t.worst_layer.as_deref().unwrap_or("—"));
+                ui.end_row();
+            }
         });
     });
-    png::save_button(ui, "sensitivity matrix", inner.response.rect, &app.png_status);
-    if let Some((name, scheme)) = open
-        && let Ok(scheme) = scheme.parse()
-    {
-        app.open_cell(&name, scheme);
-    }
 }
 
 /// One coloured, clickable matrix cell; its accessible label names layer and scheme.
@@ -383,13 +353,7 @@ fn cell_ui(ui: &mut egui::Ui, s: &Sweep, r: usize, c: usize, label: &str) -> egu
     if resp.hovered() {
         painter.rect_stroke(rect, 2.0, egui::Stroke::new(1.5, Color32::WHITE), egui::StrokeKind::Inside);
     }
-    painter.text(
-        rect.center(),
-        egui::Align2::CENTER_CENTER,
-        text,
-        egui::FontId::monospace(12.0),
-        Color32::BLACK,
-    );
+    painter.text(rect.center(), egui::Align2::CENTER_CENTER, text, egui::FontId::monospace(12.0), Color32::BLACK);
     let hover = match &s.rows[r].cells[c] {
         Ok(cell) => format!(
             "{label}\nSQNR {} dB, MSE {:.3e}, cosine {:.6}, clipped {:.3} %\nstored {} bytes in {} slice(s){}",
@@ -417,5 +381,11 @@ mod tests {
         assert_eq!(hi, heat(50.0));
         assert!(lo.r() > mid.r() && mid.r() > hi.r());
         assert!(lo.g() < mid.g() && mid.g() < hi.g());
+    }
+
+    #[test]
+    fn headers_split_into_two_lines() {
+        assert_eq!(header_text("int8:group128:minmax:asym"), "int8:group128\nminmax:asym");
+        assert_eq!(header_text("e4m3:tensor:mse"), "e4m3:tensor\nmse");
     }
 }

@@ -1,0 +1,230 @@
+//! The scheme controls: format, mapping, granularity, calibration, for the whole
+//! model or for the selected layer. The rows sit in a fixed grid: a row that does
+//! not apply (axis, group size, p, ratio) is greyed out, not removed, so the
+//! controls below it never move under the pointer.
+
+use eframe::egui;
+use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Mapping, Scheme};
+
+use super::calibration_label;
+use crate::gui::command::Command;
+use crate::gui::state::AppState;
+
+/// What the controls edit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    #[default]
+    Model,
+    Layer,
+}
+
+#[derive(Default)]
+pub struct SchemePanel {
+    pub target: Target,
+    /// The selection the target was last chosen for.
+    seen_selection: Option<String>,
+}
+
+/// The formats offered, with their labels.
+pub const FORMATS: [(FormatKind, &str); 6] = [
+    (FormatKind::Int(8), "INT8"),
+    (FormatKind::Int(6), "INT6"),
+    (FormatKind::Int(4), "INT4"),
+    (FormatKind::Int(2), "INT2"),
+    (FormatKind::E4M3, "FP8 E4M3"),
+    (FormatKind::E5M2, "FP8 E5M2"),
+];
+
+pub fn format_label(f: FormatKind) -> String {
+    FORMATS.iter().find(|(k, _)| *k == f).map_or_else(|| f.to_string().to_uppercase(), |(_, l)| (*l).to_string())
+}
+
+const COMBO_WIDTH: f32 = 170.0;
+
+impl SchemePanel {
+    pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        ui.heading("Scheme");
+        let selected = state.selected.clone();
+        if self.seen_selection != selected {
+            // A layer with its own scheme opens on it; any other on the model's.
+            let own = selected.as_ref().is_some_and(|n| state.doc.overrides.contains_key(n));
+            self.target = if own { Target::Layer } else { Target::Model };
+            self.seen_selection.clone_from(&selected);
+        }
+        if state.preview.is_some() {
+            self.target = Target::Layer;
+        }
+        ui.horizontal(|ui| {
+            ui.label("Edit");
+            ui.selectable_value(&mut self.target, Target::Model, "whole model")
+                .on_hover_text("The scheme of every layer without its own");
+            ui.add_enabled_ui(selected.is_some(), |ui| {
+                ui.selectable_value(&mut self.target, Target::Layer, "this layer only")
+                    .on_hover_text("Give the selected layer its own scheme");
+            });
+        });
+        let layer = selected.filter(|_| self.target == Target::Layer);
+        let mut scheme = match &layer {
+            Some(n) => state.scheme_for(n),
+            None => state.doc.scheme,
+        };
+        let before = scheme;
+        let ndim = state.selected_info().map_or(2, |t| t.shape.len());
+        let mut percentile = state.doc.percentile;
+        scheme_grid_ui(ui, &mut scheme, ndim, &mut percentile);
+        if percentile != state.doc.percentile {
+            out.push(Command::SetPercentile(percentile));
+        }
+        if scheme != before {
+            out.push(match &layer {
+                Some(n) => Command::SetLayerScheme { layer: n.clone(), scheme, gesture: None },
+                None => Command::SetModelScheme(scheme),
+            });
+        }
+        own_scheme_ui(state, ui, out);
+    }
+}
+
+/// Which layers have their own scheme, and the way back to the model's.
+fn own_scheme_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+    if let Some(n) = state.selected.as_ref().filter(|n| state.doc.overrides.contains_key(*n)) {
+        ui.horizontal_wrapped(|ui| {
+            ui.weak(format!("This layer: {}", state.saved_scheme_for(n)));
+            if ui
+                .small_button("Reset to the model's scheme")
+                .on_hover_text(format!("Use {} for this layer (Ctrl+Z undoes)", state.doc.scheme))
+                .clicked()
+            {
+                out.push(Command::ResetLayer(n.clone()));
+            }
+        });
+    }
+    let count = state.doc.overrides.len();
+    if count > 0 {
+        ui.horizontal_wrapped(|ui| {
+            ui.weak(format!("{count} layer(s) with their own scheme (*)"));
+            if ui.small_button("Reset all").on_hover_text("Every layer back to the model's scheme").clicked() {
+                out.push(Command::ResetAllLayers);
+            }
+        });
+    }
+}
+
+/// The grid of scheme widgets. Every row is always present.
+pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile: &mut f64) {
+    egui::Grid::new("scheme_grid").num_columns(2).spacing([8.0, 6.0]).show(ui, |ui| {
+        let label = ui.label("Format");
+        egui::ComboBox::from_id_salt("format")
+            .width(COMBO_WIDTH)
+            .selected_text(format_label(s.format))
+            .show_ui(ui, |ui| {
+                for (k, l) in FORMATS {
+                    ui.selectable_value(&mut s.format, k, l);
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        ui.end_row();
+
+        ui.label("Mapping");
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut s.mapping, Mapping::Symmetric, "symmetric");
+            ui.radio_value(&mut s.mapping, Mapping::Asymmetric, "asymmetric");
+        });
+        ui.end_row();
+
+        granularity_rows_ui(ui, s, ndim);
+        calibration_rows_ui(ui, s, percentile);
+    });
+}
+
+fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
+    ui.label("Granularity");
+    ui.horizontal_wrapped(|ui| {
+        let axis = if let Granularity::Channel { axis } = s.granularity { axis } else { 0 };
+        let size = if let Granularity::Group { size } = s.granularity { size } else { 128 };
+        ui.radio_value(&mut s.granularity, Granularity::Tensor, "per-tensor");
+        ui.radio_value(&mut s.granularity, Granularity::Channel { axis }, "per-channel");
+        ui.radio_value(&mut s.granularity, Granularity::Group { size }, "per-group");
+    });
+    ui.end_row();
+
+    // One row for the axis or the group size, always there.
+    match &mut s.granularity {
+        Granularity::Channel { axis } => {
+            let label = ui.label("Axis");
+            ui.add(egui::DragValue::new(axis).range(0..=ndim.saturating_sub(1))).labelled_by(label.id);
+        }
+        Granularity::Group { size } => {
+            let label = ui.label("Group size");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(size).range(1..=65536)).labelled_by(label.id);
+                for g in [32, 64, 128] {
+                    ui.selectable_value(size, g, g.to_string());
+                }
+            });
+        }
+        Granularity::Tensor => {
+            ui.add_enabled(false, egui::Label::new("Axis / group"));
+            ui.add_enabled(false, egui::Label::new("—"));
+        }
+    }
+    ui.end_row();
+}
+
+fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) {
+    let label = ui.label("Calibration");
+    let current = std::mem::discriminant(&s.calibration);
+    egui::ComboBox::from_id_salt("calibration")
+        .width(COMBO_WIDTH)
+        .selected_text(calibration_label(&s.calibration))
+        .show_ui(ui, |ui| {
+            let options = [
+                Calibration::MinMax,
+                Calibration::Percentile { p: *percentile },
+                Calibration::Mse,
+                Calibration::Entropy,
+                Calibration::Manual(ManualRange::Ratio { r: 1.0 }),
+            ];
+            for c in options {
+                let text = match c {
+                    Calibration::Manual(_) => "manual (drag or type)".to_string(),
+                    Calibration::Percentile { .. } => "percentile".to_string(),
+                    _ => calibration_label(&c),
+                };
+                if ui.selectable_label(std::mem::discriminant(&c) == current, text).clicked() {
+                    s.calibration = c;
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    ui.end_row();
+
+    // One row for the method's parameter, always there.
+    match &mut s.calibration {
+        Calibration::Percentile { p } => {
+            let label = ui.label("p (%)");
+            if ui
+                .add(egui::DragValue::new(p).range(50.01..=100.0).speed(0.01).max_decimals(4))
+                .labelled_by(label.id)
+                .changed()
+            {
+                *percentile = *p;
+            }
+        }
+        Calibration::Manual(ManualRange::Ratio { r }) => {
+            let label = ui.label("ratio r");
+            ui.add(egui::Slider::new(r, 0.001..=1.0)).labelled_by(label.id);
+        }
+        Calibration::Manual(ManualRange::Range { lo, hi }) => {
+            ui.label("range");
+            ui.monospace(format!("[{lo:+.4e}, {hi:+.4e}]"));
+        }
+        _ => {
+            ui.add_enabled(false, egui::Label::new("parameter"));
+            ui.add_enabled(false, egui::Label::new("—"));
+        }
+    }
+    ui.end_row();
+}

@@ -1,0 +1,178 @@
+//! The teaching panel: the formulas of the selected scheme with the live
+//! numbers, and one value worked through R → Q → R′. Every number and format
+//! fact comes from the engine's `explain` module; this panel only lays them out.
+
+use eframe::egui::{self, Color32, RichText};
+use quantscope_engine::explain::{FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example};
+use quantscope_engine::{Mapping, SliceParams};
+
+use super::granularity_label;
+use crate::gui::command::Command;
+use crate::gui::state::AppState;
+
+#[derive(Default)]
+pub struct TeachPanel {}
+
+fn mono(ui: &mut egui::Ui, s: impl Into<String>) {
+    ui.label(RichText::new(s.into()).monospace());
+}
+
+impl TeachPanel {
+    pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let Self {} = self;
+        ui.heading("How it works");
+        let Some(a) = state.selected_analysis() else { return };
+        let scheme = state.scheme_for(&a.tensor);
+        let r = &a.result;
+        if r.params.len() > 1 {
+            ui.horizontal(|ui| {
+                let label = ui.label("Slice");
+                let mut k = state.teach_slice.min(r.params.len() - 1);
+                if ui.add(egui::DragValue::new(&mut k).range(0..=r.params.len() - 1)).labelled_by(label.id).changed() {
+                    out.push(Command::SetTeachSlice(k));
+                }
+                if ui.small_button("worst").on_hover_text("the slice with the lowest SQNR").clicked() {
+                    let worst = r
+                        .slice_metrics
+                        .iter()
+                        .enumerate()
+                        .min_by(|x, y| x.1.sqnr_db.total_cmp(&y.1.sqnr_db))
+                        .map_or(0, |(i, _)| i);
+                    out.push(Command::SetTeachSlice(worst));
+                }
+            });
+        }
+        let k = state.teach_slice.min(r.params.len().saturating_sub(1));
+        let Some(p) = r.params.get(k).copied() else { return };
+        let f = match facts(scheme.format) {
+            Ok(f) => f,
+            Err(e) => {
+                ui.label(e.to_string());
+                return;
+            }
+        };
+        let (rmin, rmax) = r.slice_ranges.get(k).copied().unwrap_or((0.0, 0.0));
+        ui.label(format!("{} · {:?} mapping · {}", f.label, scheme.mapping, granularity_label(&r.granularity)));
+        mono(ui, format!("this slice: Rmin = {rmin:+.6}, Rmax = {rmax:+.6}"));
+        mono(ui, format!("clipping range [lo, hi] = [{:+.6}, {:+.6}]", p.lo, p.hi));
+        if f.is_float {
+            fp8_formulas_ui(ui, &f, &p, scheme.mapping);
+        } else {
+            int_formulas_ui(ui, &f, &p, scheme.mapping);
+        }
+        ui.add_space(4.0);
+        let value = state.clicked_value.unwrap_or(rmax * 0.37);
+        ui.label(RichText::new(format!("Worked example (click the histogram to pick R): R = {value:+.6}")).strong());
+        match worked_example(scheme.format, &p, value) {
+            Ok(ex) => worked_example_ui(ui, &ex),
+            Err(e) => {
+                ui.label(e.to_string());
+            }
+        }
+        if f.is_float {
+            fp8_comparison_ui(ui, &p, scheme.mapping, value);
+        }
+    }
+}
+
+fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
+    mono(ui, format!("Qmin = {}, Qmax = {}   ({}-bit signed)", f.qmin, f.qmax, f.bits));
+    match mapping {
+        Mapping::Symmetric => {
+            mono(ui, format!("S = max(|lo|, |hi|) / ((Qmax − Qmin)/2) = {:.6e}", p.scale));
+            mono(ui, "Z = 0: real 0.0 is code 0");
+        }
+        Mapping::Asymmetric => {
+            mono(ui, format!("S = (hi − lo) / (Qmax − Qmin) = {:.6e}", p.scale));
+            mono(ui, format!("Z = round(Qmin − lo/S) = {}: real 0.0 is code Z", p.zero_point));
+        }
+    }
+    mono(ui, "Q = clamp(round(R/S) + Z, Qmin, Qmax)");
+    mono(ui, "R′ = S · (Q − Z)");
+}
+
+fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
+    let fmax = f.fmax.unwrap_or(0.0);
+    mono(ui, format!("fmax = {fmax} (the largest finite {})", f.label));
+    mono(
+        ui,
+        format!(
+            "{} = {} exponent bits (bias {}) + {} mantissa bits",
+            f.label,
+            f.exponent_bits,
+            f.bias.unwrap_or(0),
+            f.mantissa_bits
+        ),
+    );
+    match mapping {
+        Mapping::Symmetric => {
+            mono(ui, format!("S = max(|lo|, |hi|) / fmax = {:.6e}", p.scale));
+            mono(ui, "Q = fp8(clamp(R/S, ±fmax)),  R′ = S · value(Q)");
+        }
+        Mapping::Asymmetric => {
+            mono(ui, format!("c = (hi + lo)/2 = {:+.6}   (the centre of the range)", p.offset));
+            mono(ui, format!("S = (hi − lo)/(2·fmax) = {:.6e}", p.scale));
+            mono(ui, "Q = fp8(clamp((R − c)/S, ±fmax)),  R′ = S · value(Q) + c");
+            ui.weak("c shifts the range so it is centred on 0 before scaling; no runtime loads this variant.");
+        }
+    }
+    ui.weak("value(Q) = (−1)^sign · 2^(exponent − bias) · 1.mantissa (subnormals: 2^(1 − bias) · 0.mantissa)");
+}
+
+fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value: f32) {
+    ui.add_space(4.0);
+    ui.label(RichText::new("E4M3 vs E5M2 for the same R and range").strong());
+    let both = fp8_side_by_side(p.lo, p.hi, mapping, value);
+    ui.columns(2, |cols| {
+        for (col, ex) in cols.iter_mut().zip(both.iter()) {
+            let label = facts(ex.format).map_or_else(|_| ex.format.to_string(), |f| f.label);
+            col.label(label);
+            fp8_bits_ui(col, ex);
+            col.monospace(format!("R′ = {:+.6}", ex.dequantized));
+            col.monospace(format!("error = {:+.3e}", ex.error));
+        }
+    });
+    let [e4, e5] = &both;
+    if e4.dequantized == e5.dequantized {
+        ui.weak(
+            "Both give the same R′: R lands on a value both grids can hold (each format scales the range \
+             to its own fmax, and here the two roundings meet at the same point), or it is clipped to \
+             the same end of the range.",
+        );
+    }
+}
+
+fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
+    match &ex.steps {
+        Steps::Int(s) => {
+            mono(ui, format!("R / S             = {:+.4}", s.scaled));
+            mono(ui, format!("round (half-even) = {:+.0}", s.rounded));
+            mono(ui, format!("+ Z               = {:+.0}", s.shifted));
+            let note = if s.clamped { "  ← clipped" } else { "" };
+            mono(ui, format!("clamp to [{}, {}] → Q = {}{note}", s.qmin, s.qmax, s.q));
+        }
+        Steps::Fp8(s) => {
+            mono(ui, format!("(R − c) / S      = {:+.6}", s.scaled));
+            let note = if s.clamped { "  ← saturated" } else { "" };
+            mono(ui, format!("clamp ±{}     = {:+.6}{note}", s.fmax, s.clamped_value));
+            mono(ui, format!("round to FP8     = {:+.6} (code 0x{:02X})", s.value, s.code));
+            fp8_bits_ui(ui, ex);
+        }
+    }
+    mono(ui, format!("R′ = {:+.6}", ex.dequantized));
+    ui.label(RichText::new(format!("error R − R′ = {:+.3e}", ex.error)).monospace().color(Color32::from_rgb(230, 120, 90)));
+}
+
+/// The code's bits coloured by field, and what they decode to.
+fn fp8_bits_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
+    let Steps::Fp8(s) = &ex.steps else { return };
+    let e = format!("{:0w$b}", s.exponent, w = s.exponent_bits as usize);
+    let m = format!("{:0w$b}", s.mantissa, w = s.mantissa_bits as usize);
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(format!("{}", s.sign)).monospace().color(Color32::from_rgb(215, 58, 73)));
+        ui.label(RichText::new(e).monospace().color(Color32::from_rgb(86, 180, 233)));
+        ui.label(RichText::new(m).monospace().color(Color32::from_rgb(0, 158, 115)));
+        ui.weak("sign · exponent · mantissa");
+    });
+    mono(ui, s.decoded.clone());
+}

@@ -1,0 +1,285 @@
+//! The UI side of the worker: what has been asked, and what answers still
+//! count. Every request carries a generation; one [`InFlight`] record per kind
+//! of request says which generation is current and what it asked for, so a
+//! stale answer is dropped and an unchanged question is not asked twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use quantscope_engine::export::{ExportMode, ExportOptions};
+use quantscope_engine::{Options, Scheme};
+
+use super::command::SaveRequest;
+use super::state::{AppState, Model, View};
+use super::worker::{AnalyzeRequest, Request, Response, Source, Worker};
+
+const WEIGHT_BINS: usize = 400;
+const ERROR_BINS: usize = 120;
+const MAX_RECENT: usize = 8;
+
+/// One request kind's newest question: its generation and what it asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InFlight<K> {
+    pub generation: u64,
+    pub key: K,
+    /// Whether the answer (or an error) has arrived.
+    pub answered: bool,
+}
+
+impl<K: PartialEq> InFlight<K> {
+    fn asks(slot: Option<&Self>, key: &K) -> bool {
+        slot.is_some_and(|f| f.key == *key)
+    }
+}
+
+fn current<K>(slot: Option<&InFlight<K>>, generation: u64) -> bool {
+    slot.is_some_and(|f| f.generation == generation)
+}
+
+/// What the selected tensor's analysis asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisKey {
+    pub tensor: String,
+    pub scheme: Scheme,
+    pub all_calibrations: Option<f64>,
+}
+
+/// What the browser's SQNR column was computed under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnKey {
+    pub scheme: Scheme,
+    pub overrides: BTreeMap<String, Scheme>,
+}
+
+/// What the sensitivity matrix covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatrixKey {
+    pub tensors: Vec<String>,
+    pub schemes: Vec<Scheme>,
+}
+
+/// The worker and the records of what was asked of it.
+pub struct Requests {
+    worker: Worker,
+    generation: u64,
+    open: Option<InFlight<Source>>,
+    analysis: Option<InFlight<AnalysisKey>>,
+    column: Option<InFlight<ColumnKey>>,
+    matrix: Option<InFlight<MatrixKey>>,
+    save_cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Requests {
+    pub fn new(worker: Worker) -> Self {
+        Self { worker, generation: 0, open: None, analysis: None, column: None, matrix: None, save_cancel: None }
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Opens a model in the background; the current one stays until it succeeds.
+    pub fn open(&mut self, state: &mut AppState, source: Source) {
+        let generation = self.next_generation();
+        state.opening = Some(source_name(&source));
+        self.open = Some(InFlight { generation, key: source.clone(), answered: false });
+        self.worker.send(Request::Open { generation, source });
+    }
+
+    /// Starts a save of the document's choices.
+    pub fn save(&mut self, state: &mut AppState, r: &SaveRequest) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let options = ExportOptions {
+            mode: if r.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
+            verify: r.verify,
+            force: r.force,
+            fail_after_bytes: None,
+        };
+        self.save_cancel = Some(Arc::clone(&cancel));
+        state.save.running = true;
+        state.save.progress = Some((0, 1));
+        state.save.result = None;
+        let recipe = state.resolved_recipe();
+        self.worker.send(Request::Export { recipe, out: r.out.clone(), options, cancel });
+    }
+
+    pub fn cancel_save(&self) {
+        if let Some(c) = &self.save_cancel {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Test hook: makes the worker panic once.
+    pub fn inject_worker_panic(&self) {
+        self.worker.send(Request::Panic);
+    }
+
+    /// Applies every answer that has arrived to `state`.
+    pub fn poll(&mut self, state: &mut AppState) {
+        while let Some(response) = self.worker.try_recv() {
+            match response {
+                Response::Opened { generation, result } => self.opened(state, generation, result),
+                Response::Analyzed { generation, result } => {
+                    let is_current = current(self.analysis.as_ref(), generation);
+                    if let (true, Some(f)) = (is_current, self.analysis.as_mut()) {
+                        f.answered = true;
+                    }
+                    match result {
+                        Ok(a) if is_current => state.analysis = Some(a),
+                        Ok(_) => {}
+                        Err(e) => state.error = Some(e),
+                    }
+                }
+                Response::SqnrCell { generation, tensor, sqnr_db, done, total } => {
+                    if current(self.column.as_ref(), generation)
+                        && let Some(m) = &mut state.model
+                    {
+                        m.sqnr.insert(tensor, sqnr_db);
+                        m.sqnr_done = done;
+                        m.sqnr_total = total;
+                    }
+                }
+                Response::Exporting { done, total } => {
+                    if state.save.running {
+                        state.save.progress = Some((done, total));
+                    }
+                }
+                Response::Exported(result) => {
+                    self.save_cancel = None;
+                    state.save.running = false;
+                    state.save.progress = None;
+                    if let Ok(s) = &result {
+                        state.status = Some(format!("saved {}", s.out.display()));
+                    }
+                    state.save.result = Some(result);
+                }
+                Response::MatrixProgress { generation, done, total } => {
+                    if current(self.matrix.as_ref(), generation) {
+                        state.sensitivity.progress = Some((done, total));
+                    }
+                }
+                Response::MatrixDone { generation, result } => {
+                    if current(self.matrix.as_ref(), generation) {
+                        state.sensitivity.progress = None;
+                        match result {
+                            Ok(s) => {
+                                state.sensitivity.result = Some(s);
+                                state.sensitivity.error = None;
+                            }
+                            Err(e) => state.sensitivity.error = Some(e),
+                        }
+                    }
+                }
+            }
+        }
+        state.busy = self.analysis.as_ref().is_some_and(|f| !f.answered);
+    }
+
+    fn opened(
+        &mut self,
+        state: &mut AppState,
+        generation: u64,
+        result: Result<super::worker::ModelSummary, String>,
+    ) {
+        if !current(self.open.as_ref(), generation) {
+            return;
+        }
+        let source = self.open.take().map(|f| f.key);
+        state.opening = None;
+        let summary = match result {
+            Ok(s) => s,
+            Err(e) => {
+                state.error = Some(format!("Could not open: {e}"));
+                return;
+            }
+        };
+        // Only a model that opened goes on the Recent list.
+        if let Some(Source::Path(p)) = source {
+            state.recent.retain(|r| *r != p);
+            state.recent.insert(0, p);
+            state.recent.truncate(MAX_RECENT);
+        }
+        // Start on the first layer a save would quantize, in name order (the
+        // browser's), not on a huge embedding.
+        let first = |pick: &dyn Fn(&quantscope_engine::TensorInfo) -> bool| {
+            summary.tensors.iter().filter(|t| pick(t)).map(|t| t.name.clone()).min()
+        };
+        state.selected = first(&|t| state.quantized_on_save(t))
+            .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
+        state.model = Some(Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 });
+        state.preview = None;
+        state.analysis = None;
+        state.clicked_value = None;
+        state.teach_slice = 0;
+        state.sensitivity = super::state::SensitivityState::default();
+        state.error = None;
+        self.analysis = None;
+        self.column = None;
+        self.matrix = None;
+    }
+
+    /// Sends the analysis, SQNR column and matrix the state calls for, unless
+    /// the same question is already out. While a range is dragged the SQNR
+    /// column waits.
+    pub fn request_work(&mut self, state: &mut AppState, dragging: bool) {
+        let Some(model) = &state.model else { return };
+        if let Some(name) = state.selected.clone()
+            && model.tensor(&name).is_some_and(quantscope_engine::TensorInfo::is_quantizable)
+        {
+            let key = AnalysisKey {
+                tensor: name.clone(),
+                scheme: state.scheme_for(&name),
+                all_calibrations: state.prefs.show_all_calibrations.then_some(state.doc.percentile),
+            };
+            if !InFlight::asks(self.analysis.as_ref(), &key) {
+                let generation = self.next_generation();
+                self.worker.send(Request::Analyze(AnalyzeRequest {
+                    generation,
+                    tensor: key.tensor.clone(),
+                    scheme: key.scheme,
+                    options: Options { weight_bins: WEIGHT_BINS, error_bins: ERROR_BINS, keep_dequantized: false },
+                    all_calibrations: key.all_calibrations,
+                }));
+                self.analysis = Some(InFlight { generation, key, answered: false });
+            }
+        }
+        if state.view == View::Sensitivity {
+            let key = MatrixKey { tensors: state.saved_layers(), schemes: state.doc.compare_schemes.clone() };
+            if !InFlight::asks(self.matrix.as_ref(), &key) {
+                let generation = self.next_generation();
+                self.worker.send(Request::SensitivityMatrix {
+                    generation,
+                    tensors: key.tensors.clone(),
+                    schemes: key.schemes.clone(),
+                });
+                state.sensitivity.progress = Some((0, key.tensors.len()));
+                self.matrix = Some(InFlight { generation, key, answered: false });
+            }
+        }
+        let key = ColumnKey { scheme: state.doc.scheme, overrides: state.doc.overrides.clone() };
+        if !dragging && !InFlight::asks(self.column.as_ref(), &key) {
+            let generation = self.next_generation();
+            self.worker.send(Request::SqnrColumn {
+                generation,
+                schemes: key.overrides.clone(),
+                default: key.scheme,
+            });
+            if let Some(m) = &mut state.model {
+                m.sqnr_done = 0;
+                m.sqnr_total = m.summary.tensors.iter().filter(|t| t.is_quantizable()).count();
+            }
+            self.column = Some(InFlight { generation, key, answered: false });
+        }
+        state.busy = self.analysis.as_ref().is_some_and(|f| !f.answered);
+    }
+}
+
+/// The name shown while a source opens.
+pub fn source_name(source: &Source) -> String {
+    match source {
+        Source::Path(p) => p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+        Source::Bytes { name, .. } => name.clone(),
+    }
+}

@@ -1,0 +1,235 @@
+//! What the panels read: the open model, the selection, the newest results, and
+//! the user's document (every choice a save or a recipe records). Panels get a
+//! `&AppState` and never change it; they send [`Command`](super::command::Command)s,
+//! which the app applies in one place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use quantscope_engine::export::quantized_on_save;
+use quantscope_engine::recipe::{LayerChoice, Resolved};
+use quantscope_engine::sweep::Sweep;
+use quantscope_engine::{Scheme, TensorInfo};
+use serde::{Deserialize, Serialize};
+
+use super::worker::{Analysis, ModelSummary};
+use quantscope_engine::export::ExportSummary;
+
+/// The undoable part of the state: what a save writes and a recipe records.
+/// Undo and redo swap whole copies of it (it is small).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Doc {
+    /// The scheme for the whole model.
+    pub scheme: Scheme,
+    /// Per-layer schemes, by tensor name.
+    pub overrides: BTreeMap<String, Scheme>,
+    /// "Quantize when saving" where the user changed the default rule.
+    pub save_choice: BTreeMap<String, bool>,
+    /// The sensitivity view's scheme set.
+    pub compare_schemes: Vec<Scheme>,
+    /// p used when calibration is percentile, and for the all-methods overlay.
+    pub percentile: f64,
+}
+
+impl Default for Doc {
+    fn default() -> Self {
+        Self {
+            scheme: Scheme::default(),
+            overrides: BTreeMap::new(),
+            save_choice: BTreeMap::new(),
+            compare_schemes: quantscope_engine::sweep::default_schemes(),
+            percentile: 99.9,
+        }
+    }
+}
+
+/// How things are drawn; not part of undo.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Prefs {
+    pub log_counts: bool,
+    pub show_grid: bool,
+    pub show_all_calibrations: bool,
+    /// The per-slice plot shows MSE instead of SQNR.
+    pub slice_mse: bool,
+    /// Always use the in-app file dialog.
+    pub builtin_file_dialog: bool,
+}
+
+impl Default for Prefs {
+    fn default() -> Self {
+        Self {
+            log_counts: false,
+            show_grid: false,
+            show_all_calibrations: false,
+            slice_mse: false,
+            builtin_file_dialog: false,
+        }
+    }
+}
+
+/// What persists across runs (eframe storage).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub doc: Doc,
+    pub prefs: Prefs,
+    pub recent: Vec<PathBuf>,
+}
+
+/// What the central area shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// One layer: histogram, controls, error plots.
+    #[default]
+    Layer,
+    /// The whole model: ranked table and layers × schemes matrix.
+    Sensitivity,
+}
+
+/// The open model as the UI sees it.
+pub struct Model {
+    pub summary: ModelSummary,
+    /// SQNR per tensor under its current scheme, filled in by the SQNR column's requests.
+    pub sqnr: HashMap<String, Option<f64>>,
+    pub sqnr_done: usize,
+    pub sqnr_total: usize,
+}
+
+impl Model {
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.summary.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// A layer shown under another scheme without changing what is saved (a
+/// sensitivity-matrix cell). "Keep" turns it into the layer's own scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub layer: String,
+    pub scheme: Scheme,
+}
+
+/// The sensitivity matrix and its progress.
+#[derive(Default)]
+pub struct SensitivityState {
+    pub result: Option<Arc<Sweep>>,
+    pub progress: Option<(usize, usize)>,
+    pub error: Option<String>,
+}
+
+/// A save in progress or finished.
+#[derive(Default)]
+pub struct SaveState {
+    /// (bytes done, bytes in all) while a save runs.
+    pub progress: Option<(u64, u64)>,
+    pub running: bool,
+    pub result: Option<Result<ExportSummary, String>>,
+}
+
+/// Everything the panels read.
+#[derive(Default)]
+pub struct AppState {
+    pub doc: Doc,
+    pub prefs: Prefs,
+    pub recent: Vec<PathBuf>,
+    pub model: Option<Model>,
+    /// The name of a model being opened, until it opens or fails.
+    pub opening: Option<String>,
+    pub selected: Option<String>,
+    pub preview: Option<Preview>,
+    /// The newest result for the selected tensor (kept while a new one computes).
+    pub analysis: Option<Arc<Analysis>>,
+    /// Whether a result for the current selection and scheme is still computing.
+    pub busy: bool,
+    pub view: View,
+    /// Value clicked on the histogram, for the worked example.
+    pub clicked_value: Option<f32>,
+    /// Slice shown by the teaching panel (per-channel / per-group).
+    pub teach_slice: usize,
+    /// The last error, shown in a banner until dismissed.
+    pub error: Option<String>,
+    /// The last completed action (file written, …), shown in the status bar.
+    pub status: Option<String>,
+    pub sensitivity: SensitivityState,
+    pub save: SaveState,
+    /// What Undo / Redo would do, for the Edit menu.
+    pub undo_label: Option<String>,
+    pub redo_label: Option<String>,
+    pub last_frame_ms: f32,
+}
+
+impl AppState {
+    pub fn from_settings(settings: Settings) -> Self {
+        Self { doc: settings.doc, prefs: settings.prefs, recent: settings.recent, ..Self::default() }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings { doc: self.doc.clone(), prefs: self.prefs.clone(), recent: self.recent.clone() }
+    }
+
+    /// The scheme `tensor` is saved under: its own, or the model's.
+    pub fn saved_scheme_for(&self, tensor: &str) -> Scheme {
+        self.doc.overrides.get(tensor).copied().unwrap_or(self.doc.scheme)
+    }
+
+    /// The scheme `tensor` is shown under: a preview of it, else the saved one.
+    pub fn scheme_for(&self, tensor: &str) -> Scheme {
+        match &self.preview {
+            Some(p) if p.layer == tensor => p.scheme,
+            _ => self.saved_scheme_for(tensor),
+        }
+    }
+
+    pub fn selected_info(&self) -> Option<&TensorInfo> {
+        self.model.as_ref()?.tensor(self.selected.as_deref()?)
+    }
+
+    /// The analysis of the selected tensor, if it has arrived.
+    pub fn selected_analysis(&self) -> Option<&Arc<Analysis>> {
+        self.analysis.as_ref().filter(|a| Some(&a.tensor) == self.selected.as_ref())
+    }
+
+    /// Whether `t` is quantized when the model is saved (the engine's rule).
+    pub fn quantized_on_save(&self, t: &TensorInfo) -> bool {
+        quantized_on_save(t, self.doc.save_choice.get(&t.name).copied())
+    }
+
+    /// The layers a save would quantize, in catalogue order.
+    pub fn saved_layers(&self) -> Vec<String> {
+        self.model.as_ref().map_or_else(Vec::new, |m| {
+            m.summary.tensors.iter().filter(|t| self.quantized_on_save(t)).map(|t| t.name.clone()).collect()
+        })
+    }
+
+    /// Every choice in the document, as the export and the recipe file take it.
+    pub fn resolved_recipe(&self) -> Resolved {
+        let mut layers: BTreeMap<String, LayerChoice> =
+            self.doc.overrides.iter().map(|(n, s)| (n.clone(), LayerChoice::Quantize(*s))).collect();
+        let known = |name: &str| self.model.as_ref().is_some_and(|m| m.tensor(name).is_some());
+        for (name, &on) in &self.doc.save_choice {
+            // Forcing a default-excluded layer in needs an explicit entry.
+            let choice = if on { LayerChoice::Quantize(self.saved_scheme_for(name)) } else { LayerChoice::Exclude };
+            if known(name) || !on {
+                layers.insert(name.clone(), choice);
+            }
+        }
+        Resolved { scheme: self.doc.scheme, layers }
+    }
+
+    /// The distinct schemes a save writes, each with how many layers use it
+    /// (one compressed-tensors config group each).
+    pub fn save_groups(&self) -> Vec<(Scheme, usize)> {
+        let mut groups: Vec<(Scheme, usize)> = Vec::new();
+        for name in self.saved_layers() {
+            let s = self.saved_scheme_for(&name);
+            match groups.iter_mut().find(|(g, _)| *g == s) {
+                Some((_, n)) => *n += 1,
+                None => groups.push((s, 1)),
+            }
+        }
+        groups
+    }
+}

@@ -1,0 +1,249 @@
+//! Each panel alone, under egui_kittest, with a hand-built `AppState` and no
+//! worker: what it draws from the state and which commands it sends.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use quantscope::gui::command::Command;
+use quantscope::gui::panels::browser::{BrowserPanel, SortKey, visible};
+use quantscope::gui::panels::histogram::HistogramPanel;
+use quantscope::gui::panels::metrics::MetricsPanel;
+use quantscope::gui::panels::save::SaveWindow;
+use quantscope::gui::panels::scheme::SchemePanel;
+use quantscope::gui::panels::sensitivity::{SensitivityPanel, Table};
+use quantscope::gui::panels::teach::TeachPanel;
+use quantscope::gui::state::{AppState, Model};
+use quantscope::gui::worker::{Analysis, ModelSummary};
+use quantscope::gui::{Edge, SAMPLE_BYTES};
+use quantscope_engine::{Calibration, Checkpoint, ManualRange, Mapping, Options, Scheme, analyze, sweep};
+
+const OUTLIER: &str = "outlier_channels.weight";
+
+/// The sample as an open model, `selected` analyzed under `scheme`.
+fn state_with(selected: &str, scheme: Scheme) -> AppState {
+    let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
+    let info = ckpt.tensor(selected).unwrap().clone();
+    let values = ckpt.load_f32(selected).unwrap();
+    let opts = Options { weight_bins: 200, error_bins: 50, keep_dequantized: false };
+    let result = analyze(&values, &info.shape, &scheme, &opts).unwrap();
+    let sqnr: HashMap<String, Option<f64>> = ckpt
+        .tensors()
+        .iter()
+        .filter(|t| t.is_quantizable())
+        .map(|t| {
+            let v = ckpt.load_f32(&t.name).unwrap();
+            let db = analyze(&v, &t.shape, &"int2:tensor:minmax".parse().unwrap(), &Options::default())
+                .ok()
+                .map(|r| r.metrics.sqnr_db);
+            (t.name.clone(), db)
+        })
+        .collect();
+    let summary = ModelSummary {
+        name: "sample".into(),
+        path: None,
+        tensors: ckpt.tensors().to_vec(),
+        size_bytes: ckpt.size_bytes(),
+    };
+    let mut state = AppState::default();
+    state.doc.scheme = scheme;
+    state.model = Some(Model { summary, sqnr, sqnr_done: 10, sqnr_total: 10 });
+    state.selected = Some(selected.into());
+    state.analysis = Some(Arc::new(Analysis {
+        tensor: selected.into(),
+        shape: info.shape,
+        result,
+        calibration_ranges: Vec::new(),
+        elapsed_ms: 1.0,
+    }));
+    state
+}
+
+/// A harness drawing one panel from `state`; the commands land in the harness state.
+fn panel_harness<P: 'static>(
+    state: AppState,
+    panel: P,
+    draw: impl Fn(&mut P, &AppState, &mut egui::Ui, &mut Vec<Command>) + 'static,
+) -> Harness<'static, (P, AppState, Vec<Command>)> {
+    Harness::builder().with_size(egui::vec2(900.0, 700.0)).build_ui_state(
+        move |ui, (p, s, out): &mut (P, AppState, Vec<Command>)| draw(p, s, ui, out),
+        (panel, state, Vec::new()),
+    )
+}
+
+#[test]
+fn browser_sorts_saved_layers_first_and_a_click_selects() {
+    let state = state_with(OUTLIER, Scheme::default());
+    // Under INT2 per-tensor the bias has the lowest SQNR of all, yet a save never quantizes it.
+    let rows = visible(&state, "", SortKey::Sqnr, false);
+    assert!(state.quantized_on_save(&rows[0]), "{}", rows[0].name);
+    let bias = state.model.as_ref().unwrap().sqnr["gaussian.bias"].unwrap();
+    let top = state.model.as_ref().unwrap().sqnr[&rows[0].name].unwrap();
+    assert!(bias < top, "the bias would lead a plain sort ({bias} < {top})");
+    let panel = BrowserPanel { sort: SortKey::Sqnr, ..BrowserPanel::default() };
+    let mut h = panel_harness(state, panel, |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    h.get_by_label("heavy_tailed.weight").click();
+    h.run();
+    let out = &h.state().2;
+    assert!(matches!(out.last(), Some(Command::Select(n)) if n == "heavy_tailed.weight"), "{out:?}");
+}
+
+#[test]
+fn scheme_panel_edits_the_model_or_the_layer() {
+    let mut h = panel_harness(state_with(OUTLIER, Scheme::default()), SchemePanel::default(), |p, s, ui, out| {
+        p.ui(s, ui, out);
+    });
+    h.run();
+    h.get_by_label("asymmetric").click();
+    h.run();
+    let asym = Scheme { mapping: Mapping::Asymmetric, ..Scheme::default() };
+    assert!(matches!(h.state().2.last(), Some(Command::SetModelScheme(s)) if *s == asym));
+    h.get_by_label("this layer only").click();
+    h.run();
+    h.get_by_label("per-tensor").click();
+    h.run();
+    let Some(Command::SetLayerScheme { layer, scheme, gesture: None }) = h.state().2.last() else {
+        panic!("{:?}", h.state().2)
+    };
+    assert_eq!(layer, OUTLIER);
+    assert_eq!(scheme.to_string(), "int8:tensor:minmax");
+}
+
+/// The calibration a panel sent last.
+fn last_calibration(out: &[Command]) -> Calibration {
+    match out.iter().rev().find(|c| matches!(c, Command::SetLayerScheme { .. })) {
+        Some(Command::SetLayerScheme { scheme, .. }) => scheme.calibration,
+        other => panic!("no scheme change: {other:?}"),
+    }
+}
+
+#[test]
+fn a_typed_range_equals_a_dragged_one() {
+    let scheme: Scheme = "int8:tensor:minmax:asym".parse().unwrap();
+    let state = state_with(OUTLIER, scheme);
+    let hi = f64::from(state.analysis.as_ref().unwrap().result.params[0].hi);
+    let mut h = panel_harness(state, HistogramPanel::default(), |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    let (from, to) = {
+        let p = &h.state().0;
+        (p.screen_pos(hi).unwrap(), p.screen_pos(hi * 0.4).unwrap())
+    };
+    h.hover_at(from);
+    h.run();
+    h.drag_at(from);
+    h.run();
+    for k in 1..=4 {
+        h.hover_at(from + (to - from) * (k as f32 / 4.0));
+        h.run();
+    }
+    h.drop_at(to);
+    h.run();
+    let dragged = last_calibration(&h.state().2);
+    let Calibration::Manual(ManualRange::Range { hi: dragged_hi, .. }) = dragged else { panic!("{dragged:?}") };
+    assert!((f64::from(dragged_hi) - hi * 0.4).abs() < hi * 0.05, "{dragged_hi} vs {}", hi * 0.4);
+    assert!(!h.state().0.is_dragging());
+
+    // Type the same value into the "hi" field: the same calibration results.
+    let mut h = panel_harness(state_with(OUTLIER, scheme), HistogramPanel::default(), |p, s, ui, out| {
+        p.ui(s, ui, out);
+    });
+    h.run();
+    let field = h.get_by_label("hi");
+    field.focus();
+    field.key_combination(&[egui::Key::A]);
+    h.run();
+    let field = h.get_by_label("hi");
+    field.type_text(&format!("{dragged_hi:e}"));
+    field.key_press(egui::Key::Enter);
+    h.run();
+    let typed = last_calibration(&h.state().2);
+    let _ = Edge::Hi;
+    assert_eq!(typed, dragged);
+}
+
+#[test]
+fn histogram_labels_the_clip_lines_and_says_how_to_zoom() {
+    let mut h = panel_harness(state_with("bf16_linear.weight", Scheme::default()), HistogramPanel::default(), |p, s, ui, out| {
+        p.ui(s, ui, out);
+    });
+    h.run();
+    h.get_by_label_contains("scroll: zoom");
+    h.get_by_label("Clip range");
+}
+
+#[test]
+fn teach_panel_defines_c_and_decodes_fp8_bits() {
+    let scheme: Scheme = "e4m3:tensor:minmax:asym".parse().unwrap();
+    let mut h = panel_harness(state_with(OUTLIER, scheme), TeachPanel::default(), |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    h.get_by_label_contains("c = (hi + lo)/2");
+    h.get_by_label_contains("the centre of the range");
+    h.get_by_label_contains("2^(");
+    h.get_by_label_contains("E4M3 vs E5M2");
+}
+
+#[test]
+fn metrics_panel_hints_at_the_cause_of_a_catastrophe() {
+    let tiny = Scheme {
+        granularity: quantscope_engine::Granularity::Tensor,
+        calibration: Calibration::Manual(ManualRange::Range { lo: -1e-6, hi: 1e-6 }),
+        ..Scheme::default()
+    };
+    let mut h = panel_harness(state_with(OUTLIER, tiny), MetricsPanel::default(), |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    h.get_by_label_contains("mostly to clipping");
+    h.get_by_label("Reset settings to defaults").click();
+    h.run();
+    assert!(matches!(h.state().2.last(), Some(Command::ResetDocument)));
+
+    let mut h = panel_harness(state_with(OUTLIER, Scheme::default()), MetricsPanel::default(), |p, s, ui, out| {
+        p.ui(s, ui, out);
+    });
+    h.run();
+    assert!(h.query_by_label_contains("Almost all of the signal").is_none(), "no hint on a good result");
+}
+
+#[test]
+fn a_matrix_cell_sends_a_preview_not_a_change() {
+    let mut state = state_with(OUTLIER, Scheme::default());
+    let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
+    let names: Vec<usize> = (0..ckpt.tensors().len()).filter(|&i| state.quantized_on_save(&ckpt.tensors()[i])).collect();
+    let schemes = sweep::default_schemes();
+    let rows = names.iter().map(|&i| sweep::sweep_tensor(&ckpt, &ckpt.tensors()[i], &schemes, &mut Vec::new())).collect();
+    state.sensitivity.result = Some(Arc::new(sweep::finish(&ckpt, &names, &schemes, rows)));
+    let panel = SensitivityPanel { table: Table::Matrix, ..SensitivityPanel::default() };
+    let mut h = panel_harness(state, panel, |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    h.get_by_label(&format!("{OUTLIER} under int8:tensor:minmax")).click();
+    h.run();
+    let out = &h.state().2;
+    assert!(
+        matches!(out.last(), Some(Command::Preview { layer, scheme }) if layer == OUTLIER && scheme.to_string() == "int8:tensor:minmax"),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|c| c.undo_label().is_some()), "nothing saved changes: {out:?}");
+}
+
+#[test]
+fn save_window_lists_the_config_groups_or_says_no_model() {
+    let mut state = state_with(OUTLIER, Scheme::default());
+    state.doc.overrides.insert(OUTLIER.into(), "e4m3:tensor:minmax".parse().unwrap());
+    let window = SaveWindow { open: true, ..SaveWindow::default() };
+    let mut h = panel_harness(state, window, |p, s, ui, out| p.ui(s, ui.ctx(), out));
+    h.run();
+    h.get_by_label_contains("2 config groups");
+    h.get_by_label("e4m3:tensor:minmax");
+    h.get_by_label("1 layer");
+    h.get_by_label("int8:channel:minmax");
+    h.get_by_label("8 layers");
+
+    let window = SaveWindow { open: true, ..SaveWindow::default() };
+    let mut h = panel_harness(AppState::default(), window, |p, s, ui, out| p.ui(s, ui.ctx(), out));
+    h.run();
+    h.get_by_label_contains("No model is open");
+    assert!(h.query_by_label("Save").is_none());
+}
