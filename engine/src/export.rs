@@ -32,6 +32,7 @@ use crate::decode;
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
 use crate::metrics::{ErrorSums, Metrics, SqnrSummary, error_sums, error_sums_scalar};
+use crate::rank::Item;
 use crate::recipe::{LayerChoice, Resolved};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
@@ -98,6 +99,16 @@ pub fn default_exclusion(info: &TensorInfo) -> Option<String> {
         return Some("embedding (excluded by default)".into());
     }
     None
+}
+
+/// Whether a save quantizes `info`, given the user's choice for it (`None` =
+/// the default rule). Agrees with [`plan`] (tested on every tensor of the
+/// teaching sample): a choice cannot quantize a 1-D, empty or non-float tensor.
+pub fn quantized_on_save(info: &TensorInfo, choice: Option<bool>) -> bool {
+    info.is_quantizable()
+        && info.shape.len() >= 2
+        && info.numel() > 0
+        && choice.unwrap_or_else(|| default_exclusion(info).is_none())
 }
 
 /// One decision per tensor (same order, e.g. `Checkpoint::tensors()`): `ignore`
@@ -732,7 +743,11 @@ fn write_model(
     let layers = written.layers;
     let params_quantized: u64 = layers.iter().map(|l| l.params).sum();
     let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
-        SqnrSummary::of(layers.iter().map(|l| (l.name.as_str(), l.params, l.metrics.sqnr_db)));
+        SqnrSummary::of(layers.iter().map(|l| Item {
+            name: &l.name,
+            params: l.params,
+            metrics: Some(&l.metrics),
+        }));
     let mut layers = layers;
     layers.sort_by(|a, b| a.name.cmp(&b.name));
     let summary = ExportSummary {
@@ -1006,4 +1021,32 @@ fn swap_into_place(tmp: &Path, out: &Path) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::LayerChoice;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn quantized_on_save_agrees_with_plan_on_the_teaching_sample() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../sample-models/teaching.safetensors");
+        let ckpt = Checkpoint::open(path).unwrap();
+        let scheme = Scheme::default();
+        for t in ckpt.tensors() {
+            for choice in [None, Some(true), Some(false)] {
+                let mut layers = BTreeMap::new();
+                if let Some(on) = choice {
+                    layers.insert(
+                        t.name.clone(),
+                        if on { LayerChoice::Quantize(scheme) } else { LayerChoice::Exclude },
+                    );
+                }
+                let decisions = plan(std::slice::from_ref(t), &Resolved { scheme, layers }, &|_| false);
+                let planned = matches!(decisions[0], Decision::Quantize(_));
+                assert_eq!(quantized_on_save(t, choice), planned, "{} with choice {choice:?}", t.name);
+            }
+        }
+    }
 }

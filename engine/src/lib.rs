@@ -19,6 +19,7 @@
 pub mod analyze;
 pub mod calibrate;
 pub mod checkpoint;
+pub mod csv;
 pub mod decode;
 pub mod error;
 pub mod explain;
@@ -26,6 +27,7 @@ pub mod export;
 pub mod format;
 pub mod metrics;
 mod mmap;
+pub mod rank;
 pub mod recipe;
 pub mod report;
 pub mod scheme;

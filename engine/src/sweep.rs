@@ -6,7 +6,6 @@
 //! Progress is reported per tensor and the sweep stops between tensors when
 //! cancelled.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -17,6 +16,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::scale_dtype;
 use crate::metrics::{Metrics, SqnrSummary};
+use crate::rank::Item;
 use crate::scheme::{FormatKind, Mapping, Scheme};
 use safetensors::Dtype;
 
@@ -192,7 +192,11 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
     let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
     let params_quantized: u64 = ok.iter().map(|(r, _)| r.params).sum();
     let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
-        SqnrSummary::of(ok.iter().map(|(r, c)| (r.name.as_str(), r.params, c.metrics.sqnr_db)));
+        SqnrSummary::of(ok.iter().map(|(r, c)| Item {
+            name: &r.name,
+            params: r.params,
+            metrics: Some(&c.metrics),
+        }));
     // Tensors a scheme could not take stay in the model unquantized.
     let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
     SchemeTotals {
@@ -206,53 +210,6 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
         worst_sqnr_db,
         worst_layer,
     }
-}
-
-/// The SQNR matrix as CSV: `name,params,<scheme>...` (empty cell = +∞ or n/a).
-pub fn matrix_csv(s: &Sweep) -> String {
-    let mut out = format!("name,params,{}\n", s.schemes.join(","));
-    for r in &s.rows {
-        let cells: Vec<String> = r
-            .cells
-            .iter()
-            .map(|c| match c {
-                Ok(c) if c.metrics.sqnr_db.is_finite() => c.metrics.sqnr_db.to_string(),
-                Ok(_) => "inf".into(),
-                Err(_) => String::new(),
-            })
-            .collect();
-        let _ = writeln!(out, "{},{},{}", csv_field(&r.name), r.params, cells.join(","));
-    }
-    out
-}
-
-/// The per-scheme totals as CSV.
-pub fn totals_csv(s: &Sweep) -> String {
-    let mut out = String::from(
-        "scheme,model_bytes,quantized_bytes,params_quantized,params_total,quantized_share,mean_sqnr_db,worst_sqnr_db,worst_layer\n",
-    );
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for t in &s.totals {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{}",
-            t.scheme,
-            t.model_bytes,
-            t.quantized_bytes,
-            t.params_quantized,
-            t.params_total,
-            t.quantized_share,
-            opt(t.mean_sqnr_db),
-            opt(t.worst_sqnr_db),
-            csv_field(t.worst_layer.as_deref().unwrap_or(""))
-        );
-    }
-    out
-}
-
-/// Quotes a CSV field when it needs it.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 /// The default scheme set of the sensitivity view: INT8 per-tensor / per-channel /

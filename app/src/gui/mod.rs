@@ -231,9 +231,8 @@ impl QuantscopeApp {
                             let first = |pick: &dyn Fn(&quantscope_engine::TensorInfo) -> bool| {
                                 summary.tensors.iter().filter(|t| pick(t)).map(|t| t.name.clone()).min()
                             };
-                            self.selected =
-                                first(&|t| quantscope_engine::export::default_exclusion(t).is_none())
-                                    .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
+                            self.selected = first(&|t| quantscope_engine::export::quantized_on_save(t, None))
+                                .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
                             self.model =
                                 Some(Model { summary, sqnr: HashMap::new(), sweep_done: 0, sweep_total: 0 });
                             self.analysis = None;

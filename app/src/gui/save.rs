@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eframe::egui;
 use quantscope_engine::TensorInfo;
-use quantscope_engine::export::{ExportMode, ExportOptions, ExportSummary, default_exclusion};
+use quantscope_engine::export::{ExportMode, ExportOptions, ExportSummary, quantized_on_save};
 use quantscope_engine::recipe::{LayerChoice, Recipe, Resolved};
 
 use super::QuantscopeApp;
@@ -47,19 +47,12 @@ impl QuantscopeApp {
     /// Whether `t` is quantized when the model is saved: the user's checkbox, or
     /// the default rule (float ≥2-D `*.weight`, not embeddings or lm_head).
     pub fn quantized_on_save(&self, t: &TensorInfo) -> bool {
-        t.is_quantizable()
-            && t.shape.len() >= 2
-            && self
-                .settings
-                .save_choice
-                .get(&t.name)
-                .copied()
-                .unwrap_or_else(|| default_exclusion(t).is_none())
+        quantized_on_save(t, self.settings.save_choice.get(&t.name).copied())
     }
 
     /// Sets the "quantize when saving" checkbox of one layer.
     pub fn set_quantized_on_save(&mut self, t: &TensorInfo, on: bool) {
-        if on == default_exclusion(t).is_none() {
+        if on == quantized_on_save(t, None) {
             self.settings.save_choice.remove(&t.name);
         } else {
             self.settings.save_choice.insert(t.name.clone(), on);

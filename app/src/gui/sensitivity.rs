@@ -3,28 +3,17 @@
 //! SQNR matrix, whose cells open that layer under that scheme. All numbers come
 //! from the worker's sweep (`Request::Compare`); this module only lays them out.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use eframe::egui::{self, Color32, RichText, Sense};
 use quantscope_engine::Scheme;
-use quantscope_engine::metrics::Metrics;
+use quantscope_engine::csv;
+use quantscope_engine::rank::cell_metrics;
+pub use quantscope_engine::rank::{RankKey, ranked};
 use quantscope_engine::sweep::{self, Sweep};
 
 use super::browser::format_sqnr;
 use super::{QuantscopeApp, View, png};
-
-/// A column of the ranked table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RankKey {
-    Name,
-    Params,
-    #[default]
-    Sqnr,
-    Mse,
-    Cosine,
-    Clipped,
-}
 
 /// The view's state; the result itself arrives from the worker.
 #[derive(Default)]
@@ -51,34 +40,6 @@ pub fn heat(db: f64) -> Color32 {
     let t = ((db - 10.0) / 40.0).clamp(0.0, 1.0) as f32;
     let lerp = |a: f32, b: f32| (a + (b - a) * t) as u8;
     Color32::from_rgb(lerp(200.0, 40.0), lerp(50.0, 150.0), lerp(50.0, 70.0))
-}
-
-fn cell_metrics(s: &Sweep, row: usize, col: usize) -> Option<&Metrics> {
-    s.rows[row].cells.get(col)?.as_ref().ok().map(|c| &c.metrics)
-}
-
-/// Row order for the table and the matrix: `key` under scheme `col`, worst first.
-pub fn ranked(s: &Sweep, col: usize, key: RankKey, reversed: bool) -> Vec<usize> {
-    let value = |r: usize| -> f64 {
-        let m = cell_metrics(s, r, col);
-        match key {
-            RankKey::Name | RankKey::Params => 0.0,
-            RankKey::Sqnr => m.map_or(f64::INFINITY, |m| m.sqnr_db),
-            RankKey::Mse => m.map_or(f64::INFINITY, |m| -m.mse),
-            RankKey::Cosine => m.map_or(f64::INFINITY, |m| m.cosine),
-            RankKey::Clipped => m.map_or(f64::INFINITY, |m| -m.clipped_fraction),
-        }
-    };
-    let mut order: Vec<usize> = (0..s.rows.len()).collect();
-    match key {
-        RankKey::Name => order.sort_by(|&a, &b| s.rows[a].name.cmp(&s.rows[b].name)),
-        RankKey::Params => order.sort_by(|&a, &b| s.rows[b].params.cmp(&s.rows[a].params)),
-        _ => order.sort_by(|&a, &b| value(a).total_cmp(&value(b)).then(s.rows[a].name.cmp(&s.rows[b].name))),
-    }
-    if reversed {
-        order.reverse();
-    }
-    order
 }
 
 impl QuantscopeApp {
@@ -118,7 +79,7 @@ pub fn sensitivity_ui(app: &mut QuantscopeApp, ui: &mut egui::Ui) {
                 .set_file_name("sensitivity.csv")
                 .save_file()
         {
-            let text = format!("{}\n{}", sweep::matrix_csv(&s), sweep::totals_csv(&s));
+            let text = format!("{}\n{}", csv::matrix(&s), csv::totals(&s));
             if let Err(e) = quantscope_engine::write::write_atomic(&p, text.as_bytes()) {
                 app.error = Some(format!("CSV not saved: {e}"));
             }
@@ -242,7 +203,7 @@ fn ranked_ui(app: &mut QuantscopeApp, s: &Sweep, ui: &mut egui::Ui) {
             && let Some(p) =
                 rfd::FileDialog::new().add_filter("CSV", &["csv"]).set_file_name("ranked.csv").save_file()
         {
-            let text = ranked_csv(s, col, &ranked(s, col, app.sensitivity.sort, app.sensitivity.reversed));
+            let text = csv::ranked(s, col, &ranked(s, col, app.sensitivity.sort, app.sensitivity.reversed));
             if let Err(e) = quantscope_engine::write::write_atomic(&p, text.as_bytes()) {
                 app.error = Some(format!("CSV not saved: {e}"));
             }
@@ -306,29 +267,6 @@ fn ranked_ui(app: &mut QuantscopeApp, s: &Sweep, ui: &mut egui::Ui) {
     {
         app.open_cell(&name, scheme);
     }
-}
-
-/// The ranked table as CSV, in the shown order.
-pub fn ranked_csv(s: &Sweep, col: usize, order: &[usize]) -> String {
-    let mut out = String::from("layer,params,scheme,sqnr_db,mse,cosine,clipped_fraction\n");
-    for &r in order {
-        let row = &s.rows[r];
-        let m = cell_metrics(s, r, col);
-        let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{}",
-            sweep::csv_field(&row.name),
-            row.params,
-            s.schemes[col],
-            m.map(|m| if m.sqnr_db.is_finite() { m.sqnr_db.to_string() } else { "inf".into() })
-                .unwrap_or_default(),
-            f(m.map(|m| m.mse)),
-            f(m.map(|m| m.cosine)),
-            f(m.map(|m| m.clipped_fraction)),
-        );
-    }
-    out
 }
 
 const CELL: egui::Vec2 = egui::vec2(84.0, 20.0);
