@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, round_half_even};
+use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, round_half_even, spec};
 use crate::scheme::{FormatKind, Mapping};
 
 /// R → R/S → round → +Z → clamp → Q → R′ for an integer format.
@@ -209,29 +209,22 @@ pub struct FormatFacts {
 
 /// The facts of one format.
 pub fn facts(format: FormatKind) -> Result<FormatFacts> {
-    struct Facts;
-    impl WithFormat for Facts {
-        type Out = FormatFacts;
-        fn run<F: NumberFormat>(self, f: F) -> FormatFacts {
-            let is_float = f.is_float();
-            let int = |v: f32| if is_float { 0 } else { v as i32 };
-            FormatFacts {
-                label: f.label(),
-                bits: f.bits(),
-                is_float,
-                qmin: int(f.qmin()),
-                qmax: int(f.qmax()),
-                fmax: f.fmax(),
-                exponent_bits: f.exponent_bits(),
-                mantissa_bits: f.mantissa_bits(),
-                bias: f.bias(),
-                has_zero_point: f.offset_kind() == OffsetKind::ZeroPoint,
-                offset_is_real: f.offset_kind() == OffsetKind::Real,
-                code_dtype: format!("{:?}", f.code_dtype()),
-            }
-        }
-    }
-    dispatch(format, Facts)
+    let f = spec(format)?;
+    let int = |v: f32| if f.is_float { 0 } else { v as i32 };
+    Ok(FormatFacts {
+        label: f.label.clone(),
+        bits: f.bits,
+        is_float: f.is_float,
+        qmin: int(f.qmin),
+        qmax: int(f.qmax),
+        fmax: f.fmax,
+        exponent_bits: f.exponent_bits,
+        mantissa_bits: f.mantissa_bits,
+        bias: f.bias,
+        has_zero_point: f.offset_kind == OffsetKind::ZeroPoint,
+        offset_is_real: f.offset_kind == OffsetKind::Real,
+        code_dtype: format!("{:?}", f.code_dtype),
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub mod recipe;
 pub mod report;
 pub mod scheme;
 mod simd;
+mod slicing;
 pub mod sweep;
 pub mod write;
 

@@ -15,9 +15,10 @@ use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::scale_dtype;
+use crate::format::{OffsetKind, spec};
 use crate::metrics::{Metrics, SqnrSummary};
 use crate::rank::Item;
-use crate::scheme::{FormatKind, Mapping, Scheme};
+use crate::scheme::{Mapping, Scheme};
 use safetensors::Dtype;
 
 /// One tensor under one scheme.
@@ -93,16 +94,16 @@ pub struct Sweep {
 /// are counted bit-packed (INT4 at two per byte, as pack-quantized stores them);
 /// scales and FP8 offsets in the weight's dtype, INT zero points as I8.
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
-    let bits = match scheme.format {
-        FormatKind::Int(b) => u64::from(b),
-        FormatKind::E4M3 | FormatKind::E5M2 => 8,
-    };
-    let codes = (info.numel() as u64 * bits).div_ceil(8);
+    // A scheme that reached here was analyzed, so its format is valid; an
+    // invalid one is counted as 8-bit codes with a zero point.
+    let (bits, offset) = spec(scheme.format).map_or((8, OffsetKind::ZeroPoint), |f| (f.bits, f.offset_kind));
+    let codes = (info.numel() as u64 * u64::from(bits)).div_ceil(8);
     let scale = (scale_dtype(info.dtype).bitsize() / 8) as u64;
-    let per_slice = match (scheme.format, scheme.mapping) {
-        (_, Mapping::Symmetric) => scale,
-        (FormatKind::Int(_), Mapping::Asymmetric) => scale + 1,
-        (_, Mapping::Asymmetric) => 2 * scale,
+    let per_slice = match (scheme.mapping, offset) {
+        (Mapping::Symmetric, _) => scale,
+        // An I8 zero point, or a real offset stored like the scale.
+        (Mapping::Asymmetric, OffsetKind::ZeroPoint) => scale + 1,
+        (Mapping::Asymmetric, OffsetKind::Real) => 2 * scale,
     };
     codes + per_slice * slices as u64
 }

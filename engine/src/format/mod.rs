@@ -137,6 +137,59 @@ pub fn dispatch<V: WithFormat>(kind: FormatKind, v: V) -> Result<V::Out> {
     })
 }
 
+/// A format's facts as plain data, read from its [`NumberFormat`] impl: what
+/// code that stores, sizes or describes quantized tensors needs, without the
+/// arithmetic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub label: String,
+    pub bits: u8,
+    pub is_float: bool,
+    /// Qmin / Qmax for integers, ∓fmax for floats.
+    pub qmin: f32,
+    pub qmax: f32,
+    pub fmax: Option<f32>,
+    pub exponent_bits: u32,
+    pub mantissa_bits: u32,
+    pub bias: Option<i32>,
+    pub code_dtype: Dtype,
+    pub offset_kind: OffsetKind,
+    /// `runtime_loadable` under the symmetric and the asymmetric mapping.
+    pub loadable: [bool; 2],
+}
+
+impl Spec {
+    /// Whether vLLM / llm-compressor load this format under `mapping`.
+    pub fn runtime_loadable(&self, mapping: Mapping) -> bool {
+        self.loadable[usize::from(mapping == Mapping::Asymmetric)]
+    }
+}
+
+/// The [`Spec`] of the format `kind` names.
+pub fn spec(kind: FormatKind) -> Result<Spec> {
+    struct Read;
+    impl WithFormat for Read {
+        type Out = Spec;
+        fn run<F: NumberFormat>(self, f: F) -> Spec {
+            Spec {
+                label: f.label(),
+                bits: f.bits(),
+                is_float: f.is_float(),
+                qmin: f.qmin(),
+                qmax: f.qmax(),
+                fmax: f.fmax(),
+                exponent_bits: f.exponent_bits(),
+                mantissa_bits: f.mantissa_bits(),
+                bias: f.bias(),
+                code_dtype: f.code_dtype(),
+                offset_kind: f.offset_kind(),
+                loadable: [f.runtime_loadable(Mapping::Symmetric), f.runtime_loadable(Mapping::Asymmetric)],
+            }
+        }
+    }
+    dispatch(kind, Read)
+}
+
 /// Round half to even, bit-identical to `f32::round_ties_even` (tested on every
 /// tie). Written with the 2^23 trick so that it vectorises on baseline x86-64,
 /// where `round_ties_even` is a libm call per element (no SSE4.1 `roundps`).
