@@ -237,54 +237,10 @@ fn analyze_with<F: NumberFormat>(
     } else {
         match layout(shape, granularity, numel) {
             Layout::Rows { row_len, group } => {
-                let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
-                    match out {
-                        Some(o) => row
-                            .chunks(group)
-                            .zip(o.chunks_mut(group))
-                            .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
-                            .collect(),
-                        None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
-                    }
-                };
-                let per_row: Vec<Vec<SliceOut>> = if need_deq {
-                    values
-                        .par_chunks(row_len)
-                        .zip(deq.par_chunks_mut(row_len))
-                        .map(|(r, o)| run_row(r, Some(o)))
-                        .collect()
-                } else {
-                    values.par_chunks(row_len).map(|r| run_row(r, None)).collect()
-                };
-                per_row.into_iter().flatten().collect()
+                run_rows(fmt, values, row_len, group, scheme, need_deq.then_some(deq.as_mut_slice()))
             }
             Layout::Strided { outer, dim, inner } => {
-                let gather = |c: usize| -> Vec<f32> {
-                    let mut buf = Vec::with_capacity(outer * inner);
-                    for o in 0..outer {
-                        let start = (o * dim + c) * inner;
-                        buf.extend_from_slice(&values[start..start + inner]);
-                    }
-                    buf
-                };
-                let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
-                    .into_par_iter()
-                    .map(|c| {
-                        let buf = gather(c);
-                        let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
-                        let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
-                        (r, out)
-                    })
-                    .collect();
-                if need_deq {
-                    for (c, (_, out)) in results.iter().enumerate() {
-                        for o in 0..outer {
-                            let start = (o * dim + c) * inner;
-                            deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
-                        }
-                    }
-                }
-                results.into_iter().map(|(r, _)| r).collect()
+                run_strided(fmt, values, [outer, dim, inner], scheme, need_deq.then_some(deq.as_mut_slice()))
             }
         }
     };
@@ -327,6 +283,75 @@ fn analyze_with<F: NumberFormat>(
     })
 }
 
+/// Slices that are runs of rows (per-channel on axis 0, per-group): each row
+/// by one thread, its groups in order; R′ into `deq` when given.
+fn run_rows<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    row_len: usize,
+    group: usize,
+    scheme: &Scheme,
+    deq: Option<&mut [f32]>,
+) -> Vec<SliceOut> {
+    let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
+        match out {
+            Some(o) => row
+                .chunks(group)
+                .zip(o.chunks_mut(group))
+                .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
+                .collect(),
+            None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
+        }
+    };
+    let per_row: Vec<Vec<SliceOut>> = match deq {
+        Some(deq) => values
+            .par_chunks(row_len)
+            .zip(deq.par_chunks_mut(row_len))
+            .map(|(r, o)| run_row(r, Some(o)))
+            .collect(),
+        None => values.par_chunks(row_len).map(|r| run_row(r, None)).collect(),
+    };
+    per_row.into_iter().flatten().collect()
+}
+
+/// Per-channel on an inner axis of `[outer, dim, inner]`: each channel gathered
+/// into a buffer, run, and its R′ scattered back into `deq` when given.
+fn run_strided<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    [outer, dim, inner]: [usize; 3],
+    scheme: &Scheme,
+    deq: Option<&mut [f32]>,
+) -> Vec<SliceOut> {
+    let need_deq = deq.is_some();
+    let gather = |c: usize| -> Vec<f32> {
+        let mut buf = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            let start = (o * dim + c) * inner;
+            buf.extend_from_slice(&values[start..start + inner]);
+        }
+        buf
+    };
+    let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
+        .into_par_iter()
+        .map(|c| {
+            let buf = gather(c);
+            let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
+            let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
+            (r, out)
+        })
+        .collect();
+    if let Some(deq) = deq {
+        for (c, (_, out)) in results.iter().enumerate() {
+            for o in 0..outer {
+                let start = (o * dim + c) * inner;
+                deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
+            }
+        }
+    }
+    results.into_iter().map(|(r, _)| r).collect()
+}
+
 /// The per-slice results folded into the tensor's.
 struct Summary {
     stats: TensorStats,
@@ -362,7 +387,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
         }
     }
     let whole = || -> Result<QuantResult> {
-        let values = crate::decode::decode(dtype, bytes).map_err(Error::Scheme)?;
+        let values = crate::decode::decode(dtype, bytes).map_err(|r| Error::decode(None, r))?;
         analyze(&values, shape, scheme, &Options::default())
     };
     scheme.validate()?;

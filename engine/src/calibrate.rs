@@ -1,6 +1,6 @@
 //! Calibration: how each slice's clipping range [lo, hi] is chosen, then turned
 //! into (S, Z) by the format. One function per method, all per slice
-//! (NUMERICS.md "Calibration").
+//! (docs/numerics.md, "Calibration").
 
 use ndarray::{Array1, Axis};
 use ndarray_stats::QuantileExt;

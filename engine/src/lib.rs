@@ -13,8 +13,9 @@
 //!   and measures the error ([`metrics`]), giving a [`QuantResult`].
 //! - [`report`] is the per-tensor record the CLI prints and the GUI shows.
 //!
-//! All arithmetic follows `NUMERICS.md`: f32 quantization, true division by S,
-//! round-half-to-even, f64 metric sums, saturating FP8.
+//! All arithmetic follows `docs/numerics.md` (from "Vocabulary" on): f32
+//! quantization, true division by S, round-half-to-even, f64 metric sums,
+//! saturating FP8.
 
 pub mod analyze;
 pub mod calibrate;

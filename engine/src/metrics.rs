@@ -1,4 +1,4 @@
-//! Error metrics (NUMERICS.md "Metrics") and the fused per-element loop that
+//! Error metrics (docs/numerics.md, "Metrics") and the fused per-element loop that
 //! produces them. Sums are f64; the loop keeps `LANES` independent accumulators
 //! so that LLVM can vectorise the reduction without reassociating a single sum.
 

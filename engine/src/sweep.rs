@@ -92,7 +92,8 @@ pub struct Sweep {
 
 /// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs. Codes
 /// are counted bit-packed (INT4 at two per byte, as pack-quantized stores them);
-/// scales and FP8 offsets in the weight's dtype, INT zero points as I8.
+/// scales and FP8 offsets in the weight's dtype, INT zero points as I8
+/// (docs/numerics.md, "Sensitivity and stored bytes").
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
     // A scheme that reached here was analyzed, so its format is valid; an
     // invalid one is counted as 8-bit codes with a zero point.

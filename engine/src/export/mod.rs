@@ -115,7 +115,10 @@ pub fn export(
     cancel: &AtomicBool,
 ) -> Result<ExportSummary> {
     if decisions.len() != ckpt.tensors().len() {
-        return Err(Error::Scheme("export plan does not match the model".into()));
+        return Err(Error::Plan {
+            tensor: None,
+            reason: format!("{} decisions for {} tensors", decisions.len(), ckpt.tensors().len()),
+        });
     }
     let folder_input = is_folder_input(ckpt);
     // Missing parent folders are created, like `mkdir -p`; OUT itself only

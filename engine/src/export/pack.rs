@@ -49,7 +49,10 @@ fn pack_with<F: NumberFormat>(
     let params: Vec<SliceParams> =
         r.params.iter().map(|p| fmt.stored_params(p, scheme.mapping, |x| round_to(sd, x))).collect();
     if let Some(p) = params.iter().find(|p| !p.scale.is_finite() || !p.offset.is_finite()) {
-        return Err(Error::Scheme(format!("scale {} does not fit in {sd:?}", p.scale)));
+        return Err(Error::Plan {
+            tensor: None,
+            reason: format!("scale {} does not fit in {sd:?}", p.scale),
+        });
     }
     let slice = slice_indexer(shape, r.granularity);
     let mut codes = vec![0u8; values.len()];
@@ -110,8 +113,8 @@ pub(super) fn chunk_digests(xs: &[f32]) -> Vec<u64> {
         .collect()
 }
 
-pub(super) fn encode_floats(dtype: Dtype, xs: &[f32]) -> Result<Vec<u8>> {
-    decode::encode(dtype, xs).map_err(Error::Scheme)
+pub(super) fn encode_floats(dtype: Dtype, xs: &[f32], tensor: &str) -> Result<Vec<u8>> {
+    decode::encode(dtype, xs).map_err(|r| Error::decode(Some(tensor), r))
 }
 
 /// The bytes of one output part of a quantized tensor. A fake-quant part also
@@ -120,15 +123,22 @@ pub(super) fn part_bytes(e: &Entry, packed: &mut Packed) -> Result<Vec<u8>> {
     Ok(match e.part {
         Part::Codes => std::mem::take(&mut packed.codes),
         Part::Fake => {
-            let b = encode_floats(e.dtype, &packed.dequantized)?;
-            packed.dequantized = decode::decode(e.dtype, &b).map_err(Error::Scheme)?;
+            let b = encode_floats(e.dtype, &packed.dequantized, &e.name)?;
+            packed.dequantized = decode::decode(e.dtype, &b).map_err(|r| Error::decode(Some(&e.name), r))?;
             b
         }
-        Part::Scale => encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>())?,
-        Part::Offset => encode_floats(e.dtype, &packed.params.iter().map(|p| p.offset).collect::<Vec<_>>())?,
+        Part::Scale => {
+            encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>(), &e.name)?
+        }
+        Part::Offset => {
+            encode_floats(e.dtype, &packed.params.iter().map(|p| p.offset).collect::<Vec<_>>(), &e.name)?
+        }
         Part::ZeroPoint => packed.params.iter().map(|p| (p.zero_point as i8).to_le_bytes()[0]).collect(),
         Part::Copy => {
-            return Err(Error::Scheme(format!("{}: a copied tensor has no quantized bytes", e.name)));
+            return Err(Error::Plan {
+                tensor: Some(e.name.clone()),
+                reason: "a copied tensor has no quantized bytes".into(),
+            });
         }
     })
 }

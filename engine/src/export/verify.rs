@@ -29,7 +29,7 @@ pub(super) fn verify(
     let out = Checkpoint::open(tmp)?;
     let mut checked = 0;
     for (t, d) in ckpt.tensors().iter().zip(decisions) {
-        let fail = |reason: String| Error::Tensor { path: tmp.to_path_buf(), tensor: t.name.clone(), reason };
+        let fail = |reason: String| Error::Verify { file: tmp.to_path_buf(), tensor: t.name.clone(), reason };
         let Decision::Quantize(s) = d else {
             let o = out.tensor(&t.name)?;
             if out.bytes(o) != ckpt.bytes(t) {
@@ -39,10 +39,10 @@ pub(super) fn verify(
         };
         let deq = match mode {
             ExportMode::FakeQuant => out.load_f32(&t.name)?,
-            ExportMode::Packed => read_packed(&out, t, s).map_err(|e| fail(e.to_string()))?,
+            ExportMode::Packed => read_packed(&out, t, s)?,
         };
         if digests.get(&t.name) != Some(&chunk_digests(&deq)) {
-            return Err(fail("verify: the dequantized tensor read back differs from the engine's R'".into()));
+            return Err(fail("the dequantized tensor read back differs from the engine's R'".into()));
         }
         checked += 1;
         ckpt.release(t);
@@ -64,7 +64,12 @@ pub fn read_packed(out: &Checkpoint, t: &TensorInfo, s: &Scheme) -> Result<Vec<f
             read_packed_with(f, self.0, self.1, self.2)
         }
     }
-    dispatch(s.format, Run(out, t, s))?
+    let read_back =
+        |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
+    dispatch(s.format, Run(out, t, s)).and_then(|r| r).map_err(|e| match e {
+        e @ Error::ReadBack { .. } => e,
+        e => read_back(e.to_string()),
+    })
 }
 
 fn read_packed_with<F: NumberFormat>(
@@ -73,22 +78,18 @@ fn read_packed_with<F: NumberFormat>(
     t: &TensorInfo,
     s: &Scheme,
 ) -> Result<Vec<f32>> {
+    let fail = |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
     let w = out.tensor(&t.name)?;
     if w.shape != t.shape || w.dtype != fmt.code_dtype() {
-        return Err(Error::Scheme(format!(
-            "stored as {:?} {:?}, expected {:?} {:?}",
-            w.dtype,
-            w.shape,
-            fmt.code_dtype(),
-            t.shape
-        )));
+        let want = fmt.code_dtype();
+        return Err(fail(format!("stored as {:?} {:?}, expected {want:?} {:?}", w.dtype, w.shape, t.shape)));
     }
     let floats = |suffix: &str| -> Result<Vec<f32>> {
         let i = out.tensor(&format!("{}{suffix}", t.name))?;
         if i.shape != scale_shape(&t.shape, s.granularity) {
-            return Err(Error::Scheme(format!("{suffix} has shape {:?}", i.shape)));
+            return Err(fail(format!("{suffix} has shape {:?}", i.shape)));
         }
-        decode::decode(i.dtype, out.bytes(i)).map_err(Error::Scheme)
+        decode::decode(i.dtype, out.bytes(i)).map_err(|r| fail(format!("{suffix}: {r}")))
     };
     let scales = floats("_scale")?;
     let n = scales.len();
@@ -104,7 +105,7 @@ fn read_packed_with<F: NumberFormat>(
         _ => vec![0.0; n],
     };
     if zps.len() != n || offsets.len() != n {
-        return Err(Error::Scheme("scale, zero point and offset counts differ".into()));
+        return Err(fail("scale, zero point and offset counts differ".into()));
     }
     let params: Vec<SliceParams> = (0..n)
         .map(|i| SliceParams { scale: scales[i], zero_point: zps[i], offset: offsets[i], lo: 0.0, hi: 0.0 })

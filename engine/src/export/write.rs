@@ -375,10 +375,13 @@ impl Writer<'_> {
         data_start: u64,
     ) -> Result<()> {
         let vals = self.ckpt.values(t, &mut self.values)?;
-        let mut packed = pack(vals, &t.shape, s, t.dtype).map_err(|e| Error::Tensor {
-            path: self.ckpt.shard_path(t).to_path_buf(),
-            tensor: t.name.clone(),
-            reason: e.to_string(),
+        let mut packed = pack(vals, &t.shape, s, t.dtype).map_err(|e| match e {
+            Error::Plan { tensor: None, reason } => Error::Plan { tensor: Some(t.name.clone()), reason },
+            e => Error::Tensor {
+                path: self.ckpt.shard_path(t).to_path_buf(),
+                tensor: t.name.clone(),
+                reason: e.to_string(),
+            },
         })?;
         for e in parts {
             let bytes = part_bytes(e, &mut packed)?;

@@ -1,4 +1,5 @@
-//! OCP FP8: E4M3FN (no Inf, NaN = S.1111.111) and E5M2 (IEEE-like).
+//! OCP FP8: E4M3FN (no Inf, NaN = S.1111.111) and E5M2 (IEEE-like)
+//! (docs/numerics.md, "FP8 formats").
 //!
 //! Encoding is round-to-nearest-even done on the f32 bit pattern, after the value
 //! has been clamped to ±fmax (quantscope always saturates). Decoding is a 256-entry

@@ -1,4 +1,5 @@
-//! Signed b-bit integers (INT8 by default), exactly as NUMERICS.md writes them.
+//! Signed b-bit integers (INT8 by default), exactly as docs/numerics.md,
+//! "Integer formats" writes them.
 
 use safetensors::Dtype;
 
