@@ -8,10 +8,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::sync::atomic::AtomicBool;
 
+use quantscope_engine::csv;
 use quantscope_engine::export::{self, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::report::{SchemeSummary, TensorReport, report_tensor};
-use quantscope_engine::sweep::{self, Sweep, csv_field};
+use quantscope_engine::sweep::{self, Sweep};
 use quantscope_engine::{Calibration, Checkpoint, FormatKind, Granularity, Mapping, Scheme};
 use regex::Regex;
 
@@ -209,26 +211,24 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
     s.parse().map_err(|e: quantscope_engine::Error| e.to_string())
 }
 
-/// Worst first: the lowest SQNR (an error or ∞ last), or the highest MSE.
-fn sort_key(sort: SortArg, m: Option<&quantscope_engine::Metrics>) -> f64 {
-    match (sort, m) {
-        (SortArg::Sqnr, Some(m)) => m.sqnr_db,
-        (SortArg::Mse, Some(m)) => -m.mse,
-        _ => f64::INFINITY,
-    }
-}
-
+/// Orders `items` by the engine's ranking (worst first; failed rows last), then
+/// keeps the first `top`.
 fn order<T>(
     items: &mut Vec<T>,
     sort: Option<SortArg>,
     top: Option<usize>,
-    key: impl Fn(&T) -> (&str, Option<&quantscope_engine::Metrics>),
+    item: impl for<'a> Fn(&'a T) -> Item<'a>,
 ) {
     let sort = sort.or(top.map(|_| SortArg::Sqnr));
-    match sort {
-        Some(SortArg::Name) => items.sort_by(|a, b| key(a).0.cmp(key(b).0)),
-        Some(s) => items.sort_by(|a, b| sort_key(s, key(a).1).total_cmp(&sort_key(s, key(b).1))),
-        None => {}
+    if let Some(sort) = sort {
+        let key = match sort {
+            SortArg::Sqnr => RankKey::Sqnr,
+            SortArg::Mse => RankKey::Mse,
+            SortArg::Name => RankKey::Name,
+        };
+        let order = rank::worst_first(items.iter().map(&item), key, false);
+        let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+        items.extend(order.into_iter().filter_map(|i| slots[i].take()));
     }
     if let Some(n) = top {
         items.truncate(n);
@@ -341,19 +341,23 @@ fn run_compare(args: &ReportArgs, ckpt: &Checkpoint, out: &mut dyn Write) -> any
         .enumerate()
         .filter(|(_, t)| match &args.tensors {
             Some(re) => t.is_quantizable() && re.is_match(&t.name),
-            None => export::default_exclusion(t).is_none(),
+            None => export::quantized_on_save(t, None),
         })
         .map(|(i, _)| i)
         .collect();
     let mut result = sweep::sweep(ckpt, &rows, &args.compare, &|_, _| {}, &AtomicBool::new(false))?;
-    order(&mut result.rows, args.sort, args.top, |r| (&r.name, r.cells[0].as_ref().ok().map(|c| &c.metrics)));
+    order(&mut result.rows, args.sort, args.top, |r| Item {
+        name: &r.name,
+        params: r.params,
+        metrics: r.cells.first().and_then(|c| c.as_ref().ok()).map(|c| &c.metrics),
+    });
     match args.output {
         OutputArg::Json => {
             let doc = CompareDoc { model: args.model.display().to_string(), sweep: &result };
             serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
             writeln!(out)?;
         }
-        OutputArg::Csv => write!(out, "{}", sweep::matrix_csv(&result))?,
+        OutputArg::Csv => write!(out, "{}", csv::matrix(&result))?,
     }
     Ok(())
 }
@@ -376,7 +380,11 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             r
         })
         .collect();
-    order(&mut records, args.sort, args.top, |r| (&r.name, r.metrics.as_ref()));
+    order(&mut records, args.sort, args.top, |r| Item {
+        name: &r.name,
+        params: r.numel as u64,
+        metrics: r.metrics.as_ref(),
+    });
     match args.output {
         OutputArg::Json => {
             let doc = ReportDoc {
@@ -387,55 +395,7 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
             writeln!(out)?;
         }
-        OutputArg::Csv => write_csv(&records, args.params, out)?,
-    }
-    Ok(())
-}
-
-const CSV_HEADER: &str = "name,dtype,shape,numel,quantized,reason,fallback,count,mse,rmse,sqnr_db,max_abs_err,cosine,clipped_fraction,clip_error,round_error,nonfinite";
-
-fn write_csv(records: &[TensorReport], with_params: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    write!(out, "{CSV_HEADER}")?;
-    if with_params {
-        write!(out, ",slice,scale,zero_point,offset,lo,hi")?;
-    }
-    writeln!(out)?;
-    for r in records {
-        let shape = r.shape.iter().map(ToString::to_string).collect::<Vec<_>>().join("x");
-        let mut row = vec![
-            csv_field(&r.name),
-            r.dtype.clone(),
-            shape,
-            r.numel.to_string(),
-            r.quantized.to_string(),
-            csv_field(r.reason.as_deref().unwrap_or("")),
-            csv_field(r.fallback.as_deref().unwrap_or("")),
-        ];
-        match &r.metrics {
-            Some(m) => row.extend([
-                m.count.to_string(),
-                m.mse.to_string(),
-                m.rmse.to_string(),
-                if m.sqnr_db.is_finite() { m.sqnr_db.to_string() } else { String::new() },
-                m.max_abs_err.to_string(),
-                m.cosine.to_string(),
-                m.clipped_fraction.to_string(),
-                m.clip_error.to_string(),
-                m.round_error.to_string(),
-                m.nonfinite.to_string(),
-            ]),
-            None => row.extend(std::iter::repeat_n(String::new(), 10)),
-        }
-        let line = row.join(",");
-        match (&r.params, with_params) {
-            (Some(params), true) => {
-                for (i, p) in params.iter().enumerate() {
-                    writeln!(out, "{line},{i},{},{},{},{},{}", p.scale, p.zero_point, p.offset, p.lo, p.hi)?;
-                }
-            }
-            (None, true) => writeln!(out, "{line},,,,,,")?,
-            _ => writeln!(out, "{line}")?,
-        }
+        OutputArg::Csv => write!(out, "{}", csv::report_rows(&records, args.params))?,
     }
     Ok(())
 }

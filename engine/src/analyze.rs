@@ -8,11 +8,12 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::calibrate::{PAR_CHUNK, compare_ranges, slice_params};
+use crate::calibrate::{compare_ranges, slice_params};
 use crate::error::{Error, Result};
-use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
+use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
-use crate::scheme::{Calibration, FormatKind, Granularity, ManualRange, Scheme};
+use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
+use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
 use safetensors::Dtype;
 
 /// What to compute beyond the parameters and metrics.
@@ -153,87 +154,15 @@ pub struct QuantResult {
     pub dequantized: Option<Vec<f32>>,
 }
 
-/// How elements are grouped into slices.
-#[derive(Clone, Copy)]
-enum Layout {
-    /// Rows of `row_len` elements, each cut into groups of `group` (the last may be short).
-    Rows { row_len: usize, group: usize },
-    /// Per-channel along an inner axis: `[outer, dim, inner]`, slice c takes index c.
-    Strided { outer: usize, dim: usize, inner: usize },
-}
-
-/// Resolves the granularity for this shape, with a note when it falls back.
-fn resolve(shape: &[usize], g: Granularity) -> Result<(Granularity, Option<String>)> {
-    if shape.len() <= 1 && g != Granularity::Tensor {
-        let note = format!(
-            "{}-D tensor: per-{} falls back to per-tensor",
-            shape.len(),
-            if matches!(g, Granularity::Channel { .. }) { "channel" } else { "group" }
-        );
-        return Ok((Granularity::Tensor, Some(note)));
-    }
-    if let Granularity::Channel { axis } = g
-        && axis >= shape.len()
-    {
-        {
-            return Err(Error::Scheme(format!(
-                "channel axis {axis} does not exist in a {}-D tensor",
-                shape.len()
-            )));
-        }
-    }
-    Ok((g, None))
-}
-
-fn layout(shape: &[usize], g: Granularity, numel: usize) -> Layout {
-    match g {
-        Granularity::Tensor => Layout::Rows { row_len: numel.max(1), group: numel.max(1) },
-        Granularity::Channel { axis: 0 } => {
-            let row = numel / shape[0].max(1);
-            Layout::Rows { row_len: row.max(1), group: row.max(1) }
-        }
-        Granularity::Channel { axis } => Layout::Strided {
-            outer: shape[..axis].iter().product(),
-            dim: shape[axis],
-            inner: shape[axis + 1..].iter().product(),
-        },
-        Granularity::Group { size } => {
-            let row = numel / shape[0].max(1);
-            Layout::Rows { row_len: row.max(1), group: size }
-        }
-    }
-}
-
-/// Maps a flat element index to the index of its slice (the order of
-/// [`QuantResult::params`]) under a resolved granularity.
-pub(crate) fn slice_indexer(shape: &[usize], g: Granularity) -> impl Fn(usize) -> usize + Sync {
-    let l = layout(shape, g, shape.iter().product());
-    move |k| match l {
-        Layout::Rows { row_len, group } => (k / row_len) * row_len.div_ceil(group) + (k % row_len) / group,
-        Layout::Strided { dim, inner, .. } => (k / inner.max(1)) % dim.max(1),
-    }
-}
-
-/// `(row_len, group)` when slices are runs of a row-major `[dim0, rest]` view
-/// (per-tensor, per-channel on axis 0, per-group); `None` for an inner axis.
-pub(crate) fn row_layout(shape: &[usize], g: Granularity) -> Option<(usize, usize)> {
-    match layout(shape, g, shape.iter().product()) {
-        Layout::Rows { row_len, group } => Some((row_len, group)),
-        Layout::Strided { .. } => None,
-    }
-}
-
-/// Finite statistics of a whole tensor, in parallel.
-pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
-    if xs.len() <= PAR_CHUNK {
-        return TensorStats::of(xs);
-    }
-    let parts: Vec<TensorStats> = xs.par_chunks(PAR_CHUNK).map(TensorStats::of).collect();
-    parts.iter().fold(TensorStats::default(), TensorStats::merge)
-}
-
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
 pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options) -> Result<QuantResult> {
+    struct Run<'a>(&'a [f32], &'a [usize], &'a Scheme, &'a Options);
+    impl WithFormat for Run<'_> {
+        type Out = Result<QuantResult>;
+        fn run<F: NumberFormat>(self, f: F) -> Result<QuantResult> {
+            analyze_with(f, self.0, self.1, self.2, self.3)
+        }
+    }
     scheme.validate()?;
     let numel: usize = shape.iter().product();
     if numel != values.len() {
@@ -242,11 +171,7 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
             values.len()
         )));
     }
-    match scheme.format {
-        FormatKind::Int(bits) => analyze_with(IntFormat::new(bits)?, values, shape, scheme, opts),
-        FormatKind::E4M3 => analyze_with(Fp8Format::E4M3, values, shape, scheme, opts),
-        FormatKind::E5M2 => analyze_with(Fp8Format::E5M2, values, shape, scheme, opts),
-    }
+    dispatch(scheme.format, Run(values, shape, scheme, opts))?
 }
 
 /// The per-tensor clip range every automatic calibration picks for `values`
@@ -257,14 +182,14 @@ pub fn compare_calibrations(
     scheme: &Scheme,
     percentile: f64,
 ) -> Result<Vec<(Calibration, SliceParams)>> {
-    let run = |r: [(Calibration, SliceParams); 4]| r.to_vec();
-    Ok(match scheme.format {
-        FormatKind::Int(bits) => {
-            run(compare_ranges(IntFormat::new(bits)?, values, scheme.mapping, percentile))
+    struct Run<'a>(&'a [f32], Mapping, f64);
+    impl WithFormat for Run<'_> {
+        type Out = Vec<(Calibration, SliceParams)>;
+        fn run<F: NumberFormat>(self, f: F) -> Self::Out {
+            compare_ranges(f, self.0, self.1, self.2).to_vec()
         }
-        FormatKind::E4M3 => run(compare_ranges(Fp8Format::E4M3, values, scheme.mapping, percentile)),
-        FormatKind::E5M2 => run(compare_ranges(Fp8Format::E5M2, values, scheme.mapping, percentile)),
-    })
+    }
+    dispatch(scheme.format, Run(values, scheme.mapping, percentile))
 }
 
 /// One slice: calibrate, then the fused error pass.
@@ -312,54 +237,10 @@ fn analyze_with<F: NumberFormat>(
     } else {
         match layout(shape, granularity, numel) {
             Layout::Rows { row_len, group } => {
-                let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
-                    match out {
-                        Some(o) => row
-                            .chunks(group)
-                            .zip(o.chunks_mut(group))
-                            .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
-                            .collect(),
-                        None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
-                    }
-                };
-                let per_row: Vec<Vec<SliceOut>> = if need_deq {
-                    values
-                        .par_chunks(row_len)
-                        .zip(deq.par_chunks_mut(row_len))
-                        .map(|(r, o)| run_row(r, Some(o)))
-                        .collect()
-                } else {
-                    values.par_chunks(row_len).map(|r| run_row(r, None)).collect()
-                };
-                per_row.into_iter().flatten().collect()
+                run_rows(fmt, values, row_len, group, scheme, need_deq.then_some(deq.as_mut_slice()))
             }
             Layout::Strided { outer, dim, inner } => {
-                let gather = |c: usize| -> Vec<f32> {
-                    let mut buf = Vec::with_capacity(outer * inner);
-                    for o in 0..outer {
-                        let start = (o * dim + c) * inner;
-                        buf.extend_from_slice(&values[start..start + inner]);
-                    }
-                    buf
-                };
-                let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
-                    .into_par_iter()
-                    .map(|c| {
-                        let buf = gather(c);
-                        let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
-                        let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
-                        (r, out)
-                    })
-                    .collect();
-                if need_deq {
-                    for (c, (_, out)) in results.iter().enumerate() {
-                        for o in 0..outer {
-                            let start = (o * dim + c) * inner;
-                            deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
-                        }
-                    }
-                }
-                results.into_iter().map(|(r, _)| r).collect()
+                run_strided(fmt, values, [outer, dim, inner], scheme, need_deq.then_some(deq.as_mut_slice()))
             }
         }
     };
@@ -402,6 +283,75 @@ fn analyze_with<F: NumberFormat>(
     })
 }
 
+/// Slices that are runs of rows (per-channel on axis 0, per-group): each row
+/// by one thread, its groups in order; R′ into `deq` when given.
+fn run_rows<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    row_len: usize,
+    group: usize,
+    scheme: &Scheme,
+    deq: Option<&mut [f32]>,
+) -> Vec<SliceOut> {
+    let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
+        match out {
+            Some(o) => row
+                .chunks(group)
+                .zip(o.chunks_mut(group))
+                .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
+                .collect(),
+            None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
+        }
+    };
+    let per_row: Vec<Vec<SliceOut>> = match deq {
+        Some(deq) => values
+            .par_chunks(row_len)
+            .zip(deq.par_chunks_mut(row_len))
+            .map(|(r, o)| run_row(r, Some(o)))
+            .collect(),
+        None => values.par_chunks(row_len).map(|r| run_row(r, None)).collect(),
+    };
+    per_row.into_iter().flatten().collect()
+}
+
+/// Per-channel on an inner axis of `[outer, dim, inner]`: each channel gathered
+/// into a buffer, run, and its R′ scattered back into `deq` when given.
+fn run_strided<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    [outer, dim, inner]: [usize; 3],
+    scheme: &Scheme,
+    deq: Option<&mut [f32]>,
+) -> Vec<SliceOut> {
+    let need_deq = deq.is_some();
+    let gather = |c: usize| -> Vec<f32> {
+        let mut buf = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            let start = (o * dim + c) * inner;
+            buf.extend_from_slice(&values[start..start + inner]);
+        }
+        buf
+    };
+    let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
+        .into_par_iter()
+        .map(|c| {
+            let buf = gather(c);
+            let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
+            let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
+            (r, out)
+        })
+        .collect();
+    if let Some(deq) = deq {
+        for (c, (_, out)) in results.iter().enumerate() {
+            for o in 0..outer {
+                let start = (o * dim + c) * inner;
+                deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
+            }
+        }
+    }
+    results.into_iter().map(|(r, _)| r).collect()
+}
+
 /// The per-slice results folded into the tensor's.
 struct Summary {
     stats: TensorStats,
@@ -429,8 +379,15 @@ fn summarize(slices: &[SliceOut]) -> Summary {
 /// the whole tensor first (the sweep's path: no histograms, no R′). The numbers
 /// equal `analyze(decode(bytes))`, which every other case runs.
 pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Scheme) -> Result<QuantResult> {
+    struct Run<'a>(Dtype, &'a [u8], &'a [usize], &'a Scheme, Granularity);
+    impl WithFormat for Run<'_> {
+        type Out = QuantResult;
+        fn run<F: NumberFormat>(self, f: F) -> QuantResult {
+            encoded_with(f, self.0, self.1, self.2, self.3, self.4)
+        }
+    }
     let whole = || -> Result<QuantResult> {
-        let values = crate::decode::decode(dtype, bytes).map_err(Error::Scheme)?;
+        let values = crate::decode::decode(dtype, bytes).map_err(|r| Error::decode(None, r))?;
         analyze(&values, shape, scheme, &Options::default())
     };
     scheme.validate()?;
@@ -441,13 +398,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     if !row_local || crate::decode::quantizable(dtype).is_err() || numel == 0 || bytes.len() != numel * size {
         return whole();
     }
-    match scheme.format {
-        FormatKind::Int(bits) => {
-            Ok(encoded_with(IntFormat::new(bits)?, dtype, bytes, shape, scheme, granularity))
-        }
-        FormatKind::E4M3 => Ok(encoded_with(Fp8Format::E4M3, dtype, bytes, shape, scheme, granularity)),
-        FormatKind::E5M2 => Ok(encoded_with(Fp8Format::E5M2, dtype, bytes, shape, scheme, granularity)),
-    }
+    dispatch(scheme.format, Run(dtype, bytes, shape, scheme, granularity))
 }
 
 fn encoded_with<F: NumberFormat>(
@@ -574,7 +525,8 @@ fn error_histogram(values: &[f32], deq: &[f32], max_abs: f64, bins: usize) -> Hi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheme::Mapping;
+    use crate::format::IntFormat;
+    use crate::scheme::FormatKind;
 
     fn values(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * (1.0 + (i % 13) as f32)).collect()

@@ -1,6 +1,6 @@
 //! Calibration: how each slice's clipping range [lo, hi] is chosen, then turned
 //! into (S, Z) by the format. One function per method, all per slice
-//! (NUMERICS.md "Calibration").
+//! (docs/numerics.md, "Calibration").
 
 use ndarray::{Array1, Axis};
 use ndarray_stats::QuantileExt;
@@ -13,9 +13,8 @@ use rayon::prelude::*;
 use crate::format::{NumberFormat, SliceParams};
 use crate::metrics::{TensorStats, sum_sq_error};
 use crate::scheme::{Calibration, ManualRange, Mapping};
+use crate::slicing::PAR_CHUNK;
 
-/// Slices longer than this are calibrated in parallel chunks / on a histogram.
-pub(crate) const PAR_CHUNK: usize = 1 << 16;
 /// MSE search evaluates slices up to this length exactly, longer ones on a histogram.
 const MSE_EXACT_MAX: usize = 8192;
 const MSE_HIST_BINS: usize = 8192;
@@ -54,7 +53,7 @@ pub fn compare_ranges<F: NumberFormat>(
     mapping: Mapping,
     percentile: f64,
 ) -> [(Calibration, SliceParams); 4] {
-    let stats = crate::analyze::parallel_stats(xs);
+    let stats = crate::slicing::parallel_stats(xs);
     [Calibration::MinMax, Calibration::Percentile { p: percentile }, Calibration::Mse, Calibration::Entropy]
         .map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
 }

@@ -287,9 +287,9 @@ impl Checkpoint {
     /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
         self.prefetch(info);
-        decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Tensor {
-            path: self.shard_path(info).to_path_buf(),
-            tensor: info.name.clone(),
+        decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Decode {
+            file: Some(self.shard_path(info).to_path_buf()),
+            tensor: Some(info.name.clone()),
             reason,
         })
     }

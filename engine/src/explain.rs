@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::{Fp8Format, IntFormat, NumberFormat, SliceParams, round_half_even};
+use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, round_half_even, spec};
 use crate::scheme::{FormatKind, Mapping};
 
 /// R → R/S → round → +Z → clamp → Q → R′ for an integer format.
@@ -42,6 +42,12 @@ pub struct Fp8Steps {
     pub mantissa_bits: u32,
     /// value(Q): the FP8 number the code stands for.
     pub value: f32,
+    /// The exponent bias: value = (−1)^sign · 2^(exponent − bias) · 1.mantissa.
+    pub bias: i32,
+    /// Exponent field 0: value = (−1)^sign · 2^(1 − bias) · 0.mantissa.
+    pub is_subnormal: bool,
+    /// The decode in words, e.g. "(−1)^0 · 2^(9−7) · 1.010₂ = 5.0".
+    pub decoded: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -65,61 +71,166 @@ pub struct WorkedExample {
 
 /// Takes `r` through `format` with the slice parameters `p`.
 pub fn worked_example(format: FormatKind, p: &SliceParams, r: f32) -> Result<WorkedExample> {
-    let (steps, dequantized) = match format {
-        FormatKind::Int(bits) => {
-            let f = IntFormat::new(bits)?;
-            let scaled = r / p.scale;
-            let rounded = round_half_even(scaled);
-            let shifted = rounded + p.zero_point as f32;
-            let q = f.quantize(r, p);
-            let steps = IntSteps {
-                qmin: f.qmin(),
-                qmax: f.qmax(),
-                scaled,
-                rounded,
-                shifted,
-                q,
-                clamped: shifted < f.qmin() || shifted > f.qmax(),
-            };
-            (Steps::Int(steps), f.dequantize(q, p))
-        }
-        FormatKind::E4M3 | FormatKind::E5M2 => {
-            let f = if format == FormatKind::E4M3 { Fp8Format::E4M3 } else { Fp8Format::E5M2 };
-            let scaled = if p.offset == 0.0 { r } else { r - p.offset } / p.scale;
-            let clamped_value = scaled.clamp(-f.fmax(), f.fmax());
-            let code = f.quantize(r, p);
-            let m = f.mantissa_bits();
-            let steps = Fp8Steps {
-                fmax: f.fmax(),
-                scaled,
-                clamped_value,
-                clamped: scaled.abs() > f.fmax(),
-                code,
-                sign: code >> 7,
-                exponent: (code >> m) & ((1 << f.exponent_bits()) - 1),
-                mantissa: code & ((1 << m) - 1),
-                exponent_bits: f.exponent_bits(),
-                mantissa_bits: m,
-                value: f.value(code),
-            };
-            (Steps::Fp8(steps), f.dequantize(code, p))
-        }
-    };
+    let (steps, dequantized) = dispatch(format, Example { p, r })?;
     Ok(WorkedExample { format, r, params: *p, steps, dequantized, error: r - dequantized })
+}
+
+/// The worked example, generic over the format.
+struct Example<'a> {
+    p: &'a SliceParams,
+    r: f32,
+}
+
+impl WithFormat for Example<'_> {
+    type Out = (Steps, f32);
+    fn run<F: NumberFormat>(self, f: F) -> (Steps, f32) {
+        let Self { p, r } = self;
+        let code = f.quantize(r, p);
+        let steps = if f.is_float() {
+            Steps::Fp8(float_steps(&f, p, r, code))
+        } else {
+            Steps::Int(int_steps(&f, p, r, code))
+        };
+        (steps, f.dequantize(code, p))
+    }
+}
+
+/// The code's own value: dequantized with S = 1 and no shift (Q for an
+/// integer, the float the bits stand for otherwise).
+fn code_value<F: NumberFormat>(f: &F, code: F::Code) -> f32 {
+    f.dequantize(code, &SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: 0.0, hi: 0.0 })
+}
+
+fn int_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> IntSteps {
+    let scaled = r / p.scale;
+    let rounded = round_half_even(scaled);
+    let shifted = rounded + p.zero_point as f32;
+    IntSteps {
+        qmin: f.qmin(),
+        qmax: f.qmax(),
+        scaled,
+        rounded,
+        shifted,
+        q: code_value(f, code) as i32,
+        clamped: shifted < f.qmin() || shifted > f.qmax(),
+    }
+}
+
+fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> Fp8Steps {
+    let fmax = f.qmax();
+    let scaled = if p.offset == 0.0 { r } else { r - p.offset } / p.scale;
+    let byte = f.code_to_byte(code);
+    let (e_bits, m) = (f.exponent_bits(), f.mantissa_bits());
+    let exponent = (byte >> m) & ((1 << e_bits) - 1);
+    let mantissa = byte & ((1 << m) - 1);
+    let bias = f.bias().unwrap_or(0);
+    let value = code_value(f, code);
+    Fp8Steps {
+        fmax,
+        scaled,
+        clamped_value: scaled.clamp(-fmax, fmax),
+        clamped: scaled.abs() > fmax,
+        code: byte,
+        sign: byte >> 7,
+        exponent,
+        mantissa,
+        exponent_bits: e_bits,
+        mantissa_bits: m,
+        value,
+        bias,
+        is_subnormal: exponent == 0,
+        decoded: decode_text(byte >> 7, exponent, mantissa, m, bias, value),
+    }
+}
+
+/// "(−1)^s · 2^(e−bias) · 1.m₂ = value", or 2^(1−bias) · 0.m₂ for a subnormal;
+/// NaN and ±∞ codes are named instead.
+fn decode_text(sign: u8, exponent: u8, mantissa: u8, man_bits: u32, bias: i32, value: f32) -> String {
+    if value.is_nan() {
+        return "NaN (a reserved code)".into();
+    }
+    if value.is_infinite() {
+        return format!("{}∞ (a reserved code)", if sign == 1 { "−" } else { "+" });
+    }
+    let bits = format!("{mantissa:0width$b}", width = man_bits as usize);
+    if exponent == 0 {
+        format!("(−1)^{sign} · 2^(1−{bias}) · 0.{bits}₂ = {value:?}")
+    } else {
+        format!("(−1)^{sign} · 2^({exponent}−{bias}) · 1.{bits}₂ = {value:?}")
+    }
 }
 
 /// The same R in E4M3 and in E5M2, each with its own S for the range [lo, hi].
 pub fn fp8_side_by_side(lo: f32, hi: f32, mapping: Mapping, r: f32) -> [WorkedExample; 2] {
-    [(FormatKind::E4M3, Fp8Format::E4M3), (FormatKind::E5M2, Fp8Format::E5M2)].map(|(kind, f)| {
-        let p = f.params(lo, hi, mapping);
+    [FormatKind::E4M3, FormatKind::E5M2].map(|kind| {
+        let p = params(kind, lo, hi, mapping);
         // FP8 kinds never fail: only INT widths are validated.
-        worked_example(kind, &p, r).unwrap_or_else(|_| unreachable!("FP8 formats are always valid"))
+        p.and_then(|p| worked_example(kind, &p, r))
+            .unwrap_or_else(|_| unreachable!("FP8 formats are always valid"))
+    })
+}
+
+/// `NumberFormat::params` for a format named by its kind.
+pub fn params(kind: FormatKind, lo: f32, hi: f32, mapping: Mapping) -> Result<SliceParams> {
+    struct Params(f32, f32, Mapping);
+    impl WithFormat for Params {
+        type Out = SliceParams;
+        fn run<F: NumberFormat>(self, f: F) -> SliceParams {
+            f.params(self.0, self.1, self.2)
+        }
+    }
+    dispatch(kind, Params(lo, hi, mapping))
+}
+
+/// What the teaching panel says about a format, all asked of [`NumberFormat`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FormatFacts {
+    /// "INT8", "FP8 E4M3".
+    pub label: String,
+    /// Bits per code.
+    pub bits: u8,
+    pub is_float: bool,
+    /// Integer code range (0 and 0 for float formats).
+    pub qmin: i32,
+    pub qmax: i32,
+    /// Largest finite magnitude of a float code.
+    pub fmax: Option<f32>,
+    /// Exponent and mantissa widths (0 for integers).
+    pub exponent_bits: u32,
+    pub mantissa_bits: u32,
+    pub bias: Option<i32>,
+    /// Asymmetric INT stores an integer zero point Z.
+    pub has_zero_point: bool,
+    /// Asymmetric FP8 shifts by a real-valued offset c.
+    pub offset_is_real: bool,
+    /// The safetensors dtype the codes are saved in ("I8", "F8_E4M3", …).
+    pub code_dtype: String,
+}
+
+/// The facts of one format.
+pub fn facts(format: FormatKind) -> Result<FormatFacts> {
+    let f = spec(format)?;
+    let int = |v: f32| if f.is_float { 0 } else { v as i32 };
+    Ok(FormatFacts {
+        label: f.label.clone(),
+        bits: f.bits,
+        is_float: f.is_float,
+        qmin: int(f.qmin),
+        qmax: int(f.qmax),
+        fmax: f.fmax,
+        exponent_bits: f.exponent_bits,
+        mantissa_bits: f.mantissa_bits,
+        bias: f.bias,
+        has_zero_point: f.offset_kind == OffsetKind::ZeroPoint,
+        offset_is_real: f.offset_kind == OffsetKind::Real,
+        code_dtype: format!("{:?}", f.code_dtype),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::IntFormat;
 
     #[test]
     fn int_steps_follow_the_formula() {
@@ -135,6 +246,32 @@ mod tests {
         let Steps::Int(s) = far.steps else { panic!("int steps") };
         assert!(s.clamped);
         assert_eq!(s.q, 127);
+    }
+
+    #[test]
+    fn facts_come_from_the_format() {
+        let int4 = facts(FormatKind::Int(4)).unwrap();
+        assert_eq!((int4.label.as_str(), int4.bits, int4.qmin, int4.qmax), ("INT4", 4, -8, 7));
+        assert!(int4.has_zero_point && !int4.offset_is_real && !int4.is_float);
+        let e4m3 = facts(FormatKind::E4M3).unwrap();
+        assert_eq!((e4m3.label.as_str(), e4m3.fmax, e4m3.bias), ("FP8 E4M3", Some(448.0), Some(7)));
+        assert_eq!((e4m3.exponent_bits, e4m3.mantissa_bits, e4m3.code_dtype.as_str()), (4, 3, "F8_E4M3"));
+        assert!(e4m3.offset_is_real && !e4m3.has_zero_point && e4m3.is_float);
+        assert_eq!(facts(FormatKind::E5M2).unwrap().bias, Some(15));
+        assert!(facts(FormatKind::Int(9)).is_err());
+    }
+
+    #[test]
+    fn fp8_decode_reads_as_a_formula() {
+        let unit = SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: -448.0, hi: 448.0 };
+        let ex = worked_example(FormatKind::E4M3, &unit, 5.0).unwrap();
+        let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
+        assert_eq!(s.decoded, "(−1)^0 · 2^(9−7) · 1.010₂ = 5.0");
+        assert!(!s.is_subnormal);
+        let ex = worked_example(FormatKind::E4M3, &unit, -0.005_859_375).unwrap();
+        let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
+        assert!(s.is_subnormal);
+        assert_eq!(s.decoded, "(−1)^1 · 2^(1−7) · 0.011₂ = -0.005859375");
     }
 
     #[test]

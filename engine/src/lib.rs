@@ -13,12 +13,14 @@
 //!   and measures the error ([`metrics`]), giving a [`QuantResult`].
 //! - [`report`] is the per-tensor record the CLI prints and the GUI shows.
 //!
-//! All arithmetic follows `NUMERICS.md`: f32 quantization, true division by S,
-//! round-half-to-even, f64 metric sums, saturating FP8.
+//! All arithmetic follows `docs/numerics.md` (from "Vocabulary" on): f32
+//! quantization, true division by S, round-half-to-even, f64 metric sums,
+//! saturating FP8.
 
 pub mod analyze;
 pub mod calibrate;
 pub mod checkpoint;
+pub mod csv;
 pub mod decode;
 pub mod error;
 pub mod explain;
@@ -26,10 +28,12 @@ pub mod export;
 pub mod format;
 pub mod metrics;
 mod mmap;
+pub mod rank;
 pub mod recipe;
 pub mod report;
 pub mod scheme;
 mod simd;
+mod slicing;
 pub mod sweep;
 pub mod write;
 

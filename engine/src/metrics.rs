@@ -1,4 +1,4 @@
-//! Error metrics (NUMERICS.md "Metrics") and the fused per-element loop that
+//! Error metrics (docs/numerics.md, "Metrics") and the fused per-element loop that
 //! produces them. Sums are f64; the loop keeps `LANES` independent accumulators
 //! so that LLVM can vectorise the reduction without reassociating a single sum.
 
@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 use wide::{f32x8, f64x4};
 
 use crate::format::{NumberFormat, SliceParams};
+use crate::rank::{self, Item, RankKey};
 use crate::simd;
 
 /// What quantization did to one slice or one tensor.
@@ -207,14 +208,22 @@ pub struct SqnrSummary {
 }
 
 impl SqnrSummary {
-    /// From `(layer name, params, SQNR dB)` per layer.
-    pub fn of<'a>(layers: impl IntoIterator<Item = (&'a str, u64, f64)>) -> Self {
-        let finite: Vec<(&str, u64, f64)> = layers.into_iter().filter(|l| l.2.is_finite()).collect();
-        let weight: u64 = finite.iter().map(|l| l.1).sum();
-        let mean_sqnr_db =
-            (weight > 0).then(|| finite.iter().map(|l| l.2 * l.1 as f64).sum::<f64>() / weight as f64);
-        let worst = finite.iter().min_by(|a, b| a.2.total_cmp(&b.2));
-        Self { mean_sqnr_db, worst_sqnr_db: worst.map(|w| w.2), worst_layer: worst.map(|w| w.0.to_string()) }
+    /// From each layer's name, params and metrics; the worst layer is the first
+    /// of [`rank::worst_first`] by SQNR among the finite ones.
+    pub fn of<'a>(layers: impl IntoIterator<Item = Item<'a>>) -> Self {
+        let finite: Vec<Item<'a>> =
+            layers.into_iter().filter(|l| l.metrics.is_some_and(|m| m.sqnr_db.is_finite())).collect();
+        let sqnr = |l: &Item<'_>| l.metrics.map_or(0.0, |m| m.sqnr_db);
+        let weight: u64 = finite.iter().map(|l| l.params).sum();
+        let mean_sqnr_db = (weight > 0)
+            .then(|| finite.iter().map(|l| sqnr(l) * l.params as f64).sum::<f64>() / weight as f64);
+        let worst =
+            rank::worst_first(finite.iter().copied(), RankKey::Sqnr, false).first().map(|&i| finite[i]);
+        Self {
+            mean_sqnr_db,
+            worst_sqnr_db: worst.map(|w| sqnr(&w)),
+            worst_layer: worst.map(|w| w.name.to_string()),
+        }
     }
 }
 

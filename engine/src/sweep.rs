@@ -6,7 +6,6 @@
 //! Progress is reported per tensor and the sweep stops between tensors when
 //! cancelled.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
@@ -16,8 +15,10 @@ use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::scale_dtype;
+use crate::format::{OffsetKind, spec};
 use crate::metrics::{Metrics, SqnrSummary};
-use crate::scheme::{FormatKind, Mapping, Scheme};
+use crate::rank::Item;
+use crate::scheme::{Mapping, Scheme};
 use safetensors::Dtype;
 
 /// One tensor under one scheme.
@@ -91,18 +92,19 @@ pub struct Sweep {
 
 /// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs. Codes
 /// are counted bit-packed (INT4 at two per byte, as pack-quantized stores them);
-/// scales and FP8 offsets in the weight's dtype, INT zero points as I8.
+/// scales and FP8 offsets in the weight's dtype, INT zero points as I8
+/// (docs/numerics.md, "Sensitivity and stored bytes").
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
-    let bits = match scheme.format {
-        FormatKind::Int(b) => u64::from(b),
-        FormatKind::E4M3 | FormatKind::E5M2 => 8,
-    };
-    let codes = (info.numel() as u64 * bits).div_ceil(8);
+    // A scheme that reached here was analyzed, so its format is valid; an
+    // invalid one is counted as 8-bit codes with a zero point.
+    let (bits, offset) = spec(scheme.format).map_or((8, OffsetKind::ZeroPoint), |f| (f.bits, f.offset_kind));
+    let codes = (info.numel() as u64 * u64::from(bits)).div_ceil(8);
     let scale = (scale_dtype(info.dtype).bitsize() / 8) as u64;
-    let per_slice = match (scheme.format, scheme.mapping) {
-        (_, Mapping::Symmetric) => scale,
-        (FormatKind::Int(_), Mapping::Asymmetric) => scale + 1,
-        (_, Mapping::Asymmetric) => 2 * scale,
+    let per_slice = match (scheme.mapping, offset) {
+        (Mapping::Symmetric, _) => scale,
+        // An I8 zero point, or a real offset stored like the scale.
+        (Mapping::Asymmetric, OffsetKind::ZeroPoint) => scale + 1,
+        (Mapping::Asymmetric, OffsetKind::Real) => 2 * scale,
     };
     codes + per_slice * slices as u64
 }
@@ -192,7 +194,11 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
     let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
     let params_quantized: u64 = ok.iter().map(|(r, _)| r.params).sum();
     let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
-        SqnrSummary::of(ok.iter().map(|(r, c)| (r.name.as_str(), r.params, c.metrics.sqnr_db)));
+        SqnrSummary::of(ok.iter().map(|(r, c)| Item {
+            name: &r.name,
+            params: r.params,
+            metrics: Some(&c.metrics),
+        }));
     // Tensors a scheme could not take stay in the model unquantized.
     let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
     SchemeTotals {
@@ -206,53 +212,6 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
         worst_sqnr_db,
         worst_layer,
     }
-}
-
-/// The SQNR matrix as CSV: `name,params,<scheme>...` (empty cell = +∞ or n/a).
-pub fn matrix_csv(s: &Sweep) -> String {
-    let mut out = format!("name,params,{}\n", s.schemes.join(","));
-    for r in &s.rows {
-        let cells: Vec<String> = r
-            .cells
-            .iter()
-            .map(|c| match c {
-                Ok(c) if c.metrics.sqnr_db.is_finite() => c.metrics.sqnr_db.to_string(),
-                Ok(_) => "inf".into(),
-                Err(_) => String::new(),
-            })
-            .collect();
-        let _ = writeln!(out, "{},{},{}", csv_field(&r.name), r.params, cells.join(","));
-    }
-    out
-}
-
-/// The per-scheme totals as CSV.
-pub fn totals_csv(s: &Sweep) -> String {
-    let mut out = String::from(
-        "scheme,model_bytes,quantized_bytes,params_quantized,params_total,quantized_share,mean_sqnr_db,worst_sqnr_db,worst_layer\n",
-    );
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for t in &s.totals {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{}",
-            t.scheme,
-            t.model_bytes,
-            t.quantized_bytes,
-            t.params_quantized,
-            t.params_total,
-            t.quantized_share,
-            opt(t.mean_sqnr_db),
-            opt(t.worst_sqnr_db),
-            csv_field(t.worst_layer.as_deref().unwrap_or(""))
-        );
-    }
-    out
-}
-
-/// Quotes a CSV field when it needs it.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
 /// The default scheme set of the sensitivity view: INT8 per-tensor / per-channel /

@@ -1,4 +1,5 @@
-//! OCP FP8: E4M3FN (no Inf, NaN = S.1111.111) and E5M2 (IEEE-like).
+//! OCP FP8: E4M3FN (no Inf, NaN = S.1111.111) and E5M2 (IEEE-like)
+//! (docs/numerics.md, "FP8 formats").
 //!
 //! Encoding is round-to-nearest-even done on the f32 bit pattern, after the value
 //! has been clamped to ±fmax (quantscope always saturates). Decoding is a 256-entry
@@ -8,7 +9,7 @@ use std::sync::LazyLock;
 
 use safetensors::Dtype;
 
-use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
+use super::{NumberFormat, OffsetKind, SliceParams, nonzero_scale, round_half_even};
 use crate::scheme::Mapping;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,22 +88,6 @@ impl Fp8Format {
 
     pub fn kind(&self) -> Fp8Kind {
         self.kind
-    }
-
-    pub fn fmax(&self) -> f32 {
-        self.fmax
-    }
-
-    pub fn mantissa_bits(&self) -> u32 {
-        self.man_bits
-    }
-
-    pub fn exponent_bits(&self) -> u32 {
-        7 - self.man_bits
-    }
-
-    pub fn bias(&self) -> u32 {
-        self.bias
     }
 
     fn table(&self) -> &'static [f32; 256] {
@@ -214,6 +199,46 @@ impl NumberFormat for Fp8Format {
             Fp8Kind::E4M3 => Dtype::F8_E4M3,
             Fp8Kind::E5M2 => Dtype::F8_E5M2,
         }
+    }
+
+    fn label(&self) -> String {
+        match self.kind {
+            Fp8Kind::E4M3 => "FP8 E4M3".into(),
+            Fp8Kind::E5M2 => "FP8 E5M2".into(),
+        }
+    }
+
+    fn bits(&self) -> u8 {
+        8
+    }
+
+    fn is_float(&self) -> bool {
+        true
+    }
+
+    fn exponent_bits(&self) -> u32 {
+        7 - self.man_bits
+    }
+
+    fn mantissa_bits(&self) -> u32 {
+        self.man_bits
+    }
+
+    fn bias(&self) -> Option<i32> {
+        Some(self.bias as i32)
+    }
+
+    fn fmax(&self) -> Option<f32> {
+        Some(self.fmax)
+    }
+
+    fn offset_kind(&self) -> OffsetKind {
+        OffsetKind::Real
+    }
+
+    fn runtime_loadable(&self, mapping: Mapping) -> bool {
+        // vLLM / llm-compressor load symmetric E4M3 only.
+        self.kind == Fp8Kind::E4M3 && mapping == Mapping::Symmetric
     }
 
     fn code_to_byte(&self, q: u8) -> u8 {

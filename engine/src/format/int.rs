@@ -1,8 +1,9 @@
-//! Signed b-bit integers (INT8 by default), exactly as NUMERICS.md writes them.
+//! Signed b-bit integers (INT8 by default), exactly as docs/numerics.md,
+//! "Integer formats" writes them.
 
 use safetensors::Dtype;
 
-use super::{NumberFormat, SliceParams, nonzero_scale, round_half_even};
+use super::{NumberFormat, OffsetKind, SliceParams, nonzero_scale, round_half_even};
 use crate::error::{Error, Result};
 use crate::scheme::Mapping;
 
@@ -21,10 +22,6 @@ impl IntFormat {
         }
         let half = 1i32 << (bits - 1);
         Ok(Self { bits, qmin: -half as f32, qmax: (half - 1) as f32 })
-    }
-
-    pub fn bits(&self) -> u8 {
-        self.bits
     }
 }
 
@@ -99,6 +96,42 @@ impl NumberFormat for IntFormat {
 
     fn code_dtype(&self) -> Dtype {
         Dtype::I8
+    }
+
+    fn label(&self) -> String {
+        format!("INT{}", self.bits)
+    }
+
+    fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    fn is_float(&self) -> bool {
+        false
+    }
+
+    fn exponent_bits(&self) -> u32 {
+        0
+    }
+
+    fn mantissa_bits(&self) -> u32 {
+        0
+    }
+
+    fn bias(&self) -> Option<i32> {
+        None
+    }
+
+    fn fmax(&self) -> Option<f32> {
+        None
+    }
+
+    fn offset_kind(&self) -> OffsetKind {
+        OffsetKind::ZeroPoint
+    }
+
+    fn runtime_loadable(&self, _mapping: Mapping) -> bool {
+        true
     }
 
     fn code_to_byte(&self, q: i32) -> u8 {

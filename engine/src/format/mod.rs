@@ -1,5 +1,7 @@
 //! Number formats behind one trait. Adding a format means one file with one
-//! `impl NumberFormat`, plus one arm in [`crate::scheme::FormatKind`]'s dispatch.
+//! `impl NumberFormat`, plus one arm in [`dispatch`], the only place that turns a
+//! [`FormatKind`] into a concrete format. Everything else (saved dtype, bits,
+//! zero point or real offset, runtime support) is asked of the trait.
 //!
 //! The trait works on single values and is `#[inline]` all the way down; the hot
 //! loops in [`crate::analyze`] are generic over it, so each format is compiled into
@@ -14,7 +16,8 @@ pub use int::IntFormat;
 use safetensors::Dtype;
 use serde::Serialize;
 
-use crate::scheme::Mapping;
+use crate::error::Result;
+use crate::scheme::{FormatKind, Mapping};
 
 /// The quantization parameters of one slice (the tensor, a channel or a group).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -28,6 +31,15 @@ pub struct SliceParams {
     /// The clipping range actually applied: values outside count as clipped.
     pub lo: f32,
     pub hi: f32,
+}
+
+/// How an asymmetric mapping shifts the codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum OffsetKind {
+    /// An integer zero point Z (stored as I8).
+    ZeroPoint,
+    /// A real-valued centre c (stored like the scale).
+    Real,
 }
 
 /// A quantized number format: how a clipping range becomes (S, Z) and how a real
@@ -72,6 +84,32 @@ pub trait NumberFormat: Copy + Send + Sync {
     /// The safetensors dtype a saved model stores the codes in.
     fn code_dtype(&self) -> Dtype;
 
+    /// The name people read: "INT8", "FP8 E4M3".
+    fn label(&self) -> String;
+
+    /// Bits per code as stored (INT4 codes are packed two to a byte).
+    fn bits(&self) -> u8;
+
+    /// Whether a code is a small float (sign, exponent, mantissa) rather than an integer.
+    fn is_float(&self) -> bool;
+
+    /// Exponent and mantissa widths of a float code; 0 for integers.
+    fn exponent_bits(&self) -> u32;
+    fn mantissa_bits(&self) -> u32;
+
+    /// The exponent bias of a float code.
+    fn bias(&self) -> Option<i32>;
+
+    /// The largest finite float code magnitude.
+    fn fmax(&self) -> Option<f32>;
+
+    /// What an asymmetric slice stores besides S.
+    fn offset_kind(&self) -> OffsetKind;
+
+    /// Whether vLLM / llm-compressor load a save of this format under `mapping`
+    /// (only then is a compressed-tensors `quantization_config` written).
+    fn runtime_loadable(&self, mapping: Mapping) -> bool;
+
     /// A code as the byte a saved model stores, and back.
     fn code_to_byte(&self, q: Self::Code) -> u8;
     fn code_from_byte(&self, b: u8) -> Self::Code;
@@ -80,6 +118,76 @@ pub trait NumberFormat: Copy + Send + Sync {
     /// `round` (the stored dtype), and Z re-derived from that S, so that quantizing
     /// with the result uses exactly the numbers a runtime reads back.
     fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams;
+}
+
+/// Code generic over the concrete format: [`dispatch`] calls `run` with the
+/// format a [`FormatKind`] names.
+pub trait WithFormat {
+    type Out;
+    fn run<F: NumberFormat>(self, f: F) -> Self::Out;
+}
+
+/// The one place a [`FormatKind`] becomes a concrete [`NumberFormat`]. Fails only
+/// for an unsupported integer width.
+pub fn dispatch<V: WithFormat>(kind: FormatKind, v: V) -> Result<V::Out> {
+    Ok(match kind {
+        FormatKind::Int(bits) => v.run(IntFormat::new(bits)?),
+        FormatKind::E4M3 => v.run(Fp8Format::E4M3),
+        FormatKind::E5M2 => v.run(Fp8Format::E5M2),
+    })
+}
+
+/// A format's facts as plain data, read from its [`NumberFormat`] impl: what
+/// code that stores, sizes or describes quantized tensors needs, without the
+/// arithmetic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub label: String,
+    pub bits: u8,
+    pub is_float: bool,
+    /// Qmin / Qmax for integers, ∓fmax for floats.
+    pub qmin: f32,
+    pub qmax: f32,
+    pub fmax: Option<f32>,
+    pub exponent_bits: u32,
+    pub mantissa_bits: u32,
+    pub bias: Option<i32>,
+    pub code_dtype: Dtype,
+    pub offset_kind: OffsetKind,
+    /// `runtime_loadable` under the symmetric and the asymmetric mapping.
+    pub loadable: [bool; 2],
+}
+
+impl Spec {
+    /// Whether vLLM / llm-compressor load this format under `mapping`.
+    pub fn runtime_loadable(&self, mapping: Mapping) -> bool {
+        self.loadable[usize::from(mapping == Mapping::Asymmetric)]
+    }
+}
+
+/// The [`Spec`] of the format `kind` names.
+pub fn spec(kind: FormatKind) -> Result<Spec> {
+    struct Read;
+    impl WithFormat for Read {
+        type Out = Spec;
+        fn run<F: NumberFormat>(self, f: F) -> Spec {
+            Spec {
+                label: f.label(),
+                bits: f.bits(),
+                is_float: f.is_float(),
+                qmin: f.qmin(),
+                qmax: f.qmax(),
+                fmax: f.fmax(),
+                exponent_bits: f.exponent_bits(),
+                mantissa_bits: f.mantissa_bits(),
+                bias: f.bias(),
+                code_dtype: f.code_dtype(),
+                offset_kind: f.offset_kind(),
+                loadable: [f.runtime_loadable(Mapping::Symmetric), f.runtime_loadable(Mapping::Asymmetric)],
+            }
+        }
+    }
+    dispatch(kind, Read)
 }
 
 /// Round half to even, bit-identical to `f32::round_ties_even` (tested on every

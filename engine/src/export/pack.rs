@@ -1,0 +1,144 @@
+//! Quantizing one tensor for saving: scales rounded to their stored dtype
+//! first, then codes and R′ with exactly those, the metrics of what is stored,
+//! and the bytes of each output part.
+
+use rayon::prelude::*;
+use safetensors::Dtype;
+
+use super::layout::{Entry, Part, round_to, scale_dtype};
+use crate::analyze::{Options, analyze};
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch};
+use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
+use crate::scheme::Scheme;
+use crate::slicing::{row_layout, slice_indexer};
+
+/// Elements per verification digest: R′ is compared chunk by chunk.
+const DIGEST_CHUNK: usize = 1 << 16;
+
+/// A quantized tensor, ready to write.
+pub(super) struct Packed {
+    pub params: Vec<SliceParams>,
+    pub codes: Vec<u8>,
+    /// R′ as a reader of the output sees it (fake-quant: after rounding to the dtype).
+    pub dequantized: Vec<f32>,
+    pub metrics: Metrics,
+}
+
+pub(super) fn pack(values: &[f32], shape: &[usize], scheme: &Scheme, dtype: Dtype) -> Result<Packed> {
+    struct Run<'a>(&'a [f32], &'a [usize], &'a Scheme, Dtype);
+    impl WithFormat for Run<'_> {
+        type Out = Result<Packed>;
+        fn run<F: NumberFormat>(self, f: F) -> Result<Packed> {
+            pack_with(f, self.0, self.1, self.2, self.3)
+        }
+    }
+    dispatch(scheme.format, Run(values, shape, scheme, dtype))?
+}
+
+fn pack_with<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    shape: &[usize],
+    scheme: &Scheme,
+    dtype: Dtype,
+) -> Result<Packed> {
+    let r = analyze(values, shape, scheme, &Options::default())?;
+    let sd = scale_dtype(dtype);
+    let params: Vec<SliceParams> =
+        r.params.iter().map(|p| fmt.stored_params(p, scheme.mapping, |x| round_to(sd, x))).collect();
+    if let Some(p) = params.iter().find(|p| !p.scale.is_finite() || !p.offset.is_finite()) {
+        return Err(Error::Plan {
+            tensor: None,
+            reason: format!("scale {} does not fit in {sd:?}", p.scale),
+        });
+    }
+    let slice = slice_indexer(shape, r.granularity);
+    let mut codes = vec![0u8; values.len()];
+    let mut deq = vec![0f32; values.len()];
+    values
+        .par_chunks(DIGEST_CHUNK)
+        .zip(codes.par_chunks_mut(DIGEST_CHUNK))
+        .zip(deq.par_chunks_mut(DIGEST_CHUNK))
+        .enumerate()
+        .for_each(|(ci, ((xs, cs), ds))| {
+            for (k, ((&x, c), d)) in xs.iter().zip(cs.iter_mut()).zip(ds.iter_mut()).enumerate() {
+                let p = &params[slice(ci * DIGEST_CHUNK + k)];
+                let q = fmt.quantize(x, p);
+                *c = fmt.code_to_byte(q);
+                *d = fmt.dequantize(q, p);
+            }
+        });
+    // Metrics of the stored parameters: slice by slice through the same fused
+    // pass as `analyze` where slices are row runs; element by element for a
+    // channel axis other than 0 (fake-quant only).
+    let parts: Vec<ErrorSums> = match row_layout(shape, r.granularity) {
+        Some((row_len, group)) => values
+            .par_chunks(row_len)
+            .enumerate()
+            .map(|(row, xs)| {
+                xs.chunks(group).enumerate().fold(ErrorSums::default(), |acc, (g, gx)| {
+                    let p = &params[row * row_len.div_ceil(group) + g];
+                    acc.merge(&error_sums::<F, false>(fmt, gx, p, &mut []))
+                })
+            })
+            .collect(),
+        None => values
+            .par_chunks(DIGEST_CHUNK)
+            .enumerate()
+            .map(|(ci, xs)| {
+                xs.iter().enumerate().fold(ErrorSums::default(), |acc, (k, x)| {
+                    let p = &params[slice(ci * DIGEST_CHUNK + k)];
+                    acc.merge(&error_sums_scalar::<F, false>(fmt, std::slice::from_ref(x), p, &mut []))
+                })
+            })
+            .collect(),
+    };
+    let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge).with_signal(r.stats.sum_sq);
+    Ok(Packed { params, codes, dequantized: deq, metrics: sums.metrics() })
+}
+
+/// FNV-1a over the f32 bit patterns, one digest per chunk.
+pub(super) fn chunk_digests(xs: &[f32]) -> Vec<u64> {
+    xs.par_chunks(DIGEST_CHUNK)
+        .map(|c| {
+            c.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+                x.to_bits()
+                    .to_le_bytes()
+                    .iter()
+                    .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+            })
+        })
+        .collect()
+}
+
+pub(super) fn encode_floats(dtype: Dtype, xs: &[f32], tensor: &str) -> Result<Vec<u8>> {
+    decode::encode(dtype, xs).map_err(|r| Error::decode(Some(tensor), r))
+}
+
+/// The bytes of one output part of a quantized tensor. A fake-quant part also
+/// rounds `packed.dequantized` to the stored dtype (what a reader gets back).
+pub(super) fn part_bytes(e: &Entry, packed: &mut Packed) -> Result<Vec<u8>> {
+    Ok(match e.part {
+        Part::Codes => std::mem::take(&mut packed.codes),
+        Part::Fake => {
+            let b = encode_floats(e.dtype, &packed.dequantized, &e.name)?;
+            packed.dequantized = decode::decode(e.dtype, &b).map_err(|r| Error::decode(Some(&e.name), r))?;
+            b
+        }
+        Part::Scale => {
+            encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>(), &e.name)?
+        }
+        Part::Offset => {
+            encode_floats(e.dtype, &packed.params.iter().map(|p| p.offset).collect::<Vec<_>>(), &e.name)?
+        }
+        Part::ZeroPoint => packed.params.iter().map(|p| (p.zero_point as i8).to_le_bytes()[0]).collect(),
+        Part::Copy => {
+            return Err(Error::Plan {
+                tensor: Some(e.name.clone()),
+                reason: "a copied tensor has no quantized bytes".into(),
+            });
+        }
+    })
+}

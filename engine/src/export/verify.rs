@@ -1,0 +1,120 @@
+//! Read-back: re-opens the written model and checks every tensor (copies byte
+//! for byte, quantized tensors' R′ digest by digest) before OUT appears.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::ExportMode;
+use super::layout::scale_shape;
+use super::pack::chunk_digests;
+use super::plan::Decision;
+use super::write::Digests;
+use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch};
+use crate::scheme::{Mapping, Scheme};
+use crate::slicing::slice_indexer;
+
+/// Re-opens the output and checks each quantized tensor's R′ against the digests
+/// taken while writing. Returns the number of tensors checked.
+pub(super) fn verify(
+    ckpt: &Checkpoint,
+    decisions: &[Decision],
+    tmp: &Path,
+    mode: ExportMode,
+    digests: &Digests,
+) -> Result<usize> {
+    let out = Checkpoint::open(tmp)?;
+    let mut checked = 0;
+    for (t, d) in ckpt.tensors().iter().zip(decisions) {
+        let fail = |reason: String| Error::Verify { file: tmp.to_path_buf(), tensor: t.name.clone(), reason };
+        let Decision::Quantize(s) = d else {
+            let o = out.tensor(&t.name)?;
+            if out.bytes(o) != ckpt.bytes(t) {
+                return Err(fail("copied bytes differ from the source".into()));
+            }
+            continue;
+        };
+        let deq = match mode {
+            ExportMode::FakeQuant => out.load_f32(&t.name)?,
+            ExportMode::Packed => read_packed(&out, t, s)?,
+        };
+        if digests.get(&t.name) != Some(&chunk_digests(&deq)) {
+            return Err(fail("the dequantized tensor read back differs from the engine's R'".into()));
+        }
+        checked += 1;
+        ckpt.release(t);
+        for suffix in ["", "_scale", "_zero_point", "_offset"] {
+            if let Ok(o) = out.tensor(&format!("{}{suffix}", t.name)) {
+                out.release(o);
+            }
+        }
+    }
+    Ok(checked)
+}
+
+/// R′ from a saved packed tensor: codes, scale, zero point or offset, read back.
+pub fn read_packed(out: &Checkpoint, t: &TensorInfo, s: &Scheme) -> Result<Vec<f32>> {
+    struct Run<'a>(&'a Checkpoint, &'a TensorInfo, &'a Scheme);
+    impl WithFormat for Run<'_> {
+        type Out = Result<Vec<f32>>;
+        fn run<F: NumberFormat>(self, f: F) -> Result<Vec<f32>> {
+            read_packed_with(f, self.0, self.1, self.2)
+        }
+    }
+    let read_back =
+        |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
+    dispatch(s.format, Run(out, t, s)).and_then(|r| r).map_err(|e| match e {
+        e @ Error::ReadBack { .. } => e,
+        e => read_back(e.to_string()),
+    })
+}
+
+fn read_packed_with<F: NumberFormat>(
+    fmt: F,
+    out: &Checkpoint,
+    t: &TensorInfo,
+    s: &Scheme,
+) -> Result<Vec<f32>> {
+    let fail = |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
+    let w = out.tensor(&t.name)?;
+    if w.shape != t.shape || w.dtype != fmt.code_dtype() {
+        let want = fmt.code_dtype();
+        return Err(fail(format!("stored as {:?} {:?}, expected {want:?} {:?}", w.dtype, w.shape, t.shape)));
+    }
+    let floats = |suffix: &str| -> Result<Vec<f32>> {
+        let i = out.tensor(&format!("{}{suffix}", t.name))?;
+        if i.shape != scale_shape(&t.shape, s.granularity) {
+            return Err(fail(format!("{suffix} has shape {:?}", i.shape)));
+        }
+        decode::decode(i.dtype, out.bytes(i)).map_err(|r| fail(format!("{suffix}: {r}")))
+    };
+    let scales = floats("_scale")?;
+    let n = scales.len();
+    let zps: Vec<i32> = match (s.mapping, fmt.offset_kind()) {
+        (Mapping::Asymmetric, OffsetKind::ZeroPoint) => {
+            let z = out.tensor(&format!("{}_zero_point", t.name))?;
+            out.bytes(z).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
+        }
+        _ => vec![0; n],
+    };
+    let offsets = match (s.mapping, fmt.offset_kind()) {
+        (Mapping::Asymmetric, OffsetKind::Real) => floats("_offset")?,
+        _ => vec![0.0; n],
+    };
+    if zps.len() != n || offsets.len() != n {
+        return Err(fail("scale, zero point and offset counts differ".into()));
+    }
+    let params: Vec<SliceParams> = (0..n)
+        .map(|i| SliceParams { scale: scales[i], zero_point: zps[i], offset: offsets[i], lo: 0.0, hi: 0.0 })
+        .collect();
+    let slice = slice_indexer(&t.shape, s.granularity);
+    let codes = out.bytes(w);
+    Ok(codes
+        .par_iter()
+        .enumerate()
+        .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice(k)]))
+        .collect())
+}

@@ -1,0 +1,91 @@
+//! Slicing: which elements share one (S, Z) under a granularity. Resolves the
+//! granularity for a shape (with the 1-D fallback), lays the slices out as row
+//! runs or strided channels, and maps an element to its slice. Used by
+//! analysis, calibration, saving and the sweep alike, so all of them cut a
+//! tensor the same way (docs/numerics.md, "Granularity and slicing").
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::metrics::TensorStats;
+use crate::scheme::Granularity;
+
+/// Slices longer than this are calibrated and measured in parallel chunks.
+pub(crate) const PAR_CHUNK: usize = 1 << 16;
+
+/// How elements are grouped into slices.
+#[derive(Clone, Copy)]
+pub(crate) enum Layout {
+    /// Rows of `row_len` elements, each cut into groups of `group` (the last may be short).
+    Rows { row_len: usize, group: usize },
+    /// Per-channel along an inner axis: `[outer, dim, inner]`, slice c takes index c.
+    Strided { outer: usize, dim: usize, inner: usize },
+}
+
+/// Resolves the granularity for this shape, with a note when it falls back.
+pub(crate) fn resolve(shape: &[usize], g: Granularity) -> Result<(Granularity, Option<String>)> {
+    if shape.len() <= 1 && g != Granularity::Tensor {
+        let note = format!(
+            "{}-D tensor: per-{} falls back to per-tensor",
+            shape.len(),
+            if matches!(g, Granularity::Channel { .. }) { "channel" } else { "group" }
+        );
+        return Ok((Granularity::Tensor, Some(note)));
+    }
+    if let Granularity::Channel { axis } = g
+        && axis >= shape.len()
+    {
+        return Err(Error::Scheme(format!(
+            "channel axis {axis} does not exist in a {}-D tensor",
+            shape.len()
+        )));
+    }
+    Ok((g, None))
+}
+
+pub(crate) fn layout(shape: &[usize], g: Granularity, numel: usize) -> Layout {
+    match g {
+        Granularity::Tensor => Layout::Rows { row_len: numel.max(1), group: numel.max(1) },
+        Granularity::Channel { axis: 0 } => {
+            let row = numel / shape[0].max(1);
+            Layout::Rows { row_len: row.max(1), group: row.max(1) }
+        }
+        Granularity::Channel { axis } => Layout::Strided {
+            outer: shape[..axis].iter().product(),
+            dim: shape[axis],
+            inner: shape[axis + 1..].iter().product(),
+        },
+        Granularity::Group { size } => {
+            let row = numel / shape[0].max(1);
+            Layout::Rows { row_len: row.max(1), group: size }
+        }
+    }
+}
+
+/// Maps a flat element index to the index of its slice (the order of
+/// [`QuantResult::params`]) under a resolved granularity.
+pub(crate) fn slice_indexer(shape: &[usize], g: Granularity) -> impl Fn(usize) -> usize + Sync {
+    let l = layout(shape, g, shape.iter().product());
+    move |k| match l {
+        Layout::Rows { row_len, group } => (k / row_len) * row_len.div_ceil(group) + (k % row_len) / group,
+        Layout::Strided { dim, inner, .. } => (k / inner.max(1)) % dim.max(1),
+    }
+}
+
+/// `(row_len, group)` when slices are runs of a row-major `[dim0, rest]` view
+/// (per-tensor, per-channel on axis 0, per-group); `None` for an inner axis.
+pub(crate) fn row_layout(shape: &[usize], g: Granularity) -> Option<(usize, usize)> {
+    match layout(shape, g, shape.iter().product()) {
+        Layout::Rows { row_len, group } => Some((row_len, group)),
+        Layout::Strided { .. } => None,
+    }
+}
+
+/// Finite statistics of a whole tensor, in parallel.
+pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
+    if xs.len() <= PAR_CHUNK {
+        return TensorStats::of(xs);
+    }
+    let parts: Vec<TensorStats> = xs.par_chunks(PAR_CHUNK).map(TensorStats::of).collect();
+    parts.iter().fold(TensorStats::default(), TensorStats::merge)
+}
