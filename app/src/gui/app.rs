@@ -71,7 +71,9 @@ impl QuantscopeApp {
                     set(&mut p);
                     self.apply(Command::SetPrefs(p));
                 }
-                script::Step::Matrix => self.panels.sensitivity.table = super::panels::sensitivity::Table::Matrix,
+                script::Step::Matrix => {
+                    self.panels.sensitivity.table = super::panels::sensitivity::Table::Matrix;
+                }
                 script::Step::LayerScheme(scheme) => {
                     if let Some(layer) = self.state.selected.clone() {
                         self.apply(Command::SetLayerScheme { layer, scheme, gesture: None });
@@ -265,7 +267,9 @@ impl QuantscopeApp {
             }
         };
         match purpose {
-            DialogPurpose::OpenFile | DialogPurpose::OpenFolder => self.apply(Command::Open(Source::Path(path))),
+            DialogPurpose::OpenFile | DialogPurpose::OpenFolder => {
+                self.apply(Command::Open(Source::Path(path)));
+            }
             DialogPurpose::SaveOutput => self.panels.save.set_output(&path),
             DialogPurpose::SaveRecipe => self.apply(Command::SaveRecipe(path)),
             DialogPurpose::LoadRecipe => self.apply(Command::LoadRecipe(path)),
@@ -303,7 +307,8 @@ impl QuantscopeApp {
     fn shortcuts(&mut self, ctx: &egui::Context) {
         let typing = ctx.text_edit_focused();
         let (undo, redo, quit) = ctx.input_mut(|i| {
-            let redo_keys = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+            let redo_keys =
+                egui::KeyboardShortcut::new(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
             let undo_keys = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::Z);
             let quit_keys = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::Q);
             // Shift+Ctrl+Z first: consuming Ctrl+Z would also match it.

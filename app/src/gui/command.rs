@@ -23,7 +23,10 @@ pub enum DialogPurpose {
     LoadRecipe,
     Csv(CsvKind),
     /// A screenshot of part of the window (`rect`, in points).
-    Png { what: String, rect: egui::Rect },
+    Png {
+        what: String,
+        rect: egui::Rect,
+    },
 }
 
 /// Which table a CSV export writes.
@@ -103,7 +106,7 @@ impl Command {
     pub fn undo_label(&self) -> Option<String> {
         Some(match self {
             Self::SetModelScheme(s) => format!("model scheme {s}"),
-            Self::SetLayerScheme { layer, scheme, .. } => format!("{layer} → {scheme}"),
+            Self::SetLayerScheme { layer, scheme, .. } => format!("{layer}: {scheme}"),
             Self::ResetLayer(l) => format!("reset {l}"),
             Self::ResetAllLayers => "reset every layer".into(),
             Self::SetSaveChoice { layer, on } => {

@@ -72,7 +72,15 @@ pub struct Requests {
 
 impl Requests {
     pub fn new(worker: Worker) -> Self {
-        Self { worker, generation: 0, open: None, analysis: None, column: None, matrix: None, save_cancel: None }
+        Self {
+            worker,
+            generation: 0,
+            open: None,
+            analysis: None,
+            column: None,
+            matrix: None,
+            save_cancel: None,
+        }
     }
 
     fn next_generation(&mut self) -> u64 {
@@ -239,7 +247,11 @@ impl Requests {
                     generation,
                     tensor: key.tensor.clone(),
                     scheme: key.scheme,
-                    options: Options { weight_bins: WEIGHT_BINS, error_bins: ERROR_BINS, keep_dequantized: false },
+                    options: Options {
+                        weight_bins: WEIGHT_BINS,
+                        error_bins: ERROR_BINS,
+                        keep_dequantized: false,
+                    },
                     all_calibrations: key.all_calibrations,
                 }));
                 self.analysis = Some(InFlight { generation, key, answered: false });
@@ -279,7 +291,9 @@ impl Requests {
 /// The name shown while a source opens.
 pub fn source_name(source: &Source) -> String {
     match source {
-        Source::Path(p) => p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+        Source::Path(p) => {
+            p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+        }
         Source::Bytes { name, .. } => name.clone(),
     }
 }

@@ -46,7 +46,7 @@ impl Default for Doc {
 }
 
 /// How things are drawn; not part of undo.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Prefs {
     pub log_counts: bool,
@@ -56,18 +56,6 @@ pub struct Prefs {
     pub slice_mse: bool,
     /// Always use the in-app file dialog.
     pub builtin_file_dialog: bool,
-}
-
-impl Default for Prefs {
-    fn default() -> Self {
-        Self {
-            log_counts: false,
-            show_grid: false,
-            show_all_calibrations: false,
-            slice_mse: false,
-            builtin_file_dialog: false,
-        }
-    }
 }
 
 /// What persists across runs (eframe storage).
@@ -211,7 +199,8 @@ impl AppState {
         let known = |name: &str| self.model.as_ref().is_some_and(|m| m.tensor(name).is_some());
         for (name, &on) in &self.doc.save_choice {
             // Forcing a default-excluded layer in needs an explicit entry.
-            let choice = if on { LayerChoice::Quantize(self.saved_scheme_for(name)) } else { LayerChoice::Exclude };
+            let choice =
+                if on { LayerChoice::Quantize(self.saved_scheme_for(name)) } else { LayerChoice::Exclude };
             if known(name) || !on {
                 layers.insert(name.clone(), choice);
             }

@@ -70,7 +70,7 @@ impl BrowserPanel {
         if state.model.is_none() {
             ui.add_space(8.0);
             ui.label(if state.opening.is_some() { "Opening…" } else { "No model open." });
-            ui.weak("File → Open file… / Open folder…, or drop a .safetensors file here.");
+            ui.weak("File > Open file… / Open folder…, or drop a .safetensors file here.");
             return;
         }
         ui.horizontal(|ui| {
@@ -179,8 +179,9 @@ fn sqnr_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo, saved: bool
         }
         (None, Some(db)) => {
             let fill = if saved { sqnr_color(db) } else { Color32::from_gray(90) };
-            let cell = egui::Button::new(RichText::new(format_sqnr(Some(db))).color(Color32::BLACK).monospace())
-                .fill(fill);
+            let cell =
+                egui::Button::new(RichText::new(format_sqnr(Some(db))).color(Color32::BLACK).monospace())
+                    .fill(fill);
             let hover = if saved {
                 "SQNR in dB under this tensor's scheme"
             } else {

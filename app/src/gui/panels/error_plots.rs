@@ -60,8 +60,8 @@ impl ErrorPlotsPanel {
         ui.horizontal(|ui| {
             ui.label(format!("Error per {what}"));
             let mut p = state.prefs.clone();
-            ui.selectable_value(&mut p.slice_mse, false, "SQNR").on_hover_text("SQNR in dB per slice");
-            ui.selectable_value(&mut p.slice_mse, true, "MSE");
+            ui.selectable_value(&mut p.slice_mse, false, "show SQNR").on_hover_text("SQNR in dB per slice");
+            ui.selectable_value(&mut p.slice_mse, true, "show MSE");
             if p != state.prefs {
                 out.push(Command::SetPrefs(p));
             }
@@ -80,9 +80,12 @@ impl ErrorPlotsPanel {
             .map(|(i, v)| [i as f64, v])
             .collect();
         let name = if mse { "MSE" } else { "SQNR (dB)" };
-        let plot = Plot::new("slice_error").width(w).height(h).allow_scroll(false).x_axis_label(what).show(ui, |p| {
-            p.points(Points::new(name, pts).radius(1.5).color(Color32::from_rgb(0, 158, 115)));
-        });
+        let plot = Plot::new("slice_error").width(w).height(h).allow_scroll(false).x_axis_label(what).show(
+            ui,
+            |p| {
+                p.points(Points::new(name, pts).radius(1.5).color(Color32::from_rgb(0, 158, 115)));
+            },
+        );
         self.per_slice_rect = Some(plot.response.rect);
     }
 }
@@ -92,7 +95,7 @@ fn slice_word(r: &QuantResult) -> &'static str {
 }
 
 fn error_histogram_ui(ui: &mut egui::Ui, r: &QuantResult, w: f32, h: f32) {
-    ui.label("Error R − R′ (count)");
+    ui.label("Error R − R' (count)");
     let Some(hist) = &r.error_histogram else { return };
     let bw = hist.bin_width();
     let bars: Vec<Bar> = hist
@@ -101,9 +104,7 @@ fn error_histogram_ui(ui: &mut egui::Ui, r: &QuantResult, w: f32, h: f32) {
         .enumerate()
         .map(|(i, &c)| Bar::new(hist.lo + (i as f64 + 0.5) * bw, c as f64).width(bw))
         .collect();
-    let x_axis = egui_plot::AxisHints::new_x()
-        .formatter(super::ticks::axis_label)
-        .label_spacing(40.0..=60.0);
+    let x_axis = egui_plot::AxisHints::new_x().formatter(super::ticks::axis_label).label_spacing(40.0..=60.0);
     Plot::new("error_hist")
         .width(w)
         .height(h)
@@ -113,20 +114,25 @@ fn error_histogram_ui(ui: &mut egui::Ui, r: &QuantResult, w: f32, h: f32) {
         .x_grid_spacer(super::ticks::grid_spacer)
         .custom_x_axes(vec![x_axis])
         .show(ui, |p| {
-            p.bar_chart(BarChart::new("R − R′", bars).color(Color32::from_rgb(230, 120, 90)));
+            p.bar_chart(BarChart::new("R − R'", bars).color(Color32::from_rgb(230, 120, 90)));
         });
 }
 
 fn slice_ranges_ui(ui: &mut egui::Ui, r: &QuantResult, w: f32, h: f32) {
     let what = slice_word(r);
     ui.label(format!("Range per {what} (min / max)"));
-    let mins: PlotPoints = r.slice_ranges.iter().enumerate().map(|(i, s)| [i as f64, f64::from(s.0)]).collect();
-    let maxs: PlotPoints = r.slice_ranges.iter().enumerate().map(|(i, s)| [i as f64, f64::from(s.1)]).collect();
-    Plot::new("slice_ranges").width(w).height(h).legend(Legend::default()).allow_scroll(false).x_axis_label(what).show(
-        ui,
-        |p| {
+    let mins: PlotPoints =
+        r.slice_ranges.iter().enumerate().map(|(i, s)| [i as f64, f64::from(s.0)]).collect();
+    let maxs: PlotPoints =
+        r.slice_ranges.iter().enumerate().map(|(i, s)| [i as f64, f64::from(s.1)]).collect();
+    Plot::new("slice_ranges")
+        .width(w)
+        .height(h)
+        .legend(Legend::default())
+        .allow_scroll(false)
+        .x_axis_label(what)
+        .show(ui, |p| {
             p.line(Line::new("max", maxs).color(Color32::from_rgb(230, 80, 70)));
             p.line(Line::new("min", mins).color(Color32::from_rgb(86, 180, 233)));
-        },
-    );
+        });
 }

@@ -10,7 +10,10 @@
 //! through the same pure mapping, [`drag_calibration`], so they agree.
 
 use eframe::egui::{self, Color32, RichText};
-use egui_plot::{AxisHints, Bar, BarChart, Corner, Legend, Plot, HoverPosition, PlotPoint, PlotTransform, PlotUi, Span, Text, VLine};
+use egui_plot::{
+    AxisHints, Bar, BarChart, Corner, HoverPosition, Legend, Plot, PlotPoint, PlotTransform, PlotUi, Span,
+    Text, VLine,
+};
 use quantscope_engine::{Calibration, Granularity, Histogram, ManualRange, Mapping, QuantResult, Scheme};
 
 use super::{calibration_label, granularity_label, ticks};
@@ -131,7 +134,11 @@ impl HistogramPanel {
 
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         let Some(name) = state.selected.clone() else {
-            let text = if state.model.is_some() { "Select a layer on the left." } else { "No model open: File → Open…" };
+            let text = if state.model.is_some() {
+                "Select a layer on the left."
+            } else {
+                "No model open: File > Open…"
+            };
             ui.centered_and_justified(|ui| ui.label(text));
             return;
         };
@@ -165,10 +172,8 @@ impl HistogramPanel {
             dragging: self.drag,
         };
         let outcome = self.plot_ui(ui, &data);
-        self.apply_outcome(outcome.as_ref(), &name, &scheme, r, out);
-        if let Some(o) = &outcome {
-            readout_ui(ui, hist, o.hover_x);
-        }
+        self.apply_outcome(&outcome, &name, &scheme, r, out);
+        readout_ui(ui, hist, outcome.hover_x);
         self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
         methods_legend_ui(ui, &a.calibration_ranges);
     }
@@ -192,9 +197,12 @@ impl HistogramPanel {
         }
     }
 
-    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>) -> Option<PlotOutcome> {
+    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>) -> PlotOutcome {
         let hist = d.hist;
-        let x_axis = AxisHints::new_x().label("weight value R").formatter(ticks::axis_label).label_spacing(40.0..=60.0);
+        let x_axis = AxisHints::new_x()
+            .label("weight value R")
+            .formatter(ticks::axis_label)
+            .label_spacing(40.0..=60.0);
         let response = Plot::new("weights")
             .legend(Legend::default().position(Corner::LeftTop))
             .allow_drag(false)
@@ -210,7 +218,8 @@ impl HistogramPanel {
             .custom_x_axes(vec![x_axis])
             .y_axis_label(if d.log { "log10(count + 1)" } else { "count" })
             .label_formatter(|pos| {
-                let (HoverPosition::NearDataPoint { position, .. } | HoverPosition::Elsewhere { position }) = pos;
+                let (HoverPosition::NearDataPoint { position, .. } | HoverPosition::Elsewhere { position }) =
+                    pos;
                 bin_label(hist, position.x)
             })
             .show(ui, |plot_ui| {
@@ -222,18 +231,17 @@ impl HistogramPanel {
         if response.response.drag_stopped() {
             self.drag = None;
         }
-        Some(response.inner)
+        response.inner
     }
 
     fn apply_outcome(
         &mut self,
-        o: Option<&PlotOutcome>,
+        o: &PlotOutcome,
         layer: &str,
         scheme: &Scheme,
         r: &QuantResult,
         out: &mut Vec<Command>,
     ) {
-        let Some(o) = o else { return };
         if let Some(e) = o.drag_start {
             self.drag = Some(e);
             self.gesture += 1;
@@ -242,7 +250,11 @@ impl HistogramPanel {
             let calibration = drag_calibration(scheme, r, e, x);
             if calibration != scheme.calibration {
                 let scheme = Scheme { calibration, ..*scheme };
-                out.push(Command::SetLayerScheme { layer: layer.into(), scheme, gesture: Some(self.gesture) });
+                out.push(Command::SetLayerScheme {
+                    layer: layer.into(),
+                    scheme,
+                    gesture: Some(self.gesture),
+                });
             }
         }
         if let Some(x) = o.clicked_x {
@@ -270,7 +282,9 @@ impl HistogramPanel {
             for (edge, label) in [(Edge::Lo, "lo"), (Edge::Hi, "hi")] {
                 let text = if edge == Edge::Lo { &mut self.lo_text } else { &mut self.hi_text };
                 let l = ui.label(label);
-                let resp = ui.add(egui::TextEdit::singleline(text).desired_width(110.0).font(egui::TextStyle::Monospace));
+                let resp = ui.add(
+                    egui::TextEdit::singleline(text).desired_width(110.0).font(egui::TextStyle::Monospace),
+                );
                 let resp = resp.labelled_by(l.id);
                 let entered = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if entered {
@@ -362,14 +376,15 @@ fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
         plot_ui.vline(VLine::new(label.clone(), *x).color(Color32::from_rgb(240, 228, 66)).width(1.0));
     }
     let top = plot_ui.plot_bounds().max()[1];
-    for (edge, x, anchor, name) in [
-        (Edge::Lo, d.lo, egui::Align2::RIGHT_TOP, "lo"),
-        (Edge::Hi, d.hi, egui::Align2::LEFT_TOP, "hi"),
-    ] {
+    for (edge, x, anchor, name) in
+        [(Edge::Lo, d.lo, egui::Align2::RIGHT_TOP, "lo"), (Edge::Hi, d.hi, egui::Align2::LEFT_TOP, "hi")]
+    {
         let color = if d.dragging == Some(edge) { Color32::WHITE } else { CLIP_COLOR };
         plot_ui.vline(VLine::new("clip range (drag)", x).color(color).width(2.5));
-        let text = RichText::new(format!(" {name} {} ", ticks::tick_label(x, (d.hi - d.lo).abs() * 1e-4))).strong();
-        plot_ui.text(Text::new("clip range (drag)", PlotPoint::new(x, top), text).color(color).anchor(anchor));
+        let text =
+            RichText::new(format!(" {name} {} ", ticks::tick_label(x, (d.hi - d.lo).abs() * 1e-4))).strong();
+        plot_ui
+            .text(Text::new("clip range (drag)", PlotPoint::new(x, top), text).color(color).anchor(anchor));
     }
 }
 
@@ -383,9 +398,12 @@ fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
             plot_ui.zoom_bounds_around_hovered(egui::vec2((scroll / 200.0).exp(), 1.0));
         }
     }
-    let mut out = PlotOutcome { hover_x: pointer.map(|p| p.x), drag_start: None, drag_x: None, clicked_x: None };
+    let mut out =
+        PlotOutcome { hover_x: pointer.map(|p| p.x), drag_start: None, drag_x: None, clicked_x: None };
+    // Where the press began: by the time a drag is recognised the pointer has moved on.
+    let origin = plot_ui.ctx().input(|i| i.pointer.press_origin());
     if resp.drag_started_by(egui::PointerButton::Primary)
-        && let Some(pos) = resp.interact_pointer_pos()
+        && let Some(pos) = origin
     {
         let near = |x: f64| (plot_ui.screen_from_plot(PlotPoint::new(x, 0.0)).x - pos.x).abs();
         let (dl, dh) = (near(lo), near(hi));

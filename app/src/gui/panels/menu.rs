@@ -112,9 +112,12 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
         file_name: file_name.map(Into::into),
     };
     match purpose {
-        DialogPurpose::OpenFile => {
-            spec(DialogKind::PickFile, "Open a model", &[("safetensors or index", &["safetensors", "json"])], None)
-        }
+        DialogPurpose::OpenFile => spec(
+            DialogKind::PickFile,
+            "Open a model",
+            &[("safetensors or index", &["safetensors", "json"])],
+            None,
+        ),
         DialogPurpose::OpenFolder => spec(DialogKind::PickFolder, "Open a model folder", &[], None),
         DialogPurpose::SaveOutput => {
             spec(DialogKind::SaveFile, "Output folder for the quantized model", &[], Some("quantized"))
@@ -122,7 +125,9 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
         DialogPurpose::SaveRecipe => {
             spec(DialogKind::SaveFile, "Save recipe", &[("recipe", &["json"])], Some("recipe.json"))
         }
-        DialogPurpose::LoadRecipe => spec(DialogKind::PickFile, "Load recipe", &[("recipe", &["json"])], None),
+        DialogPurpose::LoadRecipe => {
+            spec(DialogKind::PickFile, "Load recipe", &[("recipe", &["json"])], None)
+        }
         DialogPurpose::Csv(kind) => {
             let name = match kind {
                 CsvKind::Matrix => "sensitivity.csv",
@@ -132,7 +137,12 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
         }
         DialogPurpose::Png { what, .. } => {
             let name = format!("{}.png", what.replace(' ', "-"));
-            spec(DialogKind::SaveFile, &format!("Save the {what} as PNG"), &[("PNG image", &["png"])], Some(&name))
+            spec(
+                DialogKind::SaveFile,
+                &format!("Save the {what} as PNG"),
+                &[("PNG image", &["png"])],
+                Some(&name),
+            )
         }
     }
 }

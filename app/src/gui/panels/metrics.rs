@@ -30,16 +30,27 @@ impl MetricsPanel {
             return;
         };
         let m: &Metrics = &a.result.metrics;
-        ui.label(RichText::new(format!("SQNR: {} dB", format_sqnr(Some(m.sqnr_db)))).size(20.0).color(sqnr_color(m.sqnr_db)))
-            .on_hover_text("Signal-to-quantization-noise ratio: 10·log10(ΣR² / Σ(R − R′)²). About +6 dB per extra bit.");
+        ui.label(
+            RichText::new(format!("SQNR: {} dB", format_sqnr(Some(m.sqnr_db))))
+                .size(20.0)
+                .color(sqnr_color(m.sqnr_db)),
+        )
+        .on_hover_text(
+            "Signal-to-quantization-noise ratio: 10·log10(ΣR² / Σ(R − R')²). About +6 dB per extra bit.",
+        );
         if m.sqnr_db < CATASTROPHIC_DB {
             catastrophe_hint_ui(state, m, ui, out);
         }
         egui::Grid::new("metrics_grid").num_columns(2).striped(true).show(ui, |ui| {
-            metric_row(ui, "MSE", format!("{:.4e}", m.mse), "mean((R − R′)²) over finite elements");
+            metric_row(ui, "MSE", format!("{:.4e}", m.mse), "mean((R − R')²) over finite elements");
             metric_row(ui, "RMSE", format!("{:.4e}", m.rmse), "√MSE, in the units of the weights");
             metric_row(ui, "max |error|", format!("{:.4e}", m.max_abs_err), "the worst single element");
-            metric_row(ui, "cosine", format!("{:.6}", m.cosine), "<R, R′> / (|R|·|R′|): 1 means same direction");
+            metric_row(
+                ui,
+                "cosine",
+                format!("{:.6}", m.cosine),
+                "<R, R'> / (|R|·|R'|): 1 means same direction",
+            );
             metric_row(
                 ui,
                 "clipped",
@@ -59,8 +70,18 @@ impl MetricsPanel {
                 format!("{:.3e} ({:.1} %)", m.round_error, share(m.round_error)),
                 "part of the MSE from rounding inside the range: a wider range raises it (S grows)",
             );
-            metric_row(ui, "NaN/Inf", m.nonfinite.to_string(), "non-finite elements, excluded from every metric");
-            metric_row(ui, "slices", a.result.params.len().to_string(), "how many (S, Z) pairs this granularity uses");
+            metric_row(
+                ui,
+                "NaN/Inf",
+                m.nonfinite.to_string(),
+                "non-finite elements, excluded from every metric",
+            );
+            metric_row(
+                ui,
+                "slices",
+                a.result.params.len().to_string(),
+                "how many (S, Z) pairs this granularity uses",
+            );
         });
     }
 }
@@ -89,7 +110,10 @@ fn catastrophe_hint_ui(state: &AppState, m: &Metrics, ui: &mut egui::Ui, out: &m
             }
             if ui
                 .button("Reset settings to defaults")
-                .on_hover_text(format!("The model's scheme becomes {}; Ctrl+Z undoes", quantscope_engine::Scheme::default()))
+                .on_hover_text(format!(
+                    "The model's scheme becomes {}; Ctrl+Z undoes",
+                    quantscope_engine::Scheme::default()
+                ))
                 .clicked()
             {
                 out.push(Command::ResetDocument);

@@ -43,8 +43,8 @@ pub struct Panels {
 }
 
 /// Side-panel widths as shares of the window: together at most half of it.
-const LEFT_MAX_SHARE: f32 = 0.22;
-const RIGHT_MAX_SHARE: f32 = 0.28;
+const LEFT_MAX_SHARE: f32 = 0.2;
+const RIGHT_MAX_SHARE: f32 = 0.25;
 
 impl Panels {
     pub fn is_dragging(&self) -> bool {
@@ -65,7 +65,7 @@ impl Panels {
             .size_range(160.0..=left_max)
             .show(ui, |ui| self.browser.ui(state, ui, out));
         if state.view == View::Layer {
-            let right_max = (width * RIGHT_MAX_SHARE).max(260.0);
+            let right_max = (width * RIGHT_MAX_SHARE).max(240.0);
             egui::Panel::right("inspector")
                 .resizable(true)
                 .default_size(right_max.min(420.0))

@@ -48,7 +48,7 @@ impl SaveWindow {
 
     fn contents_ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         let Some(model) = &state.model else {
-            ui.label("No model is open: open one first (File → Open…).");
+            ui.label("No model is open: open one first (File > Open…).");
             return;
         };
         what_is_written_ui(state, model.summary.tensors.len(), ui);
@@ -63,7 +63,7 @@ impl SaveWindow {
         });
         ui.radio_value(&mut self.fake_quant, false, "compressed-tensors (I8 / FP8 codes + scales)")
             .on_hover_text("Loads in vLLM and llm-compressor (INT and symmetric E4M3).");
-        ui.radio_value(&mut self.fake_quant, true, "fake-quant (R′ in the original dtype)")
+        ui.radio_value(&mut self.fake_quant, true, "fake-quant (R' in the original dtype)")
             .on_hover_text("Same layout as the source; any framework loads it.");
         ui.checkbox(&mut self.force, "Replace the folder if it is not empty");
         ui.checkbox(&mut self.skip_verify, "Skip verification (read back and compare bit for bit)");
@@ -73,7 +73,9 @@ impl SaveWindow {
             Some(Ok(s)) => summary_ui(ui, s),
             Some(Err(e)) => {
                 ui.colored_label(ui.visuals().error_fg_color, format!("Not saved: {e}"));
-                ui.weak("Nothing was written: the output folder is only created once everything is in place.");
+                ui.weak(
+                    "Nothing was written: the output folder is only created once everything is in place.",
+                );
             }
             None => {}
         }
@@ -93,7 +95,8 @@ impl SaveWindow {
         }
         let ready = !self.out.trim().is_empty();
         let button = ui.add_enabled(ready, egui::Button::new("Save"));
-        let button = if ready { button } else { button.on_disabled_hover_text("Type or choose an output folder") };
+        let button =
+            if ready { button } else { button.on_disabled_hover_text("Type or choose an output folder") };
         if button.clicked() {
             out.push(Command::StartSave(SaveRequest {
                 out: self.out.trim().into(),
@@ -114,10 +117,17 @@ fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
         tensors - quantized
     ));
     if groups.is_empty() {
-        ui.colored_label(ui.visuals().warn_fg_color, "No layer is quantized: the copy would equal the source.");
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            "No layer is quantized: the copy would equal the source.",
+        );
         return;
     }
-    ui.label(format!("Schemes written ({} config group{}):", groups.len(), if groups.len() == 1 { "" } else { "s" }));
+    ui.label(format!(
+        "Schemes written ({} config group{}):",
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" }
+    ));
     egui::Grid::new("save_groups").striped(true).num_columns(2).show(ui, |ui| {
         for (scheme, n) in &groups {
             ui.monospace(scheme.to_string());

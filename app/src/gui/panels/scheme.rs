@@ -36,7 +36,10 @@ pub const FORMATS: [(FormatKind, &str); 6] = [
 ];
 
 pub fn format_label(f: FormatKind) -> String {
-    FORMATS.iter().find(|(k, _)| *k == f).map_or_else(|| f.to_string().to_uppercase(), |(_, l)| (*l).to_string())
+    FORMATS
+        .iter()
+        .find(|(k, _)| *k == f)
+        .map_or_else(|| f.to_string().to_uppercase(), |(_, l)| (*l).to_string())
 }
 
 const COMBO_WIDTH: f32 = 170.0;
@@ -55,7 +58,7 @@ impl SchemePanel {
             self.target = Target::Layer;
         }
         ui.horizontal(|ui| {
-            ui.label("Edit");
+            ui.label("Applies to");
             ui.selectable_value(&mut self.target, Target::Model, "whole model")
                 .on_hover_text("The scheme of every layer without its own");
             ui.add_enabled_ui(selected.is_some(), |ui| {
@@ -103,7 +106,8 @@ fn own_scheme_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
     if count > 0 {
         ui.horizontal_wrapped(|ui| {
             ui.weak(format!("{count} layer(s) with their own scheme (*)"));
-            if ui.small_button("Reset all").on_hover_text("Every layer back to the model's scheme").clicked() {
+            if ui.small_button("Reset all").on_hover_text("Every layer back to the model's scheme").clicked()
+            {
                 out.push(Command::ResetAllLayers);
             }
         });

@@ -97,7 +97,8 @@ impl SensitivityPanel {
             ui.selectable_value(&mut self.table, Table::Ranked, "Ranked layers");
             ui.selectable_value(&mut self.table, Table::Matrix, "Layers × schemes");
             ui.separator();
-            if ui.button("Export CSV…").on_hover_text("The SQNR matrix, then the per-scheme totals").clicked() {
+            if ui.button("Export CSV…").on_hover_text("The SQNR matrix, then the per-scheme totals").clicked()
+            {
                 out.push(Command::ShowDialog(DialogPurpose::Csv(CsvKind::Matrix)));
             }
         });
@@ -169,7 +170,8 @@ impl SensitivityPanel {
         });
         let order = self.order(s, col);
         let worst: Vec<usize> = ranked(s, col, RankKey::Sqnr, false).into_iter().take(self.top_n).collect();
-        let max_mse = (0..s.rows.len()).filter_map(|r| cell_metrics(s, r, col)).map(|m| m.mse).fold(0.0, f64::max);
+        let max_mse =
+            (0..s.rows.len()).filter_map(|r| cell_metrics(s, r, col)).map(|m| m.mse).fold(0.0, f64::max);
         let max_params = s.rows.iter().map(|r| r.params).max().unwrap_or(1).max(1);
         egui::ScrollArea::horizontal().id_salt("ranked_h").show(ui, |ui| {
             TableBuilder::new(ui)
@@ -205,7 +207,9 @@ impl SensitivityPanel {
                                 out.push(Command::Preview { layer: item.name.clone(), scheme });
                             }
                         });
-                        row.col(|ui| bar_cell(ui, item.params as f64 / max_params as f64, &item.params.to_string()));
+                        row.col(|ui| {
+                            bar_cell(ui, item.params as f64 / max_params as f64, &item.params.to_string());
+                        });
                         metric_cells(&mut row, s, r, col, max_mse);
                     });
                 });
@@ -293,7 +297,10 @@ const CELL: egui::Vec2 = egui::vec2(96.0, 20.0);
 fn bar_cell(ui: &mut egui::Ui, frac: f64, text: &str) {
     ui.add_sized([78.0, 18.0], egui::Label::new(RichText::new(text).monospace()).truncate());
     let (rect, _) = ui.allocate_exact_size(egui::vec2(40.0, 8.0), Sense::hover());
-    let fill = egui::Rect::from_min_size(rect.min, egui::vec2(rect.width() * frac.clamp(0.0, 1.0) as f32, rect.height()));
+    let fill = egui::Rect::from_min_size(
+        rect.min,
+        egui::vec2(rect.width() * frac.clamp(0.0, 1.0) as f32, rect.height()),
+    );
     ui.painter().rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
     ui.painter().rect_filled(fill, 2.0, Color32::from_rgb(100, 140, 200));
 }
@@ -302,7 +309,9 @@ fn metric_cells(row: &mut egui_extras::TableRow<'_, '_>, s: &Sweep, r: usize, co
     if let Some(m) = cell_metrics(s, r, col) {
         let sqnr_frac = if m.sqnr_db.is_finite() { m.sqnr_db / 60.0 } else { 1.0 };
         row.col(|ui| bar_cell(ui, sqnr_frac, &format_sqnr(Some(m.sqnr_db))));
-        row.col(|ui| bar_cell(ui, if max_mse > 0.0 { m.mse / max_mse } else { 0.0 }, &format!("{:.3e}", m.mse)));
+        row.col(|ui| {
+            bar_cell(ui, if max_mse > 0.0 { m.mse / max_mse } else { 0.0 }, &format!("{:.3e}", m.mse));
+        });
         row.col(|ui| bar_cell(ui, m.cosine, &format!("{:.6}", m.cosine)));
         row.col(|ui| bar_cell(ui, m.clipped_fraction * 20.0, &format!("{:.3}", m.clipped_fraction * 100.0)));
     } else {
@@ -321,16 +330,25 @@ fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
     ui.strong("Model under each scheme");
     egui::ScrollArea::horizontal().id_salt("totals_h").show(ui, |ui| {
         egui::Grid::new("totals").striped(true).num_columns(6).show(ui, |ui| {
-            for h in ["scheme", "stored size", "quantized params", "mean SQNR (weighted)", "worst SQNR", "worst layer"] {
+            for h in [
+                "scheme",
+                "stored size",
+                "quantized params",
+                "mean SQNR (weighted)",
+                "worst SQNR",
+                "worst layer",
+            ] {
                 ui.strong(h);
             }
             ui.end_row();
             for t in &s.totals {
                 ui.monospace(&t.scheme);
-                ui.label(format!("{:.2} MiB", t.model_bytes as f64 / (1024.0 * 1024.0))).on_hover_text(format!(
-                    "{} bytes: quantized layers {} (codes + scales + zero points), the rest as stored",
-                    t.model_bytes, t.quantized_bytes
-                ));
+                ui.label(format!("{:.2} MiB", t.model_bytes as f64 / (1024.0 * 1024.0))).on_hover_text(
+                    format!(
+                        "{} bytes: quantized layers {} (codes + scales + zero points), the rest as stored",
+                        t.model_bytes, t.quantized_bytes
+                    ),
+                );
                 ui.label(format!("{:.1} %", t.quantized_share * 100.0));
                 ui.label(t.mean_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
                 ui.label(t.worst_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
@@ -353,7 +371,13 @@ fn cell_ui(ui: &mut egui::Ui, s: &Sweep, r: usize, c: usize, label: &str) -> egu
     if resp.hovered() {
         painter.rect_stroke(rect, 2.0, egui::Stroke::new(1.5, Color32::WHITE), egui::StrokeKind::Inside);
     }
-    painter.text(rect.center(), egui::Align2::CENTER_CENTER, text, egui::FontId::monospace(12.0), Color32::BLACK);
+    painter.text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        text,
+        egui::FontId::monospace(12.0),
+        Color32::BLACK,
+    );
     let hover = match &s.rows[r].cells[c] {
         Ok(cell) => format!(
             "{label}\nSQNR {} dB, MSE {:.3e}, cosine {:.6}, clipped {:.3} %\nstored {} bytes in {} slice(s){}",

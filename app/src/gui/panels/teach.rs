@@ -1,9 +1,11 @@
 //! The teaching panel: the formulas of the selected scheme with the live
-//! numbers, and one value worked through R → Q → R′. Every number and format
+//! numbers, and one value worked through R → Q → R'. Every number and format
 //! fact comes from the engine's `explain` module; this panel only lays them out.
 
 use eframe::egui::{self, Color32, RichText};
-use quantscope_engine::explain::{FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example};
+use quantscope_engine::explain::{
+    FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example,
+};
 use quantscope_engine::{Mapping, SliceParams};
 
 use super::granularity_label;
@@ -28,7 +30,11 @@ impl TeachPanel {
             ui.horizontal(|ui| {
                 let label = ui.label("Slice");
                 let mut k = state.teach_slice.min(r.params.len() - 1);
-                if ui.add(egui::DragValue::new(&mut k).range(0..=r.params.len() - 1)).labelled_by(label.id).changed() {
+                if ui
+                    .add(egui::DragValue::new(&mut k).range(0..=r.params.len() - 1))
+                    .labelled_by(label.id)
+                    .changed()
+                {
                     out.push(Command::SetTeachSlice(k));
                 }
                 if ui.small_button("worst").on_hover_text("the slice with the lowest SQNR").clicked() {
@@ -52,7 +58,12 @@ impl TeachPanel {
             }
         };
         let (rmin, rmax) = r.slice_ranges.get(k).copied().unwrap_or((0.0, 0.0));
-        ui.label(format!("{} · {:?} mapping · {}", f.label, scheme.mapping, granularity_label(&r.granularity)));
+        ui.label(format!(
+            "{} · {:?} mapping · {}",
+            f.label,
+            scheme.mapping,
+            granularity_label(&r.granularity)
+        ));
         mono(ui, format!("this slice: Rmin = {rmin:+.6}, Rmax = {rmax:+.6}"));
         mono(ui, format!("clipping range [lo, hi] = [{:+.6}, {:+.6}]", p.lo, p.hi));
         if f.is_float {
@@ -62,7 +73,10 @@ impl TeachPanel {
         }
         ui.add_space(4.0);
         let value = state.clicked_value.unwrap_or(rmax * 0.37);
-        ui.label(RichText::new(format!("Worked example (click the histogram to pick R): R = {value:+.6}")).strong());
+        ui.label(
+            RichText::new(format!("Worked example (click the histogram to pick R): R = {value:+.6}"))
+                .strong(),
+        );
         match worked_example(scheme.format, &p, value) {
             Ok(ex) => worked_example_ui(ui, &ex),
             Err(e) => {
@@ -88,7 +102,7 @@ fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
         }
     }
     mono(ui, "Q = clamp(round(R/S) + Z, Qmin, Qmax)");
-    mono(ui, "R′ = S · (Q − Z)");
+    mono(ui, "R' = S · (Q − Z)");
 }
 
 fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
@@ -107,16 +121,20 @@ fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     match mapping {
         Mapping::Symmetric => {
             mono(ui, format!("S = max(|lo|, |hi|) / fmax = {:.6e}", p.scale));
-            mono(ui, "Q = fp8(clamp(R/S, ±fmax)),  R′ = S · value(Q)");
+            mono(ui, "Q = fp8(clamp(R/S, ±fmax)),  R' = S · value(Q)");
         }
         Mapping::Asymmetric => {
             mono(ui, format!("c = (hi + lo)/2 = {:+.6}   (the centre of the range)", p.offset));
             mono(ui, format!("S = (hi − lo)/(2·fmax) = {:.6e}", p.scale));
-            mono(ui, "Q = fp8(clamp((R − c)/S, ±fmax)),  R′ = S · value(Q) + c");
-            ui.weak("c shifts the range so it is centred on 0 before scaling; no runtime loads this variant.");
+            mono(ui, "Q = fp8(clamp((R − c)/S, ±fmax)),  R' = S · value(Q) + c");
+            ui.weak(
+                "c shifts the range so it is centred on 0 before scaling; no runtime loads this variant.",
+            );
         }
     }
-    ui.weak("value(Q) = (−1)^sign · 2^(exponent − bias) · 1.mantissa (subnormals: 2^(1 − bias) · 0.mantissa)");
+    ui.weak(
+        "value(Q) = (−1)^sign · 2^(exponent − bias) · 1.mantissa (subnormals: 2^(1 − bias) · 0.mantissa)",
+    );
 }
 
 fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value: f32) {
@@ -128,14 +146,14 @@ fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value
             let label = facts(ex.format).map_or_else(|_| ex.format.to_string(), |f| f.label);
             col.label(label);
             fp8_bits_ui(col, ex);
-            col.monospace(format!("R′ = {:+.6}", ex.dequantized));
+            col.monospace(format!("R' = {:+.6}", ex.dequantized));
             col.monospace(format!("error = {:+.3e}", ex.error));
         }
     });
     let [e4, e5] = &both;
     if e4.dequantized == e5.dequantized {
         ui.weak(
-            "Both give the same R′: R lands on a value both grids can hold (each format scales the range \
+            "Both give the same R': R lands on a value both grids can hold (each format scales the range \
              to its own fmax, and here the two roundings meet at the same point), or it is clipped to \
              the same end of the range.",
         );
@@ -159,8 +177,12 @@ fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
             fp8_bits_ui(ui, ex);
         }
     }
-    mono(ui, format!("R′ = {:+.6}", ex.dequantized));
-    ui.label(RichText::new(format!("error R − R′ = {:+.3e}", ex.error)).monospace().color(Color32::from_rgb(230, 120, 90)));
+    mono(ui, format!("R' = {:+.6}", ex.dequantized));
+    ui.label(
+        RichText::new(format!("error R − R' = {:+.3e}", ex.error))
+            .monospace()
+            .color(Color32::from_rgb(230, 120, 90)),
+    );
 }
 
 /// The code's bits coloured by field, and what they decode to.

@@ -73,10 +73,11 @@ pub fn labelled_ticks(lo: f64, hi: f64, width_px: f64) -> Vec<(f64, String)> {
 }
 
 /// egui_plot grid spacer: labelled major ticks and unlabelled minor ones.
+#[allow(clippy::needless_pass_by_value)] // egui_plot's spacer signature takes it by value
 pub fn grid_spacer(input: GridInput) -> Vec<GridMark> {
     let (lo, hi) = input.bounds;
     let per_px = input.base_step_size / f64::from(GRID_SPACING_MIN_PX);
-    if !(per_px > 0.0) {
+    if per_px.is_nan() || per_px <= 0.0 {
         return Vec::new();
     }
     let major = major_step(lo, hi, (hi - lo) / per_px);
