@@ -107,7 +107,7 @@ fn scheme_panel_edits_the_model_or_the_layer() {
     h.run();
     let asym = Scheme { mapping: Mapping::Asymmetric, ..Scheme::default() };
     assert!(matches!(h.state().2.last(), Some(Command::SetModelScheme(s)) if *s == asym));
-    h.get_by_label("this layer only").click();
+    h.get_by_label("this layer").click();
     h.run();
     h.get_by_label("per-tensor").click();
     h.run();

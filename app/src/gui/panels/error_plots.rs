@@ -10,7 +10,7 @@ use quantscope_engine::{Granularity, QuantResult};
 use crate::gui::command::{Command, DialogPurpose};
 use crate::gui::state::AppState;
 
-const MIN_PLOT_WIDTH: f32 = 240.0;
+const MIN_PLOT_WIDTH: f32 = 170.0;
 
 #[derive(Default)]
 pub struct ErrorPlotsPanel {
@@ -57,8 +57,8 @@ impl ErrorPlotsPanel {
     ) {
         let what = slice_word(r);
         let mse = state.prefs.slice_mse;
+        ui.label(format!("Error per {what}"));
         ui.horizontal(|ui| {
-            ui.label(format!("Error per {what}"));
             let mut p = state.prefs.clone();
             ui.selectable_value(&mut p.slice_mse, false, "show SQNR").on_hover_text("SQNR in dB per slice");
             ui.selectable_value(&mut p.slice_mse, true, "show MSE");
@@ -80,6 +80,7 @@ impl ErrorPlotsPanel {
             .map(|(i, v)| [i as f64, v])
             .collect();
         let name = if mse { "MSE" } else { "SQNR (dB)" };
+        let h = h - ui.spacing().interact_size.y;
         let plot = Plot::new("slice_error").width(w).height(h).allow_scroll(false).x_axis_label(what).show(
             ui,
             |p| {

@@ -93,6 +93,8 @@ pub struct HistogramPanel {
     rect: Option<egui::Rect>,
     /// Value ↔ screen mapping of the last frame.
     transform: Option<PlotTransform>,
+    /// The value under the pointer last frame (the readout row).
+    hover_x: Option<f64>,
 }
 
 /// What happened on the plot this frame.
@@ -171,11 +173,17 @@ impl HistogramPanel {
             zero: zero_marker(&scheme, r),
             dragging: self.drag,
         };
+        // The rows under the plot go in first (bottom up), so the plot takes what is
+        // left and nothing overlaps whatever their wrapping.
+        let hover = self.hover_x;
+        egui::Panel::bottom("histogram_rows").show_separator_line(false).show(ui, |ui| {
+            readout_ui(ui, hist, hover);
+            self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
+            methods_legend_ui(ui, &a.calibration_ranges);
+        });
         let outcome = self.plot_ui(ui, &data);
+        self.hover_x = outcome.hover_x;
         self.apply_outcome(&outcome, &name, &scheme, r, out);
-        readout_ui(ui, hist, outcome.hover_x);
-        self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
-        methods_legend_ui(ui, &a.calibration_ranges);
     }
 
     fn toolbar_ui(&self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
@@ -204,7 +212,7 @@ impl HistogramPanel {
             .formatter(ticks::axis_label)
             .label_spacing(40.0..=60.0);
         let response = Plot::new("weights")
-            .legend(Legend::default().position(Corner::LeftTop))
+            .legend(Legend::default().position(Corner::RightBottom))
             .allow_drag(false)
             .allow_scroll(false)
             .allow_zoom(true)
@@ -302,7 +310,8 @@ impl HistogramPanel {
                 }
             }
             if r.granularity != Granularity::Tensor {
-                ui.weak("(per-channel / per-group: sets a ratio of each slice's range)");
+                ui.weak("(ratio)")
+                    .on_hover_text("Per-channel / per-group: the value sets a ratio of each slice's range");
             }
         });
     }
@@ -377,12 +386,15 @@ fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
     }
     let top = plot_ui.plot_bounds().max()[1];
     for (edge, x, anchor, name) in
-        [(Edge::Lo, d.lo, egui::Align2::RIGHT_TOP, "lo"), (Edge::Hi, d.hi, egui::Align2::LEFT_TOP, "hi")]
+        // Labels sit inside the range, so they never run off the plot's edges.
+        [
+            (Edge::Lo, d.lo, egui::Align2::LEFT_TOP, "lo"),
+            (Edge::Hi, d.hi, egui::Align2::RIGHT_TOP, "hi"),
+        ]
     {
         let color = if d.dragging == Some(edge) { Color32::WHITE } else { CLIP_COLOR };
         plot_ui.vline(VLine::new("clip range (drag)", x).color(color).width(2.5));
-        let text =
-            RichText::new(format!(" {name} {} ", ticks::tick_label(x, (d.hi - d.lo).abs() * 1e-4))).strong();
+        let text = RichText::new(format!(" {name} {} ", ticks::value_label(x))).size(14.0).strong();
         plot_ui
             .text(Text::new("clip range (drag)", PlotPoint::new(x, top), text).color(color).anchor(anchor));
     }

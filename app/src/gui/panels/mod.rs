@@ -71,7 +71,9 @@ impl Panels {
                 .default_size(right_max.min(420.0))
                 .size_range(240.0..=right_max)
                 .show(ui, |ui| {
-                    egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
+                    // Too-wide content scrolls instead of widening the panel over the plot.
+                    egui::ScrollArea::both().auto_shrink(false).show(ui, |ui| {
+                        ui.set_max_width(ui.available_width());
                         self.scheme.ui(state, ui, out);
                         ui.separator();
                         self.metrics.ui(state, ui, out);

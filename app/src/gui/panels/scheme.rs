@@ -42,7 +42,7 @@ pub fn format_label(f: FormatKind) -> String {
         .map_or_else(|| f.to_string().to_uppercase(), |(_, l)| (*l).to_string())
 }
 
-const COMBO_WIDTH: f32 = 170.0;
+const COMBO_WIDTH: f32 = 130.0;
 
 impl SchemePanel {
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
@@ -57,12 +57,12 @@ impl SchemePanel {
         if state.preview.is_some() {
             self.target = Target::Layer;
         }
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             ui.label("Applies to");
-            ui.selectable_value(&mut self.target, Target::Model, "whole model")
+            ui.selectable_value(&mut self.target, Target::Model, "the model")
                 .on_hover_text("The scheme of every layer without its own");
             ui.add_enabled_ui(selected.is_some(), |ui| {
-                ui.selectable_value(&mut self.target, Target::Layer, "this layer only")
+                ui.selectable_value(&mut self.target, Target::Layer, "this layer")
                     .on_hover_text("Give the selected layer its own scheme");
             });
         });
@@ -131,7 +131,7 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
         ui.end_row();
 
         ui.label("Mapping");
-        ui.horizontal(|ui| {
+        ui.vertical(|ui| {
             ui.radio_value(&mut s.mapping, Mapping::Symmetric, "symmetric");
             ui.radio_value(&mut s.mapping, Mapping::Asymmetric, "asymmetric");
         });
@@ -144,7 +144,7 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
 
 fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
     ui.label("Granularity");
-    ui.horizontal_wrapped(|ui| {
+    ui.vertical(|ui| {
         let axis = if let Granularity::Channel { axis } = s.granularity { axis } else { 0 };
         let size = if let Granularity::Group { size } = s.granularity { size } else { 128 };
         ui.radio_value(&mut s.granularity, Granularity::Tensor, "per-tensor");

@@ -66,6 +66,19 @@ pub fn tick_label(v: f64, step: f64) -> String {
     format!("{v:.decimals$}")
 }
 
+/// A single value (a clip line, a typed bound) with four significant digits.
+pub fn value_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if (1e-3..1e4).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
 /// The labelled ticks of `[lo, hi]` over `width_px` points, with their text.
 pub fn labelled_ticks(lo: f64, hi: f64, width_px: f64) -> Vec<(f64, String)> {
     let step = major_step(lo, hi, width_px);
@@ -127,6 +140,15 @@ mod tests {
         }
         assert_eq!(tick_label(0.1 + 0.2 - 0.3, 0.1), "0");
         assert_eq!(tick_label(-0.25, 0.05), "-0.25");
+    }
+
+    #[test]
+    fn single_values_keep_four_significant_digits() {
+        assert_eq!(value_label(-2.068189), "-2.068");
+        assert_eq!(value_label(0.0779), "0.07790");
+        assert_eq!(value_label(123.456), "123.5");
+        assert_eq!(value_label(1.5e-6), "1.500e-6");
+        assert_eq!(value_label(0.0), "0");
     }
 
     #[test]
