@@ -310,6 +310,7 @@ fn saving_from_the_window_lists_the_groups_writes_a_verified_model_and_honours_t
     h.run_steps(3);
     h.get_by_label_contains("8 layers quantized");
     h.get_by_label_contains("2 config groups");
+    h.get_by_label("int8:tensor");
     h.get_by_label("int8:tensor:mse");
     h.get_by_label("7 layers");
     let field = h.get_by_role_and_label(Role::TextInput, "Output folder");

@@ -251,14 +251,17 @@ fn a_matrix_cell_sends_a_preview_not_a_change() {
 fn save_window_lists_the_config_groups_or_says_no_model() {
     let mut state = state_with(OUTLIER, Scheme::default());
     state.doc.overrides.insert(OUTLIER.into(), "e4m3:tensor:minmax".parse().unwrap());
+    // Another calibration of the model's layout shares its config group.
+    state.doc.overrides.insert("heavy_tailed.weight".into(), "int8:channel:mse".parse().unwrap());
     let window = SaveWindow { open: true, ..SaveWindow::default() };
     let mut h = panel_harness(state, window, |p, s, ui, out| p.ui(s, ui.ctx(), out));
     h.run();
     h.get_by_label_contains("2 config groups");
-    h.get_by_label("e4m3:tensor:minmax");
+    h.get_by_label("e4m3:tensor");
     h.get_by_label("1 layer");
-    h.get_by_label("int8:channel:minmax");
+    h.get_by_label("int8:channel");
     h.get_by_label("8 layers");
+    h.get_by_label("int8:channel:minmax, int8:channel:mse");
 
     let window = SaveWindow { open: true, ..SaveWindow::default() };
     let mut h = panel_harness(AppState::default(), window, |p, s, ui, out| p.ui(s, ui.ctx(), out));

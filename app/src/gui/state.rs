@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use quantscope_engine::export::quantized_on_save;
+use quantscope_engine::export::{config_group_key, quantized_on_save};
 use quantscope_engine::recipe::{LayerChoice, Resolved};
 use quantscope_engine::sweep::Sweep;
-use quantscope_engine::{Scheme, TensorInfo};
+use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 use super::worker::{Analysis, ModelSummary};
@@ -117,6 +117,16 @@ pub struct SaveState {
     pub result: Option<Result<ExportSummary, String>>,
 }
 
+/// One config group of a save.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaveGroup {
+    /// The stored layout, e.g. `int8:channel` or `int8:group64:asym`.
+    pub layout: String,
+    pub layers: usize,
+    /// The schemes of its layers (they differ only in calibration).
+    pub schemes: Vec<Scheme>,
+}
+
 /// Everything the panels read.
 #[derive(Default)]
 pub struct AppState {
@@ -208,15 +218,25 @@ impl AppState {
         Resolved { scheme: self.doc.scheme, layers }
     }
 
-    /// The distinct schemes a save writes, each with how many layers use it
-    /// (one compressed-tensors config group each).
-    pub fn save_groups(&self) -> Vec<(Scheme, usize)> {
-        let mut groups: Vec<(Scheme, usize)> = Vec::new();
+    /// The config groups a save writes: one per stored layout (the engine's
+    /// rule), with how many layers and which schemes fall in each.
+    pub fn save_groups(&self) -> Vec<SaveGroup> {
+        let mut groups: Vec<SaveGroup> = Vec::new();
         for name in self.saved_layers() {
             let s = self.saved_scheme_for(&name);
-            match groups.iter_mut().find(|(g, _)| *g == s) {
-                Some((_, n)) => *n += 1,
-                None => groups.push((s, 1)),
+            let key = config_group_key(&s);
+            match groups.iter_mut().find(|g| config_group_key(&g.schemes[0]) == key) {
+                Some(g) => {
+                    g.layers += 1;
+                    if !g.schemes.contains(&s) {
+                        g.schemes.push(s);
+                    }
+                }
+                None => {
+                    let asym = if s.mapping == Mapping::Asymmetric { ":asym" } else { "" };
+                    let layout = format!("{}:{}{asym}", s.format, s.granularity);
+                    groups.push(SaveGroup { layout, layers: 1, schemes: vec![s] });
+                }
             }
         }
         groups

@@ -29,8 +29,8 @@ fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision]) -> Value {
         match d {
             Decision::Quantize(s) => {
                 all_2d &= t.shape.len() == 2;
-                let key = ct_key(s);
-                match groups.iter_mut().find(|(g, _)| ct_key(g) == key) {
+                let key = config_group_key(s);
+                match groups.iter_mut().find(|(g, _)| config_group_key(g) == key) {
                     Some((_, names)) => names.push(module),
                     None => groups.push((*s, vec![module])),
                 }
@@ -91,7 +91,7 @@ fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision]) -> Value {
 
 /// Schemes that share a config group: the same stored layout (calibration and
 /// manual ranges differ per layer but leave no trace in the layout).
-fn ct_key(s: &Scheme) -> (FormatKind, Mapping, Granularity) {
+pub fn config_group_key(s: &Scheme) -> (FormatKind, Mapping, Granularity) {
     (s.format, s.mapping, s.granularity)
 }
 

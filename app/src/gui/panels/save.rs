@@ -111,7 +111,7 @@ impl SaveWindow {
 /// How many layers are quantized, and the schemes (config groups) written.
 fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
     let groups = state.save_groups();
-    let quantized: usize = groups.iter().map(|(_, n)| n).sum();
+    let quantized: usize = groups.iter().map(|g| g.layers).sum();
     ui.label(format!(
         "{quantized} layers quantized, {} tensors copied unchanged. Untick a layer in the browser to keep it.",
         tensors - quantized
@@ -128,10 +128,13 @@ fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
         groups.len(),
         if groups.len() == 1 { "" } else { "s" }
     ));
-    egui::Grid::new("save_groups").striped(true).num_columns(2).show(ui, |ui| {
-        for (scheme, n) in &groups {
-            ui.monospace(scheme.to_string());
-            ui.label(format!("{n} layer{}", if *n == 1 { "" } else { "s" }));
+    egui::Grid::new("save_groups").striped(true).num_columns(3).show(ui, |ui| {
+        for g in &groups {
+            ui.monospace(&g.layout);
+            ui.label(format!("{} layer{}", g.layers, if g.layers == 1 { "" } else { "s" }));
+            let schemes: Vec<String> = g.schemes.iter().map(ToString::to_string).collect();
+            ui.weak(schemes.join(", "))
+                .on_hover_text("Calibrations differ per layer but share one stored layout");
             ui.end_row();
         }
     });

@@ -256,7 +256,10 @@ impl SensitivityPanel {
                     });
                     for name in &s.schemes {
                         h.col(|ui| {
-                            ui.label(RichText::new(header_text(name)).strong()).on_hover_text(name);
+                            // Two full lines; table cells would otherwise truncate at the line break.
+                            let text = RichText::new(header_text(name)).strong();
+                            ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend))
+                                .on_hover_text(name);
                         });
                     }
                 })
