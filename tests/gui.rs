@@ -461,3 +461,28 @@ fn the_layout_keeps_the_centre_at_half_the_width_at_1000_by_700() {
     assert!(png >= 2, "the histogram's and the per-slice plot's PNG buttons");
     h.get_by_label_contains("Error per channel");
 }
+
+#[test]
+fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    let mut prefs = h.state().state().prefs.clone();
+    prefs.builtin_file_dialog = true;
+    h.state_mut().apply(Command::SetPrefs(prefs));
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Open file…").click();
+    h.run_steps(3);
+    let path = common::teaching();
+    h.get_by_role_and_label(Role::TextInput, "Path").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "Path").type_text(path.to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label("OK").click();
+    wait_until(&mut h, "the file from disk", |a| {
+        settled(a) && a.state().model.as_ref().is_some_and(|m| m.summary.path.is_some())
+    });
+    let s = h.state().state();
+    assert_eq!(s.model.as_ref().unwrap().summary.name, "teaching.safetensors");
+    assert_eq!(s.recent.first(), Some(&path), "an opened file goes on the Recent list");
+}

@@ -148,7 +148,7 @@ pub fn judge_native(answer: Option<PathBuf>, elapsed: Duration) -> NativeVerdict
     match answer {
         Some(path) => NativeVerdict::Chosen(path),
         None if elapsed < TOO_FAST => NativeVerdict::NotShown(format!(
-            "the system file dialog closed after {} ms without being shown",
+            "it returned after {} ms without showing anything",
             elapsed.as_millis()
         )),
         None => NativeVerdict::Cancelled,
@@ -649,7 +649,7 @@ impl<P> BuiltIn<P> {
                 size + egui::vec2(0.0, 60.0),
             )
         });
-        let width = browser_rect.width() - 12.0;
+        let width = browser_rect.width() - 14.0;
         let base = self.base_dir();
         let mut action = EntryAction::None;
         egui::Window::new("Path entry")
@@ -662,8 +662,10 @@ impl<P> BuiltIn<P> {
                 ui.set_width(width);
                 ui.horizontal(|ui| {
                     let label = ui.label("Path");
+                    // Room for OK and Cancel on the same row.
+                    let buttons = 120.0;
                     let edit = egui::TextEdit::singleline(&mut self.path_text)
-                        .desired_width(ui.available_width())
+                        .desired_width((ui.available_width() - buttons).max(120.0))
                         .hint_text("type or paste a path");
                     let response = ui.add(edit).labelled_by(label.id);
                     if !self.focus_asked {
@@ -675,6 +677,14 @@ impl<P> BuiltIn<P> {
                     }
                     if response.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
                         action = EntryAction::Ok;
+                        // Enter takes the focus away; keep it for fixing a rejected path.
+                        response.request_focus();
+                    }
+                    if ui.button("OK").clicked() {
+                        action = EntryAction::Ok;
+                    }
+                    if ui.button("Cancel").clicked() {
+                        action = EntryAction::Cancel;
                     }
                 });
                 ui.weak(format!("Relative paths start in {}", base.display()));
@@ -687,14 +697,6 @@ impl<P> BuiltIn<P> {
                     }
                     None => {}
                 }
-                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                    if ui.button("Cancel").clicked() {
-                        action = EntryAction::Cancel;
-                    }
-                    if ui.button("OK").clicked() {
-                        action = EntryAction::Ok;
-                    }
-                });
             });
         action
     }
@@ -787,6 +789,22 @@ mod tests {
             h.state().outcomes,
             vec![DialogOutcome::Chosen(Purpose::Model, dir.path().join("a.safetensors"))]
         );
+    }
+
+    #[test]
+    fn both_parts_fit_a_1000_by_700_window_without_overlap() {
+        for kind in [DialogKind::PickFile, DialogKind::PickFolder, DialogKind::SaveFile] {
+            let h = harness(DialogSpec::new(kind, "Fit"), Purpose::Model);
+            let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1000.0, 700.0));
+            let area = |id: &str| h.ctx.memory(|m| m.area_rect(egui::Id::unique(id))).unwrap();
+            let (browser, entry) = (area(BROWSER_ID), area(ENTRY_ID));
+            assert!(screen.contains_rect(browser) && screen.contains_rect(entry), "{browser:?} {entry:?}");
+            assert!(entry.top() >= browser.bottom(), "{browser:?} {entry:?}");
+            for label in ["OK", "Cancel", "Close"] {
+                let r = h.get_by_role_and_label(Role::Button, label).rect();
+                assert!(screen.contains_rect(r), "{label} at {r:?}");
+            }
+        }
     }
 
     #[test]

@@ -225,18 +225,15 @@ impl AppState {
         for name in self.saved_layers() {
             let s = self.saved_scheme_for(&name);
             let key = config_group_key(&s);
-            match groups.iter_mut().find(|g| config_group_key(&g.schemes[0]) == key) {
-                Some(g) => {
-                    g.layers += 1;
-                    if !g.schemes.contains(&s) {
-                        g.schemes.push(s);
-                    }
+            if let Some(g) = groups.iter_mut().find(|g| config_group_key(&g.schemes[0]) == key) {
+                g.layers += 1;
+                if !g.schemes.contains(&s) {
+                    g.schemes.push(s);
                 }
-                None => {
-                    let asym = if s.mapping == Mapping::Asymmetric { ":asym" } else { "" };
-                    let layout = format!("{}:{}{asym}", s.format, s.granularity);
-                    groups.push(SaveGroup { layout, layers: 1, schemes: vec![s] });
-                }
+            } else {
+                let asym = if s.mapping == Mapping::Asymmetric { ":asym" } else { "" };
+                let layout = format!("{}:{}{asym}", s.format, s.granularity);
+                groups.push(SaveGroup { layout, layers: 1, schemes: vec![s] });
             }
         }
         groups

@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn single_values_keep_four_significant_digits() {
-        assert_eq!(value_label(-2.068189), "-2.068");
+        assert_eq!(value_label(-2.068_189), "-2.068");
         assert_eq!(value_label(0.0779), "0.07790");
         assert_eq!(value_label(123.456), "123.5");
         assert_eq!(value_label(1.5e-6), "1.500e-6");
