@@ -569,6 +569,7 @@ pub fn calibration_label(c: &Calibration) -> String {
         Calibration::Percentile { p } => format!("percentile {p}"),
         Calibration::Mse => "MSE".into(),
         Calibration::Entropy => "KL-entropy".into(),
+        Calibration::Hqq => "HQQ".into(),
         Calibration::Manual(ManualRange::Range { .. }) => "manual range".into(),
         Calibration::Manual(ManualRange::Ratio { r }) => format!("manual ×{r:.3}"),
     }

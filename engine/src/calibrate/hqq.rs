@@ -1,0 +1,285 @@
+//! HQQ, Half-Quadratic Quantization (Badri & Shaji, mobiusml/hqq): a data-free
+//! method that keeps min-max's step S and optimizes the zero point Z.
+//!
+//! Followed: `optimize_weights_proximal_legacy` in `hqq/core/optimize.py` at
+//! mobiusml/hqq commit b21fe87d1b0ac8f1b5e1e5b1fe3fe02d5f2fd5b7 (2024-05-13), the
+//! last version whose loop grows β (commit a566c78, May 2025, dropped the
+//! `beta *= kappa` line; the pip release 0.2.8 has no growth).
+//!
+//! With the inverse step s = (Qmax − Qmin) / (max − min) and z in HQQ's unsigned
+//! code space [0, Qmax − Qmin] (start: z = −min·s), each step is
+//!
+//! ```text
+//! W_q = clamp(round(W·s + z), 0, Qmax − Qmin)      quantize with the current z
+//! W_r = (W_q − z) / s                              dequantize
+//! W_e = shrink_p(W − W_r, β)                       ℓp proximal step (p = 0.7)
+//! z   = mean(W_q − (W − W_e)·s)                    closed-form z update
+//! β   = 1.01·β                                     (β starts at 10)
+//! ```
+//!
+//! with `shrink_p(x, β) = sign(x)·max(|x| − |x|^(p−1)/β, 0)`, for at most 20
+//! steps, stopping at the first step whose mean |W − W_r| does not fall (the z
+//! that step computed is kept, as the reference does). It minimises
+//! Σ|W − dequant(quant(W))|^p, an error measure that, for p < 1, cares about the
+//! many small errors more than the few large ones.
+//!
+//! Two choices of this engine:
+//! - **Early stop per slice.** The reference stops on the mean error of the whole
+//!   tensor it is given; here every slice (channel or group) is optimized on its
+//!   own, so a slice stops when its own error stops falling. The reference test
+//!   (`tests/python/hqq_reference.py`) runs the reference step once per slice.
+//! - **A saved model stores an integer Z.** The result used for every metric and
+//!   for export has Z rounded half to even (as the package's `round_zero` does),
+//!   `zero_point = round(z) + Qmin`; [`hqq_slice`] also gives the real-valued z and
+//!   the error with each, which is what the rounding costs.
+//!
+//! S is min-max's own (the range widened to hold 0, as for every INT scheme), so
+//! the reference's guards for tiny ranges (s = 1 when max − min ≤ 1e-4, s ≤ 2e4)
+//! do not apply: a slice whose range is empty or not finite keeps min-max's Z.
+
+use rayon::prelude::*;
+
+use super::PAR_CHUNK;
+use crate::error::{Error, Result};
+use crate::format::{NumberFormat, SliceParams, round_half_even};
+use crate::metrics::{TensorStats, sum_sq_error};
+use crate::scheme::{Calibration, FormatKind, Granularity, Mapping, Scheme};
+
+/// The reference's defaults (`opt_params` of `optimize_weights_proximal_legacy`).
+pub const LP_NORM: f32 = 0.7;
+pub const BETA: f64 = 10.0;
+pub const KAPPA: f64 = 1.01;
+pub const ITERS: usize = 20;
+/// p − 1 as the reference passes it to `pow` (a Python float cast to f32).
+const P_MINUS_1: f32 = (0.7f64 - 1.0) as f32;
+
+/// One slice's HQQ result, with the real-valued zero point the optimizer found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HqqSlice {
+    /// The parameters a save writes (Z rounded); what every metric uses.
+    pub params: SliceParams,
+    /// The optimized real-valued Z in the engine's code space (Qmin..Qmax),
+    /// before rounding: `params.zero_point` is `round(zero_real − Qmin) + Qmin`.
+    pub zero_real: f64,
+    /// Min-max's real-valued Z, where the optimizer started.
+    pub zero_start: f64,
+    /// Steps run (1..=20).
+    pub iterations: usize,
+    /// Σ(x − x′)² with the real-valued Z (HQQ's own dequantization).
+    pub sse_real_zero: f64,
+    /// Σ(x − x′)² with the rounded Z: what the saved model gives.
+    pub sse_rounded_zero: f64,
+}
+
+/// The slice's parameters under HQQ (Z rounded), for `slice_params`.
+pub(crate) fn hqq_params<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    stats: &TensorStats,
+    mapping: Mapping,
+) -> SliceParams {
+    match optimize(fmt, xs, stats, mapping) {
+        Some(o) => o.params,
+        None => {
+            let (lo, hi) = stats.range();
+            fmt.params(lo, hi, mapping)
+        }
+    }
+}
+
+/// HQQ on one slice, with the real-valued Z and what rounding it costs. Falls
+/// back to min-max (zero iterations) where HQQ does not apply: symmetric mapping,
+/// a non-integer format, an empty or non-finite range.
+pub fn hqq_slice<F: NumberFormat>(fmt: F, xs: &[f32], mapping: Mapping) -> HqqSlice {
+    let stats = crate::analyze::parallel_stats(xs);
+    if let Some(o) = optimize(fmt, xs, &stats, mapping) {
+        let sse_real_zero = o.sse_real(xs);
+        return HqqSlice {
+            params: o.params,
+            zero_real: o.zero_real(),
+            zero_start: f64::from(o.z0) + f64::from(o.qmin),
+            iterations: o.iterations,
+            sse_real_zero,
+            sse_rounded_zero: chunked_sse(fmt, xs, &o.params),
+        };
+    }
+    let (lo, hi) = stats.range();
+    let params = fmt.params(lo, hi, mapping);
+    let sse = chunked_sse(fmt, xs, &params);
+    let z = f64::from(params.zero_point);
+    HqqSlice { params, zero_real: z, zero_start: z, iterations: 0, sse_real_zero: sse, sse_rounded_zero: sse }
+}
+
+/// [`hqq_slice`] for every slice of a tensor (row-major `values` of `shape`)
+/// under an HQQ scheme, in slice order: per tensor, per channel on axis 0, or
+/// per group.
+pub fn hqq_tensor(values: &[f32], shape: &[usize], scheme: &Scheme) -> Result<Vec<HqqSlice>> {
+    scheme.validate()?;
+    let FormatKind::Int(bits) = scheme.format else {
+        return Err(Error::Scheme("hqq needs an INT format".into()));
+    };
+    if scheme.calibration != Calibration::Hqq {
+        return Err(Error::Scheme(format!("{scheme} is not an hqq scheme")));
+    }
+    let fmt = crate::format::IntFormat::new(bits)?;
+    let numel = values.len();
+    let rows = shape.first().copied().unwrap_or(1).max(1);
+    let (row_len, group) = match scheme.granularity {
+        _ if shape.len() <= 1 => (numel.max(1), numel.max(1)),
+        Granularity::Tensor => (numel.max(1), numel.max(1)),
+        Granularity::Channel { axis: 0 } => (numel / rows, numel / rows),
+        Granularity::Group { size } => (numel / rows, size),
+        Granularity::Channel { .. } => {
+            return Err(Error::Scheme("hqq_tensor: per-channel on axis 0 only".into()));
+        }
+    };
+    if row_len == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(values
+        .par_chunks(row_len)
+        .map(|row| row.chunks(group).map(|g| hqq_slice(fmt, g, scheme.mapping)).collect::<Vec<_>>())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The optimizer's state after the loop.
+struct Optimized {
+    params: SliceParams,
+    /// Inverse step and final z, in HQQ's unsigned code space.
+    inv: f32,
+    z: f32,
+    z0: f32,
+    qmin: f32,
+    levels: f32,
+    iterations: usize,
+}
+
+impl Optimized {
+    fn zero_real(&self) -> f64 {
+        f64::from(self.z) + f64::from(self.qmin)
+    }
+
+    /// Σ(x − x′)² with HQQ's dequantization at the real-valued z.
+    fn sse_real(&self, xs: &[f32]) -> f64 {
+        let (inv, z, levels) = (self.inv, self.z, self.levels);
+        let part = |c: &[f32]| -> f64 {
+            c.iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| {
+                    let q = round_half_even(x * inv + z).clamp(0.0, levels);
+                    let e = f64::from(x) - f64::from((q - z) / inv);
+                    e * e
+                })
+                .sum()
+        };
+        fold_chunks(xs, part)
+    }
+}
+
+/// Sums `part` over fixed chunks of `xs`, in parallel for long slices, always
+/// adding the partial sums in chunk order (deterministic).
+fn fold_chunks<T: Send + Default + std::ops::Add<Output = T>>(
+    xs: &[f32],
+    part: impl Fn(&[f32]) -> T + Sync + Send,
+) -> T {
+    if xs.len() <= PAR_CHUNK {
+        return part(xs);
+    }
+    let parts: Vec<T> = xs.par_chunks(PAR_CHUNK).map(part).collect();
+    parts.into_iter().fold(T::default(), |a, b| a + b)
+}
+
+fn chunked_sse<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams) -> f64 {
+    fold_chunks(xs, |c| sum_sq_error(fmt, c, p))
+}
+
+/// One step's sums: Σ|W − W_r|, Σ(W_q − (W − W_e)·s), finite count.
+#[derive(Clone, Copy, Default)]
+struct StepSums {
+    abs_err: f64,
+    zero: f64,
+    n: u64,
+}
+
+impl std::ops::Add for StepSums {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self { abs_err: self.abs_err + o.abs_err, zero: self.zero + o.zero, n: self.n + o.n }
+    }
+}
+
+/// The ℓp shrinkage of the reference (`shrink_lp_op`), in f32 as it runs on CPU.
+#[inline]
+fn shrink(x: f32, inv_beta: f32) -> f32 {
+    let a = x.abs();
+    // |x|^(p−1) is +∞ at x = 0, which the max() turns into 0.
+    (a - inv_beta * a.powf(P_MINUS_1)).max(0.0).copysign(x)
+}
+
+fn step(xs: &[f32], inv: f32, z: f32, levels: f32, inv_beta: f32) -> StepSums {
+    let mut s = StepSums::default();
+    for &x in xs.iter().filter(|x| x.is_finite()) {
+        let q = round_half_even(x * inv + z).clamp(0.0, levels);
+        let r = (q - z) / inv;
+        let d = x - r;
+        s.abs_err += f64::from(d.abs());
+        let e = shrink(d, inv_beta);
+        s.zero += f64::from(q - (x - e) * inv);
+        s.n += 1;
+    }
+    s
+}
+
+fn optimize<F: NumberFormat>(fmt: F, xs: &[f32], stats: &TensorStats, mapping: Mapping) -> Option<Optimized> {
+    if mapping != Mapping::Asymmetric || fmt.code_dtype() != safetensors::Dtype::I8 {
+        return None;
+    }
+    let (lo, hi) = stats.range();
+    let start = fmt.params(lo, hi, mapping);
+    let (qmin, qmax) = (fmt.qmin(), fmt.qmax());
+    let levels = qmax - qmin;
+    // min-max's own range (widened to hold 0, as `params` does).
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let inv = levels / (hi - lo);
+    if !(inv.is_finite() && inv > 0.0) {
+        return None;
+    }
+    let z0 = -lo * inv;
+    let mut z = z0;
+    let mut beta = BETA;
+    let mut best = f64::INFINITY;
+    let mut iterations = 0;
+    for _ in 0..ITERS {
+        iterations += 1;
+        let inv_beta = (1.0 / beta) as f32;
+        let s = fold_chunks(xs, |c| step(c, inv, z, levels, inv_beta));
+        if s.n == 0 {
+            return None;
+        }
+        let n = s.n as f64;
+        z = (s.zero / n) as f32;
+        beta *= KAPPA;
+        let err = s.abs_err / n;
+        if err < best {
+            best = err;
+        } else {
+            break;
+        }
+    }
+    if !z.is_finite() {
+        return None;
+    }
+    let zero_point = (round_half_even(z) + qmin).clamp(qmin, qmax);
+    let scale = start.scale;
+    let params = SliceParams {
+        scale,
+        zero_point: zero_point as i32,
+        offset: 0.0,
+        lo: scale * (qmin - zero_point),
+        hi: scale * (qmax - zero_point),
+    };
+    Some(Optimized { params, inv, z, z0, qmin, levels, iterations })
+}
