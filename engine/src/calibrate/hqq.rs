@@ -283,3 +283,124 @@ fn optimize<F: NumberFormat>(fmt: F, xs: &[f32], stats: &TensorStats, mapping: M
     };
     Some(Optimized { params, inv, z, z0, qmin, levels, iterations })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{Options, analyze};
+    use crate::format::IntFormat;
+
+    fn weights(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed | 1;
+        let mut u = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 + 0.5) / (1u64 << 24) as f32 - 0.5
+        };
+        (0..n).map(|i| (u() + u() + u() + u()) * 0.05 + if i % 301 == 0 { 0.3 } else { 0.0 }).collect()
+    }
+
+    /// The reference loop written out literally (one array op per line of
+    /// `optimize_weights_proximal_legacy`, f32 arrays, f64 means), for one slice.
+    fn reference(w: &[f32], levels: f32) -> (f32, usize) {
+        let (mn, mx) = w.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
+        let scale = levels / (mx - mn);
+        let mut zero = -mn * scale;
+        let (mut beta, mut best) = (10.0f64, f64::INFINITY);
+        let n = w.len() as f64;
+        for i in 0..20 {
+            let w_q: Vec<f32> =
+                w.iter().map(|&x| (x * scale + zero).round_ties_even().clamp(0.0, levels)).collect();
+            let w_r: Vec<f32> = w_q.iter().map(|&q| (q - zero) / scale).collect();
+            let d: Vec<f32> = w.iter().zip(&w_r).map(|(&x, &r)| x - r).collect();
+            let w_e: Vec<f32> = d
+                .iter()
+                .map(|&x| {
+                    let a = x.abs();
+                    let s = if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    (a - (1.0 / beta) as f32 * a.powf((0.7f64 - 1.0) as f32)).max(0.0) * s
+                })
+                .collect();
+            let z: f64 =
+                w_q.iter().zip(w).zip(&w_e).map(|((&q, &x), &e)| f64::from(q - (x - e) * scale)).sum();
+            zero = (z / n) as f32;
+            beta *= 1.01;
+            let err = d.iter().map(|x| f64::from(x.abs())).sum::<f64>() / n;
+            if err < best {
+                best = err;
+            } else {
+                return (zero, i + 1);
+            }
+        }
+        (zero, 20)
+    }
+
+    #[test]
+    fn follows_the_reference_loop_step_by_step() {
+        for bits in [2u8, 3, 4, 8] {
+            let f = IntFormat::new(bits).unwrap();
+            let levels = f.qmax() - f.qmin();
+            for (n, seed) in [(64usize, 1u64), (128, 2), (4096, 3), (100_000, 4)] {
+                let w = weights(n, seed);
+                let s = hqq_slice(f, &w, Mapping::Asymmetric);
+                let (z, iters) = reference(&w, levels);
+                let got = s.zero_real - f64::from(f.qmin());
+                assert!(
+                    (got - f64::from(z)).abs() <= 1e-5 * f64::from(z).abs(),
+                    "int{bits} n {n}: {got} vs {z}"
+                );
+                assert_eq!(s.iterations, iters, "int{bits} n {n}");
+                assert_eq!(s.params.zero_point, (f64::from(z).round_ties_even() as i32 + f.qmin() as i32));
+            }
+        }
+    }
+
+    #[test]
+    fn the_reported_error_is_the_saved_models() {
+        let w = weights(64 * 256, 9);
+        let s: Scheme = "int4:group64:hqq:asym".parse().unwrap();
+        let r =
+            analyze(&w, &[64, 256], &s, &Options { keep_dequantized: true, ..Options::default() }).unwrap();
+        let slices = hqq_tensor(&w, &[64, 256], &s).unwrap();
+        assert_eq!(slices.len(), r.params.len());
+        let f = IntFormat::new(4).unwrap();
+        let deq = r.dequantized.unwrap();
+        let mut sse = 0.0;
+        for (k, (&x, &q)) in w.iter().zip(&deq).enumerate() {
+            let p = &slices[k / 64].params;
+            assert_eq!(p, &r.params[k / 64]);
+            // Integer codes with the rounded Z, as a save stores them.
+            let code = f.quantize(x, p);
+            assert_eq!(q, f.dequantize(code, p));
+            sse += (f64::from(x) - f64::from(q)).powi(2);
+        }
+        assert!((r.metrics.mse - sse / w.len() as f64).abs() <= 1e-12 * r.metrics.mse);
+        let rounded: f64 = slices.iter().map(|s| s.sse_rounded_zero).sum();
+        assert!((rounded - sse).abs() <= 1e-9 * sse, "{rounded} vs {sse}");
+        // What the rounding costs: real-valued Z is usually no worse.
+        let real: f64 = slices.iter().map(|s| s.sse_real_zero).sum();
+        assert!(real.is_finite() && real > 0.0 && (real - rounded).abs() < 0.5 * rounded);
+        // HQQ moved Z away from min-max's start on most groups.
+        let moved = slices.iter().filter(|s| (s.zero_real - s.zero_start).abs() > 1e-3).count();
+        assert!(moved > slices.len() / 2, "{moved} of {}", slices.len());
+    }
+
+    #[test]
+    fn symmetric_or_fp8_is_refused_and_degenerate_slices_keep_minmax() {
+        assert!("int4:group64:hqq".parse::<Scheme>().is_err());
+        assert!("e4m3:group64:hqq:asym".parse::<Scheme>().is_err());
+        let f = IntFormat::new(4).unwrap();
+        let s = hqq_slice(f, &[0.0; 64], Mapping::Asymmetric);
+        assert_eq!(s.iterations, 0);
+        assert_eq!(s.params, f.params(0.0, 0.0, Mapping::Asymmetric));
+        let s = hqq_slice(f, &[f32::NAN; 8], Mapping::Asymmetric);
+        assert_eq!(s.iterations, 0);
+    }
+}
