@@ -1,4 +1,4 @@
-//! HQQ's per-slice zero points for every F32/F16/BF16 tensor of a safetensors
+//! HQQ's per-slice zero points for every floating-point tensor of a safetensors
 //! file, as JSON, for `tests/python/hqq_reference.py` to compare with the
 //! reference implementation: `{ tensor: [{scale, zero_real, zero_start,
 //! zero_point, iterations, sse_real_zero, sse_rounded_zero}, ...] }`.
@@ -18,7 +18,8 @@ fn main() {
     let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("{e}"));
     let mut out = serde_json::Map::new();
     for t in ckpt.tensors() {
-        let values = ckpt.load_f32(&t.name).unwrap_or_else(|e| panic!("{e}"));
+        // Integer tensors (e.g. position ids) are not quantized: skipped.
+        let Ok(values) = ckpt.load_f32(&t.name) else { continue };
         let slices = hqq_tensor(&values, &t.shape, &scheme).unwrap_or_else(|e| panic!("{}: {e}", t.name));
         let rows: Vec<serde_json::Value> = slices
             .iter()
