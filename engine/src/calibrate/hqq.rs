@@ -78,12 +78,11 @@ pub(crate) fn hqq_params<F: NumberFormat>(
     stats: &TensorStats,
     mapping: Mapping,
 ) -> SliceParams {
-    match optimize(fmt, xs, stats, mapping) {
-        Some(o) => o.params,
-        None => {
-            let (lo, hi) = stats.range();
-            fmt.params(lo, hi, mapping)
-        }
+    if let Some(o) = optimize(fmt, xs, stats, mapping) {
+        o.params
+    } else {
+        let (lo, hi) = stats.range();
+        fmt.params(lo, hi, mapping)
     }
 }
 

@@ -21,6 +21,8 @@ const COARSE_INT: usize = 25;
 const COARSE_FP8: usize = 5;
 /// The last pass: every grid point within this distance of the best.
 const NEAR: usize = 2;
+/// 1/φ, the golden-section ratio.
+const INV_PHI: f64 = 0.618_033_988_749_895;
 
 /// α of grid point j.
 pub(crate) fn alpha(j: usize) -> f32 {
@@ -53,7 +55,6 @@ pub(crate) fn grid_search(coarse: usize, mut cost: impl FnMut(f32) -> f64) -> us
     }
     // Golden section on the integers of [a, b].
     let (mut a, mut b) = (best.0.saturating_sub(coarse), (best.0 + coarse).min(GRID));
-    const INV_PHI: f64 = 0.618_033_988_749_895;
     let point = |a: usize, b: usize, from_b: bool| -> usize {
         let d = ((b - a) as f64 * INV_PHI).round() as usize;
         if from_b { b - d } else { a + d }

@@ -47,29 +47,29 @@ pub(super) fn percentile_range(xs: &[f32], p: f64, mapping: Mapping) -> (f32, f3
 /// As ndarray-stats' `Linear` (and numpy's default): h = q·(n − 1),
 /// v = x₍⌊h⌋₎ + (f32)(frac(h)·(x₍⌈h⌉₎ − x₍⌊h⌋₎)) with the difference in f64.
 fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]> {
-    let mut ranks = Vec::with_capacity(2 * qs.len());
-    let n = if xs.len() <= PAR_CHUNK {
+    let ranks_of = |n: usize| -> Vec<usize> {
+        qs.iter()
+            .flat_map(|&q| {
+                let h = q * (n - 1) as f64;
+                [h.floor() as usize, h.ceil() as usize]
+            })
+            .collect()
+    };
+    let (n, values) = if xs.len() <= PAR_CHUNK {
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
             buf.extend(xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }));
-            buf.len()
+            let n = buf.len();
+            (n, if n == 0 { Vec::new() } else { select_in_place(buf, &ranks_of(n)) })
         })
     } else {
-        xs.par_chunks(PAR_CHUNK).map(|c| c.iter().filter(|x| x.is_finite()).count()).sum()
+        let radix = RadixCounts::of(xs, magnitude);
+        let n = radix.total();
+        (n, if n == 0 { Vec::new() } else { radix.select(xs, &ranks_of(n)) })
     };
     if n == 0 {
         return None;
     }
-    for &q in qs {
-        let h = q * (n - 1) as f64;
-        ranks.push(h.floor() as usize);
-        ranks.push(h.ceil() as usize);
-    }
-    let values = if xs.len() <= PAR_CHUNK {
-        SCRATCH.with_borrow_mut(|buf| select_in_place(buf, &ranks))
-    } else {
-        radix_select(xs, magnitude, &ranks)
-    };
     let mut out = [0f32; 2];
     for (i, &q) in qs.iter().enumerate() {
         let h = q * (n - 1) as f64;
@@ -108,62 +108,84 @@ fn key(x: f32) -> u32 {
     if b >> 31 == 1 { !b } else { b | 0x8000_0000 }
 }
 
-/// The values of rank `ranks` among the finite values (or magnitudes) of a long
-/// slice: bucket counts on the top key bits, then an exact selection among the
-/// values of the buckets that hold those ranks.
-fn radix_select(xs: &[f32], magnitude: bool, ranks: &[usize]) -> Vec<f32> {
-    let value = |x: f32| if magnitude { x.abs() } else { x };
-    let bucket = |x: f32| (key(value(x)) >> (32 - RADIX_BITS)) as usize;
-    // One histogram per worker-sized piece (not per 64 Ki chunk: merging
-    // 2048 counters per chunk would cost as much as the counting).
-    let piece = xs.len().div_ceil(rayon::current_num_threads().max(1)).max(PAR_CHUNK);
-    let counts = xs
-        .par_chunks(piece)
-        .map(|c| {
-            let mut h = vec![0u64; BUCKETS];
-            for &x in c.iter().filter(|x| x.is_finite()) {
-                h[bucket(x)] += 1;
-            }
-            h
-        })
-        .reduce(
-            || vec![0u64; BUCKETS],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-    // The bucket of each rank, and how many values lie in lower buckets.
-    let mut start = vec![0u64; BUCKETS + 1];
-    for b in 0..BUCKETS {
-        start[b + 1] = start[b] + counts[b];
+/// The first radix pass over a long slice: finite values counted by the top
+/// key bits (one histogram per worker-sized piece, not per 64 Ki chunk: merging
+/// 2048 counters per chunk would cost as much as the counting).
+struct RadixCounts {
+    magnitude: bool,
+    piece: usize,
+    counts: Vec<u64>,
+}
+
+impl RadixCounts {
+    fn value(&self, x: f32) -> f32 {
+        if self.magnitude { x.abs() } else { x }
     }
-    let bucket_of = |r: usize| start.partition_point(|&s| s <= r as u64) - 1;
-    let mut wanted: Vec<usize> = ranks.iter().map(|&r| bucket_of(r)).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut picked: Vec<f32> = xs
-        .par_chunks(piece)
-        .map(|c| {
-            c.iter()
-                .filter(|x| x.is_finite())
-                .map(|&x| value(x))
-                .filter(|&v| wanted.binary_search(&bucket(v)).is_ok())
-                .collect::<Vec<f32>>()
-        })
-        .flatten_iter()
-        .collect();
-    // A rank's position among the picked values: minus everything in lower
-    // buckets that was not picked.
-    let local: Vec<usize> = ranks
-        .iter()
-        .map(|&r| {
-            let b = bucket_of(r);
-            let skipped: u64 = start[b] - wanted.iter().filter(|&&w| w < b).map(|&w| counts[w]).sum::<u64>();
-            r - skipped as usize
-        })
-        .collect();
-    select_in_place(&mut picked, &local)
+
+    fn bucket(v: f32) -> usize {
+        (key(v) >> (32 - RADIX_BITS)) as usize
+    }
+
+    fn of(xs: &[f32], magnitude: bool) -> Self {
+        let piece = xs.len().div_ceil(rayon::current_num_threads().max(1)).max(PAR_CHUNK);
+        let counts = xs
+            .par_chunks(piece)
+            .map(|c| {
+                let mut h = vec![0u64; BUCKETS];
+                for &x in c.iter().filter(|x| x.is_finite()) {
+                    h[Self::bucket(if magnitude { x.abs() } else { x })] += 1;
+                }
+                h
+            })
+            .reduce(
+                || vec![0u64; BUCKETS],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        Self { magnitude, piece, counts }
+    }
+
+    fn total(&self) -> usize {
+        self.counts.iter().sum::<u64>() as usize
+    }
+
+    /// The values of rank `ranks`: the second pass copies out the values of the
+    /// buckets that hold those ranks, which are then selected exactly.
+    fn select(&self, xs: &[f32], ranks: &[usize]) -> Vec<f32> {
+        let counts = &self.counts;
+        let mut start = vec![0u64; BUCKETS + 1];
+        for b in 0..BUCKETS {
+            start[b + 1] = start[b] + counts[b];
+        }
+        let bucket_of = |r: usize| start.partition_point(|&s| s <= r as u64) - 1;
+        let mut wanted: Vec<usize> = ranks.iter().map(|&r| bucket_of(r)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut picked: Vec<f32> = xs
+            .par_chunks(self.piece)
+            .map(|c| {
+                c.iter()
+                    .filter(|x| x.is_finite())
+                    .map(|&x| self.value(x))
+                    .filter(|&v| wanted.binary_search(&Self::bucket(v)).is_ok())
+                    .collect::<Vec<f32>>()
+            })
+            .flatten_iter()
+            .collect();
+        // A rank's position among the picked values: minus everything in lower
+        // buckets that was not picked.
+        let local: Vec<usize> = ranks
+            .iter()
+            .map(|&r| {
+                let b = bucket_of(r);
+                let skipped = start[b] - wanted.iter().filter(|&&w| w < b).map(|&w| counts[w]).sum::<u64>();
+                r - skipped as usize
+            })
+            .collect();
+        select_in_place(&mut picked, &local)
+    }
 }
 
 #[cfg(test)]
