@@ -461,6 +461,10 @@ mod tests {
         assert!((r.metrics.mse - sse / w.len() as f64).abs() <= 1e-12 * r.metrics.mse);
         let rounded: f64 = slices.iter().map(|s| s.sse_rounded_zero).sum();
         assert!((rounded - sse).abs() <= 1e-9 * sse, "{rounded} vs {sse}");
+        // A save re-derives Z from lo and the stored S: it gets the same Z back.
+        for sl in &slices {
+            assert_eq!(f.stored_params(&sl.params, Mapping::Asymmetric, |x| x), sl.params);
+        }
         // What the rounding costs: real-valued Z is usually no worse.
         let real: f64 = slices.iter().map(|s| s.sse_real_zero).sum();
         assert!(real.is_finite() && real > 0.0 && (real - rounded).abs() < 0.5 * rounded);
