@@ -8,7 +8,7 @@ zero points (the engine's `hqq_zero_points` example), and recomputes them with
 the `hqq` package (mobiusml/hqq): the package's own
 `optimize_weights_proximal_legacy_step` (quantize, dequantize, lp shrink, zero
 update), driven by the loop of `optimize_weights_proximal_legacy` as of mobiusml/hqq
-commit b21fe87d1b0ac8f1b5e1e5b1fe3fe02d5f2fd5b7: beta = 10 growing x1.01 per step,
+commit b21fe876dd71cad788471f3012efb70cf099072c: beta = 10 growing x1.01 per step,
 20 steps, stop at the first step whose mean |W - W_r| does not fall. (The pip
 release 0.2.8 dropped the beta growth from that loop, commit a566c78; its step is
 unchanged.) Each slice (group or channel) is optimized on its own, as quantscope

@@ -2,8 +2,8 @@
 //! method that keeps min-max's step S and optimizes the zero point Z.
 //!
 //! Followed: `optimize_weights_proximal_legacy` in `hqq/core/optimize.py` at
-//! mobiusml/hqq commit b21fe87d1b0ac8f1b5e1e5b1fe3fe02d5f2fd5b7 (2024-05-13), the
-//! last version whose loop grows β (commit a566c78, May 2025, dropped the
+//! mobiusml/hqq commit b21fe876dd71cad788471f3012efb70cf099072c (2024-05-13), the
+//! last version whose loop grows β (commit a566c78961ea, May 2025, dropped the
 //! `beta *= kappa` line; the pip release 0.2.8 has no growth).
 //!
 //! With the inverse step s = (Qmax − Qmin) / (max − min) and z in HQQ's unsigned
