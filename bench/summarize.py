@@ -30,8 +30,9 @@ def floor_of(name):
 def minmax_of(name):
     if not name.startswith("recompute/"):
         return None
-    head, _, _ = name.rpartition(":")
-    return rows.get(head + ":minmax")
+    suffix = ":asym" if name.endswith(":asym") else ""
+    head, _, _ = name[: len(name) - len(suffix)].rpartition(":")
+    return rows.get(head + ":minmax" + suffix)
 
 
 print("| benchmark | median ms | × floor (1-thread read of the same bytes) | × min-max (same dtype, format, granularity) |")
@@ -42,7 +43,7 @@ for name in sorted(rows):
     ms = rows[name]
     f = floor_of(name)
     mm = minmax_of(name)
-    ratio_mm = f"{ms / mm:.1f}" if mm and not name.endswith(":minmax") else ""
+    ratio_mm = f"{ms / mm:.1f}" if mm and ":minmax" not in name else ""
     print(f"| {name} | {ms:.2f} | {ms / f:.1f} | {ratio_mm} |" if f else f"| {name} | {ms:.2f} | ? | {ratio_mm} |")
 
 sweeps = [n for n in sorted(rows) if n.startswith("sweep/")]

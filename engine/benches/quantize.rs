@@ -134,6 +134,24 @@ fn benches(c: &mut Criterion) {
                 }
             }
         }
+        // HQQ optimizes an integer Z: asymmetric INT4 (its common use), against
+        // min-max and MSE under the same format, mapping and granularity.
+        for gran in [Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }] {
+            for cal in [Calibration::MinMax, Calibration::Mse, Calibration::Hqq] {
+                let s = Scheme {
+                    format: FormatKind::Int(4),
+                    mapping: Mapping::Asymmetric,
+                    granularity: gran,
+                    calibration: cal,
+                };
+                g.bench_function(format!("{name}/{s}"), |b| {
+                    b.iter(|| {
+                        decode_into(dtype, black_box(bytes), &mut buf).unwrap();
+                        analyze(&buf, &shape, &s, &opts).unwrap()
+                    });
+                });
+            }
+        }
     }
     g.finish();
 

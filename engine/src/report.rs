@@ -35,6 +35,7 @@ impl From<&Scheme> for SchemeSummary {
             Calibration::Percentile { p } => ("percentile", Some(p)),
             Calibration::Mse => ("mse", None),
             Calibration::Entropy => ("entropy", None),
+            Calibration::Hqq => ("hqq", None),
             Calibration::Manual(ManualRange::Range { .. } | ManualRange::Ratio { .. }) => ("manual", None),
         };
         Self {

@@ -110,6 +110,9 @@ pub enum Calibration {
     },
     Mse,
     Entropy,
+    /// Half-Quadratic Quantization (mobiusml/hqq): S from min-max, Z optimized
+    /// under an ℓp norm (p = 0.7). Asymmetric INT only (see `calibrate::hqq`).
+    Hqq,
     Manual(ManualRange),
 }
 
@@ -162,6 +165,15 @@ impl Scheme {
             Calibration::Manual(ManualRange::Ratio { r }) if !(r > 0.0 && r <= 1.0) => {
                 Err(Error::Scheme(format!("manual ratio {r} must be in (0, 1]")))
             }
+            Calibration::Hqq
+                if !(matches!(self.format, FormatKind::Int(_)) && self.mapping == Mapping::Asymmetric) =>
+            {
+                Err(Error::Scheme(format!(
+                    "hqq optimizes an integer zero point: it needs an asymmetric INT scheme, e.g. {}:{}:hqq:asym",
+                    if self.format.is_fp8() { FormatKind::Int(4) } else { self.format },
+                    self.granularity
+                )))
+            }
             Calibration::Manual(ManualRange::Range { lo, hi })
                 if !(lo.is_finite() && hi.is_finite() && lo <= hi) =>
             {
@@ -190,6 +202,7 @@ impl fmt::Display for Calibration {
             Self::Percentile { p } => write!(f, "p{p}"),
             Self::Mse => f.write_str("mse"),
             Self::Entropy => f.write_str("entropy"),
+            Self::Hqq => f.write_str("hqq"),
             Self::Manual(ManualRange::Ratio { r }) => write!(f, "ratio{r}"),
             Self::Manual(ManualRange::Range { lo, hi }) => write!(f, "range{lo},{hi}"),
         }
@@ -230,13 +243,14 @@ impl FromStr for Calibration {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Scheme(format!(
-                "unknown calibration '{s}' (minmax, mse, entropy, pNN.N, ratioR, rangeLO,HI)"
+                "unknown calibration '{s}' (minmax, mse, entropy, hqq, pNN.N, ratioR, rangeLO,HI)"
             ))
         };
         match s {
             "minmax" => Ok(Self::MinMax),
             "mse" => Ok(Self::Mse),
             "entropy" | "kl" => Ok(Self::Entropy),
+            "hqq" => Ok(Self::Hqq),
             _ => {
                 if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
                     Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
@@ -308,6 +322,8 @@ mod tests {
             "e5m2:channel1:entropy",
             "int8:tensor:ratio0.5",
             "int8:tensor:range-0.25,0.5",
+            "int4:group64:hqq:asym",
+            "int8:channel:hqq:asym",
         ] {
             let scheme: Scheme = s.parse().unwrap();
             assert_eq!(scheme.to_string(), s);
@@ -323,6 +339,10 @@ mod tests {
         assert!("int8:group0".parse::<Scheme>().is_err());
         assert!("int8:tensor:p20".parse::<Scheme>().is_err());
         assert!("int8:tensor:minmax:sym:x".parse::<Scheme>().is_err());
+        // HQQ optimizes an integer Z: symmetric or FP8 has none.
+        let e = "int4:group64:hqq".parse::<Scheme>().unwrap_err().to_string();
+        assert!(e.contains("int4:group64:hqq:asym"), "{e}");
+        assert!("e4m3:channel:hqq:asym".parse::<Scheme>().is_err());
     }
 
     #[test]

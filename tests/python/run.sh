@@ -15,7 +15,8 @@ trap 'rm -rf "$WORK"' EXIT
 models=(sample-models/teaching.safetensors)
 [ -f sample-models/minilm/model.safetensors ] && models+=(sample-models/minilm)
 schemes=(int8:channel:minmax int8:tensor:mse:asym int8:group64:minmax:asym int4:group32:p99.9
-         e4m3:tensor:minmax e4m3:channel:mse e4m3:group64:minmax e5m2:channel:minmax e4m3:tensor:minmax:asym)
+         e4m3:tensor:minmax e4m3:channel:mse e4m3:group64:minmax e5m2:channel:minmax e4m3:tensor:minmax:asym
+         int4:group64:hqq:asym int8:channel:entropy:asym)
 for m in "${models[@]}"; do
     for s in "${schemes[@]}"; do
         d="$WORK/$(basename "$m")-${s//:/_}"

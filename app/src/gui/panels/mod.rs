@@ -170,6 +170,7 @@ pub fn calibration_label(c: &quantscope_engine::Calibration) -> String {
         Calibration::Percentile { p } => format!("percentile {p}"),
         Calibration::Mse => "MSE".into(),
         Calibration::Entropy => "KL-entropy".into(),
+        Calibration::Hqq => "HQQ (zero point)".into(),
         Calibration::Manual(ManualRange::Range { .. }) => "manual range".into(),
         Calibration::Manual(ManualRange::Ratio { r }) => format!("manual ×{r:.3}"),
     }

@@ -188,6 +188,7 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) 
                 Calibration::Percentile { p: *percentile },
                 Calibration::Mse,
                 Calibration::Entropy,
+                Calibration::Hqq,
                 Calibration::Manual(ManualRange::Ratio { r: 1.0 }),
             ];
             for c in options {
@@ -198,6 +199,10 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) 
                 };
                 if ui.selectable_label(std::mem::discriminant(&c) == current, text).clicked() {
                     s.calibration = c;
+                    // HQQ optimizes an integer zero point: it needs asymmetric INT.
+                    if c == Calibration::Hqq {
+                        s.mapping = Mapping::Asymmetric;
+                    }
                 }
             }
         })

@@ -1,0 +1,51 @@
+//! Calibration: how each slice's clipping range [lo, hi] is chosen, then turned
+//! into (S, Z) by the format. One file per method, all per slice
+//! (docs/numerics.md, "Calibration"): [`percentile`], [`mse`], [`kl`] (entropy) and
+//! [`hqq`] (which optimizes Z for a min-max S instead of choosing a range).
+
+pub mod hqq;
+mod kl;
+mod mse;
+mod percentile;
+
+use crate::format::{NumberFormat, SliceParams};
+use crate::metrics::TensorStats;
+use crate::scheme::{Calibration, ManualRange, Mapping};
+
+pub(crate) use crate::slicing::PAR_CHUNK;
+
+/// Chooses one slice's range with `calibration` and returns its parameters.
+pub(crate) fn slice_params<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    stats: &TensorStats,
+    mapping: Mapping,
+    calibration: &Calibration,
+) -> SliceParams {
+    let (lo, hi) = match *calibration {
+        Calibration::MinMax => stats.range(),
+        Calibration::Percentile { p } => percentile::percentile_range(xs, p, mapping),
+        Calibration::Entropy => kl::entropy_range(xs, stats, mapping),
+        Calibration::Mse => return mse::mse_params(fmt, xs, stats, mapping),
+        Calibration::Hqq => return hqq::hqq_params(fmt, xs, stats, mapping),
+        Calibration::Manual(ManualRange::Range { lo, hi }) => (lo, hi),
+        Calibration::Manual(ManualRange::Ratio { r }) => {
+            let (lo, hi) = stats.range();
+            (lo * r, hi * r)
+        }
+    };
+    fmt.params(lo, hi, mapping)
+}
+
+/// The clip range each automatic method picks for one slice, for showing them
+/// side by side. Order: min-max, percentile(p), MSE, entropy.
+pub fn compare_ranges<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    mapping: Mapping,
+    percentile: f64,
+) -> [(Calibration, SliceParams); 4] {
+    let stats = crate::slicing::parallel_stats(xs);
+    [Calibration::MinMax, Calibration::Percentile { p: percentile }, Calibration::Mse, Calibration::Entropy]
+        .map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
+}
