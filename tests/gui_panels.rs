@@ -32,6 +32,11 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
     let values = ckpt.load_f32(selected).unwrap();
     let opts = Options { weight_bins: 200, error_bins: 50, keep_dequantized: false };
     let result = analyze(&values, &info.shape, &scheme, &opts).unwrap();
+    let hqq = if scheme.calibration == quantscope_engine::Calibration::Hqq {
+        quantscope_engine::calibrate::hqq::hqq_tensor(&values, &info.shape, &scheme).unwrap()
+    } else {
+        Vec::new()
+    };
     let sqnr: HashMap<String, Option<f64>> = ckpt
         .tensors()
         .iter()
@@ -59,6 +64,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
         shape: info.shape,
         result,
         calibration_ranges: Vec::new(),
+        hqq,
         elapsed_ms: 1.0,
     }));
     state
@@ -196,6 +202,17 @@ fn teach_panel_defines_c_and_decodes_fp8_bits() {
     h.get_by_label_contains("the centre of the range");
     assert!(h.get_all_by_label_contains("2^(").count() >= 2, "the bits decoded for both formats");
     h.get_by_label_contains("E4M3 vs E5M2");
+}
+
+#[test]
+fn teach_panel_shows_what_rounding_hqqs_zero_point_costs() {
+    let scheme: Scheme = "int4:group64:hqq:asym".parse().unwrap();
+    let mut h =
+        panel_harness(state_with(OUTLIER, scheme), TeachPanel::default(), |p, s, ui, out| p.ui(s, ui, out));
+    h.run();
+    h.get_by_label_contains("half-quadratic splitting");
+    h.get_by_label_contains("Z (real)");
+    h.get_by_label_contains("with rounded Z");
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::Instant;
 
+use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::Resolved;
 use quantscope_engine::sweep;
@@ -92,6 +93,8 @@ pub struct Analysis {
     pub result: QuantResult,
     /// Where every calibration method would clip (the all-methods overlay).
     pub calibration_ranges: Vec<(Calibration, SliceParams)>,
+    /// Under HQQ: each slice's real-valued zero point and what rounding it costs.
+    pub hqq: Vec<HqqSlice>,
     pub elapsed_ms: f64,
 }
 
@@ -303,11 +306,17 @@ impl WorkerState {
             Some(p) => compare_calibrations(&values, &a.scheme, p).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
+        let hqq = if a.scheme.calibration == Calibration::Hqq {
+            hqq_tensor(&values, &shape, &a.scheme).map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
         Ok(Arc::new(Analysis {
             tensor: a.tensor.clone(),
             shape,
             result,
             calibration_ranges,
+            hqq,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         }))
     }

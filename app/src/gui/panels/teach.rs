@@ -3,6 +3,7 @@
 //! fact comes from the engine's `explain` module; this panel only lays them out.
 
 use eframe::egui::{self, Color32, RichText};
+use quantscope_engine::calibrate::hqq::HqqSlice;
 use quantscope_engine::explain::{
     FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example,
 };
@@ -71,6 +72,9 @@ impl TeachPanel {
         } else {
             int_formulas_ui(ui, &f, &p, scheme.mapping);
         }
+        if let Some(h) = a.hqq.get(k) {
+            hqq_ui(ui, h);
+        }
         ui.add_space(4.0);
         let value = state.clicked_value.unwrap_or(rmax * 0.37);
         ui.label(
@@ -103,6 +107,21 @@ fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     }
     mono(ui, "Q = clamp(round(R/S) + Z, Qmin, Qmax)");
     mono(ui, "R' = S · (Q − Z)");
+}
+
+/// What HQQ optimizes, and what storing its zero point as an integer costs.
+fn hqq_ui(ui: &mut egui::Ui, h: &HqqSlice) {
+    ui.add_space(4.0);
+    ui.label(RichText::new("HQQ").strong());
+    ui.label(
+        "HQQ keeps min-max's S and moves the zero point to lower the error measured in an ℓp norm \
+         (p = 0.7, which weighs many small errors over a few large ones), by half-quadratic splitting.",
+    );
+    mono(ui, format!("Z (real)    = {:+.5}  after {} steps", h.zero_real, h.iterations));
+    mono(ui, format!("Z (saved)   = {}", h.params.zero_point));
+    mono(ui, format!("Σ(R − R')² with real Z    = {:.4e}", h.sse_real_zero));
+    mono(ui, format!("Σ(R − R')² with rounded Z = {:.4e}", h.sse_rounded_zero));
+    ui.weak("A saved model stores an integer Z, so every number on screen uses the rounded one.");
 }
 
 fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
