@@ -357,7 +357,12 @@ impl eframe::App for QuantscopeApp {
         let ctx = ui.ctx().clone();
         self.requests.poll(&mut self.state);
         if let Some(line) = self.png_status.lock().ok().and_then(|mut s| s.take()) {
-            self.state.status = Some(line);
+            // A failed write is an error, not a status line: it must not pass unnoticed.
+            if line.starts_with("PNG not saved") {
+                self.state.error = Some(line);
+            } else {
+                self.state.status = Some(line);
+            }
         }
         self.shortcuts(&ctx);
         self.run_script();
