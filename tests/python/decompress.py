@@ -6,11 +6,14 @@ Usage: decompress.py SAVED_DIR OUT.safetensors
 For each config group of SAVED_DIR's quantization_config, takes the group's
 `format` (or, if absent, the one compressed-tensors infers for a Linear), finds
 its compressor in compressed-tensors' registry, and calls the compressor's
-`decompress(state_dict, scheme)` on every module the group targets (the same
-model-free path as compressed_tensors' CompressedTensorsDequantizer, minus its
-cast). Writes each result, in the dtype compressed-tensors returns (D for INT and
-FP8, BF16 for NVFP4/MX), under the original name `<module>.weight`. Nothing else
-is written: this is the R' the Rust side compares with.
+`decompress(state_dict, scheme)` on every module the group targets. This is the
+model-free path of compressed_tensors' CompressedTensorsDequantizer, with two
+changes: no cast, and a module counts as quantized only if it stores
+weight_packed or weight_scale (name-only matching of "Linear" targets also hits
+the `.weight` of LayerNorms and embeddings). Writes each result, in the dtype
+compressed-tensors returns (D for INT and FP8, BF16 for NVFP4/MX), under the
+original name `<module>.weight`. Nothing else is written: this is the R' the
+Rust side compares with.
 
 Exit 1 (one line, FAIL: ...) if the config is missing, a module's compression
 parameters are missing, or no module was decompressed.
@@ -58,6 +61,8 @@ def main():
                                                     param_targets=[params[0]]):
             if f"{module}.weight" in result:
                 continue  # claimed by an earlier group
+            if not any(f"{module}.{p}" in tensors for p in ("weight_packed", "weight_scale")):
+                continue  # e.g. a LayerNorm/Embedding `.weight`: "Linear" targets match every name here
             try:
                 state = {p: tensors[f"{module}.{p}"] for p in params}
             except KeyError as e:

@@ -13,8 +13,10 @@ Usage: load_and_run.py ORIGINAL_DIR SAVED_DIR [SAVED_DIR ...] [--dtype auto|bf16
   prints the mean and min cosine between the two sets of pooled embeddings.
 
 Several SAVED_DIRs may be given (one import of torch for all); each is checked.
-Exit 1 (one line per save, FAIL: ...) if loading or the forward pass fails, the output is
-not finite, or the mean cosine is below --threshold.
+Exit 1 (one line per save, FAIL: ...) if loading fails or reports missing, unexpected
+or mismatched keys (transformers would fill missing ones with uninitialized memory),
+the forward pass fails, the output is not finite, or the mean cosine is below
+--threshold.
 """
 
 import argparse
@@ -78,9 +80,15 @@ def check(saved: Path, dtype_arg, threshold, batch, ref):
     dtype_name = auto_dtype(saved) if dtype_arg == "auto" else dtype_arg
     dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[dtype_name]
     try:
-        model = AutoModel.from_pretrained(saved, dtype=dtype).eval()
+        model, info = AutoModel.from_pretrained(saved, dtype=dtype, output_loading_info=True)
     except Exception as e:  # noqa: BLE001
         return f"load {saved} ({dtype_name}): {one_line(e)}"
+    # transformers fills missing parameters with uninitialized memory and goes on: refuse that.
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(kind) or [])
+        if keys:
+            return f"load {saved} ({dtype_name}): {len(keys)} {kind.replace('_', ' ')}, e.g. {', '.join(keys[:3])}"
+    model.eval()
     try:
         out = pooled(model, batch)
     except Exception as e:  # noqa: BLE001

@@ -87,15 +87,15 @@ def make_bf16_copy(src: Path, dst: Path):
 
 
 def check_presets(presets):
-    """Every preset must exist here and be data-free (static activations need calibration)."""
+    """Every preset must exist here and be data-free, by llm-compressor's own verdict
+    (static or "local" activation scales, a KV-cache scheme or an imatrix observer need data)."""
     from compressed_tensors.quantization.quant_scheme import PRESET_SCHEMES
+    from llmcompressor.modifiers.quantization import QuantizationModifier
     for p in presets:
         if p not in PRESET_SCHEMES:
             fail(f"preset {p} does not exist in this compressed-tensors (have: {', '.join(PRESET_SCHEMES)})")
-        for kind in ("input_activations", "output_activations"):
-            args = PRESET_SCHEMES[p].get(kind)
-            if args is not None and not args.dynamic:
-                fail(f"preset {p} has static {kind}: it needs calibration data, not data-free")
+        if QuantizationModifier(targets="Linear", scheme=p).requires_calibration_data:
+            fail(f"preset {p} needs calibration data: it cannot be run data-free")
 
 
 def first_linear(model):
