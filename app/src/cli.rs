@@ -42,7 +42,21 @@ pub enum Command {
     /// Save the quantized model (compressed-tensors safetensors, or fake-quant).
     #[command(after_long_help = QUANTIZE_HELP)]
     Quantize(QuantizeArgs),
+    /// Mixed precision under a size budget: one scheme per layer (or keep it as
+    /// stored) at the least error; prints the plan (JSON) or a recipe.
+    #[command(after_long_help = PLAN_HELP)]
+    Plan(crate::plan_cli::PlanArgs),
 }
+
+const PLAN_HELP: &str = "\
+JSON OUTPUT: {\"model\", \"budget\", \"objective\", \"objective_value\", \"total_bytes\",
+  \"bits_per_weight\", \"layers\": [{\"name\", \"params\", \"scheme\" (short form or \"keep\"), \"bytes\",
+  \"metrics\"}], \"frontier\": [{\"bytes\", \"objective_value\"}]}
+  Bytes are the stored bytes of the covered layers (codes + scales + zero points), exactly as the
+  sensitivity sweep counts them. The frontier is the relative objective's size-vs-error trade-off.
+--output recipe writes a recipe file: quantscope quantize MODEL OUT --recipe FILE saves the plan.
+
+EXIT CODES: 0 ok, 1 error (one line on stderr; also when no plan fits), 2 usage.";
 
 const QUANTIZE_HELP: &str = "\
 OUTPUT: OUT is a folder, written as a hidden temp folder beside it and renamed at the end, so a

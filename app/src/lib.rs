@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod gui;
+pub mod plan_cli;

@@ -28,6 +28,7 @@ pub mod export;
 pub mod format;
 pub mod metrics;
 mod mmap;
+pub mod planner;
 pub mod rank;
 pub mod recipe;
 pub mod report;

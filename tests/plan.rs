@@ -1,0 +1,138 @@
+//! `quantscope plan` end to end: the plan fits its budget, beats the uniform
+//! scheme of the same size on the relative objective, and its recipe saves a
+//! model whose covered layers take exactly the planned bytes.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use common::{quantscope, stdout_json, teaching};
+use quantscope_engine::Checkpoint;
+use quantscope_engine::planner::relative_cost;
+
+fn sample() -> String {
+    teaching().to_str().unwrap().to_string()
+}
+
+/// The uniform scheme's stored bytes and relative objective over the covered layers.
+fn uniform(scheme: &str) -> (u64, f64) {
+    let doc = stdout_json(&quantscope(&["report", &sample(), "--compare", scheme]));
+    let rows = doc["rows"].as_array().unwrap();
+    let bytes = rows.iter().map(|r| r["cells"][0]["stored_bytes"].as_u64().unwrap()).sum();
+    let cost = rows
+        .iter()
+        .map(|r| {
+            let db = r["cells"][0]["metrics"]["sqnr_db"].as_f64().unwrap_or(f64::INFINITY);
+            relative_cost(r["params"].as_u64().unwrap(), db)
+        })
+        .sum();
+    (bytes, cost)
+}
+
+#[test]
+fn at_a_uniform_schemes_size_the_plan_is_no_worse_and_fits() {
+    let (bytes, cost) = uniform("int8:tensor:minmax");
+    let budget = bytes.to_string();
+    let args = [
+        "plan",
+        &sample(),
+        "--max-bytes",
+        &budget,
+        "--schemes",
+        "int8:tensor:minmax",
+        "int8:tensor:mse",
+        "int8:channel:mse",
+    ];
+    let plan = stdout_json(&quantscope(&args));
+    assert!(plan["total_bytes"].as_u64().unwrap() <= bytes);
+    let value = plan["objective_value"].as_f64().unwrap();
+    assert!(value <= cost, "plan {value} vs uniform {cost}");
+    // MSE calibration costs no bytes: at the same size it must win somewhere.
+    assert!(value < cost, "int8:tensor:mse fits in the same bytes: {value} vs {cost}");
+    let frontier = plan["frontier"].as_array().unwrap();
+    assert!(frontier.len() >= 2);
+    assert!(frontier.windows(2).all(|w| w[0]["bytes"].as_u64() < w[1]["bytes"].as_u64()));
+}
+
+#[test]
+fn worst_objective_raises_the_lowest_sqnr() {
+    let (bytes, _) = uniform("int8:channel:minmax");
+    let budget = bytes.to_string();
+    let args = [
+        "plan",
+        &sample(),
+        "--max-bytes",
+        &budget,
+        "--objective",
+        "worst",
+        "--schemes",
+        "int8:tensor:minmax",
+        "int8:channel:minmax",
+    ];
+    let plan = stdout_json(&quantscope(&args));
+    let worst = plan["objective_value"].as_f64().unwrap();
+    let lowest = plan["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["metrics"]["sqnr_db"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(worst, lowest);
+    assert!(worst > 30.0, "per-channel fits everywhere at its own size: {worst}");
+}
+
+#[test]
+fn the_recipe_saves_exactly_the_planned_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "plan",
+        &sample(),
+        "--bits-per-weight",
+        "9.5",
+        "--schemes",
+        "int8:channel:minmax",
+        "int8:group64:mse",
+        "--output",
+        "recipe",
+    ];
+    let out = quantscope(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recipe = tmp.path().join("plan.json");
+    std::fs::write(&recipe, &out.stdout).unwrap();
+    let json = [
+        "plan",
+        &sample(),
+        "--bits-per-weight",
+        "9.5",
+        "--schemes",
+        "int8:channel:minmax",
+        "int8:group64:mse",
+    ];
+    let plan = stdout_json(&quantscope(&json));
+    let saved = tmp.path().join("saved");
+    let q =
+        quantscope(&["quantize", &sample(), saved.to_str().unwrap(), "--recipe", recipe.to_str().unwrap()]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let ckpt = Checkpoint::open(&saved).unwrap();
+    let mut written = 0u64;
+    for l in plan["layers"].as_array().unwrap() {
+        let name = l["name"].as_str().unwrap();
+        let bytes: u64 = ckpt
+            .tensors()
+            .iter()
+            .filter(|t| t.name == name || t.name.strip_prefix(name).is_some_and(|r| r.starts_with('_')))
+            .map(|t| t.size_bytes as u64)
+            .sum();
+        assert_eq!(bytes, l["bytes"].as_u64().unwrap(), "{name} under {}", l["scheme"]);
+        written += bytes;
+    }
+    assert_eq!(written, plan["total_bytes"].as_u64().unwrap());
+    assert!(plan["bits_per_weight"].as_f64().unwrap() <= 9.5);
+}
+
+#[test]
+fn a_budget_nothing_fits_is_a_one_line_error() {
+    let out = quantscope(&["plan", &sample(), "--max-bytes", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no plan fits 10 bytes") && err.lines().count() == 1, "{err}");
+}
