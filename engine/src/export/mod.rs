@@ -18,6 +18,7 @@
 //! headers), `pack` (quantizing for the file), `config` (config.json), `write`
 //! (streamed writes, temp folder, rename) and `verify` (read-back).
 
+pub mod bitpack;
 mod config;
 mod layout;
 mod pack;
