@@ -578,3 +578,92 @@ fn fake_quant_on_an_inner_channel_axis_follows_that_axis() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("axis 1 has no compressed-tensors layout"));
 }
+
+#[test]
+fn cli_saves_the_issue_12_short_forms_in_their_compressed_tensors_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Checkpoint::open(teaching()).unwrap();
+    for (scheme, acts, format) in [
+        ("int8:group128", "none", "pack-quantized"),
+        ("int4:group128", "none", "pack-quantized"),
+        ("int4:group128:minmax:asym", "none", "pack-quantized"),
+        ("e4m3:channel", "none", "naive-quantized"),
+        ("int8:channel", "int8-dynamic", "int-quantized"),
+        ("e4m3:channel", "fp8-dynamic", "float-quantized"),
+    ] {
+        let out = tmp.path().join(format!("{}_{acts}", scheme.replace(':', "_")));
+        let o = quantscope(&[
+            "quantize",
+            teaching().to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--scheme",
+            scheme,
+            "--activations",
+            acts,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{scheme}: {}", String::from_utf8_lossy(&o.stderr));
+        let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["verified_tensors"], summary["tensors_quantized"], "{scheme}");
+        let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let q = &config["quantization_config"];
+        assert_eq!(
+            (&q["format"], &q["config_groups"]["group_0"]["format"]),
+            (&Value::from(format), &Value::from(format))
+        );
+        let saved = Checkpoint::open(&out).unwrap();
+        let s: Scheme = scheme.parse().unwrap();
+        for l in summary["layers"].as_array().unwrap() {
+            let t = src.tensor(l["name"].as_str().unwrap()).unwrap();
+            check_code_layout_for(&saved, t, &s, format);
+        }
+        if acts != "none" {
+            let ia = &q["config_groups"]["group_0"]["input_activations"];
+            assert_eq!((&ia["strategy"], &ia["dynamic"]), (&Value::from("token"), &Value::Bool(true)));
+        }
+    }
+    let o = quantscope(&[
+        "quantize",
+        teaching().to_str().unwrap(),
+        tmp.path().join("refused").to_str().unwrap(),
+        "--scheme",
+        "int4:group128",
+        "--activations",
+        "int8-dynamic",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(".weight") && err.contains("int8-dynamic"), "{err}");
+}
+
+/// Names, dtypes and shapes of one saved layer in `format`.
+fn check_code_layout_for(
+    saved: &Checkpoint,
+    t: &quantscope_engine::checkpoint::TensorInfo,
+    s: &Scheme,
+    format: &str,
+) {
+    let dims = |n: &str| saved.tensor(&format!("{}{n}", t.name)).map(|o| (o.dtype, o.shape.clone()));
+    if format == "pack-quantized" {
+        check_code_layout(saved, t, s);
+    } else {
+        let code = if format == "int-quantized" { Dtype::I8 } else { Dtype::F8_E4M3 };
+        assert_eq!(dims("").unwrap(), (code, t.shape.clone()), "{}", t.name);
+        assert!(dims("_packed").is_err() && dims("_shape").is_err(), "{}", t.name);
+    }
+    let sd = if t.dtype == Dtype::F32 { Dtype::F32 } else { t.dtype };
+    let ss = match s.granularity {
+        quantscope_engine::Granularity::Group { size } => {
+            vec![t.shape[0], t.shape[1..].iter().product::<usize>() / size]
+        }
+        _ => vec![t.shape[0], 1],
+    };
+    assert_eq!(dims("_scale").unwrap(), (sd, ss), "{}", t.name);
+    assert_eq!(
+        dims("_zero_point").is_ok(),
+        s.mapping == quantscope_engine::Mapping::Asymmetric,
+        "{}",
+        t.name
+    );
+}
