@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use common::{minilm, quantscope, teaching};
-use quantscope_engine::export::{self, Decision, ExportMode, ExportOptions, ExportSummary, read_packed};
+use quantscope_engine::export::{
+    self, Decision, ExportMode, ExportOptions, ExportSummary, bitpack, read_packed,
+};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::{Checkpoint, Dtype, Options, Scheme, analyze};
 use serde_json::Value;
@@ -48,27 +50,30 @@ fn round_trip(model: &Path, scheme: &Scheme, tmp: &Path) {
     );
     for t in src.tensors() {
         let Some(layer) = p.layers.iter().find(|l| l.name == t.name) else {
-            // Copied tensors are byte-identical in both outputs.
+            // Copied tensors are byte-identical in both outputs; a group size that
+            // does not divide the input dimension is kept only in the packed save.
             assert_eq!(packed.bytes(packed.tensor(&t.name).unwrap()), src.bytes(t), "{}", t.name);
-            assert_eq!(fake.bytes(fake.tensor(&t.name).unwrap()), src.bytes(t), "{}", t.name);
+            if f.layers.iter().any(|l| l.name == t.name) {
+                let note = format!("{}: group size", t.name);
+                assert!(p.notes.iter().any(|n| n.starts_with(&note)), "{}", t.name);
+            } else {
+                assert_eq!(fake.bytes(fake.tensor(&t.name).unwrap()), src.bytes(t), "{}", t.name);
+            }
             continue;
         };
         assert_eq!(layer.scheme, scheme.to_string());
-        let w = packed.tensor(&t.name).unwrap();
-        let code_dtype = match scheme.format {
-            quantscope_engine::FormatKind::Int(_) => Dtype::I8,
-            quantscope_engine::FormatKind::E4M3 => Dtype::F8_E4M3,
-            quantscope_engine::FormatKind::E5M2 => Dtype::F8_E5M2,
-        };
-        assert_eq!((w.dtype, &w.shape), (code_dtype, &t.shape), "{}", t.name);
+        check_code_layout(&packed, t, scheme);
         let scale = packed.tensor(&format!("{}_scale", t.name)).unwrap();
         let expected_scale_dtype = if t.dtype == Dtype::F32 { Dtype::F32 } else { t.dtype };
         assert_eq!(scale.dtype, expected_scale_dtype, "{}", t.name);
-        let has_zp = packed.tensor(&format!("{}_zero_point", t.name)).is_ok();
+        let zp = packed.tensor(&format!("{}_zero_point", t.name));
         assert_eq!(
-            has_zp,
+            zp.is_ok(),
             !scheme.format.is_fp8() && scheme.mapping == quantscope_engine::Mapping::Asymmetric
         );
+        if let Ok(z) = zp {
+            assert_eq!(z.dtype, Dtype::I32, "{}: zero points are packed", t.name);
+        }
 
         let deq = read_packed(&packed, t, scheme).unwrap();
         let fake_vals = fake.load_f32(&t.name).unwrap();
@@ -86,6 +91,31 @@ fn round_trip(model: &Path, scheme: &Scheme, tmp: &Path) {
     }
     std::fs::remove_dir_all(&p_dir).unwrap();
     std::fs::remove_dir_all(&f_dir).unwrap();
+}
+
+/// Weight-only INT is pack-quantized (FORMATS.md §2); FP8 keeps `X.weight`.
+fn check_code_layout(packed: &Checkpoint, t: &quantscope_engine::checkpoint::TensorInfo, scheme: &Scheme) {
+    let cols: usize = t.shape[1..].iter().product();
+    match scheme.format {
+        quantscope_engine::FormatKind::Int(b) => {
+            assert!(packed.tensor(&t.name).is_err(), "{}: no unpacked codes", t.name);
+            let w = packed.tensor(&format!("{}_packed", t.name)).unwrap();
+            let words = (cols * usize::from(b)).div_ceil(32);
+            assert_eq!((w.dtype, w.shape.as_slice()), (Dtype::I32, &[t.shape[0], words][..]), "{}", t.name);
+            let sh = packed.tensor(&format!("{}_shape", t.name)).unwrap();
+            let dims: Vec<usize> = packed
+                .bytes(sh)
+                .chunks(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize)
+                .collect();
+            assert_eq!((sh.dtype, dims), (Dtype::I64, t.shape.clone()), "{}", t.name);
+        }
+        f => {
+            let w = packed.tensor(&t.name).unwrap();
+            let code = if f == quantscope_engine::FormatKind::E4M3 { Dtype::F8_E4M3 } else { Dtype::F8_E5M2 };
+            assert_eq!((w.dtype, &w.shape), (code, &t.shape), "{}", t.name);
+        }
+    }
 }
 
 fn every_scheme() -> Vec<Scheme> {
@@ -126,8 +156,8 @@ fn acceptance_minilm_int8_channel_and_fp8_tensor_verified_with_configs() {
     let Some(dir) = minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
     for (scheme, format, strategy) in [
-        ("int8:channel:minmax", "int-quantized", "channel"),
-        ("e4m3:tensor:minmax", "float-quantized", "tensor"),
+        ("int8:channel:minmax", "pack-quantized", "channel"),
+        ("e4m3:tensor:minmax", "naive-quantized", "tensor"),
     ] {
         let out = tmp.path().join(format);
         let o = quantscope(&["quantize", dir.to_str().unwrap(), out.to_str().unwrap(), "--scheme", scheme]);
@@ -145,7 +175,21 @@ fn acceptance_minilm_int8_channel_and_fp8_tensor_verified_with_configs() {
         }
         let q = &config["quantization_config"];
         let keys: Vec<&String> = q.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["config_groups", "format", "ignore", "quant_method", "quantization_status"]);
+        assert_eq!(
+            keys,
+            [
+                "config_groups",
+                "format",
+                "global_compression_ratio",
+                "ignore",
+                "kv_cache_scheme",
+                "quant_method",
+                "quantization_status",
+                "sparsity_config",
+                "transform_config",
+                "version"
+            ]
+        );
         assert_eq!(q["quant_method"], "compressed-tensors");
         assert_eq!(q["format"], format);
         assert_eq!(q["quantization_status"], "compressed");
@@ -165,9 +209,24 @@ fn acceptance_minilm_int8_channel_and_fp8_tensor_verified_with_configs() {
         assert_eq!(g["input_activations"], Value::Null);
         let w = &g["weights"];
         let wkeys: Vec<&String> = w.as_object().unwrap().keys().collect();
-        assert_eq!(wkeys, ["actorder", "dynamic", "group_size", "num_bits", "strategy", "symmetric", "type"]);
+        assert_eq!(
+            wkeys,
+            [
+                "actorder",
+                "block_structure",
+                "dynamic",
+                "group_size",
+                "num_bits",
+                "scale_dtype",
+                "strategy",
+                "symmetric",
+                "type",
+                "zp_dtype"
+            ]
+        );
+        assert_eq!(g["format"], format);
         assert_eq!(w["num_bits"], 8);
-        assert_eq!(w["type"], if format == "int-quantized" { "int" } else { "float" });
+        assert_eq!(w["type"], if format == "pack-quantized" { "int" } else { "float" });
         assert_eq!((&w["symmetric"], &w["strategy"]), (&Value::Bool(true), &Value::from(strategy)));
         assert_eq!(
             (&w["group_size"], &w["dynamic"], &w["actorder"]),
@@ -260,7 +319,8 @@ fn a_recipe_with_three_layer_schemes_round_trips_into_config_groups() {
         (&Value::from("group"), &Value::from(64))
     );
     assert_eq!(g["weights"]["symmetric"], false);
-    assert_eq!(g["format"], "int-quantized");
+    assert_eq!(g["format"], "pack-quantized");
+    assert_eq!(g["weights"]["zp_dtype"], "torch.int8");
     let h = find(r"re:^heavy_tailed$");
     assert_eq!(
         (&h["weights"]["num_bits"], &h["weights"]["strategy"]),
@@ -269,7 +329,7 @@ fn a_recipe_with_three_layer_schemes_round_trips_into_config_groups() {
     let o = find(r"re:^outlier_channels$");
     assert_eq!(
         (&o["weights"]["type"], &o["format"]),
-        (&Value::from("float"), &Value::from("float-quantized"))
+        (&Value::from("float"), &Value::from("naive-quantized"))
     );
     let rest = find(r"re:^gaussian$");
     assert!(rest.is_object());
@@ -281,7 +341,12 @@ fn a_recipe_with_three_layer_schemes_round_trips_into_config_groups() {
     // The stored layouts follow each layer's scheme; the manual range is used.
     let ckpt = Checkpoint::open(&out).unwrap();
     assert_eq!(ckpt.tensor("gaussian.weight_scale").unwrap().shape, [256, 8]);
-    assert_eq!(ckpt.tensor("gaussian.weight_zero_point").unwrap().dtype, Dtype::I8);
+    let zp = ckpt.tensor("gaussian.weight_zero_point").unwrap();
+    assert_eq!(
+        (zp.dtype, zp.shape.as_slice()),
+        (Dtype::I32, &[64usize, 8][..]),
+        "8-bit Z packed along dim 0"
+    );
     assert_eq!(ckpt.tensor("heavy_tailed.weight_scale").unwrap().shape, [1]);
     let hs = ckpt.load_f32("heavy_tailed.weight_scale").unwrap();
     assert_eq!(hs, [0.5 / 7.5], "INT4 symmetric: S = amax / ((Qmax − Qmin) / 2)");
@@ -304,15 +369,18 @@ fn bf16_scales_are_rounded_before_quantizing() {
     for name in ["bf16_linear.weight", "f16_linear.weight"] {
         let t = src.tensor(name).unwrap();
         let scales = ckpt.load_f32(&format!("{name}_scale")).unwrap();
-        let zps = ckpt.bytes(ckpt.tensor(&format!("{name}_zero_point")).unwrap()).to_vec();
-        let codes = ckpt.bytes(ckpt.tensor(name).unwrap()).to_vec();
+        let (rows, row) = (t.shape[0], t.shape[1]);
+        let words = |suffix: &str| {
+            bitpack::bytes_to_words(ckpt.bytes(ckpt.tensor(&format!("{name}{suffix}")).unwrap()))
+        };
+        let zps = bitpack::unpack_cols(&words("_zero_point"), rows, 1, 8);
+        let codes = bitpack::unpack_rows(&words("_packed"), rows, row, 8);
         let values = src.load_f32(name).unwrap();
-        let row = t.shape[1];
         // Every code is exactly what the stored scale and zero point give.
         for (k, &x) in values.iter().enumerate() {
-            let (s, z) = (scales[k / row], f32::from(zps[k / row] as i8));
+            let (s, z) = (scales[k / row], f32::from(zps[k / row]));
             let q = ((x / s).round_ties_even() + z).clamp(-128.0, 127.0);
-            assert_eq!(q as i8, codes[k] as i8, "{name}[{k}]");
+            assert_eq!(q as i8, codes[k], "{name}[{k}]");
         }
     }
 }
@@ -509,4 +577,93 @@ fn fake_quant_on_an_inner_channel_axis_follows_that_axis() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("axis 1 has no compressed-tensors layout"));
+}
+
+#[test]
+fn cli_saves_the_issue_12_short_forms_in_their_compressed_tensors_layouts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Checkpoint::open(teaching()).unwrap();
+    for (scheme, acts, format) in [
+        ("int8:group128", "none", "pack-quantized"),
+        ("int4:group128", "none", "pack-quantized"),
+        ("int4:group128:minmax:asym", "none", "pack-quantized"),
+        ("e4m3:channel", "none", "naive-quantized"),
+        ("int8:channel", "int8-dynamic", "int-quantized"),
+        ("e4m3:channel", "fp8-dynamic", "float-quantized"),
+    ] {
+        let out = tmp.path().join(format!("{}_{acts}", scheme.replace(':', "_")));
+        let o = quantscope(&[
+            "quantize",
+            teaching().to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--scheme",
+            scheme,
+            "--activations",
+            acts,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{scheme}: {}", String::from_utf8_lossy(&o.stderr));
+        let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(summary["verified_tensors"], summary["tensors_quantized"], "{scheme}");
+        let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let q = &config["quantization_config"];
+        assert_eq!(
+            (&q["format"], &q["config_groups"]["group_0"]["format"]),
+            (&Value::from(format), &Value::from(format))
+        );
+        let saved = Checkpoint::open(&out).unwrap();
+        let s: Scheme = scheme.parse().unwrap();
+        for l in summary["layers"].as_array().unwrap() {
+            let t = src.tensor(l["name"].as_str().unwrap()).unwrap();
+            check_code_layout_for(&saved, t, &s, format);
+        }
+        if acts != "none" {
+            let ia = &q["config_groups"]["group_0"]["input_activations"];
+            assert_eq!((&ia["strategy"], &ia["dynamic"]), (&Value::from("token"), &Value::Bool(true)));
+        }
+    }
+    let o = quantscope(&[
+        "quantize",
+        teaching().to_str().unwrap(),
+        tmp.path().join("refused").to_str().unwrap(),
+        "--scheme",
+        "int4:group128",
+        "--activations",
+        "int8-dynamic",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(".weight") && err.contains("int8-dynamic"), "{err}");
+}
+
+/// Names, dtypes and shapes of one saved layer in `format`.
+fn check_code_layout_for(
+    saved: &Checkpoint,
+    t: &quantscope_engine::checkpoint::TensorInfo,
+    s: &Scheme,
+    format: &str,
+) {
+    let dims = |n: &str| saved.tensor(&format!("{}{n}", t.name)).map(|o| (o.dtype, o.shape.clone()));
+    if format == "pack-quantized" {
+        check_code_layout(saved, t, s);
+    } else {
+        let code = if format == "int-quantized" { Dtype::I8 } else { Dtype::F8_E4M3 };
+        assert_eq!(dims("").unwrap(), (code, t.shape.clone()), "{}", t.name);
+        assert!(dims("_packed").is_err() && dims("_shape").is_err(), "{}", t.name);
+    }
+    let sd = if t.dtype == Dtype::F32 { Dtype::F32 } else { t.dtype };
+    let ss = match s.granularity {
+        quantscope_engine::Granularity::Group { size } => {
+            vec![t.shape[0], t.shape[1..].iter().product::<usize>() / size]
+        }
+        _ => vec![t.shape[0], 1],
+    };
+    assert_eq!(dims("_scale").unwrap(), (sd, ss), "{}", t.name);
+    assert_eq!(
+        dims("_zero_point").is_ok(),
+        s.mapping == quantscope_engine::Mapping::Asymmetric,
+        "{}",
+        t.name
+    );
 }

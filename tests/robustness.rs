@@ -85,9 +85,13 @@ fn degenerate_tensors_report_defined_numbers_and_export_under_every_format() {
         let out = tmp.path().join(scheme.replace(':', "_"));
         let o = quantscope(&["quantize", m, out.to_str().unwrap(), "--scheme", scheme, "--json"]);
         let s = common::stdout_json(&o);
-        assert_eq!(s["tensors_quantized"], 6, "{scheme}: {s}");
-        assert_eq!(s["verified_tensors"], 6, "{scheme}");
+        // A group size that does not divide the input dimension (one.weight has
+        // one column) cannot be loaded: that layer is left unquantized and listed.
+        let quantized = if scheme.contains("group8") { 5 } else { 6 };
+        assert_eq!(s["tensors_quantized"], quantized, "{scheme}: {s}");
+        assert_eq!(s["verified_tensors"], quantized, "{scheme}");
         let notes = s["notes"].to_string();
+        assert_eq!(notes.contains("one.weight: group size 8 does not divide"), quantized == 5, "{notes}");
         assert!(notes.contains("all_nan.weight: 64 NaN/Inf"), "{scheme}: {notes}");
     }
 }
@@ -124,5 +128,6 @@ fn killing_a_save_midway_leaves_no_output() {
     // The next save of the same OUT works and is complete.
     let o = quantscope(&["quantize", model.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(quantscope_engine::Checkpoint::open(&out).unwrap().tensors().len(), 48);
+    // Each int8 layer is pack-quantized: weight_packed, weight_scale, weight_shape.
+    assert_eq!(quantscope_engine::Checkpoint::open(&out).unwrap().tensors().len(), 72);
 }

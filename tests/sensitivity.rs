@@ -102,10 +102,18 @@ fn totals_match_a_hand_computation_on_the_teaching_sample() {
     // Not swept: gaussian.bias (256 F32) and position_ids (512 I64).
     let others = 256 * 4 + 512 * 8;
     let params_total: u64 = layers.iter().map(|l| (l.1 * l.2) as u64).sum::<u64>() + 256 + 512;
+    // INT is pack-quantized (FORMATS.md §2): codes bit-packed in I32 words per
+    // row (every width here fills whole words), plus `weight_shape` as I64 per
+    // dimension (conv3x3 is 4-D).
+    let shape_bytes = |name: &str| if name == "conv3x3.weight" { 32 } else { 16 };
     // int8 per-channel: one byte per weight, one scale per row.
-    let int8: u64 = layers.iter().map(|&(_, r, c, sb)| (r * c + r * sb) as u64).sum();
-    // int4 groups of 32, asymmetric: half a byte per weight, a scale and a zero point per group.
-    let int4: u64 = layers.iter().map(|&(_, r, c, sb)| (r * c / 2 + r * (c / 32) * (sb + 1)) as u64).sum();
+    let int8: u64 = layers.iter().map(|&(n, r, c, sb)| (r * c + r * sb + shape_bytes(n)) as u64).sum();
+    // int4 groups of 32, asymmetric: half a byte per weight, a scale per group, and
+    // the zero points packed down each column of groups (half a byte each).
+    let int4: u64 = layers
+        .iter()
+        .map(|&(n, r, c, sb)| (r * c / 2 + r * (c / 32) * sb + r / 2 * (c / 32) + shape_bytes(n)) as u64)
+        .sum();
     // e4m3 per-tensor: one byte per weight, one scale.
     let e4m3: u64 = layers.iter().map(|&(_, r, c, sb)| (r * c + sb) as u64).sum();
     let totals = doc["totals"].as_array().unwrap();

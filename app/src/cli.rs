@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::sync::atomic::AtomicBool;
 
 use quantscope_engine::csv;
-use quantscope_engine::export::{self, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::export::{self, Activations, ExportMode, ExportOptions, ExportSummary};
 use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::report::{SchemeSummary, TensorReport, report_tensor};
@@ -61,9 +61,15 @@ EXIT CODES: 0 ok, 1 error (one line on stderr; also when no plan fits), 2 usage.
 const QUANTIZE_HELP: &str = "\
 OUTPUT: OUT is a folder, written as a hidden temp folder beside it and renamed at the end, so a
 failure leaves no partial OUT. OUT may not be the input, hold it, or lie in the input's folder.
-  packed (default): compressed-tensors layout. X.weight is I8 (INT) or F8_E4M3, X.weight_scale
-    has the weight's dtype and shape [1], [out,1] or [out,ceil(in/G)], X.weight_zero_point (I8)
-    only when asymmetric. config.json gets a quantization_config block (vLLM, llm-compressor).
+  packed (default): compressed-tensors layout, as llm-compressor writes it. Weight-only INT is
+    pack-quantized: X.weight_packed I32 [out, ceil(in*b/32)] (codes + 2^(b-1), little-endian bit
+    stream per row), X.weight_shape I64, X.weight_zero_point (asymmetric only) packed down the
+    columns, I32 [ceil(out*b/32), in/G]. E4M3 weight-only is naive-quantized (X.weight F8_E4M3).
+    With --activations int8-dynamic (int8:channel) X.weight is I8 (int-quantized, W8A8); with
+    fp8-dynamic (e4m3:channel) it is float-quantized (FP8_DYNAMIC). X.weight_scale has the
+    weight's dtype and shape [1], [out,1] or [out,in/G]. Layers whose group size does not divide
+    the input dimension are left unquantized (listed in the notes and the config's ignore).
+    config.json gets a quantization_config block (vLLM, llm-compressor, transformers).
     E5M2 and asymmetric FP8 are written with the scheme in __metadata__ and no
     quantization_config: no runtime loads them.
   --fake-quant: R' in each tensor's original dtype; any framework loads it.
@@ -269,6 +275,10 @@ pub struct QuantizeArgs {
     /// Replace OUT if it is a non-empty folder.
     #[arg(long)]
     pub force: bool,
+    /// Declare dynamic per-token activation quantization in the config: none, int8-dynamic
+    /// (W8A8: int8:channel symmetric weights) or fp8-dynamic (FP8_DYNAMIC: e4m3:channel).
+    #[arg(long, value_name = "none|int8-dynamic|fp8-dynamic", default_value = "none")]
+    pub activations: Activations,
     /// Skip reading the output back and comparing it with the engine's R'.
     #[arg(long)]
     pub no_verify: bool,
@@ -293,6 +303,7 @@ pub fn run_quantize(args: &QuantizeArgs, out: &mut dyn Write) -> anyhow::Result<
         mode: if args.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
         verify: !args.no_verify,
         force: args.force,
+        activations: args.activations,
         fail_after_bytes: None,
     };
     let summary = export::export(&ckpt, &decisions, &args.out, &opts, &|_, _| {}, &AtomicBool::new(false))?;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
+use crate::export::bitpack::words_per_line;
 use crate::export::scale_dtype;
 use crate::format::{OffsetKind, spec};
 use crate::metrics::{Metrics, SqnrSummary};
@@ -90,23 +91,36 @@ pub struct Sweep {
     pub totals: Vec<SchemeTotals>,
 }
 
-/// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs. Codes
-/// are counted bit-packed (INT4 at two per byte, as pack-quantized stores them);
-/// scales and FP8 offsets in the weight's dtype, INT zero points as I8
-/// (docs/numerics.md, "Sensitivity and stored bytes").
+/// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs, as the
+/// weight-only save writes them (shared/FORMATS.md §2, §3): INT is
+/// pack-quantized (each row's codes in I32 words, `weight_shape` as I64, zero
+/// points packed along dim 0 in I32 words); FP8 stores one byte per code and
+/// its offset like the scale. Scales are in the weight's dtype.
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
     // A scheme that reached here was analyzed, so its format is valid; an
     // invalid one is counted as 8-bit codes with a zero point.
     let (bits, offset) = spec(scheme.format).map_or((8, OffsetKind::ZeroPoint), |f| (f.bits, f.offset_kind));
-    let codes = (info.numel() as u64 * u64::from(bits)).div_ceil(8);
     let scale = (scale_dtype(info.dtype).bitsize() / 8) as u64;
-    let per_slice = match (scheme.mapping, offset) {
-        (Mapping::Symmetric, _) => scale,
-        // An I8 zero point, or a real offset stored like the scale.
-        (Mapping::Asymmetric, OffsetKind::ZeroPoint) => scale + 1,
-        (Mapping::Asymmetric, OffsetKind::Real) => 2 * scale,
+    let scales = scale * slices as u64;
+    let (rows, cols) = match info.shape.split_first() {
+        Some((&r, rest)) => (r, rest.iter().product::<usize>()),
+        None => (1, 1),
     };
-    codes + per_slice * slices as u64
+    let words = |n: usize| (words_per_line(n, bits) * 4) as u64;
+    match (offset, scheme.mapping) {
+        (OffsetKind::ZeroPoint, mapping) => {
+            let packed = rows as u64 * words(cols) + 8 * info.shape.len() as u64;
+            let zero_points = match mapping {
+                Mapping::Symmetric => 0,
+                // `slices` (S, Z) pairs: `[rows, slices/rows]`, or `[1]` per tensor.
+                Mapping::Asymmetric if slices < rows || rows == 0 => words(slices),
+                Mapping::Asymmetric => words(rows) * (slices / rows) as u64,
+            };
+            packed + scales + zero_points
+        }
+        (OffsetKind::Real, Mapping::Symmetric) => info.numel() as u64 + scales,
+        (OffsetKind::Real, Mapping::Asymmetric) => info.numel() as u64 + 2 * scales,
+    }
 }
 
 /// Sweeps `tensors` (indices into `ckpt.tensors()`) under every scheme.

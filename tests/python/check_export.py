@@ -3,8 +3,11 @@
 
     check_export.py PACKED_DIR FAKE_QUANT_DIR
 
-For every quantized weight in PACKED_DIR it reads the codes, `weight_scale` and
-`weight_zero_point` (or the FP8 offset), recomputes R' = (q - zp) * scale on its
+For every quantized weight in PACKED_DIR it reads the codes (unpacking
+`weight_packed` of pack-quantized layers: I32 words holding a little-endian bit
+stream of q + 2^(b-1) per row, shape from `weight_shape`), `weight_scale` and
+`weight_zero_point` (packed down the columns for pack-quantized; or the FP8
+offset), recomputes R' = (q - zp) * scale on its
 own (FP8 codes through a table built here from the bit layout), and compares R',
 rounded to the weight's dtype, bit for bit with the same tensor in FAKE_QUANT_DIR.
 The group size comes from config.json's quantization_config, as a runtime reads
@@ -103,8 +106,18 @@ def fake_bits(f, name):
     return np.frombuffer(f.data[s:e], dtype=width).reshape(info["shape"])
 
 
+def unpack_rows(words, cols, bits):
+    """Signed b-bit codes from I32 words [rows, ceil(cols*b/32)] (FORMATS.md §2)."""
+    words = np.ascontiguousarray(words.astype("<i4")).view("<u4")
+    rows = words.shape[0]
+    stream = np.unpackbits(words.view(np.uint8).reshape(rows, -1), axis=1, bitorder="little")
+    b = stream[:, : cols * bits].reshape(rows, cols, bits).astype(np.int64)
+    u = (b << np.arange(bits)).sum(axis=2)
+    return u - (1 << (bits - 1))
+
+
 def layout_of(config, metadata_schemes, module, name):
-    """(strategy, group_size) for a module, from config.json or __metadata__."""
+    """(strategy, group_size, num_bits) for a module, from config.json or __metadata__."""
     q = config.get("quantization_config")
     if q is not None:
         for g in q["config_groups"].values():
@@ -112,13 +125,14 @@ def layout_of(config, metadata_schemes, module, name):
                 hit = t == "Linear" or (t.startswith("re:") and re.match(t[3:], module))
                 if hit and module not in q["ignore"]:
                     w = g["weights"]
-                    return w["strategy"], w["group_size"]
+                    return w["strategy"], w["group_size"], w["num_bits"]
         raise SystemExit(f"{module}: no config group targets it")
     scheme = metadata_schemes[name].split(":")
     gran = scheme[1]
+    bits = int(scheme[0][3:]) if scheme[0].startswith("int") else 8
     if gran.startswith("group"):
-        return "group", int(gran[5:] or 128)
-    return ("channel" if gran.startswith("channel") else "tensor"), None
+        return "group", int(gran[5:] or 128), bits
+    return ("channel" if gran.startswith("channel") else "tensor"), None, bits
 
 
 def dequantize(q, scale, zp, offset, strategy, group_size, shape):
@@ -153,16 +167,26 @@ def main(packed_dir, fake_dir):
         base = name[: -len("_scale")]
         module = base[: -len(".weight")] if base.endswith(".weight") else base
         schemes = json.loads(f.metadata.get("quantscope_schemes", "{}"))
-        strategy, gs = layout_of(config, schemes, module, base)
-        codes_dtype = f.dtype(base)
-        q = f.get(base)
-        q = FP8[codes_dtype][q] if codes_dtype in FP8 else q.astype(np.float32)
+        strategy, gs, bits = layout_of(config, schemes, module, base)
         scale = f.get(name)
         zp_name, off_name = base + "_zero_point", base + "_offset"
-        zp = f.get(zp_name).astype(np.float32) if zp_name in f.header else np.zeros_like(scale)
+        if base + "_packed" in f.header:
+            shape = [int(d) for d in f.st.get_tensor(base + "_shape")]
+            cols = int(np.prod(shape[1:]))
+            q = unpack_rows(f.st.get_tensor(base + "_packed"), cols, bits).astype(np.float32)
+            zp = np.zeros_like(scale)
+            if zp_name in f.header:
+                z = unpack_rows(f.st.get_tensor(zp_name).reshape(-1, zp.size // zp.shape[0]).T, zp.shape[0], bits)
+                zp = z.T.reshape(scale.shape).astype(np.float32)
+        else:
+            shape = f.header[base]["shape"]
+            codes_dtype = f.dtype(base)
+            q = f.get(base)
+            q = FP8[codes_dtype][q] if codes_dtype in FP8 else q.astype(np.float32)
+            zp = f.get(zp_name).astype(np.float32) if zp_name in f.header else np.zeros_like(scale)
         offset = f.get(off_name) if off_name in f.header else None
         with np.errstate(invalid="ignore"):
-            r = dequantize(q, scale, zp, offset, strategy, gs, f.header[base]["shape"])
+            r = dequantize(q, scale, zp, offset, strategy, gs, shape)
         fk = fake[base]
         want = fake_bits(fk, base)
         got = to_dtype_bits(r, fk.dtype(base))

@@ -16,7 +16,8 @@ models=(sample-models/teaching.safetensors)
 [ -f sample-models/minilm/model.safetensors ] && models+=(sample-models/minilm)
 schemes=(int8:channel:minmax int8:tensor:mse:asym int8:group64:minmax:asym int4:group32:p99.9
          e4m3:tensor:minmax e4m3:channel:mse e4m3:group64:minmax e5m2:channel:minmax e4m3:tensor:minmax:asym
-         int4:group64:hqq:asym int8:channel:entropy:asym)
+         int4:group64:hqq:asym int8:channel:entropy:asym int8:group128 int4:group128
+         int4:group128:minmax:asym int3:channel:minmax:asym int2:tensor:minmax:asym e4m3:channel)
 for m in "${models[@]}"; do
     for s in "${schemes[@]}"; do
         d="$WORK/$(basename "$m")-${s//:/_}"

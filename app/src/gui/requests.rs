@@ -103,7 +103,7 @@ impl Requests {
             mode: if r.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
             verify: r.verify,
             force: r.force,
-            fail_after_bytes: None,
+            ..ExportOptions::default()
         };
         self.save_cancel = Some(Arc::clone(&cancel));
         state.save.running = true;

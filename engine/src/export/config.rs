@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::ctformat::{Activations, CtFormat, ct_format};
 use super::plan::Decision;
 use super::write::{Budget, write_json};
 use crate::checkpoint::Checkpoint;
@@ -19,8 +20,10 @@ pub(super) fn ct_type(s: &Scheme) -> Option<&'static str> {
     f.runtime_loadable(s.mapping).then_some(if f.is_float { "float" } else { "int" })
 }
 
-/// The compressed-tensors `quantization_config` block.
-fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision]) -> Value {
+/// The compressed-tensors `quantization_config` block, as compressed-tensors
+/// 0.19 writes it (FORMATS.md §7): one group per stored layout, each with its
+/// `format`; `mixed-precision` at the top when the groups' formats differ.
+fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision], acts: Activations) -> Value {
     let mut groups: Vec<(Scheme, Vec<String>)> = Vec::new();
     let mut ignore = Vec::new();
     let mut all_2d = true;
@@ -45,47 +48,77 @@ fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision]) -> Value {
     // One group of plain Linear weights is written as llm-compressor does;
     // otherwise each group names its layers exactly, so no two groups overlap.
     let exact = groups.len() > 1 || !all_2d;
-    let types: Vec<&str> = groups.iter().filter_map(|(s, _)| ct_type(s)).collect();
-    let format_of = |t: &str| if t == "int" { "int-quantized" } else { "float-quantized" };
-    let mixed = types.windows(2).any(|w| w[0] != w[1]);
+    let formats: Vec<&str> =
+        groups.iter().map(|(s, _)| ct_format(s, acts).map_or("naive-quantized", CtFormat::name)).collect();
+    let mixed = formats.windows(2).any(|w| w[0] != w[1]);
     let mut config_groups = serde_json::Map::new();
-    for (i, (s, names)) in groups.iter().enumerate() {
+    for (i, ((s, names), format)) in groups.iter().zip(&formats).enumerate() {
         let targets: Vec<String> = if exact {
             names.iter().map(|n| format!("re:^{}$", regex_escape(n))).collect()
         } else {
             vec!["Linear".into()]
         };
-        let (strategy, group_size) = match s.granularity {
-            Granularity::Tensor => ("tensor", Value::Null),
-            Granularity::Channel { .. } => ("channel", Value::Null),
-            Granularity::Group { size } => ("group", json!(size)),
-        };
-        let ty = ct_type(s).unwrap_or("int");
-        let mut g = json!({
+        let g = json!({
+            "format": format,
             "targets": targets,
-            "weights": {
-                "num_bits": spec(s.format).map_or(8, |f| f.bits),
-                "type": ty,
-                "symmetric": s.mapping == Mapping::Symmetric,
-                "strategy": strategy,
-                "group_size": group_size,
-                "dynamic": false,
-                "actorder": null,
-            },
-            "input_activations": null,
+            "weights": weights_args(s),
+            "input_activations": input_activations(acts),
+            "output_activations": null,
         });
-        if mixed {
-            g["format"] = json!(format_of(ty));
-        }
         config_groups.insert(format!("group_{i}"), g);
     }
-    let format = if mixed { "mixed-precision" } else { format_of(types.first().copied().unwrap_or("int")) };
+    let format = if mixed { "mixed-precision" } else { formats.first().copied().unwrap_or("pack-quantized") };
     json!({
         "quant_method": "compressed-tensors",
         "format": format,
         "quantization_status": "compressed",
         "ignore": ignore,
         "config_groups": config_groups,
+        "global_compression_ratio": null,
+        "kv_cache_scheme": null,
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": CT_VERSION,
+    })
+}
+
+/// The compressed-tensors version whose serialization this block follows.
+const CT_VERSION: &str = "0.19.0";
+
+/// The `weights` arguments of one group (observer fields omitted, as 0.20 does).
+fn weights_args(s: &Scheme) -> Value {
+    let (strategy, group_size) = match s.granularity {
+        Granularity::Tensor => ("tensor", Value::Null),
+        Granularity::Channel { .. } => ("channel", Value::Null),
+        Granularity::Group { size } => ("group", json!(size)),
+    };
+    let ty = ct_type(s).unwrap_or("int");
+    let asym_int = ty == "int" && s.mapping == Mapping::Asymmetric;
+    json!({
+        "num_bits": spec(s.format).map_or(8, |f| f.bits),
+        "type": ty,
+        "symmetric": s.mapping == Mapping::Symmetric,
+        "strategy": strategy,
+        "group_size": group_size,
+        "dynamic": false,
+        "actorder": null,
+        "block_structure": null,
+        "scale_dtype": null,
+        "zp_dtype": if asym_int { json!("torch.int8") } else { Value::Null },
+    })
+}
+
+/// The `input_activations` of a group: dynamic per-token, or null.
+fn input_activations(acts: Activations) -> Value {
+    let ty = match acts {
+        Activations::None => return Value::Null,
+        Activations::Int8Dynamic => "int",
+        Activations::Fp8Dynamic => "float",
+    };
+    json!({
+        "num_bits": 8, "type": ty, "symmetric": true, "strategy": "token", "group_size": null,
+        "dynamic": true, "actorder": null, "block_structure": null, "observer": null,
+        "observer_kwargs": {}, "scale_dtype": null, "zp_dtype": null,
     })
 }
 
@@ -114,6 +147,7 @@ pub(super) fn write_config(
     tmp: &Path,
     folder_input: bool,
     loadable: bool,
+    acts: Activations,
     budget: &mut Budget,
 ) -> Result<Option<String>> {
     let config_path = tmp.join("config.json");
@@ -127,7 +161,7 @@ pub(super) fn write_config(
         json!({})
     };
     if loadable {
-        config["quantization_config"] = quantization_config(ckpt, decisions);
+        config["quantization_config"] = quantization_config(ckpt, decisions, acts);
         write_json(&config_path, &config, budget)?;
         return Ok(None);
     }

@@ -10,11 +10,13 @@ use safetensors::Dtype;
 use serde_json::{Value, json};
 
 use super::ExportMode;
+use super::bitpack::words_per_line;
+use super::ctformat::{Activations, CtFormat, ct_format, input_dim};
 use super::plan::Decision;
 use crate::checkpoint::TensorInfo;
 use crate::error::{Error, Result};
 use crate::format::{OffsetKind, spec};
-use crate::scheme::{Granularity, Mapping};
+use crate::scheme::{Granularity, Mapping, Scheme};
 
 /// The dtype scales are stored in: the weight's own float dtype.
 pub(crate) fn scale_dtype(dtype: Dtype) -> Dtype {
@@ -60,6 +62,20 @@ pub(super) enum Part {
     Scale,
     ZeroPoint,
     Offset,
+    /// pack-quantized codes: `[rows, cols]` b-bit codes packed row by row.
+    PackedCodes {
+        bits: u8,
+        rows: usize,
+        cols: usize,
+    },
+    /// pack-quantized zero points: `[rows, cols]` packed along dim 0.
+    PackedZeroPoint {
+        bits: u8,
+        rows: usize,
+        cols: usize,
+    },
+    /// `weight_shape`: the source shape as I64.
+    Shape,
 }
 
 /// One output tensor: where its bytes come from and where they go.
@@ -81,7 +97,13 @@ impl Entry {
 }
 
 /// The output tensors of one source tensor.
-pub(super) fn entries_for(t: &TensorInfo, idx: usize, d: &Decision, mode: ExportMode) -> Result<Vec<Entry>> {
+pub(super) fn entries_for(
+    t: &TensorInfo,
+    idx: usize,
+    d: &Decision,
+    mode: ExportMode,
+    acts: Activations,
+) -> Result<Vec<Entry>> {
     let e = |name: String, dtype, shape: Vec<usize>, part| Entry {
         name,
         dtype,
@@ -94,6 +116,11 @@ pub(super) fn entries_for(t: &TensorInfo, idx: usize, d: &Decision, mode: Export
         (Decision::Keep(_), _) => vec![e(t.name.clone(), t.dtype, t.shape.clone(), Part::Copy)],
         (Decision::Quantize(_), ExportMode::FakeQuant) => {
             vec![e(t.name.clone(), fake_dtype(t.dtype), t.shape.clone(), Part::Fake)]
+        }
+        (Decision::Quantize(s), ExportMode::Packed)
+            if ct_format(s, acts) == Some(CtFormat::PackQuantized) =>
+        {
+            pack_quantized_entries(t, s)?.into_iter().map(|(n, dt, sh, p)| e(n, dt, sh, p)).collect()
         }
         (Decision::Quantize(s), ExportMode::Packed) => {
             let f = spec(s.format)?;
@@ -117,6 +144,38 @@ pub(super) fn entries_for(t: &TensorInfo, idx: usize, d: &Decision, mode: Export
     })
 }
 
+/// The tensors of a `pack-quantized` layer (FORMATS.md §2): name, dtype, shape, part.
+/// An output tensor before its offset is known: name, dtype, shape, part.
+type Planned = (String, Dtype, Vec<usize>, Part);
+
+fn pack_quantized_entries(t: &TensorInfo, s: &Scheme) -> Result<Vec<Planned>> {
+    let bits = spec(s.format)?.bits;
+    let (rows, cols) = (t.shape[0], input_dim(&t.shape));
+    let ss = scale_shape(&t.shape, s.granularity);
+    let mut v = vec![
+        (
+            format!("{}_packed", t.name),
+            Dtype::I32,
+            vec![rows, words_per_line(cols, bits)],
+            Part::PackedCodes { bits, rows, cols },
+        ),
+        (format!("{}_scale", t.name), scale_dtype(t.dtype), ss.clone(), Part::Scale),
+        (format!("{}_shape", t.name), Dtype::I64, vec![t.shape.len()], Part::Shape),
+    ];
+    if s.mapping == Mapping::Asymmetric {
+        let (zr, zc) = (ss[0], ss[1..].iter().product::<usize>());
+        let mut zshape = vec![words_per_line(zr, bits)];
+        zshape.extend_from_slice(&ss[1..]);
+        v.push((
+            format!("{}_zero_point", t.name),
+            Dtype::I32,
+            zshape,
+            Part::PackedZeroPoint { bits, rows: zr, cols: zc },
+        ));
+    }
+    Ok(v)
+}
+
 /// One shard's output tensors at their offsets and its header (length prefix
 /// included, padded to 8 bytes); tensors are sorted largest alignment first, as
 /// the safetensors crate orders them, so each starts at a multiple of its
@@ -126,11 +185,12 @@ pub(super) fn shard_layout(
     decisions: &[Decision],
     shard: usize,
     mode: ExportMode,
+    acts: Activations,
     path: &Path,
 ) -> Result<(Vec<Entry>, Vec<u8>, u64)> {
     let mut entries: Vec<Entry> = Vec::new();
     for (i, t) in tensors.iter().enumerate().filter(|(_, t)| t.shard == shard) {
-        entries.extend(entries_for(t, i, &decisions[i], mode)?);
+        entries.extend(entries_for(t, i, &decisions[i], mode, acts)?);
     }
     entries.sort_by(|a, b| b.dtype.bitsize().cmp(&a.dtype.bitsize()).then_with(|| a.name.cmp(&b.name)));
     let mut header = serde_json::Map::new();

@@ -1,9 +1,13 @@
 //! Saving a quantized model, as docs/numerics.md, "Saved layout" fixes it:
 //!
-//! - **packed** (compressed-tensors): `X.weight` as I8 / F8 codes, `X.weight_scale`
-//!   in the weight's dtype (the scale is rounded to that dtype *before* quantizing,
-//!   so the stored scale is the one used), `X.weight_zero_point` (I8) when
-//!   asymmetric, and a `quantization_config` block in `config.json`. E5M2 and
+//! - **packed** (compressed-tensors, shared/FORMATS.md §2, §3, §6, §7): weight-only
+//!   INT is `pack-quantized` (`X.weight_packed` I32 bit streams, `X.weight_shape`,
+//!   `X.weight_scale` in the weight's dtype, `X.weight_zero_point` packed along
+//!   dim 0 when asymmetric); INT8 with declared dynamic INT8 activations is
+//!   `int-quantized` (I8 `X.weight`); E4M3 is `naive-quantized` (weight-only) or
+//!   `float-quantized` (dynamic FP8 activations), F8 `X.weight`. Layers whose
+//!   group size does not divide the input dimension are left unquantized. A
+//!   `quantization_config` block goes in `config.json`. E5M2 and
 //!   asymmetric FP8 have no compressed-tensors form: they are written with the
 //!   scheme in `__metadata__` and no `quantization_config`.
 //! - **fake-quant**: R′ in the original dtype and layout, loadable anywhere.
@@ -18,7 +22,9 @@
 //! headers), `pack` (quantizing for the file), `config` (config.json), `write`
 //! (streamed writes, temp folder, rename) and `verify` (read-back).
 
+pub mod bitpack;
 mod config;
+mod ctformat;
 mod layout;
 mod pack;
 mod plan;
@@ -35,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub use config::config_group_key;
+pub use ctformat::Activations;
 pub(crate) use layout::scale_dtype;
 use plan::check_packable;
 pub use plan::{Decision, default_exclusion, plan, quantized_on_save};
@@ -58,6 +65,8 @@ pub struct ExportOptions {
     pub verify: bool,
     /// Replace a non-empty OUT.
     pub force: bool,
+    /// Activation quantization declared in the config (packed saves only).
+    pub activations: Activations,
     /// Test hook: fail as a full disk would after this many bytes.
     #[doc(hidden)]
     pub fail_after_bytes: Option<u64>,
@@ -65,7 +74,13 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { mode: ExportMode::Packed, verify: true, force: false, fail_after_bytes: None }
+        Self {
+            mode: ExportMode::Packed,
+            verify: true,
+            force: false,
+            activations: Activations::None,
+            fail_after_bytes: None,
+        }
     }
 }
 
@@ -128,9 +143,21 @@ pub fn export(
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     check_paths(ckpt, out, opts.force, folder_input)?;
-    if opts.mode == ExportMode::Packed {
-        check_packable(ckpt, decisions)?;
-    }
+    let (decisions, partial_notes) = match opts.mode {
+        ExportMode::Packed => {
+            check_packable(ckpt, decisions)?;
+            ctformat::check_activations(ckpt, decisions, opts.activations)?;
+            ctformat::drop_partial_groups(ckpt, decisions)
+        }
+        ExportMode::FakeQuant if opts.activations != Activations::None => {
+            return Err(Error::Plan {
+                tensor: None,
+                reason: "declared activations need the packed layout, not fake-quant".into(),
+            });
+        }
+        ExportMode::FakeQuant => (decisions.to_vec(), Vec::new()),
+    };
+    let decisions = decisions.as_slice();
     let tmp = temp_dir_for(out);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -139,6 +166,7 @@ pub fn export(
     let result = (|| {
         let (mut summary, digests) =
             write_model(ckpt, decisions, &tmp, opts, progress, cancel, folder_input)?;
+        summary.notes.extend(partial_notes);
         if opts.verify {
             summary.verified_tensors = Some(verify::verify(ckpt, decisions, &tmp, opts.mode, &digests)?);
         }

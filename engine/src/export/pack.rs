@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 use safetensors::Dtype;
 
+use super::bitpack::{pack_cols, pack_rows, words_to_bytes};
 use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
 use crate::decode;
@@ -119,8 +120,17 @@ pub(super) fn encode_floats(dtype: Dtype, xs: &[f32], tensor: &str) -> Result<Ve
 
 /// The bytes of one output part of a quantized tensor. A fake-quant part also
 /// rounds `packed.dequantized` to the stored dtype (what a reader gets back).
-pub(super) fn part_bytes(e: &Entry, packed: &mut Packed) -> Result<Vec<u8>> {
+pub(super) fn part_bytes(e: &Entry, src_shape: &[usize], packed: &mut Packed) -> Result<Vec<u8>> {
+    let as_i8 = |b: &[u8]| b.iter().map(|&x| i8::from_le_bytes([x])).collect::<Vec<i8>>();
     Ok(match e.part {
+        Part::PackedCodes { bits, rows, cols } => {
+            words_to_bytes(&pack_rows(&as_i8(&std::mem::take(&mut packed.codes)), rows, cols, bits))
+        }
+        Part::PackedZeroPoint { bits, rows, cols } => {
+            let z: Vec<i8> = packed.params.iter().map(|p| p.zero_point as i8).collect();
+            words_to_bytes(&pack_cols(&z, rows, cols, bits))
+        }
+        Part::Shape => src_shape.iter().flat_map(|&d| (d as i64).to_le_bytes()).collect(),
         Part::Codes => std::mem::take(&mut packed.codes),
         Part::Fake => {
             let b = encode_floats(e.dtype, &packed.dequantized, &e.name)?;

@@ -3,9 +3,14 @@
 
 use std::path::Path;
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
+use safetensors::Dtype;
 
 use super::ExportMode;
+use super::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
+use super::ctformat::input_dim;
 use super::layout::scale_shape;
 use super::pack::chunk_digests;
 use super::plan::Decision;
@@ -13,7 +18,7 @@ use super::write::Digests;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch};
+use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, spec};
 use crate::scheme::{Mapping, Scheme};
 use crate::slicing::slice_indexer;
 
@@ -46,7 +51,7 @@ pub(super) fn verify(
         }
         checked += 1;
         ckpt.release(t);
-        for suffix in ["", "_scale", "_zero_point", "_offset"] {
+        for suffix in ["", "_packed", "_shape", "_scale", "_zero_point", "_offset"] {
             if let Ok(o) = out.tensor(&format!("{}{suffix}", t.name)) {
                 out.release(o);
             }
@@ -79,11 +84,26 @@ fn read_packed_with<F: NumberFormat>(
     s: &Scheme,
 ) -> Result<Vec<f32>> {
     let fail = |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
-    let w = out.tensor(&t.name)?;
-    if w.shape != t.shape || w.dtype != fmt.code_dtype() {
-        let want = fmt.code_dtype();
-        return Err(fail(format!("stored as {:?} {:?}, expected {want:?} {:?}", w.dtype, w.shape, t.shape)));
-    }
+    let (codes, zps) = if let Ok(p) = out.tensor(&format!("{}_packed", t.name)) {
+        read_pack_quantized(out, t, s, p).map_err(&fail)?
+    } else {
+        let w = out.tensor(&t.name)?;
+        if w.shape != t.shape || w.dtype != fmt.code_dtype() {
+            let want = fmt.code_dtype();
+            return Err(fail(format!(
+                "stored as {:?} {:?}, expected {want:?} {:?}",
+                w.dtype, w.shape, t.shape
+            )));
+        }
+        let zps = match (s.mapping, fmt.offset_kind()) {
+            (Mapping::Asymmetric, OffsetKind::ZeroPoint) => {
+                let z = out.tensor(&format!("{}_zero_point", t.name))?;
+                out.bytes(z).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
+            }
+            _ => Vec::new(),
+        };
+        (Cow::Borrowed(out.bytes(w)), zps)
+    };
     let floats = |suffix: &str| -> Result<Vec<f32>> {
         let i = out.tensor(&format!("{}{suffix}", t.name))?;
         if i.shape != scale_shape(&t.shape, s.granularity) {
@@ -93,13 +113,7 @@ fn read_packed_with<F: NumberFormat>(
     };
     let scales = floats("_scale")?;
     let n = scales.len();
-    let zps: Vec<i32> = match (s.mapping, fmt.offset_kind()) {
-        (Mapping::Asymmetric, OffsetKind::ZeroPoint) => {
-            let z = out.tensor(&format!("{}_zero_point", t.name))?;
-            out.bytes(z).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
-        }
-        _ => vec![0; n],
-    };
+    let zps = if zps.is_empty() { vec![0; n] } else { zps };
     let offsets = match (s.mapping, fmt.offset_kind()) {
         (Mapping::Asymmetric, OffsetKind::Real) => floats("_offset")?,
         _ => vec![0.0; n],
@@ -111,10 +125,48 @@ fn read_packed_with<F: NumberFormat>(
         .map(|i| SliceParams { scale: scales[i], zero_point: zps[i], offset: offsets[i], lo: 0.0, hi: 0.0 })
         .collect();
     let slice = slice_indexer(&t.shape, s.granularity);
-    let codes = out.bytes(w);
     Ok(codes
         .par_iter()
         .enumerate()
         .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice(k)]))
         .collect())
+}
+
+/// The codes (as stored bytes) and zero points of a `pack-quantized` tensor,
+/// after checking `weight_shape` and the packed shapes.
+fn read_pack_quantized<'a>(
+    out: &'a Checkpoint,
+    t: &TensorInfo,
+    s: &Scheme,
+    p: &TensorInfo,
+) -> std::result::Result<(Cow<'a, [u8]>, Vec<i32>), String> {
+    let bits = spec(s.format).map_err(|e| e.to_string())?.bits;
+    let (rows, cols) = (t.shape[0], input_dim(&t.shape));
+    if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
+        return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
+    }
+    let shape = out.tensor(&format!("{}_shape", t.name)).map_err(|e| e.to_string())?;
+    let dims: Vec<i64> = out
+        .bytes(shape)
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    if shape.dtype != Dtype::I64 || dims.iter().map(|&d| d as usize).ne(t.shape.iter().copied()) {
+        return Err(format!("_shape is {dims:?}, expected {:?}", t.shape));
+    }
+    let codes = unpack_rows(&bytes_to_words(out.bytes(p)), rows, cols, bits);
+    let codes: Vec<u8> = codes.iter().map(|&q| q.to_le_bytes()[0]).collect();
+    let zps = match s.mapping {
+        Mapping::Symmetric => Vec::new(),
+        Mapping::Asymmetric => {
+            let z = out.tensor(&format!("{}_zero_point", t.name)).map_err(|e| e.to_string())?;
+            let ss = scale_shape(&t.shape, s.granularity);
+            let (zr, zc) = (ss[0], ss[1..].iter().product::<usize>());
+            if z.dtype != Dtype::I32 || z.shape.first() != Some(&words_per_line(zr, bits)) {
+                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
+            }
+            unpack_cols(&bytes_to_words(out.bytes(z)), zr, zc, bits).into_iter().map(i32::from).collect()
+        }
+    };
+    Ok((Cow::Owned(codes), zps))
 }

@@ -267,7 +267,15 @@ pub(super) fn write_model(
     let loadable = opts.mode == ExportMode::Packed && quantized.iter().all(|s| ct_type(s).is_some());
     let mut notes = std::mem::take(&mut w.written.nan_notes);
     if opts.mode == ExportMode::Packed && !quantized.is_empty() {
-        notes.extend(write_config(ckpt, decisions, tmp, folder_input, loadable, &mut w.budget)?);
+        notes.extend(write_config(
+            ckpt,
+            decisions,
+            tmp,
+            folder_input,
+            loadable,
+            opts.activations,
+            &mut w.budget,
+        )?);
     }
     if opts.mode == ExportMode::FakeQuant {
         notes.push("fake-quant: R' stored in each tensor's original dtype; any framework loads it".into());
@@ -330,7 +338,8 @@ impl Writer<'_> {
     /// its data bytes to `bytes_after`.
     fn write_shard(&mut self, shard: usize, path: &Path, bytes_after: &mut u64) -> Result<Vec<String>> {
         let tensors = self.ckpt.tensors();
-        let (entries, prefix, data_len) = shard_layout(tensors, self.decisions, shard, self.opts.mode, path)?;
+        let (entries, prefix, data_len) =
+            shard_layout(tensors, self.decisions, shard, self.opts.mode, self.opts.activations, path)?;
         *bytes_after += data_len;
         let data_start = prefix.len() as u64;
         let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -384,7 +393,7 @@ impl Writer<'_> {
             },
         })?;
         for e in parts {
-            let bytes = part_bytes(e, &mut packed)?;
+            let bytes = part_bytes(e, &t.shape, &mut packed)?;
             write_at(f, path, data_start + e.offset, &bytes, &mut self.budget)?;
         }
         if packed.metrics.nonfinite > 0 {
