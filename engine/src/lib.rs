@@ -40,7 +40,7 @@ pub mod write;
 pub use analyze::{Histogram, Options, QuantResult, analyze, analyze_encoded, compare_calibrations};
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use error::{Error, Result};
-pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
+pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams, WorkDtype};
 pub use metrics::{Metrics, TensorStats};
 pub use safetensors::Dtype;
 pub use scheme::{Calibration, FormatKind, Granularity, ManualRange, Mapping, Scheme};
