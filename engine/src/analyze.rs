@@ -155,6 +155,8 @@ pub struct QuantResult {
     /// Per-tensor schemes: the dequantized levels inside the viewed range.
     pub grid: Vec<f32>,
     pub dequantized: Option<Vec<f32>>,
+    /// The working dtype D the numbers were computed in.
+    pub work: WorkDtype,
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -284,6 +286,7 @@ fn analyze_with<F: NumberFormat>(
         error_histogram,
         grid,
         dequantized: opts.keep_dequantized.then_some(deq),
+        work: fmt.work(),
     })
 }
 
@@ -441,6 +444,7 @@ fn encoded_with<F: NumberFormat>(
         error_histogram: None,
         grid: Vec::new(),
         dequantized: None,
+        work: fmt.work(),
     }
 }
 
