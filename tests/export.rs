@@ -308,10 +308,12 @@ fn bf16_scales_are_rounded_before_quantizing() {
         let codes = ckpt.bytes(ckpt.tensor(name).unwrap()).to_vec();
         let values = src.load_f32(name).unwrap();
         let row = t.shape[1];
-        // Every code is exactly what the stored scale and zero point give.
+        // Every code is exactly what the stored scale and zero point give, computed
+        // in the tensor's own dtype D with Z added before rounding (FORMATS.md §2).
+        let d = quantscope_engine::WorkDtype::of(t.dtype);
         for (k, &x) in values.iter().enumerate() {
             let (s, z) = (scales[k / row], f32::from(zps[k / row] as i8));
-            let q = ((x / s).round_ties_even() + z).clamp(-128.0, 127.0);
+            let q = d.round(d.round(x / s) + z).round_ties_even().clamp(-128.0, 127.0);
             assert_eq!(q as i8, codes[k] as i8, "{name}[{k}]");
         }
     }

@@ -14,7 +14,8 @@
 //! - [`report`] is the per-tensor record the CLI prints and the GUI shows.
 //!
 //! All arithmetic follows `docs/numerics.md` (from "Vocabulary" on): f32
-//! quantization, true division by S, round-half-to-even, f64 metric sums,
+//! operations rounded to the tensor's working dtype ([`WorkDtype`]), true
+//! division by S, Z added before round-half-to-even, f64 metric sums,
 //! saturating FP8.
 
 pub mod analyze;
