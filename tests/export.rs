@@ -74,10 +74,12 @@ fn round_trip(model: &Path, scheme: &Scheme, tmp: &Path) {
         let fake_vals = fake.load_f32(&t.name).unwrap();
         assert_eq!(fake.tensor(&t.name).unwrap().dtype, t.dtype);
         assert!(same_bits(&fake_vals, &round_to(t.dtype, &deq)), "{}: fake-quant ≠ packed R′", t.name);
-        if t.dtype == Dtype::F32 {
-            // An F32 scale needs no rounding, so R′ is the engine's analyze() R′.
+        if matches!(t.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
+            // S is computed in the working dtype, which is the scale dtype, so R′ is
+            // the engine's analyze() R′: the analysis shows what the save writes.
             let values = src.load_f32(&t.name).unwrap();
-            let opts = Options { keep_dequantized: true, ..Options::default() };
+            let work = quantscope_engine::WorkDtype::of(t.dtype);
+            let opts = Options { keep_dequantized: true, work, ..Options::default() };
             let r = analyze(&values, &t.shape, scheme, &opts).unwrap();
             assert!(same_bits(&deq, r.dequantized.as_ref().unwrap()), "{}: {scheme}", t.name);
             // Same errors, summed in another order.
@@ -490,12 +492,13 @@ fn fake_quant_on_an_inner_channel_axis_follows_that_axis() {
     let summary = export_to(&teaching(), &scheme, ExportMode::FakeQuant, &out);
     assert_eq!(summary.verified_tensors, Some(summary.tensors_quantized));
     let (src, fake) = (Checkpoint::open(teaching()).unwrap(), Checkpoint::open(&out).unwrap());
-    let opts = Options { keep_dequantized: true, ..Options::default() };
     for layer in &summary.layers {
         let t = src.tensor(&layer.name).unwrap();
-        if t.dtype != Dtype::F32 {
+        if !matches!(t.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
             continue;
         }
+        let work = quantscope_engine::WorkDtype::of(t.dtype);
+        let opts = Options { keep_dequantized: true, work, ..Options::default() };
         let values = src.load_f32(&t.name).unwrap();
         let r = analyze(&values, &t.shape, &scheme, &opts).unwrap();
         assert!(same_bits(&fake.load_f32(&t.name).unwrap(), r.dequantized.as_ref().unwrap()), "{}", t.name);

@@ -199,7 +199,7 @@ def main(packed_dir, fake_dir):
         print("no quantized tensor found")
         return 1
     status = "FAILED" if failures else "ok"
-    print(f"{status}: {packed_dir}: {compared} tensors, (q - zp) * scale == fake-quant bit for bit")
+    print(f"{status}: {packed_dir}: {compared} tensors, D(D(q - zp) * scale) == fake-quant bit for bit")
     return 1 if failures else 0
 
 

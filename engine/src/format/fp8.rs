@@ -91,6 +91,7 @@ impl Fp8Format {
     }
 
     /// The same format computing in the working dtype `work`.
+    #[must_use]
     pub const fn in_work(self, work: WorkDtype) -> Self {
         Self { work, ..self }
     }

@@ -26,6 +26,7 @@ impl IntFormat {
     }
 
     /// The same format computing in the working dtype `work`.
+    #[must_use]
     pub fn in_work(self, work: WorkDtype) -> Self {
         Self { work, ..self }
     }
