@@ -4,6 +4,8 @@
 //! working dtype D, and every code, scale byte, zero point and R′ element is
 //! compared with what llm-compressor wrote, bit for bit, edge rows included.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::Path;
 
 use quantscope_engine::format::{Fp8Format, IntFormat, NumberFormat, SliceParams, WorkDtype};
