@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use common::{minilm, quantscope, teaching};
+use common::{minilm, quantscope, stdout_json, teaching};
 use quantscope_engine::export::{self, Decision, ExportMode, ExportOptions, ExportSummary, read_packed};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::{Checkpoint, Dtype, Options, Scheme, analyze};
@@ -317,6 +317,41 @@ fn bf16_scales_are_rounded_before_quantizing() {
             let (s, z) = (scales[k / row], f32::from(zps[k / row] as i8));
             let q = d.round(d.round(x / s) + z).round_ties_even().clamp(-128.0, 127.0);
             assert_eq!(q as i8, codes[k] as i8, "{name}[{k}]");
+        }
+    }
+}
+
+#[test]
+fn report_gives_the_mse_of_what_the_save_writes_on_bf16_and_f16_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 3] = [
+        ("int8:channel:minmax", &[]),
+        (
+            "int4:group64:minmax:asym",
+            &["--format", "int4", "--granularity", "group", "--group-size", "64", "--mapping", "asymmetric"],
+        ),
+        ("e4m3:channel:minmax", &["--format", "e4m3"]),
+    ];
+    for (short, flags) in cases {
+        let s: Scheme = short.parse().unwrap();
+        let out = tmp.path().join(short.replace(':', "_"));
+        export_to(&teaching(), &s, ExportMode::Packed, &out);
+        let (src, saved) = (Checkpoint::open(teaching()).unwrap(), Checkpoint::open(&out).unwrap());
+        let model = teaching();
+        let mut args = vec!["report", model.to_str().unwrap()];
+        args.extend(flags);
+        let doc = stdout_json(&quantscope(&args));
+        for name in ["bf16_linear.weight", "f16_linear.weight"] {
+            let t = src.tensor(name).unwrap();
+            let (x, r) = (src.load_f32(name).unwrap(), read_packed(&saved, t, &s).unwrap());
+            let mse = x.iter().zip(&r).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum::<f64>()
+                / x.len() as f64;
+            let rec = doc["tensors"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap();
+            let shown = rec["metrics"]["mse"].as_f64().unwrap();
+            assert!(
+                (shown - mse).abs() <= 1e-9 * mse,
+                "{name} under {short}: report {shown:e}, saved {mse:e}"
+            );
         }
     }
 }
