@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use common::{minilm, quantscope, teaching};
+use common::{minilm, quantscope, stdout_json, teaching};
 use quantscope_engine::export::{
     self, Decision, ExportMode, ExportOptions, ExportSummary, bitpack, read_packed,
 };
@@ -79,10 +79,12 @@ fn round_trip(model: &Path, scheme: &Scheme, tmp: &Path) {
         let fake_vals = fake.load_f32(&t.name).unwrap();
         assert_eq!(fake.tensor(&t.name).unwrap().dtype, t.dtype);
         assert!(same_bits(&fake_vals, &round_to(t.dtype, &deq)), "{}: fake-quant ≠ packed R′", t.name);
-        if t.dtype == Dtype::F32 {
-            // An F32 scale needs no rounding, so R′ is the engine's analyze() R′.
+        if matches!(t.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
+            // S is computed in the working dtype, which is the scale dtype, so R′ is
+            // the engine's analyze() R′: the analysis shows what the save writes.
             let values = src.load_f32(&t.name).unwrap();
-            let opts = Options { keep_dequantized: true, ..Options::default() };
+            let work = quantscope_engine::WorkDtype::of(t.dtype);
+            let opts = Options { keep_dequantized: true, work, ..Options::default() };
             let r = analyze(&values, &t.shape, scheme, &opts).unwrap();
             assert!(same_bits(&deq, r.dequantized.as_ref().unwrap()), "{}: {scheme}", t.name);
             // Same errors, summed in another order.
@@ -376,11 +378,48 @@ fn bf16_scales_are_rounded_before_quantizing() {
         let zps = bitpack::unpack_cols(&words("_zero_point"), rows, 1, 8);
         let codes = bitpack::unpack_rows(&words("_packed"), rows, row, 8);
         let values = src.load_f32(name).unwrap();
-        // Every code is exactly what the stored scale and zero point give.
+        // Every code is exactly what the stored scale and zero point give, computed
+        // in the tensor's own dtype D with Z added before rounding (FORMATS.md §2).
+        let d = quantscope_engine::WorkDtype::of(t.dtype);
         for (k, &x) in values.iter().enumerate() {
             let (s, z) = (scales[k / row], f32::from(zps[k / row]));
-            let q = ((x / s).round_ties_even() + z).clamp(-128.0, 127.0);
+            let q = d.round(d.round(x / s) + z).round_ties_even().clamp(-128.0, 127.0);
             assert_eq!(q as i8, codes[k], "{name}[{k}]");
+        }
+    }
+}
+
+#[test]
+fn report_gives_the_mse_of_what_the_save_writes_on_bf16_and_f16_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 3] = [
+        ("int8:channel:minmax", &[]),
+        (
+            "int4:group64:minmax:asym",
+            &["--format", "int4", "--granularity", "group", "--group-size", "64", "--mapping", "asymmetric"],
+        ),
+        ("e4m3:channel:minmax", &["--format", "e4m3"]),
+    ];
+    for (short, flags) in cases {
+        let s: Scheme = short.parse().unwrap();
+        let out = tmp.path().join(short.replace(':', "_"));
+        export_to(&teaching(), &s, ExportMode::Packed, &out);
+        let (src, saved) = (Checkpoint::open(teaching()).unwrap(), Checkpoint::open(&out).unwrap());
+        let model = teaching();
+        let mut args = vec!["report", model.to_str().unwrap()];
+        args.extend(flags);
+        let doc = stdout_json(&quantscope(&args));
+        for name in ["bf16_linear.weight", "f16_linear.weight"] {
+            let t = src.tensor(name).unwrap();
+            let (x, r) = (src.load_f32(name).unwrap(), read_packed(&saved, t, &s).unwrap());
+            let mse = x.iter().zip(&r).map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2)).sum::<f64>()
+                / x.len() as f64;
+            let rec = doc["tensors"].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap();
+            let shown = rec["metrics"]["mse"].as_f64().unwrap();
+            assert!(
+                (shown - mse).abs() <= 1e-9 * mse,
+                "{name} under {short}: report {shown:e}, saved {mse:e}"
+            );
         }
     }
 }
@@ -556,12 +595,13 @@ fn fake_quant_on_an_inner_channel_axis_follows_that_axis() {
     let summary = export_to(&teaching(), &scheme, ExportMode::FakeQuant, &out);
     assert_eq!(summary.verified_tensors, Some(summary.tensors_quantized));
     let (src, fake) = (Checkpoint::open(teaching()).unwrap(), Checkpoint::open(&out).unwrap());
-    let opts = Options { keep_dequantized: true, ..Options::default() };
     for layer in &summary.layers {
         let t = src.tensor(&layer.name).unwrap();
-        if t.dtype != Dtype::F32 {
+        if !matches!(t.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
             continue;
         }
+        let work = quantscope_engine::WorkDtype::of(t.dtype);
+        let opts = Options { keep_dequantized: true, work, ..Options::default() };
         let values = src.load_f32(&t.name).unwrap();
         let r = analyze(&values, &t.shape, &scheme, &opts).unwrap();
         assert!(same_bits(&fake.load_f32(&t.name).unwrap(), r.dequantized.as_ref().unwrap()), "{}", t.name);

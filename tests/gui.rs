@@ -52,7 +52,9 @@ fn engine_sqnr(tensor: &str, scheme: &Scheme) -> f64 {
     let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
     let info = ckpt.tensor(tensor).unwrap();
     let values = ckpt.load_f32(tensor).unwrap();
-    analyze(&values, &info.shape, scheme, &Options::default()).unwrap().metrics.sqnr_db
+    // The app computes in the tensor's own dtype (BF16/F16 round every step).
+    let opts = Options { work: quantscope_engine::WorkDtype::of(info.dtype), ..Options::default() };
+    analyze(&values, &info.shape, scheme, &opts).unwrap().metrics.sqnr_db
 }
 
 /// The "SQNR: … dB" label as shown.

@@ -30,7 +30,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
     let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
     let info = ckpt.tensor(selected).unwrap().clone();
     let values = ckpt.load_f32(selected).unwrap();
-    let opts = Options { weight_bins: 200, error_bins: 50, keep_dequantized: false };
+    let opts = Options { weight_bins: 200, error_bins: 50, ..Options::default() };
     let result = analyze(&values, &info.shape, &scheme, &opts).unwrap();
     let hqq = if scheme.calibration == quantscope_engine::Calibration::Hqq {
         quantscope_engine::calibrate::hqq::hqq_tensor(&values, &info.shape, &scheme).unwrap()

@@ -25,7 +25,7 @@ fn main() {
         .expect("a quantizable layer");
     let values = ckpt.load_f32(&first.name).unwrap_or_else(|e| panic!("{e}"));
     let decoded = t0.elapsed();
-    let opts = Options { weight_bins: 400, error_bins: 120, keep_dequantized: false };
+    let opts = Options { weight_bins: 400, error_bins: 120, ..Options::default() };
     let r = analyze(&values, &first.shape, &Scheme::default(), &opts).unwrap_or_else(|e| panic!("{e}"));
     let done = t0.elapsed();
     println!(

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::calibrate::{compare_ranges, slice_params};
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch};
+use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
 use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
 use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
@@ -25,6 +25,9 @@ pub struct Options {
     pub error_bins: usize,
     /// Keep R′ for the whole tensor.
     pub keep_dequantized: bool,
+    /// The working dtype D (the tensor's own dtype, [`WorkDtype::of`]): every
+    /// quantize/dequantize step is rounded to it, as a saved model computes.
+    pub work: WorkDtype,
 }
 
 /// Equal-width bins over [lo, hi].
@@ -152,6 +155,8 @@ pub struct QuantResult {
     /// Per-tensor schemes: the dequantized levels inside the viewed range.
     pub grid: Vec<f32>,
     pub dequantized: Option<Vec<f32>>,
+    /// The working dtype D the numbers were computed in.
+    pub work: WorkDtype,
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -171,16 +176,17 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
             values.len()
         )));
     }
-    dispatch(scheme.format, Run(values, shape, scheme, opts))?
+    dispatch_in(scheme.format, opts.work, Run(values, shape, scheme, opts))?
 }
 
 /// The per-tensor clip range every automatic calibration picks for `values`
-/// under `scheme`'s format and mapping: min-max, percentile(p), MSE, entropy.
-/// (The histogram draws them side by side.)
+/// under `scheme`'s format and mapping, computing in `work`: min-max,
+/// percentile(p), MSE, entropy. (The histogram draws them side by side.)
 pub fn compare_calibrations(
     values: &[f32],
     scheme: &Scheme,
     percentile: f64,
+    work: WorkDtype,
 ) -> Result<Vec<(Calibration, SliceParams)>> {
     struct Run<'a>(&'a [f32], Mapping, f64);
     impl WithFormat for Run<'_> {
@@ -189,7 +195,7 @@ pub fn compare_calibrations(
             compare_ranges(f, self.0, self.1, self.2).to_vec()
         }
     }
-    dispatch(scheme.format, Run(values, scheme.mapping, percentile))
+    dispatch_in(scheme.format, work, Run(values, scheme.mapping, percentile))
 }
 
 /// One slice: calibrate, then the fused error pass.
@@ -280,6 +286,7 @@ fn analyze_with<F: NumberFormat>(
         error_histogram,
         grid,
         dequantized: opts.keep_dequantized.then_some(deq),
+        work: fmt.work(),
     })
 }
 
@@ -388,7 +395,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     }
     let whole = || -> Result<QuantResult> {
         let values = crate::decode::decode(dtype, bytes).map_err(|r| Error::decode(None, r))?;
-        analyze(&values, shape, scheme, &Options::default())
+        analyze(&values, shape, scheme, &Options { work: WorkDtype::of(dtype), ..Options::default() })
     };
     scheme.validate()?;
     let (granularity, _) = resolve(shape, scheme.granularity)?;
@@ -398,7 +405,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     if !row_local || crate::decode::quantizable(dtype).is_err() || numel == 0 || bytes.len() != numel * size {
         return whole();
     }
-    dispatch(scheme.format, Run(dtype, bytes, shape, scheme, granularity))
+    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(dtype, bytes, shape, scheme, granularity))
 }
 
 fn encoded_with<F: NumberFormat>(
@@ -437,6 +444,7 @@ fn encoded_with<F: NumberFormat>(
         error_histogram: None,
         grid: Vec::new(),
         dequantized: None,
+        work: fmt.work(),
     }
 }
 
@@ -609,7 +617,7 @@ mod tests {
     fn histograms_and_grid_cover_the_tensor() {
         let mut v = values(100_000);
         v[17] = f32::NAN;
-        let opts = Options { weight_bins: 256, error_bins: 64, keep_dequantized: false };
+        let opts = Options { weight_bins: 256, error_bins: 64, ..Options::default() };
         let r = analyze(&v, &[100, 1000], &scheme(Granularity::Tensor, Calibration::MinMax), &opts).unwrap();
         let h = r.histogram.unwrap();
         assert_eq!(h.counts.len(), 256);
@@ -641,7 +649,8 @@ mod tests {
                 let s: Scheme = s.parse().unwrap();
                 for shape in [vec![96, 300], vec![96, 3, 100]] {
                     let a = analyze_encoded(dtype, &bytes, &shape, &s).unwrap();
-                    let b = analyze(&decoded, &shape, &s, &Options::default()).unwrap();
+                    let opts = Options { work: WorkDtype::of(dtype), ..Options::default() };
+                    let b = analyze(&decoded, &shape, &s, &opts).unwrap();
                     assert_eq!(a.params, b.params, "{dtype:?} {s}");
                     assert_eq!(a.metrics, b.metrics, "{dtype:?} {s}");
                     assert_eq!(a.slice_metrics, b.slice_metrics);

@@ -5,30 +5,44 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, round_half_even, spec};
+use crate::format::{
+    NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, round_half_even, spec,
+};
 use crate::scheme::{FormatKind, Mapping};
 
-/// R → R/S → round → +Z → clamp → Q → R′ for an integer format.
+/// R → D(R/S) → D(· + Z) → round → clamp → Q → R′ for an integer format, in
+/// the order a saved model computes (FORMATS.md §2: Z is added before rounding).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IntSteps {
     pub qmin: f32,
     pub qmax: f32,
-    /// R / S
+    /// The working dtype D each step is rounded to.
+    pub work: WorkDtype,
+    /// R / S in f32, before rounding to D
+    pub quotient: f32,
+    /// D(R / S)
     pub scaled: f32,
-    /// round_half_even(R / S)
-    pub rounded: f32,
-    /// rounded + Z
+    /// D(scaled + Z)
     pub shifted: f32,
-    /// clamp(shifted, Qmin, Qmax) = Q
+    /// round_half_even(shifted)
+    pub rounded: f32,
+    /// clamp(rounded, Qmin, Qmax) = Q
     pub q: i32,
     pub clamped: bool,
+    /// (Q − Z) · S in f32, before rounding to D (R′ = D of it)
+    pub product: f32,
 }
 
-/// R → (R − c)/S → clamp ±fmax → FP8 rounding → Q (bits) → R′ for an FP8 format.
+/// R → D((R − c)/S) + 0 → clamp ±fmax → FP8 rounding → Q (bits) → R′ for an
+/// FP8 format.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fp8Steps {
     pub fmax: f32,
-    /// (R − c) / S
+    /// The working dtype D each step is rounded to.
+    pub work: WorkDtype,
+    /// (R − c) / S in f32, before rounding to D
+    pub quotient: f32,
+    /// D((R − c) / S) + 0 (the + 0 turns −0 into +0)
     pub scaled: f32,
     /// clamped to ±fmax (saturation)
     pub clamped_value: f32,
@@ -48,6 +62,8 @@ pub struct Fp8Steps {
     pub is_subnormal: bool,
     /// The decode in words, e.g. "(−1)^0 · 2^(9−7) · 1.010₂ = 5.0".
     pub decoded: String,
+    /// S · value(Q) in f32, before rounding to D
+    pub product: f32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -69,9 +85,10 @@ pub struct WorkedExample {
     pub error: f32,
 }
 
-/// Takes `r` through `format` with the slice parameters `p`.
-pub fn worked_example(format: FormatKind, p: &SliceParams, r: f32) -> Result<WorkedExample> {
-    let (steps, dequantized) = dispatch(format, Example { p, r })?;
+/// Takes `r` through `format` with the slice parameters `p`, computing in the
+/// working dtype `work` (the tensor's own dtype, as the analysis did).
+pub fn worked_example(format: FormatKind, p: &SliceParams, r: f32, work: WorkDtype) -> Result<WorkedExample> {
+    let (steps, dequantized) = dispatch_in(format, work, Example { p, r })?;
     Ok(WorkedExample { format, r, params: *p, steps, dequantized, error: r - dequantized })
 }
 
@@ -102,23 +119,31 @@ fn code_value<F: NumberFormat>(f: &F, code: F::Code) -> f32 {
 }
 
 fn int_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> IntSteps {
-    let scaled = r / p.scale;
-    let rounded = round_half_even(scaled);
-    let shifted = rounded + p.zero_point as f32;
+    let d = f.work();
+    let quotient = r / p.scale;
+    let scaled = d.round(quotient);
+    let shifted = d.round(scaled + p.zero_point as f32);
+    let rounded = round_half_even(shifted);
+    let q = code_value(f, code) as i32;
     IntSteps {
         qmin: f.qmin(),
         qmax: f.qmax(),
+        work: d,
+        quotient,
         scaled,
-        rounded,
         shifted,
-        q: code_value(f, code) as i32,
-        clamped: shifted < f.qmin() || shifted > f.qmax(),
+        rounded,
+        q,
+        clamped: rounded < f.qmin() || rounded > f.qmax(),
+        product: (q - p.zero_point) as f32 * p.scale,
     }
 }
 
 fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> Fp8Steps {
+    let d = f.work();
     let fmax = f.qmax();
-    let scaled = if p.offset == 0.0 { r } else { r - p.offset } / p.scale;
+    let quotient = if p.offset == 0.0 { r } else { d.round(r - p.offset) } / p.scale;
+    let scaled = d.round(quotient) + 0.0;
     let byte = f.code_to_byte(code);
     let (e_bits, m) = (f.exponent_bits(), f.mantissa_bits());
     let exponent = (byte >> m) & ((1 << e_bits) - 1);
@@ -127,6 +152,8 @@ fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -
     let value = code_value(f, code);
     Fp8Steps {
         fmax,
+        work: d,
+        quotient,
         scaled,
         clamped_value: scaled.clamp(-fmax, fmax),
         clamped: scaled.abs() > fmax,
@@ -140,6 +167,7 @@ fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -
         bias,
         is_subnormal: exponent == 0,
         decoded: decode_text(byte >> 7, exponent, mantissa, m, bias, value),
+        product: p.scale * value,
     }
 }
 
@@ -160,18 +188,19 @@ fn decode_text(sign: u8, exponent: u8, mantissa: u8, man_bits: u32, bias: i32, v
     }
 }
 
-/// The same R in E4M3 and in E5M2, each with its own S for the range [lo, hi].
-pub fn fp8_side_by_side(lo: f32, hi: f32, mapping: Mapping, r: f32) -> [WorkedExample; 2] {
+/// The same R in E4M3 and in E5M2, each with its own S for the range [lo, hi],
+/// computing in `work`.
+pub fn fp8_side_by_side(lo: f32, hi: f32, mapping: Mapping, r: f32, work: WorkDtype) -> [WorkedExample; 2] {
     [FormatKind::E4M3, FormatKind::E5M2].map(|kind| {
-        let p = params(kind, lo, hi, mapping);
+        let p = params(kind, lo, hi, mapping, work);
         // FP8 kinds never fail: only INT widths are validated.
-        p.and_then(|p| worked_example(kind, &p, r))
+        p.and_then(|p| worked_example(kind, &p, r, work))
             .unwrap_or_else(|_| unreachable!("FP8 formats are always valid"))
     })
 }
 
-/// `NumberFormat::params` for a format named by its kind.
-pub fn params(kind: FormatKind, lo: f32, hi: f32, mapping: Mapping) -> Result<SliceParams> {
+/// `NumberFormat::params` for a format named by its kind, in `work`.
+pub fn params(kind: FormatKind, lo: f32, hi: f32, mapping: Mapping, work: WorkDtype) -> Result<SliceParams> {
     struct Params(f32, f32, Mapping);
     impl WithFormat for Params {
         type Out = SliceParams;
@@ -179,7 +208,7 @@ pub fn params(kind: FormatKind, lo: f32, hi: f32, mapping: Mapping) -> Result<Sl
             f.params(self.0, self.1, self.2)
         }
     }
-    dispatch(kind, Params(lo, hi, mapping))
+    dispatch_in(kind, work, Params(lo, hi, mapping))
 }
 
 /// What the teaching panel says about a format, all asked of [`NumberFormat`].
@@ -236,16 +265,35 @@ mod tests {
     fn int_steps_follow_the_formula() {
         let f = IntFormat::new(8).unwrap();
         let p = f.params(-1.0, 3.0, Mapping::Asymmetric);
-        let ex = worked_example(FormatKind::INT8, &p, 0.7).unwrap();
+        let ex = worked_example(FormatKind::INT8, &p, 0.7, WorkDtype::F32).unwrap();
         let Steps::Int(s) = &ex.steps else { panic!("int steps") };
         assert_eq!(s.scaled, 0.7 / p.scale);
+        assert_eq!(s.shifted, s.scaled + p.zero_point as f32);
         assert_eq!(s.q, f.quantize(0.7, &p));
         assert_eq!(ex.dequantized, f.fake_quant(0.7, &p));
         assert!(!s.clamped);
-        let far = worked_example(FormatKind::INT8, &p, 10.0).unwrap();
+        let far = worked_example(FormatKind::INT8, &p, 10.0, WorkDtype::F32).unwrap();
         let Steps::Int(s) = far.steps else { panic!("int steps") };
         assert!(s.clamped);
         assert_eq!(s.q, 127);
+    }
+
+    #[test]
+    fn bf16_steps_round_each_result_and_agree_with_the_format() {
+        let f = IntFormat::new(4).unwrap().in_work(WorkDtype::BF16);
+        let p = f.params(-0.625, 1.25, Mapping::Asymmetric);
+        for r in [0.4375f32, 0.3125, 0.123_456, -0.61, 2.0] {
+            let ex = worked_example(FormatKind::Int(4), &p, r, WorkDtype::BF16).unwrap();
+            let Steps::Int(s) = &ex.steps else { panic!("int steps") };
+            assert_eq!(s.scaled, WorkDtype::BF16.round(r / p.scale));
+            assert_eq!(s.q, f.quantize(r, &p), "{r}");
+            assert_eq!(ex.dequantized, WorkDtype::BF16.round(s.product));
+            assert_eq!(ex.dequantized, f.fake_quant(r, &p));
+        }
+        // 3.5 − 3 = 0.5 rounds to 0 (Z before rounding).
+        let ex = worked_example(FormatKind::Int(4), &p, 0.4375, WorkDtype::BF16).unwrap();
+        let Steps::Int(s) = &ex.steps else { panic!("int steps") };
+        assert_eq!((s.scaled, s.shifted, s.rounded, s.q), (3.5, 0.5, 0.0, 0));
     }
 
     #[test]
@@ -264,11 +312,11 @@ mod tests {
     #[test]
     fn fp8_decode_reads_as_a_formula() {
         let unit = SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: -448.0, hi: 448.0 };
-        let ex = worked_example(FormatKind::E4M3, &unit, 5.0).unwrap();
+        let ex = worked_example(FormatKind::E4M3, &unit, 5.0, WorkDtype::F32).unwrap();
         let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
         assert_eq!(s.decoded, "(−1)^0 · 2^(9−7) · 1.010₂ = 5.0");
         assert!(!s.is_subnormal);
-        let ex = worked_example(FormatKind::E4M3, &unit, -0.005_859_375).unwrap();
+        let ex = worked_example(FormatKind::E4M3, &unit, -0.005_859_375, WorkDtype::F32).unwrap();
         let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
         assert!(s.is_subnormal);
         assert_eq!(s.decoded, "(−1)^1 · 2^(1−7) · 0.011₂ = -0.005859375");
@@ -276,7 +324,7 @@ mod tests {
 
     #[test]
     fn fp8_bits_recompose_the_code() {
-        for ex in fp8_side_by_side(-2.0, 2.0, Mapping::Symmetric, 0.3) {
+        for ex in fp8_side_by_side(-2.0, 2.0, Mapping::Symmetric, 0.3, WorkDtype::BF16) {
             let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
             let code = (s.sign << 7) | (s.exponent << s.mantissa_bits) | s.mantissa;
             assert_eq!(code, s.code);

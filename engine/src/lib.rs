@@ -14,7 +14,8 @@
 //! - [`report`] is the per-tensor record the CLI prints and the GUI shows.
 //!
 //! All arithmetic follows `docs/numerics.md` (from "Vocabulary" on): f32
-//! quantization, true division by S, round-half-to-even, f64 metric sums,
+//! operations rounded to the tensor's working dtype ([`WorkDtype`]), true
+//! division by S, Z added before round-half-to-even, f64 metric sums,
 //! saturating FP8.
 
 pub mod analyze;
@@ -41,7 +42,7 @@ pub mod write;
 pub use analyze::{Histogram, Options, QuantResult, analyze, analyze_encoded, compare_calibrations};
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use error::{Error, Result};
-pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams};
+pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams, WorkDtype};
 pub use metrics::{Metrics, TensorStats};
 pub use safetensors::Dtype;
 pub use scheme::{Calibration, FormatKind, Granularity, ManualRange, Mapping, Scheme};

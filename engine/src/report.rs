@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::analyze::{Options, analyze};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::format::SliceParams;
+use crate::format::WorkDtype;
 use crate::metrics::Metrics;
 use crate::scheme::{Calibration, Granularity, ManualRange, Scheme};
 
@@ -97,9 +98,14 @@ pub fn report_tensor(
     }
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
-    let result = ckpt
-        .values(info, &mut buf)
-        .and_then(|values| analyze(values, &info.shape, scheme, &Options::default()));
+    let result = ckpt.values(info, &mut buf).and_then(|values| {
+        analyze(
+            values,
+            &info.shape,
+            scheme,
+            &Options { work: WorkDtype::of(info.dtype), ..Options::default() },
+        )
+    });
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(r) => {

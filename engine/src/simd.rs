@@ -7,7 +7,7 @@
 
 use wide::{f32x8, f64x4, u32x8};
 
-use crate::format::SliceParams;
+use crate::format::{SliceParams, WorkDtype};
 
 pub(crate) const W: usize = 8;
 
@@ -25,34 +25,39 @@ pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
     a.simd_lt(two23).select(r, a).copysign(x)
 }
 
-/// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant`.
+/// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant` (each step
+/// rounded to the working dtype `d`, Z added before rounding).
 #[inline]
-pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32) -> f32x8 {
+pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
-    let y = x / s;
-    let q = (round_half_even_x8(y) + z).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
+    let v = d.round_x8(d.round_x8(x / s) + z);
+    let q = round_half_even_x8(v).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
     // NaN becomes code 0, as the scalar path's saturating cast does.
-    let q = y.is_nan().select(f32x8::ZERO, q);
-    s * (q - z)
+    // + 0 makes a −0 code the integer 0, as the cast does.
+    let q = v.is_nan().select(f32x8::ZERO, q + f32x8::ZERO);
+    // |Q − Z| ≤ 255 is exact in every working dtype.
+    d.round_x8((q - z) * s)
 }
 
-/// The bit layout an FP8 fake-quant needs.
+/// The bit layout an FP8 fake-quant needs, and the working dtype.
 #[derive(Clone, Copy)]
 pub(crate) struct Fp8Layout {
     pub man_bits: u32,
     pub fmax: f32,
     pub min_normal: f32,
     pub subnormal_scale: f32,
+    pub work: WorkDtype,
 }
 
-/// FP8 fake-quant on 8 lanes: rounds y = (x − c)/S to the FP8 grid directly in
-/// f32 bits (no table), so it equals `S · value(encode(y)) + c`.
+/// FP8 fake-quant on 8 lanes: rounds v = D(D(x − c)/S) + 0 to the FP8 grid
+/// directly in f32 bits (no table), so it equals `D(D(S · value(encode(v))) + c)`.
 #[inline]
 pub(crate) fn fp8_fake_quant_x8(x: f32x8, p: &SliceParams, l: Fp8Layout) -> f32x8 {
+    let d = l.work;
     let s = f32x8::splat(p.scale);
-    let shifted = if p.offset == 0.0 { x } else { x - f32x8::splat(p.offset) };
-    let unclamped = shifted / s;
+    let shifted = if p.offset == 0.0 { x } else { d.round_x8(x - f32x8::splat(p.offset)) };
+    let unclamped = d.round_x8(shifted / s) + f32x8::ZERO;
     let nan = unclamped.is_nan();
     let y = unclamped.max(f32x8::splat(-l.fmax)).min(f32x8::splat(l.fmax));
     let a = y.abs();
@@ -66,8 +71,8 @@ pub(crate) fn fp8_fake_quant_x8(x: f32x8, p: &SliceParams, l: Fp8Layout) -> f32x
     let sub = round_half_even_x8(a * f32x8::splat(l.subnormal_scale)) * f32x8::splat(1.0 / l.subnormal_scale);
     let v = a.simd_lt(f32x8::splat(l.min_normal)).select(sub, normal).copysign(y);
     let v = nan.select(unclamped, v);
-    let r = s * v;
-    if p.offset == 0.0 { r } else { r + f32x8::splat(p.offset) }
+    let r = d.round_x8(s * v);
+    if p.offset == 0.0 { r } else { d.round_x8(r + f32x8::splat(p.offset)) }
 }
 
 #[inline]
@@ -238,36 +243,36 @@ mod tests {
     #[test]
     fn vector_fake_quant_equals_scalar_for_every_format() {
         let xs = inputs();
-        for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
-            for (lo, hi) in [(-1.0f32, 1.0), (-3e-3, 7e-2), (0.5, 2.0), (-1e30, 1e30), (0.0, 0.0)] {
-                for bits in [8u8, 4, 2] {
-                    let f = IntFormat::new(bits).unwrap();
-                    let p = f.params(lo, hi, mapping);
-                    for c in xs.chunks(W) {
-                        let v = f.fake_quant_x8(load(c), &p).to_array();
-                        for (x, y) in c.iter().zip(v) {
-                            assert!(
-                                same(f.fake_quant(*x, &p), y),
-                                "int{bits} {x:e}: {} vs {y}",
-                                f.fake_quant(*x, &p)
-                            );
-                        }
+        for d in [WorkDtype::F32, WorkDtype::BF16, WorkDtype::F16] {
+            for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
+                for (lo, hi) in
+                    [(-1.0f32, 1.0), (-3e-3, 7e-2), (0.5, 2.0), (-1e30, 1e30), (0.0, 0.0), (-0.625, 1.25)]
+                {
+                    for bits in [8u8, 4, 2] {
+                        let f = IntFormat::new(bits).unwrap().in_work(d);
+                        check_lanes(f, &f.params(lo, hi, mapping), &xs, &format!("int{bits} {d:?}"));
+                    }
+                    for f in [Fp8Format::E4M3, Fp8Format::E5M2] {
+                        let f = f.in_work(d);
+                        let p = f.params(lo, hi, mapping);
+                        check_lanes(f, &p, &xs, &format!("{:?} {d:?} {mapping:?} [{lo},{hi}]", f.kind()));
                     }
                 }
-                for f in [Fp8Format::E4M3, Fp8Format::E5M2] {
-                    let p = f.params(lo, hi, mapping);
-                    for c in xs.chunks(W) {
-                        let v = f.fake_quant_x8(load(c), &p).to_array();
-                        for (x, y) in c.iter().zip(v) {
-                            let want = f.fake_quant(*x, &p);
-                            assert!(
-                                same(want, y),
-                                "{:?} {mapping:?} [{lo},{hi}] {x:e}: {want:e} vs {y:e}",
-                                f.kind()
-                            );
-                        }
-                    }
-                }
+            }
+        }
+    }
+
+    fn check_lanes<F: NumberFormat>(f: F, p: &SliceParams, xs: &[f32], what: &str) {
+        for c in xs.chunks(W) {
+            let v = f.fake_quant_x8(load(c), p).to_array();
+            for (x, y) in c.iter().zip(v) {
+                let want = f.fake_quant(*x, p);
+                assert!(same(want, y), "{what} {x:e}: {want:e} vs {y:e}");
+                let q = f.dequantize(f.quantize(*x, p), p);
+                assert!(
+                    same(want, q) || (want == 0.0 && q == 0.0 && p.offset != 0.0),
+                    "{what} {x:e}: {want:e} vs {q:e}"
+                );
             }
         }
     }

@@ -16,6 +16,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::export::bitpack::words_per_line;
 use crate::export::scale_dtype;
+use crate::format::WorkDtype;
 use crate::format::{OffsetKind, spec};
 use crate::metrics::{Metrics, SqnrSummary};
 use crate::rank::Item;
@@ -190,7 +191,8 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
         .par_iter()
         .map(|s| {
             let values = decoded.as_ref().map_err(ToString::to_string)?;
-            let r = analyze(values, &info.shape, s, &Options::default()).map_err(|e| e.to_string())?;
+            let opts = Options { work: WorkDtype::of(info.dtype), ..Options::default() };
+            let r = analyze(values, &info.shape, s, &opts).map_err(|e| e.to_string())?;
             Ok(Cell {
                 stored_bytes: stored_bytes(info, s, r.params.len()),
                 slices: r.params.len(),

@@ -60,7 +60,7 @@ fn run_all(values: &[f32], shape: &[usize], case: &str) -> Vec<(Scheme, Metrics)
                 values,
                 shape,
                 &s,
-                &Options { weight_bins: 64, error_bins: 16, keep_dequantized: true },
+                &Options { weight_bins: 64, error_bins: 16, keep_dequantized: true, ..Options::default() },
             )
             .unwrap_or_else(|e| panic!("{case} under {s}: {e}"));
             check_defined(&r.metrics, &format!("{case} under {s}"));

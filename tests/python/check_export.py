@@ -7,9 +7,12 @@ For every quantized weight in PACKED_DIR it reads the codes (unpacking
 `weight_packed` of pack-quantized layers: I32 words holding a little-endian bit
 stream of q + 2^(b-1) per row, shape from `weight_shape`), `weight_scale` and
 `weight_zero_point` (packed down the columns for pack-quantized; or the FP8
-offset), recomputes R' = (q - zp) * scale on its
-own (FP8 codes through a table built here from the bit layout), and compares R',
-rounded to the weight's dtype, bit for bit with the same tensor in FAKE_QUANT_DIR.
+offset), recomputes R' = D(D(q - zp) * scale) (+ offset, then D again) on its
+own, where D rounds half-to-even to the weight's working dtype after each
+operation (FORMATS.md §1: BF16 and F16 weights compute in their own dtype,
+everything else in F32; numpy has no bf16, so BF16 is emulated on the f32 bits).
+FP8 codes go through a table built here from the bit layout. R' is compared bit
+for bit with the same tensor in FAKE_QUANT_DIR.
 The group size comes from config.json's quantization_config, as a runtime reads
 it, or from the files' __metadata__ for layouts without one. Exits 1 on any
 difference.
@@ -99,6 +102,23 @@ def to_dtype_bits(r, dtype):
     raise ValueError(f"unexpected dtype {dtype}")
 
 
+def round_to(r, work):
+    """f32 values rounded half-to-even to the working dtype, back as f32."""
+    r = np.asarray(r, dtype=np.float32)
+    if work == "F16":
+        return r.astype(np.float16).astype(np.float32)
+    if work == "BF16":
+        u = r.view(np.uint32).astype(np.uint64)
+        b = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32)
+        return np.where(np.isnan(r), r, b.view(np.float32))
+    return r
+
+
+def work_dtype(dtype):
+    """The working dtype D of a weight stored as `dtype`."""
+    return dtype if dtype in ("BF16", "F16") else "F32"
+
+
 def fake_bits(f, name):
     info = f.header[name]
     s, e = info["data_offsets"]
@@ -135,7 +155,9 @@ def layout_of(config, metadata_schemes, module, name):
     return ("channel" if gran.startswith("channel") else "tensor"), None, bits
 
 
-def dequantize(q, scale, zp, offset, strategy, group_size, shape):
+def dequantize(q, scale, zp, offset, strategy, group_size, shape, work):
+    """R' = D(D(q - zp) * scale), then D(R' + offset) where an offset is stored."""
+    d = lambda x: round_to(x, work)
     out = shape[0]
     q2 = q.reshape(out, -1)
     rest = q2.shape[1]
@@ -143,16 +165,16 @@ def dequantize(q, scale, zp, offset, strategy, group_size, shape):
         ng = scale.shape[1]
         pad = ng * group_size - rest
         qg = np.pad(q2, ((0, 0), (0, pad))).reshape(out, ng, group_size)
-        r = (qg - zp[:, :, None]) * scale[:, :, None]
+        r = d(d(qg - zp[:, :, None]) * scale[:, :, None])
         if offset is not None:
-            r = r + offset[:, :, None]
+            r = d(r + offset[:, :, None])
         r = r.reshape(out, ng * group_size)[:, :rest]
     else:
         s = scale.reshape(-1, 1) if strategy == "channel" else scale.reshape(1, 1)
-        r = (q2 - zp.reshape(s.shape)) * s
+        r = d(d(q2 - zp.reshape(s.shape)) * s)
         if offset is not None:
             # Added only when stored: -0.0 + 0.0 would turn a -0 into +0.
-            r = r + offset.reshape(s.shape)
+            r = d(r + offset.reshape(s.shape))
     return np.ascontiguousarray(r, dtype=np.float32).reshape(shape)
 
 
@@ -185,9 +207,10 @@ def main(packed_dir, fake_dir):
             q = FP8[codes_dtype][q] if codes_dtype in FP8 else q.astype(np.float32)
             zp = f.get(zp_name).astype(np.float32) if zp_name in f.header else np.zeros_like(scale)
         offset = f.get(off_name) if off_name in f.header else None
-        with np.errstate(invalid="ignore"):
-            r = dequantize(q, scale, zp, offset, strategy, gs, shape)
         fk = fake[base]
+        work = work_dtype(fk.dtype(base))
+        with np.errstate(invalid="ignore", over="ignore"):
+            r = dequantize(q, scale, zp, offset, strategy, gs, shape, work)
         want = fake_bits(fk, base)
         got = to_dtype_bits(r, fk.dtype(base))
         same = (got == want) | (np.isnan(r) & np.isnan(fk.get(base)))
@@ -200,7 +223,7 @@ def main(packed_dir, fake_dir):
         print("no quantized tensor found")
         return 1
     status = "FAILED" if failures else "ok"
-    print(f"{status}: {packed_dir}: {compared} tensors, (q - zp) * scale == fake-quant bit for bit")
+    print(f"{status}: {packed_dir}: {compared} tensors, D(D(q - zp) * scale) == fake-quant bit for bit")
     return 1 if failures else 0
 
 

@@ -250,7 +250,7 @@ impl Requests {
                     options: Options {
                         weight_bins: WEIGHT_BINS,
                         error_bins: ERROR_BINS,
-                        keep_dequantized: false,
+                        ..Options::default()
                     },
                     all_calibrations: key.all_calibrations,
                 }));

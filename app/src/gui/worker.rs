@@ -24,7 +24,7 @@ use quantscope_engine::export::{self, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::Resolved;
 use quantscope_engine::sweep;
 use quantscope_engine::{
-    Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, analyze,
+    Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,
     compare_calibrations,
 };
 
@@ -292,18 +292,15 @@ impl WorkerState {
 
     fn analyze(&mut self, a: &AnalyzeRequest) -> Result<Arc<Analysis>, String> {
         let started = Instant::now();
-        let shape = self
-            .ckpt
-            .as_ref()
-            .ok_or("no model is open")?
-            .tensor(&a.tensor)
-            .map_err(|e| e.to_string())?
-            .shape
-            .clone();
+        let info =
+            self.ckpt.as_ref().ok_or("no model is open")?.tensor(&a.tensor).map_err(|e| e.to_string())?;
+        let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
         let values = self.values(&a.tensor)?;
-        let result = analyze(&values, &shape, &a.scheme, &a.options).map_err(|e| e.to_string())?;
+        // The tensor's own dtype is the working dtype: the numbers a save writes.
+        let options = Options { work, ..a.options };
+        let result = analyze(&values, &shape, &a.scheme, &options).map_err(|e| e.to_string())?;
         let calibration_ranges = match a.all_calibrations {
-            Some(p) => compare_calibrations(&values, &a.scheme, p).map_err(|e| e.to_string())?,
+            Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
         let hqq = if a.scheme.calibration == Calibration::Hqq {

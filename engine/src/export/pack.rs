@@ -10,7 +10,7 @@ use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
 use crate::decode;
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch};
+use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
 use crate::scheme::Scheme;
 use crate::slicing::{row_layout, slice_indexer};
@@ -35,7 +35,7 @@ pub(super) fn pack(values: &[f32], shape: &[usize], scheme: &Scheme, dtype: Dtyp
             pack_with(f, self.0, self.1, self.2, self.3)
         }
     }
-    dispatch(scheme.format, Run(values, shape, scheme, dtype))?
+    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(values, shape, scheme, dtype))?
 }
 
 fn pack_with<F: NumberFormat>(
@@ -45,7 +45,7 @@ fn pack_with<F: NumberFormat>(
     scheme: &Scheme,
     dtype: Dtype,
 ) -> Result<Packed> {
-    let r = analyze(values, shape, scheme, &Options::default())?;
+    let r = analyze(values, shape, scheme, &Options { work: fmt.work(), ..Options::default() })?;
     let sd = scale_dtype(dtype);
     let params: Vec<SliceParams> =
         r.params.iter().map(|p| fmt.stored_params(p, scheme.mapping, |x| round_to(sd, x))).collect();

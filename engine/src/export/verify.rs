@@ -18,7 +18,7 @@ use super::write::Digests;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, dispatch, spec};
+use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, spec};
 use crate::scheme::{Mapping, Scheme};
 use crate::slicing::slice_indexer;
 
@@ -71,7 +71,7 @@ pub fn read_packed(out: &Checkpoint, t: &TensorInfo, s: &Scheme) -> Result<Vec<f
     }
     let read_back =
         |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
-    dispatch(s.format, Run(out, t, s)).and_then(|r| r).map_err(|e| match e {
+    dispatch_in(s.format, WorkDtype::of(t.dtype), Run(out, t, s)).and_then(|r| r).map_err(|e| match e {
         e @ Error::ReadBack { .. } => e,
         e => read_back(e.to_string()),
     })

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use safetensors::Dtype;
 
-use super::{NumberFormat, OffsetKind, SliceParams, nonzero_scale, round_half_even};
+use super::{NumberFormat, OffsetKind, SliceParams, WorkDtype, nonzero_scale, round_half_even};
 use crate::scheme::Mapping;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +29,8 @@ pub struct Fp8Format {
     /// 2^(bias − 1 + mantissa bits): maps the subnormal range onto integers.
     subnormal_scale: f32,
     nan_code: u8,
+    /// The working dtype D every intermediate is rounded to.
+    work: WorkDtype,
 }
 
 static E4M3_TABLE: LazyLock<[f32; 256]> = LazyLock::new(|| build_table(4, 3, 7, true));
@@ -73,6 +75,7 @@ impl Fp8Format {
                 min_normal: 0.015_625,
                 subnormal_scale: 512.0,
                 nan_code: 0x7F,
+                work: WorkDtype::F32,
             },
             Fp8Kind::E5M2 => Self {
                 kind,
@@ -82,8 +85,15 @@ impl Fp8Format {
                 min_normal: 6.103_515_6e-5,
                 subnormal_scale: 65536.0,
                 nan_code: 0x7E,
+                work: WorkDtype::F32,
             },
         }
+    }
+
+    /// The same format computing in the working dtype `work`.
+    #[must_use]
+    pub const fn in_work(self, work: WorkDtype) -> Self {
+        Self { work, ..self }
     }
 
     pub fn kind(&self) -> Fp8Kind {
@@ -128,12 +138,17 @@ impl Fp8Format {
 impl NumberFormat for Fp8Format {
     type Code = u8;
 
+    fn work(&self) -> WorkDtype {
+        self.work
+    }
+
     fn params(&self, lo: f32, hi: f32, mapping: Mapping) -> SliceParams {
+        let d = self.work;
         match mapping {
             Mapping::Symmetric => {
                 let amax = (-lo.min(0.0)).max(hi.max(0.0));
                 SliceParams {
-                    scale: nonzero_scale(amax / self.fmax),
+                    scale: nonzero_scale(d.round(amax / self.fmax), d),
                     zero_point: 0,
                     offset: 0.0,
                     lo: -amax,
@@ -143,26 +158,31 @@ impl NumberFormat for Fp8Format {
             Mapping::Asymmetric => {
                 // quantscope's own definition: a real-valued centre, no widening.
                 // midpoint rounds exactly like (hi + lo) / 2 but cannot overflow.
-                let offset = f32::midpoint(hi, lo);
-                let mut scale = (hi - lo) / (2.0 * self.fmax);
+                let offset = d.round(f32::midpoint(hi, lo));
+                let mut scale = d.round(d.round(hi - lo) / (2.0 * self.fmax));
                 if scale.is_infinite() {
-                    scale = hi / (2.0 * self.fmax) - lo / (2.0 * self.fmax);
+                    scale = d.round(hi / (2.0 * self.fmax) - lo / (2.0 * self.fmax));
                 }
-                SliceParams { scale: nonzero_scale(scale), zero_point: 0, offset, lo, hi }
+                SliceParams { scale: nonzero_scale(scale, d), zero_point: 0, offset, lo, hi }
             }
         }
     }
 
     #[inline]
     fn quantize(&self, x: f32, p: &SliceParams) -> u8 {
-        let y = if p.offset == 0.0 { x } else { x - p.offset };
-        self.encode((y / p.scale).clamp(-self.fmax, self.fmax))
+        // v = D(x / S) + Z with Z = 0: the + 0 turns −0.0 into +0.0 (code 0x00),
+        // as compressed-tensors does; exact, so no further rounding.
+        let d = self.work;
+        let y = if p.offset == 0.0 { x } else { d.round(x - p.offset) };
+        let v = d.round(y / p.scale) + 0.0;
+        self.encode(v.clamp(-self.fmax, self.fmax))
     }
 
     #[inline]
     fn dequantize(&self, q: u8, p: &SliceParams) -> f32 {
-        let v = p.scale * self.value(q);
-        if p.offset == 0.0 { v } else { v + p.offset }
+        let d = self.work;
+        let v = d.round(p.scale * self.value(q));
+        if p.offset == 0.0 { v } else { d.round(v + p.offset) }
     }
 
     #[inline]
@@ -172,6 +192,7 @@ impl NumberFormat for Fp8Format {
             fmax: self.fmax,
             min_normal: self.min_normal,
             subnormal_scale: self.subnormal_scale,
+            work: self.work,
         };
         crate::simd::fp8_fake_quant_x8(x, p, layout)
     }
@@ -250,7 +271,7 @@ impl NumberFormat for Fp8Format {
     }
 
     fn stored_params(&self, p: &SliceParams, _mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams {
-        SliceParams { scale: nonzero_scale(round(p.scale)), offset: round(p.offset), ..*p }
+        SliceParams { scale: nonzero_scale(round(p.scale), self.work), offset: round(p.offset), ..*p }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use safetensors::Dtype;
 
-use super::{NumberFormat, OffsetKind, SliceParams, nonzero_scale, round_half_even};
+use super::{NumberFormat, OffsetKind, SliceParams, WorkDtype, nonzero_scale, round_half_even};
 use crate::error::{Error, Result};
 use crate::scheme::Mapping;
 
@@ -13,6 +13,7 @@ pub struct IntFormat {
     bits: u8,
     qmin: f32,
     qmax: f32,
+    work: WorkDtype,
 }
 
 impl IntFormat {
@@ -21,65 +22,91 @@ impl IntFormat {
             return Err(Error::Scheme(format!("INT{bits} is not supported (2 to 8 bits)")));
         }
         let half = 1i32 << (bits - 1);
-        Ok(Self { bits, qmin: -half as f32, qmax: (half - 1) as f32 })
+        Ok(Self { bits, qmin: -half as f32, qmax: (half - 1) as f32, work: WorkDtype::F32 })
+    }
+
+    /// The same format computing in the working dtype `work`.
+    #[must_use]
+    pub fn in_work(self, work: WorkDtype) -> Self {
+        Self { work, ..self }
+    }
+
+    /// `Z = round_half_even(clamp(D(Qmin − D(lo / S)), Qmin, Qmax))` from the
+    /// scale before its eps substitution (so an all-zero slice, 0/0, gets Z = 0).
+    fn zero_point(&self, lo: f32, scale: f32) -> i32 {
+        let d = self.work;
+        let z = round_half_even(d.round(self.qmin - d.round(lo / scale)).clamp(self.qmin, self.qmax));
+        if z.is_nan() { 0 } else { z as i32 }
     }
 }
 
 impl NumberFormat for IntFormat {
     type Code = i32;
 
+    fn work(&self) -> WorkDtype {
+        self.work
+    }
+
     fn params(&self, lo: f32, hi: f32, mapping: Mapping) -> SliceParams {
         // Widen so that 0 is exactly representable.
         let lo = lo.min(0.0);
         let hi = hi.max(0.0);
         let levels = self.qmax - self.qmin;
+        let d = self.work;
         match mapping {
             Mapping::Symmetric => {
                 let amax = (-lo).max(hi);
                 // Qmin·S = −amax·128/127.5 overflows f32 when amax is within 0.4% of
                 // f32::MAX; capping S keeps every level finite (no effect otherwise).
-                let scale = nonzero_scale((amax / (levels / 2.0)).min(f32::MAX / -self.qmin));
+                let scale = nonzero_scale(d.round((amax / (levels / 2.0)).min(f32::MAX / -self.qmin)), d);
                 SliceParams { scale, zero_point: 0, offset: 0.0, lo: -amax, hi: amax }
             }
             Mapping::Asymmetric => {
-                let mut scale = (hi - lo) / levels;
-                if scale.is_infinite() {
+                let span = d.round(hi - lo);
+                let mut scale = d.round(span / levels);
+                if span.is_infinite() {
                     // hi − lo overflowed (values near ±f32::MAX): split the division.
-                    scale = hi / levels - lo / levels;
+                    scale = d.round(hi / levels - lo / levels);
                 }
                 // |Q − Z|·S reaches hi − lo, which overflows past f32::MAX: cap S.
-                let scale = nonzero_scale(scale.min(f32::MAX / levels));
-                let z = round_half_even(self.qmin - lo / scale).clamp(self.qmin, self.qmax);
-                SliceParams { scale, zero_point: z as i32, offset: 0.0, lo, hi }
+                let scale = d.round(scale.min(f32::MAX / levels));
+                let zero_point = self.zero_point(lo, scale);
+                SliceParams { scale: nonzero_scale(scale, d), zero_point, offset: 0.0, lo, hi }
             }
         }
     }
 
     #[inline]
     fn quantize(&self, x: f32, p: &SliceParams) -> i32 {
-        // Round first, then add Z (the seed's order). Kept in f32 so that ±Inf
-        // saturates instead of overflowing an integer; NaN ends up as code 0.
-        (round_half_even(x / p.scale) + p.zero_point as f32).clamp(self.qmin, self.qmax) as i32
+        // Z is added before rounding, each step rounded to D (FORMATS.md §2). Kept
+        // in f32 so that ±Inf saturates instead of overflowing an integer; NaN
+        // ends up as code 0 (the saturating cast).
+        let d = self.work;
+        let v = d.round(d.round(x / p.scale) + p.zero_point as f32);
+        round_half_even(v).clamp(self.qmin, self.qmax) as i32
     }
 
     #[inline]
     fn dequantize(&self, q: i32, p: &SliceParams) -> f32 {
-        p.scale * (q as f32 - p.zero_point as f32)
+        let d = self.work;
+        d.round(d.round(q as f32 - p.zero_point as f32) * p.scale)
     }
 
     #[inline]
     fn fake_quant(&self, x: f32, p: &SliceParams) -> f32 {
         // Same arithmetic as quantize + dequantize, without the int round trip,
-        // so the loop stays in f32 lanes.
+        // so the loop stays in f32 lanes. |Q − Z| ≤ 255 is exact in every D.
+        let d = self.work;
         let z = p.zero_point as f32;
-        let q = (round_half_even(x / p.scale) + z).clamp(self.qmin, self.qmax);
-        let q = if q.is_nan() { 0.0 } else { q };
-        p.scale * (q - z)
+        let q = round_half_even(d.round(d.round(x / p.scale) + z)).clamp(self.qmin, self.qmax);
+        // NaN is code 0; + 0.0 makes a −0 code the integer 0, as the cast does.
+        let q = if q.is_nan() { 0.0 } else { q + 0.0 };
+        d.round((q - z) * p.scale)
     }
 
     #[inline]
     fn fake_quant_x8(&self, x: wide::f32x8, p: &SliceParams) -> wide::f32x8 {
-        crate::simd::int_fake_quant_x8(x, p, self.qmin, self.qmax)
+        crate::simd::int_fake_quant_x8(x, p, self.qmin, self.qmax, self.work)
     }
 
     fn levels(&self, p: &SliceParams) -> Vec<f32> {
@@ -144,14 +171,16 @@ impl NumberFormat for IntFormat {
     }
 
     fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams {
-        let scale = nonzero_scale(round(p.scale));
+        let raw = round(p.scale);
+        if raw == p.scale {
+            // Already in the stored dtype (S is computed in D, which it is stored in).
+            return *p;
+        }
         let zero_point = match mapping {
             Mapping::Symmetric => 0,
-            Mapping::Asymmetric => {
-                round_half_even(self.qmin - p.lo / scale).clamp(self.qmin, self.qmax) as i32
-            }
+            Mapping::Asymmetric => self.zero_point(p.lo, raw),
         };
-        SliceParams { scale, zero_point, ..*p }
+        SliceParams { scale: nonzero_scale(raw, self.work), zero_point, ..*p }
     }
 }
 
@@ -187,12 +216,40 @@ mod tests {
     }
 
     #[test]
-    fn rounds_half_to_even_then_adds_z() {
+    fn adds_z_before_rounding() {
         let p = SliceParams { scale: 1.0, zero_point: 3, offset: 0.0, lo: -10.0, hi: 10.0 };
-        // 2.5 → 2 (even) → +3 = 5; 3.5 → 4 → 7.
-        assert_eq!(int8().quantize(2.5, &p), 5);
-        assert_eq!(int8().quantize(3.5, &p), 7);
-        assert_eq!(int8().quantize(-0.5, &p), 3);
+        // 2.5 + 3 = 5.5 → 6 (even); 3.5 + 3 = 6.5 → 6; −0.5 + 3 = 2.5 → 2.
+        assert_eq!(int8().quantize(2.5, &p), 6);
+        assert_eq!(int8().quantize(3.5, &p), 6);
+        assert_eq!(int8().quantize(-0.5, &p), 2);
+        // FORMATS.md §2's example: S = 0.125, Z = −3; 3.5 − 3 = 0.5 rounds to 0.
+        let f = IntFormat::new(4).unwrap();
+        let p = f.params(-0.625, 1.25, Mapping::Asymmetric);
+        assert_eq!((p.scale, p.zero_point), (0.125, -3));
+        let codes = [0.4375, 0.3125, -0.625, 1.25, 0.1875, -0.0625].map(|x| f.quantize(x, &p));
+        assert_eq!(codes, [0, 0, -8, 7, -2, -4]);
+    }
+
+    #[test]
+    fn zero_scale_is_the_working_dtypes_eps_and_z_is_0() {
+        for d in [WorkDtype::F32, WorkDtype::BF16, WorkDtype::F16] {
+            let f = int8().in_work(d);
+            let p = f.params(0.0, 0.0, Mapping::Asymmetric);
+            assert_eq!((p.scale, p.zero_point), (d.eps(), 0));
+            assert_eq!(f.fake_quant(0.0, &p).to_bits(), 0);
+            assert_eq!(f.fake_quant(-0.0, &p).to_bits(), 0);
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_every_step() {
+        // amax 1.0: S = D(1/127.5) = (1 + 2^−7)·2^−7 in BF16 (f32: 0.007843138);
+        // 127·S = 0.99994 rounds to 1.0 in BF16.
+        let f = int8().in_work(WorkDtype::BF16);
+        let p = f.params(-1.0, 1.0, Mapping::Symmetric);
+        assert_eq!(p.scale, (1.0 + 1.0 / 128.0) / 128.0);
+        assert_eq!(f.quantize(1.0, &p), 127);
+        assert_eq!(f.dequantize(127, &p), 1.0);
     }
 
     #[test]

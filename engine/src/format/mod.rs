@@ -9,9 +9,11 @@
 
 mod fp8;
 mod int;
+mod work;
 
 pub use fp8::{Fp8Format, Fp8Kind};
 pub use int::IntFormat;
+pub use work::WorkDtype;
 
 use safetensors::Dtype;
 use serde::Serialize;
@@ -47,6 +49,9 @@ pub enum OffsetKind {
 pub trait NumberFormat: Copy + Send + Sync {
     /// The stored code: the integer Q, or the FP8 bit pattern.
     type Code: Copy + std::fmt::Debug;
+
+    /// The working dtype D every intermediate is rounded to.
+    fn work(&self) -> WorkDtype;
 
     /// Derives S and Z (or the FP8 offset) from a calibrated range [lo, hi].
     fn params(&self, lo: f32, hi: f32, mapping: Mapping) -> SliceParams;
@@ -127,13 +132,18 @@ pub trait WithFormat {
     fn run<F: NumberFormat>(self, f: F) -> Self::Out;
 }
 
-/// The one place a [`FormatKind`] becomes a concrete [`NumberFormat`]. Fails only
-/// for an unsupported integer width.
+/// [`dispatch_in`] with the F32 working dtype (format facts, F32 tensors).
 pub fn dispatch<V: WithFormat>(kind: FormatKind, v: V) -> Result<V::Out> {
+    dispatch_in(kind, WorkDtype::F32, v)
+}
+
+/// The one place a [`FormatKind`] becomes a concrete [`NumberFormat`], computing
+/// in the working dtype `work`. Fails only for an unsupported integer width.
+pub fn dispatch_in<V: WithFormat>(kind: FormatKind, work: WorkDtype, v: V) -> Result<V::Out> {
     Ok(match kind {
-        FormatKind::Int(bits) => v.run(IntFormat::new(bits)?),
-        FormatKind::E4M3 => v.run(Fp8Format::E4M3),
-        FormatKind::E5M2 => v.run(Fp8Format::E5M2),
+        FormatKind::Int(bits) => v.run(IntFormat::new(bits)?.in_work(work)),
+        FormatKind::E4M3 => v.run(Fp8Format::E4M3.in_work(work)),
+        FormatKind::E5M2 => v.run(Fp8Format::E5M2.in_work(work)),
     })
 }
 
@@ -203,10 +213,11 @@ pub fn round_half_even(x: f32) -> f32 {
     r.copysign(x)
 }
 
-/// PyTorch's guard for an all-equal slice: a zero step would divide by zero.
+/// PyTorch's guard for an all-equal slice: a zero step (after rounding to the
+/// scale's dtype) would divide by zero, so it becomes that dtype's eps.
 #[inline]
-pub(crate) fn nonzero_scale(s: f32) -> f32 {
-    if s == 0.0 || s.is_nan() { f32::EPSILON } else { s }
+pub(crate) fn nonzero_scale(s: f32, work: WorkDtype) -> f32 {
+    if s == 0.0 || s.is_nan() { work.eps() } else { s }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use quantscope_engine::calibrate::hqq::HqqSlice;
 use quantscope_engine::explain::{
     FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example,
 };
-use quantscope_engine::{Mapping, SliceParams};
+use quantscope_engine::{Mapping, SliceParams, WorkDtype};
 
 use super::granularity_label;
 use crate::gui::command::Command;
@@ -72,6 +72,7 @@ impl TeachPanel {
         } else {
             int_formulas_ui(ui, &f, &p, scheme.mapping);
         }
+        work_dtype_ui(ui, r.work);
         if let Some(h) = a.hqq.get(k) {
             hqq_ui(ui, h);
         }
@@ -81,14 +82,14 @@ impl TeachPanel {
             RichText::new(format!("Worked example (click the histogram to pick R): R = {value:+.6}"))
                 .strong(),
         );
-        match worked_example(scheme.format, &p, value) {
+        match worked_example(scheme.format, &p, value, r.work) {
             Ok(ex) => worked_example_ui(ui, &ex),
             Err(e) => {
                 ui.label(e.to_string());
             }
         }
         if f.is_float {
-            fp8_comparison_ui(ui, &p, scheme.mapping, value);
+            fp8_comparison_ui(ui, &p, scheme.mapping, value, r.work);
         }
     }
 }
@@ -97,16 +98,37 @@ fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     mono(ui, format!("Qmin = {}, Qmax = {}   ({}-bit signed)", f.qmin, f.qmax, f.bits));
     match mapping {
         Mapping::Symmetric => {
-            mono(ui, format!("S = max(|lo|, |hi|) / ((Qmax − Qmin)/2) = {:.6e}", p.scale));
+            mono(ui, format!("S = D(max(|lo|, |hi|) / ((Qmax − Qmin)/2)) = {:.6e}", p.scale));
             mono(ui, "Z = 0: real 0.0 is code 0");
         }
         Mapping::Asymmetric => {
-            mono(ui, format!("S = (hi − lo) / (Qmax − Qmin) = {:.6e}", p.scale));
-            mono(ui, format!("Z = round(Qmin − lo/S) = {}: real 0.0 is code Z", p.zero_point));
+            mono(ui, format!("S = D(D(hi − lo) / (Qmax − Qmin)) = {:.6e}", p.scale));
+            mono(ui, format!("Z = round(clamp(D(Qmin − D(lo/S)))) = {}: real 0.0 is code Z", p.zero_point));
         }
     }
-    mono(ui, "Q = clamp(round(R/S) + Z, Qmin, Qmax)");
-    mono(ui, "R' = S · (Q − Z)");
+    mono(ui, "Q = clamp(round(D(D(R/S) + Z)), Qmin, Qmax)");
+    mono(ui, "R' = D((Q − Z) · S)");
+    ui.weak(
+        "Saved models (compressed-tensors) add Z before rounding, as here: on an exact tie with an odd Z \
+         this differs from rounding R/S first and adding Z after.",
+    );
+}
+
+/// What D is for this tensor, and what rounding to it means.
+fn work_dtype_ui(ui: &mut egui::Ui, work: WorkDtype) {
+    match work {
+        WorkDtype::F32 => {
+            ui.weak(
+                "D = F32 (this tensor's dtype): every step is one f32 operation, so D(·) changes nothing.",
+            );
+        }
+        d => {
+            ui.weak(format!(
+                "D = {d:?} (this tensor's dtype): every step is computed in f32 and rounded half-to-even to \
+                 {d:?}, as a saved model computes; S and R' are {d:?} values."
+            ));
+        }
+    }
 }
 
 /// What HQQ optimizes, and what storing its zero point as an integer costs.
@@ -140,12 +162,12 @@ fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     match mapping {
         Mapping::Symmetric => {
             mono(ui, format!("S = max(|lo|, |hi|) / fmax = {:.6e}", p.scale));
-            mono(ui, "Q = fp8(clamp(R/S, ±fmax)),  R' = S · value(Q)");
+            mono(ui, "Q = fp8(clamp(D(R/S) + 0, ±fmax)),  R' = D(S · value(Q))");
         }
         Mapping::Asymmetric => {
             mono(ui, format!("c = (hi + lo)/2 = {:+.6}   (the centre of the range)", p.offset));
             mono(ui, format!("S = (hi − lo)/(2·fmax) = {:.6e}", p.scale));
-            mono(ui, "Q = fp8(clamp((R − c)/S, ±fmax)),  R' = S · value(Q) + c");
+            mono(ui, "Q = fp8(clamp(D(D(R − c)/S) + 0, ±fmax)),  R' = D(D(S · value(Q)) + c)");
             ui.weak(
                 "c shifts the range so it is centred on 0 before scaling; no runtime loads this variant.",
             );
@@ -156,10 +178,10 @@ fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     );
 }
 
-fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value: f32) {
+fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value: f32, work: WorkDtype) {
     ui.add_space(4.0);
     ui.label(RichText::new("E4M3 vs E5M2 for the same R and range").strong());
-    let both = fp8_side_by_side(p.lo, p.hi, mapping, value);
+    let both = fp8_side_by_side(p.lo, p.hi, mapping, value, work);
     ui.columns(2, |cols| {
         for (col, ex) in cols.iter_mut().zip(both.iter()) {
             let label = facts(ex.format).map_or_else(|_| ex.format.to_string(), |f| f.label);
@@ -182,18 +204,32 @@ fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value
 fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
     match &ex.steps {
         Steps::Int(s) => {
-            mono(ui, format!("R / S             = {:+.4}", s.scaled));
+            let d = s.work;
+            if d == WorkDtype::F32 {
+                mono(ui, format!("R / S             = {:+.4}", s.scaled));
+            } else {
+                mono(ui, format!("R / S             = {:+.6}", s.quotient));
+                mono(ui, format!("→ {d:?}            = {:+.6}", s.scaled));
+            }
+            mono(ui, format!("+ Z (→ {d:?})     = {:+.6}", s.shifted));
             mono(ui, format!("round (half-even) = {:+.0}", s.rounded));
-            mono(ui, format!("+ Z               = {:+.0}", s.shifted));
             let note = if s.clamped { "  ← clipped" } else { "" };
             mono(ui, format!("clamp to [{}, {}] → Q = {}{note}", s.qmin, s.qmax, s.q));
+            product_ui(ui, d, "(Q − Z) · S", s.product);
         }
         Steps::Fp8(s) => {
-            mono(ui, format!("(R − c) / S      = {:+.6}", s.scaled));
+            let d = s.work;
+            if d == WorkDtype::F32 {
+                mono(ui, format!("(R − c) / S + 0  = {:+.6}", s.scaled));
+            } else {
+                mono(ui, format!("(R − c) / S      = {:+.6}", s.quotient));
+                mono(ui, format!("→ {d:?}, + 0      = {:+.6}", s.scaled));
+            }
             let note = if s.clamped { "  ← saturated" } else { "" };
             mono(ui, format!("clamp ±{}     = {:+.6}{note}", s.fmax, s.clamped_value));
             mono(ui, format!("round to FP8     = {:+.6} (code 0x{:02X})", s.value, s.code));
             fp8_bits_ui(ui, ex);
+            product_ui(ui, d, "S · value(Q)", s.product);
         }
     }
     mono(ui, format!("R' = {:+.6}", ex.dequantized));
@@ -202,6 +238,13 @@ fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
             .monospace()
             .color(Color32::from_rgb(230, 120, 90)),
     );
+}
+
+/// The dequantizing product before its rounding to D (shown when D is not F32).
+fn product_ui(ui: &mut egui::Ui, d: WorkDtype, what: &str, product: f32) {
+    if d != WorkDtype::F32 {
+        mono(ui, format!("{what} = {product:+.8} → rounded to {d:?}"));
+    }
 }
 
 /// The code's bits coloured by field, and what they decode to.
