@@ -286,3 +286,18 @@ fn save_window_lists_the_config_groups_or_says_no_model() {
     h.get_by_label_contains("No model is open");
     assert!(h.query_by_label("Save").is_none());
 }
+
+#[test]
+fn save_window_sends_the_declared_activations() {
+    let window = SaveWindow { open: true, out: "/tmp/out".into(), ..SaveWindow::default() };
+    let mut h =
+        panel_harness(state_with(OUTLIER, Scheme::default()), window, |p, s, ui, out| p.ui(s, ui.ctx(), out));
+    h.run();
+    h.get_by_label("INT8 dynamic (W8A8)").click();
+    h.run();
+    h.get_by_label("Save").click();
+    h.run();
+    let Some(Command::StartSave(r)) = h.state().2.last() else { panic!("{:?}", h.state().2) };
+    assert_eq!(r.activations, quantscope_engine::export::Activations::Int8Dynamic);
+    assert!(!r.fake_quant && r.verify);
+}

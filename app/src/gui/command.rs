@@ -39,12 +39,14 @@ pub enum CsvKind {
 }
 
 /// Options of one save, gathered by the Save window.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SaveRequest {
     pub out: PathBuf,
     pub fake_quant: bool,
     pub verify: bool,
     pub force: bool,
+    /// Declared runtime activation quantization (W8A8 / FP8_DYNAMIC configs).
+    pub activations: quantscope_engine::export::Activations,
 }
 
 /// One change. Those that edit the document can be undone.

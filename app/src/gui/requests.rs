@@ -103,6 +103,7 @@ impl Requests {
             mode: if r.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
             verify: r.verify,
             force: r.force,
+            activations: r.activations,
             ..ExportOptions::default()
         };
         self.save_cancel = Some(Arc::clone(&cancel));

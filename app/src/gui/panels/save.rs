@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use eframe::egui;
-use quantscope_engine::export::{ExportMode, ExportSummary};
+use quantscope_engine::export::{Activations, ExportMode, ExportSummary};
 
 use crate::gui::command::{Command, DialogPurpose, SaveRequest};
 use crate::gui::state::AppState;
@@ -19,6 +19,7 @@ pub struct SaveWindow {
     pub fake_quant: bool,
     pub skip_verify: bool,
     pub force: bool,
+    pub activations: Activations,
 }
 
 fn mib(b: u64) -> String {
@@ -61,10 +62,22 @@ impl SaveWindow {
                 out.push(Command::ShowDialog(DialogPurpose::SaveOutput));
             }
         });
-        ui.radio_value(&mut self.fake_quant, false, "compressed-tensors (I8 / FP8 codes + scales)")
-            .on_hover_text("Loads in vLLM and llm-compressor (INT and symmetric E4M3).");
+        ui.radio_value(&mut self.fake_quant, false, "compressed-tensors (packed INT / FP8 codes + scales)")
+            .on_hover_text("pack-quantized INT, naive-quantized FP8 (or W8A8 / FP8_DYNAMIC with activations): loads in vLLM, transformers and llm-compressor.");
         ui.radio_value(&mut self.fake_quant, true, "fake-quant (R' in the original dtype)")
             .on_hover_text("Same layout as the source; any framework loads it.");
+        ui.add_enabled_ui(!self.fake_quant, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Activations at run time").on_hover_text(
+                    "Declared in the config for vLLM's fast kernels; dynamic, so no calibration data is needed",
+                );
+                ui.radio_value(&mut self.activations, Activations::None, "none (weight-only)");
+                ui.radio_value(&mut self.activations, Activations::Int8Dynamic, "INT8 dynamic (W8A8)")
+                    .on_hover_text("Needs int8 per-channel symmetric weights");
+                ui.radio_value(&mut self.activations, Activations::Fp8Dynamic, "FP8 dynamic (FP8_DYNAMIC)")
+                    .on_hover_text("Needs e4m3 per-channel symmetric weights");
+            });
+        });
         ui.checkbox(&mut self.force, "Replace the folder if it is not empty");
         ui.checkbox(&mut self.skip_verify, "Skip verification (read back and compare bit for bit)");
         ui.separator();
@@ -103,6 +116,7 @@ impl SaveWindow {
                 fake_quant: self.fake_quant,
                 verify: !self.skip_verify,
                 force: self.force,
+                activations: if self.fake_quant { Activations::None } else { self.activations },
             }));
         }
     }
