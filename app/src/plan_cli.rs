@@ -102,7 +102,10 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(!rows.is_empty(), "{}: no layer a save would quantize", args.model.display());
     let s = sweep::sweep(&ckpt, &rows, &args.schemes, &|_, _| {}, &AtomicBool::new(false))?;
-    let problem = Problem::from_sweep(&s, true);
+    // A scheme the save would not apply to a layer (a group size that does not
+    // divide it) is no option for that layer.
+    let shapes: Vec<&[usize]> = rows.iter().map(|&i| &ckpt.tensors()[i].shape[..]).collect();
+    let problem = Problem::from_sweep(&s, true, &|r, k| export::saves_quantized(shapes[r], &args.schemes[k]));
     let params: u64 = s.rows.iter().map(|r| r.params).sum();
     let budget = match (args.max_bytes, args.bits_per_weight) {
         (Some(b), _) => b,

@@ -64,17 +64,19 @@ pub struct Plan {
 }
 
 impl Problem {
-    /// The options of every row of `s`: each scheme whose cell succeeded, plus
-    /// (with `keep`) storing the layer unchanged.
-    pub fn from_sweep(s: &Sweep, keep: bool) -> Self {
+    /// The options of every row of `s`: each scheme whose cell succeeded and that
+    /// `saves(row, column)` accepts, plus (with `keep`) storing the layer unchanged.
+    pub fn from_sweep(s: &Sweep, keep: bool, saves: &dyn Fn(usize, usize) -> bool) -> Self {
         let layers = s
             .rows
             .iter()
-            .map(|row| {
+            .enumerate()
+            .map(|(r, row)| {
                 let mut opts: Vec<LayerOption> = row
                     .cells
                     .iter()
                     .enumerate()
+                    .filter(|(k, _)| saves(r, *k))
                     .filter_map(|(k, c)| c.as_ref().ok().map(|c| (k, c)))
                     .map(|(k, c)| LayerOption {
                         scheme: Some(k),

@@ -113,6 +113,12 @@ pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts:
     Ok(())
 }
 
+/// Whether a packed save quantizes a tensor of this shape under `s`: a group size
+/// must divide the input dimension (FORMATS §1), otherwise the layer is kept.
+pub fn saves_quantized(shape: &[usize], s: &Scheme) -> bool {
+    !matches!(s.granularity, Granularity::Group { size } if !input_dim(shape).is_multiple_of(size))
+}
+
 /// Leaves unquantized the layers whose group size does not divide the input
 /// dimension (compressed-tensors cannot load them); returns the new decisions
 /// and one note per such layer.
@@ -123,18 +129,17 @@ pub(super) fn drop_partial_groups(ckpt: &Checkpoint, decisions: &[Decision]) -> 
         .iter()
         .zip(decisions)
         .map(|(t, d)| match d {
-            Decision::Quantize(s) => match s.granularity {
-                Granularity::Group { size } if !input_dim(&t.shape).is_multiple_of(size) => {
-                    let why = format!(
-                        "group size {size} does not divide the input dimension {}: left unquantized \
-                         (compressed-tensors cannot load partial groups)",
-                        input_dim(&t.shape)
-                    );
-                    notes.push(format!("{}: {why}", t.name));
-                    Decision::Keep(why)
-                }
-                _ => d.clone(),
-            },
+            Decision::Quantize(s) if !saves_quantized(&t.shape, s) => {
+                let size = if let Granularity::Group { size } = s.granularity { size } else { 0 };
+                let why = format!(
+                    "group size {size} does not divide the input dimension {}: left unquantized \
+                     (compressed-tensors cannot load partial groups)",
+                    input_dim(&t.shape)
+                );
+                notes.push(format!("{}: {why}", t.name));
+                Decision::Keep(why)
+            }
+            Decision::Quantize(_) => d.clone(),
             Decision::Keep(_) => d.clone(),
         })
         .collect();

@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 pub use config::config_group_key;
-pub use ctformat::Activations;
+pub use ctformat::{Activations, saves_quantized};
 pub(crate) use layout::scale_dtype;
 use plan::check_packable;
 pub use plan::{Decision, default_exclusion, plan, quantized_on_save};
