@@ -139,8 +139,7 @@ pub(super) fn drop_partial_groups(ckpt: &Checkpoint, decisions: &[Decision]) -> 
                 notes.push(format!("{}: {why}", t.name));
                 Decision::Keep(why)
             }
-            Decision::Quantize(_) => d.clone(),
-            Decision::Keep(_) => d.clone(),
+            Decision::Quantize(_) | Decision::Keep(_) => d.clone(),
         })
         .collect();
     (out, notes)
