@@ -196,14 +196,7 @@ fn acceptance_minilm_int8_channel_and_fp8_tensor_verified_with_configs() {
         assert_eq!(q["format"], format);
         assert_eq!(q["quantization_status"], "compressed");
         let ignore: Vec<&str> = q["ignore"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(
-            ignore,
-            [
-                "embeddings.position_embeddings",
-                "embeddings.token_type_embeddings",
-                "embeddings.word_embeddings"
-            ]
-        );
+        assert!(ignore.is_empty(), "embeddings are not Linear; llm-compressor lists none: {ignore:?}");
         let groups = q["config_groups"].as_object().unwrap();
         assert_eq!(groups.len(), 1);
         let g = &groups["group_0"];

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::ctformat::{Activations, CtFormat, ct_format};
-use super::plan::Decision;
+use super::plan::{Decision, default_exclusion};
 use super::write::{Budget, write_json};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
@@ -39,7 +39,10 @@ fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision], acts: Activati
                 }
             }
             Decision::Keep(_) => {
-                if t.is_quantizable() && t.shape.len() >= 2 && t.name.ends_with(".weight") {
+                // Embeddings are not Linear modules: compressed-tensors never targets
+                // them, so llm-compressor does not list them either.
+                let embedding = default_exclusion(t).is_some_and(|r| r.starts_with("embedding"));
+                if t.is_quantizable() && t.shape.len() >= 2 && t.name.ends_with(".weight") && !embedding {
                     ignore.push(module);
                 }
             }
