@@ -24,6 +24,7 @@ shot() {
     "$0" $1 2>/dev/null & pid=$!
     for _ in $(seq 40); do wid=$(xdotool search --name quantscope 2>/dev/null | head -1) && [ -n "$wid" ] && break; sleep 0.25; done
     xdotool windowmove "$wid" 0 0; xdotool windowsize "$wid" "$2" "$3"
+    xdotool mousemove 5 $(($3 - 5))   # the pointer rests on the status bar: no tooltip in the picture
     sleep "$4"
     import -window root "$5"
     kill $pid
