@@ -25,21 +25,19 @@ pub struct SchemePanel {
     seen_selection: Option<String>,
 }
 
-/// The formats offered, with their labels.
-pub const FORMATS: [(FormatKind, &str); 6] = [
-    (FormatKind::Int(8), "INT8"),
-    (FormatKind::Int(6), "INT6"),
-    (FormatKind::Int(4), "INT4"),
-    (FormatKind::Int(2), "INT2"),
-    (FormatKind::E4M3, "FP8 E4M3"),
-    (FormatKind::E5M2, "FP8 E5M2"),
+/// The formats offered.
+pub const FORMATS: [FormatKind; 6] = [
+    FormatKind::Int(8),
+    FormatKind::Int(6),
+    FormatKind::Int(4),
+    FormatKind::Int(2),
+    FormatKind::E4M3,
+    FormatKind::E5M2,
 ];
 
+/// A format's name as the engine gives it ("INT8", "FP8 E4M3").
 pub fn format_label(f: FormatKind) -> String {
-    FORMATS
-        .iter()
-        .find(|(k, _)| *k == f)
-        .map_or_else(|| f.to_string().to_uppercase(), |(_, l)| (*l).to_string())
+    quantscope_engine::explain::facts(f).map_or_else(|_| f.to_string().to_uppercase(), |x| x.label)
 }
 
 const COMBO_WIDTH: f32 = 130.0;
@@ -122,8 +120,8 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
             .width(COMBO_WIDTH)
             .selected_text(format_label(s.format))
             .show_ui(ui, |ui| {
-                for (k, l) in FORMATS {
-                    ui.selectable_value(&mut s.format, k, l);
+                for k in FORMATS {
+                    ui.selectable_value(&mut s.format, k, format_label(k));
                 }
             })
             .response
