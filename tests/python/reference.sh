@@ -74,5 +74,6 @@ for d in f32 bf16; do
         saves+=("$out")
     done
     if [ ${#saves[@]} -gt 0 ]; then load_and_run $d quantscope "${saves[@]}"; fi
+    rm -rf "${WORK:?}/$d" # one dtype's saves on disk at a time
 done
 exit $status

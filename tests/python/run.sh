@@ -25,5 +25,6 @@ for m in "${models[@]}"; do
         "$BIN" quantize "$m" "$d/packed" --scheme "$s" > /dev/null
         "$BIN" quantize "$m" "$d/fake" --scheme "$s" --fake-quant > /dev/null
         "$VENV/bin/python" tests/python/check_export.py "$d/packed" "$d/fake"
+        rm -rf "$d" # the disk holds one pair at a time
     done
 done
