@@ -17,7 +17,7 @@ use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
 use safetensors::Dtype;
 
 /// What to compute beyond the parameters and metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Options {
     /// Bins of the weight histogram over the finite range (0 = none).
     pub weight_bins: usize,
@@ -28,6 +28,9 @@ pub struct Options {
     /// The working dtype D (the tensor's own dtype, [`WorkDtype::of`]): every
     /// quantize/dequantize step is rounded to it, as a saved model computes.
     pub work: WorkDtype,
+    /// The amax a two-level format's global scale derives from, when it is shared
+    /// with fused sibling layers (q/k/v); None = this tensor's own amax.
+    pub global_amax: Option<f32>,
 }
 
 /// Equal-width bins over [lo, hi].
@@ -157,6 +160,8 @@ pub struct QuantResult {
     pub dequantized: Option<Vec<f32>>,
     /// The working dtype D the numbers were computed in.
     pub work: WorkDtype,
+    /// The global (per-tensor) scale of a two-level format (NVFP4).
+    pub global_scale: Option<f32>,
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -232,7 +237,8 @@ fn analyze_with<F: NumberFormat>(
         ));
     }
     let numel = values.len();
-    let rows_layout = !matches!(layout(shape, granularity, numel), Layout::Strided { .. });
+    let fmt = with_tensor_global(fmt, values, opts.global_amax);
+    let rows_layout = matches!(layout(shape, granularity, numel), Layout::Rows { .. });
     // The error histogram recomputes R′ slice by slice where it can, instead of
     // allocating (and faulting in) a whole R′ tensor just to bin it.
     let need_deq = opts.keep_dequantized || (opts.error_bins > 0 && !rows_layout);
@@ -245,8 +251,8 @@ fn analyze_with<F: NumberFormat>(
             Layout::Rows { row_len, group } => {
                 run_rows(fmt, values, row_len, group, scheme, need_deq.then_some(deq.as_mut_slice()))
             }
-            Layout::Strided { outer, dim, inner } => {
-                run_strided(fmt, values, [outer, dim, inner], scheme, need_deq.then_some(deq.as_mut_slice()))
+            l @ (Layout::Strided { .. } | Layout::Blocks { .. }) => {
+                run_gathered(fmt, values, l, scheme, need_deq.then_some(deq.as_mut_slice()))
             }
         }
     };
@@ -287,7 +293,24 @@ fn analyze_with<F: NumberFormat>(
         grid,
         dequantized: opts.keep_dequantized.then_some(deq),
         work: fmt.work(),
+        global_scale: fmt.global(),
     })
+}
+
+/// A two-level format with its global scale set from the tensor's amax (or the
+/// shared one); other formats unchanged.
+pub(crate) fn with_tensor_global<F: NumberFormat>(fmt: F, values: &[f32], shared: Option<f32>) -> F {
+    if fmt.global_from_amax(1.0).is_none() {
+        return fmt;
+    }
+    let amax = shared.unwrap_or_else(|| {
+        let (lo, hi) = parallel_stats(values).range();
+        (-lo).max(hi).max(0.0)
+    });
+    match fmt.global_from_amax(amax) {
+        Some(gs) => fmt.with_global(gs),
+        None => fmt,
+    }
 }
 
 /// Slices that are runs of rows (per-channel on axis 0, per-group): each row
@@ -321,25 +344,24 @@ fn run_rows<F: NumberFormat>(
     per_row.into_iter().flatten().collect()
 }
 
-/// Per-channel on an inner axis of `[outer, dim, inner]`: each channel gathered
-/// into a buffer, run, and its R′ scattered back into `deq` when given.
-fn run_strided<F: NumberFormat>(
+/// Slices that are not row runs (per-channel on an inner axis, 2-D blocks):
+/// each gathered into a buffer, run, and its R′ scattered back into `deq`.
+fn run_gathered<F: NumberFormat>(
     fmt: F,
     values: &[f32],
-    [outer, dim, inner]: [usize; 3],
+    l: Layout,
     scheme: &Scheme,
     deq: Option<&mut [f32]>,
 ) -> Vec<SliceOut> {
     let need_deq = deq.is_some();
     let gather = |c: usize| -> Vec<f32> {
-        let mut buf = Vec::with_capacity(outer * inner);
-        for o in 0..outer {
-            let start = (o * dim + c) * inner;
-            buf.extend_from_slice(&values[start..start + inner]);
+        let mut buf = Vec::new();
+        for r in slice_ranges(l, c) {
+            buf.extend_from_slice(&values[r]);
         }
         buf
     };
-    let results: Vec<(SliceOut, Vec<f32>)> = (0..dim)
+    let results: Vec<(SliceOut, Vec<f32>)> = (0..l.slices())
         .into_par_iter()
         .map(|c| {
             let buf = gather(c);
@@ -350,13 +372,25 @@ fn run_strided<F: NumberFormat>(
         .collect();
     if let Some(deq) = deq {
         for (c, (_, out)) in results.iter().enumerate() {
-            for o in 0..outer {
-                let start = (o * dim + c) * inner;
-                deq[start..start + inner].copy_from_slice(&out[o * inner..(o + 1) * inner]);
+            let mut at = 0;
+            for r in slice_ranges(l, c) {
+                deq[r.clone()].copy_from_slice(&out[at..at + r.len()]);
+                at += r.len();
             }
         }
     }
     results.into_iter().map(|(r, _)| r).collect()
+}
+
+/// The contiguous runs of slice `c` of a strided or block layout.
+fn slice_ranges(l: Layout, c: usize) -> Vec<std::ops::Range<usize>> {
+    match l {
+        Layout::Strided { outer, dim, inner } => {
+            (0..outer).map(|o| (o * dim + c) * inner..(o * dim + c + 1) * inner).collect()
+        }
+        Layout::Blocks { .. } => l.tile(c).collect(),
+        Layout::Rows { .. } => Vec::new(),
+    }
 }
 
 /// The per-slice results folded into the tensor's.
@@ -402,7 +436,14 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     let numel: usize = shape.iter().product();
     let size = dtype.bitsize() / 8;
     let row_local = matches!(granularity, Granularity::Channel { axis: 0 } | Granularity::Group { .. });
-    if !row_local || crate::decode::quantizable(dtype).is_err() || numel == 0 || bytes.len() != numel * size {
+    // A two-level format needs the whole tensor's amax before the first row.
+    let two_level = crate::format::spec(scheme.format)?.two_level;
+    if !row_local
+        || two_level
+        || crate::decode::quantizable(dtype).is_err()
+        || numel == 0
+        || bytes.len() != numel * size
+    {
         return whole();
     }
     dispatch_in(scheme.format, WorkDtype::of(dtype), Run(dtype, bytes, shape, scheme, granularity))
@@ -445,6 +486,7 @@ fn encoded_with<F: NumberFormat>(
         grid: Vec::new(),
         dequantized: None,
         work: fmt.work(),
+        global_scale: None,
     }
 }
 

@@ -30,6 +30,7 @@ impl From<&Scheme> for SchemeSummary {
             Granularity::Tensor => ("tensor", None, None),
             Granularity::Channel { axis } => ("channel", Some(axis), None),
             Granularity::Group { size } => ("group", None, Some(size)),
+            Granularity::Block { size } => ("block", None, Some(size)),
         };
         let (calibration, percentile) = match s.calibration {
             Calibration::MinMax => ("minmax", None),

@@ -16,6 +16,12 @@ pub enum FormatKind {
     Int(u8),
     E4M3,
     E5M2,
+    /// NVFP4: E2M1 values in groups of 16, E4M3 block scales under an F32 global scale.
+    Nvfp4,
+    /// MXFP4 (OCP microscaling): E2M1 values in groups of 32, E8M0 (power-of-two) scales.
+    Mxfp4,
+    /// MXFP8: E4M3 values in groups of 32, E8M0 scales.
+    Mxfp8,
 }
 
 impl FormatKind {
@@ -23,6 +29,16 @@ impl FormatKind {
 
     pub fn is_fp8(self) -> bool {
         matches!(self, Self::E4M3 | Self::E5M2)
+    }
+
+    /// The group size a microscaling format is defined with (its block scale
+    /// covers exactly this many elements of a row); None for the others.
+    pub fn fixed_group(self) -> Option<usize> {
+        match self {
+            Self::Nvfp4 => Some(16),
+            Self::Mxfp4 | Self::Mxfp8 => Some(32),
+            _ => None,
+        }
     }
 }
 
@@ -32,6 +48,9 @@ impl fmt::Display for FormatKind {
             Self::Int(b) => write!(f, "int{b}"),
             Self::E4M3 => f.write_str("e4m3"),
             Self::E5M2 => f.write_str("e5m2"),
+            Self::Nvfp4 => f.write_str("nvfp4"),
+            Self::Mxfp4 => f.write_str("mxfp4"),
+            Self::Mxfp8 => f.write_str("mxfp8"),
         }
     }
 }
@@ -42,12 +61,19 @@ impl FromStr for FormatKind {
         match s.to_ascii_lowercase().as_str() {
             "e4m3" | "fp8" | "fp8_e4m3" => Ok(Self::E4M3),
             "e5m2" | "fp8_e5m2" => Ok(Self::E5M2),
+            "nvfp4" => Ok(Self::Nvfp4),
+            "mxfp4" => Ok(Self::Mxfp4),
+            "mxfp8" => Ok(Self::Mxfp8),
             other => {
                 let bits = other
                     .strip_prefix("int")
                     .and_then(|b| b.parse::<u8>().ok())
                     .filter(|b| (2..=8).contains(b))
-                    .ok_or_else(|| Error::Scheme(format!("unknown format '{s}' (int2..int8, e4m3, e5m2)")))?;
+                    .ok_or_else(|| {
+                        Error::Scheme(format!(
+                            "unknown format '{s}' (int2..int8, e4m3, e5m2, nvfp4, mxfp4, mxfp8)"
+                        ))
+                    })?;
                 Ok(Self::Int(bits))
             }
         }
@@ -95,6 +121,11 @@ pub enum Granularity {
     },
     /// Rows of the `[dim0, rest]` view cut into groups of `size`; the last may be short.
     Group {
+        size: usize,
+    },
+    /// `size`×`size` tiles of the `[dim0, rest]` view (DeepSeek-style FP8 blocks);
+    /// tiles at the bottom and right edges may be partial.
+    Block {
         size: usize,
     },
 }
@@ -155,9 +186,10 @@ impl Scheme {
         {
             return Err(Error::Scheme(format!("INT{b}: 2 to 8 bits are supported")));
         }
-        if let Granularity::Group { size: 0 } = self.granularity {
-            return Err(Error::Scheme("group size must be at least 1".into()));
+        if let Granularity::Group { size: 0 } | Granularity::Block { size: 0 } = self.granularity {
+            return Err(Error::Scheme("group or block size must be at least 1".into()));
         }
+        self.validate_layout()?;
         match self.calibration {
             Calibration::Percentile { p } if !(p > 50.0 && p <= 100.0) => {
                 Err(Error::Scheme(format!("percentile {p} must be in (50, 100]")))
@@ -184,6 +216,31 @@ impl Scheme {
     }
 }
 
+impl Scheme {
+    /// Microscaling formats have one group size and no zero point; blocks are an
+    /// FP8 layout.
+    fn validate_layout(&self) -> Result<()> {
+        if let Some(g) = self.format.fixed_group() {
+            if self.granularity != (Granularity::Group { size: g }) {
+                return Err(Error::Scheme(format!(
+                    "{} is defined with groups of {g}: use {}:group{g} (or just {})",
+                    self.format, self.format, self.format
+                )));
+            }
+            if self.mapping == Mapping::Asymmetric {
+                return Err(Error::Scheme(format!("{} has no zero point: symmetric only", self.format)));
+            }
+        }
+        if matches!(self.granularity, Granularity::Block { .. }) && !self.format.is_fp8() {
+            return Err(Error::Scheme(format!(
+                "block granularity is an FP8 layout (e4m3:block128); {} takes tensor, channel or group",
+                self.format
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Granularity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -191,6 +248,7 @@ impl fmt::Display for Granularity {
             Self::Channel { axis: 0 } => f.write_str("channel"),
             Self::Channel { axis } => write!(f, "channel{axis}"),
             Self::Group { size } => write!(f, "group{size}"),
+            Self::Block { size } => write!(f, "block{size}"),
         }
     }
 }
@@ -223,7 +281,9 @@ impl fmt::Display for Scheme {
 impl FromStr for Granularity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::Scheme(format!("unknown granularity '{s}' (tensor, channel, channelN, groupN)"));
+        let bad = || {
+            Error::Scheme(format!("unknown granularity '{s}' (tensor, channel, channelN, groupN, blockN)"))
+        };
         if s == "tensor" {
             Ok(Self::Tensor)
         } else if let Some(rest) = s.strip_prefix("channel") {
@@ -232,6 +292,9 @@ impl FromStr for Granularity {
         } else if let Some(rest) = s.strip_prefix("group") {
             let size = if rest.is_empty() { 128 } else { rest.parse().map_err(|_| bad())? };
             Ok(Self::Group { size })
+        } else if let Some(rest) = s.strip_prefix("block") {
+            let size = if rest.is_empty() { 128 } else { rest.parse().map_err(|_| bad())? };
+            Ok(Self::Block { size })
         } else {
             Err(bad())
         }
@@ -283,6 +346,11 @@ impl Scheme {
     pub fn parse_over(s: &str, base: &Self) -> Result<Self> {
         let mut parts = s.split(':');
         let mut scheme = Self { format: parts.next().unwrap_or_default().parse()?, ..*base };
+        // A microscaling format brings its own group and mapping unless told otherwise.
+        if let Some(g) = scheme.format.fixed_group() {
+            scheme.granularity = Granularity::Group { size: g };
+            scheme.mapping = Mapping::Symmetric;
+        }
         if let Some(g) = parts.next() {
             scheme.granularity = g.parse()?;
         }
@@ -324,6 +392,10 @@ mod tests {
             "int8:tensor:range-0.25,0.5",
             "int4:group64:hqq:asym",
             "int8:channel:hqq:asym",
+            "nvfp4:group16:minmax",
+            "mxfp4:group32:mse",
+            "mxfp8:group32:minmax",
+            "e4m3:block128:minmax",
         ] {
             let scheme: Scheme = s.parse().unwrap();
             assert_eq!(scheme.to_string(), s);
@@ -343,6 +415,21 @@ mod tests {
         let e = "int4:group64:hqq".parse::<Scheme>().unwrap_err().to_string();
         assert!(e.contains("int4:group64:hqq:asym"), "{e}");
         assert!("e4m3:channel:hqq:asym".parse::<Scheme>().is_err());
+        // Microscaling formats keep their group; blocks are FP8 only.
+        assert!("nvfp4:group32".parse::<Scheme>().is_err());
+        assert!("mxfp4:group32:minmax:asym".parse::<Scheme>().is_err());
+        assert!("int8:block128".parse::<Scheme>().is_err());
+    }
+
+    #[test]
+    fn microscaling_short_forms_take_their_group() {
+        let s: Scheme = "nvfp4".parse().unwrap();
+        assert_eq!(s.granularity, Granularity::Group { size: 16 });
+        assert_eq!(s.to_string(), "nvfp4:group16:minmax");
+        let s: Scheme = "mxfp8".parse().unwrap();
+        assert_eq!(s.granularity, Granularity::Group { size: 32 });
+        let s: Scheme = "e4m3:block".parse().unwrap();
+        assert_eq!(s.granularity, Granularity::Block { size: 128 });
     }
 
     #[test]

@@ -20,6 +20,31 @@ pub(crate) enum Layout {
     Rows { row_len: usize, group: usize },
     /// Per-channel along an inner axis: `[outer, dim, inner]`, slice c takes index c.
     Strided { outer: usize, dim: usize, inner: usize },
+    /// `size`×`size` tiles of the `[rows, cols]` view, numbered row-major.
+    Blocks { rows: usize, cols: usize, size: usize },
+}
+
+impl Layout {
+    /// The element indices of tile `b` in reading order (Blocks only).
+    pub(crate) fn tile(&self, b: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let (rows, cols, size) = match *self {
+            Layout::Blocks { rows, cols, size } => (rows, cols, size),
+            _ => (0, 0, 1),
+        };
+        let per_row = cols.div_ceil(size.max(1)).max(1);
+        let (r0, c0) = ((b / per_row) * size, (b % per_row) * size);
+        let c1 = (c0 + size).min(cols);
+        (r0..(r0 + size).min(rows)).map(move |r| r * cols + c0..r * cols + c1)
+    }
+
+    /// The number of slices.
+    pub(crate) fn slices(&self) -> usize {
+        match *self {
+            Layout::Rows { row_len, group } => row_len.div_ceil(group.max(1)),
+            Layout::Strided { dim, .. } => dim,
+            Layout::Blocks { rows, cols, size } => rows.div_ceil(size) * cols.div_ceil(size),
+        }
+    }
 }
 
 /// Resolves the granularity for this shape, with a note when it falls back.
@@ -28,7 +53,11 @@ pub(crate) fn resolve(shape: &[usize], g: Granularity) -> Result<(Granularity, O
         let note = format!(
             "{}-D tensor: per-{} falls back to per-tensor",
             shape.len(),
-            if matches!(g, Granularity::Channel { .. }) { "channel" } else { "group" }
+            match g {
+                Granularity::Channel { .. } => "channel",
+                Granularity::Block { .. } => "block",
+                _ => "group",
+            }
         );
         return Ok((Granularity::Tensor, Some(note)));
     }
@@ -59,6 +88,10 @@ pub(crate) fn layout(shape: &[usize], g: Granularity, numel: usize) -> Layout {
             let row = numel / shape[0].max(1);
             Layout::Rows { row_len: row.max(1), group: size }
         }
+        Granularity::Block { size } => {
+            let rows = shape[0].max(1);
+            Layout::Blocks { rows, cols: numel / rows, size: size.max(1) }
+        }
     }
 }
 
@@ -69,6 +102,10 @@ pub(crate) fn slice_indexer(shape: &[usize], g: Granularity) -> impl Fn(usize) -
     move |k| match l {
         Layout::Rows { row_len, group } => (k / row_len) * row_len.div_ceil(group) + (k % row_len) / group,
         Layout::Strided { dim, inner, .. } => (k / inner.max(1)) % dim.max(1),
+        Layout::Blocks { cols, size, .. } => {
+            let (r, c) = (k / cols.max(1), k % cols.max(1));
+            (r / size) * cols.div_ceil(size) + c / size
+        }
     }
 }
 
@@ -77,7 +114,7 @@ pub(crate) fn slice_indexer(shape: &[usize], g: Granularity) -> impl Fn(usize) -
 pub(crate) fn row_layout(shape: &[usize], g: Granularity) -> Option<(usize, usize)> {
     match layout(shape, g, shape.iter().product()) {
         Layout::Rows { row_len, group } => Some((row_len, group)),
-        Layout::Strided { .. } => None,
+        Layout::Strided { .. } | Layout::Blocks { .. } => None,
     }
 }
 

@@ -3,12 +3,16 @@
 //! For every file the input is quantized with the matching scheme in the file's
 //! working dtype D, and every code, scale byte, zero point and R′ element is
 //! compared with what llm-compressor wrote, bit for bit, edge rows included.
+//! The second test does the same for FP8 blocks, NVFP4, MXFP4 and MXFP8 (block
+//! scales as E4M3 / E8M0 bytes, the NVFP4 global scale, R′ in BF16).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 
-use quantscope_engine::format::{Fp8Format, IntFormat, NumberFormat, SliceParams, WorkDtype};
+use quantscope_engine::format::{
+    Fp8Format, IntFormat, MicroFormat, MicroKind, NumberFormat, SliceParams, WorkDtype, e8m0_byte,
+};
 use quantscope_engine::{Options, Scheme, analyze};
 use safetensors::{Dtype, SafeTensors};
 
@@ -186,6 +190,94 @@ fn int_and_fp8_match_compressed_tensors_bit_for_bit() {
             let all = |c: [usize; 2]| c[0] == c[1];
             if !(all(t.codes) && all(t.scales) && all(t.zero_points) && all(t.dequantized)) {
                 failures.push(format!("{}_{suffix}", case.file));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "differ from compressed-tensors: {failures:?}");
+}
+
+/// The microscaling and block formats: file, scheme, element format.
+const MICRO: &[(&str, &str, Option<MicroKind>)] = &[
+    ("fp8_block", "e4m3:block128:minmax", None),
+    ("nvfp4a16", "nvfp4", Some(MicroKind::Nvfp4)),
+    ("mxfp4a16", "mxfp4", Some(MicroKind::Mxfp4)),
+    ("mxfp8a16", "mxfp8", Some(MicroKind::Mxfp8)),
+];
+
+/// BF16 bit patterns of f32 values already in BF16.
+fn bf16_bits(xs: &[f32]) -> Vec<u16> {
+    xs.iter().map(|x| (x.to_bits() >> 16) as u16).collect()
+}
+
+/// Codes of the file: F8 bytes of `weight`, or nibbles of `weight_packed`, low first.
+fn micro_codes(st: &SafeTensors) -> Vec<u8> {
+    if let Ok(t) = st.tensor("weight") {
+        return t.data().to_vec();
+    }
+    let t = st.tensor("weight_packed").unwrap();
+    assert_eq!((t.dtype(), t.shape()), (Dtype::U8, &[ROWS, COLS / 2][..]));
+    t.data().iter().flat_map(|b| [b & 0x0F, b >> 4]).collect()
+}
+
+fn check_micro(file: &str, scheme: &str, kind: Option<MicroKind>, suffix: &str) -> Tally {
+    let input = read("input_weights");
+    let input = SafeTensors::deserialize(&input).unwrap();
+    let (dtype, x) = floats(&input, &format!("weight_{suffix}"));
+    let d = WorkDtype::of(dtype);
+    let bytes = read(&format!("{file}_{suffix}"));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let scheme: Scheme = scheme.parse().unwrap();
+    let opts = Options { keep_dequantized: true, work: d, ..Options::default() };
+    let r = analyze(&x, &[ROWS, COLS], &scheme, &opts).unwrap();
+    let deq = r.dequantized.as_deref().unwrap();
+    let mut t = Tally::default();
+    let scale = st.tensor("weight_scale").unwrap();
+    let Some(kind) = kind else {
+        // FP8 blocks: one scale per 128×128 tile, in D.
+        let slice = |k: usize| &r.params[(k / COLS / 128) * 2 + (k % COLS) / 128];
+        let f = Fp8Format::E4M3.in_work(d);
+        let ours: Vec<f32> = r.params.iter().map(|p| p.scale).collect();
+        t.scales = same_count(&d_bytes(d, &ours), scale.data());
+        let codes: Vec<u8> = x.iter().enumerate().map(|(k, &v)| f.quantize(v, slice(k))).collect();
+        t.codes = same_count(&codes, &micro_codes(&st));
+        t.dequantized = same_count(&d_bytes(d, deq), &d_bytes(d, &floats(&st, "dequantized").1));
+        check_fake_quant(f, &x, deq, slice);
+        return t;
+    };
+    let mut f = MicroFormat::new(kind, d);
+    if let Ok(g) = st.tensor("weight_global_scale") {
+        let gs = f32::from_le_bytes(g.data().try_into().unwrap());
+        assert_eq!(r.global_scale.map(f32::to_bits), Some(gs.to_bits()), "{file}_{suffix}: global scale");
+        f = f.with_global(gs);
+    }
+    let group = COLS / (r.params.len() / ROWS);
+    let slice = |k: usize| &r.params[k / group];
+    let ours: Vec<u8> = match kind {
+        MicroKind::Nvfp4 => r.params.iter().map(|p| Fp8Format::E4M3.encode(p.scale)).collect(),
+        _ => r.params.iter().map(|p| e8m0_byte(p.scale)).collect(),
+    };
+    t.scales = same_count(&ours, scale.data());
+    let codes: Vec<u8> = x.iter().enumerate().map(|(k, &v)| f.quantize(v, slice(k))).collect();
+    t.codes = same_count(&codes, &micro_codes(&st));
+    // compressed-tensors returns R′ in BF16 for these formats.
+    t.dequantized = same_count(&bf16_bits(deq), &bf16_bits(&floats(&st, "dequantized").1));
+    check_fake_quant(f, &x, deq, slice);
+    t
+}
+
+#[test]
+fn blocks_nvfp4_and_mx_match_compressed_tensors_bit_for_bit() {
+    let mut failures = Vec::new();
+    for &(file, scheme, kind) in MICRO {
+        for suffix in ["f32", "bf16"] {
+            let t = check_micro(file, scheme, kind, suffix);
+            println!(
+                "{file}_{suffix}: codes {}/{}, scale bytes {}/{}, R' {}/{}",
+                t.codes[0], t.codes[1], t.scales[0], t.scales[1], t.dequantized[0], t.dequantized[1]
+            );
+            let all = |c: [usize; 2]| c[0] == c[1];
+            if !(all(t.codes) && all(t.scales) && all(t.dequantized)) {
+                failures.push(format!("{file}_{suffix}"));
             }
         }
     }

@@ -128,8 +128,8 @@ pub fn hqq_tensor(values: &[f32], shape: &[usize], scheme: &Scheme) -> Result<Ve
         Granularity::Tensor => (numel.max(1), numel.max(1)),
         Granularity::Channel { axis: 0 } => (numel / rows, numel / rows),
         Granularity::Group { size } => (numel / rows, size),
-        Granularity::Channel { .. } => {
-            return Err(Error::Scheme("hqq_tensor: per-channel on axis 0 only".into()));
+        Granularity::Channel { .. } | Granularity::Block { .. } => {
+            return Err(Error::Scheme("hqq_tensor: per-channel on axis 0 or per-group only".into()));
         }
     };
     if row_len == 0 {

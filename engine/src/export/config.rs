@@ -11,7 +11,7 @@ use super::plan::{Decision, default_exclusion};
 use super::write::{Budget, write_json};
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::format::spec;
+use crate::format::{ScaleStorage, spec};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
 /// The compressed-tensors weight type, or None for layouts no runtime loads.
@@ -93,7 +93,19 @@ fn weights_args(s: &Scheme) -> Value {
     let (strategy, group_size) = match s.granularity {
         Granularity::Tensor => ("tensor", Value::Null),
         Granularity::Channel { .. } => ("channel", Value::Null),
+        // NVFP4's groups sit under a per-tensor global scale.
+        Granularity::Group { size } if s.format == FormatKind::Nvfp4 => ("tensor_group", json!(size)),
         Granularity::Group { size } => ("group", json!(size)),
+        Granularity::Block { .. } => ("block", Value::Null),
+    };
+    let block = match s.granularity {
+        Granularity::Block { size } => json!([size, size]),
+        _ => Value::Null,
+    };
+    let scale_dtype = match spec(s.format).map(|f| f.scale_storage) {
+        Ok(ScaleStorage::E4M3) => json!("torch.float8_e4m3fn"),
+        Ok(ScaleStorage::E8M0) => json!("torch.uint8"),
+        _ => Value::Null,
     };
     let ty = ct_type(s).unwrap_or("int");
     let asym_int = ty == "int" && s.mapping == Mapping::Asymmetric;
@@ -105,8 +117,8 @@ fn weights_args(s: &Scheme) -> Value {
         "group_size": group_size,
         "dynamic": false,
         "actorder": null,
-        "block_structure": null,
-        "scale_dtype": null,
+        "block_structure": block,
+        "scale_dtype": scale_dtype,
         "zp_dtype": if asym_int { json!("torch.int8") } else { Value::Null },
     })
 }

@@ -50,6 +50,7 @@ pub(super) fn scale_shape(shape: &[usize], g: Granularity) -> Vec<usize> {
         Granularity::Tensor => vec![1],
         Granularity::Channel { .. } => vec![rows, 1],
         Granularity::Group { size } => vec![rows, rest.div_ceil(size)],
+        Granularity::Block { size } => vec![rows.div_ceil(size), rest.div_ceil(size)],
     }
 }
 

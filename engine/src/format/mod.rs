@@ -9,10 +9,12 @@
 
 mod fp8;
 mod int;
+mod micro;
 mod work;
 
 pub use fp8::{Fp8Format, Fp8Kind};
 pub use int::IntFormat;
+pub use micro::{E2M1_VALUES, MicroFormat, MicroKind, e2m1_encode, e2m1_value, e8m0_byte, e8m0_value};
 pub use work::WorkDtype;
 
 use safetensors::Dtype;
@@ -42,6 +44,17 @@ pub enum OffsetKind {
     ZeroPoint,
     /// A real-valued centre c (stored like the scale).
     Real,
+}
+
+/// How a slice's scale is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ScaleStorage {
+    /// In the weight's own float dtype (INT, FP8).
+    Work,
+    /// As an E4M3 byte (NVFP4's block scales).
+    E4M3,
+    /// As an E8M0 exponent byte, 2^(E − 127) (MX).
+    E8M0,
 }
 
 /// A quantized number format: how a clipping range becomes (S, Z) and how a real
@@ -123,6 +136,29 @@ pub trait NumberFormat: Copy + Send + Sync {
     /// `round` (the stored dtype), and Z re-derived from that S, so that quantizing
     /// with the result uses exactly the numbers a runtime reads back.
     fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams;
+
+    /// How each slice's scale is stored.
+    fn scale_storage(&self) -> ScaleStorage {
+        ScaleStorage::Work
+    }
+
+    /// The tensor-level (global) scale of a two-level format, from the amax of
+    /// the tensor (or of the fused siblings that share it); None when the format
+    /// has one level only.
+    fn global_from_amax(&self, _amax: f32) -> Option<f32> {
+        None
+    }
+
+    /// The format with its global scale set; slices' parameters depend on it.
+    #[must_use]
+    fn with_global(self, _gs: f32) -> Self {
+        self
+    }
+
+    /// The global scale in use, for two-level formats.
+    fn global(&self) -> Option<f32> {
+        None
+    }
 }
 
 /// Code generic over the concrete format: [`dispatch`] calls `run` with the
@@ -144,6 +180,9 @@ pub fn dispatch_in<V: WithFormat>(kind: FormatKind, work: WorkDtype, v: V) -> Re
         FormatKind::Int(bits) => v.run(IntFormat::new(bits)?.in_work(work)),
         FormatKind::E4M3 => v.run(Fp8Format::E4M3.in_work(work)),
         FormatKind::E5M2 => v.run(Fp8Format::E5M2.in_work(work)),
+        FormatKind::Nvfp4 => v.run(MicroFormat::new(MicroKind::Nvfp4, work)),
+        FormatKind::Mxfp4 => v.run(MicroFormat::new(MicroKind::Mxfp4, work)),
+        FormatKind::Mxfp8 => v.run(MicroFormat::new(MicroKind::Mxfp8, work)),
     })
 }
 
@@ -166,6 +205,10 @@ pub struct Spec {
     pub offset_kind: OffsetKind,
     /// `runtime_loadable` under the symmetric and the asymmetric mapping.
     pub loadable: [bool; 2],
+    /// How block scales are stored.
+    pub scale_storage: ScaleStorage,
+    /// Whether a global (per-tensor) scale sits above the block scales.
+    pub two_level: bool,
 }
 
 impl Spec {
@@ -194,6 +237,8 @@ pub fn spec(kind: FormatKind) -> Result<Spec> {
                 code_dtype: f.code_dtype(),
                 offset_kind: f.offset_kind(),
                 loadable: [f.runtime_loadable(Mapping::Symmetric), f.runtime_loadable(Mapping::Asymmetric)],
+                scale_storage: f.scale_storage(),
+                two_level: f.global_from_amax(1.0).is_some(),
             }
         }
     }

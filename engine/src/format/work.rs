@@ -54,6 +54,14 @@ impl WorkDtype {
         }
     }
 
+    /// D's smallest positive normal value (torch's `finfo(D).tiny`).
+    pub fn tiny(self) -> f32 {
+        match self {
+            Self::F32 | Self::BF16 => f32::MIN_POSITIVE,
+            Self::F16 => 6.103_515_6e-5,
+        }
+    }
+
     /// `x` rounded half-to-even to D (NaN stays NaN, overflow becomes ±Inf).
     #[inline]
     pub fn round(self, x: f32) -> f32 {
