@@ -27,6 +27,7 @@ pub mod error;
 pub mod explain;
 pub mod export;
 pub mod format;
+pub mod fused;
 pub mod metrics;
 mod mmap;
 pub mod planner;

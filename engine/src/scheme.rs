@@ -217,6 +217,28 @@ impl Scheme {
 }
 
 impl Scheme {
+    /// The nearest scheme [`Scheme::validate`] accepts after one part changed (the
+    /// GUI edits one widget at a time): a microscaling format takes its group and
+    /// the symmetric mapping, blocks fall back to per-channel outside FP8, HQQ to
+    /// min-max outside INT and to the asymmetric mapping it needs.
+    #[must_use]
+    pub fn fitted(mut self) -> Self {
+        if let Some(g) = self.format.fixed_group() {
+            self.granularity = Granularity::Group { size: g };
+            self.mapping = Mapping::Symmetric;
+        } else if matches!(self.granularity, Granularity::Block { .. }) && !self.format.is_fp8() {
+            self.granularity = Granularity::Channel { axis: 0 };
+        }
+        if self.calibration == Calibration::Hqq {
+            if !matches!(self.format, FormatKind::Int(_)) {
+                self.calibration = Calibration::MinMax;
+            } else {
+                self.mapping = Mapping::Asymmetric;
+            }
+        }
+        self
+    }
+
     /// Microscaling formats have one group size and no zero point; blocks are an
     /// FP8 layout.
     fn validate_layout(&self) -> Result<()> {
@@ -419,6 +441,29 @@ mod tests {
         assert!("nvfp4:group32".parse::<Scheme>().is_err());
         assert!("mxfp4:group32:minmax:asym".parse::<Scheme>().is_err());
         assert!("int8:block128".parse::<Scheme>().is_err());
+    }
+
+    #[test]
+    fn fitted_schemes_validate() {
+        for f in ["int4", "int8", "e4m3", "e5m2", "nvfp4", "mxfp4", "mxfp8"] {
+            for g in ["tensor", "channel", "group64", "block128"] {
+                for c in ["minmax", "hqq", "mse"] {
+                    for m in [Mapping::Symmetric, Mapping::Asymmetric] {
+                        let s = Scheme {
+                            format: f.parse().unwrap(),
+                            granularity: g.parse().unwrap(),
+                            calibration: c.parse().unwrap(),
+                            mapping: m,
+                        };
+                        let fit = s.fitted();
+                        assert!(fit.validate().is_ok(), "{s} -> {fit}");
+                        if s.validate().is_ok() {
+                            assert_eq!(fit, s, "a valid scheme is left alone");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn quantization_config(ckpt: &Checkpoint, decisions: &[Decision], acts: Activati
             "format": format,
             "targets": targets,
             "weights": weights_args(s),
-            "input_activations": input_activations(acts),
+            "input_activations": input_activations(acts, s),
             "output_activations": null,
         });
         config_groups.insert(format!("group_{i}"), g);
@@ -123,15 +123,20 @@ fn weights_args(s: &Scheme) -> Value {
     })
 }
 
-/// The `input_activations` of a group: dynamic per-token, or null.
-fn input_activations(acts: Activations) -> Value {
+/// The `input_activations` of a group: dynamic per-token, or null. With
+/// 128×128 weight blocks (FP8_BLOCK) the inputs are scaled per group of 128.
+fn input_activations(acts: Activations, s: &Scheme) -> Value {
     let ty = match acts {
         Activations::None => return Value::Null,
         Activations::Int8Dynamic => "int",
         Activations::Fp8Dynamic => "float",
     };
+    let (strategy, group_size) = match s.granularity {
+        Granularity::Block { size } => ("group", json!(size)),
+        _ => ("token", Value::Null),
+    };
     json!({
-        "num_bits": 8, "type": ty, "symmetric": true, "strategy": "token", "group_size": null,
+        "num_bits": 8, "type": ty, "symmetric": true, "strategy": strategy, "group_size": group_size,
         "dynamic": true, "actorder": null, "block_structure": null, "observer": null,
         "observer_kwargs": {}, "scale_dtype": null, "zp_dtype": null,
     })

@@ -1,7 +1,9 @@
 //! Which compressed-tensors format each quantized layer is saved in
 //! (FORMATS.md §6): weight-only INT → `pack-quantized`, INT8 with dynamic INT8
 //! activations → `int-quantized` (W8A8), E4M3 weight-only → `naive-quantized`,
-//! E4M3 with dynamic FP8 activations → `float-quantized` (FP8_DYNAMIC). Also the
+//! E4M3 with dynamic FP8 activations → `float-quantized` (FP8_DYNAMIC, and
+//! FP8_BLOCK with 128×128 weight blocks), NVFP4 → `nvfp4-pack-quantized`,
+//! MXFP4 → `mxfp4-pack-quantized`, MXFP8 → `mxfp8-quantized`. Also the
 //! declared activations, and the layers a loadable save must leave unquantized
 //! (groups that do not divide the input dimension, §1).
 
@@ -59,6 +61,9 @@ pub(crate) enum CtFormat {
     IntQuantized,
     FloatQuantized,
     NaiveQuantized,
+    Nvfp4PackQuantized,
+    Mxfp4PackQuantized,
+    Mxfp8Quantized,
 }
 
 impl CtFormat {
@@ -68,6 +73,9 @@ impl CtFormat {
             Self::IntQuantized => "int-quantized",
             Self::FloatQuantized => "float-quantized",
             Self::NaiveQuantized => "naive-quantized",
+            Self::Nvfp4PackQuantized => "nvfp4-pack-quantized",
+            Self::Mxfp4PackQuantized => "mxfp4-pack-quantized",
+            Self::Mxfp8Quantized => "mxfp8-quantized",
         }
     }
 }
@@ -80,6 +88,9 @@ pub(crate) fn ct_format(s: &Scheme, acts: Activations) -> Option<CtFormat> {
         return None;
     }
     Some(match (s.format, acts) {
+        (FormatKind::Nvfp4, _) => CtFormat::Nvfp4PackQuantized,
+        (FormatKind::Mxfp4, _) => CtFormat::Mxfp4PackQuantized,
+        (FormatKind::Mxfp8, _) => CtFormat::Mxfp8Quantized,
         (FormatKind::Int(_), Activations::None) => CtFormat::PackQuantized,
         (FormatKind::Int(_), _) => CtFormat::IntQuantized,
         (_, Activations::None) => CtFormat::NaiveQuantized,
@@ -89,7 +100,7 @@ pub(crate) fn ct_format(s: &Scheme, acts: Activations) -> Option<CtFormat> {
 
 /// Refuses a declared activation scheme a quantized layer cannot pair with:
 /// `int8-dynamic` needs INT8 per-channel (axis 0) symmetric weights,
-/// `fp8-dynamic` E4M3 per-channel symmetric weights.
+/// `fp8-dynamic` E4M3 per-channel or 128×128-block symmetric weights.
 pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts: Activations) -> Result<()> {
     let want = match acts {
         Activations::None => return Ok(()),
@@ -98,14 +109,16 @@ pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts:
     };
     for (t, d) in ckpt.tensors().iter().zip(decisions) {
         let Decision::Quantize(s) = d else { continue };
+        let block = acts == Activations::Fp8Dynamic && s.granularity == Granularity::Block { size: 128 };
         let ok = s.format == want
             && s.mapping == Mapping::Symmetric
-            && s.granularity == Granularity::Channel { axis: 0 };
+            && (s.granularity == Granularity::Channel { axis: 0 } || block);
         if !ok {
+            let also = if want == FormatKind::E4M3 { " (or e4m3:block128)" } else { "" };
             return Err(Error::Plan {
                 tensor: Some(t.name.clone()),
                 reason: format!(
-                    "--activations {acts} needs {want}:channel symmetric weights, this layer is {s}"
+                    "--activations {acts} needs {want}:channel{also} symmetric weights, this layer is {s}"
                 ),
             });
         }

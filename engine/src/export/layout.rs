@@ -15,7 +15,7 @@ use super::ctformat::{Activations, CtFormat, ct_format, input_dim};
 use super::plan::Decision;
 use crate::checkpoint::TensorInfo;
 use crate::error::{Error, Result};
-use crate::format::{OffsetKind, spec};
+use crate::format::{OffsetKind, ScaleStorage, Spec, spec};
 use crate::scheme::{Granularity, Mapping, Scheme};
 
 /// The dtype scales are stored in: the weight's own float dtype.
@@ -23,6 +23,15 @@ pub(crate) fn scale_dtype(dtype: Dtype) -> Dtype {
     match dtype {
         Dtype::BF16 | Dtype::F16 | Dtype::F64 => dtype,
         _ => Dtype::F32,
+    }
+}
+
+/// The dtype a format's block scales are stored in for a weight of `dtype`.
+pub(crate) fn stored_scale_dtype(f: &Spec, dtype: Dtype) -> Dtype {
+    match f.scale_storage {
+        ScaleStorage::Work => scale_dtype(dtype),
+        ScaleStorage::E4M3 => Dtype::F8_E4M3,
+        ScaleStorage::E8M0 => Dtype::U8,
     }
 }
 
@@ -77,6 +86,10 @@ pub(super) enum Part {
     },
     /// `weight_shape`: the source shape as I64.
     Shape,
+    /// FP4 codes two to a byte, the first element in the low nibble.
+    Nibbles,
+    /// A two-level format's F32 global scale.
+    GlobalScale,
 }
 
 /// One output tensor: where its bytes come from and where they go.
@@ -126,11 +139,17 @@ pub(super) fn entries_for(
         (Decision::Quantize(s), ExportMode::Packed) => {
             let f = spec(s.format)?;
             let ss = scale_shape(&t.shape, s.granularity);
-            let sd = scale_dtype(t.dtype);
-            let mut v = vec![
-                e(t.name.clone(), f.code_dtype, t.shape.clone(), Part::Codes),
-                e(format!("{}_scale", t.name), sd, ss.clone(), Part::Scale),
-            ];
+            let sd = stored_scale_dtype(&f, t.dtype);
+            let codes = if f.is_float && f.bits == 4 {
+                let cols = input_dim(&t.shape);
+                e(format!("{}_packed", t.name), Dtype::U8, vec![t.shape[0], cols.div_ceil(2)], Part::Nibbles)
+            } else {
+                e(t.name.clone(), f.code_dtype, t.shape.clone(), Part::Codes)
+            };
+            let mut v = vec![codes, e(format!("{}_scale", t.name), sd, ss.clone(), Part::Scale)];
+            if f.two_level {
+                v.push(e(format!("{}_global_scale", t.name), Dtype::F32, vec![1], Part::GlobalScale));
+            }
             match (s.mapping, f.offset_kind) {
                 (Mapping::Symmetric, _) => {}
                 (Mapping::Asymmetric, OffsetKind::ZeroPoint) => {

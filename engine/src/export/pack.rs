@@ -10,7 +10,7 @@ use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
 use crate::decode;
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
+use crate::format::{Fp8Format, NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_byte};
 use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
 use crate::scheme::Scheme;
 use crate::slicing::{row_layout, slice_indexer};
@@ -25,17 +25,27 @@ pub(super) struct Packed {
     /// R′ as a reader of the output sees it (fake-quant: after rounding to the dtype).
     pub dequantized: Vec<f32>,
     pub metrics: Metrics,
+    /// A two-level format's global scale.
+    pub global: Option<f32>,
 }
 
-pub(super) fn pack(values: &[f32], shape: &[usize], scheme: &Scheme, dtype: Dtype) -> Result<Packed> {
-    struct Run<'a>(&'a [f32], &'a [usize], &'a Scheme, Dtype);
+/// `global_amax`: the amax fused siblings share for a two-level format's global
+/// scale (None = this tensor's own).
+pub(super) fn pack(
+    values: &[f32],
+    shape: &[usize],
+    scheme: &Scheme,
+    dtype: Dtype,
+    global_amax: Option<f32>,
+) -> Result<Packed> {
+    struct Run<'a>(&'a [f32], &'a [usize], &'a Scheme, Dtype, Option<f32>);
     impl WithFormat for Run<'_> {
         type Out = Result<Packed>;
         fn run<F: NumberFormat>(self, f: F) -> Result<Packed> {
-            pack_with(f, self.0, self.1, self.2, self.3)
+            pack_with(f, self.0, self.1, self.2, self.3, self.4)
         }
     }
-    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(values, shape, scheme, dtype))?
+    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(values, shape, scheme, dtype, global_amax))?
 }
 
 fn pack_with<F: NumberFormat>(
@@ -44,8 +54,14 @@ fn pack_with<F: NumberFormat>(
     shape: &[usize],
     scheme: &Scheme,
     dtype: Dtype,
+    global_amax: Option<f32>,
 ) -> Result<Packed> {
-    let r = analyze(values, shape, scheme, &Options { work: fmt.work(), ..Options::default() })?;
+    let opts = Options { work: fmt.work(), global_amax, ..Options::default() };
+    let r = analyze(values, shape, scheme, &opts)?;
+    let fmt = match r.global_scale {
+        Some(gs) => fmt.with_global(gs),
+        None => fmt,
+    };
     let sd = scale_dtype(dtype);
     let params: Vec<SliceParams> =
         r.params.iter().map(|p| fmt.stored_params(p, scheme.mapping, |x| round_to(sd, x))).collect();
@@ -97,7 +113,7 @@ fn pack_with<F: NumberFormat>(
             .collect(),
     };
     let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge).with_signal(r.stats.sum_sq);
-    Ok(Packed { params, codes, dequantized: deq, metrics: sums.metrics() })
+    Ok(Packed { params, codes, dequantized: deq, metrics: sums.metrics(), global: r.global_scale })
 }
 
 /// FNV-1a over the f32 bit patterns, one digest per chunk.
@@ -137,9 +153,21 @@ pub(super) fn part_bytes(e: &Entry, src_shape: &[usize], packed: &mut Packed) ->
             packed.dequantized = decode::decode(e.dtype, &b).map_err(|r| Error::decode(Some(&e.name), r))?;
             b
         }
-        Part::Scale => {
-            encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>(), &e.name)?
+        Part::Scale => match e.dtype {
+            // Block scales are already values of these dtypes (MicroFormat::params).
+            Dtype::F8_E4M3 => packed.params.iter().map(|p| Fp8Format::E4M3.encode(p.scale)).collect(),
+            Dtype::U8 => packed.params.iter().map(|p| e8m0_byte(p.scale)).collect(),
+            _ => encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>(), &e.name)?,
+        },
+        Part::Nibbles => {
+            let cols = super::ctformat::input_dim(src_shape);
+            let codes = std::mem::take(&mut packed.codes);
+            let pair = |row: &[u8]| -> Vec<u8> {
+                row.chunks(2).map(|c| (c[0] & 0x0F) | (c.get(1).copied().unwrap_or(0) << 4)).collect()
+            };
+            codes.chunks(cols.max(1)).flat_map(pair).collect()
         }
+        Part::GlobalScale => packed.global.unwrap_or(1.0).to_le_bytes().to_vec(),
         Part::Offset => {
             encode_floats(e.dtype, &packed.params.iter().map(|p| p.offset).collect::<Vec<_>>(), &e.name)?
         }

@@ -18,7 +18,9 @@ use super::write::Digests;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, spec};
+use crate::format::{
+    NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_value, spec,
+};
 use crate::scheme::{Mapping, Scheme};
 use crate::slicing::slice_indexer;
 
@@ -51,7 +53,7 @@ pub(super) fn verify(
         }
         checked += 1;
         ckpt.release(t);
-        for suffix in ["", "_packed", "_shape", "_scale", "_zero_point", "_offset"] {
+        for suffix in ["", "_packed", "_shape", "_scale", "_zero_point", "_offset", "_global_scale"] {
             if let Ok(o) = out.tensor(&format!("{}{suffix}", t.name)) {
                 out.release(o);
             }
@@ -84,7 +86,17 @@ fn read_packed_with<F: NumberFormat>(
     s: &Scheme,
 ) -> Result<Vec<f32>> {
     let fail = |reason: String| Error::ReadBack { file: out.path.clone(), tensor: t.name.clone(), reason };
-    let (codes, zps) = if let Ok(p) = out.tensor(&format!("{}_packed", t.name)) {
+    let fmt = match out.tensor(&format!("{}_global_scale", t.name)) {
+        Ok(g) if g.dtype == Dtype::F32 && g.shape == [1] => {
+            fmt.with_global(f32::from_le_bytes(out.bytes(g).try_into().unwrap_or_default()))
+        }
+        Ok(g) => return Err(fail(format!("_global_scale stored as {:?} {:?}", g.dtype, g.shape))),
+        Err(_) => fmt,
+    };
+    let packed = out.tensor(&format!("{}_packed", t.name)).ok();
+    let (codes, zps) = if let Some(p) = packed.filter(|p| p.dtype == Dtype::U8) {
+        (Cow::Owned(read_nibbles(t, p, out.bytes(p)).map_err(&fail)?), Vec::new())
+    } else if let Some(p) = packed {
         read_pack_quantized(out, t, s, p).map_err(&fail)?
     } else {
         let w = out.tensor(&t.name)?;
@@ -109,7 +121,11 @@ fn read_packed_with<F: NumberFormat>(
         if i.shape != scale_shape(&t.shape, s.granularity) {
             return Err(fail(format!("{suffix} has shape {:?}", i.shape)));
         }
-        decode::decode(i.dtype, out.bytes(i)).map_err(|r| fail(format!("{suffix}: {r}")))
+        match i.dtype {
+            // E8M0 exponents (MX block scales).
+            Dtype::U8 => Ok(out.bytes(i).iter().map(|&e| e8m0_value(e)).collect()),
+            d => decode::decode(d, out.bytes(i)).map_err(|r| fail(format!("{suffix}: {r}"))),
+        }
     };
     let scales = floats("_scale")?;
     let n = scales.len();
@@ -129,6 +145,18 @@ fn read_packed_with<F: NumberFormat>(
         .par_iter()
         .enumerate()
         .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice(k)]))
+        .collect())
+}
+
+/// FP4 codes from `_packed` U8 `[rows, ceil(cols/2)]`, low nibble first.
+fn read_nibbles(t: &TensorInfo, p: &TensorInfo, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let (rows, cols) = (t.shape[0], input_dim(&t.shape));
+    if p.shape != [rows, cols.div_ceil(2)] {
+        return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
+    }
+    Ok(bytes
+        .chunks(cols.div_ceil(2).max(1))
+        .flat_map(|row| row.iter().flat_map(|b| [b & 0x0F, b >> 4]).take(cols))
         .collect())
 }
 

@@ -383,8 +383,13 @@ impl Writer<'_> {
         path: &Path,
         data_start: u64,
     ) -> Result<()> {
+        let scheme_of = |n: &str| {
+            let i = self.ckpt.tensors().iter().position(|x| x.name == n)?;
+            if let Decision::Quantize(s) = &self.decisions[i] { Some(*s) } else { None }
+        };
+        let shared = crate::fused::shared_global_amax(self.ckpt, &t.name, s, &scheme_of)?;
         let vals = self.ckpt.values(t, &mut self.values)?;
-        let mut packed = pack(vals, &t.shape, s, t.dtype).map_err(|e| match e {
+        let mut packed = pack(vals, &t.shape, s, t.dtype, shared).map_err(|e| match e {
             Error::Plan { tensor: None, reason } => Error::Plan { tensor: Some(t.name.clone()), reason },
             e => Error::Tensor {
                 path: self.ckpt.shard_path(t).to_path_buf(),

@@ -183,6 +183,7 @@ pub fn granularity_label(g: &quantscope_engine::Granularity) -> String {
         Granularity::Tensor => "per-tensor".into(),
         Granularity::Channel { axis } => format!("per-channel (axis {axis})"),
         Granularity::Group { size } => format!("per-group ({size})"),
+        Granularity::Block { size } => format!("per-block ({size}x{size})"),
     }
 }
 

@@ -26,13 +26,16 @@ pub struct SchemePanel {
 }
 
 /// The formats offered.
-pub const FORMATS: [FormatKind; 6] = [
+pub const FORMATS: [FormatKind; 9] = [
     FormatKind::Int(8),
     FormatKind::Int(6),
     FormatKind::Int(4),
     FormatKind::Int(2),
     FormatKind::E4M3,
     FormatKind::E5M2,
+    FormatKind::Nvfp4,
+    FormatKind::Mxfp4,
+    FormatKind::Mxfp8,
 ];
 
 /// A format's name as the engine gives it ("INT8", "FP8 E4M3").
@@ -128,26 +131,37 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
             .labelled_by(label.id);
         ui.end_row();
 
+        // A microscaling format fixes its group and mapping: shown, not editable.
+        let fixed = s.format.fixed_group().is_none();
         ui.label("Mapping");
-        ui.vertical(|ui| {
-            ui.radio_value(&mut s.mapping, Mapping::Symmetric, "symmetric");
-            ui.radio_value(&mut s.mapping, Mapping::Asymmetric, "asymmetric");
+        ui.add_enabled_ui(fixed, |ui| {
+            ui.vertical(|ui| {
+                ui.radio_value(&mut s.mapping, Mapping::Symmetric, "symmetric");
+                ui.radio_value(&mut s.mapping, Mapping::Asymmetric, "asymmetric");
+            });
         });
         ui.end_row();
 
         granularity_rows_ui(ui, s, ndim);
         calibration_rows_ui(ui, s, percentile);
     });
+    *s = s.fitted();
 }
 
 fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
     ui.label("Granularity");
-    ui.vertical(|ui| {
-        let axis = if let Granularity::Channel { axis } = s.granularity { axis } else { 0 };
-        let size = if let Granularity::Group { size } = s.granularity { size } else { 128 };
-        ui.radio_value(&mut s.granularity, Granularity::Tensor, "per-tensor");
-        ui.radio_value(&mut s.granularity, Granularity::Channel { axis }, "per-channel");
-        ui.radio_value(&mut s.granularity, Granularity::Group { size }, "per-group");
+    ui.add_enabled_ui(s.format.fixed_group().is_none(), |ui| {
+        ui.vertical(|ui| {
+            let axis = if let Granularity::Channel { axis } = s.granularity { axis } else { 0 };
+            let size = if let Granularity::Group { size } = s.granularity { size } else { 128 };
+            ui.radio_value(&mut s.granularity, Granularity::Tensor, "per-tensor");
+            ui.radio_value(&mut s.granularity, Granularity::Channel { axis }, "per-channel");
+            ui.radio_value(&mut s.granularity, Granularity::Group { size }, "per-group");
+            // 2-D tiles are an FP8 layout (DeepSeek-style); always drawn so rows do not jump.
+            ui.add_enabled_ui(s.format.is_fp8(), |ui| {
+                ui.radio_value(&mut s.granularity, Granularity::Block { size: 128 }, "per-block (128x128)");
+            });
+        });
     });
     ui.end_row();
 
@@ -165,6 +179,10 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
                     ui.selectable_value(size, g, g.to_string());
                 }
             });
+        }
+        Granularity::Block { size } => {
+            let label = ui.label("Block size");
+            ui.add(egui::DragValue::new(size).range(1..=4096)).labelled_by(label.id);
         }
         Granularity::Tensor => {
             ui.add_enabled(false, egui::Label::new("Axis / group"));
