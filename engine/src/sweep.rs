@@ -14,13 +14,10 @@ use serde::Serialize;
 use crate::analyze::{Options, analyze, analyze_encoded};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
-use crate::export::bitpack::words_per_line;
-use crate::export::scale_dtype;
 use crate::format::WorkDtype;
-use crate::format::{OffsetKind, spec};
 use crate::metrics::{Metrics, SqnrSummary};
 use crate::rank::Item;
-use crate::scheme::{Mapping, Scheme};
+use crate::scheme::Scheme;
 use safetensors::Dtype;
 
 /// One tensor under one scheme.
@@ -92,36 +89,10 @@ pub struct Sweep {
     pub totals: Vec<SchemeTotals>,
 }
 
-/// Bytes of one tensor stored under `scheme` with `slices` (S, Z) pairs, as the
-/// weight-only save writes them (shared/FORMATS.md §2, §3): INT is
-/// pack-quantized (each row's codes in I32 words, `weight_shape` as I64, zero
-/// points packed along dim 0 in I32 words); FP8 stores one byte per code and
-/// its offset like the scale. Scales are in the weight's dtype.
-pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme, slices: usize) -> u64 {
-    // A scheme that reached here was analyzed, so its format is valid; an
-    // invalid one is counted as 8-bit codes with a zero point.
-    let (bits, offset) = spec(scheme.format).map_or((8, OffsetKind::ZeroPoint), |f| (f.bits, f.offset_kind));
-    let scale = (scale_dtype(info.dtype).bitsize() / 8) as u64;
-    let scales = scale * slices as u64;
-    let (rows, cols) = match info.shape.split_first() {
-        Some((&r, rest)) => (r, rest.iter().product::<usize>()),
-        None => (1, 1),
-    };
-    let words = |n: usize| (words_per_line(n, bits) * 4) as u64;
-    match (offset, scheme.mapping) {
-        (OffsetKind::ZeroPoint, mapping) => {
-            let packed = rows as u64 * words(cols) + 8 * info.shape.len() as u64;
-            let zero_points = match mapping {
-                Mapping::Symmetric => 0,
-                // `slices` (S, Z) pairs: `[rows, slices/rows]`, or `[1]` per tensor.
-                Mapping::Asymmetric if slices < rows || rows == 0 => words(slices),
-                Mapping::Asymmetric => words(rows) * (slices / rows) as u64,
-            };
-            packed + scales + zero_points
-        }
-        (OffsetKind::Real, Mapping::Symmetric) => info.numel() as u64 + scales,
-        (OffsetKind::Real, Mapping::Asymmetric) => info.numel() as u64 + 2 * scales,
-    }
+/// Bytes of one tensor stored under `scheme`, exactly as the weight-only packed
+/// save writes them (one rule: [`crate::export::stored_bytes`]).
+pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme) -> u64 {
+    crate::export::stored_bytes(info, scheme)
 }
 
 /// Sweeps `tensors` (indices into `ckpt.tensors()`) under every scheme.
@@ -173,7 +144,7 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
         ckpt.prefetch(info);
         let cell = analyze_encoded(info.dtype, ckpt.bytes(info), &info.shape, s)
             .map(|r| Cell {
-                stored_bytes: stored_bytes(info, s, r.params.len()),
+                stored_bytes: stored_bytes(info, s),
                 slices: r.params.len(),
                 metrics: r.metrics,
                 fallback: r.fallback,
@@ -194,7 +165,7 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
             let opts = Options { work: WorkDtype::of(info.dtype), ..Options::default() };
             let r = analyze(values, &info.shape, s, &opts).map_err(|e| e.to_string())?;
             Ok(Cell {
-                stored_bytes: stored_bytes(info, s, r.params.len()),
+                stored_bytes: stored_bytes(info, s),
                 slices: r.params.len(),
                 metrics: r.metrics,
                 fallback: r.fallback,

@@ -110,6 +110,22 @@ impl Entry {
     }
 }
 
+/// Bytes a packed, weight-only save writes for `t` under `s`: the sum of its
+/// output tensors (codes, block scales, zero points, global scale, shape), so the
+/// sweep and the planner count exactly what the save writes. Tensors a save
+/// would not quantize (1-D and 0-D) are counted as their `[1, n]` view under the
+/// granularity analysis falls back to.
+pub fn stored_bytes(t: &TensorInfo, s: &Scheme) -> u64 {
+    let (g, _) = crate::slicing::resolve(&t.shape, s.granularity).unwrap_or((Granularity::Tensor, None));
+    let mut view = t.clone();
+    if t.shape.len() < 2 {
+        view.shape = vec![1, t.numel()];
+    }
+    let s = Scheme { granularity: g, ..*s };
+    let entries = entries_for(&view, 0, &Decision::Quantize(s), ExportMode::Packed, Activations::None);
+    entries.map_or(0, |v| v.iter().map(Entry::len).sum())
+}
+
 /// The output tensors of one source tensor.
 pub(super) fn entries_for(
     t: &TensorInfo,

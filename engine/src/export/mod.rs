@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 
 pub use config::config_group_key;
 pub use ctformat::{Activations, saves_quantized};
-pub(crate) use layout::scale_dtype;
+pub use layout::stored_bytes;
 use plan::check_packable;
 pub use plan::{Decision, default_exclusion, plan, quantized_on_save};
 pub use verify::read_packed;
