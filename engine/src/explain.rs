@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::format::{
-    NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, round_half_even, spec,
+    NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_byte, round_half_even,
+    spec,
 };
 use crate::scheme::{FormatKind, Mapping};
 
@@ -72,6 +73,34 @@ pub enum Steps {
     Fp8(Fp8Steps),
 }
 
+/// The second level of a microscaled format: how a block's scale is chosen and
+/// itself stored in 8 bits (docs/numerics.md, "Microscaling formats").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockScaleSteps {
+    /// "E4M3" (NVFP4) or "E8M0" (MX).
+    pub stored_as: &'static str,
+    /// The block's amax the scale is derived from.
+    pub amax: f32,
+    /// NVFP4's global scale gs (per tensor); None for MX.
+    pub global: Option<f32>,
+    /// NVFP4: s = D(amax / 6), the scale the block would want; MX: amax rounded
+    /// to a power of two, P.
+    pub wanted: f32,
+    /// NVFP4: gs · s, the value rounded to E4M3; MX: log2 P + 127 − k, the
+    /// exponent before clamping to 0..255.
+    pub lifted: f32,
+    /// The stored byte: the E4M3 code or the E8M0 exponent E.
+    pub code: u8,
+    /// The stored byte read back, in words.
+    pub decoded: String,
+    /// The block scale min-max gives for `amax`.
+    pub minmax_scale: f32,
+    /// S: the block scale in use (another calibration may have moved it).
+    pub scale: f32,
+    /// What R is divided by: S / gs (NVFP4) or S (MX).
+    pub step: f32,
+}
+
 /// One worked example.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WorkedExample {
@@ -86,9 +115,16 @@ pub struct WorkedExample {
 }
 
 /// Takes `r` through `format` with the slice parameters `p`, computing in the
-/// working dtype `work` (the tensor's own dtype, as the analysis did).
-pub fn worked_example(format: FormatKind, p: &SliceParams, r: f32, work: WorkDtype) -> Result<WorkedExample> {
-    let (steps, dequantized) = dispatch_in(format, work, Example { p, r })?;
+/// working dtype `work` (the tensor's own dtype, as the analysis did); `global`
+/// is a two-level format's global scale (`QuantResult::global_scale`).
+pub fn worked_example(
+    format: FormatKind,
+    p: &SliceParams,
+    r: f32,
+    work: WorkDtype,
+    global: Option<f32>,
+) -> Result<WorkedExample> {
+    let (steps, dequantized) = dispatch_in(format, work, Example { p, r, global })?;
     Ok(WorkedExample { format, r, params: *p, steps, dequantized, error: r - dequantized })
 }
 
@@ -96,12 +132,14 @@ pub fn worked_example(format: FormatKind, p: &SliceParams, r: f32, work: WorkDty
 struct Example<'a> {
     p: &'a SliceParams,
     r: f32,
+    global: Option<f32>,
 }
 
 impl WithFormat for Example<'_> {
     type Out = (Steps, f32);
     fn run<F: NumberFormat>(self, f: F) -> (Steps, f32) {
-        let Self { p, r } = self;
+        let Self { p, r, global } = self;
+        let f = global.map_or(f, |gs| f.with_global(gs));
         let code = f.quantize(r, p);
         let steps = if f.is_float() {
             Steps::Fp8(float_steps(&f, p, r, code))
@@ -142,8 +180,13 @@ fn int_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> 
 fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> Fp8Steps {
     let d = f.work();
     let fmax = f.qmax();
-    let quotient = if p.offset == 0.0 { r } else { d.round(r - p.offset) } / p.scale;
-    let scaled = d.round(quotient) + 0.0;
+    // NVFP4 divides by S / gs in F32 (an F32 scale), the others by S in D.
+    let (divisor, round) = match f.global() {
+        Some(gs) => (p.scale / gs, WorkDtype::F32),
+        None => (p.scale, d),
+    };
+    let quotient = if p.offset == 0.0 { r } else { d.round(r - p.offset) } / divisor;
+    let scaled = round.round(quotient) + 0.0;
     let byte = f.code_to_byte(code);
     let (e_bits, m) = (f.exponent_bits(), f.mantissa_bits());
     let exponent = (byte >> m) & ((1 << e_bits) - 1);
@@ -152,13 +195,13 @@ fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -
     let value = code_value(f, code);
     Fp8Steps {
         fmax,
-        work: d,
+        work: round,
         quotient,
         scaled,
         clamped_value: scaled.clamp(-fmax, fmax),
         clamped: scaled.abs() > fmax,
         code: byte,
-        sign: byte >> 7,
+        sign: byte >> (e_bits + m),
         exponent,
         mantissa,
         exponent_bits: e_bits,
@@ -166,9 +209,77 @@ fn float_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -
         value,
         bias,
         is_subnormal: exponent == 0,
-        decoded: decode_text(byte >> 7, exponent, mantissa, m, bias, value),
-        product: p.scale * value,
+        decoded: decode_text(byte >> (e_bits + m), exponent, mantissa, m, bias, value),
+        product: divisor * value,
     }
+}
+
+/// How a block scale comes from the block's `amax` (its min-max range) and is
+/// itself stored in 8 bits, for NVFP4 and MX; `p` is the slice's parameters in
+/// use (another calibration may have moved S). None for other formats.
+pub fn block_scale_steps(
+    format: FormatKind,
+    amax: f32,
+    p: &SliceParams,
+    work: WorkDtype,
+    global: Option<f32>,
+) -> Option<BlockScaleSteps> {
+    let minmax = params(format, -amax, amax, Mapping::Symmetric, work).ok();
+    let minmax = match (format, global) {
+        // The block scale depends on gs: recompute it with the tensor's.
+        (FormatKind::Nvfp4, Some(gs)) => {
+            let f = crate::format::MicroFormat::new(crate::format::MicroKind::Nvfp4, work).with_global(gs);
+            f.params(-amax, amax, Mapping::Symmetric)
+        }
+        _ => minmax?,
+    };
+    let (stored_as, wanted, lifted, code, decoded, step) = match format {
+        FormatKind::Nvfp4 => {
+            let gs = global?;
+            let wanted = work.round(amax / 6.0);
+            let ex = worked_example(FormatKind::E4M3, &unit(), p.scale, WorkDtype::F32, None).ok()?;
+            let Steps::Fp8(s) = ex.steps else { return None };
+            ("E4M3", wanted, gs * wanted, s.code, s.decoded, p.scale / gs)
+        }
+        FormatKind::Mxfp4 | FormatKind::Mxfp8 => {
+            let k = if format == FormatKind::Mxfp4 { 2 } else { 8 };
+            let pow2 = f32::from_bits(amax.to_bits().wrapping_add(0x0020_0000) & 0x7F80_0000);
+            let e = e8m0_byte(p.scale);
+            let text = format!("2^(E - 127) = 2^({e} - 127) = {:?}", p.scale);
+            ("E8M0", pow2, ((pow2.to_bits() >> 23) as i32 - k) as f32, e, text, p.scale)
+        }
+        _ => return None,
+    };
+    Some(BlockScaleSteps {
+        stored_as,
+        amax,
+        global,
+        wanted,
+        lifted,
+        code,
+        decoded,
+        minmax_scale: minmax.scale,
+        scale: p.scale,
+        step,
+    })
+}
+
+/// Unit parameters: S = 1, no shift.
+fn unit() -> SliceParams {
+    SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: -448.0, hi: 448.0 }
+}
+
+/// Every level slice `p` can reproduce (the grid the histogram draws for the
+/// selected slice), with a two-level format's global scale.
+pub fn slice_levels(format: FormatKind, p: &SliceParams, work: WorkDtype, global: Option<f32>) -> Vec<f32> {
+    struct Levels<'a>(&'a SliceParams, Option<f32>);
+    impl WithFormat for Levels<'_> {
+        type Out = Vec<f32>;
+        fn run<F: NumberFormat>(self, f: F) -> Vec<f32> {
+            self.1.map_or(f, |gs| f.with_global(gs)).levels(self.0)
+        }
+    }
+    dispatch_in(format, work, Levels(p, global)).unwrap_or_default()
 }
 
 /// "(−1)^s · 2^(e−bias) · 1.m₂ = value", or 2^(1−bias) · 0.m₂ for a subnormal;
@@ -194,7 +305,7 @@ pub fn fp8_side_by_side(lo: f32, hi: f32, mapping: Mapping, r: f32, work: WorkDt
     [FormatKind::E4M3, FormatKind::E5M2].map(|kind| {
         let p = params(kind, lo, hi, mapping, work);
         // FP8 kinds never fail: only INT widths are validated.
-        p.and_then(|p| worked_example(kind, &p, r, work))
+        p.and_then(|p| worked_example(kind, &p, r, work, None))
             .unwrap_or_else(|_| unreachable!("FP8 formats are always valid"))
     })
 }
@@ -265,14 +376,14 @@ mod tests {
     fn int_steps_follow_the_formula() {
         let f = IntFormat::new(8).unwrap();
         let p = f.params(-1.0, 3.0, Mapping::Asymmetric);
-        let ex = worked_example(FormatKind::INT8, &p, 0.7, WorkDtype::F32).unwrap();
+        let ex = worked_example(FormatKind::INT8, &p, 0.7, WorkDtype::F32, None).unwrap();
         let Steps::Int(s) = &ex.steps else { panic!("int steps") };
         assert_eq!(s.scaled, 0.7 / p.scale);
         assert_eq!(s.shifted, s.scaled + p.zero_point as f32);
         assert_eq!(s.q, f.quantize(0.7, &p));
         assert_eq!(ex.dequantized, f.fake_quant(0.7, &p));
         assert!(!s.clamped);
-        let far = worked_example(FormatKind::INT8, &p, 10.0, WorkDtype::F32).unwrap();
+        let far = worked_example(FormatKind::INT8, &p, 10.0, WorkDtype::F32, None).unwrap();
         let Steps::Int(s) = far.steps else { panic!("int steps") };
         assert!(s.clamped);
         assert_eq!(s.q, 127);
@@ -283,7 +394,7 @@ mod tests {
         let f = IntFormat::new(4).unwrap().in_work(WorkDtype::BF16);
         let p = f.params(-0.625, 1.25, Mapping::Asymmetric);
         for r in [0.4375f32, 0.3125, 0.123_456, -0.61, 2.0] {
-            let ex = worked_example(FormatKind::Int(4), &p, r, WorkDtype::BF16).unwrap();
+            let ex = worked_example(FormatKind::Int(4), &p, r, WorkDtype::BF16, None).unwrap();
             let Steps::Int(s) = &ex.steps else { panic!("int steps") };
             assert_eq!(s.scaled, WorkDtype::BF16.round(r / p.scale));
             assert_eq!(s.q, f.quantize(r, &p), "{r}");
@@ -291,7 +402,7 @@ mod tests {
             assert_eq!(ex.dequantized, f.fake_quant(r, &p));
         }
         // 3.5 − 3 = 0.5 rounds to 0 (Z before rounding).
-        let ex = worked_example(FormatKind::Int(4), &p, 0.4375, WorkDtype::BF16).unwrap();
+        let ex = worked_example(FormatKind::Int(4), &p, 0.4375, WorkDtype::BF16, None).unwrap();
         let Steps::Int(s) = &ex.steps else { panic!("int steps") };
         assert_eq!((s.scaled, s.shifted, s.rounded, s.q), (3.5, 0.5, 0.0, 0));
     }
@@ -310,13 +421,38 @@ mod tests {
     }
 
     #[test]
+    fn two_level_steps_agree_with_the_format() {
+        use crate::format::{MicroFormat, MicroKind};
+        let gs = 2048.0;
+        let f = MicroFormat::new(MicroKind::Nvfp4, WorkDtype::F32).with_global(gs);
+        let p = f.params(-0.09, 0.09, Mapping::Symmetric);
+        let b = block_scale_steps(FormatKind::Nvfp4, 0.09, &p, WorkDtype::F32, Some(gs)).unwrap();
+        assert_eq!(b.scale, p.scale);
+        assert_eq!(b.minmax_scale, p.scale);
+        assert_eq!(b.wanted, 0.09f32 / 6.0);
+        assert_eq!(crate::format::Fp8Format::E4M3.value(b.code), p.scale);
+        assert_eq!(b.step, p.scale / gs);
+        let ex = worked_example(FormatKind::Nvfp4, &p, 0.05, WorkDtype::F32, Some(gs)).unwrap();
+        let Steps::Fp8(s) = &ex.steps else { panic!("float steps") };
+        assert_eq!(s.scaled, 0.05 / b.step);
+        assert_eq!(ex.dequantized, f.fake_quant(0.05, &p));
+        assert_eq!((s.exponent_bits, s.mantissa_bits, s.bias), (2, 1, 1));
+        assert_eq!(s.code, s.sign << 3 | s.exponent << 1 | s.mantissa);
+        // MX: 1.75·2^-3 rounds up to P = 2^-2, so E = 125 − 2 = 123 for MXFP4.
+        let m = MicroFormat::new(MicroKind::Mxfp4, WorkDtype::F32);
+        let p = m.params(-0.21875, 0.21875, Mapping::Symmetric);
+        let b = block_scale_steps(FormatKind::Mxfp4, 0.21875, &p, WorkDtype::F32, None).unwrap();
+        assert_eq!((b.code, b.wanted, b.lifted), (123, 0.25, 123.0));
+    }
+
+    #[test]
     fn fp8_decode_reads_as_a_formula() {
         let unit = SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: -448.0, hi: 448.0 };
-        let ex = worked_example(FormatKind::E4M3, &unit, 5.0, WorkDtype::F32).unwrap();
+        let ex = worked_example(FormatKind::E4M3, &unit, 5.0, WorkDtype::F32, None).unwrap();
         let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
         assert_eq!(s.decoded, "(−1)^0 · 2^(9−7) · 1.010₂ = 5.0");
         assert!(!s.is_subnormal);
-        let ex = worked_example(FormatKind::E4M3, &unit, -0.005_859_375, WorkDtype::F32).unwrap();
+        let ex = worked_example(FormatKind::E4M3, &unit, -0.005_859_375, WorkDtype::F32, None).unwrap();
         let Steps::Fp8(s) = &ex.steps else { panic!("fp8 steps") };
         assert!(s.is_subnormal);
         assert_eq!(s.decoded, "(−1)^1 · 2^(1−7) · 0.011₂ = -0.005859375");

@@ -202,7 +202,8 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
 }
 
 /// The default scheme set of the sensitivity view: INT8 per-tensor / per-channel /
-/// per-group-128 × min-max / MSE, plus E4M3 and E5M2 per-tensor.
+/// per-group-128 × min-max / MSE, E4M3 and E5M2 per-tensor, and the 4-bit
+/// layouts runtimes ship: INT4 group-128 (W4A16), NVFP4 and MXFP4.
 pub fn default_schemes() -> Vec<Scheme> {
     [
         "int8:tensor:minmax",
@@ -213,6 +214,9 @@ pub fn default_schemes() -> Vec<Scheme> {
         "int8:group128:mse",
         "e4m3:tensor:minmax",
         "e5m2:tensor:minmax",
+        "int4:group128:minmax",
+        "nvfp4",
+        "mxfp4",
     ]
     .iter()
     .filter_map(|s| s.parse().ok())

@@ -14,6 +14,7 @@ use egui_plot::{
     AxisHints, Bar, BarChart, Corner, HoverPosition, Legend, Plot, PlotPoint, PlotTransform, PlotUi, Span,
     Text, VLine,
 };
+use quantscope_engine::explain;
 use quantscope_engine::{Calibration, Granularity, Histogram, ManualRange, Mapping, QuantResult, Scheme};
 
 use super::{calibration_label, granularity_label, ticks};
@@ -162,13 +163,31 @@ impl HistogramPanel {
         let r = &a.result;
         let Some(hist) = &r.histogram else { return };
         let (lo, hi) = range_lines(&scheme, r);
+        // Per-tensor: the tensor's grid; otherwise the grid of the slice (block,
+        // group, channel) selected in "How it works".
+        let slice_grid: Vec<f32> = match r.params.get(state.teach_slice.min(r.params.len().saturating_sub(1)))
+        {
+            Some(p) if state.prefs.show_grid && r.granularity != Granularity::Tensor => {
+                explain::slice_levels(scheme.format, p, r.work, r.global_scale)
+                    .into_iter()
+                    .filter(|&l| f64::from(l) >= hist.lo && f64::from(l) <= hist.hi)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let data = PlotData {
             hist,
             log: state.prefs.log_counts,
             lo,
             hi,
             view: (hist.lo.min(lo), hist.hi.max(hi)),
-            grid: if state.prefs.show_grid { &r.grid } else { &[] },
+            grid: if !state.prefs.show_grid {
+                &[]
+            } else if r.granularity == Granularity::Tensor {
+                &r.grid
+            } else {
+                &slice_grid
+            },
             methods: &a.calibration_ranges,
             zero: zero_marker(&scheme, r),
             dragging: self.drag,
@@ -190,8 +209,10 @@ impl HistogramPanel {
         let mut p = state.prefs.clone();
         ui.horizontal_wrapped(|ui| {
             ui.checkbox(&mut p.log_counts, "log counts");
-            ui.checkbox(&mut p.show_grid, "quantization grid")
-                .on_hover_text("the dequantized levels S·(Q − Z) (per-tensor schemes)");
+            ui.checkbox(&mut p.show_grid, "quantization grid").on_hover_text(
+                "the dequantized levels S·(Q − Z): the tensor's, or for per-channel, per-group and \
+                     per-block schemes those of the slice chosen in How it works",
+            );
             ui.checkbox(&mut p.show_all_calibrations, "all calibration methods")
                 .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
             if let Some(rect) = self.rect

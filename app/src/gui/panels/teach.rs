@@ -5,9 +5,11 @@
 use eframe::egui::{self, Color32, RichText};
 use quantscope_engine::calibrate::hqq::HqqSlice;
 use quantscope_engine::explain::{
-    FormatFacts, Steps, WorkedExample, facts, fp8_side_by_side, worked_example,
+    BlockScaleSteps, FormatFacts, Steps, WorkedExample, block_scale_steps, facts, fp8_side_by_side,
+    worked_example,
 };
-use quantscope_engine::{Mapping, SliceParams, WorkDtype};
+use quantscope_engine::format::E2M1_VALUES;
+use quantscope_engine::{FormatKind, Mapping, SliceParams, WorkDtype};
 
 use super::granularity_label;
 use crate::gui::command::Command;
@@ -67,7 +69,10 @@ impl TeachPanel {
         ));
         mono(ui, format!("this slice: Rmin = {rmin:+.6}, Rmax = {rmax:+.6}"));
         mono(ui, format!("clipping range [lo, hi] = [{:+.6}, {:+.6}]", p.lo, p.hi));
-        if f.is_float {
+        let amax = (-rmin).max(rmax).max(0.0);
+        if let Some(b) = block_scale_steps(scheme.format, amax, &p, r.work, r.global_scale) {
+            micro_formulas_ui(ui, &f, scheme.format, &b);
+        } else if f.is_float {
             fp8_formulas_ui(ui, &f, &p, scheme.mapping);
         } else {
             int_formulas_ui(ui, &f, &p, scheme.mapping);
@@ -82,13 +87,13 @@ impl TeachPanel {
             RichText::new(format!("Worked example (click the histogram to pick R): R = {value:+.6}"))
                 .strong(),
         );
-        match worked_example(scheme.format, &p, value, r.work) {
+        match worked_example(scheme.format, &p, value, r.work, r.global_scale) {
             Ok(ex) => worked_example_ui(ui, &ex),
             Err(e) => {
                 ui.label(e.to_string());
             }
         }
-        if f.is_float {
+        if scheme.format.is_fp8() {
             fp8_comparison_ui(ui, &p, scheme.mapping, value, r.work);
         }
     }
@@ -178,6 +183,61 @@ fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
     );
 }
 
+/// The two levels of a microscaled format: the element grid, the global scale
+/// (NVFP4), and how this block's scale is chosen and stored in 8 bits.
+fn micro_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, format: FormatKind, b: &BlockScaleSteps) {
+    let elem = if f.bits == 4 { "E2M1" } else { "E4M3" };
+    mono(
+        ui,
+        format!(
+            "{}: {elem} values ({} exponent bits, bias {}, {} mantissa bit(s)), one {} scale per block",
+            f.label,
+            f.exponent_bits,
+            f.bias.unwrap_or(0),
+            f.mantissa_bits,
+            b.stored_as
+        ),
+    );
+    if f.bits == 4 {
+        let table: Vec<String> = E2M1_VALUES.iter().map(|v| format!("{v}")).collect();
+        mono(ui, format!("E2M1 magnitudes (index 0-7): {}", table.join("  ")));
+    }
+    mono(ui, format!("this block: amax = {:.6e}", b.amax));
+    if let Some(gs) = b.global {
+        ui.label(RichText::new("Level 1: the global scale (one per tensor, F32)").strong());
+        mono(ui, format!("gs = D(D(1 / amax_tensor) * 2688) = {gs:?}     (2688 = 448 * 6)"));
+        ui.label(RichText::new("Level 2: this block's scale, stored as E4M3").strong());
+        mono(ui, format!("s = D(amax / 6)          = {:.6e}", b.wanted));
+        mono(ui, format!("gs * s                   = {:.6}", b.lifted));
+        mono(ui, format!("S = E4M3(gs * s)         = {:?}   (byte 0x{:02X})", b.minmax_scale, b.code));
+        mono(ui, format!("  {}", b.decoded));
+        mono(ui, format!("step = S / gs (F32)      = {:.6e}", b.step));
+        mono(ui, "Q = E2M1(clamp(R / step + 0, -6, 6)),  R' = BF16(value(Q) * step)");
+    } else {
+        ui.label(RichText::new("The block scale: a power of two, stored as E8M0").strong());
+        let k = if format == FormatKind::Mxfp4 { 2 } else { 8 };
+        mono(ui, format!("P = amax rounded to a power of two = {:?}", b.wanted));
+        mono(ui, format!("E = clamp(log2 P + 127 - {k}, 0, 255) = {}   (byte 0x{:02X})", b.lifted, b.code));
+        mono(ui, format!("S = {}", b.decoded));
+        let elem_max = f.fmax.unwrap_or(0.0);
+        mono(
+            ui,
+            format!("Q = {elem}(clamp(D(R / S) + 0, -{elem_max}, {elem_max})),  R' = BF16(value(Q) * S)"),
+        );
+        ui.weak(format!(
+            "P rounds amax down when its significand is below 1.75, so values above {elem_max} * S = {:.4e}              clip.",
+            elem_max * b.scale
+        ));
+    }
+    if b.scale != b.minmax_scale {
+        ui.weak(format!(
+            "The calibration moved this block's scale from {:?} to {:?}.",
+            b.minmax_scale, b.scale
+        ));
+    }
+    ui.weak("R' of these formats is BF16 whatever the model's dtype: that is what runtimes decompress to.");
+}
+
 fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value: f32, work: WorkDtype) {
     ui.add_space(4.0);
     ui.label(RichText::new("E4M3 vs E5M2 for the same R and range").strong());
@@ -227,7 +287,7 @@ fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
             }
             let note = if s.clamped { "  ← saturated" } else { "" };
             mono(ui, format!("clamp ±{}     = {:+.6}{note}", s.fmax, s.clamped_value));
-            mono(ui, format!("round to FP8     = {:+.6} (code 0x{:02X})", s.value, s.code));
+            mono(ui, format!("round to grid    = {:+.6} (code 0x{:02X})", s.value, s.code));
             fp8_bits_ui(ui, ex);
             product_ui(ui, d, "S · value(Q)", s.product);
         }
