@@ -390,7 +390,7 @@ fn a_sensitivity_cell_is_a_preview_until_kept() {
         a.state().sensitivity.result.is_some() && a.state().sensitivity.progress.is_none()
     });
     let s = h.state().state().sensitivity.result.clone().unwrap();
-    assert_eq!(s.schemes.len(), 8);
+    assert_eq!(s.schemes.len(), quantscope_engine::sweep::default_schemes().len());
     assert_eq!(s.rows.len(), 9, "the layers a save would quantize");
     for row in &s.rows {
         for (k, scheme) in s.schemes.iter().enumerate() {
