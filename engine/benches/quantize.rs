@@ -18,7 +18,8 @@ use quantscope_engine::export::default_exclusion;
 use quantscope_engine::sweep::{default_schemes, sweep};
 use quantscope_engine::write::OwnedTensor;
 use quantscope_engine::{
-    Calibration, Checkpoint, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats, analyze,
+    Calibration, Checkpoint, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats,
+    WorkDtype, analyze,
 };
 use rayon::prelude::*;
 
@@ -99,6 +100,36 @@ fn benches(c: &mut Criterion) {
         let s: Scheme = s.parse().unwrap();
         g.bench_function(format!("{s}"), |b| {
             b.iter(|| analyze(black_box(&decoded), &shape, &s, &opts).unwrap());
+        });
+    }
+    g.finish();
+
+    // Microscaled formats against the INT8 group-128 baseline, and the cost of
+    // computing in BF16 (as the saved model does) against F32, from BF16 bytes.
+    let mut g = c.benchmark_group("microscaling");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(3));
+    g.throughput(Throughput::Bytes(bf16.len() as u64));
+    let mut buf = Vec::new();
+    let cases = [
+        ("int8:group128:minmax", WorkDtype::F32),
+        ("int8:group128:minmax", WorkDtype::BF16),
+        ("nvfp4", WorkDtype::BF16),
+        ("mxfp4", WorkDtype::BF16),
+        ("mxfp8", WorkDtype::BF16),
+        ("e4m3:block128", WorkDtype::BF16),
+        ("e4m3:channel", WorkDtype::F32),
+        ("e4m3:channel", WorkDtype::BF16),
+    ];
+    for (s, work) in cases {
+        let s: Scheme = s.parse().unwrap();
+        let opts = Options { work, ..Options::default() };
+        g.bench_function(format!("{s}/{work:?}"), |b| {
+            b.iter(|| {
+                decode_into(Dtype::BF16, black_box(&bf16), &mut buf).unwrap();
+                analyze(&buf, &shape, &s, &opts).unwrap()
+            });
         });
     }
     g.finish();

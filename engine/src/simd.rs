@@ -58,6 +58,14 @@ pub(crate) fn fp8_fake_quant_x8(x: f32x8, p: &SliceParams, l: Fp8Layout) -> f32x
     let s = f32x8::splat(p.scale);
     let shifted = if p.offset == 0.0 { x } else { d.round_x8(x - f32x8::splat(p.offset)) };
     let unclamped = d.round_x8(shifted / s) + f32x8::ZERO;
+    let v = fp8_round_x8(unclamped, l);
+    let r = d.round_x8(s * v);
+    if p.offset == 0.0 { r } else { d.round_x8(r + f32x8::splat(p.offset)) }
+}
+
+/// Clamps v to ±fmax and rounds it to the FP8 grid of `l` (NaN stays NaN).
+#[inline]
+fn fp8_round_x8(unclamped: f32x8, l: Fp8Layout) -> f32x8 {
     let nan = unclamped.is_nan();
     let y = unclamped.max(f32x8::splat(-l.fmax)).min(f32x8::splat(l.fmax));
     let a = y.abs();
@@ -70,9 +78,46 @@ pub(crate) fn fp8_fake_quant_x8(x: f32x8, p: &SliceParams, l: Fp8Layout) -> f32x
     // Subnormal range: a fixed step, so scale to integers and round.
     let sub = round_half_even_x8(a * f32x8::splat(l.subnormal_scale)) * f32x8::splat(1.0 / l.subnormal_scale);
     let v = a.simd_lt(f32x8::splat(l.min_normal)).select(sub, normal).copysign(y);
-    let v = nan.select(unclamped, v);
-    let r = d.round_x8(s * v);
-    if p.offset == 0.0 { r } else { d.round_x8(r + f32x8::splat(p.offset)) }
+    nan.select(unclamped, v)
+}
+
+/// E2M1 rounding of v on 8 lanes: clamp to ±6, then the nearest of 0, 0.5, 1,
+/// 1.5, 2, 3, 4, 6 with ties to the even index, the sign kept (NaN gives ±0, as
+/// the scalar encoder's comparisons do).
+#[inline]
+fn e2m1_round_x8(v: f32x8) -> f32x8 {
+    let y = v.max(f32x8::splat(-6.0)).min(f32x8::splat(6.0));
+    let a = y.abs();
+    let step = |m: f32x8, by: f32| m.select(f32x8::splat(by), f32x8::ZERO);
+    let mag = step(a.simd_gt(f32x8::splat(0.25)), 0.5)
+        + step(a.simd_ge(f32x8::splat(0.75)), 0.5)
+        + step(a.simd_gt(f32x8::splat(1.25)), 0.5)
+        + step(a.simd_ge(f32x8::splat(1.75)), 0.5)
+        + step(a.simd_gt(f32x8::splat(2.5)), 1.0)
+        + step(a.simd_ge(f32x8::splat(3.5)), 1.0)
+        + step(a.simd_gt(f32x8::splat(5.0)), 2.0);
+    v.is_nan().select(f32x8::ZERO.copysign(v), mag.copysign(y))
+}
+
+/// Microscaled fake-quant on 8 lanes: v = D_q(x / step) + 0 rounded to E2M1
+/// (`fp4`) or E4M3, then R′ = BF16(value · step). Equals `MicroFormat::fake_quant`.
+#[inline]
+pub(crate) fn micro_fake_quant_x8(x: f32x8, step: f32, quotient: WorkDtype, fp4: bool) -> f32x8 {
+    let s = f32x8::splat(step);
+    let v = quotient.round_x8(x / s) + f32x8::ZERO;
+    let q = if fp4 {
+        e2m1_round_x8(v)
+    } else {
+        let l = Fp8Layout {
+            man_bits: 3,
+            fmax: 448.0,
+            min_normal: 0.015_625,
+            subnormal_scale: 512.0,
+            work: WorkDtype::F32,
+        };
+        fp8_round_x8(v, l)
+    };
+    WorkDtype::BF16.round_x8(s * q)
 }
 
 #[inline]
@@ -201,7 +246,7 @@ impl StatsAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Fp8Format, IntFormat, NumberFormat, round_half_even};
+    use crate::format::{Fp8Format, IntFormat, MicroFormat, MicroKind, NumberFormat, round_half_even};
     use crate::scheme::Mapping;
 
     fn inputs() -> Vec<f32> {
@@ -256,6 +301,13 @@ mod tests {
                         let f = f.in_work(d);
                         let p = f.params(lo, hi, mapping);
                         check_lanes(f, &p, &xs, &format!("{:?} {d:?} {mapping:?} [{lo},{hi}]", f.kind()));
+                    }
+                    for kind in [MicroKind::Nvfp4, MicroKind::Mxfp4, MicroKind::Mxfp8] {
+                        for gs in [1.0f32, 2048.0, 2576.0, 3.0e-3] {
+                            let f = MicroFormat::new(kind, d).with_global(gs);
+                            let p = f.params(lo, hi, Mapping::Symmetric);
+                            check_lanes(f, &p, &xs, &format!("{kind:?} gs {gs} {d:?} [{lo},{hi}]"));
+                        }
                     }
                 }
             }

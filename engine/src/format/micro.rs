@@ -179,6 +179,13 @@ impl NumberFormat for MicroFormat {
         WorkDtype::BF16.round(self.value(q) * self.step(p))
     }
 
+    #[inline]
+    fn fake_quant_x8(&self, x: wide::f32x8, p: &SliceParams) -> wide::f32x8 {
+        // NVFP4 divides by an F32 step; MX rounds the quotient to D.
+        let quotient = if self.kind == MicroKind::Nvfp4 { WorkDtype::F32 } else { self.work };
+        crate::simd::micro_fake_quant_x8(x, self.step(p), quotient, self.is_fp4())
+    }
+
     fn levels(&self, p: &SliceParams) -> Vec<f32> {
         let mut out: Vec<f32> = (0..=if self.is_fp4() { 15u8 } else { 255 })
             .filter(|&c| self.value(c).is_finite())
