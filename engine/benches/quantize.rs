@@ -115,6 +115,8 @@ fn benches(c: &mut Criterion) {
     let cases = [
         ("int8:group128:minmax", WorkDtype::F32),
         ("int8:group128:minmax", WorkDtype::BF16),
+        ("int8:group32:minmax", WorkDtype::BF16),
+        ("int8:group16:minmax", WorkDtype::BF16),
         ("nvfp4", WorkDtype::BF16),
         ("mxfp4", WorkDtype::BF16),
         ("mxfp8", WorkDtype::BF16),

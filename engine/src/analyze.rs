@@ -323,25 +323,29 @@ fn run_rows<F: NumberFormat>(
     scheme: &Scheme,
     deq: Option<&mut [f32]>,
 ) -> Vec<SliceOut> {
-    let run_row = |row: &[f32], out: Option<&mut [f32]>| -> Vec<SliceOut> {
-        match out {
-            Some(o) => row
-                .chunks(group)
-                .zip(o.chunks_mut(group))
-                .map(|(g, og)| run_slice(fmt, g, scheme, Some(og)))
-                .collect(),
-            None => row.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect(),
-        }
-    };
-    let per_row: Vec<Vec<SliceOut>> = match deq {
+    // One output vector written in place: with small groups (NVFP4's 16) the
+    // per-slice records outweigh the data, so they are not built twice.
+    let per_row = row_len.div_ceil(group.max(1));
+    let rows = values.len() / row_len.max(1);
+    let empty = (fmt.params(0.0, 0.0, scheme.mapping), ErrorSums::default(), TensorStats::default());
+    let mut slices: Vec<SliceOut> = vec![empty; rows * per_row];
+    match deq {
         Some(deq) => values
             .par_chunks(row_len)
             .zip(deq.par_chunks_mut(row_len))
-            .map(|(r, o)| run_row(r, Some(o)))
-            .collect(),
-        None => values.par_chunks(row_len).map(|r| run_row(r, None)).collect(),
-    };
-    per_row.into_iter().flatten().collect()
+            .zip(slices.par_chunks_mut(per_row))
+            .for_each(|((r, o), dst)| {
+                for ((g, og), d) in r.chunks(group).zip(o.chunks_mut(group)).zip(dst) {
+                    *d = run_slice(fmt, g, scheme, Some(og));
+                }
+            }),
+        None => values.par_chunks(row_len).zip(slices.par_chunks_mut(per_row)).for_each(|(r, dst)| {
+            for (g, d) in r.chunks(group).zip(dst) {
+                *d = run_slice(fmt, g, scheme, None);
+            }
+        }),
+    }
+    slices
 }
 
 /// Slices that are not row runs (per-channel on an inner axis, 2-D blocks):
@@ -403,13 +407,15 @@ struct Summary {
 }
 
 fn summarize(slices: &[SliceOut]) -> Summary {
+    // The sums fold in slice order (the same bits on every run); the per-slice
+    // lists are order-preserving parallel maps.
     let stats = slices.iter().fold(TensorStats::default(), |a, s| a.merge(&s.2));
     let total = slices.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.1));
     Summary {
         stats,
-        params: slices.iter().map(|s| s.0).collect(),
-        slice_metrics: slices.iter().map(|s| s.1.metrics()).collect(),
-        slice_ranges: slices.iter().map(|s| s.2.range()).collect(),
+        params: slices.par_iter().map(|s| s.0).collect(),
+        slice_metrics: slices.par_iter().map(|s| s.1.metrics()).collect(),
+        slice_ranges: slices.par_iter().map(|s| s.2.range()).collect(),
         metrics: total.metrics(),
     }
 }
