@@ -112,6 +112,8 @@ pub enum GranularityArg {
     Tensor,
     Channel,
     Group,
+    /// 128×128 tiles (FP8 only; --block-size changes the side).
+    Block,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -131,7 +133,8 @@ pub enum OutputArg {
 /// The scheme flags, shared by every command that quantizes.
 #[derive(Args, Debug, Clone)]
 pub struct SchemeArgs {
-    /// Number format: int8 (default), int2..int8, e4m3, e5m2.
+    /// Number format: int8 (default), int2..int8, e4m3, e5m2, nvfp4, mxfp4, mxfp8 (the last three
+    /// bring their own group of 16 or 32 and the symmetric mapping).
     #[arg(long, default_value = "int8", value_parser = parse_format)]
     pub format: FormatKind,
     #[arg(long, value_enum, default_value_t = MappingArg::Symmetric)]
@@ -144,6 +147,9 @@ pub struct SchemeArgs {
     /// Group size for --granularity group.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub group_size: u64,
+    /// Tile side for --granularity block.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_size: u64,
     #[arg(long, value_enum, default_value_t = CalibrationArg::Minmax)]
     pub calibration: CalibrationArg,
     /// p for --calibration percentile, in percent (50 < p ≤ 100).
@@ -151,8 +157,8 @@ pub struct SchemeArgs {
     pub percentile: f64,
     /// The whole scheme in short form, replacing the flags above:
     /// format[:granularity[:calibration[:sym|asym]]], e.g. int8:channel:mse, e4m3:tensor:minmax,
-    /// int4:group128:p99.9:asym (granularity: tensor, channel, channelN, groupN; calibration:
-    /// minmax, mse, entropy, pNN.N, ratioR, rangeLO,HI).
+    /// int4:group128:p99.9:asym, nvfp4, mxfp4, mxfp8, e4m3:block128 (granularity: tensor, channel,
+    /// channelN, groupN, blockN; calibration: minmax, mse, entropy, hqq, pNN.N, ratioR, rangeLO,HI).
     #[arg(long, value_name = "SHORT")]
     pub scheme: Option<String>,
 }
@@ -176,6 +182,7 @@ impl SchemeArgs {
                 GranularityArg::Tensor => Granularity::Tensor,
                 GranularityArg::Channel => Granularity::Channel { axis: self.axis },
                 GranularityArg::Group => Granularity::Group { size: self.group_size as usize },
+                GranularityArg::Block => Granularity::Block { size: self.block_size as usize },
             },
             calibration: match self.calibration {
                 CalibrationArg::Minmax => Calibration::MinMax,
@@ -184,6 +191,8 @@ impl SchemeArgs {
                 CalibrationArg::Entropy => Calibration::Entropy,
             },
         };
+        // A microscaled format's group and mapping are part of the format.
+        let scheme = if self.format.fixed_group().is_some() { scheme.fitted() } else { scheme };
         scheme.validate()?;
         Ok(scheme)
     }

@@ -140,6 +140,8 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
     if let [s] = schemes
         && info.dtype != Dtype::F32
         && ckpt.f32_view(info).is_none()
+        && !(crate::format::spec(s.format).is_ok_and(|f| f.two_level)
+            && crate::fused::siblings(ckpt, &info.name).is_some())
     {
         ckpt.prefetch(info);
         let cell = analyze_encoded(info.dtype, ckpt.bytes(info), &info.shape, s)
@@ -161,8 +163,11 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
     let cells = schemes
         .par_iter()
         .map(|s| {
+            // Fused siblings share a two-level format's global scale, as in the save.
+            let global_amax = crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s))
+                .map_err(|e| e.to_string())?;
             let values = decoded.as_ref().map_err(ToString::to_string)?;
-            let opts = Options { work: WorkDtype::of(info.dtype), ..Options::default() };
+            let opts = Options { work: WorkDtype::of(info.dtype), global_amax, ..Options::default() };
             let r = analyze(values, &info.shape, s, &opts).map_err(|e| e.to_string())?;
             Ok(Cell {
                 stored_bytes: stored_bytes(info, s),

@@ -92,7 +92,7 @@ fn one_linear(dir: &Path, d: &str) -> std::path::PathBuf {
 }
 
 /// (reference key, file stem, quantscope scheme, declared activations)
-const PRESETS: [(&str, &str, &str, Activations); 9] = [
+const PRESETS: [(&str, &str, &str, Activations); 13] = [
     ("W8A16", "w8a16", "int8:group128", Activations::None),
     ("W8A16_ASYM", "w8a16_asym", "int8:group128:minmax:asym", Activations::None),
     ("W4A16", "w4a16", "int4:group128", Activations::None),
@@ -102,6 +102,10 @@ const PRESETS: [(&str, &str, &str, Activations); 9] = [
     ("W8A8", "w8a8", "int8:channel", Activations::Int8Dynamic),
     ("FP8_DYNAMIC", "fp8_dynamic", "e4m3:channel", Activations::Fp8Dynamic),
     ("FP8_WEIGHT_ONLY", "fp8_weight_only", "e4m3:channel", Activations::None),
+    ("FP8_BLOCK", "fp8_block", "e4m3:block128", Activations::Fp8Dynamic),
+    ("NVFP4A16", "nvfp4a16", "nvfp4", Activations::None),
+    ("MXFP4A16", "mxfp4a16", "mxfp4", Activations::None),
+    ("MXFP8A16", "mxfp8a16", "mxfp8", Activations::None),
 ];
 
 /// The fields of a config group FORMATS.md §7 says matter.
@@ -172,7 +176,8 @@ fn one_linear_saves_match_the_reference_layout_and_config() {
         }
     }
     eprintln!("byte-identical to llm-compressor: {identical} of {tensors} tensors");
-    assert_eq!(tensors, 54);
+    assert_eq!(tensors, 72);
+    assert_eq!(identical, tensors, "every stored tensor byte for byte");
 }
 
 fn teaching() -> std::path::PathBuf {
@@ -269,5 +274,100 @@ fn declared_activations_refuse_other_weight_schemes_naming_the_layer() {
             "{msg}"
         );
         assert!(!out.exists());
+    }
+}
+
+/// A per-layer recipe giving `a` W4A16 and `b` NVFP4A16 is saved as
+/// llm-compressor's mixed-precision reference: the same tensors, byte for byte,
+/// and a `mixed-precision` config with one group (and format) per scheme.
+#[test]
+fn mixed_precision_matches_the_reference() {
+    use quantscope_engine::recipe::LayerChoice;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = open("input_weights.safetensors");
+    let w = input.tensor("weight_f32").unwrap();
+    let view = || safetensors::tensor::TensorView::new(w.dtype, w.shape.clone(), input.bytes(w)).unwrap();
+    let model = tmp.path().join("ab.safetensors");
+    safetensors::serialize_to_file([("a.weight", view()), ("b.weight", view())], None, &model).unwrap();
+    let ckpt = Checkpoint::open(&model).unwrap();
+    let layers = BTreeMap::from([
+        ("a.weight".to_string(), LayerChoice::Quantize("int4:group128".parse().unwrap())),
+        ("b.weight".to_string(), LayerChoice::Quantize("nvfp4".parse().unwrap())),
+    ]);
+    let recipe = Resolved { scheme: "int8".parse().unwrap(), layers };
+    let decisions = export::plan(ckpt.tensors(), &recipe, &|_| false);
+    let out = tmp.path().join("out");
+    let opts = ExportOptions { mode: ExportMode::Packed, ..ExportOptions::default() };
+    export::export(&ckpt, &decisions, &out, &opts, &|_, _| {}, &AtomicBool::new(false)).unwrap();
+    let ours = Checkpoint::open(out.join("model.safetensors")).unwrap();
+    let reference = open("mixed_w4a16_nvfp4a16_f32.safetensors");
+    let want: Vec<&str> =
+        reference.tensors().iter().map(|t| t.name.as_str()).filter(|n| !n.ends_with("dequantized")).collect();
+    assert_eq!(ours.tensors().len(), want.len());
+    for n in want {
+        let (a, b) = (ours.tensor(n).unwrap(), reference.tensor(n).unwrap());
+        assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{n}");
+        assert!(ours.bytes(a) == reference.bytes(b), "{n} differs from llm-compressor's");
+    }
+    let configs: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/tests/data/formats/configs_ct019.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let r = &configs["MIXED(a:W4A16,b:NVFP4A16)"];
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let q = &config["quantization_config"];
+    assert_eq!(q["format"], r["format"]);
+    for g in ["group_0", "group_1"] {
+        assert_eq!(group_fields(&q["config_groups"][g]), group_fields(&r["config_groups"][g]), "{g}");
+    }
+}
+
+/// q/k/v of one attention block share one NVFP4 global scale, from the largest
+/// amax of the three (llm-compressor fuses them); the sweep's numbers for each
+/// equal what the save wrote.
+#[test]
+fn fused_siblings_share_the_nvfp4_global_scale() {
+    use quantscope_engine::write::{OwnedTensor, write_safetensors};
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["q_proj", "k_proj", "v_proj", "o_proj"];
+    let tensors: Vec<(String, OwnedTensor)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let amax = [0.5f32, 2.0, 0.25, 3.0][i];
+            let v: Vec<f32> = (0..32 * 64).map(|k| amax * ((k * 37 % 101) as f32 / 50.0 - 1.0)).collect();
+            let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (
+                format!("model.layers.0.self_attn.{n}.weight"),
+                OwnedTensor { dtype: Dtype::F32, shape: vec![32, 64], data },
+            )
+        })
+        .collect();
+    let model = tmp.path().join("attn.safetensors");
+    write_safetensors(&model, &tensors, None).unwrap();
+    let out = tmp.path().join("out");
+    let summary = save(&model, "nvfp4", Activations::None, &out);
+    let saved = Checkpoint::open(out.join("model.safetensors")).unwrap();
+    let gs = |n: &str| {
+        let t = saved.tensor(&format!("model.layers.0.self_attn.{n}.weight_global_scale")).unwrap();
+        f32::from_le_bytes(saved.bytes(t).try_into().unwrap())
+    };
+    let amax_qkv = 2.0f32 * (100.0 / 50.0 - 1.0);
+    let want = (1.0f32 / amax_qkv) * 2688.0;
+    for n in ["q_proj", "k_proj", "v_proj"] {
+        assert_eq!(gs(n), want, "{n} shares the global scale of k_proj's amax");
+    }
+    assert_ne!(gs("o_proj"), want, "o_proj is not fused");
+    let src = Checkpoint::open(&model).unwrap();
+    let s: Scheme = "nvfp4".parse().unwrap();
+    for l in &summary.layers {
+        let row =
+            quantscope_engine::sweep::sweep_tensor(&src, src.tensor(&l.name).unwrap(), &[s], &mut Vec::new());
+        let cell = row.cells[0].as_ref().unwrap();
+        assert_eq!(cell.metrics.mse.to_bits(), l.metrics.mse.to_bits(), "{}", l.name);
     }
 }

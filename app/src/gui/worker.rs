@@ -296,8 +296,13 @@ impl WorkerState {
             self.ckpt.as_ref().ok_or("no model is open")?.tensor(&a.tensor).map_err(|e| e.to_string())?;
         let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
         let values = self.values(&a.tensor)?;
-        // The tensor's own dtype is the working dtype: the numbers a save writes.
-        let options = Options { work, ..a.options };
+        // The tensor's own dtype is the working dtype, and fused siblings share a
+        // two-level format's global scale: the numbers a save writes.
+        let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+        let global_amax =
+            quantscope_engine::fused::shared_global_amax(ckpt, &a.tensor, &a.scheme, &|_| Some(a.scheme))
+                .map_err(|e| e.to_string())?;
+        let options = Options { work, global_amax, ..a.options };
         let result = analyze(&values, &shape, &a.scheme, &options).map_err(|e| e.to_string())?;
         let calibration_ranges = match a.all_calibrations {
             Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
