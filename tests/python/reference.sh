@@ -2,7 +2,8 @@
 # llm-compressor reference checks (issue 12). Without BIN: builds (or reuses) llm-compressor's
 # saves of MiniLM F32 and BF16 for every preset and prints their transformers cosines.
 # With BIN: also saves each preset's short form with quantscope, compares it tensor for tensor
-# with llm-compressor's (compare_saves.py) and loads/runs it (load_and_run.py).
+# with llm-compressor's (compare_saves.py) and loads/runs it (load_and_run.py), and checks that
+# `quantscope report` on the BF16 copy prints the MSE of each decompressed BF16 save.
 # Usage: tests/python/reference.sh [BIN]
 # Env: QS_MODEL (default sample-models/minilm), QS_VENV (default ~/.cache/quantscope-ci/venv), QS_REFERENCE (default ~/.cache/quantscope-ci/reference)
 set -euo pipefail
@@ -76,4 +77,12 @@ for d in f32 bf16; do
     if [ ${#saves[@]} -gt 0 ]; then load_and_run $d quantscope "${saves[@]}"; fi
     rm -rf "${WORK:?}/$d" # one dtype's saves on disk at a time
 done
+# `quantscope report` on the BF16 copy gives the MSE of what each llm-compressor save holds,
+# decompressed by compressed-tensors (report_matches_save.py).
+args=()
+for p in "${PRESETS[@]}"; do
+    read -r s _ <<< "${FORM[$p]}"
+    args+=("$s" "$REF/bf16/$p")
+done
+run "$PY" $T/report_matches_save.py "$BIN" "${ORIG[bf16]}" "${args[@]}" || status=1
 exit $status
