@@ -42,4 +42,8 @@ done
 if [ -n "$minilm" ]; then
   shot minilm 1600x1000 10 "select encoder.layer.0.attention.self.query.weight" "$minilm"
   shot sensitivity-minilm 1600x1000 25 "view sensitivity; matrix" "$minilm"
+  for size in 1000x700 1600x1000; do
+    shot nvfp4-teaching "$size" 10 "select encoder.layer.0.attention.self.query.weight; scheme nvfp4; grid; pick 0.05" "$minilm"
+    shot mxfp4-teaching "$size" 10 "select encoder.layer.0.attention.self.query.weight; scheme mxfp4; grid; pick 0.05" "$minilm"
+  done
 fi

@@ -488,3 +488,17 @@ fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
     assert_eq!(s.model.as_ref().unwrap().summary.name, "teaching.safetensors");
     assert_eq!(s.recent.first(), Some(&path), "an opened file goes on the Recent list");
 }
+
+/// The clip labels once sat at the top of the plot's own bounds, which the
+/// auto-bounds then grew to include: the y axis climbed every frame until the
+/// bars were a flat line. It must stay near the tallest bar however many frames run.
+#[test]
+fn the_histogram_y_axis_follows_the_bars() {
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    h.run_steps(60);
+    let a = h.state().state().selected_analysis().cloned().unwrap();
+    let tallest = *a.result.histogram.as_ref().unwrap().counts.iter().max().unwrap() as f64;
+    let (_, top) = h.state().panels().histogram.shown_y_range().unwrap();
+    assert!(top >= tallest && top < 1.5 * tallest, "y axis to {top} for bars up to {tallest}");
+}

@@ -150,10 +150,9 @@ impl WithFormat for Example<'_> {
     }
 }
 
-/// The code's own value: dequantized with S = 1 and no shift (Q for an
-/// integer, the float the bits stand for otherwise).
+/// The code's own value (Q, or the float its bits encode).
 fn code_value<F: NumberFormat>(f: &F, code: F::Code) -> f32 {
-    f.dequantize(code, &SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: 0.0, hi: 0.0 })
+    f.code_value(code)
 }
 
 fn int_steps<F: NumberFormat>(f: &F, p: &SliceParams, r: f32, code: F::Code) -> IntSteps {
@@ -437,6 +436,9 @@ mod tests {
         assert_eq!(s.scaled, 0.05 / b.step);
         assert_eq!(ex.dequantized, f.fake_quant(0.05, &p));
         assert_eq!((s.exponent_bits, s.mantissa_bits, s.bias), (2, 1, 1));
+        // The code's value is the E2M1 number itself, not scaled by the global scale.
+        assert!(crate::format::E2M1_VALUES.contains(&s.value.abs()), "{}", s.value);
+        assert_eq!(ex.dequantized, WorkDtype::BF16.round(s.value * b.step));
         assert_eq!(s.code, s.sign << 3 | s.exponent << 1 | s.mantissa);
         // MX: 1.75·2^-3 rounds up to P = 2^-2, so E = 125 − 2 = 123 for MXFP4.
         let m = MicroFormat::new(MicroKind::Mxfp4, WorkDtype::F32);

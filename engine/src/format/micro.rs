@@ -186,6 +186,10 @@ impl NumberFormat for MicroFormat {
         crate::simd::micro_fake_quant_x8(x, self.step(p), quotient, self.is_fp4())
     }
 
+    fn code_value(&self, code: u8) -> f32 {
+        self.value(code)
+    }
+
     fn levels(&self, p: &SliceParams) -> Vec<f32> {
         let mut out: Vec<f32> = (0..=if self.is_fp4() { 15u8 } else { 255 })
             .filter(|&c| self.value(c).is_finite())

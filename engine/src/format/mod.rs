@@ -89,6 +89,12 @@ pub trait NumberFormat: Copy + Send + Sync {
         wide::f32x8::new(a.map(|v| self.fake_quant(v, p)))
     }
 
+    /// The number a code stands for before any scale: Q for an integer, the
+    /// float its bits encode otherwise.
+    fn code_value(&self, code: Self::Code) -> f32 {
+        self.dequantize(code, &SliceParams { scale: 1.0, zero_point: 0, offset: 0.0, lo: 0.0, hi: 0.0 })
+    }
+
     /// Every finite dequantized level, ascending.
     fn levels(&self, p: &SliceParams) -> Vec<f32>;
 

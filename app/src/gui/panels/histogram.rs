@@ -120,6 +120,11 @@ struct PlotData<'a> {
 }
 
 impl HistogramPanel {
+    /// The y range the plot showed last frame (tests: the axis must follow the data).
+    pub fn shown_y_range(&self) -> Option<(f64, f64)> {
+        self.transform.as_ref().map(|t| (t.bounds().min()[1], t.bounds().max()[1]))
+    }
+
     pub fn is_dragging(&self) -> bool {
         self.drag.is_some()
     }
@@ -405,7 +410,10 @@ fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
     if let Some((x, label)) = &d.zero {
         plot_ui.vline(VLine::new(label.clone(), *x).color(Color32::from_rgb(240, 228, 66)).width(1.0));
     }
-    let top = plot_ui.plot_bounds().max()[1];
+    // The labels sit at the tallest bar: a height taken from the plot's own bounds
+    // would feed back into its auto-bounds and grow the y axis frame after frame.
+    let tallest = d.hist.counts.iter().max().copied().unwrap_or(0) as f64;
+    let top = if d.log { (tallest + 1.0).log10() } else { tallest };
     for (edge, x, anchor, name) in
         // Labels sit inside the range, so they never run off the plot's edges.
         [

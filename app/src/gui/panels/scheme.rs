@@ -173,11 +173,14 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
         }
         Granularity::Group { size } => {
             let label = ui.label("Group size");
-            ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(size).range(1..=65536)).labelled_by(label.id);
-                for g in [32, 64, 128] {
-                    ui.selectable_value(size, g, g.to_string());
-                }
+            // A microscaled format's group is part of the format.
+            ui.add_enabled_ui(s.format.fixed_group().is_none(), |ui| {
+                ui.horizontal(|ui| {
+                    ui.add(egui::DragValue::new(size).range(1..=65536)).labelled_by(label.id);
+                    for g in [32, 64, 128] {
+                        ui.selectable_value(size, g, g.to_string());
+                    }
+                });
             });
         }
         Granularity::Block { size } => {
