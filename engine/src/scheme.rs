@@ -230,10 +230,10 @@ impl Scheme {
             self.granularity = Granularity::Channel { axis: 0 };
         }
         if self.calibration == Calibration::Hqq {
-            if !matches!(self.format, FormatKind::Int(_)) {
-                self.calibration = Calibration::MinMax;
-            } else {
+            if matches!(self.format, FormatKind::Int(_)) {
                 self.mapping = Mapping::Asymmetric;
+            } else {
+                self.calibration = Calibration::MinMax;
             }
         }
         self

@@ -101,23 +101,23 @@ impl MicroFormat {
         Self { kind, work, global: 1.0 }
     }
 
-    pub fn kind(&self) -> MicroKind {
+    pub fn kind(self) -> MicroKind {
         self.kind
     }
 
-    fn is_fp4(&self) -> bool {
+    fn is_fp4(self) -> bool {
         matches!(self.kind, MicroKind::Nvfp4 | MicroKind::Mxfp4)
     }
 
     /// The largest element magnitude: 6 (E2M1) or 448 (E4M3).
-    fn elem_max(&self) -> f32 {
+    fn elem_max(self) -> f32 {
         if self.is_fp4() { 6.0 } else { 448.0 }
     }
 
     /// The step the element values are multiplied by: NVFP4's block scale over the
     /// global scale, in F32; the block scale itself for MX.
     #[inline]
-    fn step(&self, p: &SliceParams) -> f32 {
+    fn step(self, p: &SliceParams) -> f32 {
         match self.kind {
             MicroKind::Nvfp4 => p.scale / self.global,
             _ => p.scale,
@@ -125,7 +125,7 @@ impl MicroFormat {
     }
 
     #[inline]
-    fn encode(&self, v: f32) -> u8 {
+    fn encode(self, v: f32) -> u8 {
         if self.is_fp4() {
             e2m1_encode(v.clamp(-6.0, 6.0))
         } else {
@@ -134,7 +134,7 @@ impl MicroFormat {
     }
 
     #[inline]
-    fn value(&self, code: u8) -> f32 {
+    fn value(self, code: u8) -> f32 {
         if self.is_fp4() { e2m1_value(code) } else { Fp8Format::E4M3.value(code) }
     }
 }
@@ -301,7 +301,7 @@ mod tests {
     fn e2m1_ties_round_to_even_and_keep_the_sign() {
         let cases = [
             (0.25, 0x0),
-            (0.2500001, 0x1),
+            (0.250_000_1, 0x1),
             (0.75, 0x2),
             (1.25, 0x2),
             (1.75, 0x4),
