@@ -30,6 +30,7 @@ pub mod format;
 pub mod metrics;
 mod mmap;
 pub mod planner;
+pub mod quantized;
 pub mod rank;
 pub mod recipe;
 pub mod report;

@@ -1,0 +1,154 @@
+//! Codes + per-slice (S, Z) → R′, for every stored layout alike. The arithmetic
+//! is the format's own `NumberFormat::dequantize` in the working dtype D
+//! (docs/numerics.md), so a stored layer decodes exactly as quantscope's own
+//! quantizer would have produced it; only the element → slice map differs
+//! between layouts.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
+use crate::scheme::{FormatKind, Granularity};
+
+/// Which (S, Z) element (r, c) of a row-major `[rows, cols]` weight uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SliceMap {
+    Tensor,
+    /// One slice per row (output channel).
+    Rows,
+    /// Runs of `size` columns per row: slice `r · ceil(cols/size) + c/size`.
+    Groups(usize),
+    /// `[bh, bw]` blocks, row-major over the block grid.
+    Blocks {
+        bh: usize,
+        bw: usize,
+    },
+    /// GPTQ's `g_idx`: column c belongs to group `g_idx[c]`; slice `r · groups + g_idx[c]`.
+    GIdx {
+        g_idx: Vec<u32>,
+        groups: usize,
+    },
+}
+
+impl SliceMap {
+    /// The map a quantscope granularity gives (axis 0 only: what a save writes).
+    pub fn of(g: Granularity) -> Self {
+        match g {
+            Granularity::Tensor => Self::Tensor,
+            Granularity::Channel { .. } => Self::Rows,
+            Granularity::Group { size } => Self::Groups(size),
+        }
+    }
+
+    /// Number of slices for a `[rows, cols]` weight.
+    pub fn slices(&self, rows: usize, cols: usize) -> usize {
+        match self {
+            Self::Tensor => 1,
+            Self::Rows => rows,
+            Self::Groups(g) => rows * cols.div_ceil(*g),
+            Self::Blocks { bh, bw } => rows.div_ceil(*bh) * cols.div_ceil(*bw),
+            Self::GIdx { groups, .. } => rows * groups,
+        }
+    }
+}
+
+/// A stored layer ready to decode: one code byte per element (INT: the signed
+/// code as i8; FP8: its bits), row-major `[rows, cols]`, and the slices' params.
+pub struct Grid<'a> {
+    pub format: FormatKind,
+    pub work: WorkDtype,
+    pub rows: usize,
+    pub cols: usize,
+    pub codes: Cow<'a, [u8]>,
+    pub params: Vec<SliceParams>,
+    pub map: SliceMap,
+}
+
+/// R′ of every element, row-major, computed in parallel by rows.
+pub fn dequantize(g: &Grid<'_>) -> Result<Vec<f32>> {
+    struct Run<'g, 'a>(&'g Grid<'a>);
+    impl WithFormat for Run<'_, '_> {
+        type Out = Vec<f32>;
+        fn run<F: NumberFormat>(self, f: F) -> Vec<f32> {
+            dequantize_with(f, self.0)
+        }
+    }
+    dispatch_in(g.format, g.work, Run(g))
+}
+
+fn dequantize_with<F: NumberFormat>(f: F, g: &Grid<'_>) -> Vec<f32> {
+    let cols = g.cols;
+    let mut out = vec![0.0f32; g.rows * cols];
+    if cols == 0 {
+        return out;
+    }
+    let one = |row: &[u8], p: &[SliceParams], slice: &dyn Fn(usize) -> usize, out: &mut [f32]| {
+        for (c, (o, &b)) in out.iter_mut().zip(row).enumerate() {
+            *o = f.dequantize(f.code_from_byte(b), &p[slice(c)]);
+        }
+    };
+    out.par_chunks_mut(cols).zip(g.codes.par_chunks(cols)).enumerate().for_each(|(r, (o, row))| {
+        let p = &g.params;
+        match &g.map {
+            SliceMap::Tensor => one(row, &p[..1], &|_| 0, o),
+            SliceMap::Rows => one(row, &p[r..=r], &|_| 0, o),
+            SliceMap::Groups(size) => {
+                let n = cols.div_ceil(*size);
+                // A whole group shares one slice: decode it run by run.
+                for (k, (oc, rc)) in o.chunks_mut(*size).zip(row.chunks(*size)).enumerate() {
+                    one(rc, &p[r * n + k..=r * n + k], &|_| 0, oc);
+                }
+            }
+            SliceMap::Blocks { bh, bw } => {
+                let base = (r / bh) * cols.div_ceil(*bw);
+                one(row, &p[base..], &|c| c / bw, o);
+            }
+            SliceMap::GIdx { g_idx, groups } => {
+                one(row, &p[r * groups..(r + 1) * groups], &|c| g_idx[c] as usize, o);
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(scale: f32, zero_point: i32) -> SliceParams {
+        SliceParams { scale, zero_point, offset: 0.0, lo: 0.0, hi: 0.0 }
+    }
+
+    #[test]
+    fn each_map_picks_the_right_slice() {
+        // [2, 4] INT8 codes 1..8 as bytes.
+        let codes: Vec<u8> = (1..=8i8).map(|q| q.to_le_bytes()[0]).collect();
+        let grid = |params, map| Grid {
+            format: FormatKind::Int(8),
+            work: WorkDtype::F32,
+            rows: 2,
+            cols: 4,
+            codes: Cow::Borrowed(&codes),
+            params,
+            map,
+        };
+        let run = |params, map| dequantize(&grid(params, map)).unwrap();
+        assert_eq!(run(vec![p(0.5, 0)], SliceMap::Tensor), [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]);
+        assert_eq!(
+            run(vec![p(1.0, 0), p(2.0, 1)], SliceMap::Rows),
+            [1.0, 2.0, 3.0, 4.0, 8.0, 10.0, 12.0, 14.0]
+        );
+        let four = vec![p(1.0, 0), p(2.0, 0), p(3.0, 0), p(4.0, 0)];
+        assert_eq!(run(four.clone(), SliceMap::Groups(2)), [1.0, 2.0, 6.0, 8.0, 15.0, 18.0, 28.0, 32.0]);
+        // 3 columns per group: the second group of each row is short.
+        assert_eq!(run(four.clone(), SliceMap::Groups(3)), [1.0, 2.0, 3.0, 8.0, 15.0, 18.0, 21.0, 32.0]);
+        assert_eq!(
+            run(vec![p(1.0, 0), p(2.0, 0)], SliceMap::Blocks { bh: 2, bw: 3 }),
+            [1.0, 2.0, 3.0, 8.0, 5.0, 6.0, 7.0, 16.0]
+        );
+        let g_idx = SliceMap::GIdx { g_idx: vec![1, 0, 1, 0], groups: 2 };
+        assert_eq!(run(four, g_idx), [2.0, 2.0, 6.0, 4.0, 20.0, 18.0, 28.0, 24.0]);
+    }
+}
