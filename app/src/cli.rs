@@ -46,6 +46,10 @@ pub enum Command {
     /// stored) at the least error; prints the plan (JSON) or a recipe.
     #[command(after_long_help = PLAN_HELP)]
     Plan(crate::plan_cli::PlanArgs),
+    /// Measure a published quantization (compressed-tensors, FP8 blocks, GPTQ,
+    /// AWQ) against its original, layer by layer, beside quantscope's schemes.
+    #[command(after_long_help = crate::diff_cli::DIFF_HELP)]
+    Diff(crate::diff_cli::DiffArgs),
 }
 
 const PLAN_HELP: &str = "\

@@ -23,6 +23,7 @@ pub mod calibrate;
 pub mod checkpoint;
 pub mod csv;
 pub mod decode;
+pub mod diff;
 pub mod error;
 pub mod explain;
 pub mod export;

@@ -265,20 +265,28 @@ pub(crate) fn unpack_pack_quantized(
     Ok((codes, zps))
 }
 
-/// Per-slice params from decoded scales and zero points; lo/hi is the slice's
-/// representable range (what the diff counts as clipped).
+/// Per-slice params from decoded scales and zero points. lo/hi (what the diff
+/// counts as clipped) follow the engine's metric range: ±S·(Qmax − Qmin)/2
+/// (= ±amax) for symmetric INT, ±fmax·S for FP8, [S·(Qmin − Z), S·(Qmax − Z)]
+/// for asymmetric INT.
 pub(super) fn slice_params(
     kind: FormatKind,
     scales: &[f32],
     zps: &[i32],
+    symmetric: bool,
 ) -> Result<Vec<SliceParams>, String> {
     let f = spec(kind).map_err(|e| e.to_string())?;
+    let half = (f.qmax - f.qmin) / 2.0;
     Ok(scales
         .iter()
         .enumerate()
         .map(|(i, &scale)| {
             let z = zps.get(i).copied().unwrap_or(0);
-            let (lo, hi) = (scale * (f.qmin - z as f32), scale * (f.qmax - z as f32));
+            let (lo, hi) = if f.is_float || (symmetric && z == 0) {
+                (-scale * half, scale * half)
+            } else {
+                (scale * (f.qmin - z as f32), scale * (f.qmax - z as f32))
+            };
             SliceParams { scale, zero_point: z, offset: 0.0, lo: lo.min(hi), hi: lo.max(hi) }
         })
         .collect())
@@ -327,7 +335,7 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         }
     };
     let scales = decode::decode(scale.dtype, ckpt.bytes(scale)).map_err(|e| format!("{scale_name}: {e}"))?;
-    let params = slice_params(layer.kind, &scales, &zps)?;
+    let params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
     if params.len() != map.slices(rows, cols) || codes.len() != rows * cols {
         return Err(format!("{} scales for {} slices", params.len(), map.slices(rows, cols)));
     }

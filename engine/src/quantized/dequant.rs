@@ -42,6 +42,17 @@ impl SliceMap {
         }
     }
 
+    /// The slice of element (r, c) of a `[rows, cols]` weight.
+    pub fn index(&self, r: usize, c: usize, cols: usize) -> usize {
+        match self {
+            Self::Tensor => 0,
+            Self::Rows => r,
+            Self::Groups(g) => r * cols.div_ceil(*g) + c / g,
+            Self::Blocks { bh, bw } => (r / bh) * cols.div_ceil(*bw) + c / bw,
+            Self::GIdx { g_idx, groups } => r * groups + g_idx[c] as usize,
+        }
+    }
+
     /// Number of slices for a `[rows, cols]` weight.
     pub fn slices(&self, rows: usize, cols: usize) -> usize {
         match self {
@@ -64,6 +75,29 @@ pub struct Grid<'a> {
     pub codes: Cow<'a, [u8]>,
     pub params: Vec<SliceParams>,
     pub map: SliceMap,
+}
+
+/// A decoded layer: R′ row-major, and each slice's parameters (lo/hi is the
+/// slice's representable range).
+pub struct Decoded {
+    pub values: Vec<f32>,
+    pub params: Vec<SliceParams>,
+    pub map: SliceMap,
+    pub cols: usize,
+}
+
+impl Decoded {
+    /// The parameters element k uses.
+    pub fn params_of(&self, k: usize) -> &SliceParams {
+        let c = self.cols.max(1);
+        &self.params[self.map.index(k / c, k % c, c)]
+    }
+}
+
+/// [`dequantize`], keeping the parameters.
+pub fn decode(g: Grid<'_>) -> Result<Decoded> {
+    let values = dequantize(&g)?;
+    Ok(Decoded { values, params: g.params, map: g.map, cols: g.cols })
 }
 
 /// R′ of every element, row-major, computed in parallel by rows.
@@ -149,6 +183,13 @@ mod tests {
             [1.0, 2.0, 3.0, 8.0, 5.0, 6.0, 7.0, 16.0]
         );
         let g_idx = SliceMap::GIdx { g_idx: vec![1, 0, 1, 0], groups: 2 };
-        assert_eq!(run(four, g_idx), [2.0, 2.0, 6.0, 4.0, 20.0, 18.0, 28.0, 24.0]);
+        assert_eq!(run(four.clone(), g_idx.clone()), [2.0, 2.0, 6.0, 4.0, 20.0, 18.0, 28.0, 24.0]);
+        // `index` agrees with the decoding loop for every map.
+        for map in [SliceMap::Tensor, SliceMap::Rows, SliceMap::Groups(3), SliceMap::Blocks { bh: 2, bw: 3 }, g_idx] {
+            let d = decode(grid(four.clone(), map.clone())).unwrap();
+            for (k, &v) in d.values.iter().enumerate() {
+                assert_eq!(v, f32::from(codes[k] as i8) * d.params_of(k).scale, "{map:?} {k}");
+            }
+        }
     }
 }

@@ -205,7 +205,7 @@ pub(super) fn grid<'a>(
             zps[o * groups + g] = i32::from(zeros[g * out + o]) + offset;
         }
     }
-    let params = slice_params(layer.kind, &scales, &zps)?;
+    let params = slice_params(layer.kind, &scales, &zps, layer.stored.symmetric)?;
     let work = WorkDtype::of(p.scales.dtype);
     Ok(Grid {
         format: layer.kind,

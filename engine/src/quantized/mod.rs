@@ -147,6 +147,11 @@ impl QuantizedModel {
 
     /// R′ of one layer, row-major in its original shape.
     pub fn dequantize(&self, layer: &Layer) -> Result<Vec<f32>> {
+        self.decode(layer).map(|d| d.values)
+    }
+
+    /// R′ of one layer with its slices' parameters.
+    pub fn decode(&self, layer: &Layer) -> Result<dequant::Decoded> {
         let grid = match &layer.layout {
             Layout::Packed | Layout::Unpacked { .. } => ct::grid(&self.ckpt, layer),
             Layout::Gptq(c) => gptq::grid(&self.ckpt, layer, c, false),
@@ -157,7 +162,7 @@ impl QuantizedModel {
             tensor: layer.name.clone(),
             reason,
         };
-        let r = grid.map_err(fail).and_then(|g| dequant::dequantize(&g));
+        let r = grid.map_err(fail).and_then(dequant::decode);
         for t in &layer.tensors {
             if let Ok(i) = self.ckpt.tensor(t) {
                 self.ckpt.release(i);
