@@ -50,17 +50,18 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
 }
 
 pub fn run_diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let filter = args
-        .tensors
-        .as_deref()
-        .map(Regex::new)
-        .transpose()
-        .with_context(|| format!("--tensors {:?} is not a valid regex", args.tensors.as_deref().unwrap_or("")))?;
+    let filter = args.tensors.as_deref().map(Regex::new).transpose().with_context(|| {
+        format!("--tensors {:?} is not a valid regex", args.tensors.as_deref().unwrap_or(""))
+    })?;
     let orig = Checkpoint::open(&args.original)?;
     let q = QuantizedModel::open(&args.quantized)?;
     let keep = |name: &str| filter.as_ref().is_none_or(|r| r.is_match(name));
     let opts = DiffOptions { compare: args.compare.clone(), no_rtn: false };
     let d = diff(&orig, &q, &keep, &opts);
+    // Layers that could not be read: one line each on stderr (also in "unpaired").
+    for f in q.failed.iter().filter(|f| keep(&f.tensor)) {
+        eprintln!("quantscope: warning: {}: tensor '{}': {}", q.ckpt.path.display(), f.tensor, f.reason);
+    }
     match args.output {
         OutputArg::Json => {
             serde_json::to_writer_pretty(&mut *out, &d)?;

@@ -151,8 +151,15 @@ pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, 
     }
     // Weights the original has that the quantized checkpoint does not quantize.
     for t in orig.tensors().iter().filter(|t| keep(&t.name) && t.shape.len() >= 2 && t.is_quantizable()) {
-        if t.name.ends_with(".weight") && q.layer(&t.name).is_none() && !q.failed.iter().any(|f| f.tensor == t.name) {
-            let reason = if q.plain.contains(&t.name) { "stored unquantized" } else { "not in the quantized checkpoint" };
+        if t.name.ends_with(".weight")
+            && q.layer(&t.name).is_none()
+            && !q.failed.iter().any(|f| f.tensor == t.name)
+        {
+            let reason = if q.plain.contains(&t.name) {
+                "stored unquantized"
+            } else {
+                "not in the quantized checkpoint"
+            };
             unpaired.push(Unpaired { name: t.name.clone(), reason: reason.into() });
         }
     }
@@ -185,12 +192,23 @@ fn compare_layer(
         schemes.insert(0, s);
     }
     let run = |s: &Scheme| {
-        let o = Options { weight_bins: 0, error_bins: 0, keep_dequantized: false, work: WorkDtype::of(info.dtype) };
+        let o = Options {
+            weight_bins: 0,
+            error_bins: 0,
+            keep_dequantized: false,
+            work: WorkDtype::of(info.dtype),
+        };
         (s.to_string(), analyze(values, &info.shape, s, &o).map(|r| r.metrics).map_err(|e| e.to_string()))
     };
     let schemes = schemes.par_iter().map(run).collect();
     orig.release(info);
-    Ok(TensorDiff { name: layer.name.clone(), shape: info.shape.clone(), stored: layer.stored.clone(), metrics, schemes })
+    Ok(TensorDiff {
+        name: layer.name.clone(),
+        shape: info.shape.clone(),
+        stored: layer.stored.clone(),
+        metrics,
+        schemes,
+    })
 }
 
 fn column(items: &[Item<'_>]) -> ColumnTotals {
@@ -206,13 +224,19 @@ fn column(items: &[Item<'_>]) -> ColumnTotals {
 
 fn totals(tensors: &[TensorDiff]) -> Totals {
     let params = |t: &TensorDiff| t.shape.iter().product::<usize>() as u64;
-    let published: Vec<Item<'_>> =
-        tensors.iter().map(|t| Item { name: &t.name, params: params(t), metrics: Some(&t.metrics) }).collect();
+    let published: Vec<Item<'_>> = tensors
+        .iter()
+        .map(|t| Item { name: &t.name, params: params(t), metrics: Some(&t.metrics) })
+        .collect();
     let mut by_scheme: BTreeMap<&str, Vec<Item<'_>>> = BTreeMap::new();
     for t in tensors {
         for (k, m) in &t.schemes {
             if let Ok(m) = m {
-                by_scheme.entry(k).or_default().push(Item { name: &t.name, params: params(t), metrics: Some(m) });
+                by_scheme.entry(k).or_default().push(Item {
+                    name: &t.name,
+                    params: params(t),
+                    metrics: Some(m),
+                });
             }
         }
     }

@@ -21,6 +21,8 @@ use crate::scheme::FormatKind;
 
 /// Formats that have a name but no reader yet (the NVFP4 / MX work adds them).
 const NOT_YET: [&str; 3] = ["nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp8-quantized"];
+/// Formats read here.
+const READ: [&str; 4] = ["pack-quantized", "int-quantized", "float-quantized", "naive-quantized"];
 
 /// How the scales cut the weight: granularity name, group or block size, map.
 struct ScaleLayout {
@@ -84,8 +86,12 @@ fn config_weights(method: &Method, module: &str) -> Result<Option<CtWeights>, St
             let g = c
                 .group_for(module)
                 .ok_or("quantized, but no config group targets it (or it is in ignore)")?;
-            if NOT_YET.contains(&g.weights.format.as_str()) {
-                return Err(format!("format {} is not read yet", g.weights.format));
+            let f = g.weights.format.as_str();
+            if NOT_YET.contains(&f) {
+                return Err(format!("format {f} is not read yet"));
+            }
+            if !READ.contains(&f) {
+                return Err(format!("unknown compressed-tensors format '{f}'"));
             }
             Ok(Some(g.weights.clone()))
         }

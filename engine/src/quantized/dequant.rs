@@ -185,7 +185,9 @@ mod tests {
         let g_idx = SliceMap::GIdx { g_idx: vec![1, 0, 1, 0], groups: 2 };
         assert_eq!(run(four.clone(), g_idx.clone()), [2.0, 2.0, 6.0, 4.0, 20.0, 18.0, 28.0, 24.0]);
         // `index` agrees with the decoding loop for every map.
-        for map in [SliceMap::Tensor, SliceMap::Rows, SliceMap::Groups(3), SliceMap::Blocks { bh: 2, bw: 3 }, g_idx] {
+        for map in
+            [SliceMap::Tensor, SliceMap::Rows, SliceMap::Groups(3), SliceMap::Blocks { bh: 2, bw: 3 }, g_idx]
+        {
             let d = decode(grid(four.clone(), map.clone())).unwrap();
             for (k, &v) in d.values.iter().enumerate() {
                 assert_eq!(v, f32::from(codes[k] as i8) * d.params_of(k).scale, "{map:?} {k}");
