@@ -113,7 +113,7 @@ pub fn published_metrics(q: &QuantizedModel, layer: &Layer, values: &[f32]) -> c
             })
         })
         .collect::<Vec<_>>();
-    let total = sums.iter().fold(ErrorSums::default(), |a, s| a.merge(s));
+    let total = sums.iter().fold(ErrorSums::default(), ErrorSums::merge);
     Ok(total.metrics())
 }
 

@@ -74,10 +74,8 @@ fn drop(t: &mut Vec<(String, OwnedTensor)>, name: &str) {
 }
 
 fn replace(t: &mut [(String, OwnedTensor)], name: &str, new: OwnedTensor) {
-    for (n, v) in t.iter_mut() {
-        if n == name {
-            *v = OwnedTensor { dtype: new.dtype, shape: new.shape.clone(), data: new.data.clone() };
-        }
+    if let Some((_, v)) = t.iter_mut().find(|(n, _)| n == name) {
+        *v = new;
     }
 }
 
@@ -129,7 +127,7 @@ pub fn write_quantized_corpus(good: &Path, dir: &Path) -> Vec<(QCase, PathBuf)> 
         (
             case("ct-wrong-scale-shape", &["weight_scale has shape [3, 1]", "need [16, 2]"], false),
             variant(good, dir, "ct-wrong-scale-shape", |t, _| {
-                replace(t, "a.weight_scale", f32s(vec![3, 1], 3, 0))
+                replace(t, "a.weight_scale", f32s(vec![3, 1], 3, 0));
             }),
         ),
         (

@@ -186,8 +186,7 @@ fn parse_ct(q: &Value) -> Result<CtConfig, String> {
     let format = q.get("format").and_then(Value::as_str).unwrap_or("").to_string();
     let targets = |v: Option<&Value>| -> Result<Vec<Target>, String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(Target::parse).collect())
-            .unwrap_or(Ok(Vec::new()))
+            .map_or(Ok(Vec::new()), |a| a.iter().filter_map(Value::as_str).map(Target::parse).collect())
     };
     let ignore = targets(q.get("ignore"))?;
     let mut groups = Vec::new();

@@ -134,7 +134,7 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
         return Err("asymmetric in the config, but weight_zero_point is missing".into());
     }
     if let Some(z) = zp {
-        check_zero_points(z, &layout, &kind, sl.grid)?;
+        check_zero_points(z, &layout, kind, sl.grid)?;
     }
     let format = match (&want, &layout, kind) {
         (Some(w), ..) => w.format.clone(),
@@ -217,12 +217,11 @@ fn packed_shape(
 fn check_zero_points(
     z: &TensorInfo,
     layout: &Layout,
-    kind: &FormatKind,
+    kind: FormatKind,
     (zr, zc): (usize, usize),
 ) -> Result<(), String> {
-    let bits = match kind {
-        FormatKind::Int(b) => *b,
-        _ => return Err("weight_zero_point on an FP8 layer (asymmetric FP8 has no zero point)".into()),
+    let FormatKind::Int(bits) = kind else {
+        return Err("weight_zero_point on an FP8 layer (asymmetric FP8 has no zero point)".into());
     };
     let want = match layout {
         Layout::Packed => (Dtype::I32, vec![words_per_line(zr, bits), zc]),
@@ -321,14 +320,13 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
     };
     let zgrid =
         if let SliceMap::Blocks { bh, bw } = map { (rows.div_ceil(bh), cols.div_ceil(bw)) } else { zgrid };
-    let (codes, zps): (Cow<'a, [u8]>, Vec<i32>) = match layer.layout {
-        Layout::Packed => {
-            let zp = (!st.symmetric).then_some(zgrid);
-            let (c, z) =
-                unpack_pack_quantized(ckpt, &format!("{}.weight", layer.module), (rows, cols), st.bits, zp)?;
-            (Cow::Owned(c), z)
-        }
-        _ => {
+    let (codes, zps): (Cow<'a, [u8]>, Vec<i32>) = if layer.layout == Layout::Packed {
+        let zp = (!st.symmetric).then_some(zgrid);
+        let (c, z) =
+            unpack_pack_quantized(ckpt, &format!("{}.weight", layer.module), (rows, cols), st.bits, zp)?;
+        (Cow::Owned(c), z)
+    } else {
+        {
             let zps = if st.symmetric {
                 Vec::new()
             } else {
