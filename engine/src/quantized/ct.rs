@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::config::{CtWeights, Method};
@@ -251,8 +252,14 @@ pub(crate) fn unpack_pack_quantized(
     if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
         return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
     }
-    let codes = unpack_rows(&bytes_to_words(ckpt.bytes(p)), rows, cols, bits);
-    let codes = codes.iter().map(|&q| q.to_le_bytes()[0]).collect();
+    // The save's own unpacking, a row at a time in parallel.
+    let wpl = words_per_line(cols, bits);
+    let mut codes = vec![0u8; rows * cols];
+    codes.par_chunks_mut(cols.max(1)).zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1))).for_each(|(out, line)| {
+        for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
+            *o = q.to_le_bytes()[0];
+        }
+    });
     let zps = match zp {
         None => Vec::new(),
         Some((zr, zc)) => {

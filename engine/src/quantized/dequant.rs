@@ -112,35 +112,84 @@ pub fn dequantize(g: &Grid<'_>) -> Result<Vec<f32>> {
     dispatch_in(g.format, g.work, Run(g))
 }
 
+/// The code bytes a format can store: the 2^b signed INT codes, or all 256 FP8 bytes.
+fn code_bytes<F: NumberFormat>(f: &F) -> Vec<u8> {
+    if f.is_float() {
+        (0..=255).collect()
+    } else {
+        let half = 1i32 << (f.bits() - 1);
+        (-half..half).map(|q| (q as i8).to_le_bytes()[0]).collect()
+    }
+}
+
+/// R′ of every code byte under one slice's params: decoding a run of elements
+/// is then one table lookup each (the same `dequantize`, evaluated once per code).
+fn table<F: NumberFormat>(f: &F, codes: &[u8], p: &SliceParams, lut: &mut [f32; 256]) {
+    for &b in codes {
+        lut[usize::from(b)] = f.dequantize(f.code_from_byte(b), p);
+    }
+}
+
 fn dequantize_with<F: NumberFormat>(f: F, g: &Grid<'_>) -> Vec<f32> {
     let cols = g.cols;
     let mut out = vec![0.0f32; g.rows * cols];
     if cols == 0 {
         return out;
     }
-    let one = |row: &[u8], p: &[SliceParams], slice: &dyn Fn(usize) -> usize, out: &mut [f32]| {
-        for (c, (o, &b)) in out.iter_mut().zip(row).enumerate() {
-            *o = f.dequantize(f.code_from_byte(b), &p[slice(c)]);
-        }
+    let codes = code_bytes(&f);
+    let p = &g.params;
+    // Rows (or bands of `bh` rows for blocks) in parallel; within them, each
+    // run of elements sharing a slice goes through that slice's table.
+    let band = match g.map {
+        SliceMap::Blocks { bh, .. } => bh.max(1),
+        _ => 1,
     };
-    out.par_chunks_mut(cols).zip(g.codes.par_chunks(cols)).enumerate().for_each(|(r, (o, row))| {
-        let p = &g.params;
+    out.par_chunks_mut(cols * band).zip(g.codes.par_chunks(cols * band)).enumerate().for_each(|(k, (o, c))| {
+        let mut lut = [0.0f32; 256];
+        let r0 = k * band;
         match &g.map {
-            SliceMap::Tensor => one(row, &p[..1], &|_| 0, o),
-            SliceMap::Rows => one(row, &p[r..=r], &|_| 0, o),
-            SliceMap::Groups(size) => {
-                let n = cols.div_ceil(*size);
-                // A whole group shares one slice: decode it run by run.
-                for (k, (oc, rc)) in o.chunks_mut(*size).zip(row.chunks(*size)).enumerate() {
-                    one(rc, &p[r * n + k..=r * n + k], &|_| 0, oc);
+            SliceMap::Tensor | SliceMap::Rows | SliceMap::Groups(_) => {
+                let (run, first) = match g.map {
+                    SliceMap::Tensor => (cols, 0),
+                    SliceMap::Rows => (cols, r0),
+                    SliceMap::Groups(size) => (size.max(1), r0 * cols.div_ceil(size.max(1))),
+                    _ => unreachable!(),
+                };
+                for (j, (oc, cc)) in o.chunks_mut(run).zip(c.chunks(run)).enumerate() {
+                    if cc.len() < 2 * codes.len() {
+                        for (x, &b) in oc.iter_mut().zip(cc) {
+                            *x = f.dequantize(f.code_from_byte(b), &p[first + j]);
+                        }
+                    } else {
+                        table(&f, &codes, &p[first + j], &mut lut);
+                        for (x, &b) in oc.iter_mut().zip(cc) {
+                            *x = lut[usize::from(b)];
+                        }
+                    }
                 }
             }
-            SliceMap::Blocks { bh, bw } => {
-                let base = (r / bh) * cols.div_ceil(*bw);
-                one(row, &p[base..], &|c| c / bw, o);
+            SliceMap::Blocks { bw, .. } => {
+                let (bw, nb) = ((*bw).max(1), cols.div_ceil((*bw).max(1)));
+                for b in 0..nb {
+                    table(&f, &codes, &p[k * nb + b], &mut lut);
+                    for (oc, cc) in o.chunks_mut(cols).zip(c.chunks(cols)) {
+                        let span = b * bw..((b + 1) * bw).min(cols);
+                        for (x, &q) in oc[span.clone()].iter_mut().zip(&cc[span]) {
+                            *x = lut[usize::from(q)];
+                        }
+                    }
+                }
             }
             SliceMap::GIdx { g_idx, groups } => {
-                one(row, &p[r * groups..(r + 1) * groups], &|c| g_idx[c] as usize, o);
+                let n = codes.len();
+                let mut luts = vec![0.0f32; groups * 256];
+                for (gi, t) in luts.chunks_exact_mut(256).enumerate() {
+                    table(&f, &codes[..n], &p[r0 * groups + gi], &mut lut);
+                    t.copy_from_slice(&lut);
+                }
+                for ((x, &q), &gi) in o.iter_mut().zip(c).zip(g_idx) {
+                    *x = luts[gi as usize * 256 + usize::from(q)];
+                }
             }
         }
     });

@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 
+use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::config::{GptqConfig, Method};
@@ -28,12 +29,14 @@ use super::dequant::{Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
-use crate::export::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
+use crate::export::bitpack::{bytes_to_words, unpack_rows, words_per_line};
 use crate::format::WorkDtype;
 use crate::scheme::FormatKind;
 
 /// AutoAWQ's pack order: nibble i of a word holds column `8·j + AWQ_ORDER[i]`.
 const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+/// Its inverse: column `8·j + c` sits in nibble `AWQ_POS[c]`.
+const AWQ_POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 struct Parts<'a> {
     qweight: &'a TensorInfo,
@@ -160,6 +163,28 @@ fn unpack_awq(words: &[u32], rows: usize, cols: usize) -> Vec<i8> {
     out
 }
 
+/// The codes of a `[inp, out]` GPTQ / AWQ `qweight`, transposed to `[out, inp]`
+/// code bytes: each output row is gathered and unpacked in parallel (GPTQ: the
+/// column's bit stream, with the save's own `unpack_rows`; AWQ: one nibble per
+/// input row).
+fn codes_out_in(qw: &[u32], inp: usize, out: usize, bits: u8, awq: bool) -> Vec<u8> {
+    let mut codes = vec![0u8; out * inp];
+    codes.par_chunks_mut(inp.max(1)).enumerate().for_each(|(o, row)| {
+        if awq {
+            let (wpr, shift) = (out.div_ceil(8), 4 * AWQ_POS[o % 8]);
+            for (i, x) in row.iter_mut().enumerate() {
+                *x = ((((qw[i * wpr + o / 8] >> shift) & 0xF) as i8) - 8).to_le_bytes()[0];
+            }
+        } else {
+            let line: Vec<u32> = (0..words_per_line(inp, bits)).map(|w| qw[w * out + o]).collect();
+            for (x, q) in row.iter_mut().zip(unpack_rows(&line, 1, inp, bits)) {
+                *x = q.to_le_bytes()[0];
+            }
+        }
+    });
+    codes
+}
+
 /// Reads a checked GPTQ / AWQ layer's codes (transposed to `[out, in]`),
 /// zero points and scales.
 pub(super) fn grid<'a>(
@@ -173,12 +198,8 @@ pub(super) fn grid<'a>(
     let groups = p.scales.shape[0];
     let qw = bytes_to_words(ckpt.bytes(p.qweight));
     let qz = bytes_to_words(ckpt.bytes(p.qzeros));
-    // [in, out] and [groups, out], signed (u − 2^(b−1)).
-    let (codes_io, zeros) = if awq {
-        (unpack_awq(&qw, inp, out), unpack_awq(&qz, groups, out))
-    } else {
-        (unpack_cols(&qw, inp, out, bits), unpack_rows(&qz, groups, out, bits))
-    };
+    // Zero points [groups, out], signed (u − 2^(b−1)) like the codes.
+    let zeros = if awq { unpack_awq(&qz, groups, out) } else { unpack_rows(&qz, groups, out, bits) };
     let g_idx: Vec<u32> = match p.g_idx {
         Some(g) => ckpt
             .bytes(g)
@@ -190,12 +211,7 @@ pub(super) fn grid<'a>(
     if let Some((k, &g)) = g_idx.iter().enumerate().find(|&(_, &g)| g as usize >= groups) {
         return Err(format!("g_idx[{k}] = {} is out of range (0..{groups})", g as i32));
     }
-    let mut codes = vec![0u8; out * inp];
-    for (i, row) in codes_io.chunks(out.max(1)).enumerate() {
-        for (o, &q) in row.iter().enumerate() {
-            codes[o * inp + i] = q.to_le_bytes()[0];
-        }
-    }
+    let codes = codes_out_in(&qw, inp, out, bits, awq);
     let scales_go = decode::decode(p.scales.dtype, ckpt.bytes(p.scales))?;
     let offset = if awq { 0 } else { cfg.zero_offset };
     let (mut scales, mut zps) = (vec![0.0; out * groups], vec![0; out * groups]);
