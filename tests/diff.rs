@@ -149,3 +149,33 @@ fn every_malformed_quantized_layer_is_one_line_and_the_rest_compares() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn every_scheme_quantscope_saves_reads_back_as_its_own_rtn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let orig = write_original(&tmp.path().join("orig")).display().to_string();
+    // Packed INT at odd widths (codes straddle words), per tensor, FP8 with and
+    // without a centre (no quantization_config: inferred from the names), E5M2.
+    for scheme in [
+        "int3:channel:minmax",
+        "int2:group16:minmax:asym",
+        "int8:tensor:minmax:asym",
+        "e4m3:channel:minmax:asym",
+        "e5m2:tensor:minmax",
+        "e4m3:tensor:minmax",
+    ] {
+        let out = tmp.path().join(scheme.replace(':', "_"));
+        let o = quantscope(&["quantize", &orig, out.to_str().unwrap(), "--scheme", scheme]);
+        assert!(o.status.success(), "{scheme}: {}", String::from_utf8_lossy(&o.stderr));
+        let d = stdout_json(&quantscope(&["diff", &orig, out.to_str().unwrap()]));
+        assert_eq!(d["tensors"].as_array().unwrap().len(), 2, "{scheme}: {}", d["unpaired"]);
+        for t in d["tensors"].as_array().unwrap() {
+            assert_eq!(t["stored"]["short"], scheme);
+            let own = &t["schemes"][scheme];
+            for k in ["mse", "sqnr_db", "max_abs_err", "cosine"] {
+                let (p, o) = (t["metrics"][k].as_f64().unwrap(), own[k].as_f64().unwrap());
+                assert!(rel(p, o) < 1e-12, "{scheme} {}: {k} {p} vs RTN {o}", t["name"]);
+            }
+        }
+    }
+}

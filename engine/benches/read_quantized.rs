@@ -50,13 +50,18 @@ fn ct_config(format: &str, bits: u8, strategy: &str, group: &str, sym: bool, flo
 fn cases() -> Vec<(&'static str, Spec, String)> {
     let shape = [N as i64, N as i64].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let g = N / 128;
-    let packed = |bits: usize| ("weight_packed", Dtype::I32, vec![N, N * bits / 32], random(N * N * bits / 8, 1));
+    let packed =
+        |bits: usize| ("weight_packed", Dtype::I32, vec![N, N * bits / 32], random(N * N * bits / 8, 1));
     let shape_t = ("weight_shape", Dtype::I64, vec![2], shape);
     let g_idx: Vec<u8> = (0..N as i32).flat_map(|i| (i / 128).to_le_bytes()).collect();
     vec![
         (
             "pack-quantized int4 group128 bf16",
-            vec![packed(4), shape_t.clone(), ("weight_scale", Dtype::BF16, vec![N, g], constant(Dtype::BF16, N * g))],
+            vec![
+                packed(4),
+                shape_t.clone(),
+                ("weight_scale", Dtype::BF16, vec![N, g], constant(Dtype::BF16, N * g)),
+            ],
             ct_config("pack-quantized", 4, "group", "128", true, false),
         ),
         (

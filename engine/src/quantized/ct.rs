@@ -130,7 +130,17 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
     };
     let sl = scale_layout(scale, rows, cols, want.as_ref(), block_hint)?;
     let zp = t("weight_zero_point");
-    let symmetric = zp.is_none();
+    // quantscope's own asymmetric FP8: a real centre c per slice, stored like the scale.
+    let offset = t("weight_offset");
+    if let Some(o) = offset
+        && (!kind.is_fp8() || o.shape != scale.shape || o.dtype != scale.dtype)
+    {
+        return Err(format!(
+            "weight_offset is {:?} {:?}, expected {:?} {:?} on FP8 codes",
+            o.dtype, o.shape, scale.dtype, scale.shape
+        ));
+    }
+    let symmetric = zp.is_none() && offset.is_none();
     if want.as_ref().is_some_and(|w| !w.symmetric) && symmetric {
         return Err("asymmetric in the config, but weight_zero_point is missing".into());
     }
@@ -148,7 +158,7 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
     };
     let bits = spec(kind).map_err(|e| e.to_string())?.bits;
     let mut tensors: Vec<String> =
-        ["weight_packed", "weight_shape", "weight", scale_name, "weight_zero_point"]
+        ["weight_packed", "weight_shape", "weight", scale_name, "weight_zero_point", "weight_offset"]
             .iter()
             .filter(|s| t(s).is_some())
             .map(|s| format!("{module}.{s}"))
@@ -255,11 +265,13 @@ pub(crate) fn unpack_pack_quantized(
     // The save's own unpacking, a row at a time in parallel.
     let wpl = words_per_line(cols, bits);
     let mut codes = vec![0u8; rows * cols];
-    codes.par_chunks_mut(cols.max(1)).zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1))).for_each(|(out, line)| {
-        for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
-            *o = q.to_le_bytes()[0];
-        }
-    });
+    codes.par_chunks_mut(cols.max(1)).zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1))).for_each(
+        |(out, line)| {
+            for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
+                *o = q.to_le_bytes()[0];
+            }
+        },
+    );
     let zps = match zp {
         None => Vec::new(),
         Some((zr, zc)) => {
@@ -334,7 +346,7 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         (Cow::Owned(c), z)
     } else {
         {
-            let zps = if st.symmetric {
+            let zps = if st.symmetric || layer.kind.is_fp8() {
                 Vec::new()
             } else {
                 ckpt.bytes(t("weight_zero_point")?)
@@ -346,7 +358,14 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         }
     };
     let scales = decode::decode(scale.dtype, ckpt.bytes(scale)).map_err(|e| format!("{scale_name}: {e}"))?;
-    let params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
+    let mut params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
+    if layer.kind.is_fp8() && !st.symmetric {
+        let o = t("weight_offset")?;
+        let offsets = decode::decode(o.dtype, ckpt.bytes(o)).map_err(|e| format!("weight_offset: {e}"))?;
+        for (p, c) in params.iter_mut().zip(offsets) {
+            (p.offset, p.lo, p.hi) = (c, p.lo + c, p.hi + c);
+        }
+    }
     if params.len() != map.slices(rows, cols) || codes.len() != rows * cols {
         return Err(format!("{} scales for {} slices", params.len(), map.slices(rows, cols)));
     }

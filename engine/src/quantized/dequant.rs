@@ -144,55 +144,57 @@ fn dequantize_with<F: NumberFormat>(f: F, g: &Grid<'_>) -> Vec<f32> {
         SliceMap::Blocks { bh, .. } => bh.max(1),
         _ => 1,
     };
-    out.par_chunks_mut(cols * band).zip(g.codes.par_chunks(cols * band)).enumerate().for_each(|(k, (o, c))| {
-        let mut lut = [0.0f32; 256];
-        let r0 = k * band;
-        match &g.map {
-            SliceMap::Tensor | SliceMap::Rows | SliceMap::Groups(_) => {
-                let (run, first) = match g.map {
-                    SliceMap::Tensor => (cols, 0),
-                    SliceMap::Rows => (cols, r0),
-                    SliceMap::Groups(size) => (size.max(1), r0 * cols.div_ceil(size.max(1))),
-                    _ => unreachable!(),
-                };
-                for (j, (oc, cc)) in o.chunks_mut(run).zip(c.chunks(run)).enumerate() {
-                    if cc.len() < 2 * codes.len() {
-                        for (x, &b) in oc.iter_mut().zip(cc) {
-                            *x = f.dequantize(f.code_from_byte(b), &p[first + j]);
-                        }
-                    } else {
-                        table(&f, &codes, &p[first + j], &mut lut);
-                        for (x, &b) in oc.iter_mut().zip(cc) {
-                            *x = lut[usize::from(b)];
-                        }
-                    }
-                }
-            }
-            SliceMap::Blocks { bw, .. } => {
-                let (bw, nb) = ((*bw).max(1), cols.div_ceil((*bw).max(1)));
-                for b in 0..nb {
-                    table(&f, &codes, &p[k * nb + b], &mut lut);
-                    for (oc, cc) in o.chunks_mut(cols).zip(c.chunks(cols)) {
-                        let span = b * bw..((b + 1) * bw).min(cols);
-                        for (x, &q) in oc[span.clone()].iter_mut().zip(&cc[span]) {
-                            *x = lut[usize::from(q)];
+    out.par_chunks_mut(cols * band).zip(g.codes.par_chunks(cols * band)).enumerate().for_each(
+        |(k, (o, c))| {
+            let mut lut = [0.0f32; 256];
+            let r0 = k * band;
+            match &g.map {
+                SliceMap::Tensor | SliceMap::Rows | SliceMap::Groups(_) => {
+                    let (run, first) = match g.map {
+                        SliceMap::Tensor => (cols, 0),
+                        SliceMap::Rows => (cols, r0),
+                        SliceMap::Groups(size) => (size.max(1), r0 * cols.div_ceil(size.max(1))),
+                        _ => unreachable!(),
+                    };
+                    for (j, (oc, cc)) in o.chunks_mut(run).zip(c.chunks(run)).enumerate() {
+                        if cc.len() < 2 * codes.len() {
+                            for (x, &b) in oc.iter_mut().zip(cc) {
+                                *x = f.dequantize(f.code_from_byte(b), &p[first + j]);
+                            }
+                        } else {
+                            table(&f, &codes, &p[first + j], &mut lut);
+                            for (x, &b) in oc.iter_mut().zip(cc) {
+                                *x = lut[usize::from(b)];
+                            }
                         }
                     }
                 }
-            }
-            SliceMap::GIdx { g_idx, groups } => {
-                let n = codes.len();
-                let mut luts = vec![0.0f32; groups * 256];
-                for (gi, t) in luts.chunks_exact_mut(256).enumerate() {
-                    table(&f, &codes[..n], &p[r0 * groups + gi], &mut lut);
-                    t.copy_from_slice(&lut);
+                SliceMap::Blocks { bw, .. } => {
+                    let (bw, nb) = ((*bw).max(1), cols.div_ceil((*bw).max(1)));
+                    for b in 0..nb {
+                        table(&f, &codes, &p[k * nb + b], &mut lut);
+                        for (oc, cc) in o.chunks_mut(cols).zip(c.chunks(cols)) {
+                            let span = b * bw..((b + 1) * bw).min(cols);
+                            for (x, &q) in oc[span.clone()].iter_mut().zip(&cc[span]) {
+                                *x = lut[usize::from(q)];
+                            }
+                        }
+                    }
                 }
-                for ((x, &q), &gi) in o.iter_mut().zip(c).zip(g_idx) {
-                    *x = luts[gi as usize * 256 + usize::from(q)];
+                SliceMap::GIdx { g_idx, groups } => {
+                    let n = codes.len();
+                    let mut luts = vec![0.0f32; groups * 256];
+                    for (gi, t) in luts.chunks_exact_mut(256).enumerate() {
+                        table(&f, &codes[..n], &p[r0 * groups + gi], &mut lut);
+                        t.copy_from_slice(&lut);
+                    }
+                    for ((x, &q), &gi) in o.iter_mut().zip(c).zip(g_idx) {
+                        *x = luts[gi as usize * 256 + usize::from(q)];
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     out
 }
 
