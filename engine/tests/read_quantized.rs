@@ -289,3 +289,44 @@ fn gptq_and_awq_decode_as_the_reference_dequantizes() {
         assert_eq!(bad, 0, "{} bits, awq {}, v2 {}, act_order {}", c.bits, c.awq, c.v2, c.act_order);
     }
 }
+
+#[test]
+fn a_sharded_index_and_a_bare_file_read_the_same() {
+    let configs: serde_json::Value = serde_json::from_slice(&data("configs_ct019.json")).unwrap();
+    let (tensors, deq, deq_dtype) = reference("w4a16_asym_bf16");
+    // Codes in one shard, scales and zero points in the other, an index naming them.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b): (Tensors, Tensors) =
+        tensors.iter().cloned().partition(|t| t.0.ends_with("_packed") || t.0.ends_with("_shape"));
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", &a), ("model-00002-of-00002.safetensors", &b)]
+    {
+        let sub = tempfile::tempdir().unwrap();
+        write_model(sub.path(), part, None);
+        std::fs::rename(sub.path().join("model.safetensors"), dir.path().join(shard)).unwrap();
+        for t in part {
+            map.insert(t.0.clone(), shard.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let cfg = serde_json::json!({"quantization_config": configs["W4A16_ASYM"]});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let want = f32_bits(deq_dtype, &deq);
+    for path in [dir.path().to_path_buf(), dir.path().join("model.safetensors.index.json")] {
+        let m = QuantizedModel::open(&path).unwrap();
+        assert_eq!(m.method.name(), "compressed-tensors");
+        let got: Vec<u32> = m.dequantize(&m.layers[0]).unwrap().iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, want, "{}", path.display());
+    }
+    // A bare file with config.json beside it.
+    let single = tempfile::tempdir().unwrap();
+    write_model(single.path(), &tensors, Some(configs["W4A16_ASYM"].clone()));
+    let m = QuantizedModel::open(single.path().join("model.safetensors")).unwrap();
+    assert_eq!(
+        (m.method.name(), m.layers[0].stored.short.as_str()),
+        ("compressed-tensors", "int4:group128:minmax:asym")
+    );
+    let got: Vec<u32> = m.dequantize(&m.layers[0]).unwrap().iter().map(|x| x.to_bits()).collect();
+    assert_eq!(got, want);
+}
