@@ -2,6 +2,7 @@
 //! (`QuantizedModel::open` + `dequantize`), issue 14's target: ≥ 1 G params/s.
 //! The files are written once into a temp folder; codes are random words (every
 //! bit pattern is a valid code), scales constant.
+#![allow(clippy::unwrap_used)] // bench setup: a panic is the failure report
 
 use std::path::Path;
 
