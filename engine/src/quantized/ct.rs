@@ -333,29 +333,24 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         (_, Some(g), _) => SliceMap::Groups(g),
         (g, ..) => return Err(format!("granularity {g} has no size")),
     };
-    let zgrid = match &map {
+    // The scale grid, where packed zero points live too.
+    let zgrid = match map {
         SliceMap::Tensor => (1, 1),
-        m => (rows, m.slices(rows, cols) / rows.max(1)),
+        SliceMap::Blocks { bh, bw } => (rows.div_ceil(bh), cols.div_ceil(bw)),
+        ref m => (rows, m.slices(rows, cols) / rows.max(1)),
     };
-    let zgrid =
-        if let SliceMap::Blocks { bh, bw } = map { (rows.div_ceil(bh), cols.div_ceil(bw)) } else { zgrid };
     let (codes, zps): (Cow<'a, [u8]>, Vec<i32>) = if layer.layout == Layout::Packed {
         let zp = (!st.symmetric).then_some(zgrid);
         let (c, z) =
             unpack_pack_quantized(ckpt, &format!("{}.weight", layer.module), (rows, cols), st.bits, zp)?;
         (Cow::Owned(c), z)
     } else {
-        {
-            let zps = if st.symmetric || layer.kind.is_fp8() {
-                Vec::new()
-            } else {
-                ckpt.bytes(t("weight_zero_point")?)
-                    .iter()
-                    .map(|&b| i32::from(i8::from_le_bytes([b])))
-                    .collect()
-            };
-            (Cow::Borrowed(ckpt.bytes(t("weight")?)), zps)
-        }
+        let zps = if st.symmetric || layer.kind.is_fp8() {
+            Vec::new()
+        } else {
+            ckpt.bytes(t("weight_zero_point")?).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
+        };
+        (Cow::Borrowed(ckpt.bytes(t("weight")?)), zps)
     };
     let scales = decode::decode(scale.dtype, ckpt.bytes(scale)).map_err(|e| format!("{scale_name}: {e}"))?;
     let mut params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
