@@ -66,6 +66,14 @@ fn a_quantscope_save_diffs_equal_to_its_own_rtn_and_report() {
         d["totals"]["schemes"]["int8:channel:minmax"]["mean_sqnr_db"].as_f64() > tot["mean_sqnr_db"].as_f64()
     );
 
+    // `report` on the quantized checkpoint names each stored part's scheme.
+    let r = stdout_json(&quantscope(&["report", &good]));
+    let stored =
+        |n: &str| r["tensors"].as_array().unwrap().iter().find(|t| t["name"] == n).unwrap()["stored"].clone();
+    assert_eq!(stored("a.weight_packed")["short"], "int4:group32:minmax:asym");
+    assert_eq!(stored("b.weight_zero_point")["format"], "pack-quantized");
+    assert!(stored("b.bias").is_null());
+
     let only_b = stdout_json(&quantscope(&["diff", &orig, &good, "--tensors", "^b\\."]));
     assert_eq!(only_b["tensors"].as_array().unwrap().len(), 1);
     assert_eq!(only_b["tensors"][0]["name"], "b.weight");

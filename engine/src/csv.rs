@@ -266,6 +266,7 @@ mod tests {
             metrics: Some(lossless),
             params: None,
             elapsed_ms: None,
+            stored: None,
         };
         let text = report_rows(&[rec], false);
         assert_eq!(text.lines().nth(1), Some("x,F32,2x2,4,true,,,0,0,0,inf,0,1,0,0,0,0"));
