@@ -262,16 +262,13 @@ pub(crate) fn unpack_pack_quantized(
     if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
         return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
     }
-    // The save's own unpacking, a row at a time in parallel.
+    // A row at a time in parallel.
     let wpl = words_per_line(cols, bits);
     let mut codes = vec![0u8; rows * cols];
-    codes.par_chunks_mut(cols.max(1)).zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1))).for_each(
-        |(out, line)| {
-            for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
-                *o = q.to_le_bytes()[0];
-            }
-        },
-    );
+    codes
+        .par_chunks_mut(cols.max(1))
+        .zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1)))
+        .for_each(|(out, line)| unpack_line(line, bits, out));
     let zps = match zp {
         None => Vec::new(),
         Some((zr, zc)) => {
@@ -287,6 +284,29 @@ pub(crate) fn unpack_pack_quantized(
         }
     };
     Ok((codes, zps))
+}
+
+/// One packed row's code bytes (i8). For 4 and 8 bits on whole words the
+/// little-endian word bytes are the biased codes themselves (FORMATS.md §2),
+/// read in place; other widths go through the save's bit-stream reader.
+fn unpack_line(line: &[u8], bits: u8, out: &mut [u8]) {
+    let whole = (out.len() * usize::from(bits)).is_multiple_of(32);
+    match bits {
+        // u − 128 in two's complement is u with its top bit flipped.
+        8 if whole => out.iter_mut().zip(line).for_each(|(o, &u)| *o = u ^ 0x80),
+        4 if whole => {
+            for (o, &u) in out.chunks_exact_mut(2).zip(line) {
+                o[0] = ((u & 0xF) as i8 - 8).to_le_bytes()[0];
+                o[1] = ((u >> 4) as i8 - 8).to_le_bytes()[0];
+            }
+        }
+        _ => {
+            let cols = out.len();
+            for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
+                *o = q.to_le_bytes()[0];
+            }
+        }
+    }
 }
 
 /// Per-slice params from decoded scales and zero points. lo/hi (what the diff
@@ -365,4 +385,26 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         return Err(format!("{} scales for {} slices", params.len(), map.slices(rows, cols)));
     }
     Ok(Grid { format: layer.kind, work: WorkDtype::of(scale.dtype), rows, cols, codes, params, map })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpack_line;
+    use crate::export::bitpack::{pack_rows, words_to_bytes};
+
+    #[test]
+    fn the_in_place_4_and_8_bit_paths_equal_the_bit_stream_reader() {
+        for bits in [4u8, 8] {
+            for cols in [32usize, 64, 8, 12, 33] {
+                let half = 1i32 << (bits - 1);
+                let codes: Vec<i8> =
+                    (0..cols).map(|i| ((i as i32 * 7 + 3) % (2 * half) - half) as i8).collect();
+                let line = words_to_bytes(&pack_rows(&codes, 1, cols, bits));
+                let mut out = vec![0u8; cols];
+                unpack_line(&line, bits, &mut out);
+                let got: Vec<i8> = out.iter().map(|&b| b as i8).collect();
+                assert_eq!(got, codes, "{bits} bits, {cols} columns");
+            }
+        }
+    }
 }
