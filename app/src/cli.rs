@@ -10,9 +10,10 @@ use std::sync::atomic::AtomicBool;
 
 use quantscope_engine::csv;
 use quantscope_engine::export::{self, Activations, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::recipe::{Recipe, Resolved};
-use quantscope_engine::report::{SchemeSummary, TensorReport, report_tensor};
+use quantscope_engine::report::{SchemeSummary, TensorReport, attach_stored, report_tensor};
 use quantscope_engine::sweep::{self, Sweep};
 use quantscope_engine::{Calibration, Checkpoint, FormatKind, Granularity, Mapping, Scheme};
 use regex::Regex;
@@ -46,6 +47,10 @@ pub enum Command {
     /// stored) at the least error; prints the plan (JSON) or a recipe.
     #[command(after_long_help = PLAN_HELP)]
     Plan(crate::plan_cli::PlanArgs),
+    /// Measure a published quantization (compressed-tensors, FP8 blocks, GPTQ,
+    /// AWQ) against its original, layer by layer, beside quantscope's schemes.
+    #[command(after_long_help = crate::diff_cli::DIFF_HELP)]
+    Diff(crate::diff_cli::DiffArgs),
 }
 
 const PLAN_HELP: &str = "\
@@ -92,7 +97,9 @@ JSON OUTPUT (stable schema):
    percentile, short}, \"tensors\": [RECORD...]}
   RECORD: name, dtype, shape, numel, quantized (bool), reason (why not, or null),
           fallback (granularity note, or null), metrics (null when not quantized),
-          params (only with --params: [{scale, zero_point, offset, lo, hi}] per slice)
+          params (only with --params: [{scale, zero_point, offset, lo, hi}] per slice),
+          stored (only in a quantized checkpoint, on each stored part of a quantized layer:
+          {format, bits, granularity, group_size, block, symmetric, scale_dtype, act_order, short})
   metrics: count, mse, rmse, sqnr_db, max_abs_err, cosine, clipped_fraction,
            clip_error, round_error, nonfinite
   sqnr_db is null when the tensor is exactly lossless (SQNR = +inf); no field is ever NaN.
@@ -414,6 +421,10 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             r
         })
         .collect();
+    // A quantized checkpoint: each stored part names its layer's scheme.
+    if let Ok(q) = QuantizedModel::open(&args.model) {
+        attach_stored(&mut records, &q);
+    }
     order(&mut records, args.sort, args.top, |r| Item {
         name: &r.name,
         params: r.numel as u64,

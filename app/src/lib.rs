@@ -2,5 +2,6 @@
 //! `quantscope-engine`. Neither holds numerics: both call the engine.
 
 pub mod cli;
+pub mod diff_cli;
 pub mod gui;
 pub mod plan_cli;

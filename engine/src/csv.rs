@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use crate::diff::Diff;
 use crate::rank::cell_metrics;
 use crate::report::TensorReport;
 use crate::sweep::Sweep;
@@ -94,6 +95,53 @@ pub fn ranked(s: &Sweep, col: usize, order: &[usize]) -> String {
 const REPORT_HEADER: &str = "name,dtype,shape,numel,quantized,reason,fallback,count,mse,rmse,sqnr_db,max_abs_err,cosine,clipped_fraction,clip_error,round_error,nonfinite";
 
 /// `quantscope report --output csv`: one row per tensor, or one per slice with
+/// `quantscope diff` as CSV: one row per paired layer with its stored scheme,
+/// the published R′'s metrics, then `sqnr_db@<scheme>` per compared scheme
+/// (empty where it failed or the layer did not have it).
+pub fn diff_rows(d: &Diff) -> String {
+    let mut cols: Vec<&str> = d.tensors.iter().flat_map(|t| t.schemes.keys().map(String::as_str)).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    let mut out = String::from(
+        "name,shape,format,bits,group_size,symmetric,scale_dtype,short,count,mse,rmse,sqnr_db,max_abs_err,cosine,clipped_fraction,clip_error,round_error,nonfinite",
+    );
+    for c in &cols {
+        let _ = write!(out, ",{}", field(&format!("sqnr_db@{c}")));
+    }
+    out.push('\n');
+    for t in &d.tensors {
+        let (s, m) = (&t.stored, &t.metrics);
+        let shape = t.shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
+        let _ = write!(
+            out,
+            "{},{shape},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            field(&t.name),
+            field(&s.format),
+            s.bits,
+            s.group_size.map(|g| g.to_string()).unwrap_or_default(),
+            s.symmetric,
+            s.scale_dtype,
+            field(&s.short),
+            m.count,
+            number(m.mse),
+            number(m.rmse),
+            number(m.sqnr_db),
+            number(m.max_abs_err),
+            number(m.cosine),
+            number(m.clipped_fraction),
+            number(m.clip_error),
+            number(m.round_error),
+            m.nonfinite
+        );
+        for c in &cols {
+            let v = t.schemes.get(*c).and_then(|r| r.as_ref().ok()).map(|m| m.sqnr_db);
+            let _ = write!(out, ",{}", optional(v));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// `with_params` (adding slice, scale, zero_point, offset, lo, hi).
 pub fn report_rows(records: &[TensorReport], with_params: bool) -> String {
     let mut out = String::from(REPORT_HEADER);
@@ -218,6 +266,7 @@ mod tests {
             metrics: Some(lossless),
             params: None,
             elapsed_ms: None,
+            stored: None,
         };
         let text = report_rows(&[rec], false);
         assert_eq!(text.lines().nth(1), Some("x,F32,2x2,4,true,,,0,0,0,inf,0,1,0,0,0,0"));

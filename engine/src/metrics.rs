@@ -176,6 +176,32 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
     .merge(&tail)
 }
 
+/// Error sums of R against an R′ someone else stored (`quantscope diff`), with
+/// ΣR²; element k counts as clipped when R lies outside `range(k)`. Same
+/// definitions as [`error_sums`]; an element whose R or R′ is NaN/Inf is
+/// counted in `nonfinite` only.
+pub(crate) fn pair_sums(xs: &[f32], ys: &[f32], range: impl Fn(usize) -> (f32, f32)) -> ErrorSums {
+    let mut s = ErrorSums::default();
+    for (k, (&x, &y)) in xs.iter().zip(ys).enumerate() {
+        if !x.is_finite() || !y.is_finite() {
+            s.nonfinite += 1;
+            continue;
+        }
+        let (r, e) = (f64::from(x), f64::from(x) - f64::from(y));
+        s.count += 1;
+        s.sum_r2 += r * r;
+        s.sum_e2 += e * e;
+        s.sum_re += r * e;
+        let (lo, hi) = range(k);
+        if x < lo || x > hi {
+            s.clipped += 1;
+            s.sum_clip_e2 += e * e;
+        }
+        s.max_abs_err = s.max_abs_err.max(e.abs());
+    }
+    s
+}
+
 /// Σ (R − R′)² over finite elements only: the objective of MSE calibration.
 /// Same arithmetic and summation order as `error_sums`' Σe², so a candidate that
 /// wins here has a reported MSE that is exactly as much lower.

@@ -8,6 +8,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::format::SliceParams;
 use crate::format::WorkDtype;
 use crate::metrics::Metrics;
+use crate::quantized::{QuantizedModel, StoredScheme};
 use crate::scheme::{Calibration, Granularity, ManualRange, Scheme};
 
 /// The scheme, flattened for scripts: every key always present, null when unused.
@@ -72,6 +73,19 @@ pub struct TensorReport {
     /// Decode + analyze time in ms (only with `--timing`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<f64>,
+    /// In a quantized checkpoint, the stored scheme of the layer this tensor
+    /// belongs to (`weight_packed`, `qweight`, `weight_scale`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredScheme>,
+}
+
+/// Gives every stored part of a quantized layer its layer's scheme.
+pub fn attach_stored(records: &mut [TensorReport], q: &QuantizedModel) {
+    for l in &q.layers {
+        for r in records.iter_mut().filter(|r| l.tensors.contains(&r.name)) {
+            r.stored = Some(l.stored.clone());
+        }
+    }
 }
 
 /// Decodes and analyzes one tensor. Failures become `quantized: false` with the
@@ -93,6 +107,7 @@ pub fn report_tensor(
         metrics: None,
         params: None,
         elapsed_ms: None,
+        stored: None,
     };
     if rec.reason.is_some() {
         return rec;

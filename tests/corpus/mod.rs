@@ -4,6 +4,8 @@
 //! [`write_corpus`], so nothing binary is committed.
 #![allow(dead_code)]
 
+pub mod quantized;
+
 use std::path::{Path, PathBuf};
 
 /// One bad input: a file name (or folder) and the fault its message must name.

@@ -5,11 +5,9 @@ use std::path::Path;
 
 use std::borrow::Cow;
 
-use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::ExportMode;
-use super::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
 use super::ctformat::input_dim;
 use super::layout::scale_shape;
 use super::pack::chunk_digests;
@@ -21,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::format::{
     NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_value, spec,
 };
+use crate::quantized::dequant::{self, Grid, SliceMap};
+use crate::quantized::unpack_pack_quantized;
 use crate::scheme::{Mapping, Scheme};
-use crate::slicing::slice_indexer;
 
 /// Re-opens the output and checks each quantized tensor's R′ against the digests
 /// taken while writing. Returns the number of tensors checked.
@@ -96,8 +95,8 @@ fn read_packed_with<F: NumberFormat>(
     let packed = out.tensor(&format!("{}_packed", t.name)).ok();
     let (codes, zps) = if let Some(p) = packed.filter(|p| p.dtype == Dtype::U8) {
         (Cow::Owned(read_nibbles(t, p, out.bytes(p)).map_err(&fail)?), Vec::new())
-    } else if let Some(p) = packed {
-        read_pack_quantized(out, t, s, p).map_err(&fail)?
+    } else if packed.is_some() {
+        read_pack_quantized(out, t, s).map_err(&fail)?
     } else {
         let w = out.tensor(&t.name)?;
         if w.shape != t.shape || w.dtype != fmt.code_dtype() {
@@ -140,12 +139,18 @@ fn read_packed_with<F: NumberFormat>(
     let params: Vec<SliceParams> = (0..n)
         .map(|i| SliceParams { scale: scales[i], zero_point: zps[i], offset: offsets[i], lo: 0.0, hi: 0.0 })
         .collect();
-    let slice = slice_indexer(&t.shape, s.granularity);
-    Ok(codes
-        .par_iter()
-        .enumerate()
-        .map(|(k, &b)| fmt.dequantize(fmt.code_from_byte(b), &params[slice(k)]))
-        .collect())
+    let rows = t.shape.first().copied().unwrap_or(1);
+    let grid = Grid {
+        format: s.format,
+        work: fmt.work(),
+        rows,
+        cols: codes.len() / rows.max(1),
+        codes,
+        params,
+        map: SliceMap::of(s.granularity),
+        global: fmt.global(),
+    };
+    dequant::dequantize(&grid)
 }
 
 /// FP4 codes from `_packed` U8 `[rows, ceil(cols/2)]`, low nibble first.
@@ -161,18 +166,15 @@ fn read_nibbles(t: &TensorInfo, p: &TensorInfo, bytes: &[u8]) -> std::result::Re
 }
 
 /// The codes (as stored bytes) and zero points of a `pack-quantized` tensor,
-/// after checking `weight_shape` and the packed shapes.
-fn read_pack_quantized<'a>(
-    out: &'a Checkpoint,
+/// after checking `weight_shape`; the unpacking is the reader's
+/// (`quantized::unpack_pack_quantized`).
+fn read_pack_quantized(
+    out: &Checkpoint,
     t: &TensorInfo,
     s: &Scheme,
-    p: &TensorInfo,
-) -> std::result::Result<(Cow<'a, [u8]>, Vec<i32>), String> {
+) -> std::result::Result<(Cow<'static, [u8]>, Vec<i32>), String> {
     let bits = spec(s.format).map_err(|e| e.to_string())?.bits;
     let (rows, cols) = (t.shape[0], input_dim(&t.shape));
-    if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
-        return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
-    }
     let shape = out.tensor(&format!("{}_shape", t.name)).map_err(|e| e.to_string())?;
     let dims: Vec<i64> = out
         .bytes(shape)
@@ -182,19 +184,13 @@ fn read_pack_quantized<'a>(
     if shape.dtype != Dtype::I64 || dims.iter().map(|&d| d as usize).ne(t.shape.iter().copied()) {
         return Err(format!("_shape is {dims:?}, expected {:?}", t.shape));
     }
-    let codes = unpack_rows(&bytes_to_words(out.bytes(p)), rows, cols, bits);
-    let codes: Vec<u8> = codes.iter().map(|&q| q.to_le_bytes()[0]).collect();
-    let zps = match s.mapping {
-        Mapping::Symmetric => Vec::new(),
+    let zp = match s.mapping {
+        Mapping::Symmetric => None,
         Mapping::Asymmetric => {
-            let z = out.tensor(&format!("{}_zero_point", t.name)).map_err(|e| e.to_string())?;
             let ss = scale_shape(&t.shape, s.granularity);
-            let (zr, zc) = (ss[0], ss[1..].iter().product::<usize>());
-            if z.dtype != Dtype::I32 || z.shape.first() != Some(&words_per_line(zr, bits)) {
-                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
-            }
-            unpack_cols(&bytes_to_words(out.bytes(z)), zr, zc, bits).into_iter().map(i32::from).collect()
+            Some((ss[0], ss[1..].iter().product::<usize>()))
         }
     };
+    let (codes, zps) = unpack_pack_quantized(out, &t.name, (rows, cols), bits, zp)?;
     Ok((Cow::Owned(codes), zps))
 }

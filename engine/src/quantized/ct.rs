@@ -1,0 +1,419 @@
+//! compressed-tensors layers (shared FORMATS.md §2, §3): `pack-quantized`
+//! (`weight_packed` + `weight_shape`, zero points packed down each column),
+//! and codes in `X.weight` (`int-quantized` I8, `float-quantized` /
+//! `naive-quantized` F8) with a per-tensor, per-channel, per-group or block
+//! `weight_scale`; also block-scaled FP8 stored with `weight_scale_inv`
+//! (`quant_method: "fp8"`). The bit unpacking is the save's own
+//! (`export::bitpack`), so what quantscope writes it reads back the same way.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+use safetensors::Dtype;
+
+use super::config::{CtWeights, Method};
+use super::dequant::{Grid, SliceMap};
+use super::{Layer, Layout, StoredScheme, short_form};
+use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::decode;
+use crate::export::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
+use crate::format::{SliceParams, WorkDtype, spec};
+use crate::scheme::FormatKind;
+
+/// Formats that have a name but no reader yet (the NVFP4 / MX work adds them).
+const NOT_YET: [&str; 3] = ["nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp8-quantized"];
+/// Formats read here.
+const READ: [&str; 4] = ["pack-quantized", "int-quantized", "float-quantized", "naive-quantized"];
+
+/// How the scales cut the weight: granularity name, group or block size, map.
+struct ScaleLayout {
+    granularity: &'static str,
+    group: Option<usize>,
+    block: Option<[usize; 2]>,
+    /// The scale grid as `[rows, cols]` (where zero points live too).
+    grid: (usize, usize),
+}
+
+/// The expected scale layout from a config's strategy, or `None` to infer it.
+fn scale_layout(
+    scale: &TensorInfo,
+    rows: usize,
+    cols: usize,
+    want: Option<&CtWeights>,
+    block_hint: Option<[usize; 2]>,
+) -> Result<ScaleLayout, String> {
+    let s = &scale.shape;
+    let numel: usize = s.iter().product();
+    let make = |granularity, group, block, grid| ScaleLayout { granularity, group, block, grid };
+    let tensor = || make("tensor", None, None, (1, 1));
+    let channel = || make("channel", None, None, (rows, 1));
+    let group = |g: usize| make("group", Some(g), None, (rows, cols.div_ceil(g)));
+    let block = |[bh, bw]: [usize; 2]| {
+        make("block", Some(bh), Some([bh, bw]), (rows.div_ceil(bh), cols.div_ceil(bw)))
+    };
+    let expected = match want.map(|w| (w.strategy.as_str(), w.group_size, w.block)) {
+        Some(("tensor", ..)) => Some(tensor()),
+        Some(("channel", ..)) => Some(channel()),
+        Some(("group" | "tensor_group", Some(g), _)) => Some(group(g)),
+        Some(("block", _, Some(b))) => Some(block(b)),
+        Some((other, ..)) => return Err(format!("strategy '{other}' is not read")),
+        None => block_hint.map(block),
+    };
+    let fits = |l: &ScaleLayout| {
+        let (r, c) = l.grid;
+        numel == r * c
+            && (s.as_slice() == [r, c] || (r == 1 && c == 1) || (s.len() == 1 && c == 1 && s[0] == r))
+    };
+    if let Some(l) = expected {
+        if fits(&l) {
+            return Ok(l);
+        }
+        return Err(format!(
+            "weight_scale has shape {s:?}, but {} scales of [{rows}, {cols}] need [{}, {}]",
+            l.granularity, l.grid.0, l.grid.1
+        ));
+    }
+    let candidates =
+        [tensor(), channel(), group(cols.div_ceil(s.get(1).copied().unwrap_or(1).max(1))), block([128, 128])];
+    candidates.into_iter().find(|l| fits(l) && (l.granularity != "group" || l.grid.1 > 1)).ok_or_else(|| {
+        format!("weight_scale has shape {s:?}, which fits no per-tensor, channel, group or 128x128-block scale of [{rows}, {cols}]")
+    })
+}
+
+/// The config group's weight scheme for `module` (None when there is no config).
+fn config_weights(method: &Method, module: &str) -> Result<Option<CtWeights>, String> {
+    match method {
+        Method::CompressedTensors(c) => {
+            let g = c
+                .group_for(module)
+                .ok_or("quantized, but no config group targets it (or it is in ignore)")?;
+            let f = g.weights.format.as_str();
+            if NOT_YET.contains(&f) {
+                return Err(format!("format {f} is not read yet"));
+            }
+            if !READ.contains(&f) {
+                return Err(format!("unknown compressed-tensors format '{f}'"));
+            }
+            Ok(Some(g.weights.clone()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Finds and checks a compressed-tensors (or `fp8` block) layer from its header.
+pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<Layer, String> {
+    let t = |s: &str| ckpt.tensor(&format!("{module}.{s}")).ok();
+    let want = config_weights(method, module)?;
+    let block_hint = match method {
+        Method::Fp8Block { block } => Some(*block),
+        _ if t("weight_scale_inv").is_some() => Some([128, 128]),
+        _ => None,
+    };
+    let scale_name = if t("weight_scale_inv").is_some() { "weight_scale_inv" } else { "weight_scale" };
+    let scale = t(scale_name).ok_or(format!("{scale_name} is missing"))?;
+    if !matches!(scale.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
+        return Err(format!("{scale_name} is {:?}, expected F32, BF16 or F16", scale.dtype));
+    }
+    let (kind, rows, cols, layout) = if let Some(p) = t("weight_packed") {
+        let (rows, cols, bits) = packed_shape(ckpt, module, p, want.as_ref())?;
+        (FormatKind::Int(bits), rows, cols, Layout::Packed)
+    } else {
+        let w = t("weight").ok_or("weight_scale without weight or weight_packed")?;
+        let kind = match w.dtype {
+            Dtype::I8 => FormatKind::Int(want.as_ref().map_or(8, |w| w.bits)),
+            Dtype::F8_E4M3 => FormatKind::E4M3,
+            Dtype::F8_E5M2 => FormatKind::E5M2,
+            d => return Err(format!("weight is {d:?}, expected I8 or F8 codes")),
+        };
+        let rows = w.shape.first().copied().unwrap_or(1);
+        (kind, rows, w.shape.iter().skip(1).product(), Layout::Unpacked { scale: scale_name })
+    };
+    let sl = scale_layout(scale, rows, cols, want.as_ref(), block_hint)?;
+    let zp = t("weight_zero_point");
+    // quantscope's own asymmetric FP8: a real centre c per slice, stored like the scale.
+    let offset = t("weight_offset");
+    if let Some(o) = offset
+        && (!kind.is_fp8() || o.shape != scale.shape || o.dtype != scale.dtype)
+    {
+        return Err(format!(
+            "weight_offset is {:?} {:?}, expected {:?} {:?} on FP8 codes",
+            o.dtype, o.shape, scale.dtype, scale.shape
+        ));
+    }
+    let symmetric = zp.is_none() && offset.is_none();
+    if want.as_ref().is_some_and(|w| !w.symmetric) && symmetric {
+        return Err("asymmetric in the config, but weight_zero_point is missing".into());
+    }
+    if let Some(z) = zp {
+        check_zero_points(z, &layout, kind, sl.grid)?;
+    }
+    let format = match (&want, &layout, kind) {
+        (Some(w), ..) => w.format.clone(),
+        (None, Layout::Packed, _) => "pack-quantized".into(),
+        (None, _, _) if matches!(method, Method::Fp8Block { .. }) || scale_name == "weight_scale_inv" => {
+            "fp8".into()
+        }
+        (None, _, FormatKind::Int(_)) => "int-quantized".into(),
+        (None, ..) => "float-quantized".into(),
+    };
+    let bits = spec(kind).map_err(|e| e.to_string())?.bits;
+    let mut tensors: Vec<String> =
+        ["weight_packed", "weight_shape", "weight", scale_name, "weight_zero_point", "weight_offset"]
+            .iter()
+            .filter(|s| t(s).is_some())
+            .map(|s| format!("{module}.{s}"))
+            .collect();
+    tensors.dedup();
+    let size = sl.group.or(sl.block.map(|b| b[0]));
+    let short = short_form(&kind.to_string(), sl.granularity, size, symmetric);
+    let stored = StoredScheme {
+        format,
+        bits,
+        granularity: sl.granularity.into(),
+        group_size: sl.group.filter(|_| sl.block.is_none()),
+        block: sl.block,
+        symmetric,
+        scale_dtype: format!("{:?}", scale.dtype),
+        act_order: false,
+        short,
+    };
+    Ok(Layer {
+        name: format!("{module}.weight"),
+        module: module.into(),
+        shape: vec![rows, cols],
+        stored,
+        tensors,
+        layout,
+        kind,
+    })
+}
+
+/// `[rows, cols]` from `weight_shape`, and the bits, checked against `weight_packed`.
+fn packed_shape(
+    ckpt: &Checkpoint,
+    module: &str,
+    p: &TensorInfo,
+    want: Option<&CtWeights>,
+) -> Result<(usize, usize, u8), String> {
+    let shape = ckpt.tensor(&format!("{module}.weight_shape")).map_err(|_| "weight_shape is missing")?;
+    let dims: Vec<i64> = ckpt
+        .bytes(shape)
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    let (rows, cols) = match (shape.dtype, dims.as_slice()) {
+        (Dtype::I64 | Dtype::I32, _) if shape.dtype == Dtype::I32 => {
+            return Err("weight_shape is I32, expected I64".into());
+        }
+        (Dtype::I64, [r, c]) if *r >= 0 && *c >= 0 => (*r as usize, *c as usize),
+        _ => return Err(format!("weight_shape is {:?} {dims:?}, expected I64 [out, in]", shape.dtype)),
+    };
+    if p.dtype != Dtype::I32 || p.shape.len() != 2 {
+        return Err(format!("weight_packed is {:?} {:?}, expected I32 [out, words]", p.dtype, p.shape));
+    }
+    let bits = match want {
+        Some(w) => w.bits,
+        // Words per row grow with the width, so at most one width fits.
+        None => (1..=8u8).find(|&b| words_per_line(cols, b) == p.shape[1]).unwrap_or(0),
+    };
+    if !(2..=8).contains(&bits) || p.shape != [rows, words_per_line(cols, bits)] {
+        return Err(format!(
+            "weight_packed is I32 {:?}, which does not match weight_shape [{rows}, {cols}] at {bits} bits",
+            p.shape
+        ));
+    }
+    Ok((rows, cols, bits))
+}
+
+fn check_zero_points(
+    z: &TensorInfo,
+    layout: &Layout,
+    kind: FormatKind,
+    (zr, zc): (usize, usize),
+) -> Result<(), String> {
+    let FormatKind::Int(bits) = kind else {
+        return Err("weight_zero_point on an FP8 layer (asymmetric FP8 has no zero point)".into());
+    };
+    let want = match layout {
+        Layout::Packed => (Dtype::I32, vec![words_per_line(zr, bits), zc]),
+        _ => (Dtype::I8, vec![zr, zc]),
+    };
+    let per_tensor = zr * zc == 1 && z.shape.iter().product::<usize>() == 1;
+    if z.dtype != want.0 || (z.shape != want.1 && !per_tensor) {
+        return Err(format!(
+            "weight_zero_point is {:?} {:?}, expected {:?} {:?}",
+            z.dtype, z.shape, want.0, want.1
+        ));
+    }
+    Ok(())
+}
+
+/// Codes (one byte each, i8 for INT) and zero points of a `pack-quantized`
+/// tensor `base` (`X.weight`) of `[rows, cols]` at `bits`; zero points packed
+/// down the columns of a `zp` = `[zr, zc]` grid when asymmetric.
+pub(crate) fn unpack_pack_quantized(
+    ckpt: &Checkpoint,
+    base: &str,
+    (rows, cols): (usize, usize),
+    bits: u8,
+    zp: Option<(usize, usize)>,
+) -> Result<(Vec<u8>, Vec<i32>), String> {
+    let p = ckpt.tensor(&format!("{base}_packed")).map_err(|e| e.to_string())?;
+    if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
+        return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
+    }
+    // A row at a time in parallel.
+    let wpl = words_per_line(cols, bits);
+    let mut codes = vec![0u8; rows * cols];
+    codes
+        .par_chunks_mut(cols.max(1))
+        .zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1)))
+        .for_each(|(out, line)| unpack_line(line, bits, out));
+    let zps = match zp {
+        None => Vec::new(),
+        Some((zr, zc)) => {
+            let z = ckpt.tensor(&format!("{base}_zero_point")).map_err(|e| e.to_string())?;
+            if z.dtype != Dtype::I32 || z.shape.first() != Some(&words_per_line(zr, bits)) {
+                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
+            }
+            let words = bytes_to_words(ckpt.bytes(z));
+            if words.len() != words_per_line(zr, bits) * zc {
+                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
+            }
+            unpack_cols(&words, zr, zc, bits).into_iter().map(i32::from).collect()
+        }
+    };
+    Ok((codes, zps))
+}
+
+/// One packed row's code bytes (i8). For 4 and 8 bits on whole words the
+/// little-endian word bytes are the biased codes themselves (FORMATS.md §2),
+/// read in place; other widths go through the save's bit-stream reader.
+fn unpack_line(line: &[u8], bits: u8, out: &mut [u8]) {
+    let whole = (out.len() * usize::from(bits)).is_multiple_of(32);
+    match bits {
+        // u − 128 in two's complement is u with its top bit flipped.
+        8 if whole => out.iter_mut().zip(line).for_each(|(o, &u)| *o = u ^ 0x80),
+        4 if whole => {
+            for (o, &u) in out.chunks_exact_mut(2).zip(line) {
+                o[0] = ((u & 0xF) as i8 - 8).to_le_bytes()[0];
+                o[1] = ((u >> 4) as i8 - 8).to_le_bytes()[0];
+            }
+        }
+        _ => {
+            let cols = out.len();
+            for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
+                *o = q.to_le_bytes()[0];
+            }
+        }
+    }
+}
+
+/// Per-slice params from decoded scales and zero points. lo/hi (what the diff
+/// counts as clipped) follow the engine's metric range: ±S·(Qmax − Qmin)/2
+/// (= ±amax) for symmetric INT, ±fmax·S for FP8, [S·(Qmin − Z), S·(Qmax − Z)]
+/// for asymmetric INT.
+pub(super) fn slice_params(
+    kind: FormatKind,
+    scales: &[f32],
+    zps: &[i32],
+    symmetric: bool,
+) -> Result<Vec<SliceParams>, String> {
+    let f = spec(kind).map_err(|e| e.to_string())?;
+    let half = (f.qmax - f.qmin) / 2.0;
+    Ok(scales
+        .iter()
+        .enumerate()
+        .map(|(i, &scale)| {
+            let z = zps.get(i).copied().unwrap_or(0);
+            let (lo, hi) = if f.is_float || (symmetric && z == 0) {
+                (-scale * half, scale * half)
+            } else {
+                (scale * (f.qmin - z as f32), scale * (f.qmax - z as f32))
+            };
+            SliceParams { scale, zero_point: z, offset: 0.0, lo: lo.min(hi), hi: lo.max(hi) }
+        })
+        .collect())
+}
+
+/// Reads a checked layer's codes and parameters.
+pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, String> {
+    let (rows, cols) = (layer.shape[0], layer.shape[1]);
+    let st = &layer.stored;
+    let scale_name = match layer.layout {
+        Layout::Unpacked { scale } => scale,
+        _ => "weight_scale",
+    };
+    let t = |s: &str| ckpt.tensor(&format!("{}.{s}", layer.module)).map_err(|e| e.to_string());
+    let scale = t(scale_name)?;
+    let map = match (st.granularity.as_str(), st.group_size, st.block) {
+        ("tensor", ..) => SliceMap::Tensor,
+        ("channel", ..) => SliceMap::Rows,
+        (_, _, Some([bh, bw])) => SliceMap::Blocks { bh, bw },
+        (_, Some(g), _) => SliceMap::Groups(g),
+        (g, ..) => return Err(format!("granularity {g} has no size")),
+    };
+    // The scale grid, where packed zero points live too.
+    let zgrid = match map {
+        SliceMap::Tensor => (1, 1),
+        SliceMap::Blocks { bh, bw } => (rows.div_ceil(bh), cols.div_ceil(bw)),
+        ref m => (rows, m.slices(rows, cols) / rows.max(1)),
+    };
+    let (codes, zps): (Cow<'a, [u8]>, Vec<i32>) = if layer.layout == Layout::Packed {
+        let zp = (!st.symmetric).then_some(zgrid);
+        let (c, z) =
+            unpack_pack_quantized(ckpt, &format!("{}.weight", layer.module), (rows, cols), st.bits, zp)?;
+        (Cow::Owned(c), z)
+    } else {
+        let zps = if st.symmetric || layer.kind.is_fp8() {
+            Vec::new()
+        } else {
+            ckpt.bytes(t("weight_zero_point")?).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
+        };
+        (Cow::Borrowed(ckpt.bytes(t("weight")?)), zps)
+    };
+    let scales = decode::decode(scale.dtype, ckpt.bytes(scale)).map_err(|e| format!("{scale_name}: {e}"))?;
+    let mut params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
+    if layer.kind.is_fp8() && !st.symmetric {
+        let o = t("weight_offset")?;
+        let offsets = decode::decode(o.dtype, ckpt.bytes(o)).map_err(|e| format!("weight_offset: {e}"))?;
+        for (p, c) in params.iter_mut().zip(offsets) {
+            (p.offset, p.lo, p.hi) = (c, p.lo + c, p.hi + c);
+        }
+    }
+    if params.len() != map.slices(rows, cols) || codes.len() != rows * cols {
+        return Err(format!("{} scales for {} slices", params.len(), map.slices(rows, cols)));
+    }
+    Ok(Grid {
+        format: layer.kind,
+        work: WorkDtype::of(scale.dtype),
+        rows,
+        cols,
+        codes,
+        params,
+        map,
+        global: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpack_line;
+    use crate::export::bitpack::{pack_rows, words_to_bytes};
+
+    #[test]
+    fn the_in_place_4_and_8_bit_paths_equal_the_bit_stream_reader() {
+        for bits in [4u8, 8] {
+            for cols in [32usize, 64, 8, 12, 33] {
+                let half = 1i32 << (bits - 1);
+                let codes: Vec<i8> =
+                    (0..cols).map(|i| ((i as i32 * 7 + 3) % (2 * half) - half) as i8).collect();
+                let line = words_to_bytes(&pack_rows(&codes, 1, cols, bits));
+                let mut out = vec![0u8; cols];
+                unpack_line(&line, bits, &mut out);
+                let got: Vec<i8> = out.iter().map(|&b| b as i8).collect();
+                assert_eq!(got, codes, "{bits} bits, {cols} columns");
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Reading checkpoints that someone else quantized: compressed-tensors
+//! (`pack-quantized`, `int-quantized`, `float-quantized`, `naive-quantized`, FP8
+//! blocks, `mixed-precision`), block-scaled FP8 (`quant_method: "fp8"`), GPTQ
+//! and AWQ GEMM. Each quantized layer is found by its stored tensor names
+//! (`weight_packed`, `qweight`, `weight_scale_inv`, …), its scheme comes from
+//! `config.json`'s `quantization_config` (or from the names and shapes when
+//! there is none), and it decodes to R′ through [`dequant`], the same
+//! `NumberFormat::dequantize` the save uses (docs/numerics.md, "Reading
+//! quantized checkpoints").
+//!
+//! A layer that cannot be read becomes a [`Failure`] naming its tensor; the rest
+//! of the model still opens. New layouts (NVFP4, MX) slot in as one more
+//! [`Layout`] arm with its reader.
+
+pub mod config;
+mod ct;
+pub mod dequant;
+mod gptq;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::scheme::{FormatKind, Scheme};
+pub use config::Method;
+
+pub(crate) use ct::unpack_pack_quantized;
+
+/// How a layer is stored (which tensors hold its codes and parameters).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Layout {
+    /// compressed-tensors `pack-quantized`: `weight_packed` + `weight_shape`.
+    Packed,
+    /// Codes in `X.weight` (I8 or F8) with `X.weight_scale` (any strategy but
+    /// block) or `X.weight_scale_inv` / block-shaped `weight_scale` (blocks).
+    Unpacked {
+        scale: &'static str,
+    },
+    Gptq(config::GptqConfig),
+    Awq(config::GptqConfig),
+}
+
+/// A layer's stored scheme, as the browser and `diff` show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredScheme {
+    /// `pack-quantized`, `int-quantized`, `float-quantized`, `naive-quantized`,
+    /// `fp8` (block-scaled), `gptq`, `awq`.
+    pub format: String,
+    pub bits: u8,
+    /// "tensor", "channel", "group" or "block".
+    pub granularity: String,
+    pub group_size: Option<usize>,
+    pub block: Option<[usize; 2]>,
+    pub symmetric: bool,
+    /// The scales' dtype, e.g. "F16".
+    pub scale_dtype: String,
+    /// GPTQ `desc_act`: columns quantized in a permuted order (`g_idx`).
+    pub act_order: bool,
+    /// The nearest quantscope short form (min-max), e.g. `int4:group128:minmax:asym`.
+    pub short: String,
+}
+
+impl StoredScheme {
+    /// quantscope's round-to-nearest min-max scheme of the same format and
+    /// granularity, when the engine has one (not yet for FP8 blocks).
+    pub fn rtn_equivalent(&self) -> Option<Scheme> {
+        self.short.parse().ok()
+    }
+}
+
+/// One quantized layer of the checkpoint.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// The original weight's name, `<module>.weight`.
+    pub name: String,
+    pub module: String,
+    /// The original weight's shape `[out, in]`.
+    pub shape: Vec<usize>,
+    pub stored: StoredScheme,
+    /// The stored tensors this layer reads.
+    pub tensors: Vec<String>,
+    pub(crate) layout: Layout,
+    pub(crate) kind: FormatKind,
+}
+
+/// A layer that could not be read, with a one-line reason.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failure {
+    pub tensor: String,
+    pub reason: String,
+}
+
+/// An opened quantized checkpoint.
+pub struct QuantizedModel {
+    pub ckpt: Checkpoint,
+    pub method: Method,
+    pub layers: Vec<Layer>,
+    pub failed: Vec<Failure>,
+    /// Tensors stored as plain values (biases, norms, ignored layers).
+    pub plain: Vec<String>,
+}
+
+/// Suffixes that mark a module as quantized, and the layout each implies.
+const MARKERS: [&str; 4] = [".weight_packed", ".qweight", ".weight_scale_inv", ".weight_scale"];
+
+impl QuantizedModel {
+    /// Opens a file, index or folder and finds every quantized layer. Fails only
+    /// when the checkpoint itself or its `quantization_config` cannot be read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let ckpt = Checkpoint::open(path)?;
+        let method = config::read(&ckpt.dir)?;
+        Ok(Self::from_checkpoint(ckpt, method))
+    }
+
+    /// Finds the quantized layers of an opened checkpoint under `method`.
+    pub fn from_checkpoint(ckpt: Checkpoint, method: Method) -> Self {
+        let mut seen = HashSet::new();
+        let modules: Vec<String> = ckpt
+            .tensors()
+            .iter()
+            .filter_map(|t| MARKERS.iter().find_map(|m| t.name.strip_suffix(m)))
+            .filter(|m| seen.insert(m.to_string()))
+            .map(str::to_string)
+            .collect();
+        let (mut layers, mut failed, mut claimed) = (Vec::new(), Vec::new(), HashSet::new());
+        for module in modules {
+            let name = format!("{module}.weight");
+            let prefix = format!("{module}.");
+            // Every stored part of the module belongs to it, read or not
+            // (a bias is plain even here).
+            let parts = ckpt.tensors().iter().filter(|t| {
+                t.name.strip_prefix(&prefix).is_some_and(|s| s.starts_with("weight") || is_gptq_part(s))
+            });
+            claimed.extend(parts.map(|t| t.name.clone()));
+            match read_layer(&ckpt, &method, &module) {
+                Ok(l) => layers.push(l),
+                Err(reason) => failed.push(Failure { tensor: name, reason }),
+            }
+        }
+        let plain =
+            ckpt.tensors().iter().filter(|t| !claimed.contains(&t.name)).map(|t| t.name.clone()).collect();
+        Self { ckpt, method, layers, failed, plain }
+    }
+
+    /// R′ of one layer, row-major in its original shape.
+    pub fn dequantize(&self, layer: &Layer) -> Result<Vec<f32>> {
+        self.decode(layer).map(|d| d.values)
+    }
+
+    /// R′ of one layer with its slices' parameters.
+    pub fn decode(&self, layer: &Layer) -> Result<dequant::Decoded> {
+        let grid = match &layer.layout {
+            Layout::Packed | Layout::Unpacked { .. } => ct::grid(&self.ckpt, layer),
+            Layout::Gptq(c) => gptq::grid(&self.ckpt, layer, c, false),
+            Layout::Awq(c) => gptq::grid(&self.ckpt, layer, c, true),
+        };
+        let fail = |reason: String| Error::Tensor {
+            path: self.ckpt.path.clone(),
+            tensor: layer.name.clone(),
+            reason,
+        };
+        let r = grid.map_err(fail).and_then(dequant::decode);
+        for t in &layer.tensors {
+            if let Ok(i) = self.ckpt.tensor(t) {
+                self.ckpt.release(i);
+            }
+        }
+        r
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+}
+
+fn is_gptq_part(s: &str) -> bool {
+    matches!(s, "qweight" | "qzeros" | "scales" | "g_idx")
+}
+
+fn read_layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<Layer, String> {
+    let has = |s: &str| ckpt.tensor(&format!("{module}.{s}")).is_ok();
+    if has("qweight") {
+        return gptq::layer(ckpt, method, module);
+    }
+    match method {
+        Method::Gptq(_) | Method::Awq(_) => {
+            return Err(format!("{} checkpoint but no {module}.qweight", method.name()));
+        }
+        _ => {}
+    }
+    ct::layer(ckpt, method, module)
+}
+
+/// The quantscope short form of a stored INT or FP8 scheme.
+pub(crate) fn short_form(fmt: &str, granularity: &str, size: Option<usize>, symmetric: bool) -> String {
+    let gran = match (granularity, size) {
+        ("group", Some(g)) => format!("group{g}"),
+        ("block", Some(b)) => format!("block{b}"),
+        (g, _) => g.to_string(),
+    };
+    let sym = if symmetric { "" } else { ":asym" };
+    format!("{fmt}:{gran}:minmax{sym}")
+}
