@@ -13,6 +13,9 @@
 //! lowest layer SQNR by bisection over the candidate SQNRs.
 
 mod hull;
+mod summary;
+
+pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes, relative_as_db};
 
 use serde::Serialize;
 
@@ -107,16 +110,6 @@ impl Problem {
         let min = self.layers.iter().map(|o| o.iter().map(|x| x.bytes).min().unwrap_or(0)).sum();
         let max = self.layers.iter().map(|o| o.iter().map(|x| x.bytes).max().unwrap_or(0)).sum();
         (min, max)
-    }
-
-    fn evaluate(&self, choice: &[usize], objective: Objective) -> (u64, f64) {
-        let picked = self.layers.iter().zip(choice).map(|(o, &c)| &o[c]);
-        let bytes = picked.clone().map(|o| o.bytes).sum();
-        let value = match objective {
-            Objective::Relative => picked.map(|o| o.cost).sum(),
-            Objective::Worst => picked.map(|o| o.sqnr_db).fold(f64::INFINITY, f64::min),
-        };
-        (bytes, value)
     }
 
     /// The best plan within `budget` bytes, or `None` when even the smallest
