@@ -47,6 +47,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
                 }
                 "view" if arg == "sensitivity" => Step::Command(Command::SetView(View::Sensitivity)),
                 "view" if arg == "layer" => Step::Command(Command::SetView(View::Layer)),
+                "view" if arg == "plan" => Step::Command(Command::SetView(View::Plan)),
                 "matrix" => Step::Matrix,
                 "all-calibrations" => Step::Pref(|p| p.show_all_calibrations = true),
                 "grid" => Step::Pref(|p| p.show_grid = true),
