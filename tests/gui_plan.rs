@@ -18,7 +18,7 @@ use quantscope::gui::panels::plan::{PinChoice, PlanPanel};
 use quantscope::gui::state::{AppState, Model, View};
 use quantscope::gui::worker::ModelSummary;
 use quantscope::gui::{QuantscopeApp, SAMPLE_BYTES};
-use quantscope_engine::planner::{Objective, Problem, budget_bytes};
+use quantscope_engine::planner::{Objective, Pin, Problem, budget_bytes};
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Checkpoint, Scheme, export, sweep};
 
@@ -105,8 +105,9 @@ fn pins_and_exclusions_hold_in_the_plan_and_in_what_apply_sends() {
     let names: Vec<String> = s.rows.iter().map(|r| r.name.clone()).collect();
     let (excluded, pinned) = (names[0].clone(), names[1].clone());
     // At 9 bits per weight the free plan quantizes both (checked first).
-    let mut free = PlanPanel { bits: 9.0, ..PlanPanel::default() };
-    let mut h = panel_harness(plan_state(), std::mem::take(&mut free));
+    let mut free = PlanPanel::default();
+    free.bits = 9.0;
+    let mut h = panel_harness(plan_state(), free);
     h.run_steps(2);
     let plan = h.state().0.plan().unwrap().clone();
     let problem = engine_problem(&h.state().1);
@@ -114,11 +115,24 @@ fn pins_and_exclusions_hold_in_the_plan_and_in_what_apply_sends() {
     assert!(col(0, plan.choice[0]).is_some(), "unpinned, {excluded} is quantized");
     assert_ne!(col(1, plan.choice[1]), Some(1), "unpinned, {pinned} is not int4:channel:minmax");
 
-    let mut panel = PlanPanel { bits: 9.0, ..PlanPanel::default() };
-    panel.pins.insert(excluded.clone(), PinChoice::Keep);
-    panel.pins.insert(pinned.clone(), PinChoice::Scheme("int4:channel:minmax".into()));
-    let mut h = panel_harness(plan_state(), panel);
-    h.run_steps(2);
+    // Pin and exclude through each row's scheme menu.
+    for (layer, item) in [(&excluded, "exclude (keep as stored)"), (&pinned, "pin int4:channel:minmax")] {
+        h.get_by_label(&format!("scheme of {layer}")).click();
+        h.run_steps(2);
+        h.get_by_label(item).click();
+        h.run_steps(2);
+    }
+    let pins = &h.state().0.pins;
+    assert_eq!(pins.get(&excluded), Some(&PinChoice::Keep));
+    assert_eq!(pins.get(&pinned), Some(&PinChoice::Scheme("int4:channel:minmax".into())));
+    let plan = h.state().0.plan().unwrap().clone();
+    let mut pinned_problem = problem.clone();
+    pinned_problem.pin(0, Pin::Keep);
+    pinned_problem.pin(1, Pin::Scheme(1));
+    let budget = budget_bytes(9.0, params(&s));
+    assert_eq!(Some(&plan), pinned_problem.solve(budget, Objective::Relative).as_ref());
+    assert_eq!(pinned_problem.layers[0][plan.choice[0]].scheme, None, "excluded: kept as stored");
+    assert_eq!(pinned_problem.layers[1][plan.choice[1]].scheme, Some(1), "pinned: int4:channel:minmax");
     h.get_by_label("Apply to save").click();
     h.run_steps(2);
     let cmds = &h.state().2;

@@ -252,14 +252,16 @@ impl PlanPanel {
                     ui.add(slider);
                 }
             }
-            ui.label("Objective");
+            let label = ui.label("Objective");
             egui::ComboBox::from_id_salt("plan_objective")
                 .selected_text(objective_label(self.objective))
                 .show_ui(ui, |ui| {
                     for o in [Objective::Relative, Objective::Worst] {
                         ui.selectable_value(&mut self.objective, o, objective_label(o));
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
         });
         ui.horizontal_wrapped(|ui| {
             let button = ui.add_enabled(has_plan, egui::Button::new("Apply to save"));
@@ -311,7 +313,8 @@ impl PlanPanel {
                         });
                         row.col(|ui| {
                             let pinned = self.pins.get(&item.name);
-                            if let Some(p) = pin_combo(ui, r, s, &scheme_name(s, opt.scheme), pinned) {
+                            let chosen = scheme_name(s, opt.scheme);
+                            if let Some(p) = pin_combo(ui, &item.name, s, &chosen, pinned) {
                                 new_pin = Some((item.name.clone(), p));
                             }
                         });
@@ -364,14 +367,15 @@ fn objective_label(o: Objective) -> &'static str {
 /// A row's scheme and its pin menu; returns a changed pin (`Some(None)`: unpinned).
 fn pin_combo(
     ui: &mut egui::Ui,
-    r: usize,
+    layer: &str,
     s: &Sweep,
     chosen: &str,
     pinned: Option<&PinChoice>,
 ) -> Option<Option<PinChoice>> {
     let mut changed = None;
     let text = if pinned.is_some() { format!("{chosen} (pinned)") } else { chosen.to_string() };
-    egui::ComboBox::from_id_salt(("plan_pin", r)).selected_text(text).width(220.0).show_ui(ui, |ui| {
+    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(220.0);
+    let inner = combo.show_ui(ui, |ui| {
         if ui.selectable_label(pinned.is_none(), "auto (the planner picks)").clicked() {
             changed = Some(None);
         }
@@ -385,6 +389,8 @@ fn pin_combo(
             changed = Some(Some(PinChoice::Keep));
         }
     });
+    let name = format!("scheme of {layer}");
+    inner.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, &name));
     changed
 }
 
@@ -477,7 +483,7 @@ fn stacked_bar_ui(ui: &mut egui::Ui, s: &Sweep, p: &Problem, plan: &Plan) {
         let w = rect.width() * b as f32 / total;
         let seg = egui::Rect::from_min_size(egui::pos2(x0, rect.top()), egui::vec2(w, rect.height()));
         ui.painter().rect_filled(seg, 0.0, scheme_color(col));
-        let resp = ui.interact(seg, egui::Id::new(("plan_bar", col)), egui::Sense::hover());
+        let resp = ui.interact(seg, ui.scope_id().with(("plan_bar", col)), egui::Sense::hover());
         resp.on_hover_text(format!("{}: {}", scheme_name(s, col), bytes_label(b as i64)));
         x0 += w;
     }
