@@ -22,7 +22,8 @@ use quantscope_engine::planner::{Objective, Pin, Problem, budget_bytes};
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Checkpoint, Scheme, export, sweep};
 
-const SCHEMES: [&str; 4] = ["int8:channel:minmax", "int4:channel:minmax", "int4:channel:mse", "int8:tensor:minmax"];
+const SCHEMES: [&str; 4] =
+    ["int8:channel:minmax", "int4:channel:minmax", "int4:channel:mse", "int8:tensor:minmax"];
 
 fn schemes() -> Vec<Scheme> {
     SCHEMES.iter().map(|s| s.parse().unwrap()).collect()
@@ -62,7 +63,9 @@ fn engine_problem(state: &AppState) -> Problem {
     let s = state.sensitivity.result.as_ref().unwrap();
     let model = state.model.as_ref().unwrap();
     let sc = schemes();
-    Problem::from_sweep(s, true, &|r, k| export::saves_quantized(&model.tensor(&s.rows[r].name).unwrap().shape, &sc[k]))
+    Problem::from_sweep(s, true, &|r, k| {
+        export::saves_quantized(&model.tensor(&s.rows[r].name).unwrap().shape, &sc[k])
+    })
 }
 
 type PanelHarness = Harness<'static, (PlanPanel, AppState, Vec<Command>)>;
@@ -136,7 +139,8 @@ fn pins_and_exclusions_hold_in_the_plan_and_in_what_apply_sends() {
     h.get_by_label("Apply to save").click();
     h.run_steps(2);
     let cmds = &h.state().2;
-    let Some(Command::ApplyPlan { quantize, keep }) = cmds.iter().find(|c| matches!(c, Command::ApplyPlan { .. }))
+    let Some(Command::ApplyPlan { quantize, keep }) =
+        cmds.iter().find(|c| matches!(c, Command::ApplyPlan { .. }))
     else {
         panic!("Apply to save sends ApplyPlan: {cmds:?}")
     };

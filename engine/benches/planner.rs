@@ -37,7 +37,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan frontier 1000x10", |b| b.iter(|| p.frontier()));
     let small = problem(36, 10);
     let (lo, hi) = small.byte_range();
-    c.bench_function("plan relative 36x10", |b| b.iter(|| small.solve(lo + (hi - lo) / 3, Objective::Relative)));
+    c.bench_function("plan relative 36x10", |b| {
+        b.iter(|| small.solve(lo + (hi - lo) / 3, Objective::Relative))
+    });
 }
 
 criterion_group!(benches, bench);

@@ -130,7 +130,9 @@ impl Problem {
         match self.pareto(u64::MAX, EXACT_WORK, Thin::Abort) {
             Some(fronts) => fronts
                 .last()
-                .map(|f| f.iter().map(|s| FrontierPoint { bytes: s.bytes, objective_value: s.cost }).collect())
+                .map(|f| {
+                    f.iter().map(|s| FrontierPoint { bytes: s.bytes, objective_value: s.cost }).collect()
+                })
                 .unwrap_or_default(),
             None => hull::frontier(self),
         }
@@ -387,8 +389,12 @@ mod tests {
 
     /// Problems too large for a test's brute force but not for the unthinned DP.
     fn larger_problem() -> impl Strategy<Value = Problem> {
-        let option = (1u64..4000, 0.0f64..1000.0)
-            .prop_map(|(bytes, cost)| LayerOption { scheme: Some(0), bytes, cost, sqnr_db: 30.0 });
+        let option = (1u64..4000, 0.0f64..1000.0).prop_map(|(bytes, cost)| LayerOption {
+            scheme: Some(0),
+            bytes,
+            cost,
+            sqnr_db: 30.0,
+        });
         prop::collection::vec(prop::collection::vec(option, 1..=5), 60..=80)
             .prop_map(|layers| Problem { layers })
     }

@@ -182,7 +182,11 @@ impl QuantscopeApp {
         }
     }
 
-    fn apply_plan(&mut self, quantize: std::collections::BTreeMap<String, quantscope_engine::Scheme>, keep: &[String]) {
+    fn apply_plan(
+        &mut self,
+        quantize: std::collections::BTreeMap<String, quantscope_engine::Scheme>,
+        keep: &[String],
+    ) {
         for layer in keep {
             self.state.doc.overrides.remove(layer);
             self.set_save_choice(layer, false);

@@ -82,7 +82,8 @@ struct Walk<'a> {
 impl<'a> Walk<'a> {
     fn new(p: &'a Problem) -> Self {
         let hulls: Vec<Vec<usize>> = p.layers.iter().map(|o| lower_hull(o)).collect();
-        let mut w = Self { p, pos: vec![0; hulls.len()], hulls, heap: BinaryHeap::new(), bytes: 0, cost: 0.0 };
+        let mut w =
+            Self { p, pos: vec![0; hulls.len()], hulls, heap: BinaryHeap::new(), bytes: 0, cost: 0.0 };
         for l in 0..w.hulls.len() {
             if let Some(o) = w.option(l) {
                 w.bytes = w.bytes.saturating_add(o.bytes);
@@ -223,7 +224,8 @@ mod tests {
 
     #[test]
     fn the_frontier_walks_from_the_smallest_to_the_cheapest_plan() {
-        let p = Problem { layers: vec![vec![o(10, 8.0), o(20, 2.0)], vec![o(5, 3.0), o(15, 0.5), o(9, 1.75)]] };
+        let p =
+            Problem { layers: vec![vec![o(10, 8.0), o(20, 2.0)], vec![o(5, 3.0), o(15, 0.5), o(9, 1.75)]] };
         let f = frontier(&p);
         let pts: Vec<(u64, f64)> = f.iter().map(|x| (x.bytes, x.objective_value)).collect();
         // Rates: layer 0 saves 0.6 per byte, layer 1 0.3125 then 0.208: best rate first.

@@ -243,12 +243,14 @@ impl PlanPanel {
             match self.unit {
                 BudgetUnit::BitsPerWeight => {
                     let range = bits_per_weight(lo, params)..=bits_per_weight(hi, params).max(0.01);
-                    let slider =
-                        egui::Slider::new(&mut self.bits, range).max_decimals(3).text("bits per weight (budget)");
+                    let slider = egui::Slider::new(&mut self.bits, range)
+                        .max_decimals(3)
+                        .text("bits per weight (budget)");
                     ui.add(slider);
                 }
                 BudgetUnit::Bytes => {
-                    let slider = egui::Slider::new(&mut self.bytes, lo..=hi.max(lo + 1)).text("bytes (budget)");
+                    let slider =
+                        egui::Slider::new(&mut self.bytes, lo..=hi.max(lo + 1)).text("bytes (budget)");
                     ui.add(slider);
                 }
             }
@@ -274,7 +276,10 @@ impl PlanPanel {
                 self.pins.clear();
             }
         });
-        if apply && let Some(x) = &self.solved && let Some(plan) = &x.plan {
+        if apply
+            && let Some(x) = &self.solved
+            && let Some(plan) = &x.plan
+        {
             out.push(apply_command(s, &x.problem, plan));
         }
     }
@@ -398,7 +403,8 @@ fn pin_combo(
 fn why_text(s: &Sweep, p: &Problem, r: usize, why: Why, pin: Option<&PinChoice>) -> (String, String) {
     let name = |k: usize| scheme_name(s, p.layers[r][k].scheme);
     let step = |m: planner::Move| {
-        let db = if m.sqnr_db.is_infinite() { "lossless".to_string() } else { format!("{:+.1} dB", m.sqnr_db) };
+        let db =
+            if m.sqnr_db.is_infinite() { "lossless".to_string() } else { format!("{:+.1} dB", m.sqnr_db) };
         format!("{} {} for {db}", name(m.option), bytes_label(m.bytes))
     };
     let text = match (pin, why.up, why.down) {
@@ -459,10 +465,16 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
             for (k, u) in x.uniform.iter().enumerate() {
                 let at = [bpw(u.total_bytes), db(u.objective_value)];
                 let name = x.sweep.schemes.get(k).cloned().unwrap_or_default();
-                p.points(Points::new("uniform schemes", vec![at]).radius(4.0).color(Color32::from_rgb(230, 159, 0)));
-                p.text(Text::new("uniform schemes", PlotPoint::new(at[0], at[1]), format!("  {name}"))
-                    .anchor(egui::Align2::LEFT_CENTER)
-                    .color(Color32::from_gray(200)));
+                p.points(
+                    Points::new("uniform schemes", vec![at])
+                        .radius(4.0)
+                        .color(Color32::from_rgb(230, 159, 0)),
+                );
+                p.text(
+                    Text::new("uniform schemes", PlotPoint::new(at[0], at[1]), format!("  {name}"))
+                        .anchor(egui::Align2::LEFT_CENTER)
+                        .color(Color32::from_gray(200)),
+                );
             }
             p.vline(VLine::new("budget", bpw(x.budget)).color(Color32::from_gray(150)));
             if let Some(plan) = &x.plan {
