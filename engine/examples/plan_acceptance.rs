@@ -41,8 +41,14 @@ fn main() {
         .collect();
     let schemes = candidates();
     let t0 = std::time::Instant::now();
-    let s = sweep::sweep(&ckpt, &rows, &schemes, &|_, _| {}, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("sweep: {} layers x {} schemes in {:.1} s", rows.len(), schemes.len(), t0.elapsed().as_secs_f64());
+    let s = sweep::sweep(&ckpt, &rows, &schemes, &|_, _| {}, &AtomicBool::new(false))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "sweep: {} layers x {} schemes in {:.1} s",
+        rows.len(),
+        schemes.len(),
+        t0.elapsed().as_secs_f64()
+    );
     let shapes: Vec<&[usize]> = rows.iter().map(|&i| &ckpt.tensors()[i].shape[..]).collect();
     let saves = |r: usize, k: usize| export::saves_quantized(shapes[r], &schemes[k]);
     let problem = Problem::from_sweep(&s, true, &saves);
@@ -55,7 +61,12 @@ fn main() {
     let solve_ms = t1.elapsed().as_secs_f64() * 1e3;
     let bound = problem.lower_bound(budget).unwrap_or(f64::NAN);
     let db = |v: f64| relative_as_db(v, params);
-    println!("{} layers, {} params, {} candidates + keep; budget {budget} bytes", rows.len(), params, schemes.len());
+    println!(
+        "{} layers, {} params, {} candidates + keep; budget {budget} bytes",
+        rows.len(),
+        params,
+        schemes.len()
+    );
     println!(
         "\nplan: {} bytes ({:.4} bits/weight), relative {:.6e} = {:.2} dB (bound {:.2} dB), solved in {solve_ms:.1} ms",
         plan.total_bytes,

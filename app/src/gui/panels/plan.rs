@@ -287,7 +287,7 @@ impl PlanPanel {
     fn table_ui(&mut self, ui: &mut egui::Ui, s: &Sweep) {
         let Some(x) = self.solved.as_ref() else { return };
         let Some(plan) = x.plan.clone() else { return };
-        let mut new_pin: Option<(String, Option<PinChoice>)> = None;
+        let mut new_pin: Option<(String, PinEdit)> = None;
         egui::ScrollArea::horizontal().id_salt("plan_table_h").show(ui, |ui| {
             TableBuilder::new(ui)
                 .id_salt("plan_table")
@@ -339,8 +339,8 @@ impl PlanPanel {
         });
         if let Some((layer, pin)) = new_pin {
             match pin {
-                Some(p) => self.pins.insert(layer, p),
-                None => self.pins.remove(&layer),
+                PinEdit::Pin(p) => self.pins.insert(layer, p),
+                PinEdit::Unpin => self.pins.remove(&layer),
             };
         }
     }
@@ -369,29 +369,35 @@ fn objective_label(o: Objective) -> &'static str {
     }
 }
 
-/// A row's scheme and its pin menu; returns a changed pin (`Some(None)`: unpinned).
+/// A change made in a row's pin menu.
+enum PinEdit {
+    Unpin,
+    Pin(PinChoice),
+}
+
+/// A row's scheme and its pin menu; returns the change, if any.
 fn pin_combo(
     ui: &mut egui::Ui,
     layer: &str,
     s: &Sweep,
     chosen: &str,
     pinned: Option<&PinChoice>,
-) -> Option<Option<PinChoice>> {
+) -> Option<PinEdit> {
     let mut changed = None;
     let text = if pinned.is_some() { format!("{chosen} (pinned)") } else { chosen.to_string() };
     let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(220.0);
     let inner = combo.show_ui(ui, |ui| {
         if ui.selectable_label(pinned.is_none(), "auto (the planner picks)").clicked() {
-            changed = Some(None);
+            changed = Some(PinEdit::Unpin);
         }
         for name in &s.schemes {
             let on = pinned == Some(&PinChoice::Scheme(name.clone()));
             if ui.selectable_label(on, format!("pin {name}")).clicked() {
-                changed = Some(Some(PinChoice::Scheme(name.clone())));
+                changed = Some(PinEdit::Pin(PinChoice::Scheme(name.clone())));
             }
         }
         if ui.selectable_label(pinned == Some(&PinChoice::Keep), "exclude (keep as stored)").clicked() {
-            changed = Some(Some(PinChoice::Keep));
+            changed = Some(PinEdit::Pin(PinChoice::Keep));
         }
     });
     let name = format!("scheme of {layer}");
