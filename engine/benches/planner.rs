@@ -37,9 +37,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan frontier 1000x10", |b| b.iter(|| p.frontier()));
     let small = problem(36, 10);
     let (lo, hi) = small.byte_range();
-    c.bench_function("plan relative 36x10", |b| {
-        b.iter(|| small.solve(lo + (hi - lo) / 3, Objective::Relative))
-    });
+    let budget = lo + (hi - lo) / 3;
+    c.bench_function("plan relative 36x10", |b| b.iter(|| small.solve(budget, Objective::Relative)));
 }
 
 criterion_group!(benches, bench);
