@@ -42,4 +42,8 @@ done
 if [ -n "$minilm" ]; then
   shot minilm 1600x1000 10 "select encoder.layer.0.attention.self.query.weight" "$minilm"
   shot sensitivity-minilm 1600x1000 25 "view sensitivity; matrix" "$minilm"
+  plan="int3:group128:mse,int4:channel:mse,int4:group128:minmax,int4:group128:mse,int4:group64:mse,int5:group128:mse,int6:group128:mse,int8:channel:minmax"
+  for size in 1000x700 1600x1000; do
+    shot plan-minilm "$size" 40 "view plan; schemes $plan" "$minilm"
+  done
 fi
