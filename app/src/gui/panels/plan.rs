@@ -237,6 +237,7 @@ impl PlanPanel {
         let has_plan = x.plan.is_some();
         let mut apply = false;
         ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().slider_width = (ui.available_width() * 0.3).clamp(160.0, 420.0);
             ui.label("Budget in");
             ui.selectable_value(&mut self.unit, BudgetUnit::BitsPerWeight, "bits per weight");
             ui.selectable_value(&mut self.unit, BudgetUnit::Bytes, "bytes");
@@ -411,7 +412,8 @@ fn why_text(s: &Sweep, p: &Problem, r: usize, why: Why, pin: Option<&PinChoice>)
     let step = |m: planner::Move| {
         let db =
             if m.sqnr_db.is_infinite() { "lossless".to_string() } else { format!("{:+.1} dB", m.sqnr_db) };
-        format!("{} {} for {db}", name(m.option), bytes_label(m.bytes))
+        let plus = if m.bytes > 0 { "+" } else { "" };
+        format!("{} {plus}{} for {db}", name(m.option), bytes_label(m.bytes))
     };
     let text = match (pin, why.up, why.down) {
         (Some(PinChoice::Keep), ..) => "excluded by you (kept as stored)".to_string(),
@@ -454,15 +456,41 @@ fn summary_ui(ui: &mut egui::Ui, x: &Solved) {
     ));
 }
 
+/// The frontier, the uniform schemes, the budget and the plan. The view opens
+/// on the uniform schemes and the plan (the frontier runs on to "keep
+/// everything", far to the right); a new matrix opens a new view.
 fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
     let bpw = |b: u64| bits_per_weight(b, x.params);
     let db = |v: f64| relative_as_db(v, x.params).min(200.0);
     let line: PlotPoints =
         x.frontier.iter().map(|f| [bpw(f.bytes), db(f.objective_value)]).collect::<Vec<_>>().into();
-    Plot::new("plan_frontier")
+    let plan_at = x
+        .plan
+        .as_ref()
+        .map(|p| [bpw(p.total_bytes), db(x.problem.evaluate(&p.choice, Objective::Relative).1)]);
+    let marks: Vec<[f64; 2]> = x
+        .uniform
+        .iter()
+        .map(|u| [bpw(u.total_bytes), db(u.objective_value)])
+        .chain(plan_at)
+        .chain(x.frontier.first().map(|f| [bpw(f.bytes), db(f.objective_value)]))
+        .collect();
+    let span = |i: usize, pad: (f64, f64)| {
+        let lo = marks.iter().map(|m| m[i]).fold(f64::INFINITY, f64::min);
+        let hi = marks.iter().map(|m| m[i]).fold(f64::NEG_INFINITY, f64::max).max(if i == 0 {
+            bpw(x.budget)
+        } else {
+            lo
+        });
+        if lo.is_finite() && hi.is_finite() { (lo - pad.0, hi + pad.1) } else { (0.0, 1.0) }
+    };
+    let ((x0, x1), (y0, y1)) = (span(0, (0.25, 1.0)), span(1, (2.0, 4.0)));
+    Plot::new(("plan_frontier", Arc::as_ptr(&x.sweep) as usize))
         .height(h)
         .width(ui.available_width())
-        .legend(Legend::default())
+        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+        .default_x_bounds(x0, x1.max(x0 + 0.5))
+        .default_y_bounds(y0, y1.max(y0 + 1.0))
         .x_axis_label("stored bits per weight")
         .y_axis_label("params-weighted SQNR (dB)")
         .allow_scroll(false)
@@ -483,10 +511,8 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
                 );
             }
             p.vline(VLine::new("budget", bpw(x.budget)).color(Color32::from_gray(150)));
-            if let Some(plan) = &x.plan {
-                let (_, rel) = x.problem.evaluate(&plan.choice, Objective::Relative);
-                let at = vec![[bpw(plan.total_bytes), db(rel)]];
-                p.points(Points::new("this plan", at).radius(7.0).color(Color32::from_rgb(213, 94, 0)));
+            if let Some(at) = plan_at {
+                p.points(Points::new("this plan", vec![at]).radius(7.0).color(Color32::from_rgb(213, 94, 0)));
             }
         });
 }
