@@ -294,10 +294,11 @@ impl PlanPanel {
                 .id_salt("plan_table")
                 .striped(true)
                 .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-                .column(Column::auto().at_least(200.0).clip(true).resizable(true))
-                .column(Column::exact(90.0))
-                .column(Column::exact(230.0))
-                .columns(Column::exact(90.0), 2)
+                .column(Column::auto().at_least(180.0).clip(true).resizable(true))
+                .column(Column::exact(70.0))
+                .column(Column::exact(190.0))
+                .column(Column::exact(80.0))
+                .column(Column::exact(70.0))
                 .column(Column::remainder().at_least(300.0))
                 .header(22.0, |mut h| {
                     for t in ["layer", "params", "scheme (pin)", "bytes", "SQNR dB", "why"] {
@@ -386,7 +387,7 @@ fn pin_combo(
 ) -> Option<PinEdit> {
     let mut changed = None;
     let text = if pinned.is_some() { format!("{chosen} (pinned)") } else { chosen.to_string() };
-    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(220.0);
+    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(180.0);
     let inner = combo.show_ui(ui, |ui| {
         if ui.selectable_label(pinned.is_none(), "auto (the planner picks)").clicked() {
             changed = Some(PinEdit::Unpin);
