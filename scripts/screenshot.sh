@@ -46,4 +46,8 @@ if [ -n "$minilm" ]; then
     shot nvfp4-teaching "$size" 10 "select encoder.layer.0.attention.self.query.weight; scheme nvfp4; grid; pick 0.05" "$minilm"
     shot mxfp4-teaching "$size" 10 "select encoder.layer.0.attention.self.query.weight; scheme mxfp4; grid; pick 0.05" "$minilm"
   done
+  plan="int3:group128:mse,int4:channel:mse,int4:group128:minmax,int4:group128:mse,int4:group64:mse,int5:group128:mse,int6:group128:mse,int8:channel:minmax"
+  for size in 1000x700 1600x1000; do
+    shot plan-minilm "$size" 40 "view plan; schemes $plan" "$minilm"
+  done
 fi

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use quantscope_engine::metrics::Metrics;
-use quantscope_engine::planner::{FrontierPoint, Objective, Problem};
+use quantscope_engine::planner::{self, FrontierPoint, Objective, Problem};
 use quantscope_engine::recipe::Recipe;
 use quantscope_engine::{Checkpoint, Scheme, export, sweep};
 use serde::Serialize;
@@ -109,7 +109,7 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let params: u64 = s.rows.iter().map(|r| r.params).sum();
     let budget = match (args.max_bytes, args.bits_per_weight) {
         (Some(b), _) => b,
-        (None, Some(bpw)) => (bpw * params as f64 / 8.0).floor() as u64,
+        (None, Some(bpw)) => planner::budget_bytes(bpw, params),
         (None, None) => unreachable!("clap requires a budget"),
     };
     let objective = match args.objective {
@@ -145,7 +145,7 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 objective,
                 objective_value: plan.objective_value,
                 total_bytes: plan.total_bytes,
-                bits_per_weight: plan.total_bytes as f64 * 8.0 / params.max(1) as f64,
+                bits_per_weight: planner::bits_per_weight(plan.total_bytes, params),
                 frontier: problem.frontier(),
                 layers,
             };

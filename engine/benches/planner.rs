@@ -33,6 +33,12 @@ fn bench(c: &mut Criterion) {
     let budget = lo + (hi - lo) / 3;
     c.bench_function("plan relative 1000x10", |b| b.iter(|| p.solve(budget, Objective::Relative)));
     c.bench_function("plan worst 1000x10", |b| b.iter(|| p.solve(budget, Objective::Worst)));
+    // The GUI draws the frontier once per matrix, then solves once per budget.
+    c.bench_function("plan frontier 1000x10", |b| b.iter(|| p.frontier()));
+    let small = problem(36, 10);
+    let (lo, hi) = small.byte_range();
+    let budget = lo + (hi - lo) / 3;
+    c.bench_function("plan relative 36x10", |b| b.iter(|| small.solve(budget, Objective::Relative)));
 }
 
 criterion_group!(benches, bench);

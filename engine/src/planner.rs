@@ -4,20 +4,26 @@
 //! bytes and metrics); the objectives are defined in docs/numerics.md,
 //! "Sensitivity and stored bytes".
 //!
-//! `relative` is a multiple-choice knapsack, solved by dynamic programming over
-//! the Pareto front of (bytes, cost) states, one layer at a time: a state is
-//! kept only if no other state is both smaller and cheaper. That is exact; on
-//! very large problems each front is thinned to [`MAX_WORK`] / (layers × options) states
-//! (each kept state stays exact, so the plan always fits the budget). `worst`
-//! maximizes the lowest layer SQNR by bisection over the candidate SQNRs.
+//! `relative` is a multiple-choice knapsack. Small problems are solved exactly
+//! by dynamic programming over the Pareto front of (bytes, cost) states, one
+//! layer at a time: a state is kept only if no other state is both smaller and
+//! cheaper. When the fronts would outgrow [`EXACT_WORK`], the [`hull`] path
+//! takes over: a Lagrangian sweep over each layer's lower convex hull, then an
+//! exact repair of the layers near the break point. `worst` maximizes the
+//! lowest layer SQNR by bisection over the candidate SQNRs.
+
+mod hull;
+mod summary;
+
+pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes, relative_as_db};
 
 use serde::Serialize;
 
 use crate::sweep::Sweep;
 
-/// State × option pairs the DP may visit over the whole problem; beyond it each
-/// layer's front is thinned (small problems stay exact).
-pub const MAX_WORK: usize = 4_000_000;
+/// State × option pairs the exact DP may visit over the whole problem; a
+/// larger problem goes to the hull sweep (fast enough to follow a slider).
+pub const EXACT_WORK: usize = 1_000_000;
 
 /// What the plan minimizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -106,16 +112,6 @@ impl Problem {
         (min, max)
     }
 
-    fn evaluate(&self, choice: &[usize], objective: Objective) -> (u64, f64) {
-        let picked = self.layers.iter().zip(choice).map(|(o, &c)| &o[c]);
-        let bytes = picked.clone().map(|o| o.bytes).sum();
-        let value = match objective {
-            Objective::Relative => picked.map(|o| o.cost).sum(),
-            Objective::Worst => picked.map(|o| o.sqnr_db).fold(f64::INFINITY, f64::min),
-        };
-        (bytes, value)
-    }
-
     /// The best plan within `budget` bytes, or `None` when even the smallest
     /// options do not fit.
     pub fn solve(&self, budget: u64, objective: Objective) -> Option<Plan> {
@@ -128,17 +124,41 @@ impl Problem {
     }
 
     /// The Pareto front of the relative objective: every size at which some
-    /// plan is cheaper than all smaller ones.
+    /// plan is cheaper than all smaller ones (on large problems, the lower
+    /// convex part of it that the hull sweep walks).
     pub fn frontier(&self) -> Vec<FrontierPoint> {
-        let (fronts, _) = self.pareto(u64::MAX);
-        fronts
-            .last()
-            .map(|f| f.iter().map(|s| FrontierPoint { bytes: s.bytes, objective_value: s.cost }).collect())
-            .unwrap_or_default()
+        match self.pareto(u64::MAX, EXACT_WORK, Thin::Abort) {
+            Some(fronts) => fronts
+                .last()
+                .map(|f| {
+                    f.iter().map(|s| FrontierPoint { bytes: s.bytes, objective_value: s.cost }).collect()
+                })
+                .unwrap_or_default(),
+            None => hull::frontier(self),
+        }
+    }
+
+    /// A lower bound on the best `relative` value within `budget` (the
+    /// Lagrangian relaxation): how far from optimal a plan can be at most.
+    pub fn lower_bound(&self, budget: u64) -> Option<f64> {
+        hull::lower_bound(self, budget)
     }
 
     fn solve_relative(&self, budget: u64) -> Option<Vec<usize>> {
-        let (fronts, _) = self.pareto(budget);
+        match self.pareto(budget, EXACT_WORK, Thin::Abort) {
+            Some(fronts) => Self::trace(&fronts, budget),
+            // Too large for the exact DP (or nothing fits: the sweep says so too).
+            None => hull::solve(self, budget),
+        }
+    }
+
+    /// The DP's plan within `budget`, its fronts thinned to fit `max_work`.
+    fn solve_dp(&self, budget: u64, max_work: usize) -> Option<Vec<usize>> {
+        Self::trace(&self.pareto(budget, max_work, Thin::Spread)?, budget)
+    }
+
+    /// The cheapest final state within `budget`, traced back to one option per layer.
+    fn trace(fronts: &[Vec<State>], budget: u64) -> Option<Vec<usize>> {
         let last = fronts.last()?;
         let mut at = last
             .iter()
@@ -146,7 +166,7 @@ impl Problem {
             .filter(|(_, s)| s.bytes <= budget)
             .min_by(|a, b| a.1.cost.total_cmp(&b.1.cost))?
             .0;
-        let mut choice = vec![0; self.layers.len()];
+        let mut choice = vec![0; fronts.len()];
         for (layer, front) in fronts.iter().enumerate().rev() {
             let s = &front[at];
             choice[layer] = s.option;
@@ -156,40 +176,35 @@ impl Problem {
     }
 
     /// One front per layer (states after that layer), each sorted by bytes with
-    /// strictly falling cost. States that cannot fit `budget` are dropped.
-    fn pareto(&self, budget: u64) -> (Vec<Vec<State>>, bool) {
+    /// strictly falling cost. States that cannot fit `budget` are dropped. A
+    /// front over `max_work` / (layers × options) states is thinned, or with
+    /// [`Thin::Abort`] the DP gives up (`None`); `None` also when nothing fits.
+    fn pareto(&self, budget: u64, max_work: usize, thin_policy: Thin) -> Option<Vec<Vec<State>>> {
         let mut min_rest: Vec<u64> =
             self.layers.iter().map(|o| o.iter().map(|x| x.bytes).min().unwrap_or(0)).collect();
         for i in (0..min_rest.len().saturating_sub(1)).rev() {
             min_rest[i] += min_rest[i + 1];
         }
         let mut fronts: Vec<Vec<State>> = Vec::with_capacity(self.layers.len());
-        let mut thinned = false;
         let start = [State { bytes: 0, cost: 0.0, prev: 0, option: 0 }];
         for (layer, opts) in self.layers.iter().enumerate() {
             let prev: &[State] = fronts.last().map_or(&start[..], |f| &f[..]);
             let rest = min_rest.get(layer + 1).copied().unwrap_or(0);
-            let mut next: Vec<State> = Vec::with_capacity(prev.len() * opts.len());
-            for (p, s) in prev.iter().enumerate() {
-                for (k, o) in opts.iter().enumerate() {
-                    let bytes = s.bytes.saturating_add(o.bytes);
-                    if bytes.saturating_add(rest) <= budget {
-                        next.push(State { bytes, cost: s.cost + o.cost, prev: p, option: k });
-                    }
+            let cap = (max_work / (opts.len().max(1) * self.layers.len())).max(256);
+            let stop = if thin_policy == Thin::Abort { cap + 1 } else { usize::MAX };
+            let mut front = merge_front(prev, opts, budget.saturating_sub(rest), stop);
+            if front.len() > cap {
+                match thin_policy {
+                    Thin::Abort => return None,
+                    Thin::Spread => front = thin(&front, cap),
                 }
             }
-            let mut front = prune(next);
-            let cap = (MAX_WORK / (opts.len().max(1) * self.layers.len())).max(256);
-            if front.len() > cap {
-                front = thin(&front, cap);
-                thinned = true;
-            }
             if front.is_empty() {
-                return (Vec::new(), thinned);
+                return None;
             }
             fronts.push(front);
         }
-        (fronts, thinned)
+        Some(fronts)
     }
 
     fn solve_worst(&self, budget: u64) -> Option<Vec<usize>> {
@@ -230,6 +245,15 @@ pub fn relative_cost(params: u64, sqnr_db: f64) -> f64 {
     if sqnr_db.is_infinite() && sqnr_db > 0.0 { 0.0 } else { params as f64 * 10f64.powf(-sqnr_db / 10.0) }
 }
 
+/// What the DP does with a front too large for its work limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Thin {
+    /// Keep states spread evenly over the front (still feasible, maybe not optimal).
+    Spread,
+    /// Give up, so the caller takes another path.
+    Abort,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct State {
     bytes: u64,
@@ -240,16 +264,58 @@ struct State {
     option: usize,
 }
 
-/// Sorted by bytes; keeps a state only when it is cheaper than every smaller one.
-fn prune(mut states: Vec<State>) -> Vec<State> {
-    states.sort_by(|a, b| a.bytes.cmp(&b.bytes).then(a.cost.total_cmp(&b.cost)));
-    let mut out: Vec<State> = Vec::with_capacity(states.len());
-    for s in states {
-        if out.last().is_none_or(|l| s.cost < l.cost) {
-            out.push(s);
+/// The next front: `prev` (sorted by bytes) shifted by each option is one
+/// sorted list per option; a k-way merge (a heap) walks them in (bytes, cost)
+/// order up to `limit` bytes, keeping a state only when it is cheaper than
+/// every smaller one. Stops once `stop` states are kept.
+fn merge_front(prev: &[State], opts: &[LayerOption], limit: u64, stop: usize) -> Vec<State> {
+    use std::cmp::Reverse;
+    let head = |p: usize, k: usize| {
+        let s = prev.get(p)?;
+        let bytes = s.bytes.saturating_add(opts[k].bytes);
+        (bytes <= limit).then_some(Reverse(Head { bytes, cost: s.cost + opts[k].cost, p, k }))
+    };
+    let mut heap: std::collections::BinaryHeap<Reverse<Head>> =
+        (0..opts.len()).filter_map(|k| head(0, k)).collect();
+    let mut out: Vec<State> = Vec::with_capacity(prev.len().max(16));
+    while let Some(Reverse(h)) = heap.pop() {
+        if out.last().is_none_or(|l| h.cost < l.cost) {
+            out.push(State { bytes: h.bytes, cost: h.cost, prev: h.p, option: h.k });
+            if out.len() >= stop {
+                break;
+            }
+        }
+        if let Some(next) = head(h.p + 1, h.k) {
+            heap.push(next);
         }
     }
     out
+}
+
+/// The front of one option's list in [`merge_front`], ordered by (bytes, cost).
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    bytes: u64,
+    cost: f64,
+    p: usize,
+    k: usize,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Head {}
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes.cmp(&other.bytes).then(self.cost.total_cmp(&other.cost)).then(self.k.cmp(&other.k))
+    }
 }
 
 /// Keeps `cap` states spread evenly over the front (its ends included).
@@ -318,6 +384,37 @@ mod tests {
                         "{} vs {best}", plan.objective_value),
                 }
             }
+        }
+    }
+
+    /// Problems too large for a test's brute force but not for the unthinned DP.
+    fn larger_problem() -> impl Strategy<Value = Problem> {
+        let option = (1u64..4000, 0.0f64..1000.0).prop_map(|(bytes, cost)| LayerOption {
+            scheme: Some(0),
+            bytes,
+            cost,
+            sqnr_db: 30.0,
+        });
+        prop::collection::vec(prop::collection::vec(option, 1..=5), 60..=80)
+            .prop_map(|layers| Problem { layers })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn the_hull_sweep_is_within_a_tenth_of_a_percent_of_the_exact_plan(
+            p in larger_problem(), share in 0.05f64..0.95,
+        ) {
+            let (lo, hi) = p.byte_range();
+            let budget = lo + ((hi - lo) as f64 * share) as u64;
+            let choice = hull::solve(&p, budget).expect("the smallest plan fits");
+            let (bytes, value) = p.evaluate(&choice, Objective::Relative);
+            prop_assert!(bytes <= budget);
+            let exact = p.solve_dp(budget, usize::MAX).expect("feasible");
+            let best = p.evaluate(&exact, Objective::Relative).1;
+            let bound = p.lower_bound(budget).expect("feasible");
+            prop_assert!(bound <= best * (1.0 + 1e-9) + 1e-9, "bound {bound} above the optimum {best}");
+            prop_assert!(value <= best * (1.0 + 1e-3) + 1e-9, "hull {value} vs exact {best}");
         }
     }
 

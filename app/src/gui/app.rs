@@ -152,6 +152,7 @@ impl QuantscopeApp {
             Command::ResetAllLayers => doc.overrides.clear(),
             Command::SetSaveChoice { layer, on } => self.set_save_choice(&layer, on),
             Command::SetCompareSchemes(schemes) => doc.compare_schemes = schemes,
+            Command::ApplyPlan { quantize, keep } => self.apply_plan(quantize, &keep),
             Command::SetPercentile(p) => doc.percentile = p,
             Command::ResetDocument => {
                 *doc = Doc::default();
@@ -179,6 +180,26 @@ impl QuantscopeApp {
         } else {
             self.state.doc.save_choice.insert(layer.to_string(), on);
         }
+    }
+
+    fn apply_plan(
+        &mut self,
+        quantize: std::collections::BTreeMap<String, quantscope_engine::Scheme>,
+        keep: &[String],
+    ) {
+        for layer in keep {
+            self.state.doc.overrides.remove(layer);
+            self.set_save_choice(layer, false);
+        }
+        for (layer, scheme) in quantize {
+            self.set_save_choice(&layer, true);
+            if scheme == self.state.doc.scheme {
+                self.state.doc.overrides.remove(&layer);
+            } else {
+                self.state.doc.overrides.insert(layer, scheme);
+            }
+        }
+        self.state.preview = None;
     }
 
     /// Replaces the model-wide scheme, overrides and save choices with a recipe's.

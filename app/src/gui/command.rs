@@ -77,6 +77,13 @@ pub enum Command {
         on: bool,
     },
     SetCompareSchemes(Vec<Scheme>),
+    /// A mixed-precision plan becomes per-layer choices, as one undo step:
+    /// `quantize` layers get their scheme and are saved quantized, `keep`
+    /// layers are saved as stored.
+    ApplyPlan {
+        quantize: std::collections::BTreeMap<String, Scheme>,
+        keep: Vec<String>,
+    },
     SetPercentile(f64),
     /// Every document setting back to its default.
     ResetDocument,
@@ -115,6 +122,9 @@ impl Command {
                 format!("{} {layer} when saving", if *on { "quantize" } else { "keep" })
             }
             Self::SetCompareSchemes(_) => "sensitivity schemes".into(),
+            Self::ApplyPlan { quantize, keep } => {
+                format!("apply plan ({} quantized, {} kept)", quantize.len(), keep.len())
+            }
             Self::SetPercentile(p) => format!("percentile {p}"),
             Self::ResetDocument => "reset settings".into(),
             Self::LoadRecipe(p) => format!("load recipe {}", p.display()),

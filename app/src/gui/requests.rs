@@ -258,8 +258,9 @@ impl Requests {
                 self.analysis = Some(InFlight { generation, key, answered: false });
             }
         }
-        if state.view == View::Sensitivity {
-            let key = MatrixKey { tensors: state.saved_layers(), schemes: state.doc.compare_schemes.clone() };
+        if matches!(state.view, View::Sensitivity | View::Plan) {
+            let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
+            let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
             if !InFlight::asks(self.matrix.as_ref(), &key) {
                 let generation = self.next_generation();
                 self.worker.send(Request::SensitivityMatrix {

@@ -4,7 +4,8 @@
 //! nothing a user cannot).
 //!
 //! Steps: `select NAME`, `scheme SHORT` (the model's), `layer SHORT` (the
-//! selected layer's own), `preview NAME SHORT`, `view layer|sensitivity`,
+//! selected layer's own), `preview NAME SHORT`, `view layer|sensitivity|plan`,
+//! `schemes SHORT,SHORT,...` (the Sensitivity view's set, the Plan view's candidates),
 //! `matrix` (the sensitivity view's matrix table), `all-calibrations`, `grid`,
 //! `log`, `pick VALUE` (the worked example's R), `save-window`.
 
@@ -47,7 +48,11 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
                 }
                 "view" if arg == "sensitivity" => Step::Command(Command::SetView(View::Sensitivity)),
                 "view" if arg == "layer" => Step::Command(Command::SetView(View::Layer)),
+                "view" if arg == "plan" => Step::Command(Command::SetView(View::Plan)),
                 "matrix" => Step::Matrix,
+                "schemes" => Step::Command(Command::SetCompareSchemes(
+                    arg.split(',').map(|x| scheme(x.trim())).collect::<Result<_, _>>()?,
+                )),
                 "all-calibrations" => Step::Pref(|p| p.show_all_calibrations = true),
                 "grid" => Step::Pref(|p| p.show_grid = true),
                 "log" => Step::Pref(|p| p.log_counts = true),
@@ -65,8 +70,9 @@ mod tests {
 
     #[test]
     fn parses_every_step_and_names_a_bad_one() {
-        let steps = parse("select a.weight; scheme int8:tensor:minmax; layer e4m3:channel:mse; view sensitivity; matrix; all-calibrations; pick 0.25; save-window").unwrap();
-        assert_eq!(steps.len(), 8);
+        let steps = parse("select a.weight; scheme int8:tensor:minmax; layer e4m3:channel:mse; view sensitivity; matrix; all-calibrations; pick 0.25; save-window; view plan; schemes int4:channel:mse,int8:channel").unwrap();
+        assert_eq!(steps.len(), 10);
+        assert!(matches!(&steps[9], Step::Command(Command::SetCompareSchemes(s)) if s.len() == 2));
         assert!(matches!(&steps[0], Step::Command(Command::Select(n)) if n == "a.weight"));
         let err = parse("select x; dance").unwrap_err();
         assert!(err.contains("'dance'"), "{err}");

@@ -75,6 +75,8 @@ pub enum View {
     Layer,
     /// The whole model: ranked table and layers × schemes matrix.
     Sensitivity,
+    /// Mixed precision under a size budget, from the same matrix.
+    Plan,
 }
 
 /// The open model as the UI sees it.
@@ -199,6 +201,15 @@ impl AppState {
     pub fn saved_layers(&self) -> Vec<String> {
         self.model.as_ref().map_or_else(Vec::new, |m| {
             m.summary.tensors.iter().filter(|t| self.quantized_on_save(t)).map(|t| t.name.clone()).collect()
+        })
+    }
+
+    /// The layers the Plan view plans: those a save quantizes by the engine's
+    /// default rule (as `quantscope plan`), whatever the checkboxes say now,
+    /// so that applying a plan that keeps some layers does not change the set.
+    pub fn plan_layers(&self) -> Vec<String> {
+        self.model.as_ref().map_or_else(Vec::new, |m| {
+            m.summary.tensors.iter().filter(|t| quantized_on_save(t, None)).map(|t| t.name.clone()).collect()
         })
     }
 

@@ -21,7 +21,9 @@ impl MenuPanel {
             ui.menu_button("Edit", |ui| edit_menu_ui(state, ui, out));
             ui.menu_button("View", |ui| view_menu_ui(state, ui, out));
             ui.separator();
-            for (view, label) in [(View::Layer, "Layer"), (View::Sensitivity, "Sensitivity")] {
+            for (view, label) in
+                [(View::Layer, "Layer"), (View::Sensitivity, "Sensitivity"), (View::Plan, "Plan")]
+            {
                 if ui.selectable_label(state.view == view, label).clicked() {
                     out.push(Command::SetView(view));
                 }

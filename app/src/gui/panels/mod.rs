@@ -12,6 +12,7 @@ pub mod error_plots;
 pub mod histogram;
 pub mod menu;
 pub mod metrics;
+pub mod plan;
 pub mod save;
 pub mod scheme;
 pub mod sensitivity;
@@ -36,6 +37,7 @@ pub struct Panels {
     pub histogram: histogram::HistogramPanel,
     pub error_plots: error_plots::ErrorPlotsPanel,
     pub sensitivity: sensitivity::SensitivityPanel,
+    pub plan: plan::PlanPanel,
     pub save: save::SaveWindow,
     /// A screenshot region and the file it goes to, once a PNG dialog finished.
     pub pending_png: Option<(egui::Rect, PathBuf)>,
@@ -95,6 +97,7 @@ impl Panels {
                 self.histogram.ui(state, ui, out);
             }
             View::Sensitivity => self.sensitivity.ui(state, ui, out),
+            View::Plan => self.plan.ui(state, ui, out),
         });
         self.save.ui(state, ui.ctx(), out);
     }

@@ -1,0 +1,542 @@
+//! The Plan view: mixed precision under a size budget. It reads the layers ×
+//! schemes matrix the worker computed (the Sensitivity view's candidate
+//! schemes, plus "keep as stored"), lets the engine's planner pick one option
+//! per layer for the budget, and shows the frontier (size against error) with
+//! every uniform scheme beside it, the bytes by scheme, and the per-layer table
+//! with why each layer holds its option. Pins and exclusions constrain the
+//! plan; "Apply to save" turns it into per-layer choices as one undo step.
+//!
+//! The solve runs here, on the frame, only when its inputs change: the planner
+//! takes ≤ 14 ms on 1,000 layers × 10 schemes (BENCHMARKS.md), so a slider drag
+//! keeps its pace without a round trip through the worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use eframe::egui::{self, Color32, RichText};
+use egui_extras::{Column, TableBuilder};
+use egui_plot::{Legend, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use quantscope_engine::planner::{
+    self, FrontierPoint, Objective, Pin, Plan, Problem, Why, bits_per_weight, budget_bytes, relative_as_db,
+};
+use quantscope_engine::sweep::Sweep;
+use quantscope_engine::{Scheme, export};
+
+use super::format_sqnr;
+use crate::gui::command::Command;
+use crate::gui::state::{AppState, View};
+
+/// The unit the budget is set in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BudgetUnit {
+    #[default]
+    BitsPerWeight,
+    Bytes,
+}
+
+/// A user's constraint on one layer, by scheme name (stable when the
+/// candidate set changes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PinChoice {
+    Scheme(String),
+    /// Excluded: kept as stored.
+    Keep,
+}
+
+/// The problem and the plan for the current inputs.
+struct Solved {
+    sweep: Arc<Sweep>,
+    pins: BTreeMap<String, PinChoice>,
+    problem: Problem,
+    params: u64,
+    frontier: Vec<FrontierPoint>,
+    /// Every candidate scheme applied to the whole model.
+    uniform: Vec<Plan>,
+    budget: u64,
+    objective: Objective,
+    plan: Option<Plan>,
+}
+
+pub struct PlanPanel {
+    pub unit: BudgetUnit,
+    /// The budget in bits per weight (used when `unit` is bits per weight).
+    pub bits: f64,
+    /// The budget in bytes (used when `unit` is bytes; follows the bits otherwise).
+    pub bytes: u64,
+    pub objective: Objective,
+    pub pins: BTreeMap<String, PinChoice>,
+    solved: Option<Solved>,
+}
+
+impl Default for PlanPanel {
+    fn default() -> Self {
+        Self {
+            unit: BudgetUnit::BitsPerWeight,
+            bits: 4.5,
+            bytes: 0,
+            objective: Objective::Relative,
+            pins: BTreeMap::new(),
+            solved: None,
+        }
+    }
+}
+
+/// Colours of the stacked bar, by position in the candidate list (keep is grey).
+const PALETTE: [Color32; 8] = [
+    Color32::from_rgb(86, 180, 233),
+    Color32::from_rgb(230, 159, 0),
+    Color32::from_rgb(0, 158, 115),
+    Color32::from_rgb(204, 121, 167),
+    Color32::from_rgb(240, 228, 66),
+    Color32::from_rgb(213, 94, 0),
+    Color32::from_rgb(0, 114, 178),
+    Color32::from_rgb(170, 120, 220),
+];
+
+fn scheme_color(col: Option<usize>) -> Color32 {
+    col.map_or(Color32::from_gray(140), |k| PALETTE[k % PALETTE.len()])
+}
+
+fn scheme_name(s: &Sweep, col: Option<usize>) -> String {
+    col.and_then(|k| s.schemes.get(k)).cloned().unwrap_or_else(|| "keep".into())
+}
+
+/// Bytes for reading: B, KB, MB or GB (decimal).
+pub fn bytes_label(b: i64) -> String {
+    let a = b.unsigned_abs() as f64;
+    let sign = if b < 0 { "-" } else { "" };
+    match a {
+        x if x >= 1e9 => format!("{sign}{:.2} GB", x / 1e9),
+        x if x >= 1e6 => format!("{sign}{:.2} MB", x / 1e6),
+        x if x >= 1e3 => format!("{sign}{:.1} KB", x / 1e3),
+        x => format!("{sign}{x} B"),
+    }
+}
+
+/// The planner's problem for `s`: each layer's options are the schemes a save
+/// would apply to it, plus keeping it; pins restrict it.
+fn build_problem(state: &AppState, s: &Sweep, pins: &BTreeMap<String, PinChoice>) -> Problem {
+    let schemes: Vec<Option<Scheme>> = s.schemes.iter().map(|x| x.parse().ok()).collect();
+    let shapes: Vec<Option<Vec<usize>>> = s
+        .rows
+        .iter()
+        .map(|r| state.model.as_ref().and_then(|m| m.tensor(&r.name)).map(|t| t.shape.clone()))
+        .collect();
+    let saves = |r: usize, k: usize| match (&shapes[r], &schemes[k]) {
+        (Some(shape), Some(scheme)) => export::saves_quantized(shape, scheme),
+        _ => false,
+    };
+    let mut p = Problem::from_sweep(s, true, &saves);
+    for (r, row) in s.rows.iter().enumerate() {
+        let pin = match pins.get(&row.name) {
+            Some(PinChoice::Keep) => Some(Pin::Keep),
+            Some(PinChoice::Scheme(name)) => s.schemes.iter().position(|x| x == name).map(Pin::Scheme),
+            None => None,
+        };
+        if let Some(pin) = pin {
+            p.pin(r, pin);
+        }
+    }
+    p
+}
+
+impl PlanPanel {
+    /// The plan shown now, if one fits.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.solved.as_ref()?.plan.as_ref()
+    }
+
+    /// The budget in bytes over `params` weights.
+    pub fn budget(&self, params: u64) -> u64 {
+        match self.unit {
+            BudgetUnit::BitsPerWeight => budget_bytes(self.bits, params),
+            BudgetUnit::Bytes => self.bytes,
+        }
+    }
+
+    /// Re-solves when the matrix, the pins, the budget or the objective changed.
+    fn refresh(&mut self, state: &AppState, s: &Arc<Sweep>) {
+        let same_problem =
+            self.solved.as_ref().is_some_and(|x| Arc::ptr_eq(&x.sweep, s) && x.pins == self.pins);
+        if !same_problem {
+            let problem = build_problem(state, s, &self.pins);
+            let params = s.rows.iter().map(|r| r.params).sum();
+            let uniform = (0..s.schemes.len()).map(|k| problem.uniform(k, Objective::Relative)).collect();
+            self.solved = Some(Solved {
+                sweep: Arc::clone(s),
+                pins: self.pins.clone(),
+                frontier: problem.frontier(),
+                problem,
+                params,
+                uniform,
+                budget: u64::MAX,
+                objective: self.objective,
+                plan: None,
+            });
+        }
+        let Some(x) = self.solved.as_mut() else { return };
+        let budget = match self.unit {
+            BudgetUnit::BitsPerWeight => budget_bytes(self.bits, x.params),
+            BudgetUnit::Bytes => self.bytes,
+        };
+        if !same_problem || x.budget != budget || x.objective != self.objective {
+            x.plan = x.problem.solve(budget, self.objective);
+            x.budget = budget;
+            x.objective = self.objective;
+        }
+        if self.unit == BudgetUnit::BitsPerWeight {
+            self.bytes = budget;
+        }
+    }
+
+    pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        ui.horizontal_wrapped(|ui| {
+            ui.heading("Plan");
+            ui.label(format!(
+                "Candidates: the {} schemes of the Sensitivity view, plus keep as stored.",
+                state.doc.compare_schemes.len()
+            ));
+            if ui.button("Edit candidates").clicked() {
+                out.push(Command::SetView(View::Sensitivity));
+            }
+            if let Some((done, total)) = state.sensitivity.progress {
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                        .desired_width(180.0)
+                        .text(format!("{done}/{total} layers")),
+                );
+            }
+        });
+        if let Some(e) = &state.sensitivity.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        let Some(s) = state.sensitivity.result.clone() else {
+            ui.weak("Computing every layer a save quantizes under every candidate scheme...");
+            return;
+        };
+        self.refresh(state, &s);
+        self.controls_ui(ui, out, &s);
+        let Some(x) = self.solved.as_ref() else { return };
+        summary_ui(ui, x);
+        let h = (ui.available_height() * 0.4).clamp(160.0, 320.0);
+        ui.horizontal(|ui| {
+            ui.set_height(h);
+            frontier_ui(ui, x, h);
+        });
+        if let Some(plan) = &x.plan {
+            stacked_bar_ui(ui, &s, &x.problem, plan);
+        }
+        ui.separator();
+        self.table_ui(ui, &s);
+    }
+
+    fn controls_ui(&mut self, ui: &mut egui::Ui, out: &mut Vec<Command>, s: &Sweep) {
+        let Some(x) = self.solved.as_ref() else { return };
+        let (lo, hi) = x.problem.byte_range();
+        let params = x.params;
+        let has_plan = x.plan.is_some();
+        let mut apply = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().slider_width = (ui.available_width() * 0.3).clamp(160.0, 420.0);
+            ui.label("Budget in");
+            ui.selectable_value(&mut self.unit, BudgetUnit::BitsPerWeight, "bits per weight");
+            ui.selectable_value(&mut self.unit, BudgetUnit::Bytes, "bytes");
+            match self.unit {
+                BudgetUnit::BitsPerWeight => {
+                    let range = bits_per_weight(lo, params)..=bits_per_weight(hi, params).max(0.01);
+                    let slider = egui::Slider::new(&mut self.bits, range)
+                        .max_decimals(3)
+                        .text("bits per weight (budget)");
+                    ui.add(slider);
+                }
+                BudgetUnit::Bytes => {
+                    let slider =
+                        egui::Slider::new(&mut self.bytes, lo..=hi.max(lo + 1)).text("bytes (budget)");
+                    ui.add(slider);
+                }
+            }
+            let label = ui.label("Objective");
+            egui::ComboBox::from_id_salt("plan_objective")
+                .selected_text(objective_label(self.objective))
+                .show_ui(ui, |ui| {
+                    for o in [Objective::Relative, Objective::Worst] {
+                        ui.selectable_value(&mut self.objective, o, objective_label(o));
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+        });
+        ui.horizontal_wrapped(|ui| {
+            let button = ui.add_enabled(has_plan, egui::Button::new("Apply to save"));
+            let hover = "Give every planned layer its scheme (or keep it as stored); Ctrl+Z takes it back";
+            apply = button.on_hover_text(hover).clicked();
+            if ui.button("Open the Save window").clicked() {
+                out.push(Command::ShowSaveWindow);
+            }
+            if !self.pins.is_empty() && ui.button(format!("Clear {} pin(s)", self.pins.len())).clicked() {
+                self.pins.clear();
+            }
+        });
+        if apply
+            && let Some(x) = &self.solved
+            && let Some(plan) = &x.plan
+        {
+            out.push(apply_command(s, &x.problem, plan));
+        }
+    }
+
+    fn table_ui(&mut self, ui: &mut egui::Ui, s: &Sweep) {
+        let Some(x) = self.solved.as_ref() else { return };
+        let Some(plan) = x.plan.clone() else { return };
+        let mut new_pin: Option<(String, PinEdit)> = None;
+        egui::ScrollArea::horizontal().id_salt("plan_table_h").show(ui, |ui| {
+            TableBuilder::new(ui)
+                .id_salt("plan_table")
+                .striped(true)
+                .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+                .column(Column::auto().at_least(180.0).clip(true).resizable(true))
+                .column(Column::exact(70.0))
+                .column(Column::exact(190.0))
+                .column(Column::exact(80.0))
+                .column(Column::exact(70.0))
+                .column(Column::remainder().at_least(300.0))
+                .header(22.0, |mut h| {
+                    for t in ["layer", "params", "scheme (pin)", "bytes", "SQNR dB", "why"] {
+                        h.col(|ui| {
+                            ui.strong(t);
+                        });
+                    }
+                })
+                .body(|body| {
+                    body.rows(22.0, s.rows.len(), |mut row| {
+                        let r = row.index();
+                        let (item, c) = (&s.rows[r], plan.choice[r]);
+                        let opt = &x.problem.layers[r][c];
+                        row.col(|ui| {
+                            ui.label(&item.name);
+                        });
+                        row.col(|ui| {
+                            ui.monospace(item.params.to_string());
+                        });
+                        row.col(|ui| {
+                            let pinned = self.pins.get(&item.name);
+                            let chosen = scheme_name(s, opt.scheme);
+                            if let Some(p) = pin_combo(ui, &item.name, s, &chosen, pinned) {
+                                new_pin = Some((item.name.clone(), p));
+                            }
+                        });
+                        row.col(|ui| {
+                            ui.monospace(bytes_label(opt.bytes as i64));
+                        });
+                        row.col(|ui| {
+                            ui.monospace(format_sqnr(Some(opt.sqnr_db)));
+                        });
+                        row.col(|ui| {
+                            let why = x.problem.why(r, c);
+                            let (text, hover) = why_text(s, &x.problem, r, why, self.pins.get(&item.name));
+                            ui.label(text).on_hover_text(hover);
+                        });
+                    });
+                });
+        });
+        if let Some((layer, pin)) = new_pin {
+            match pin {
+                PinEdit::Pin(p) => self.pins.insert(layer, p),
+                PinEdit::Unpin => self.pins.remove(&layer),
+            };
+        }
+    }
+}
+
+/// The plan as one undoable command.
+fn apply_command(s: &Sweep, p: &Problem, plan: &Plan) -> Command {
+    let mut quantize = BTreeMap::new();
+    let mut keep = Vec::new();
+    for ((row, opts), &c) in s.rows.iter().zip(&p.layers).zip(&plan.choice) {
+        let scheme = opts[c].scheme.and_then(|k| s.schemes.get(k)).and_then(|n| n.parse::<Scheme>().ok());
+        match scheme {
+            Some(scheme) => {
+                quantize.insert(row.name.clone(), scheme);
+            }
+            None => keep.push(row.name.clone()),
+        }
+    }
+    Command::ApplyPlan { quantize, keep }
+}
+
+fn objective_label(o: Objective) -> &'static str {
+    match o {
+        Objective::Relative => "relative (least params-weighted noise)",
+        Objective::Worst => "worst (highest lowest-layer SQNR)",
+    }
+}
+
+/// A change made in a row's pin menu.
+enum PinEdit {
+    Unpin,
+    Pin(PinChoice),
+}
+
+/// A row's scheme and its pin menu; returns the change, if any.
+fn pin_combo(
+    ui: &mut egui::Ui,
+    layer: &str,
+    s: &Sweep,
+    chosen: &str,
+    pinned: Option<&PinChoice>,
+) -> Option<PinEdit> {
+    let mut changed = None;
+    let text = if pinned.is_some() { format!("{chosen} (pinned)") } else { chosen.to_string() };
+    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(180.0);
+    let inner = combo.show_ui(ui, |ui| {
+        if ui.selectable_label(pinned.is_none(), "auto (the planner picks)").clicked() {
+            changed = Some(PinEdit::Unpin);
+        }
+        for name in &s.schemes {
+            let on = pinned == Some(&PinChoice::Scheme(name.clone()));
+            if ui.selectable_label(on, format!("pin {name}")).clicked() {
+                changed = Some(PinEdit::Pin(PinChoice::Scheme(name.clone())));
+            }
+        }
+        if ui.selectable_label(pinned == Some(&PinChoice::Keep), "exclude (keep as stored)").clicked() {
+            changed = Some(PinEdit::Pin(PinChoice::Keep));
+        }
+    });
+    let name = format!("scheme of {layer}");
+    inner.response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, &name));
+    changed
+}
+
+/// Why a layer holds its option: short text and a longer hover.
+fn why_text(s: &Sweep, p: &Problem, r: usize, why: Why, pin: Option<&PinChoice>) -> (String, String) {
+    let name = |k: usize| scheme_name(s, p.layers[r][k].scheme);
+    let step = |m: planner::Move| {
+        let db =
+            if m.sqnr_db.is_infinite() { "lossless".to_string() } else { format!("{:+.1} dB", m.sqnr_db) };
+        let plus = if m.bytes > 0 { "+" } else { "" };
+        format!("{} {plus}{} for {db}", name(m.option), bytes_label(m.bytes))
+    };
+    let text = match (pin, why.up, why.down) {
+        (Some(PinChoice::Keep), ..) => "excluded by you (kept as stored)".to_string(),
+        (Some(PinChoice::Scheme(_)), ..) => "pinned by you".to_string(),
+        (None, None, _) => "least error of its options".to_string(),
+        (None, Some(up), None) => format!("smallest option; up: {}", step(up)),
+        (None, Some(up), Some(down)) => format!("up: {}; down: {}", step(up), step(down)),
+    };
+    let hover = "The plan spends bytes where they remove the most error per byte. 'up' is this layer's best \
+                 step to more bytes: it removes less error per byte than the steps the budget went to. 'down' \
+                 is its cheapest step to fewer bytes: it would add more error per byte saved than steps taken \
+                 elsewhere."
+        .to_string();
+    (text, hover)
+}
+
+/// Size, objective and the comparison with the uniform schemes of no larger size.
+fn summary_ui(ui: &mut egui::Ui, x: &Solved) {
+    let Some(plan) = &x.plan else {
+        let (lo, _) = x.problem.byte_range();
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!(
+                "No plan fits {} (the smallest takes {}); raise the budget or remove pins.",
+                bytes_label(x.budget as i64),
+                bytes_label(lo as i64)
+            ),
+        );
+        return;
+    };
+    let (_, rel) = x.problem.evaluate(&plan.choice, Objective::Relative);
+    let (_, worst) = x.problem.evaluate(&plan.choice, Objective::Worst);
+    ui.label(format!(
+        "Plan: {} ({:.3} bits per weight) of {} budget; params-weighted SQNR {} dB, worst layer {} dB.",
+        bytes_label(plan.total_bytes as i64),
+        bits_per_weight(plan.total_bytes, x.params),
+        bytes_label(x.budget as i64),
+        format_sqnr(Some(relative_as_db(rel, x.params))),
+        format_sqnr(Some(worst)),
+    ));
+}
+
+/// The frontier, the uniform schemes, the budget and the plan. The view opens
+/// on the uniform schemes and the plan (the frontier runs on to "keep
+/// everything", far to the right); a new matrix opens a new view.
+fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
+    let bpw = |b: u64| bits_per_weight(b, x.params);
+    let db = |v: f64| relative_as_db(v, x.params).min(200.0);
+    let line: PlotPoints =
+        x.frontier.iter().map(|f| [bpw(f.bytes), db(f.objective_value)]).collect::<Vec<_>>().into();
+    let plan_at = x
+        .plan
+        .as_ref()
+        .map(|p| [bpw(p.total_bytes), db(x.problem.evaluate(&p.choice, Objective::Relative).1)]);
+    let marks: Vec<[f64; 2]> = x
+        .uniform
+        .iter()
+        .map(|u| [bpw(u.total_bytes), db(u.objective_value)])
+        .chain(plan_at)
+        .chain(x.frontier.first().map(|f| [bpw(f.bytes), db(f.objective_value)]))
+        .collect();
+    let span = |i: usize, pad: (f64, f64)| {
+        let lo = marks.iter().map(|m| m[i]).fold(f64::INFINITY, f64::min);
+        let hi = marks.iter().map(|m| m[i]).fold(f64::NEG_INFINITY, f64::max).max(if i == 0 {
+            bpw(x.budget)
+        } else {
+            lo
+        });
+        if lo.is_finite() && hi.is_finite() { (lo - pad.0, hi + pad.1) } else { (0.0, 1.0) }
+    };
+    let ((x0, x1), (y0, y1)) = (span(0, (0.25, 1.0)), span(1, (2.0, 4.0)));
+    Plot::new(("plan_frontier", Arc::as_ptr(&x.sweep) as usize))
+        .height(h)
+        .width(ui.available_width())
+        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+        .default_x_bounds(x0, x1.max(x0 + 0.5))
+        .default_y_bounds(y0, y1.max(y0 + 1.0))
+        .x_axis_label("stored bits per weight")
+        .y_axis_label("params-weighted SQNR (dB)")
+        .allow_scroll(false)
+        .show(ui, |p| {
+            p.line(Line::new("frontier (best plan per size)", line).color(Color32::from_rgb(86, 180, 233)));
+            for (k, u) in x.uniform.iter().enumerate() {
+                let at = [bpw(u.total_bytes), db(u.objective_value)];
+                let name = x.sweep.schemes.get(k).cloned().unwrap_or_default();
+                p.points(
+                    Points::new("uniform schemes", vec![at])
+                        .radius(4.0)
+                        .color(Color32::from_rgb(230, 159, 0)),
+                );
+                p.text(
+                    Text::new("uniform schemes", PlotPoint::new(at[0], at[1]), format!("  {name}"))
+                        .anchor(egui::Align2::LEFT_CENTER)
+                        .color(Color32::from_gray(200)),
+                );
+            }
+            p.vline(VLine::new("budget", bpw(x.budget)).color(Color32::from_gray(150)));
+            if let Some(at) = plan_at {
+                p.points(Points::new("this plan", vec![at]).radius(7.0).color(Color32::from_rgb(213, 94, 0)));
+            }
+        });
+}
+
+/// One bar, its width the plan's bytes, in a segment per scheme; a legend under it.
+fn stacked_bar_ui(ui: &mut egui::Ui, s: &Sweep, p: &Problem, plan: &Plan) {
+    let parts = p.bytes_by_scheme(&plan.choice);
+    let total = plan.total_bytes.max(1) as f32;
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width(), 18.0), egui::Sense::hover());
+    let mut x0 = rect.left();
+    for &(col, b) in &parts {
+        let w = rect.width() * b as f32 / total;
+        let seg = egui::Rect::from_min_size(egui::pos2(x0, rect.top()), egui::vec2(w, rect.height()));
+        ui.painter().rect_filled(seg, 0.0, scheme_color(col));
+        let resp = ui.interact(seg, ui.scope_id().with(("plan_bar", col)), egui::Sense::hover());
+        resp.on_hover_text(format!("{}: {}", scheme_name(s, col), bytes_label(b as i64)));
+        x0 += w;
+    }
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Bytes by scheme:");
+        for &(col, b) in &parts {
+            ui.label(RichText::new("#").color(scheme_color(col)).strong());
+            ui.label(format!("{} {}", scheme_name(s, col), bytes_label(b as i64)));
+        }
+    });
+}
