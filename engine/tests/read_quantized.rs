@@ -330,3 +330,33 @@ fn a_sharded_index_and_a_bare_file_read_the_same() {
     let got: Vec<u32> = m.dequantize(&m.layers[0]).unwrap().iter().map(|x| x.to_bits()).collect();
     assert_eq!(got, want);
 }
+
+/// NVFP4, MXFP4 and MXFP8 vectors llm-compressor wrote read back as
+/// compressed-tensors decompresses them (BF16), with and without the config.
+#[test]
+fn microscaled_vectors_read_back_bit_for_bit() {
+    let configs: serde_json::Value = serde_json::from_slice(&data("configs_ct019.json")).unwrap();
+    let cases = [
+        ("nvfp4a16", "NVFP4A16", "nvfp4:group16:minmax", "F8_E4M3"),
+        ("mxfp4a16", "MXFP4A16", "mxfp4:group32:minmax", "U8"),
+        ("mxfp8a16", "MXFP8A16", "mxfp8:group32:minmax", "U8"),
+    ];
+    let mut checked = 0;
+    for (file, key, short, scale_dtype) in cases {
+        for dt in ["f32", "bf16"] {
+            let (tensors, deq, deq_dtype) = reference(&format!("{file}_{dt}"));
+            for with_config in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                write_model(dir.path(), &tensors, with_config.then(|| configs[key].clone()));
+                let m = QuantizedModel::open(dir.path()).unwrap();
+                assert!(m.failed.is_empty(), "{file}_{dt}: {:?}", m.failed);
+                let l = &m.layers[0];
+                assert_eq!((l.stored.short.as_str(), l.stored.scale_dtype.as_str()), (short, scale_dtype));
+                let got: Vec<u32> = m.dequantize(l).unwrap().iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, f32_bits(deq_dtype, &deq), "{file}_{dt} config {with_config}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12);
+}

@@ -17,13 +17,20 @@ use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
 use crate::export::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
-use crate::format::{SliceParams, WorkDtype, spec};
+use crate::format::{SliceParams, WorkDtype, e8m0_value, spec};
 use crate::scheme::FormatKind;
 
 /// Formats that have a name but no reader yet (the NVFP4 / MX work adds them).
-const NOT_YET: [&str; 3] = ["nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp8-quantized"];
 /// Formats read here.
-const READ: [&str; 4] = ["pack-quantized", "int-quantized", "float-quantized", "naive-quantized"];
+const READ: [&str; 7] = [
+    "pack-quantized",
+    "int-quantized",
+    "float-quantized",
+    "naive-quantized",
+    "nvfp4-pack-quantized",
+    "mxfp4-pack-quantized",
+    "mxfp8-quantized",
+];
 
 /// How the scales cut the weight: granularity name, group or block size, map.
 struct ScaleLayout {
@@ -88,9 +95,6 @@ fn config_weights(method: &Method, module: &str) -> Result<Option<CtWeights>, St
                 .group_for(module)
                 .ok_or("quantized, but no config group targets it (or it is in ignore)")?;
             let f = g.weights.format.as_str();
-            if NOT_YET.contains(&f) {
-                return Err(format!("format {f} is not read yet"));
-            }
             if !READ.contains(&f) {
                 return Err(format!("unknown compressed-tensors format '{f}'"));
             }
@@ -109,6 +113,9 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
         _ if t("weight_scale_inv").is_some() => Some([128, 128]),
         _ => None,
     };
+    if let Some(l) = micro_layer(ckpt, module, want.as_ref())? {
+        return Ok(l);
+    }
     let scale_name = if t("weight_scale_inv").is_some() { "weight_scale_inv" } else { "weight_scale" };
     let scale = t(scale_name).ok_or(format!("{scale_name} is missing"))?;
     if !matches!(scale.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
@@ -185,6 +192,119 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
         tensors,
         layout,
         kind,
+    })
+}
+
+/// NVFP4 / MXFP4 (`weight_packed` U8, two E2M1 codes per byte) and MXFP8 (F8
+/// `weight`), with E4M3 (NVFP4, plus an F32 `weight_global_scale`) or E8M0 (U8)
+/// block scales; None when the layer is none of these.
+fn micro_layer(ckpt: &Checkpoint, module: &str, want: Option<&CtWeights>) -> Result<Option<Layer>, String> {
+    let t = |s: &str| ckpt.tensor(&format!("{module}.{s}")).ok();
+    let Some(scale) = t("weight_scale") else { return Ok(None) };
+    let packed = t("weight_packed").filter(|p| p.dtype == Dtype::U8 && p.shape.len() == 2);
+    let weight = t("weight").filter(|w| w.dtype == Dtype::F8_E4M3 && w.shape.len() == 2);
+    let (kind, ct) = match (scale.dtype, packed, weight) {
+        (Dtype::F8_E4M3, Some(_), _) => (FormatKind::Nvfp4, "nvfp4-pack-quantized"),
+        (Dtype::U8, Some(_), _) => (FormatKind::Mxfp4, "mxfp4-pack-quantized"),
+        (Dtype::U8, None, Some(_)) => (FormatKind::Mxfp8, "mxfp8-quantized"),
+        _ => return Ok(None),
+    };
+    let (rows, cols) = match (packed, weight) {
+        (Some(p), _) => (p.shape[0], p.shape[1] * 2),
+        (_, Some(w)) => (w.shape[0], w.shape[1]),
+        _ => return Ok(None),
+    };
+    let g = kind.fixed_group().unwrap_or(16);
+    if !cols.is_multiple_of(g) || scale.shape != [rows, cols / g] {
+        return Err(format!(
+            "weight_scale is {:?} {:?}, {kind} needs [{rows}, {}]",
+            scale.dtype,
+            scale.shape,
+            cols / g
+        ));
+    }
+    if kind == FormatKind::Nvfp4
+        && !t("weight_global_scale")
+            .is_some_and(|x| x.dtype == Dtype::F32 && x.shape.iter().product::<usize>() == 1)
+    {
+        return Err("weight_global_scale (F32 [1]) is missing".into());
+    }
+    let tensors = ["weight_packed", "weight", "weight_scale", "weight_global_scale"]
+        .iter()
+        .filter(|s| t(s).is_some())
+        .map(|s| format!("{module}.{s}"))
+        .collect();
+    let scheme = crate::scheme::Scheme {
+        format: kind,
+        mapping: crate::scheme::Mapping::Symmetric,
+        granularity: crate::scheme::Granularity::Group { size: g },
+        calibration: crate::scheme::Calibration::MinMax,
+    };
+    let stored = StoredScheme {
+        format: want.map_or_else(|| ct.to_string(), |w| w.format.clone()),
+        bits: spec(kind).map_err(|e| e.to_string())?.bits,
+        granularity: "group".into(),
+        group_size: Some(g),
+        block: None,
+        symmetric: true,
+        scale_dtype: format!("{:?}", scale.dtype),
+        act_order: false,
+        short: scheme.to_string(),
+    };
+    let name = format!("{module}.weight");
+    Ok(Some(Layer {
+        name,
+        module: module.into(),
+        shape: vec![rows, cols],
+        stored,
+        tensors,
+        layout: Layout::Micro,
+        kind,
+    }))
+}
+
+/// A microscaled layer's codes (FP4 nibbles unpacked, low first), block scales
+/// (E4M3 values or 2^(E − 127)) and NVFP4's global scale.
+pub(super) fn micro_grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, String> {
+    let (rows, cols) = (layer.shape[0], layer.shape[1]);
+    let t = |s: &str| ckpt.tensor(&format!("{}.{s}", layer.module)).map_err(|e| e.to_string());
+    let codes: Cow<'a, [u8]> = match layer.kind {
+        FormatKind::Mxfp8 => Cow::Borrowed(ckpt.bytes(t("weight")?)),
+        _ => Cow::Owned(ckpt.bytes(t("weight_packed")?).iter().flat_map(|b| [b & 0x0F, b >> 4]).collect()),
+    };
+    let scale = t("weight_scale")?;
+    let scales: Vec<f32> = match scale.dtype {
+        Dtype::U8 => ckpt.bytes(scale).iter().map(|&e| e8m0_value(e)).collect(),
+        d => decode::decode(d, ckpt.bytes(scale)).map_err(|e| format!("weight_scale: {e}"))?,
+    };
+    let global = match layer.kind {
+        FormatKind::Nvfp4 => {
+            Some(f32::from_le_bytes(ckpt.bytes(t("weight_global_scale")?).try_into().unwrap_or_default()))
+        }
+        _ => None,
+    };
+    let reach = spec(layer.kind).map_err(|e| e.to_string())?.qmax;
+    let params = scales
+        .iter()
+        .map(|&s| {
+            let step = global.map_or(s, |g| s / g);
+            SliceParams { scale: s, zero_point: 0, offset: 0.0, lo: -reach * step, hi: reach * step }
+        })
+        .collect::<Vec<_>>();
+    let g = layer.kind.fixed_group().unwrap_or(16);
+    if codes.len() != rows * cols || params.len() != rows * (cols / g) {
+        return Err(format!("{} codes and {} scales for [{rows}, {cols}]", codes.len(), params.len()));
+    }
+    // R′ of these formats is BF16 whatever the model's dtype (docs/numerics.md).
+    Ok(Grid {
+        format: layer.kind,
+        work: WorkDtype::BF16,
+        rows,
+        cols,
+        codes,
+        params,
+        map: SliceMap::Groups(g),
+        global,
     })
 }
 

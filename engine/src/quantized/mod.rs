@@ -41,6 +41,8 @@ pub(crate) enum Layout {
     },
     Gptq(config::GptqConfig),
     Awq(config::GptqConfig),
+    /// NVFP4 / MXFP4 / MXFP8: FP4 or FP8 codes with 8-bit block scales.
+    Micro,
 }
 
 /// A layer's stored scheme, as the browser and `diff` show it.
@@ -156,6 +158,7 @@ impl QuantizedModel {
             Layout::Packed | Layout::Unpacked { .. } => ct::grid(&self.ckpt, layer),
             Layout::Gptq(c) => gptq::grid(&self.ckpt, layer, c, false),
             Layout::Awq(c) => gptq::grid(&self.ckpt, layer, c, true),
+            Layout::Micro => ct::micro_grid(&self.ckpt, layer),
         };
         let fail = |reason: String| Error::Tensor {
             path: self.ckpt.path.clone(),
