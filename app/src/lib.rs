@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod gui;
 pub mod plan_cli;
+pub mod run_cli;

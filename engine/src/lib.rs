@@ -31,6 +31,7 @@ pub mod metrics;
 mod mmap;
 pub mod planner;
 pub mod rank;
+pub mod run;
 pub mod recipe;
 pub mod report;
 pub mod scheme;
