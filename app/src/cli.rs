@@ -47,6 +47,10 @@ pub enum Command {
     /// stored) at the least error; prints the plan (JSON) or a recipe.
     #[command(after_long_help = PLAN_HELP)]
     Plan(crate::plan_cli::PlanArgs),
+    /// Run the model with each Linear layer quantized alone (then all together) and
+    /// measure the output against the float model: cosine and MSE of the pooled
+    /// embedding (encoders), KL of the next-token distribution (decoders).
+    Sensitivity(crate::run_cli::SensitivityArgs),
 }
 
 const PLAN_HELP: &str = "\

@@ -244,3 +244,60 @@ fn unsupported_architectures_are_one_line_errors() {
     let e = Model::load(&ckpt).err().expect("refused").to_string();
     assert!(e.contains("embeddings.word_embeddings.weight") && !e.contains('\n'), "{e}");
 }
+
+fn minilm() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-models/minilm");
+    let found = dir.join("model.safetensors").is_file();
+    assert!(
+        found || std::env::var_os("QUANTSCOPE_REQUIRE_MINILM").is_none(),
+        "MiniLM is required here: run sample-models/fetch-minilm.sh"
+    );
+    found.then_some(dir)
+}
+
+#[test]
+fn minilm_tokens_and_output_equal_candle_transformers() {
+    let Some(dir) = minilm() else { return };
+    let ckpt = Checkpoint::open(&dir).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    // [CLS] hello world ! [SEP], no padding to 128.
+    assert_eq!(model.tokenize("Hello world!").expect("ids"), [101, 7592, 2088, 999, 102]);
+    let long = "word ".repeat(400);
+    assert_eq!(model.tokenize(&long).expect("ids").len(), 128);
+    let map: HashMap<String, Tensor> = ckpt
+        .tensors()
+        .iter()
+        .map(|t| {
+            let v = ckpt.load_f32(&t.name).expect("load");
+            (t.name.clone(), Tensor::from_vec(v, t.shape.as_slice(), &Device::Cpu).expect("tensor"))
+        })
+        .collect();
+    let config = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    let ids = model.tokenize("The kettle clicked off just as the phone began to ring.").expect("ids");
+    let ours = model.forward(&ids, &mut NoHook).expect("forward");
+    let d = max_rel_diff(&ours, &candle_bert(map, &config, &ids));
+    assert!(d < 1e-5, "relative difference {d}");
+}
+
+#[test]
+fn minilm_capture_covers_every_linear_and_gives_output_sqnr() {
+    let Some(dir) = minilm() else { return };
+    let ckpt = Checkpoint::open(&dir).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    let samples = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut seen = 0;
+    let acts = quantscope_engine::run::capture(&model, &samples, "builtin", &cancel, &mut |d| seen = d).expect("capture");
+    assert_eq!((acts.samples, seen), (16, 16));
+    // q/k/v share one input: 4 inputs per layer, 36 Linear layers.
+    assert_eq!(acts.sites.len(), 24);
+    assert_eq!(model.linears().len(), 36);
+    let scheme: Scheme = "int8:channel:minmax".parse().expect("scheme");
+    for layer in model.linears() {
+        let site = acts.site(&layer).expect("captured");
+        assert_eq!(site.tokens, acts.tokens);
+        let e = output_error::layer_output_error(&ckpt, &acts, &layer, &scheme).expect("output error");
+        let db = e.sqnr_db();
+        assert!(e.exact && db.is_finite() && db > 20.0 && db < 80.0, "{layer}: {db}");
+    }
+}
