@@ -223,11 +223,21 @@ fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs.txt");
-    let text: String = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 8).join("\n");
+    let text: String =
+        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 8).join("\n");
     std::fs::write(&inputs, text).unwrap();
     let (dir, inputs) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
     let re = r"encoder\.layer\.0\..*";
-    let doc = stdout_json(&quantscope(&["report", dir, "--inputs", inputs, "--tensors", re, "--scheme", "int4:channel"]));
+    let doc = stdout_json(&quantscope(&[
+        "report",
+        dir,
+        "--inputs",
+        inputs,
+        "--tensors",
+        re,
+        "--scheme",
+        "int4:channel",
+    ]));
     let mut linear = 0;
     for t in doc["tensors"].as_array().unwrap() {
         let m = &t["metrics"];
@@ -242,7 +252,16 @@ fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
     assert_eq!(linear, 6);
 
     let re = r"encoder\.layer\.[01]\..*";
-    let doc = stdout_json(&quantscope(&["sensitivity", dir, "--inputs", inputs, "--scheme", "int4:channel", "--tensors", re]));
+    let doc = stdout_json(&quantscope(&[
+        "sensitivity",
+        dir,
+        "--inputs",
+        inputs,
+        "--scheme",
+        "int4:channel",
+        "--tensors",
+        re,
+    ]));
     assert_eq!((doc["samples"].as_u64(), doc["scheme"].as_str()), (Some(8), Some("int4:channel:minmax")));
     let layers = doc["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 12);

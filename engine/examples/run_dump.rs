@@ -35,7 +35,10 @@ fn main() -> anyhow::Result<()> {
     let lines = quantscope_engine::run::read_samples(std::path::Path::new(file), 64)?;
     let samples: Vec<Vec<u32>> = match kind.as_str() {
         "--text" => lines.iter().map(|l| model.tokenize(l)).collect::<Result<_, _>>()?,
-        "--ids" => lines.iter().map(|l| l.split_whitespace().map(str::parse).collect::<Result<_, _>>()).collect::<Result<_, _>>()?,
+        "--ids" => lines
+            .iter()
+            .map(|l| l.split_whitespace().map(str::parse).collect::<Result<_, _>>())
+            .collect::<Result<_, _>>()?,
         other => anyhow::bail!("unknown option {other}"),
     };
     let mut tensors: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = Vec::new();
@@ -47,7 +50,12 @@ fn main() -> anyhow::Result<()> {
         let v: Vec<f32> = y.flatten_all()?.to_vec1()?;
         tensors.push((format!("output.{i}"), f32_bytes(&v), y.dims().to_vec(), safetensors::Dtype::F32));
         for (name, v) in &hook.0 {
-            tensors.push((format!("input.{i}.{name}"), f32_bytes(v), hook.1[name].clone(), safetensors::Dtype::F32));
+            tensors.push((
+                format!("input.{i}.{name}"),
+                f32_bytes(v),
+                hook.1[name].clone(),
+                safetensors::Dtype::F32,
+            ));
         }
     }
     let views = tensors

@@ -50,7 +50,10 @@ pub fn matrix(s: &Sweep) -> String {
 /// the every-layer row as `(all layers)`.
 pub fn end_to_end(r: &crate::run::sensitivity::SensitivityReport) -> String {
     let mut out = String::from("name,weight_sqnr_db,output_sqnr_db,cosine,mse,kl\n");
-    let rows = r.layers.iter().map(|l| (l.name.as_str(), Some(l.weight_sqnr_db), Some(l.output_sqnr_db), &l.end_to_end));
+    let rows = r
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), Some(l.weight_sqnr_db), Some(l.output_sqnr_db), &l.end_to_end));
     for (name, w, o, e) in rows.chain(std::iter::once(("(all layers)", None, None, &r.all_layers))) {
         let _ = writeln!(
             out,

@@ -11,8 +11,8 @@ use quantscope_engine::export::{ExportMode, ExportOptions};
 use quantscope_engine::{Options, Scheme};
 
 use super::command::SaveRequest;
-use super::state::{AppState, Model, View};
 use super::state::LayerTab;
+use super::state::{AppState, Model, View};
 use super::worker::{ActivationRequest, AnalyzeRequest, CaptureRequest, Request, Response, Source, Worker};
 
 const WEIGHT_BINS: usize = 400;
@@ -146,7 +146,12 @@ impl Requests {
         self.activation = None;
         let a = &mut state.activations;
         (a.progress, a.capture, a.view, a.error) = (Some((0, MAX_SAMPLES)), None, None, None);
-        self.worker.send(Request::Capture(CaptureRequest { generation, inputs, max_samples: MAX_SAMPLES, cancel }));
+        self.worker.send(Request::Capture(CaptureRequest {
+            generation,
+            inputs,
+            max_samples: MAX_SAMPLES,
+            cancel,
+        }));
     }
 
     pub fn cancel_run(&self) {
@@ -282,7 +287,8 @@ impl Requests {
         state.clicked_value = None;
         state.teach_slice = 0;
         state.sensitivity = super::state::SensitivityState::default();
-        state.activations = super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
+        state.activations =
+            super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
         state.error = None;
         self.capture = None;
         self.activation = None;

@@ -282,14 +282,17 @@ impl WorkerState {
                 self.matrix = Some(MatrixJob { generation, tensors, schemes, rows: Vec::new() });
             }
             Request::Capture(r) => {
-                let result = catch_unwind(AssertUnwindSafe(|| self.capture(&r, responses)))
-                    .unwrap_or_else(|p| Err(format!("internal error while running the model: {}", panic_message(&*p))));
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| self.capture(&r, responses))).unwrap_or_else(|p| {
+                        Err(format!("internal error while running the model: {}", panic_message(&*p)))
+                    });
                 let _ = responses.send(Response::Captured { generation: r.generation, result });
             }
             Request::AnalyzeActivation(r) => {
-                let result = catch_unwind(AssertUnwindSafe(|| self.analyze_activation(&r))).unwrap_or_else(|p| {
-                    Err(format!("internal error while analyzing activations: {}", panic_message(&*p)))
-                });
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| self.analyze_activation(&r))).unwrap_or_else(|p| {
+                        Err(format!("internal error while analyzing activations: {}", panic_message(&*p)))
+                    });
                 let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
             }
             Request::Panic => {

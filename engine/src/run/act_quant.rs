@@ -26,15 +26,22 @@ pub struct ActivationAnalysis {
 }
 
 /// Analyzes `site`'s token sample under `scheme` (activations are taken as F32).
-pub fn analyze_activation(site: &SiteStats, scheme: &Scheme, bins: usize, percentile: f64) -> Result<ActivationAnalysis> {
+pub fn analyze_activation(
+    site: &SiteStats,
+    scheme: &Scheme,
+    bins: usize,
+    percentile: f64,
+) -> Result<ActivationAnalysis> {
     let rows = site.sample_rows();
     if rows == 0 {
         return Err(Error::NotFound(format!("{} (no captured tokens)", site.layers.join(", "))));
     }
     let shape = [rows, site.in_features];
     let opts = Options { weight_bins: bins, error_bins: bins, keep_dequantized: false, work: WorkDtype::F32 };
-    let per_tensor = analyze(&site.sample, &shape, &Scheme { granularity: Granularity::Tensor, ..*scheme }, &opts)?;
-    let dynamic = Scheme { granularity: Granularity::Channel { axis: 0 }, calibration: Calibration::MinMax, ..*scheme };
+    let per_tensor =
+        analyze(&site.sample, &shape, &Scheme { granularity: Granularity::Tensor, ..*scheme }, &opts)?;
+    let dynamic =
+        Scheme { granularity: Granularity::Channel { axis: 0 }, calibration: Calibration::MinMax, ..*scheme };
     let per_token = analyze(&site.sample, &shape, &dynamic, &Options { weight_bins: 0, ..opts })?;
     let calibration_ranges = compare_calibrations(&site.sample, scheme, percentile, WorkDtype::F32)?;
     Ok(ActivationAnalysis { per_tensor, per_token, calibration_ranges, sample_tokens: rows })
@@ -57,7 +64,12 @@ mod tests {
         let a = analyze_activation(&site, &scheme, 64, 99.9).expect("analysis");
         assert_eq!(a.sample_tokens, 64);
         assert_eq!(a.per_token.params.len(), 64);
-        assert!(a.per_token.metrics.sqnr_db > a.per_tensor.metrics.sqnr_db + 3.0, "{} vs {}", a.per_token.metrics.sqnr_db, a.per_tensor.metrics.sqnr_db);
+        assert!(
+            a.per_token.metrics.sqnr_db > a.per_tensor.metrics.sqnr_db + 3.0,
+            "{} vs {}",
+            a.per_token.metrics.sqnr_db,
+            a.per_tensor.metrics.sqnr_db
+        );
         assert!(a.per_tensor.histogram.is_some() && !a.calibration_ranges.is_empty());
     }
 }

@@ -39,7 +39,10 @@ struct Norm {
 
 impl Norm {
     fn load(l: &Loader, name: &str, n: usize) -> Result<Self> {
-        Ok(Self { g: l.shaped(&format!("{name}.weight"), &[n])?, b: l.shaped(&format!("{name}.bias"), &[n])? })
+        Ok(Self {
+            g: l.shaped(&format!("{name}.weight"), &[n])?,
+            b: l.shaped(&format!("{name}.bias"), &[n])?,
+        })
     }
     fn forward(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(x, &self.g, &self.b, eps as f32)
@@ -69,15 +72,21 @@ pub struct Bert {
 
 impl Bert {
     pub(crate) fn load(ckpt: &Checkpoint, config_path: &Path, text: &str) -> Result<Self> {
-        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::format(config_path, e.to_string()))?;
+        let cfg: Config =
+            serde_json::from_str(text).map_err(|e| Error::format(config_path, e.to_string()))?;
         if !matches!(cfg.hidden_act.as_str(), "gelu" | "relu" | "gelu_new") {
-            return Err(Error::format(config_path, format!("hidden_act '{}' is not supported", cfg.hidden_act)));
+            return Err(Error::format(
+                config_path,
+                format!("hidden_act '{}' is not supported", cfg.hidden_act),
+            ));
         }
         if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(Error::format(config_path, "hidden_size is not a multiple of num_attention_heads"));
         }
         let mut l = Loader { ckpt, prefix: String::new(), config: config_path };
-        if !l.has("embeddings.word_embeddings.weight") && ckpt.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
+        if !l.has("embeddings.word_embeddings.weight")
+            && ckpt.tensor("bert.embeddings.word_embeddings.weight").is_ok()
+        {
             l.prefix = "bert.".into();
         }
         let h = cfg.hidden_size;

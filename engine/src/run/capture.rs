@@ -263,7 +263,8 @@ mod tests {
         let data: Vec<f32> = (0..rows * n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0).collect();
         let mut s = SiteStats::new(&["a", "b"], n);
         for chunk in data.chunks(n * 1000) {
-            let x = Tensor::from_slice(chunk, (chunk.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
+            let x =
+                Tensor::from_slice(chunk, (chunk.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
             s.add(&x).expect("add");
         }
         assert_eq!(s.tokens, rows as u64);
@@ -286,7 +287,8 @@ pub(crate) mod tests_support {
     }
 
     pub fn add(site: &mut SiteStats, x: &[f32], n: usize) {
-        let t = candle_core::Tensor::from_slice(x, (x.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
+        let t =
+            candle_core::Tensor::from_slice(x, (x.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
         site.add(&t).expect("add");
     }
 }

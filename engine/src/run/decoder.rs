@@ -72,7 +72,8 @@ pub struct Decoder {
 
 impl Decoder {
     pub(crate) fn load(ckpt: &Checkpoint, config_path: &Path, text: &str) -> Result<Self> {
-        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::format(config_path, e.to_string()))?;
+        let cfg: Config =
+            serde_json::from_str(text).map_err(|e| Error::format(config_path, e.to_string()))?;
         let bad = |why: String| Error::format(config_path, why);
         if cfg.hidden_act != "silu" {
             return Err(bad(format!("hidden_act '{}' is not supported (silu only)", cfg.hidden_act)));
@@ -207,14 +208,16 @@ fn rotary_frequencies(cfg: &Config, hd: usize) -> std::result::Result<Vec<f32>, 
     let Some(scaling) = cfg.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
         return Ok(base.iter().map(|&f| f as f32).collect());
     };
-    let kind = scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("");
+    let kind =
+        scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("");
     if kind == "default" {
         return Ok(base.iter().map(|&f| f as f32).collect());
     }
     if kind != "llama3" {
         return Err(format!("rope_scaling type '{kind}' is not supported (default, llama3)"));
     }
-    let num = |k: &str| scaling.get(k).and_then(serde_json::Value::as_f64).ok_or(format!("rope_scaling lacks {k}"));
+    let num =
+        |k: &str| scaling.get(k).and_then(serde_json::Value::as_f64).ok_or(format!("rope_scaling lacks {k}"));
     let (factor, low, high) = (num("factor")?, num("low_freq_factor")?, num("high_freq_factor")?);
     let old = num("original_max_position_embeddings")?;
     let (low_wavelen, high_wavelen) = (old / low, old / high);

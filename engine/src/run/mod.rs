@@ -135,9 +135,7 @@ impl Model {
         let Some(tok) = &self.tokenizer else {
             return Err(Error::format(path, "missing: cannot tokenize the inputs without it"));
         };
-        let enc = tok
-            .encode(text, true)
-            .map_err(|e| Error::format(&path, e.to_string()))?;
+        let enc = tok.encode(text, true).map_err(|e| Error::format(&path, e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 

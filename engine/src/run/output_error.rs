@@ -59,7 +59,12 @@ pub fn output_error(w: &[f32], w_q: &[f32], site: &SiteStats) -> candle_core::Re
 
 /// `layer` of `ckpt` quantized under `scheme` (in its own working dtype, as
 /// `report` does), measured on its captured input.
-pub fn layer_output_error(ckpt: &Checkpoint, acts: &Activations, layer: &str, scheme: &Scheme) -> Result<OutputError> {
+pub fn layer_output_error(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    layer: &str,
+    scheme: &Scheme,
+) -> Result<OutputError> {
     let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
     let info = ckpt.tensor(layer)?;
     let w = ckpt.load_f32(layer)?;
@@ -72,7 +77,6 @@ pub fn layer_output_error(ckpt: &Checkpoint, acts: &Activations, layer: &str, sc
         reason: format!("output error: {e}"),
     })
 }
-
 
 /// Sets `metrics.output_sqnr_db` of every analyzed record whose layer has a
 /// captured input (`quantscope report --inputs`).

@@ -72,7 +72,12 @@ impl Reference {
     }
 
     /// The output change with `weights` (layer → W′) in place of the float ones.
-    pub fn compare(&self, model: &Model, weights: &HashMap<String, Tensor>, cancel: &AtomicBool) -> Result<EndToEnd> {
+    pub fn compare(
+        &self,
+        model: &Model,
+        weights: &HashMap<String, Tensor>,
+        cancel: &AtomicBool,
+    ) -> Result<EndToEnd> {
         let mut hook = Swap(weights);
         let (mut cos, mut sq, mut dims, mut kl, mut tokens) = (0f64, 0f64, 0usize, 0f64, 0usize);
         for (ids, reference) in self.ids.iter().zip(&self.outputs) {
@@ -87,13 +92,18 @@ impl Reference {
                     let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
                     let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
                     let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    cos += if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
+                    cos +=
+                        if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
                     sq += a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
                     dims += a.len();
                 }
                 Kind::Decoder => {
                     // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
-                    kl += a.iter().zip(&b).map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 }).sum::<f64>();
+                    kl += a
+                        .iter()
+                        .zip(&b)
+                        .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
+                        .sum::<f64>();
                     tokens += ids.len();
                 }
             }
@@ -112,7 +122,11 @@ fn to_f64(t: &Tensor, model: &Model) -> Result<Vec<f64>> {
 }
 
 /// W′ of `layer` under `scheme` (in its working dtype, as `report` and a save compute it) as a tensor.
-pub fn quantized_weight(ckpt: &Checkpoint, layer: &str, scheme: &Scheme) -> Result<(Tensor, crate::metrics::Metrics)> {
+pub fn quantized_weight(
+    ckpt: &Checkpoint,
+    layer: &str,
+    scheme: &Scheme,
+) -> Result<(Tensor, crate::metrics::Metrics)> {
     let info = ckpt.tensor(layer)?;
     let w = ckpt.load_f32(layer)?;
     let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), ..Options::default() };
@@ -180,29 +194,34 @@ impl Job<'_> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<SensitivityReport> {
         let Job { ckpt, model, acts, reference, scheme } = *self;
-    let total = layers.len() + 1;
-    let mut rows = Vec::with_capacity(layers.len());
-    let mut all = HashMap::new();
-    for (i, name) in layers.iter().enumerate() {
-        let (wq, metrics) = quantized_weight(ckpt, name, scheme)?;
-        let output_sqnr_db = super::output_error::layer_output_error(ckpt, acts, name, scheme)?.sqnr_db();
-        let one = HashMap::from([(name.clone(), wq.clone())]);
-        let end_to_end = reference.compare(model, &one, cancel)?;
-        all.insert(name.clone(), wq);
-        rows.push(LayerRow { name: name.clone(), weight_sqnr_db: metrics.sqnr_db, output_sqnr_db, end_to_end });
-        progress(i + 1, total);
-    }
-    let all_layers = reference.compare(model, &all, cancel)?;
-    progress(total, total);
-    let weight: Vec<f64> = rows.iter().map(|r| -r.weight_sqnr_db).collect();
-    let e2e: Vec<f64> = rows.iter().map(|r| damage(&r.end_to_end)).collect();
-    Ok(SensitivityReport {
-        samples: reference.samples(),
-        tokens: reference.tokens(),
-        spearman_weight_vs_end_to_end: spearman(&weight, &e2e),
-        layers: rows,
-        all_layers,
-    })
+        let total = layers.len() + 1;
+        let mut rows = Vec::with_capacity(layers.len());
+        let mut all = HashMap::new();
+        for (i, name) in layers.iter().enumerate() {
+            let (wq, metrics) = quantized_weight(ckpt, name, scheme)?;
+            let output_sqnr_db = super::output_error::layer_output_error(ckpt, acts, name, scheme)?.sqnr_db();
+            let one = HashMap::from([(name.clone(), wq.clone())]);
+            let end_to_end = reference.compare(model, &one, cancel)?;
+            all.insert(name.clone(), wq);
+            rows.push(LayerRow {
+                name: name.clone(),
+                weight_sqnr_db: metrics.sqnr_db,
+                output_sqnr_db,
+                end_to_end,
+            });
+            progress(i + 1, total);
+        }
+        let all_layers = reference.compare(model, &all, cancel)?;
+        progress(total, total);
+        let weight: Vec<f64> = rows.iter().map(|r| -r.weight_sqnr_db).collect();
+        let e2e: Vec<f64> = rows.iter().map(|r| damage(&r.end_to_end)).collect();
+        Ok(SensitivityReport {
+            samples: reference.samples(),
+            tokens: reference.tokens(),
+            spearman_weight_vs_end_to_end: spearman(&weight, &e2e),
+            layers: rows,
+            all_layers,
+        })
     }
 }
 

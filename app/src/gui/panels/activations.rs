@@ -50,7 +50,10 @@ impl ActivationsPanel {
             ui.weak(format!("shared by {}", v.shared_with.join(", ")));
         }
         errors_ui(state, ui, v);
-        methods_legend_ui(ui, if state.prefs.show_all_calibrations { &v.analysis.calibration_ranges } else { &[] });
+        methods_legend_ui(
+            ui,
+            if state.prefs.show_all_calibrations { &v.analysis.calibration_ranges[..] } else { &[] },
+        );
         plot_ui(state, ui, v);
     }
 
@@ -92,8 +95,16 @@ fn errors_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
     let weight = state.selected_analysis().map(|w| w.result.metrics);
     let rows: [(&str, Option<Metrics>, &str); 3] = [
         ("weight", weight, "the weight under the layer's scheme"),
-        ("input, static per-tensor", Some(v.analysis.per_tensor.metrics), "one range for every token, from the scheme's calibration"),
-        ("input, dynamic per-token", Some(v.analysis.per_token.metrics), "each token's own min-max range, as W8A8 runtimes do"),
+        (
+            "input, static per-tensor",
+            Some(v.analysis.per_tensor.metrics),
+            "one range for every token, from the scheme's calibration",
+        ),
+        (
+            "input, dynamic per-token",
+            Some(v.analysis.per_token.metrics),
+            "each token's own min-max range, as W8A8 runtimes do",
+        ),
     ];
     egui::Grid::new("activation_errors").striped(true).show(ui, |ui| {
         for h in [format!("under {}", v.scheme), "SQNR dB".into(), "MSE".into(), "clipped".into()] {
@@ -145,8 +156,8 @@ fn plot_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
         lo,
         hi,
         view: (hist.lo.min(lo), hist.hi.max(hi)),
-        grid: if state.prefs.show_grid { &r.grid } else { &[] },
-        methods: if state.prefs.show_all_calibrations { &v.analysis.calibration_ranges } else { &[] },
+        grid: if state.prefs.show_grid { &r.grid[..] } else { &[] },
+        methods: if state.prefs.show_all_calibrations { &v.analysis.calibration_ranges[..] } else { &[] },
         zero: None,
         dragging: None,
     };

@@ -444,7 +444,10 @@ fn readout_ui(ui: &mut egui::Ui, hist: &Histogram, hover_x: Option<f64>) {
     });
 }
 
-pub(super) fn methods_legend_ui(ui: &mut egui::Ui, methods: &[(Calibration, quantscope_engine::SliceParams)]) {
+pub(super) fn methods_legend_ui(
+    ui: &mut egui::Ui,
+    methods: &[(Calibration, quantscope_engine::SliceParams)],
+) {
     if methods.is_empty() {
         return;
     }

@@ -86,7 +86,9 @@ impl Panels {
         }
         egui::CentralPanel::default().show(ui, |ui| match state.view {
             View::Layer => {
-                egui::Panel::top("layer_tabs").show_separator_line(false).show(ui, |ui| layer_tabs_ui(state, ui, out));
+                egui::Panel::top("layer_tabs")
+                    .show_separator_line(false)
+                    .show(ui, |ui| layer_tabs_ui(state, ui, out));
                 if state.activations.tab == LayerTab::Activations {
                     self.activations.ui(state, ui, out);
                     return;

@@ -58,21 +58,28 @@ pub struct ActivationRequest {
 }
 
 impl WorkerState {
-    pub(super) fn capture(&mut self, r: &CaptureRequest, responses: &SyncSender<Response>) -> Result<CaptureSummary, String> {
+    pub(super) fn capture(
+        &mut self,
+        r: &CaptureRequest,
+        responses: &SyncSender<Response>,
+    ) -> Result<CaptureSummary, String> {
         let ckpt = self.ckpt.clone().ok_or("no model is open")?;
         let model = Model::load(&ckpt).map_err(|e| e.to_string())?;
         let (samples, source) = match &r.inputs {
-            Some(p) => (run::read_samples(p, r.max_samples).map_err(|e| e.to_string())?, p.display().to_string()),
+            Some(p) => {
+                (run::read_samples(p, r.max_samples).map_err(|e| e.to_string())?, p.display().to_string())
+            }
             None => (
                 run::inputs::samples_of(run::BUILTIN_TEXT, r.max_samples),
                 run::inputs::BUILTIN_NAME.to_string(),
             ),
         };
         let total = samples.len();
-        let mut progress = |done| {
+        let mut progress = |done: usize| {
             let _ = responses.try_send(Response::Capturing { done, total });
         };
-        let acts = run::capture(&model, &samples, &source, &r.cancel, &mut progress).map_err(|e| e.to_string())?;
+        let acts =
+            run::capture(&model, &samples, &source, &r.cancel, &mut progress).map_err(|e| e.to_string())?;
         let layers = acts.sites.iter().flat_map(|s| s.layers.iter().cloned()).collect();
         let summary = CaptureSummary { source, samples: acts.samples, tokens: acts.tokens, layers };
         self.activations = Some(Arc::new(acts));
