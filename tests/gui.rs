@@ -515,7 +515,8 @@ fn the_activation_tab_runs_the_model_and_shows_the_layer_input() {
     // 16 samples keep the test short; the Run model button sends the same command.
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs.txt");
-    let text = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16).join("\n");
+    let text =
+        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16).join("\n");
     std::fs::write(&inputs, text).unwrap();
     h.state_mut().apply(Command::RunModel(Some(inputs)));
     for _ in 0..600 {

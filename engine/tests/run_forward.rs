@@ -31,7 +31,9 @@ fn write_model(dir: &Path, config: &str, shapes: &[(String, Vec<usize>)]) -> Has
         let norm = name.contains("norm") || name.contains("LayerNorm");
         let mut v = values(n, i as u64 + 1, if norm { 0.1 } else { 0.5 });
         if norm && name.ends_with("weight") {
-            v.iter_mut().for_each(|x| *x += 1.0);
+            for x in &mut v {
+                *x += 1.0;
+            }
         }
         raw.push((name.clone(), bytemuck_bytes(&v), shape.clone()));
         map.insert(name.clone(), Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).expect("tensor"));

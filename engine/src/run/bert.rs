@@ -80,7 +80,7 @@ impl Bert {
                 format!("hidden_act '{}' is not supported", cfg.hidden_act),
             ));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(Error::format(config_path, "hidden_size is not a multiple of num_attention_heads"));
         }
         let mut l = Loader { ckpt, prefix: String::new(), config: config_path };

@@ -80,11 +80,11 @@ impl Decoder {
         }
         let heads = cfg.num_attention_heads;
         let kv_heads = cfg.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(bad("num_attention_heads is not a multiple of num_key_value_heads".into()));
         }
         let head_dim = cfg.head_dim.unwrap_or(cfg.hidden_size / heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(bad(format!("head_dim {head_dim} is odd: rotary embeddings need pairs")));
         }
         let inv_freq = rotary_frequencies(&cfg, head_dim).map_err(bad)?;

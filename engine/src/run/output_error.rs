@@ -48,7 +48,7 @@ fn quadratic(w: Vec<f64>, site: &SiteStats) -> candle_core::Result<f64> {
 /// The output error of replacing `w` by `w_q` (both `[out, in]`) under `site`'s inputs.
 pub fn output_error(w: &[f32], w_q: &[f32], site: &SiteStats) -> candle_core::Result<OutputError> {
     let n = site.in_features;
-    if n == 0 || w.len() != w_q.len() || w.len() % n != 0 {
+    if n == 0 || w.len() != w_q.len() || !w.len().is_multiple_of(n) {
         candle_core::bail!("weight of {} elements does not fit inputs of width {n}", w.len());
     }
     // Widened before subtracting, so every ΔW element is exact.

@@ -232,7 +232,7 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     }
     let (ra, rb) = (ranks(a), ranks(b));
     let n = a.len() as f64;
-    let mean = (n + 1.0) / 2.0;
+    let mean = f64::midpoint(n, 1.0);
     let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - mean) * (y - mean)).sum();
     let va: f64 = ra.iter().map(|x| (x - mean).powi(2)).sum();
     let vb: f64 = rb.iter().map(|y| (y - mean).powi(2)).sum();

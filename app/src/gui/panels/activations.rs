@@ -113,33 +113,27 @@ fn errors_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
         ui.end_row();
         for (label, m, hint) in rows {
             ui.label(label).on_hover_text(hint);
-            match m {
-                Some(m) => {
-                    let db = m.sqnr_db;
-                    ui.colored_label(sqnr_color(db), format_sqnr(Some(db)));
-                    ui.monospace(format!("{:.3e}", m.mse));
-                    ui.monospace(format!("{:.3}%", m.clipped_fraction * 100.0));
-                }
-                None => {
-                    ui.weak("-");
-                    ui.weak("-");
-                    ui.weak("-");
-                }
+            if let Some(m) = m {
+                let db = m.sqnr_db;
+                ui.colored_label(sqnr_color(db), format_sqnr(Some(db)));
+                ui.monospace(format!("{:.3e}", m.mse));
+                ui.monospace(format!("{:.3}%", m.clipped_fraction * 100.0));
+            } else {
+                ui.weak("-");
+                ui.weak("-");
+                ui.weak("-");
             }
             ui.end_row();
         }
         ui.label("layer output (weight error)").on_hover_text(
             "10 log10(sum |Wx|^2 / sum |(W - W')x|^2) over every captured token: the weight's error as the layer's output sees it",
         );
-        match v.output {
-            Some(o) => {
-                let db = o.sqnr_db();
-                ui.colored_label(sqnr_color(db), format_sqnr(Some(db)));
-                ui.weak(if o.exact { "exact" } else { "diagonal estimate" });
-            }
-            None => {
-                ui.weak("-");
-            }
+        if let Some(o) = v.output {
+            let db = o.sqnr_db();
+            ui.colored_label(sqnr_color(db), format_sqnr(Some(db)));
+            ui.weak(if o.exact { "exact" } else { "diagonal estimate" });
+        } else {
+            ui.weak("-");
         }
         ui.end_row();
     });
