@@ -215,3 +215,71 @@ fn usage_errors_exit_2() {
         assert_eq!(quantscope(&args).status.code(), Some(2), "{args:?}");
     }
 }
+
+/// Issue 16: `report --inputs` adds the output SQNR of each Linear layer, and
+/// `sensitivity` measures each layer's end-to-end effect on the pooled embedding.
+#[test]
+fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs.txt");
+    let text: String =
+        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 8).join("\n");
+    std::fs::write(&inputs, text).unwrap();
+    let (dir, inputs) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
+    let re = r"encoder\.layer\.0\..*";
+    let doc = stdout_json(&quantscope(&[
+        "report",
+        dir,
+        "--inputs",
+        inputs,
+        "--tensors",
+        re,
+        "--scheme",
+        "int4:channel",
+    ]));
+    let mut linear = 0;
+    for t in doc["tensors"].as_array().unwrap() {
+        let m = &t["metrics"];
+        if t["shape"].as_array().unwrap().len() == 2 {
+            let (out, w) = (m["output_sqnr_db"].as_f64().unwrap(), m["sqnr_db"].as_f64().unwrap());
+            assert!(out > 5.0 && out < 60.0 && (out - w).abs() > 1e-6, "{}: {out} vs {w}", t["name"]);
+            linear += 1;
+        } else {
+            assert!(m.get("output_sqnr_db").is_none(), "{}", t["name"]);
+        }
+    }
+    assert_eq!(linear, 6);
+
+    let re = r"encoder\.layer\.[01]\..*";
+    let doc = stdout_json(&quantscope(&[
+        "sensitivity",
+        dir,
+        "--inputs",
+        inputs,
+        "--scheme",
+        "int4:channel",
+        "--tensors",
+        re,
+    ]));
+    assert_eq!((doc["samples"].as_u64(), doc["scheme"].as_str()), (Some(8), Some("int4:channel:minmax")));
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 12);
+    let mut worst = 1.0f64;
+    for l in layers {
+        let e = &l["end_to_end"];
+        let c = e["cosine"].as_f64().unwrap();
+        assert!(c > 0.5 && c < 1.0 && e["mse"].as_f64().unwrap() > 0.0 && e["kl"].is_null(), "{l}");
+        assert!(l["weight_sqnr_db"].as_f64().is_some() && l["output_sqnr_db"].as_f64().is_some());
+        worst = worst.min(c);
+    }
+    // Every layer together moves the output further than the worst layer alone.
+    assert!(doc["all_layers"]["cosine"].as_f64().unwrap() < worst);
+
+    // A model that cannot run: one line naming the missing config.
+    let teaching = common::teaching();
+    let out = quantscope(&["sensitivity", teaching.to_str().unwrap(), "--inputs", inputs]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("config.json") && err.trim().lines().count() == 1, "{err}");
+}

@@ -502,3 +502,55 @@ fn the_histogram_y_axis_follows_the_bars() {
     let (_, top) = h.state().panels().histogram.shown_y_range().unwrap();
     assert!(top >= tallest && top < 1.5 * tallest, "y axis to {top} for bars up to {tallest}");
 }
+
+/// Issue 16: the "input activations" tab runs the model through the worker and
+/// shows the selected layer's input next to its weight; a model that cannot run
+/// says so in one line and the app stays up.
+#[test]
+fn the_activation_tab_runs_the_model_and_shows_the_layer_input() {
+    let mut h = harness();
+    wait_until(&mut h, "the sample to open", settled);
+    h.get_by_label("input activations").click();
+    h.run_steps(2);
+    h.get_by_label("Run model").click();
+    wait_until(&mut h, "the refusal", |a| a.state().activations.error.is_some());
+    let e = h.state().state().activations.error.clone().unwrap();
+    assert!(e.contains("config.json") && !e.contains('\n'), "{e}");
+    h.get_by_label("weights").click();
+    wait_until(&mut h, "the weight view", settled);
+
+    let Some(dir) = common::minilm() else { return };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", settled);
+    h.get_by_label("input activations").click();
+    h.run_steps(2);
+    // 16 samples keep the test short; the Run model button sends the same command.
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs.txt");
+    let text =
+        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16).join("\n");
+    std::fs::write(&inputs, text).unwrap();
+    h.state_mut().apply(Command::RunModel(Some(inputs)));
+    for _ in 0..600 {
+        if h.state().state().activations.capture.is_some() {
+            break;
+        }
+        h.run_steps(1);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = h.state().state().activations.capture.clone().expect("the capture within a minute");
+    assert_eq!((c.samples, c.layers.len()), (16, 36));
+    wait_until(&mut h, "the layer's input", |a| a.state().selected_activation().is_some());
+    let s = h.state().state();
+    let v = s.selected_activation().unwrap();
+    assert_eq!(Some(&v.layer), s.selected.as_ref());
+    assert_eq!(v.histogram.counts.iter().sum::<u64>(), v.tokens * v.in_features as u64);
+    let shown = |m: &quantscope_engine::Metrics| quantscope::gui::panels::format_sqnr(Some(m.sqnr_db));
+    for m in [&v.analysis.per_tensor.metrics, &v.analysis.per_token.metrics] {
+        assert!(h.query_all_by_label(&shown(m)).next().is_some(), "{} is shown", shown(m));
+    }
+    h.get_by_label("layer output (weight error)");
+    assert!(v.output.is_some_and(|o| o.exact && o.sqnr_db().is_finite()));
+}

@@ -14,6 +14,7 @@ use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::report::{SchemeSummary, TensorReport, attach_stored, report_tensor};
+use quantscope_engine::run;
 use quantscope_engine::sweep::{self, Sweep};
 use quantscope_engine::{Calibration, Checkpoint, FormatKind, Granularity, Mapping, Scheme};
 use regex::Regex;
@@ -51,6 +52,10 @@ pub enum Command {
     /// AWQ) against its original, layer by layer, beside quantscope's schemes.
     #[command(after_long_help = crate::diff_cli::DIFF_HELP)]
     Diff(crate::diff_cli::DiffArgs),
+    /// Run the model with each Linear layer quantized alone (then all together) and
+    /// measure the output against the float model: cosine and MSE of the pooled
+    /// embedding (encoders), KL of the next-token distribution (decoders).
+    Sensitivity(crate::run_cli::SensitivityArgs),
 }
 
 const PLAN_HELP: &str = "\
@@ -101,7 +106,9 @@ JSON OUTPUT (stable schema):
           stored (only in a quantized checkpoint, on each stored part of a quantized layer:
           {format, bits, granularity, group_size, block, symmetric, scale_dtype, act_order, short})
   metrics: count, mse, rmse, sqnr_db, max_abs_err, cosine, clipped_fraction,
-           clip_error, round_error, nonfinite
+           clip_error, round_error, nonfinite,
+           output_sqnr_db (only with --inputs, Linear layers: 10 log10(sum|Wx|^2 / sum|(W-W')x|^2)
+           over every token of the inputs run through the float model; null when lossless)
   sqnr_db is null when the tensor is exactly lossless (SQNR = +inf); no field is ever NaN.
   clip_error + round_error = mse (the clipped elements' and the rest's share of it).
 CSV OUTPUT: the same fields, one row per tensor (one row per slice with --params).
@@ -234,6 +241,13 @@ pub struct ReportArgs {
     /// Add each tensor's decode + analyze time in ms (`elapsed_ms`).
     #[arg(long)]
     pub timing: bool,
+    /// Run the model on this text file (one sample per line; `builtin` = the shipped
+    /// calibration text) and add metrics.output_sqnr_db to each Linear layer.
+    #[arg(long, value_name = "FILE")]
+    pub inputs: Option<PathBuf>,
+    /// At most this many samples of --inputs.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_samples: usize,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -424,6 +438,10 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     // A quantized checkpoint: each stored part names its layer's scheme.
     if let Ok(q) = QuantizedModel::open(&args.model) {
         attach_stored(&mut records, &q);
+    }
+    if let Some(inputs) = &args.inputs {
+        let acts = crate::run_cli::capture(&ckpt, inputs, args.max_samples)?;
+        run::output_error::add_output_sqnr(&ckpt, &acts, &scheme, &mut records)?;
     }
     order(&mut records, args.sort, args.top, |r| Item {
         name: &r.name,

@@ -5,3 +5,4 @@ pub mod cli;
 pub mod diff_cli;
 pub mod gui;
 pub mod plan_cli;
+pub mod run_cli;

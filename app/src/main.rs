@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Some(cli::Command::Quantize(args)) => cli::run_quantize(args, &mut std::io::stdout().lock()),
         Some(cli::Command::Plan(args)) => quantscope::plan_cli::run_plan(args, &mut std::io::stdout().lock()),
         Some(cli::Command::Diff(args)) => quantscope::diff_cli::run_diff(args, &mut std::io::stdout().lock()),
+        Some(cli::Command::Sensitivity(args)) => {
+            quantscope::run_cli::run_sensitivity(args, &mut std::io::stdout().lock())
+        }
         None => gui::run(cli.model.clone()).map_err(|e| anyhow::anyhow!("cannot start the window: {e}")),
     };
     match result {

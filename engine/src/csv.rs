@@ -47,6 +47,29 @@ pub fn matrix(s: &Sweep) -> String {
     out
 }
 
+/// The end-to-end sensitivity table (`quantscope sensitivity --output csv`), then
+/// the every-layer row as `(all layers)`.
+pub fn end_to_end(r: &crate::run::sensitivity::SensitivityReport) -> String {
+    let mut out = String::from("name,weight_sqnr_db,output_sqnr_db,cosine,mse,kl\n");
+    let rows = r
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), Some(l.weight_sqnr_db), Some(l.output_sqnr_db), &l.end_to_end));
+    for (name, w, o, e) in rows.chain(std::iter::once(("(all layers)", None, None, &r.all_layers))) {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            field(name),
+            optional(w),
+            optional(o),
+            optional(e.cosine),
+            optional(e.mse),
+            optional(e.kl)
+        );
+    }
+    out
+}
+
 /// The per-scheme totals.
 pub fn totals(s: &Sweep) -> String {
     let mut out = String::from(

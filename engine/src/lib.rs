@@ -36,6 +36,7 @@ pub mod quantized;
 pub mod rank;
 pub mod recipe;
 pub mod report;
+pub mod run;
 pub mod scheme;
 mod simd;
 mod slicing;

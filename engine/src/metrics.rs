@@ -30,6 +30,15 @@ pub struct Metrics {
     pub round_error: f64,
     /// NaN/Inf elements, excluded from everything above.
     pub nonfinite: u64,
+    /// 10·log10(Σ‖Wx‖² / Σ‖(W − W′)x‖²) over captured inputs (docs/numerics.md,
+    /// "Output SQNR"); absent when no activations are loaded, null when lossless.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "some_finite_or_null")]
+    pub output_sqnr_db: Option<f64>,
+}
+
+#[allow(clippy::ref_option)] // serde passes fields by reference
+fn some_finite_or_null<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    finite_or_null(&v.unwrap_or(f64::NAN), s)
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
@@ -102,6 +111,7 @@ impl ErrorSums {
             clip_error,
             round_error: (mse - clip_error).max(0.0),
             nonfinite: self.nonfinite,
+            output_sqnr_db: None,
         }
     }
 }

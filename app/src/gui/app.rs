@@ -272,6 +272,9 @@ impl QuantscopeApp {
             Command::ShowSaveWindow => self.panels.save.open = true,
             Command::StartSave(r) => self.requests.save(&mut self.state, &r),
             Command::CancelSave => self.requests.cancel_save(),
+            Command::RunModel(inputs) => self.requests.run_model(&mut self.state, inputs),
+            Command::CancelRun => self.requests.cancel_run(),
+            Command::SetLayerTab(tab) => s.activations.tab = tab,
             Command::Quit => self.panels.quit_requested = true,
             doc_cmd => self.apply_doc(doc_cmd),
         }

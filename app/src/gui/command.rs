@@ -9,7 +9,7 @@ use eframe::egui;
 use quantscope_engine::Scheme;
 
 use super::dialogs::DialogOutcome;
-use super::state::{Doc, Prefs, View};
+use super::state::{Doc, LayerTab, Prefs, View};
 use super::worker::Source;
 
 /// What a finished file dialog was for.
@@ -107,6 +107,10 @@ pub enum Command {
     ShowSaveWindow,
     StartSave(SaveRequest),
     CancelSave,
+    /// Run the model over an inputs file (None: the shipped calibration text).
+    RunModel(Option<PathBuf>),
+    CancelRun,
+    SetLayerTab(LayerTab),
     Quit,
 }
 

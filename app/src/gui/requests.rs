@@ -11,12 +11,15 @@ use quantscope_engine::export::{ExportMode, ExportOptions};
 use quantscope_engine::{Options, Scheme};
 
 use super::command::SaveRequest;
+use super::state::LayerTab;
 use super::state::{AppState, Model, View};
-use super::worker::{AnalyzeRequest, Request, Response, Source, Worker};
+use super::worker::{ActivationRequest, AnalyzeRequest, CaptureRequest, Request, Response, Source, Worker};
 
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
 const MAX_RECENT: usize = 8;
+/// Samples of a model run from the GUI (the CLI's default too).
+const MAX_SAMPLES: usize = 256;
 
 /// One request kind's newest question: its generation and what it asked.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +55,14 @@ pub struct ColumnKey {
     pub overrides: BTreeMap<String, Scheme>,
 }
 
+/// What the selected layer's activation analysis asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationKey {
+    pub layer: String,
+    pub scheme: Scheme,
+    pub percentile: f64,
+}
+
 /// What the sensitivity matrix covers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MatrixKey {
@@ -68,6 +79,9 @@ pub struct Requests {
     column: Option<InFlight<ColumnKey>>,
     matrix: Option<InFlight<MatrixKey>>,
     save_cancel: Option<Arc<AtomicBool>>,
+    capture: Option<InFlight<Option<std::path::PathBuf>>>,
+    capture_cancel: Option<Arc<AtomicBool>>,
+    activation: Option<InFlight<ActivationKey>>,
 }
 
 impl Requests {
@@ -80,6 +94,9 @@ impl Requests {
             column: None,
             matrix: None,
             save_cancel: None,
+            capture: None,
+            capture_cancel: None,
+            activation: None,
         }
     }
 
@@ -116,6 +133,29 @@ impl Requests {
 
     pub fn cancel_save(&self) {
         if let Some(c) = &self.save_cancel {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the open model over `inputs` (None: the shipped text) and keeps its activations.
+    pub fn run_model(&mut self, state: &mut AppState, inputs: Option<std::path::PathBuf>) {
+        let generation = self.next_generation();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.capture_cancel = Some(Arc::clone(&cancel));
+        self.capture = Some(InFlight { generation, key: inputs.clone(), answered: false });
+        self.activation = None;
+        let a = &mut state.activations;
+        (a.progress, a.capture, a.view, a.error) = (Some((0, MAX_SAMPLES)), None, None, None);
+        self.worker.send(Request::Capture(CaptureRequest {
+            generation,
+            inputs,
+            max_samples: MAX_SAMPLES,
+            cancel,
+        }));
+    }
+
+    pub fn cancel_run(&self) {
+        if let Some(c) = &self.capture_cancel {
             c.store(true, Ordering::Relaxed);
         }
     }
@@ -163,6 +203,30 @@ impl Requests {
                         state.status = Some(format!("saved {}", s.out.display()));
                     }
                     state.save.result = Some(result);
+                }
+                Response::Capturing { done, total } => {
+                    if state.activations.progress.is_some() {
+                        state.activations.progress = Some((done, total));
+                    }
+                }
+                Response::Captured { generation, result } => {
+                    if current(self.capture.as_ref(), generation) {
+                        let a = &mut state.activations;
+                        a.progress = None;
+                        self.capture_cancel = None;
+                        match result {
+                            Ok(c) => a.capture = Some(c),
+                            Err(e) => a.error = Some(e),
+                        }
+                    }
+                }
+                Response::ActivationAnalyzed { generation, result } => {
+                    if current(self.activation.as_ref(), generation) {
+                        match result {
+                            Ok(v) => state.activations.view = Some(v),
+                            Err(e) => state.activations.error = Some(e),
+                        }
+                    }
                 }
                 Response::MatrixProgress { generation, done, total } => {
                     if current(self.matrix.as_ref(), generation) {
@@ -223,7 +287,11 @@ impl Requests {
         state.clicked_value = None;
         state.teach_slice = 0;
         state.sensitivity = super::state::SensitivityState::default();
+        state.activations =
+            super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
         state.error = None;
+        self.capture = None;
+        self.activation = None;
         self.analysis = None;
         self.column = None;
         self.matrix = None;
@@ -258,6 +326,7 @@ impl Requests {
                 self.analysis = Some(InFlight { generation, key, answered: false });
             }
         }
+        self.request_activation(state);
         if matches!(state.view, View::Sensitivity | View::Plan) {
             let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
             let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
@@ -287,6 +356,28 @@ impl Requests {
             self.column = Some(InFlight { generation, key, answered: false });
         }
         state.busy = self.analysis.as_ref().is_some_and(|f| !f.answered);
+    }
+}
+
+impl Requests {
+    /// The selected layer's input analysis, when its tab shows and a capture has its input.
+    fn request_activation(&mut self, state: &AppState) {
+        let a = &state.activations;
+        let (Some(layer), Some(capture)) = (state.selected.clone(), a.capture.as_ref()) else { return };
+        if state.view != View::Layer || a.tab != LayerTab::Activations || !capture.layers.contains(&layer) {
+            return;
+        }
+        let key = ActivationKey { scheme: state.scheme_for(&layer), layer, percentile: state.doc.percentile };
+        if !InFlight::asks(self.activation.as_ref(), &key) {
+            let generation = self.next_generation();
+            self.worker.send(Request::AnalyzeActivation(ActivationRequest {
+                generation,
+                layer: key.layer.clone(),
+                scheme: key.scheme,
+                percentile: key.percentile,
+            }));
+            self.activation = Some(InFlight { generation, key, answered: false });
+        }
     }
 }
 

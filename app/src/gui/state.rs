@@ -13,7 +13,7 @@ use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
 
-use super::worker::{Analysis, ModelSummary};
+use super::worker::{ActivationView, Analysis, CaptureSummary, ModelSummary};
 use quantscope_engine::export::ExportSummary;
 
 /// The undoable part of the state: what a save writes and a recipe records.
@@ -77,6 +77,27 @@ pub enum View {
     Sensitivity,
     /// Mixed precision under a size budget, from the same matrix.
     Plan,
+}
+
+/// Which side of the selected layer the centre shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayerTab {
+    #[default]
+    Weights,
+    /// Its input activations (needs a run of the model).
+    Activations,
+}
+
+/// The model run: the capture's progress and summary, and the newest analysis of
+/// the selected layer's input.
+#[derive(Default)]
+pub struct ActivationsState {
+    pub tab: LayerTab,
+    /// (samples done, samples in all) while the model runs.
+    pub progress: Option<(usize, usize)>,
+    pub capture: Option<CaptureSummary>,
+    pub view: Option<Arc<ActivationView>>,
+    pub error: Option<String>,
 }
 
 /// The open model as the UI sees it.
@@ -155,6 +176,7 @@ pub struct AppState {
     pub status: Option<String>,
     pub sensitivity: SensitivityState,
     pub save: SaveState,
+    pub activations: ActivationsState,
     /// What Undo / Redo would do, for the Edit menu.
     pub undo_label: Option<String>,
     pub redo_label: Option<String>,
@@ -190,6 +212,12 @@ impl AppState {
     /// The analysis of the selected tensor, if it has arrived.
     pub fn selected_analysis(&self) -> Option<&Arc<Analysis>> {
         self.analysis.as_ref().filter(|a| Some(&a.tensor) == self.selected.as_ref())
+    }
+
+    /// The selected layer's input analysis under its shown scheme, if it has arrived.
+    pub fn selected_activation(&self) -> Option<&Arc<ActivationView>> {
+        let name = self.selected.as_ref()?;
+        self.activations.view.as_ref().filter(|v| &v.layer == name && v.scheme == self.scheme_for(name))
     }
 
     /// Whether `t` is quantized when the model is saved (the engine's rule).

@@ -11,6 +11,8 @@
 //! A save runs here too (one tensor at a time, with progress), so the UI thread
 //! never writes a model; analyses asked for meanwhile wait for it to finish.
 
+mod run;
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,
     compare_calibrations,
 };
+
+pub use run::{ActivationRequest, ActivationView, CaptureRequest, CaptureSummary};
 
 /// Where a model comes from.
 #[derive(Clone, Debug)]
@@ -74,6 +78,11 @@ pub enum Request {
         tensors: Vec<String>,
         schemes: Vec<Scheme>,
     },
+    /// Run the model over the inputs and keep every Linear input's statistics
+    /// (sends `Capturing` progress, then `Captured`).
+    Capture(CaptureRequest),
+    /// One layer's input activations under a scheme (needs a capture).
+    AnalyzeActivation(ActivationRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -106,6 +115,9 @@ pub enum Response {
     MatrixProgress { generation: u64, done: usize, total: usize },
     MatrixDone { generation: u64, result: Result<Arc<sweep::Sweep>, String> },
     Exported(Result<ExportSummary, String>),
+    Capturing { done: usize, total: usize },
+    Captured { generation: u64, result: Result<CaptureSummary, String> },
+    ActivationAnalyzed { generation: u64, result: Result<Arc<ActivationView>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -175,6 +187,8 @@ struct WorkerState {
     matrix: Option<MatrixJob>,
     /// Decode buffer reused by sweeps (fresh buffers cost page faults).
     scratch: Vec<f32>,
+    /// The open model's captured activations.
+    activations: Option<Arc<quantscope_engine::run::Activations>>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -235,6 +249,7 @@ impl WorkerState {
                     self.decoded = None;
                     self.sqnr_column = None;
                     self.matrix = None;
+                    self.activations = None;
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
@@ -265,6 +280,20 @@ impl WorkerState {
                 });
                 // A newer request replaces a running one.
                 self.matrix = Some(MatrixJob { generation, tensors, schemes, rows: Vec::new() });
+            }
+            Request::Capture(r) => {
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| self.capture(&r, responses))).unwrap_or_else(|p| {
+                        Err(format!("internal error while running the model: {}", panic_message(&*p)))
+                    });
+                let _ = responses.send(Response::Captured { generation: r.generation, result });
+            }
+            Request::AnalyzeActivation(r) => {
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| self.analyze_activation(&r))).unwrap_or_else(|p| {
+                        Err(format!("internal error while analyzing activations: {}", panic_message(&*p)))
+                    });
+                let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
             }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));

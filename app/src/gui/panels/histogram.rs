@@ -106,17 +106,18 @@ struct PlotOutcome {
     clicked_x: Option<f64>,
 }
 
-/// Everything the plot draws, prepared before drawing.
-struct PlotData<'a> {
-    hist: &'a Histogram,
-    log: bool,
-    lo: f64,
-    hi: f64,
-    view: (f64, f64),
-    grid: &'a [f32],
-    methods: &'a [(Calibration, quantscope_engine::SliceParams)],
-    zero: Option<(f64, String)>,
-    dragging: Option<Edge>,
+/// Everything the plot draws, prepared before drawing (the activation view draws
+/// the same items).
+pub(super) struct PlotData<'a> {
+    pub hist: &'a Histogram,
+    pub log: bool,
+    pub lo: f64,
+    pub hi: f64,
+    pub view: (f64, f64),
+    pub grid: &'a [f32],
+    pub methods: &'a [(Calibration, quantscope_engine::SliceParams)],
+    pub zero: Option<(f64, String)>,
+    pub dragging: Option<Edge>,
 }
 
 impl HistogramPanel {
@@ -390,7 +391,7 @@ fn bin_at(hist: &Histogram, x: f64) -> Option<(f64, f64, u64)> {
     Some((hist.lo + i as f64 * w, hist.lo + (i + 1) as f64 * w, hist.counts[i]))
 }
 
-fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
+pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
     plot_ui.bar_chart(BarChart::new("weights", bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
     if d.lo > d.view.0 {
         plot_ui.span(Span::new("clipped", d.view.0..=d.lo).fill(CLIP_FILL));
@@ -472,7 +473,10 @@ fn readout_ui(ui: &mut egui::Ui, hist: &Histogram, hover_x: Option<f64>) {
     });
 }
 
-fn methods_legend_ui(ui: &mut egui::Ui, methods: &[(Calibration, quantscope_engine::SliceParams)]) {
+pub(super) fn methods_legend_ui(
+    ui: &mut egui::Ui,
+    methods: &[(Calibration, quantscope_engine::SliceParams)],
+) {
     if methods.is_empty() {
         return;
     }

@@ -7,6 +7,7 @@
 //! least half the window's width; the error plots sit inside the centre, under
 //! the histogram, so no side panel can cover them.
 
+pub mod activations;
 pub mod browser;
 pub mod error_plots;
 pub mod histogram;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::command::Command;
-use super::state::{AppState, View};
+use super::state::{AppState, LayerTab, View};
 
 /// Every panel, and the few things they hand to the shell.
 #[derive(Default)]
@@ -38,6 +39,7 @@ pub struct Panels {
     pub error_plots: error_plots::ErrorPlotsPanel,
     pub sensitivity: sensitivity::SensitivityPanel,
     pub plan: plan::PlanPanel,
+    pub activations: activations::ActivationsPanel,
     pub save: save::SaveWindow,
     /// A screenshot region and the file it goes to, once a PNG dialog finished.
     pub pending_png: Option<(egui::Rect, PathBuf)>,
@@ -86,6 +88,13 @@ impl Panels {
         }
         egui::CentralPanel::default().show(ui, |ui| match state.view {
             View::Layer => {
+                egui::Panel::top("layer_tabs")
+                    .show_separator_line(false)
+                    .show(ui, |ui| layer_tabs_ui(state, ui, out));
+                if state.activations.tab == LayerTab::Activations {
+                    self.activations.ui(state, ui, out);
+                    return;
+                }
                 if state.selected_analysis().is_some() {
                     let h = ui.available_height();
                     egui::Panel::bottom("error_plots")
@@ -101,6 +110,17 @@ impl Panels {
         });
         self.save.ui(state, ui.ctx(), out);
     }
+}
+
+/// "weights | input activations": which side of the layer the centre shows.
+fn layer_tabs_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        for (tab, label) in [(LayerTab::Weights, "weights"), (LayerTab::Activations, "input activations")] {
+            if ui.selectable_label(state.activations.tab == tab, label).clicked() {
+                out.push(Command::SetLayerTab(tab));
+            }
+        }
+    });
 }
 
 /// The error banner, the preview banner, and a hint for catastrophic results.

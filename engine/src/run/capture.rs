@@ -1,0 +1,294 @@
+//! Activation capture: one pass over the samples, recording for each Linear
+//! layer's input a histogram, per-channel absmax, the second moments Σx_j² (and
+//! the full Σxxᵀ where in_features ≤ [`GRAM_MAX`]), and a fixed-size uniform
+//! sample of whole tokens for the calibration and activation-error views.
+//! Memory follows these statistics, never the number of tokens.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Tensor};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Hook, Model};
+use crate::analyze::Histogram;
+use crate::error::{Error, Result};
+
+/// The widest input whose full second-moment matrix is kept (f64, in² entries).
+pub const GRAM_MAX: usize = 4096;
+/// Bins of the growing activation histogram.
+pub const BINS: usize = 2048;
+/// Values of the kept token sample per input (whole tokens, so about this many).
+pub const SAMPLE_VALUES: usize = 1 << 19;
+
+/// A histogram over [−r, r] whose r doubles (merging bin pairs) when a value
+/// falls outside, so one pass needs no range in advance.
+#[derive(Clone, Debug)]
+pub struct GrowingHistogram {
+    half_range: f64,
+    counts: Vec<u64>,
+}
+
+impl GrowingHistogram {
+    fn new() -> Self {
+        Self { half_range: 0.0, counts: vec![0; BINS] }
+    }
+
+    fn add(&mut self, xs: &[f32]) {
+        let amax = xs.iter().filter(|x| x.is_finite()).fold(0f32, |m, x| m.max(x.abs())) as f64;
+        if self.half_range == 0.0 {
+            self.half_range = 2f64.powi(amax.max(1e-30).log2().ceil() as i32);
+        }
+        while amax >= self.half_range {
+            self.grow();
+        }
+        let n = self.counts.len();
+        let inv = n as f64 / (2.0 * self.half_range);
+        for &x in xs.iter().filter(|x| x.is_finite()) {
+            let i = ((x as f64 + self.half_range) * inv) as usize;
+            self.counts[i.min(n - 1)] += 1;
+        }
+    }
+
+    /// r → 2r: the old range becomes the middle half, two old bins per new one.
+    fn grow(&mut self) {
+        let n = self.counts.len();
+        let mut next = vec![0; n];
+        for j in 0..n / 2 {
+            next[n / 4 + j] = self.counts[2 * j] + self.counts[2 * j + 1];
+        }
+        self.counts = next;
+        self.half_range *= 2.0;
+    }
+
+    /// The counts trimmed to the occupied bins, as the plots take them.
+    pub fn histogram(&self) -> Histogram {
+        let n = self.counts.len();
+        let first = self.counts.iter().position(|&c| c > 0).unwrap_or(0);
+        let last = self.counts.iter().rposition(|&c| c > 0).unwrap_or(n - 1);
+        let w = 2.0 * self.half_range / n as f64;
+        Histogram {
+            lo: -self.half_range + first as f64 * w,
+            hi: -self.half_range + (last + 1) as f64 * w,
+            counts: self.counts[first..=last].to_vec(),
+        }
+    }
+}
+
+/// What one Linear input (shared by the layers in `layers`) looked like.
+#[derive(Clone, Debug)]
+pub struct SiteStats {
+    /// The Linear layers fed by this input (weight names).
+    pub layers: Vec<String>,
+    pub in_features: usize,
+    pub tokens: u64,
+    pub min: f32,
+    pub max: f32,
+    pub absmax: Vec<f32>,
+    /// Σ over tokens of x_j².
+    pub sum_sq: Vec<f64>,
+    /// Σ over tokens of x xᵀ, `[in, in]` f64, when in_features ≤ [`GRAM_MAX`].
+    pub gram: Option<Tensor>,
+    pub histogram: GrowingHistogram,
+    /// A uniform sample of whole tokens, row-major `[rows, in_features]`.
+    pub sample: Vec<f32>,
+    seen_rows: u64,
+    rng: SmallRng,
+}
+
+impl SiteStats {
+    fn new(layers: &[&str], in_features: usize) -> Self {
+        Self {
+            layers: layers.iter().map(|s| (*s).to_string()).collect(),
+            in_features,
+            tokens: 0,
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            absmax: vec![0.0; in_features],
+            sum_sq: vec![0.0; in_features],
+            gram: None,
+            histogram: GrowingHistogram::new(),
+            sample: Vec::new(),
+            seen_rows: 0,
+            rng: SmallRng::seed_from_u64(0x5eed),
+        }
+    }
+
+    /// Rows of [`Self::sample`].
+    pub fn sample_rows(&self) -> usize {
+        self.sample.len() / self.in_features.max(1)
+    }
+
+    fn add(&mut self, x: &Tensor) -> candle_core::Result<()> {
+        let (t, n) = x.dims2()?;
+        let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        for row in values.chunks_exact(n) {
+            for (j, &v) in row.iter().enumerate() {
+                if v.is_finite() {
+                    self.absmax[j] = self.absmax[j].max(v.abs());
+                    self.sum_sq[j] += f64::from(v) * f64::from(v);
+                    self.min = self.min.min(v);
+                    self.max = self.max.max(v);
+                }
+            }
+            self.keep_row(row);
+        }
+        self.histogram.add(&values);
+        self.tokens += t as u64;
+        if n <= GRAM_MAX {
+            let x64 = x.to_dtype(DType::F64)?;
+            let g = x64.t()?.matmul(&x64)?;
+            self.gram = Some(match self.gram.take() {
+                Some(acc) => acc.add(&g)?,
+                None => g,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reservoir sampling (Algorithm R) of whole tokens.
+    fn keep_row(&mut self, row: &[f32]) {
+        let cap = (SAMPLE_VALUES / self.in_features.max(1)).max(1) as u64;
+        if self.seen_rows < cap {
+            self.sample.extend_from_slice(row);
+        } else {
+            let j = self.rng.random_range(0..=self.seen_rows);
+            if j < cap {
+                let at = j as usize * self.in_features;
+                self.sample[at..at + self.in_features].copy_from_slice(row);
+            }
+        }
+        self.seen_rows += 1;
+    }
+}
+
+/// Every Linear input of a model over a set of samples.
+#[derive(Clone, Debug, Default)]
+pub struct Activations {
+    pub sites: Vec<SiteStats>,
+    by_layer: HashMap<String, usize>,
+    /// Where the samples came from (a path or the built-in text).
+    pub source: String,
+    pub samples: usize,
+    pub tokens: u64,
+}
+
+impl Activations {
+    /// The statistics of `layer`'s input.
+    pub fn site(&self, layer: &str) -> Option<&SiteStats> {
+        self.by_layer.get(layer).map(|&i| &self.sites[i])
+    }
+}
+
+struct Capture {
+    acts: Activations,
+}
+
+impl Hook for Capture {
+    fn input(&mut self, layers: &[&str], x: &Tensor) -> candle_core::Result<()> {
+        let Some(first) = layers.first() else { return Ok(()) };
+        let i = if let Some(&i) = self.acts.by_layer.get(*first) {
+            i
+        } else {
+            let i = self.acts.sites.len();
+            self.acts.sites.push(SiteStats::new(layers, x.dim(1)?));
+            for l in layers {
+                self.acts.by_layer.insert((*l).to_string(), i);
+            }
+            i
+        };
+        self.acts.sites[i].add(x)
+    }
+}
+
+/// Runs every sample through the float model once and keeps the statistics.
+/// `progress(done)` is called after each sample; `cancel` stops between samples.
+pub fn capture(
+    model: &Model,
+    samples: &[String],
+    source: &str,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Activations> {
+    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<Result<Vec<_>>>()?;
+    capture_with(model, &ids, source, cancel, progress)
+}
+
+/// [`capture`] of samples already tokenized.
+pub fn capture_ids(model: &Model, ids: &[Vec<u32>], source: &str) -> Result<Activations> {
+    capture_with(model, ids, source, &AtomicBool::new(false), &mut |_| {})
+}
+
+fn capture_with(
+    model: &Model,
+    ids: &[Vec<u32>],
+    source: &str,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Activations> {
+    let mut hook = Capture { acts: Activations { source: source.to_string(), ..Activations::default() } };
+    for (i, sample) in ids.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        model.forward(sample, &mut hook)?;
+        hook.acts.samples += 1;
+        hook.acts.tokens += sample.len() as u64;
+        progress(i + 1);
+    }
+    Ok(hook.acts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_histogram_keeps_every_count_and_the_range() {
+        let mut h = GrowingHistogram::new();
+        h.add(&[0.1, -0.2, 0.3]);
+        let before = h.half_range;
+        h.add(&[5.0, -7.5, f32::NAN]);
+        assert!(h.half_range > before && h.half_range >= 7.5);
+        let hist = h.histogram();
+        assert_eq!(hist.counts.iter().sum::<u64>(), 5);
+        assert!(hist.lo <= -7.5 && hist.hi >= 5.0 && hist.hi - hist.lo < 2.0 * h.half_range);
+    }
+
+    #[test]
+    fn site_moments_equal_direct_sums_and_the_sample_is_bounded() {
+        let n = 4;
+        let rows = SAMPLE_VALUES / n + 10;
+        let data: Vec<f32> = (0..rows * n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0).collect();
+        let mut s = SiteStats::new(&["a", "b"], n);
+        for chunk in data.chunks(n * 1000) {
+            let x =
+                Tensor::from_slice(chunk, (chunk.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
+            s.add(&x).expect("add");
+        }
+        assert_eq!(s.tokens, rows as u64);
+        assert_eq!(s.sample_rows(), SAMPLE_VALUES / n);
+        let direct: f64 = data.iter().skip(1).step_by(n).map(|&v| f64::from(v) * f64::from(v)).sum();
+        assert!((s.sum_sq[1] - direct).abs() <= 1e-9 * direct);
+        let g: Vec<Vec<f64>> = s.gram.as_ref().expect("gram").to_vec2().expect("vec2");
+        assert!((g[1][1] - direct).abs() <= 1e-9 * direct);
+        assert_eq!(s.absmax[0], data.iter().step_by(n).fold(0f32, |m, v| m.max(v.abs())));
+    }
+}
+
+/// Builds sites by hand for other modules' tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::SiteStats;
+
+    pub fn site(n: usize) -> SiteStats {
+        SiteStats::new(&["layer.weight"], n)
+    }
+
+    pub fn add(site: &mut SiteStats, x: &[f32], n: usize) {
+        let t =
+            candle_core::Tensor::from_slice(x, (x.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
+        site.add(&t).expect("add");
+    }
+}

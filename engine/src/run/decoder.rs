@@ -1,0 +1,255 @@
+//! The Llama / Qwen2 / Mistral decoder as transformers computes it: RMSNorm,
+//! rotary self-attention with grouped key/value heads and a causal mask, SwiGLU
+//! MLP, final norm and `lm_head` (tied to the embeddings when the checkpoint has
+//! none). Qwen2's q/k/v biases are read when stored.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::Hook;
+use super::weights::{Linear, Loader, show};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize)]
+struct Config {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    #[serde(default = "eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "theta")]
+    rope_theta: f64,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    sliding_window: Option<usize>,
+    #[serde(default = "silu")]
+    hidden_act: String,
+}
+
+fn eps() -> f64 {
+    1e-6
+}
+fn theta() -> f64 {
+    10_000.0
+}
+fn silu() -> String {
+    "silu".into()
+}
+
+struct Layer {
+    in_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// A loaded decoder.
+pub struct Decoder {
+    cfg: Config,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// Rotary frequencies 1/θ^(2i/d), after any Llama-3 scaling.
+    inv_freq: Vec<f32>,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Linear,
+}
+
+impl Decoder {
+    pub(crate) fn load(ckpt: &Checkpoint, config_path: &Path, text: &str) -> Result<Self> {
+        let cfg: Config =
+            serde_json::from_str(text).map_err(|e| Error::format(config_path, e.to_string()))?;
+        let bad = |why: String| Error::format(config_path, why);
+        if cfg.hidden_act != "silu" {
+            return Err(bad(format!("hidden_act '{}' is not supported (silu only)", cfg.hidden_act)));
+        }
+        let heads = cfg.num_attention_heads;
+        let kv_heads = cfg.num_key_value_heads.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(bad("num_attention_heads is not a multiple of num_key_value_heads".into()));
+        }
+        let head_dim = cfg.head_dim.unwrap_or(cfg.hidden_size / heads);
+        if !head_dim.is_multiple_of(2) {
+            return Err(bad(format!("head_dim {head_dim} is odd: rotary embeddings need pairs")));
+        }
+        let inv_freq = rotary_frequencies(&cfg, head_dim).map_err(bad)?;
+        let mut l = Loader { ckpt, prefix: String::new(), config: config_path };
+        if !l.has("embed_tokens.weight") {
+            l.prefix = "model.".into();
+        }
+        let embed = l.shaped("embed_tokens.weight", &[cfg.vocab_size, cfg.hidden_size])?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| load_layer(&l, &cfg, i, heads * head_dim, kv_heads * head_dim))
+            .collect::<Result<_>>()?;
+        let norm = l.shaped("norm.weight", &[cfg.hidden_size])?;
+        let head = Loader { ckpt, prefix: String::new(), config: config_path };
+        let lm_head = if head.has("lm_head.weight") {
+            head.linear("lm_head", cfg.vocab_size, cfg.hidden_size)?
+        } else {
+            // Tied: the embedding matrix is the output projection.
+            Linear { name: l.name("embed_tokens.weight")?, w: embed.clone(), b: None }
+        };
+        Ok(Self { cfg, heads, kv_heads, head_dim, inv_freq, embed, layers, norm, lm_head })
+    }
+
+    pub(crate) fn linears(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.all().map(|x| x.name.clone()).collect();
+        v.dedup();
+        v
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Linear> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain(std::iter::once(&self.lm_head))
+    }
+
+    pub(crate) fn weight(&self, name: &str) -> Option<&Tensor> {
+        self.all().find(|x| x.name == name).map(|x| &x.w)
+    }
+
+    /// Next-token logits `[tokens, vocab]`.
+    pub(crate) fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+        let t = ids.len();
+        let ids = Tensor::new(ids, &Device::Cpu)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        let (cos, sin) = self.rotary(t)?;
+        let mask = self.mask(t)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        for l in &self.layers {
+            let h = candle_nn::ops::rms_norm(&x, &l.in_norm, eps)?;
+            show(hook, &[&l.q, &l.k, &l.v], &h)?;
+            let ctx = self.attention(l, &h, &cos, &sin, &mask, hook)?;
+            show(hook, &[&l.o], &ctx)?;
+            x = x.add(&l.o.forward(&ctx, hook)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
+            show(hook, &[&l.gate, &l.up], &h)?;
+            let m = candle_nn::ops::silu(&l.gate.forward(&h, hook)?)?.mul(&l.up.forward(&h, hook)?)?;
+            show(hook, &[&l.down], &m)?;
+            x = x.add(&l.down.forward(&m, hook)?)?;
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        show(hook, &[&self.lm_head], &x)?;
+        self.lm_head.forward(&x, hook)
+    }
+
+    fn attention(
+        &self,
+        l: &Layer,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        hook: &dyn Hook,
+    ) -> candle_core::Result<Tensor> {
+        let t = h.dim(0)?;
+        let hd = self.head_dim;
+        // [tokens, heads·hd] → [1, heads, tokens, hd], the layout rope() takes.
+        let split = |y: Tensor, n: usize| y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous();
+        let q = candle_nn::rotary_emb::rope(&split(l.q.forward(h, hook)?, self.heads)?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&split(l.k.forward(h, hook)?, self.kv_heads)?, cos, sin)?;
+        let v = split(l.v.forward(h, hook)?, self.kv_heads)?;
+        let rep = self.heads / self.kv_heads;
+        let k = repeat_kv(&k, rep)?;
+        let v = repeat_kv(&v, rep)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((t, self.heads * hd))
+    }
+
+    /// cos and sin of every position × frequency, `[tokens, hd/2]`.
+    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+        let inv = Tensor::new(self.inv_freq.as_slice(), &Device::Cpu)?;
+        let pos = Tensor::arange(0u32, t as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let angles = pos.unsqueeze(1)?.broadcast_mul(&inv.unsqueeze(0)?)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    /// 0 where a token may attend, −∞ above the diagonal (and beyond a sliding window).
+    fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
+        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
+        let m: Vec<f32> = (0..t)
+            .flat_map(|i| (0..t).map(move |j| if j > i || i - j >= window { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Tensor::from_vec(m, (t, t), &Device::Cpu)
+    }
+}
+
+/// Each key/value head repeated `rep` times, as transformers' `repeat_kv`.
+fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, n, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.expand((b, n, rep, t, d))?.reshape((b, n * rep, t, d))
+}
+
+/// 1/θ^(2i/d); with `rope_scaling` of type `llama3`, transformers' frequency
+/// smoothing. Other scalings change long contexts only, but are refused rather
+/// than silently ignored.
+fn rotary_frequencies(cfg: &Config, hd: usize) -> std::result::Result<Vec<f32>, String> {
+    let base: Vec<f64> = (0..hd / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)).collect();
+    let Some(scaling) = cfg.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
+        return Ok(base.iter().map(|&f| f as f32).collect());
+    };
+    let kind =
+        scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(|v| v.as_str()).unwrap_or("");
+    if kind == "default" {
+        return Ok(base.iter().map(|&f| f as f32).collect());
+    }
+    if kind != "llama3" {
+        return Err(format!("rope_scaling type '{kind}' is not supported (default, llama3)"));
+    }
+    let num =
+        |k: &str| scaling.get(k).and_then(serde_json::Value::as_f64).ok_or(format!("rope_scaling lacks {k}"));
+    let (factor, low, high) = (num("factor")?, num("low_freq_factor")?, num("high_freq_factor")?);
+    let old = num("original_max_position_embeddings")?;
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    Ok(base
+        .iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            let scaled = if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                (1.0 - smooth) * f / factor + smooth * f
+            };
+            scaled as f32
+        })
+        .collect())
+}
+
+fn load_layer(l: &Loader, cfg: &Config, i: usize, q_out: usize, kv_out: usize) -> Result<Layer> {
+    let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
+    let p = format!("layers.{i}");
+    Ok(Layer {
+        in_norm: l.shaped(&format!("{p}.input_layernorm.weight"), &[h])?,
+        q: l.linear(&format!("{p}.self_attn.q_proj"), q_out, h)?,
+        k: l.linear(&format!("{p}.self_attn.k_proj"), kv_out, h)?,
+        v: l.linear(&format!("{p}.self_attn.v_proj"), kv_out, h)?,
+        o: l.linear(&format!("{p}.self_attn.o_proj"), h, q_out)?,
+        post_norm: l.shaped(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+        gate: l.linear(&format!("{p}.mlp.gate_proj"), m, h)?,
+        up: l.linear(&format!("{p}.mlp.up_proj"), m, h)?,
+        down: l.linear(&format!("{p}.mlp.down_proj"), h, m)?,
+    })
+}

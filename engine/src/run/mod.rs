@@ -1,0 +1,170 @@
+//! Forward passes of the opened model on the CPU (candle), for what weights alone
+//! cannot tell: the inputs each Linear layer sees, and how a quantized layer
+//! changes the model's output.
+//!
+//! The forwards are written here with candle-nn building blocks rather than taken
+//! from candle-transformers, because its models have no way to see a Linear's
+//! input or to swap one weight: every Linear goes through [`Hook`], which the
+//! capture ([`capture`]) and the sensitivity runs use. Tests prove the outputs
+//! equal candle-transformers' models (and transformers', `tests/python/`).
+//!
+//! Supported: the BERT family (`bert`) and the Llama / Qwen2 / Mistral family
+//! (`decoder`); anything else is refused with one line, and every weight-only
+//! feature keeps working without a forward.
+
+pub mod act_quant;
+pub mod bert;
+pub mod capture;
+pub mod decoder;
+pub mod inputs;
+pub mod output_error;
+pub mod sensitivity;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+pub use capture::{Activations, SiteStats, capture};
+pub use inputs::{BUILTIN_TEXT, read_samples};
+
+/// At most this many tokens per sample (docs/numerics.md, "Running the model").
+pub const MAX_TOKENS: usize = 128;
+
+/// Sees every Linear layer's input and may replace its weight.
+pub trait Hook {
+    /// `x` (`[tokens, in_features]`) is the input of the Linear layers `layers`
+    /// (weight tensor names); layers fed by the same tensor are named together.
+    fn input(&mut self, layers: &[&str], x: &Tensor) -> candle_core::Result<()> {
+        let _ = (layers, x);
+        Ok(())
+    }
+    /// The weight to use for `layer` instead of the float one.
+    fn weight(&self, layer: &str) -> Option<&Tensor> {
+        let _ = layer;
+        None
+    }
+}
+
+/// The float model, untouched.
+pub struct NoHook;
+impl Hook for NoHook {}
+
+/// What the model's output is, which decides the end-to-end measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Last hidden state `[tokens, hidden]`.
+    Encoder,
+    /// Next-token logits `[tokens, vocab]`.
+    Decoder,
+}
+
+enum Net {
+    Bert(bert::Bert),
+    Decoder(decoder::Decoder),
+}
+
+/// A model that can run: weights as candle tensors (f32), config and tokenizer.
+pub struct Model {
+    net: Net,
+    /// None when the folder has no tokenizer.json (ids can still be run).
+    tokenizer: Option<tokenizers::Tokenizer>,
+    /// The model folder (config.json, tokenizer.json).
+    pub dir: PathBuf,
+}
+
+impl Model {
+    /// Loads the forward for `ckpt`'s folder: config.json decides the
+    /// architecture, tokenizer.json the tokenizer. Unsupported architectures
+    /// and missing files are one-line errors naming the file.
+    pub fn load(ckpt: &Checkpoint) -> Result<Self> {
+        let dir = ckpt.dir.clone();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&config_path, e.to_string()))?;
+        let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let net = match model_type {
+            "bert" => Net::Bert(bert::Bert::load(ckpt, &config_path, &text)?),
+            "llama" | "qwen2" | "mistral" => Net::Decoder(decoder::Decoder::load(ckpt, &config_path, &text)?),
+            other => {
+                let other = if other.is_empty() { "none given" } else { other };
+                return Err(Error::format(
+                    &config_path,
+                    format!(
+                        "model_type '{other}' cannot be run (supported: bert, llama, qwen2, mistral); \
+                         weight analysis still works"
+                    ),
+                ));
+            }
+        };
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = if tok_path.is_file() { Some(load_tokenizer(&tok_path)?) } else { None };
+        Ok(Self { net, tokenizer, dir })
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.net {
+            Net::Bert(_) => Kind::Encoder,
+            Net::Decoder(_) => Kind::Decoder,
+        }
+    }
+
+    /// Every Linear layer's weight name, in forward order.
+    pub fn linears(&self) -> Vec<String> {
+        match &self.net {
+            Net::Bert(m) => m.linears(),
+            Net::Decoder(m) => m.linears(),
+        }
+    }
+
+    /// The float weight of a Linear layer (`[out, in]`).
+    pub fn weight(&self, layer: &str) -> Option<&Tensor> {
+        match &self.net {
+            Net::Bert(m) => m.weight(layer),
+            Net::Decoder(m) => m.weight(layer),
+        }
+    }
+
+    /// Token ids of one sample: special tokens added, at most [`MAX_TOKENS`], no padding.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        let path = self.dir.join("tokenizer.json");
+        let Some(tok) = &self.tokenizer else {
+            return Err(Error::format(path, "missing: cannot tokenize the inputs without it"));
+        };
+        let enc = tok.encode(text, true).map_err(|e| Error::format(&path, e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// One sample through the model: the last hidden state (encoders) or the
+    /// logits (decoders), `[tokens, ·]`.
+    pub fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> Result<Tensor> {
+        let out = match &self.net {
+            Net::Bert(m) => m.forward(ids, hook),
+            Net::Decoder(m) => m.forward(ids, hook),
+        };
+        out.map_err(|e| self.error(&e))
+    }
+
+    /// A candle failure as a one-line error naming the model folder.
+    pub(crate) fn error(&self, e: &candle_core::Error) -> Error {
+        candle_error(&self.dir, e)
+    }
+}
+
+pub(crate) fn candle_error(dir: &Path, e: &candle_core::Error) -> Error {
+    let line = e.to_string().lines().next().unwrap_or_default().to_string();
+    Error::format(dir, format!("forward pass failed: {line}"))
+}
+
+fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::format(path, e.to_string()))?;
+    // Each sample runs alone: padding would add tokens the statistics must not see.
+    tok.with_padding(None);
+    let trunc = tokenizers::TruncationParams { max_length: MAX_TOKENS, ..Default::default() };
+    tok.with_truncation(Some(trunc)).map_err(|e| Error::format(path, e.to_string()))?;
+    Ok(tok)
+}

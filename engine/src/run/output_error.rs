@@ -1,0 +1,96 @@
+//! Output-aware weight error: Σ‖(W − W′)x‖² over every captured token, from the
+//! second moments alone (docs/numerics.md, "Output SQNR"):
+//!
+//! Σ_t ‖ΔW x_t‖² = tr(ΔW G ΔWᵀ) with G = Σ_t x_t x_tᵀ,
+//!
+//! exact for the inputs seen. Without G (in_features > 4096) the diagonal of G
+//! (Σx_j²) gives the estimate that assumes uncorrelated channels, and says so.
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use super::capture::{Activations, SiteStats};
+use crate::analyze::{Options, analyze};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::format::WorkDtype;
+use crate::scheme::Scheme;
+
+/// One layer's output signal and error over the captured tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct OutputError {
+    /// Σ‖W x‖².
+    pub signal: f64,
+    /// Σ‖(W − W′) x‖².
+    pub noise: f64,
+    /// From the full Σxxᵀ (true) or its diagonal (false).
+    pub exact: bool,
+}
+
+impl OutputError {
+    /// 10·log10(signal / noise); +∞ when W′ = W on every direction the inputs took.
+    pub fn sqnr_db(&self) -> f64 {
+        if self.noise == 0.0 { f64::INFINITY } else { 10.0 * (self.signal / self.noise).log10() }
+    }
+}
+
+/// Σ over rows of w G wᵀ for `w` `[out, in]`.
+fn quadratic(w: Vec<f64>, site: &SiteStats) -> candle_core::Result<f64> {
+    let n = site.in_features;
+    if let Some(g) = &site.gram {
+        let rows = w.len() / n;
+        let w = Tensor::from_vec(w, (rows, n), &Device::Cpu)?;
+        return w.matmul(g)?.mul(&w)?.sum_all()?.to_scalar::<f64>();
+    }
+    Ok(w.chunks_exact(n).map(|row| row.iter().zip(&site.sum_sq).map(|(v, s)| v * v * s).sum::<f64>()).sum())
+}
+
+/// The output error of replacing `w` by `w_q` (both `[out, in]`) under `site`'s inputs.
+pub fn output_error(w: &[f32], w_q: &[f32], site: &SiteStats) -> candle_core::Result<OutputError> {
+    let n = site.in_features;
+    if n == 0 || w.len() != w_q.len() || !w.len().is_multiple_of(n) {
+        candle_core::bail!("weight of {} elements does not fit inputs of width {n}", w.len());
+    }
+    // Widened before subtracting, so every ΔW element is exact.
+    let delta = w.iter().zip(w_q).map(|(a, b)| f64::from(*a) - f64::from(*b)).collect();
+    let signal = quadratic(w.iter().map(|&v| f64::from(v)).collect(), site)?;
+    Ok(OutputError { signal, noise: quadratic(delta, site)?, exact: site.gram.is_some() })
+}
+
+/// `layer` of `ckpt` quantized under `scheme` (in its own working dtype, as
+/// `report` does), measured on its captured input.
+pub fn layer_output_error(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    layer: &str,
+    scheme: &Scheme,
+) -> Result<OutputError> {
+    let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
+    let info = ckpt.tensor(layer)?;
+    let w = ckpt.load_f32(layer)?;
+    let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), ..Options::default() };
+    let res = analyze(&w, &info.shape, scheme, &opts)?;
+    let w_q = res.dequantized.ok_or_else(|| Error::NotFound(format!("{layer} (no R')")))?;
+    output_error(&w, &w_q, site).map_err(|e| Error::Tensor {
+        path: ckpt.path.clone(),
+        tensor: layer.to_string(),
+        reason: format!("output error: {e}"),
+    })
+}
+
+/// Sets `metrics.output_sqnr_db` of every analyzed record whose layer has a
+/// captured input (`quantscope report --inputs`).
+pub fn add_output_sqnr(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    scheme: &Scheme,
+    records: &mut [crate::report::TensorReport],
+) -> Result<()> {
+    for r in records {
+        let Some(m) = r.metrics.as_mut() else { continue };
+        if acts.site(&r.name).is_some() {
+            m.output_sqnr_db = Some(layer_output_error(ckpt, acts, &r.name, scheme)?.sqnr_db());
+        }
+    }
+    Ok(())
+}

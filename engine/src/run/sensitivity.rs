@@ -1,0 +1,275 @@
+//! End-to-end sensitivity: quantize one Linear layer alone under a scheme, run
+//! every sample, and measure how far the model's output moves from the float
+//! model's (docs/numerics.md, "End-to-end sensitivity"); then every layer
+//! quantized together. Encoders: cosine and MSE of the pooled embedding;
+//! decoders: KL of the next-token distribution.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{D, Device, Tensor};
+use serde::Serialize;
+
+use super::{Hook, Kind, Model, NoHook};
+use crate::analyze::{Options, analyze};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::format::WorkDtype;
+use crate::scheme::Scheme;
+
+/// How far the quantized model's output is from the float model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct EndToEnd {
+    /// Mean over samples of cos(pooled float, pooled quantized) (encoders).
+    pub cosine: Option<f64>,
+    /// Mean over samples and dimensions of the squared difference of the pooled embeddings (encoders).
+    pub mse: Option<f64>,
+    /// Mean over tokens of KL(float ‖ quantized) of the next-token distribution (decoders).
+    pub kl: Option<f64>,
+}
+
+/// The float model's outputs, computed once.
+pub struct Reference {
+    kind: Kind,
+    ids: Vec<Vec<u32>>,
+    /// Per sample: the pooled embedding `[hidden]` (encoders) or log-probabilities `[tokens, vocab]`.
+    outputs: Vec<Tensor>,
+}
+
+/// Replaces the weights of some layers.
+struct Swap<'a>(&'a HashMap<String, Tensor>);
+
+impl Hook for Swap<'_> {
+    fn weight(&self, layer: &str) -> Option<&Tensor> {
+        self.0.get(layer)
+    }
+}
+
+fn measure(kind: Kind, out: &Tensor) -> candle_core::Result<Tensor> {
+    match kind {
+        Kind::Encoder => out.mean(0),
+        Kind::Decoder => candle_nn::ops::log_softmax(out, D::Minus1),
+    }
+}
+
+impl Reference {
+    /// Runs the float model over `ids` once.
+    pub fn new(model: &Model, ids: Vec<Vec<u32>>) -> Result<Self> {
+        let kind = model.kind();
+        let outputs = ids
+            .iter()
+            .map(|s| measure(kind, &model.forward(s, &mut NoHook)?).map_err(|e| model.error(&e)))
+            .collect::<Result<_>>()?;
+        Ok(Self { kind, ids, outputs })
+    }
+
+    pub fn samples(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.ids.iter().map(Vec::len).sum()
+    }
+
+    /// The output change with `weights` (layer → W′) in place of the float ones.
+    pub fn compare(
+        &self,
+        model: &Model,
+        weights: &HashMap<String, Tensor>,
+        cancel: &AtomicBool,
+    ) -> Result<EndToEnd> {
+        let mut hook = Swap(weights);
+        let (mut cos, mut sq, mut dims, mut kl, mut tokens) = (0f64, 0f64, 0usize, 0f64, 0usize);
+        for (ids, reference) in self.ids.iter().zip(&self.outputs) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            let out = model.forward(ids, &mut hook)?;
+            let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
+            let (a, b) = (to_f64(reference, model)?, to_f64(&q, model)?);
+            match self.kind {
+                Kind::Encoder => {
+                    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+                    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    cos +=
+                        if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
+                    sq += a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+                    dims += a.len();
+                }
+                Kind::Decoder => {
+                    // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
+                    kl += a
+                        .iter()
+                        .zip(&b)
+                        .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
+                        .sum::<f64>();
+                    tokens += ids.len();
+                }
+            }
+        }
+        let n = self.ids.len().max(1) as f64;
+        Ok(match self.kind {
+            Kind::Encoder => EndToEnd { cosine: Some(cos / n), mse: Some(sq / dims.max(1) as f64), kl: None },
+            Kind::Decoder => EndToEnd { cosine: None, mse: None, kl: Some(kl / tokens.max(1) as f64) },
+        })
+    }
+}
+
+fn to_f64(t: &Tensor, model: &Model) -> Result<Vec<f64>> {
+    let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| model.error(&e))?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
+
+/// W′ of `layer` under `scheme` (in its working dtype, as `report` and a save compute it) as a tensor.
+pub fn quantized_weight(
+    ckpt: &Checkpoint,
+    layer: &str,
+    scheme: &Scheme,
+) -> Result<(Tensor, crate::metrics::Metrics)> {
+    let info = ckpt.tensor(layer)?;
+    let w = ckpt.load_f32(layer)?;
+    let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), ..Options::default() };
+    let res = analyze(&w, &info.shape, scheme, &opts)?;
+    let metrics = res.metrics;
+    let wq = res.dequantized.ok_or_else(|| Error::NotFound(format!("{layer} (no R')")))?;
+    let t = Tensor::from_vec(wq, info.shape.as_slice(), &Device::Cpu).map_err(|e| Error::Tensor {
+        path: ckpt.path.clone(),
+        tensor: layer.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((t, metrics))
+}
+
+/// One layer's row of the sensitivity table.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRow {
+    pub name: String,
+    /// The plain weight SQNR, as `report` gives it (null when lossless).
+    #[serde(serialize_with = "finite_or_null")]
+    pub weight_sqnr_db: f64,
+    /// From the captured moments (null when lossless).
+    #[serde(serialize_with = "finite_or_null")]
+    pub output_sqnr_db: f64,
+    pub end_to_end: EndToEnd,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
+fn finite_or_null<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
+}
+
+/// The whole experiment: every layer alone, then all together.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensitivityReport {
+    pub samples: usize,
+    pub tokens: usize,
+    pub layers: Vec<LayerRow>,
+    pub all_layers: EndToEnd,
+    /// Spearman's ρ between the end-to-end ranking and the weight-SQNR ranking.
+    pub spearman_weight_vs_end_to_end: Option<f64>,
+}
+
+/// The end-to-end damage as one number, larger = worse: 1 − cosine or KL.
+pub fn damage(e: &EndToEnd) -> f64 {
+    e.kl.or(e.cosine.map(|c| 1.0 - c)).unwrap_or(f64::NAN)
+}
+
+/// What one sensitivity run needs: the model, its float activations and outputs, the scheme.
+pub struct Job<'a> {
+    pub ckpt: &'a Checkpoint,
+    pub model: &'a Model,
+    pub acts: &'a super::Activations,
+    pub reference: &'a Reference,
+    pub scheme: &'a Scheme,
+}
+
+impl Job<'_> {
+    /// Runs the experiment for `layers` (weight names of Linear layers).
+    /// `progress(done, total)` counts layer runs (+1 for all together).
+    pub fn run(
+        &self,
+        layers: &[String],
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<SensitivityReport> {
+        let Job { ckpt, model, acts, reference, scheme } = *self;
+        let total = layers.len() + 1;
+        let mut rows = Vec::with_capacity(layers.len());
+        let mut all = HashMap::new();
+        for (i, name) in layers.iter().enumerate() {
+            let (wq, metrics) = quantized_weight(ckpt, name, scheme)?;
+            let output_sqnr_db = super::output_error::layer_output_error(ckpt, acts, name, scheme)?.sqnr_db();
+            let one = HashMap::from([(name.clone(), wq.clone())]);
+            let end_to_end = reference.compare(model, &one, cancel)?;
+            all.insert(name.clone(), wq);
+            rows.push(LayerRow {
+                name: name.clone(),
+                weight_sqnr_db: metrics.sqnr_db,
+                output_sqnr_db,
+                end_to_end,
+            });
+            progress(i + 1, total);
+        }
+        let all_layers = reference.compare(model, &all, cancel)?;
+        progress(total, total);
+        let weight: Vec<f64> = rows.iter().map(|r| -r.weight_sqnr_db).collect();
+        let e2e: Vec<f64> = rows.iter().map(|r| damage(&r.end_to_end)).collect();
+        Ok(SensitivityReport {
+            samples: reference.samples(),
+            tokens: reference.tokens(),
+            spearman_weight_vs_end_to_end: spearman(&weight, &e2e),
+            layers: rows,
+            all_layers,
+        })
+    }
+}
+
+/// Spearman's rank correlation (average ranks for ties); None under 2 items or a NaN.
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|v| v.is_nan()) {
+        return None;
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let mean = f64::midpoint(n, 1.0);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - mean) * (y - mean)).sum();
+    let va: f64 = ra.iter().map(|x| (x - mean).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mean).powi(2)).sum();
+    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut r = vec![0.0; v.len()];
+    let mut k = 0;
+    while k < idx.len() {
+        let mut end = k;
+        while end + 1 < idx.len() && v[idx[end + 1]] == v[idx[k]] {
+            end += 1;
+        }
+        let avg = (k + end) as f64 / 2.0 + 1.0;
+        for &i in &idx[k..=end] {
+            r[i] = avg;
+        }
+        k = end + 1;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_of_known_rankings() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // d = (0, 1, 1, 0... ): ranks [1,2,3,4] vs [1,3,2,4] → 1 − 6·2/(4·15) = 0.8.
+        let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).expect("rho");
+        assert!((r - 0.8).abs() < 1e-12);
+        assert_eq!(ranks(&[5.0, 1.0, 5.0]), [2.5, 1.0, 2.5]);
+        assert_eq!(spearman(&[1.0], &[1.0]), None);
+    }
+}

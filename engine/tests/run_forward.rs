@@ -1,0 +1,323 @@
+//! The forwards of `engine/src/run` against candle-transformers' own models (same
+//! weights, same ids), and the output-aware error against a direct sum over the
+//! captured inputs. Tiny random BERT and Llama checkpoints are written here; the
+//! real MiniLM is used when `sample-models/minilm` is present.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use quantscope_engine::run::{Hook, Model, NoHook, output_error};
+use quantscope_engine::{Checkpoint, Scheme};
+
+/// Deterministic values in [−scale, scale).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Writes `tensors` (name → shape; norms get 1 ± small) as model.safetensors + config.json.
+fn write_model(dir: &Path, config: &str, shapes: &[(String, Vec<usize>)]) -> HashMap<String, Tensor> {
+    let mut map = HashMap::new();
+    let mut raw: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for (i, (name, shape)) in shapes.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let norm = name.contains("norm") || name.contains("LayerNorm");
+        let mut v = values(n, i as u64 + 1, if norm { 0.1 } else { 0.5 });
+        if norm && name.ends_with("weight") {
+            for x in &mut v {
+                *x += 1.0;
+            }
+        }
+        raw.push((name.clone(), bytemuck_bytes(&v), shape.clone()));
+        map.insert(name.clone(), Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).expect("tensor"));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = raw
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).expect("write");
+    std::fs::write(dir.join("config.json"), config).expect("config");
+    map
+}
+
+fn bytemuck_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().expect("flat").to_vec1().expect("vec");
+    let b: Vec<f32> = b.flatten_all().expect("flat").to_vec1().expect("vec");
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+const BERT_CONFIG: &str = r#"{"model_type": "bert", "architectures": ["BertModel"], "vocab_size": 50,
+  "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 24,
+  "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "max_position_embeddings": 32, "type_vocab_size": 2,
+  "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0}"#;
+
+fn bert_shapes() -> Vec<(String, Vec<usize>)> {
+    let (h, m) = (16, 24);
+    let mut s = vec![
+        ("embeddings.word_embeddings.weight".to_string(), vec![50, h]),
+        ("embeddings.position_embeddings.weight".to_string(), vec![32, h]),
+        ("embeddings.token_type_embeddings.weight".to_string(), vec![2, h]),
+        ("embeddings.LayerNorm.weight".to_string(), vec![h]),
+        ("embeddings.LayerNorm.bias".to_string(), vec![h]),
+    ];
+    for i in 0..2 {
+        let p = format!("encoder.layer.{i}");
+        for (n, o, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", m, h),
+            ("output.dense", h, m),
+        ] {
+            s.push((format!("{p}.{n}.weight"), vec![o, inp]));
+            s.push((format!("{p}.{n}.bias"), vec![o]));
+        }
+        for n in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            s.push((format!("{p}.{n}.weight"), vec![h]));
+            s.push((format!("{p}.{n}.bias"), vec![h]));
+        }
+    }
+    s
+}
+
+fn candle_bert(map: HashMap<String, Tensor>, config: &str, ids: &[u32]) -> Tensor {
+    use candle_transformers::models::bert::{BertModel, Config};
+    let cfg: Config = serde_json::from_str(config).expect("config");
+    let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+    let model = BertModel::load(vb, &cfg).expect("load");
+    let ids = Tensor::new(ids, &Device::Cpu).expect("ids").unsqueeze(0).expect("batch");
+    let types = ids.zeros_like().expect("types");
+    model.forward(&ids, &types, None).expect("forward").squeeze(0).expect("squeeze")
+}
+
+#[test]
+fn bert_forward_equals_candle_transformers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let map = write_model(dir.path(), BERT_CONFIG, &bert_shapes());
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    assert_eq!(model.linears().len(), 12);
+    let ids = [1u32, 7, 3, 49, 0, 12, 2];
+    let ours = model.forward(&ids, &mut NoHook).expect("forward");
+    let theirs = candle_bert(map, BERT_CONFIG, &ids);
+    assert_eq!(ours.dims(), &[7, 16]);
+    let d = max_rel_diff(&ours, &theirs);
+    assert!(d < 1e-5, "relative difference {d}");
+}
+
+fn llama_config(kv: usize, tie: bool) -> String {
+    format!(
+        r#"{{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 40, "hidden_size": 32,
+  "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": {kv},
+  "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": {tie},
+  "hidden_act": "silu"}}"#
+    )
+}
+
+fn llama_shapes(kv: usize, tie: bool) -> Vec<(String, Vec<usize>)> {
+    let (h, m, hd) = (32, 48, 8);
+    let mut s = vec![
+        ("model.embed_tokens.weight".to_string(), vec![40, h]),
+        ("model.norm.weight".to_string(), vec![h]),
+    ];
+    if !tie {
+        s.push(("lm_head.weight".to_string(), vec![40, h]));
+    }
+    for i in 0..2 {
+        let p = format!("model.layers.{i}");
+        s.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        s.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        for (n, o, inp) in [
+            ("self_attn.q_proj", 4 * hd, h),
+            ("self_attn.k_proj", kv * hd, h),
+            ("self_attn.v_proj", kv * hd, h),
+            ("self_attn.o_proj", h, 4 * hd),
+            ("mlp.gate_proj", m, h),
+            ("mlp.up_proj", m, h),
+            ("mlp.down_proj", h, m),
+        ] {
+            s.push((format!("{p}.{n}.weight"), vec![o, inp]));
+        }
+    }
+    s
+}
+
+#[test]
+fn llama_forward_equals_candle_transformers() {
+    use candle_transformers::models::llama::{Cache, Llama, LlamaConfig};
+    for (kv, tie) in [(2, false), (4, true)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = llama_config(kv, tie);
+        let map = write_model(dir.path(), &config, &llama_shapes(kv, tie));
+        let ckpt = Checkpoint::open(dir.path()).expect("open");
+        let model = Model::load(&ckpt).expect("load");
+        let ids = [1u32, 17, 5, 39, 8, 8, 22, 3, 0];
+        let ours = model.forward(&ids, &mut NoHook).expect("forward");
+        assert_eq!(ours.dims(), &[9, 40]);
+
+        let cfg: LlamaConfig = serde_json::from_str(&config).expect("config");
+        let cfg = cfg.into_config(false);
+        let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+        let llama = Llama::load(vb, &cfg).expect("load");
+        // Their forward gives the last position's logits; run every prefix to see each row.
+        for t in [1, 4, ids.len()] {
+            let mut cache = Cache::new(false, DType::F32, &cfg, &Device::Cpu).expect("cache");
+            let x = Tensor::new(&ids[..t], &Device::Cpu).expect("ids").unsqueeze(0).expect("batch");
+            let theirs = llama.forward(&x, 0, &mut cache).expect("forward").squeeze(0).expect("row");
+            let d = max_rel_diff(&ours.i(t - 1).expect("row"), &theirs);
+            assert!(d < 1e-5, "kv {kv} tie {tie} position {t}: relative difference {d}");
+        }
+    }
+}
+
+/// Keeps every input of one layer, to sum ‖ΔW x‖² directly.
+struct Keep {
+    layer: String,
+    xs: Vec<Vec<f32>>,
+}
+
+impl Hook for Keep {
+    fn input(&mut self, layers: &[&str], x: &Tensor) -> candle_core::Result<()> {
+        if layers.contains(&self.layer.as_str()) {
+            self.xs.extend(x.to_vec2::<f32>()?);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn output_error_from_moments_equals_the_direct_sum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_model(dir.path(), BERT_CONFIG, &bert_shapes());
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    let samples: Vec<Vec<u32>> = vec![vec![1, 7, 3, 49], vec![2, 2, 9, 31, 44, 5], vec![0, 1]];
+    let acts = quantscope_engine::run::capture::capture_ids(&model, &samples, "test").expect("capture");
+    assert_eq!(acts.tokens, 12);
+    for layer in ["encoder.layer.0.attention.self.key.weight", "encoder.layer.1.output.dense.weight"] {
+        let scheme: Scheme = "int4:tensor:minmax".parse().expect("scheme");
+        let got = output_error::layer_output_error(&ckpt, &acts, layer, &scheme).expect("output error");
+        assert!(got.exact);
+        let mut keep = Keep { layer: layer.to_string(), xs: Vec::new() };
+        for ids in &samples {
+            model.forward(ids, &mut keep).expect("forward");
+        }
+        assert_eq!(keep.xs.len(), 12);
+        let w = ckpt.load_f32(layer).expect("w");
+        let opts = quantscope_engine::Options { keep_dequantized: true, ..Default::default() };
+        let info = ckpt.tensor(layer).expect("info");
+        let wq = quantscope_engine::analyze(&w, &info.shape, &scheme, &opts)
+            .expect("analyze")
+            .dequantized
+            .expect("R'");
+        let n = info.shape[1];
+        let (mut signal, mut noise) = (0f64, 0f64);
+        for x in &keep.xs {
+            for (row, row_q) in w.chunks(n).zip(wq.chunks(n)) {
+                let y: f64 = row.iter().zip(x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                let e: f64 = row
+                    .iter()
+                    .zip(row_q)
+                    .zip(x)
+                    .map(|((a, q), b)| (f64::from(*a) - f64::from(*q)) * f64::from(*b))
+                    .sum();
+                signal += y * y;
+                noise += e * e;
+            }
+        }
+        assert!(noise > 0.0);
+        assert!((got.signal - signal).abs() <= 1e-9 * signal, "{} vs {signal}", got.signal);
+        assert!((got.noise - noise).abs() <= 1e-9 * noise, "{} vs {noise}", got.noise);
+    }
+}
+
+#[test]
+fn unsupported_architectures_are_one_line_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_model(dir.path(), r#"{"model_type": "gpt2"}"#, &[("w".to_string(), vec![2, 2])]);
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    let e = Model::load(&ckpt).err().expect("refused").to_string();
+    assert!(e.contains("config.json") && e.contains("gpt2") && !e.contains('\n'), "{e}");
+    // A config that does not match the weights names the tensor.
+    std::fs::write(dir.path().join("config.json"), BERT_CONFIG).expect("config");
+    let e = Model::load(&ckpt).err().expect("refused").to_string();
+    assert!(e.contains("embeddings.word_embeddings.weight") && !e.contains('\n'), "{e}");
+}
+
+fn minilm() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-models/minilm");
+    let found = dir.join("model.safetensors").is_file();
+    assert!(
+        found || std::env::var_os("QUANTSCOPE_REQUIRE_MINILM").is_none(),
+        "MiniLM is required here: run sample-models/fetch-minilm.sh"
+    );
+    found.then_some(dir)
+}
+
+#[test]
+fn minilm_tokens_and_output_equal_candle_transformers() {
+    let Some(dir) = minilm() else { return };
+    let ckpt = Checkpoint::open(&dir).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    // [CLS] hello world ! [SEP], no padding to 128.
+    assert_eq!(model.tokenize("Hello world!").expect("ids"), [101, 7592, 2088, 999, 102]);
+    let long = "word ".repeat(400);
+    assert_eq!(model.tokenize(&long).expect("ids").len(), 128);
+    let map: HashMap<String, Tensor> = ckpt
+        .tensors()
+        .iter()
+        .filter(|t| t.is_quantizable())
+        .map(|t| {
+            let v = ckpt.load_f32(&t.name).expect("load");
+            (t.name.clone(), Tensor::from_vec(v, t.shape.as_slice(), &Device::Cpu).expect("tensor"))
+        })
+        .collect();
+    let config = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    let ids = model.tokenize("The kettle clicked off just as the phone began to ring.").expect("ids");
+    let ours = model.forward(&ids, &mut NoHook).expect("forward");
+    let d = max_rel_diff(&ours, &candle_bert(map, &config, &ids));
+    assert!(d < 1e-5, "relative difference {d}");
+}
+
+#[test]
+fn minilm_capture_covers_every_linear_and_gives_output_sqnr() {
+    let Some(dir) = minilm() else { return };
+    let ckpt = Checkpoint::open(&dir).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    let samples = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut seen = 0;
+    let acts = quantscope_engine::run::capture(&model, &samples, "builtin", &cancel, &mut |d| seen = d)
+        .expect("capture");
+    assert_eq!((acts.samples, seen), (16, 16));
+    // q/k/v share one input: 4 inputs per layer, 36 Linear layers.
+    assert_eq!(acts.sites.len(), 24);
+    assert_eq!(model.linears().len(), 36);
+    let scheme: Scheme = "int8:channel:minmax".parse().expect("scheme");
+    for layer in model.linears() {
+        let site = acts.site(&layer).expect("captured");
+        assert_eq!(site.tokens, acts.tokens);
+        let e = output_error::layer_output_error(&ckpt, &acts, &layer, &scheme).expect("output error");
+        let db = e.sqnr_db();
+        assert!(e.exact && db.is_finite() && db > 20.0 && db < 80.0, "{layer}: {db}");
+    }
+}
