@@ -100,6 +100,23 @@ pub fn bytes_to_words(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+/// FP4 codes of `[rows, cols]` packed two per byte, the first of each pair in
+/// the low nibble (FORMATS.md §4); an odd last column leaves a zero high nibble.
+pub fn pack_nibbles(codes: &[u8], cols: usize) -> Vec<u8> {
+    codes
+        .chunks(cols.max(1))
+        .flat_map(|row| row.chunks(2).map(|c| (c[0] & 0x0F) | (c.get(1).copied().unwrap_or(0) << 4)))
+        .collect()
+}
+
+/// The inverse of [`pack_nibbles`]: one code byte per element, rows of `cols`.
+pub fn unpack_nibbles(bytes: &[u8], cols: usize) -> Vec<u8> {
+    bytes
+        .chunks(cols.div_ceil(2).max(1))
+        .flat_map(|row| row.iter().flat_map(|b| [b & 0x0F, b >> 4]).take(cols))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,11 +161,7 @@ pub(super) fn part_bytes(e: &Entry, src_shape: &[usize], packed: &mut Packed) ->
         },
         Part::Nibbles => {
             let cols = super::ctformat::input_dim(src_shape);
-            let codes = std::mem::take(&mut packed.codes);
-            let pair = |row: &[u8]| -> Vec<u8> {
-                row.chunks(2).map(|c| (c[0] & 0x0F) | (c.get(1).copied().unwrap_or(0) << 4)).collect()
-            };
-            codes.chunks(cols.max(1)).flat_map(pair).collect()
+            super::bitpack::pack_nibbles(&std::mem::take(&mut packed.codes), cols)
         }
         Part::GlobalScale => packed.global.unwrap_or(1.0).to_le_bytes().to_vec(),
         Part::Offset => {

@@ -159,10 +159,7 @@ fn read_nibbles(t: &TensorInfo, p: &TensorInfo, bytes: &[u8]) -> std::result::Re
     if p.shape != [rows, cols.div_ceil(2)] {
         return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
     }
-    Ok(bytes
-        .chunks(cols.div_ceil(2).max(1))
-        .flat_map(|row| row.iter().flat_map(|b| [b & 0x0F, b >> 4]).take(cols))
-        .collect())
+    Ok(super::bitpack::unpack_nibbles(bytes, cols))
 }
 
 /// The codes (as stored bytes) and zero points of a `pack-quantized` tensor,

@@ -270,7 +270,7 @@ pub(super) fn micro_grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid
     let t = |s: &str| ckpt.tensor(&format!("{}.{s}", layer.module)).map_err(|e| e.to_string());
     let codes: Cow<'a, [u8]> = match layer.kind {
         FormatKind::Mxfp8 => Cow::Borrowed(ckpt.bytes(t("weight")?)),
-        _ => Cow::Owned(ckpt.bytes(t("weight_packed")?).iter().flat_map(|b| [b & 0x0F, b >> 4]).collect()),
+        _ => Cow::Owned(crate::export::bitpack::unpack_nibbles(ckpt.bytes(t("weight_packed")?), cols)),
     };
     let scale = t("weight_scale")?;
     let scales: Vec<f32> = match scale.dtype {
