@@ -54,6 +54,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
         path: None,
         tensors: ckpt.tensors().to_vec(),
         size_bytes: ckpt.size_bytes(),
+        stored: None,
     };
     let mut state = AppState::default();
     state.doc.scheme = scheme;
@@ -62,9 +63,12 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
     state.analysis = Some(Arc::new(Analysis {
         tensor: selected.into(),
         shape: info.shape,
+        scheme_metrics: result.metrics,
         result,
         calibration_ranges: Vec::new(),
         hqq,
+        published: None,
+        showing_published: false,
         elapsed_ms: 1.0,
     }));
     state

@@ -45,6 +45,7 @@ fn plan_state() -> AppState {
         path: None,
         tensors: ckpt.tensors().to_vec(),
         size_bytes: ckpt.size_bytes(),
+        stored: None,
     };
     let mut state = AppState::default();
     state.doc.compare_schemes = schemes();

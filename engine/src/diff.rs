@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::format::WorkDtype;
-use crate::metrics::{ErrorSums, Metrics, SqnrSummary, pair_sums};
+use crate::metrics::{Metrics, SqnrSummary};
 use crate::quantized::{Layer, QuantizedModel, StoredScheme};
 use crate::rank::Item;
 use crate::scheme::Scheme;
@@ -101,20 +101,7 @@ pub struct DiffOptions {
 /// layer's `[out, in]` view).
 pub fn published_metrics(q: &QuantizedModel, layer: &Layer, values: &[f32]) -> crate::Result<Metrics> {
     let d = q.decode(layer)?;
-    let cols = layer.shape[1].max(1);
-    let sums = values
-        .par_chunks(cols)
-        .zip(d.values.par_chunks(cols))
-        .enumerate()
-        .map(|(r, (x, y))| {
-            pair_sums(x, y, |c| {
-                let p = d.params_of(r * cols + c);
-                (p.lo, p.hi)
-            })
-        })
-        .collect::<Vec<_>>();
-    let total = sums.iter().fold(ErrorSums::default(), ErrorSums::merge);
-    Ok(total.metrics())
+    Ok(crate::quantized::view::metrics_against(values, &d))
 }
 
 /// Why a layer cannot be paired with the original's tensor, if it cannot.
@@ -129,24 +116,25 @@ fn pair_problem(orig: &Checkpoint, layer: &Layer) -> Option<String> {
     t.not_quantizable.clone()
 }
 
-/// Compares every quantized layer whose name `keep` accepts with the original.
-pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, opts: &DiffOptions) -> Diff {
-    let mut tensors = Vec::new();
+/// Which quantized layers (whose names `keep` accepts) pair with a tensor of
+/// the original by name and shape, and why every other one, on either side,
+/// does not.
+pub fn pairing<'q>(
+    orig: &Checkpoint,
+    q: &'q QuantizedModel,
+    keep: &dyn Fn(&str) -> bool,
+) -> (Vec<&'q Layer>, Vec<Unpaired>) {
     let mut unpaired: Vec<Unpaired> = q
         .failed
         .iter()
         .filter(|f| keep(&f.tensor))
         .map(|f| Unpaired { name: f.tensor.clone(), reason: f.reason.clone() })
         .collect();
-    let mut buf = Vec::new();
+    let mut paired = Vec::new();
     for layer in q.layers.iter().filter(|l| keep(&l.name)) {
-        if let Some(reason) = pair_problem(orig, layer) {
-            unpaired.push(Unpaired { name: layer.name.clone(), reason });
-            continue;
-        }
-        match compare_layer(orig, q, layer, opts, &mut buf) {
-            Ok(t) => tensors.push(t),
-            Err(e) => unpaired.push(Unpaired { name: layer.name.clone(), reason: e.to_string() }),
+        match pair_problem(orig, layer) {
+            Some(reason) => unpaired.push(Unpaired { name: layer.name.clone(), reason }),
+            None => paired.push(layer),
         }
     }
     // Weights the original has that the quantized checkpoint does not quantize.
@@ -161,6 +149,20 @@ pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, 
                 "not in the quantized checkpoint"
             };
             unpaired.push(Unpaired { name: t.name.clone(), reason: reason.into() });
+        }
+    }
+    (paired, unpaired)
+}
+
+/// Compares every quantized layer whose name `keep` accepts with the original.
+pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, opts: &DiffOptions) -> Diff {
+    let (paired, mut unpaired) = pairing(orig, q, keep);
+    let mut tensors = Vec::new();
+    let mut buf = Vec::new();
+    for layer in paired {
+        match compare_layer(orig, q, layer, opts, &mut buf) {
+            Ok(t) => tensors.push(t),
+            Err(e) => unpaired.push(Unpaired { name: layer.name.clone(), reason: e.to_string() }),
         }
     }
     let totals = totals(&tensors);

@@ -122,14 +122,21 @@ pub fn sweep(
 /// Assembles the matrix and its totals from rows swept one by one (the GUI's
 /// worker sweeps a tensor per turn so that other requests interleave).
 pub fn finish(ckpt: &Checkpoint, tensors: &[usize], schemes: &[Scheme], rows: Vec<Row>) -> Sweep {
+    let labels: Vec<String> = schemes.iter().map(ToString::to_string).collect();
+    finish_labelled(ckpt, tensors, &labels, rows)
+}
+
+/// [`finish`] for columns named by `labels`, one per cell of every row (the
+/// GUI adds a compared checkpoint's published quantization as a column).
+pub fn finish_labelled(ckpt: &Checkpoint, tensors: &[usize], labels: &[String], rows: Vec<Row>) -> Sweep {
     let all = ckpt.tensors();
     let swept: Vec<bool> = (0..all.len()).map(|i| tensors.contains(&i)).collect();
     let other_bytes: u64 =
         all.iter().zip(&swept).filter(|(_, s)| !**s).map(|(t, _)| t.size_bytes as u64).sum();
     let params_total: u64 = all.iter().map(|t| t.numel() as u64).sum();
     let totals =
-        schemes.iter().enumerate().map(|(k, s)| totals_for(s, k, &rows, other_bytes, params_total)).collect();
-    Sweep { schemes: schemes.iter().map(ToString::to_string).collect(), rows, totals }
+        labels.iter().enumerate().map(|(k, s)| totals_for(s, k, &rows, other_bytes, params_total)).collect();
+    Sweep { schemes: labels.to_vec(), rows, totals }
 }
 
 /// One tensor, decoded once (into `buf`, reused across calls), under every
@@ -180,7 +187,7 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
     Row { name: info.name.clone(), params: info.numel() as u64, source_bytes: info.size_bytes as u64, cells }
 }
 
-fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total: u64) -> SchemeTotals {
+fn totals_for(label: &str, k: usize, rows: &[Row], other_bytes: u64, params_total: u64) -> SchemeTotals {
     let ok: Vec<(&Row, &Cell)> =
         rows.iter().filter_map(|r| r.cells[k].as_ref().ok().map(|c| (r, c))).collect();
     let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
@@ -194,7 +201,7 @@ fn totals_for(s: &Scheme, k: usize, rows: &[Row], other_bytes: u64, params_total
     // Tensors a scheme could not take stay in the model unquantized.
     let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
     SchemeTotals {
-        scheme: s.to_string(),
+        scheme: label.to_string(),
         model_bytes: other_bytes + quantized_bytes + failed_bytes,
         quantized_bytes,
         params_quantized,

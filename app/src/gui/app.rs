@@ -275,6 +275,17 @@ impl QuantscopeApp {
             Command::RunModel(inputs) => self.requests.run_model(&mut self.state, inputs),
             Command::CancelRun => self.requests.cancel_run(),
             Command::SetLayerTab(tab) => s.activations.tab = tab,
+            Command::Compare { original, quantized } => {
+                self.requests.compare(&mut self.state, original, quantized)
+            }
+            Command::CloseComparison => self.requests.close_comparison(&mut self.state),
+            Command::ShowPublished(on) => s.compare.show_published = on,
+            Command::OpenPublished(layer) => {
+                s.selected = Some(layer);
+                s.preview = None;
+                s.compare.show_published = true;
+                s.view = super::state::View::Layer;
+            }
             Command::Quit => self.panels.quit_requested = true,
             doc_cmd => self.apply_doc(doc_cmd),
         }
@@ -298,6 +309,16 @@ impl QuantscopeApp {
             DialogPurpose::SaveRecipe => self.apply(Command::SaveRecipe(path)),
             DialogPurpose::LoadRecipe => self.apply(Command::LoadRecipe(path)),
             DialogPurpose::Csv(kind) => self.apply(Command::WriteCsv(kind, path)),
+            DialogPurpose::CompareQuantized => {
+                self.apply(Command::Compare { original: None, quantized: path })
+            }
+            DialogPurpose::CompareOriginal => {
+                let quantized = self.state.model.as_ref().and_then(|m| m.summary.path.clone());
+                match quantized {
+                    Some(q) => self.apply(Command::Compare { original: Some(path), quantized: q }),
+                    None => self.state.error = Some("the open model has no path to compare".into()),
+                }
+            }
             DialogPurpose::Png { rect, .. } => self.panels.pending_png = Some((rect, path)),
         }
     }

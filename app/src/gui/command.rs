@@ -22,6 +22,10 @@ pub enum DialogPurpose {
     SaveRecipe,
     LoadRecipe,
     Csv(CsvKind),
+    /// A quantized checkpoint to compare with the open original.
+    CompareQuantized,
+    /// The original of the open quantized checkpoint.
+    CompareOriginal,
     /// A screenshot of part of the window (`rect`, in points).
     Png {
         what: String,
@@ -111,6 +115,16 @@ pub enum Command {
     RunModel(Option<PathBuf>),
     CancelRun,
     SetLayerTab(LayerTab),
+    /// Pair a quantized checkpoint with its original (None: the open model).
+    Compare {
+        original: Option<PathBuf>,
+        quantized: PathBuf,
+    },
+    CloseComparison,
+    /// The layer view shows the compared checkpoint's R′ (true) or the scheme's.
+    ShowPublished(bool),
+    /// Select `layer` and show its published quantization.
+    OpenPublished(String),
     Quit,
 }
 

@@ -13,7 +13,10 @@ use quantscope_engine::{Options, Scheme};
 use super::command::SaveRequest;
 use super::state::LayerTab;
 use super::state::{AppState, Model, View};
-use super::worker::{ActivationRequest, AnalyzeRequest, CaptureRequest, Request, Response, Source, Worker};
+use super::worker::{
+    ActivationRequest, AnalyzeRequest, CaptureRequest, CompareRequest, CompareSummary, ModelSummary, Request,
+    Response, Source, StoredRequest, Worker,
+};
 
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
@@ -46,6 +49,8 @@ pub struct AnalysisKey {
     pub tensor: String,
     pub scheme: Scheme,
     pub all_calibrations: Option<f64>,
+    /// Whether it shows the compared checkpoint's R′, and which checkpoint.
+    pub published: Option<(std::path::PathBuf, bool)>,
 }
 
 /// What the browser's SQNR column was computed under.
@@ -82,6 +87,9 @@ pub struct Requests {
     capture: Option<InFlight<Option<std::path::PathBuf>>>,
     capture_cancel: Option<Arc<AtomicBool>>,
     activation: Option<InFlight<ActivationKey>>,
+    compare: Option<InFlight<std::path::PathBuf>>,
+    /// The stored layer asked for (an open quantized model).
+    stored: Option<InFlight<String>>,
 }
 
 impl Requests {
@@ -97,6 +105,8 @@ impl Requests {
             capture: None,
             capture_cancel: None,
             activation: None,
+            compare: None,
+            stored: None,
         }
     }
 
@@ -157,6 +167,69 @@ impl Requests {
     pub fn cancel_run(&self) {
         if let Some(c) = &self.capture_cancel {
             c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Pairs a quantized checkpoint with the original (the open model, or
+    /// `original` opened first).
+    pub fn compare(
+        &mut self,
+        state: &mut AppState,
+        original: Option<std::path::PathBuf>,
+        quantized: std::path::PathBuf,
+    ) {
+        let generation = self.next_generation();
+        state.compare.pending = Some(source_name(&Source::Path(quantized.clone())));
+        self.compare = Some(InFlight { generation, key: quantized.clone(), answered: false });
+        self.worker.send(Request::Compare(CompareRequest { generation, original, quantized }));
+    }
+
+    pub fn close_comparison(&mut self, state: &mut AppState) {
+        self.worker.send(Request::CloseComparison);
+        self.compare = None;
+        state.compare = super::state::CompareState::default();
+        self.forget_model_work(state);
+    }
+
+    /// Results that depend on the comparison are asked again.
+    fn forget_model_work(&mut self, state: &mut AppState) {
+        state.sensitivity = super::state::SensitivityState::default();
+        self.analysis = None;
+        self.matrix = None;
+    }
+
+    fn compared(
+        &mut self,
+        state: &mut AppState,
+        generation: u64,
+        result: Result<(Option<ModelSummary>, CompareSummary), String>,
+    ) {
+        if !current(self.compare.as_ref(), generation) {
+            return;
+        }
+        state.compare.pending = None;
+        match result {
+            Ok((model, summary)) => {
+                if let Some(m) = model {
+                    // The original replaced the quantized model: a fresh open.
+                    let path = m.path.clone();
+                    self.open = Some(InFlight {
+                        generation,
+                        key: Source::Path(path.unwrap_or_default()),
+                        answered: false,
+                    });
+                    self.opened(state, generation, Ok(m));
+                }
+                state.status = Some(format!(
+                    "comparing with {}: {} layers paired, {} not",
+                    summary.name,
+                    summary.paired.len(),
+                    summary.unpaired.len()
+                ));
+                state.compare.summary = Some(summary);
+                self.forget_model_work(state);
+            }
+            Err(e) => state.error = Some(format!("Could not compare: {e}")),
         }
     }
 
@@ -228,6 +301,15 @@ impl Requests {
                         }
                     }
                 }
+                Response::Compared { generation, result } => self.compared(state, generation, result),
+                Response::StoredAnalyzed { generation, result } => {
+                    if current(self.stored.as_ref(), generation) {
+                        match result {
+                            Ok(v) => state.stored_view = Some(v),
+                            Err(e) => state.error = Some(e),
+                        }
+                    }
+                }
                 Response::MatrixProgress { generation, done, total } => {
                     if current(self.matrix.as_ref(), generation) {
                         state.sensitivity.progress = Some((done, total));
@@ -275,11 +357,15 @@ impl Requests {
             state.recent.truncate(MAX_RECENT);
         }
         // Start on the first layer a save would quantize, in name order (the
-        // browser's), not on a huge embedding.
+        // browser's), not on a huge embedding; in a quantized checkpoint, on its
+        // first stored layer.
         let first = |pick: &dyn Fn(&quantscope_engine::TensorInfo) -> bool| {
             summary.tensors.iter().filter(|t| pick(t)).map(|t| t.name.clone()).min()
         };
-        state.selected = first(&|t| state.quantized_on_save(t))
+        let stored_first =
+            summary.stored.as_ref().and_then(|s| s.layers.iter().map(|l| l.tensors[0].clone()).min());
+        state.selected = stored_first
+            .or_else(|| first(&|t| state.quantized_on_save(t)))
             .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
         state.model = Some(Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 });
         state.preview = None;
@@ -289,6 +375,10 @@ impl Requests {
         state.sensitivity = super::state::SensitivityState::default();
         state.activations =
             super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
+        state.compare = super::state::CompareState::default();
+        state.stored_view = None;
+        self.compare = None;
+        self.stored = None;
         state.error = None;
         self.capture = None;
         self.activation = None;
@@ -309,6 +399,11 @@ impl Requests {
                 tensor: name.clone(),
                 scheme: state.scheme_for(&name),
                 all_calibrations: state.prefs.show_all_calibrations.then_some(state.doc.percentile),
+                published: state
+                    .compare
+                    .summary
+                    .as_ref()
+                    .map(|c| (c.path.clone(), state.compare.show_published)),
             };
             if !InFlight::asks(self.analysis.as_ref(), &key) {
                 let generation = self.next_generation();
@@ -322,11 +417,13 @@ impl Requests {
                         ..Options::default()
                     },
                     all_calibrations: key.all_calibrations,
+                    show_published: key.published.as_ref().is_some_and(|p| p.1),
                 }));
                 self.analysis = Some(InFlight { generation, key, answered: false });
             }
         }
         self.request_activation(state);
+        self.request_stored(state);
         if matches!(state.view, View::Sensitivity | View::Plan) {
             let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
             let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
@@ -360,6 +457,16 @@ impl Requests {
 }
 
 impl Requests {
+    /// The selected stored layer of an open quantized model.
+    fn request_stored(&mut self, state: &AppState) {
+        let Some(layer) = state.selected_stored().map(|l| l.name.clone()) else { return };
+        if !InFlight::asks(self.stored.as_ref(), &layer) {
+            let generation = self.next_generation();
+            self.worker.send(Request::AnalyzeStored(StoredRequest { generation, layer: layer.clone() }));
+            self.stored = Some(InFlight { generation, key: layer, answered: false });
+        }
+    }
+
     /// The selected layer's input analysis, when its tab shows and a capture has its input.
     fn request_activation(&mut self, state: &AppState) {
         let a = &state.activations;

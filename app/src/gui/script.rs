@@ -7,7 +7,8 @@
 //! selected layer's own), `preview NAME SHORT`, `view layer|sensitivity|plan`,
 //! `schemes SHORT,SHORT,...` (the Sensitivity view's set, the Plan view's candidates),
 //! `matrix` (the sensitivity view's matrix table), `all-calibrations`, `grid`,
-//! `log`, `pick VALUE` (the worked example's R), `save-window`.
+//! `log`, `pick VALUE` (the worked example's R), `save-window`, `compare PATH`
+//! (pair a quantized checkpoint with the open model), `published` (show its R′).
 
 use quantscope_engine::Scheme;
 
@@ -58,6 +59,8 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
                 "log" => Step::Pref(|p| p.log_counts = true),
                 "pick" => Step::Command(Command::PickValue(arg.parse().map_err(|_| format!("pick: {arg}"))?)),
                 "save-window" => Step::Command(Command::ShowSaveWindow),
+                "compare" => Step::Command(Command::Compare { original: None, quantized: arg.into() }),
+                "published" => Step::Command(Command::ShowPublished(true)),
                 _ => return Err(format!("QUANTSCOPE_SCRIPT: unknown step '{step}'")),
             })
         })

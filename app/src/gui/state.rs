@@ -13,8 +13,11 @@ use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
 
-use super::worker::{ActivationView, Analysis, CaptureSummary, ModelSummary};
+use super::worker::{
+    ActivationView, Analysis, CaptureSummary, CompareSummary, ModelSummary, StoredLayerInfo,
+};
 use quantscope_engine::export::ExportSummary;
+use quantscope_engine::quantized::view::StoredView;
 
 /// The undoable part of the state: what a save writes and a recipe records.
 /// Undo and redo swap whole copies of it (it is small).
@@ -131,6 +134,16 @@ pub struct SensitivityState {
     pub error: Option<String>,
 }
 
+/// A quantized checkpoint paired with the open original (File → Compare with…).
+#[derive(Default)]
+pub struct CompareState {
+    pub summary: Option<CompareSummary>,
+    /// The name of a checkpoint being paired, until it pairs or fails.
+    pub pending: Option<String>,
+    /// The layer view shows the published R′ instead of the scheme's.
+    pub show_published: bool,
+}
+
 /// A save in progress or finished.
 #[derive(Default)]
 pub struct SaveState {
@@ -177,6 +190,9 @@ pub struct AppState {
     pub sensitivity: SensitivityState,
     pub save: SaveState,
     pub activations: ActivationsState,
+    pub compare: CompareState,
+    /// The selected stored layer of an open quantized model, alone.
+    pub stored_view: Option<Arc<StoredView>>,
     /// What Undo / Redo would do, for the Edit menu.
     pub undo_label: Option<String>,
     pub redo_label: Option<String>,
@@ -203,6 +219,29 @@ impl AppState {
             Some(p) if p.layer == tensor => p.scheme,
             _ => self.saved_scheme_for(tensor),
         }
+    }
+
+    /// The stored layer the selection is (or is a part of), when the open model
+    /// is a quantized checkpoint.
+    pub fn selected_stored(&self) -> Option<&StoredLayerInfo> {
+        self.model.as_ref()?.summary.stored.as_ref()?.layer_of(self.selected.as_deref()?)
+    }
+
+    /// The selected stored layer's view, if it has arrived.
+    pub fn selected_stored_view(&self) -> Option<&Arc<StoredView>> {
+        let layer = self.selected_stored()?;
+        self.stored_view.as_ref().filter(|v| v.name == layer.name)
+    }
+
+    /// The compared checkpoint's stored scheme for `tensor`, when it pairs it.
+    pub fn published_scheme(&self, tensor: &str) -> Option<&quantscope_engine::quantized::StoredScheme> {
+        self.compare.summary.as_ref()?.stored_of(tensor)
+    }
+
+    /// The scheme `a` was computed under: the published layer's stored one when
+    /// it shows a compared checkpoint's R′, else the layer's shown scheme.
+    pub fn analysis_scheme(&self, a: &Analysis) -> Scheme {
+        if a.showing_published { a.result.scheme } else { self.scheme_for(&a.tensor) }
     }
 
     pub fn selected_info(&self) -> Option<&TensorInfo> {

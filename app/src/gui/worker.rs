@@ -11,6 +11,7 @@
 //! A save runs here too (one tensor at a time, with progress), so the UI thread
 //! never writes a model; analyses asked for meanwhile wait for it to finish.
 
+mod published;
 mod run;
 
 use std::collections::BTreeMap;
@@ -23,13 +24,18 @@ use std::time::Instant;
 
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
+use quantscope_engine::quantized::QuantizedModel;
+use quantscope_engine::quantized::view::{Published, StoredView};
 use quantscope_engine::recipe::Resolved;
 use quantscope_engine::sweep;
 use quantscope_engine::{
-    Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,
-    compare_calibrations,
+    Calibration, Checkpoint, Metrics, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype,
+    analyze, compare_calibrations,
 };
 
+pub use published::{
+    CompareRequest, CompareSummary, PUBLISHED_COLUMN, StoredLayerInfo, StoredRequest, StoredSummary,
+};
 pub use run::{ActivationRequest, ActivationView, CaptureRequest, CaptureSummary};
 
 /// Where a model comes from.
@@ -50,6 +56,8 @@ pub struct AnalyzeRequest {
     pub options: Options,
     /// Also compute every calibration's clip range, percentile at this p.
     pub all_calibrations: Option<f64>,
+    /// Show the compared checkpoint's published R′ instead of the scheme's.
+    pub show_published: bool,
 }
 
 pub enum Request {
@@ -83,6 +91,12 @@ pub enum Request {
     Capture(CaptureRequest),
     /// One layer's input activations under a scheme (needs a capture).
     AnalyzeActivation(ActivationRequest),
+    /// Pair a quantized checkpoint with the original (File → Compare with…).
+    Compare(CompareRequest),
+    /// Drop the compared checkpoint.
+    CloseComparison,
+    /// One stored layer of the open quantized model, alone.
+    AnalyzeStored(StoredRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -93,6 +107,8 @@ pub struct ModelSummary {
     pub path: Option<PathBuf>,
     pub tensors: Vec<TensorInfo>,
     pub size_bytes: usize,
+    /// The model's quantized layers, when someone else quantized it.
+    pub stored: Option<StoredSummary>,
 }
 
 /// One finished analysis.
@@ -104,6 +120,12 @@ pub struct Analysis {
     pub calibration_ranges: Vec<(Calibration, SliceParams)>,
     /// Under HQQ: each slice's real-valued zero point and what rounding it costs.
     pub hqq: Vec<HqqSlice>,
+    /// The compared checkpoint's quantization of this layer, when it has one.
+    pub published: Option<Arc<Published>>,
+    /// Whether `result` is the published quantization (else the scheme's).
+    pub showing_published: bool,
+    /// The scheme's metrics (equal to `result.metrics` unless it shows the published R′).
+    pub scheme_metrics: Metrics,
     pub elapsed_ms: f64,
 }
 
@@ -118,6 +140,8 @@ pub enum Response {
     Capturing { done: usize, total: usize },
     Captured { generation: u64, result: Result<CaptureSummary, String> },
     ActivationAnalyzed { generation: u64, result: Result<Arc<ActivationView>, String> },
+    Compared { generation: u64, result: Result<(Option<ModelSummary>, CompareSummary), String> },
+    StoredAnalyzed { generation: u64, result: Result<Arc<StoredView>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -189,6 +213,12 @@ struct WorkerState {
     scratch: Vec<f32>,
     /// The open model's captured activations.
     activations: Option<Arc<quantscope_engine::run::Activations>>,
+    /// The open model's own quantized layers (someone else quantized it).
+    stored: Option<Arc<QuantizedModel>>,
+    /// A quantized checkpoint paired with the open original.
+    published: Option<Arc<QuantizedModel>>,
+    /// The newest published layer against its original.
+    published_cache: Option<(String, Arc<Published>)>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -243,16 +273,28 @@ impl WorkerState {
             Request::Open { generation, source } => {
                 let result = catch_unwind(AssertUnwindSafe(|| open(source)))
                     .unwrap_or_else(|p| Err(format!("internal error while opening: {}", panic_message(&*p))));
-                let result = result.map(|(ckpt, summary)| {
+                let result = result.map(|(ckpt, mut summary)| {
                     // Only a successful open replaces the current model.
-                    self.ckpt = Some(Arc::new(ckpt));
-                    self.decoded = None;
-                    self.sqnr_column = None;
-                    self.matrix = None;
-                    self.activations = None;
+                    self.replace_model(ckpt);
+                    if let Some((q, stored)) = summary.path.as_deref().and_then(published::detect) {
+                        summary.stored = Some(stored);
+                        self.stored = Some(Arc::new(q));
+                    }
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
+            }
+            Request::Compare(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.compare(&r))).unwrap_or_else(|p| {
+                    Err(format!("internal error while comparing: {}", panic_message(&*p)))
+                });
+                let _ = responses.send(Response::Compared { generation: r.generation, result });
+            }
+            Request::CloseComparison => (self.published, self.published_cache) = (None, None),
+            Request::AnalyzeStored(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.stored_view(&r)))
+                    .unwrap_or_else(|p| Err(format!("internal error while reading: {}", panic_message(&*p))));
+                let _ = responses.send(Response::StoredAnalyzed { generation: r.generation, result });
             }
             Request::SqnrColumn { generation, schemes, default } => {
                 let names = self.ckpt.as_ref().map_or_else(Vec::new, |c| {
@@ -307,6 +349,18 @@ impl WorkerState {
         }
     }
 
+    /// Makes `ckpt` the open model, dropping everything computed for the old one.
+    fn replace_model(&mut self, ckpt: Checkpoint) {
+        self.ckpt = Some(Arc::new(ckpt));
+        self.decoded = None;
+        self.sqnr_column = None;
+        self.matrix = None;
+        self.activations = None;
+        self.stored = None;
+        self.published = None;
+        self.published_cache = None;
+    }
+
     fn values(&mut self, name: &str) -> Result<Arc<Vec<f32>>, String> {
         if let Some((n, v)) = &self.decoded
             && n == name
@@ -342,12 +396,21 @@ impl WorkerState {
         } else {
             Vec::new()
         };
+        let published = self.published_of(&a.tensor, &values, a.options.weight_bins, a.options.error_bins)?;
+        let scheme_metrics = result.metrics;
+        let (result, showing_published) = match &published {
+            Some(p) if a.show_published => (p.result.clone(), true),
+            _ => (result, false),
+        };
         Ok(Arc::new(Analysis {
             tensor: a.tensor.clone(),
             shape,
             result,
             calibration_ranges,
             hqq,
+            published,
+            showing_published,
+            scheme_metrics,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         }))
     }
@@ -393,13 +456,21 @@ impl WorkerState {
         };
         let generation = job.generation;
         let total = job.tensors.len();
+        let compared = self.published.clone();
         if let Some(&i) = job.tensors.get(job.rows.len()) {
             let info = &ckpt.tensors()[i];
             let scratch = &mut self.scratch;
             let row =
                 catch_unwind(AssertUnwindSafe(|| sweep::sweep_tensor(ckpt, info, &job.schemes, scratch)));
             match row {
-                Ok(row) => job.rows.push(row),
+                Ok(mut row) => {
+                    // The compared checkpoint's quantization is one more column.
+                    if let Some(q) = &compared {
+                        let values = ckpt.values(info, scratch).map_err(|e| e.to_string());
+                        row.cells.push(values.and_then(|v| published::published_cell(q, &info.name, v)));
+                    }
+                    job.rows.push(row);
+                }
                 Err(p) => {
                     let msg = format!("internal error while comparing {}: {}", info.name, panic_message(&*p));
                     self.matrix = None;
@@ -415,7 +486,11 @@ impl WorkerState {
             let schemes = std::mem::take(&mut job.schemes);
             let rows = std::mem::take(&mut job.rows);
             self.matrix = None;
-            let result = sweep::finish(ckpt, &tensors, &schemes, rows);
+            let mut labels: Vec<String> = schemes.iter().map(ToString::to_string).collect();
+            if compared.is_some() {
+                labels.push(published::PUBLISHED_COLUMN.to_string());
+            }
+            let result = sweep::finish_labelled(ckpt, &tensors, &labels, rows);
             let _ = responses.send(Response::MatrixDone { generation, result: Ok(Arc::new(result)) });
         }
     }
@@ -433,7 +508,12 @@ fn open(source: Source) -> Result<(Checkpoint, ModelSummary), String> {
             (Checkpoint::from_bytes(&name, bytes).map_err(|e| e.to_string())?, name, None)
         }
     };
-    let summary =
-        ModelSummary { name, path, tensors: ckpt.tensors().to_vec(), size_bytes: ckpt.size_bytes() };
+    let summary = ModelSummary {
+        name,
+        path,
+        tensors: ckpt.tensors().to_vec(),
+        size_bytes: ckpt.size_bytes(),
+        stored: None,
+    };
     Ok((ckpt, summary))
 }

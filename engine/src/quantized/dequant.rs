@@ -87,6 +87,10 @@ pub struct Decoded {
     pub params: Vec<SliceParams>,
     pub map: SliceMap,
     pub cols: usize,
+    /// The working dtype the layer was decoded in (its scales' dtype).
+    pub work: WorkDtype,
+    /// A two-level format's global scale.
+    pub global: Option<f32>,
 }
 
 impl Decoded {
@@ -100,7 +104,7 @@ impl Decoded {
 /// [`dequantize`], keeping the parameters.
 pub fn decode(g: Grid<'_>) -> Result<Decoded> {
     let values = dequantize(&g)?;
-    Ok(Decoded { values, params: g.params, map: g.map, cols: g.cols })
+    Ok(Decoded { values, params: g.params, map: g.map, cols: g.cols, work: g.work, global: g.global })
 }
 
 /// R′ of every element, row-major, computed in parallel by rows.

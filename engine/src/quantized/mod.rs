@@ -16,6 +16,7 @@ pub mod config;
 mod ct;
 pub mod dequant;
 mod gptq;
+pub mod view;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -172,6 +172,18 @@ fn rows_ui(state: &AppState, ui: &mut egui::Ui, rows: &[TensorInfo], short: bool
 }
 
 fn sqnr_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo, saved: bool, out: &mut Vec<Command>) {
+    // A quantized checkpoint's parts show the layer's stored scheme instead.
+    if let Some(l) =
+        state.model.as_ref().and_then(|m| m.summary.stored.as_ref()).and_then(|s| s.layer_of(&t.name))
+    {
+        let text = RichText::new(&l.stored.short).monospace().color(Color32::from_rgb(240, 150, 40));
+        let hover: Vec<String> =
+            super::stored::describe(&l.stored).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        if ui.add(egui::Button::new(text)).on_hover_text(hover.join("\n")).clicked() {
+            out.push(Command::Select(t.name.clone()));
+        }
+        return;
+    }
     let sqnr = state.model.as_ref().and_then(|m| m.sqnr.get(&t.name).copied()).flatten();
     match (&t.not_quantizable, sqnr) {
         (Some(reason), _) => {

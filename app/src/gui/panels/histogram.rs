@@ -163,7 +163,8 @@ impl HistogramPanel {
             });
             return;
         };
-        let scheme = state.scheme_for(&name);
+        // The published R′ is drawn under its own stored scheme.
+        let scheme = state.analysis_scheme(&a);
         header_ui(ui, &a);
         self.toolbar_ui(state, ui, out);
         let r = &a.result;
@@ -206,9 +207,13 @@ impl HistogramPanel {
             self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
             methods_legend_ui(ui, &a.calibration_ranges);
         });
-        let outcome = self.plot_ui(ui, &data);
+        let overlay = a.published.as_ref().filter(|_| a.showing_published);
+        let outcome = self.plot_ui(ui, &data, overlay.and_then(|p| p.dequantized_histogram.as_ref()));
         self.hover_x = outcome.hover_x;
-        self.apply_outcome(&outcome, &name, &scheme, r, out);
+        // The published range is what it is: dragging would edit the scheme, not it.
+        if !a.showing_published {
+            self.apply_outcome(&outcome, &name, &scheme, r, out);
+        }
     }
 
     fn toolbar_ui(&self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
@@ -232,7 +237,9 @@ impl HistogramPanel {
         }
     }
 
-    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>) -> PlotOutcome {
+    /// The histogram; `overlay` (the published R′ over the same bins) is drawn
+    /// over R as a line.
+    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>, overlay: Option<&Histogram>) -> PlotOutcome {
         let hist = d.hist;
         let x_axis = AxisHints::new_x()
             .label("weight value R")
@@ -259,6 +266,9 @@ impl HistogramPanel {
             })
             .show(ui, |plot_ui| {
                 draw_items(plot_ui, d);
+                if let Some(h) = overlay {
+                    plot_ui.line(overlay_line(h, d.log));
+                }
                 plot_interaction(plot_ui, d.lo, d.hi)
             });
         self.rect = Some(response.response.rect);
@@ -344,10 +354,35 @@ impl HistogramPanel {
     }
 }
 
+/// The published R′'s histogram as a step line over R's bars.
+fn overlay_line(h: &Histogram, log: bool) -> egui_plot::Line<'static> {
+    let w = h.bin_width();
+    let y = |c: u64| if log { (c as f64 + 1.0).log10() } else { c as f64 };
+    let pts: Vec<[f64; 2]> = h
+        .counts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &c)| {
+            let x = h.lo + i as f64 * w;
+            [[x, y(c)], [x + w, y(c)]]
+        })
+        .collect();
+    egui_plot::Line::new("published R'", pts).color(Color32::from_rgb(240, 150, 40)).width(1.5)
+}
+
 fn header_ui(ui: &mut egui::Ui, a: &Analysis) {
     ui.horizontal_wrapped(|ui| {
         ui.heading(&a.tensor);
         ui.label(format!("{:?} · {}", a.shape, granularity_label(&a.result.granularity)));
+        if let Some(p) = a.published.as_ref().filter(|_| a.showing_published) {
+            ui.colored_label(
+                Color32::from_rgb(240, 150, 40),
+                format!("published: {} ({})", p.stored.short, p.stored.format),
+            )
+            .on_hover_text(
+                "R against the compared checkpoint's R' (orange line); the error plots use it too",
+            );
+        }
         if let Some(f) = &a.result.fallback {
             ui.colored_label(Color32::from_rgb(230, 160, 40), f);
         }

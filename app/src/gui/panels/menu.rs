@@ -57,6 +57,8 @@ fn file_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         }
     });
     ui.separator();
+    compare_items_ui(state, ui, out);
+    ui.separator();
     ui.add_enabled_ui(state.model.is_some(), |ui| {
         item(ui, out, "Save quantized model…", Command::ShowSaveWindow);
         item(ui, out, "Save recipe…", Command::ShowDialog(DialogPurpose::SaveRecipe));
@@ -64,6 +66,20 @@ fn file_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
     });
     ui.separator();
     item(ui, out, "Quit (Ctrl+Q)", Command::Quit);
+}
+
+/// Compare a published quantization with its original, from either side.
+fn compare_items_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+    let quantized_open = state.model.as_ref().is_some_and(|m| m.summary.stored.is_some());
+    ui.add_enabled_ui(state.model.is_some() && !quantized_open, |ui| {
+        item(ui, out, "Compare with quantized…", Command::ShowDialog(DialogPurpose::CompareQuantized));
+    });
+    ui.add_enabled_ui(quantized_open, |ui| {
+        item(ui, out, "Compare with original…", Command::ShowDialog(DialogPurpose::CompareOriginal));
+    });
+    ui.add_enabled_ui(state.compare.summary.is_some(), |ui| {
+        item(ui, out, "Close comparison", Command::CloseComparison);
+    });
 }
 
 fn edit_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
@@ -121,6 +137,12 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
             None,
         ),
         DialogPurpose::OpenFolder => spec(DialogKind::PickFolder, "Open a model folder", &[], None),
+        DialogPurpose::CompareQuantized => {
+            spec(DialogKind::PickFolder, "The quantized checkpoint to compare with", &[], None)
+        }
+        DialogPurpose::CompareOriginal => {
+            spec(DialogKind::PickFolder, "The original (unquantized) checkpoint", &[], None)
+        }
         DialogPurpose::SaveOutput => {
             spec(DialogKind::SaveFile, "Output folder for the quantized model", &[], Some("quantized"))
         }

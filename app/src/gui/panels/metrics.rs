@@ -30,6 +30,9 @@ impl MetricsPanel {
             return;
         };
         let m: &Metrics = &a.result.metrics;
+        if a.showing_published {
+            ui.colored_label(egui::Color32::from_rgb(240, 150, 40), "Published quantization");
+        }
         ui.label(
             RichText::new(format!("SQNR: {} dB", format_sqnr(Some(m.sqnr_db))))
                 .size(20.0)
@@ -40,6 +43,15 @@ impl MetricsPanel {
         );
         if m.sqnr_db < CATASTROPHIC_DB {
             catastrophe_hint_ui(state, m, ui, out);
+        }
+        if let Some(p) = &a.published {
+            compare_grid_ui(
+                ui,
+                &a.scheme_metrics,
+                &p.result.metrics,
+                &state.scheme_for(&a.tensor).to_string(),
+            );
+            return;
         }
         egui::Grid::new("metrics_grid").num_columns(2).striped(true).show(ui, |ui| {
             metric_row(ui, "MSE", format!("{:.4e}", m.mse), "mean((R − R')²) over finite elements");
@@ -84,6 +96,33 @@ impl MetricsPanel {
             );
         });
     }
+}
+
+/// One metric as text.
+type MetricText = fn(&Metrics) -> String;
+
+/// The scheme's metrics beside the compared checkpoint's published ones.
+fn compare_grid_ui(ui: &mut egui::Ui, own: &Metrics, published: &Metrics, scheme: &str) {
+    egui::Grid::new("metrics_compare").num_columns(3).striped(true).show(ui, |ui| {
+        ui.label("");
+        ui.strong(scheme).on_hover_text("quantscope's scheme for this layer");
+        ui.strong("published").on_hover_text("the compared checkpoint's R' against this original");
+        ui.end_row();
+        let rows: [(&str, MetricText); 6] = [
+            ("SQNR dB", |m| format_sqnr(Some(m.sqnr_db))),
+            ("MSE", |m| format!("{:.4e}", m.mse)),
+            ("max |error|", |m| format!("{:.4e}", m.max_abs_err)),
+            ("cosine", |m| format!("{:.6}", m.cosine)),
+            ("clipped", |m| format!("{:.4} %", m.clipped_fraction * 100.0)),
+            ("rounding error", |m| format!("{:.3e}", m.round_error)),
+        ];
+        for (name, f) in rows {
+            ui.label(name);
+            ui.monospace(f(own));
+            ui.monospace(f(published));
+            ui.end_row();
+        }
+    });
 }
 
 /// Why the error is so large, in the user's terms, with the ways out.

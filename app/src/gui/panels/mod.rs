@@ -17,6 +17,7 @@ pub mod plan;
 pub mod save;
 pub mod scheme;
 pub mod sensitivity;
+pub mod stored;
 pub mod teach;
 pub mod ticks;
 
@@ -38,6 +39,7 @@ pub struct Panels {
     pub histogram: histogram::HistogramPanel,
     pub error_plots: error_plots::ErrorPlotsPanel,
     pub sensitivity: sensitivity::SensitivityPanel,
+    pub stored: stored::StoredPanel,
     pub plan: plan::PlanPanel,
     pub activations: activations::ActivationsPanel,
     pub save: save::SaveWindow,
@@ -78,6 +80,10 @@ impl Panels {
                     // Too-wide content scrolls instead of widening the panel over the plot.
                     egui::ScrollArea::both().auto_shrink(false).show(ui, |ui| {
                         ui.set_max_width(ui.available_width());
+                        if state.selected_stored().is_some() {
+                            stored::StoredPanel::inspector_ui(state, ui, out);
+                            return;
+                        }
                         self.scheme.ui(state, ui, out);
                         ui.separator();
                         self.metrics.ui(state, ui, out);
@@ -93,6 +99,10 @@ impl Panels {
                     .show(ui, |ui| layer_tabs_ui(state, ui, out));
                 if state.activations.tab == LayerTab::Activations {
                     self.activations.ui(state, ui, out);
+                    return;
+                }
+                if state.selected_stored().is_some() {
+                    self.stored.ui(state, ui, out);
                     return;
                 }
                 if state.selected_analysis().is_some() {
@@ -133,6 +143,7 @@ fn banners_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
             }
         });
     }
+    compare_banner_ui(state, ui, out);
     if let Some(p) = &state.preview {
         ui.horizontal_wrapped(|ui| {
             ui.colored_label(
@@ -148,6 +159,34 @@ fn banners_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
             }
         });
     }
+}
+
+/// Which checkpoint is compared with the open original, and what did not pair.
+fn compare_banner_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+    if let Some(name) = &state.compare.pending {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(format!("Pairing {name} with the original…"));
+        });
+    }
+    let Some(c) = &state.compare.summary else { return };
+    ui.horizontal_wrapped(|ui| {
+        ui.colored_label(
+            egui::Color32::from_rgb(240, 150, 40),
+            format!("Compared with {} ({}): {} layers paired", c.name, c.stored.method, c.paired.len()),
+        );
+        if !c.unpaired.is_empty() {
+            let list: Vec<String> = c.unpaired.iter().map(|(n, why)| format!("{n}: {why}")).collect();
+            ui.label(format!("{} not paired", c.unpaired.len())).on_hover_text(list.join("\n"));
+        }
+        let mut show = state.compare.show_published;
+        if ui.checkbox(&mut show, "show published R'").changed() {
+            out.push(Command::ShowPublished(show));
+        }
+        if ui.small_button("Close comparison").clicked() {
+            out.push(Command::CloseComparison);
+        }
+    });
 }
 
 fn status_ui(state: &AppState, ui: &mut egui::Ui) {

@@ -45,9 +45,31 @@ pub fn format_label(f: FormatKind) -> String {
 
 const COMBO_WIDTH: f32 = 130.0;
 
+/// With a compared checkpoint: which R′ the layer view shows.
+fn published_toggle_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+    let Some(stored) = state.selected.as_deref().and_then(|n| state.published_scheme(n)) else { return };
+    let mut show = state.compare.show_published;
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Show");
+        ui.selectable_value(&mut show, false, "this scheme");
+        ui.selectable_value(&mut show, true, format!("published ({})", stored.short)).on_hover_text(format!(
+            "The compared checkpoint's R' for this layer: {} {}-bit, {}{}, {} scales",
+            stored.format,
+            stored.bits,
+            stored.granularity,
+            stored.group_size.map_or(String::new(), |g| format!(" {g}")),
+            stored.scale_dtype
+        ));
+    });
+    if show != state.compare.show_published {
+        out.push(Command::ShowPublished(show));
+    }
+}
+
 impl SchemePanel {
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         ui.heading("Scheme");
+        published_toggle_ui(state, ui, out);
         let selected = state.selected.clone();
         if self.seen_selection != selected {
             // A layer with its own scheme opens on it; any other on the model's.

@@ -14,6 +14,7 @@ use quantscope_engine::sweep::{self, Sweep};
 use super::format_sqnr;
 use crate::gui::command::{Command, CsvKind, DialogPurpose};
 use crate::gui::state::AppState;
+use crate::gui::worker::PUBLISHED_COLUMN;
 
 /// Which table the view shows under the totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,10 +202,8 @@ impl SensitivityPanel {
                             if worst.contains(&r) {
                                 name = name.color(Color32::from_rgb(240, 110, 100)).strong();
                             }
-                            if ui.link(name).on_hover_text("Preview this layer under this scheme").clicked()
-                                && let Ok(scheme) = s.schemes[col].parse()
-                            {
-                                out.push(Command::Preview { layer: item.name.clone(), scheme });
+                            if ui.link(name).on_hover_text("Preview this layer under this scheme").clicked() {
+                                out.extend(open_cell(&s.schemes[col], &item.name));
                             }
                         });
                         row.col(|ui| {
@@ -272,10 +271,8 @@ impl SensitivityPanel {
                         });
                         for (c, scheme) in s.schemes.iter().enumerate() {
                             row.col(|ui| {
-                                if cell_ui(ui, s, r, c, &format!("{name} under {scheme}")).clicked()
-                                    && let Ok(scheme) = scheme.parse()
-                                {
-                                    out.push(Command::Preview { layer: name.clone(), scheme });
+                                if cell_ui(ui, s, r, c, &format!("{name} under {scheme}")).clicked() {
+                                    out.extend(open_cell(scheme, name));
                                 }
                             });
                         }
@@ -284,6 +281,15 @@ impl SensitivityPanel {
         });
         self.matrix_rect = Some(inner.inner_rect);
     }
+}
+
+/// What clicking a layer under a column does: preview the layer under that
+/// scheme, or show the compared checkpoint's published quantization of it.
+fn open_cell(column: &str, layer: &str) -> Option<Command> {
+    if column == PUBLISHED_COLUMN {
+        return Some(Command::OpenPublished(layer.to_string()));
+    }
+    column.parse().ok().map(|scheme| Command::Preview { layer: layer.to_string(), scheme })
 }
 
 /// A scheme's short form on two lines: format and granularity, then calibration.

@@ -27,7 +27,7 @@ impl TeachPanel {
         let Self {} = self;
         ui.heading("How it works");
         let Some(a) = state.selected_analysis() else { return };
-        let scheme = state.scheme_for(&a.tensor);
+        let scheme = state.analysis_scheme(a);
         let r = &a.result;
         if r.params.len() > 1 {
             ui.horizontal(|ui| {
