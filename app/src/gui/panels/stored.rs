@@ -118,8 +118,9 @@ impl StoredPanel {
         let show_grid = state.prefs.show_grid || levels.len() <= MAX_AUTO_LEVELS;
         ui.horizontal_wrapped(|ui| {
             if v.params.len() > 1 {
-                ui.label("grid of slice");
-                ui.add(egui::DragValue::new(&mut self.slice).range(0..=v.params.len() - 1));
+                let label = ui.label("grid of slice");
+                ui.add(egui::DragValue::new(&mut self.slice).range(0..=v.params.len() - 1))
+                    .labelled_by(label.id);
             }
             ui.label(format!("{} levels", levels.len()));
             if !show_grid {
