@@ -144,3 +144,20 @@ fn a_checkpoint_that_pairs_nothing_is_refused_with_a_reason() {
     assert!(e.contains("pairs with"), "{e}");
     assert!(h.state().state().compare.summary.is_none());
 }
+
+#[test]
+fn opening_a_quantized_checkpoint_over_its_original_offers_the_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = quantized_sample(dir.path());
+    let mut h = harness(common::teaching());
+    wait_until(&mut h, "the sample", |a| a.state().selected_analysis().is_some());
+    h.state_mut().apply(Command::Open(quantscope::gui::worker::Source::Path(q)));
+    wait_until(&mut h, "the quantized model", |a| a.state().compare.offer_original.is_some());
+    h.get_by_label_contains("Compare it with").click();
+    wait_until(&mut h, "the pairing", |a| a.state().compare.summary.is_some());
+    let s = h.state().state();
+    // The original is the open model again, and the quantized one is compared.
+    assert!(s.model.as_ref().unwrap().summary.stored.is_none());
+    assert_eq!(s.model.as_ref().unwrap().summary.path.as_deref(), Some(common::teaching().as_path()));
+    assert!(!s.compare.summary.as_ref().unwrap().paired.is_empty());
+}

@@ -367,6 +367,12 @@ impl Requests {
         state.selected = stored_first
             .or_else(|| first(&|t| state.quantized_on_save(t)))
             .or_else(|| first(&|t| t.is_quantizable() && t.shape.len() >= 2));
+        // Opening a quantized checkpoint over an original offers to compare them.
+        let offer_original = state
+            .model
+            .as_ref()
+            .filter(|m| m.summary.stored.is_none() && summary.stored.is_some())
+            .and_then(|m| m.summary.path.clone());
         state.model = Some(Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 });
         state.preview = None;
         state.analysis = None;
@@ -375,7 +381,7 @@ impl Requests {
         state.sensitivity = super::state::SensitivityState::default();
         state.activations =
             super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
-        state.compare = super::state::CompareState::default();
+        state.compare = super::state::CompareState { offer_original, ..Default::default() };
         state.stored_view = None;
         self.compare = None;
         self.stored = None;

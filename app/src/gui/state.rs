@@ -142,6 +142,9 @@ pub struct CompareState {
     pub pending: Option<String>,
     /// The layer view shows the published R′ instead of the scheme's.
     pub show_published: bool,
+    /// A quantized checkpoint was opened over an original: the original's
+    /// path, offered for comparison.
+    pub offer_original: Option<std::path::PathBuf>,
 }
 
 /// A save in progress or finished.

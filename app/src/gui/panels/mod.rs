@@ -169,6 +169,18 @@ fn compare_banner_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>
             ui.label(format!("Pairing {name} with the original…"));
         });
     }
+    if let (Some(orig), Some(m)) = (&state.compare.offer_original, &state.model) {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!("{} is a quantized checkpoint.", m.summary.name));
+            let name =
+                orig.file_name().map_or_else(|| orig.display().to_string(), |n| n.to_string_lossy().into());
+            if ui.button(format!("Compare it with {name}")).clicked()
+                && let Some(q) = m.summary.path.clone()
+            {
+                out.push(Command::Compare { original: Some(orig.clone()), quantized: q });
+            }
+        });
+    }
     let Some(c) = &state.compare.summary else { return };
     ui.horizontal_wrapped(|ui| {
         ui.colored_label(
