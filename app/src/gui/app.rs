@@ -276,7 +276,7 @@ impl QuantscopeApp {
             Command::CancelRun => self.requests.cancel_run(),
             Command::SetLayerTab(tab) => s.activations.tab = tab,
             Command::Compare { original, quantized } => {
-                self.requests.compare(&mut self.state, original, quantized)
+                self.requests.compare(&mut self.state, original, quantized);
             }
             Command::CloseComparison => self.requests.close_comparison(&mut self.state),
             Command::ShowPublished(on) => s.compare.show_published = on,
@@ -310,7 +310,7 @@ impl QuantscopeApp {
             DialogPurpose::LoadRecipe => self.apply(Command::LoadRecipe(path)),
             DialogPurpose::Csv(kind) => self.apply(Command::WriteCsv(kind, path)),
             DialogPurpose::CompareQuantized => {
-                self.apply(Command::Compare { original: None, quantized: path })
+                self.apply(Command::Compare { original: None, quantized: path });
             }
             DialogPurpose::CompareOriginal => {
                 let quantized = self.state.model.as_ref().and_then(|m| m.summary.path.clone());
