@@ -65,3 +65,20 @@ pub fn degenerate_model(path: &std::path::Path) {
     ];
     quantscope_engine::write::write_safetensors(path, &tensors, None).unwrap();
 }
+
+/// Steps the app's frames (its worker runs in real time) until `done` holds.
+pub fn wait_until(
+    h: &mut egui_kittest::Harness<'static, quantscope::gui::QuantscopeApp>,
+    what: &str,
+    done: impl Fn(&quantscope::gui::QuantscopeApp) -> bool,
+) {
+    for _ in 0..3000 {
+        h.run_steps(1);
+        if done(h.state()) {
+            h.run_steps(2);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("timed out waiting for {what}");
+}

@@ -25,19 +25,6 @@ fn harness() -> Harness<'static, QuantscopeApp> {
     Harness::builder().with_size(egui::vec2(1600.0, 1000.0)).build_eframe(|cc| QuantscopeApp::new(cc, None))
 }
 
-/// Steps frames (the worker runs in real time) until `done` holds.
-fn wait_until(h: &mut Harness<'static, QuantscopeApp>, what: &str, done: impl Fn(&QuantscopeApp) -> bool) {
-    for _ in 0..3000 {
-        h.run_steps(1);
-        if done(h.state()) {
-            h.run_steps(2);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn settled(app: &QuantscopeApp) -> bool {
     let s = app.state();
     s.model.is_some() && !s.busy && s.selected_analysis().is_some()
@@ -68,12 +55,12 @@ fn sqnr_now(h: &Harness<'static, QuantscopeApp>) -> f64 {
 
 fn select_outlier_layer(h: &mut Harness<'static, QuantscopeApp>) {
     // Rows sorted by SQNR move while the column fills in: wait for all of it.
-    wait_until(h, "the sample and its SQNR column", |a| settled(a) && column_filled(a));
+    common::wait_until(h, "the sample and its SQNR column", |a| settled(a) && column_filled(a));
     // Sorting by SQNR flattens the tree, so rows carry their full names.
     h.get_by_label("SQNR").click();
     h.run_steps(2);
     h.get_by_label(OUTLIER).click();
-    wait_until(h, "the outlier layer's result", |a| {
+    common::wait_until(h, "the outlier layer's result", |a| {
         settled(a) && a.state().selected.as_deref() == Some(OUTLIER)
     });
 }
@@ -105,7 +92,7 @@ fn every_control_recomputes_and_matches_the_engine() {
     ];
     for (label, applied) in steps {
         h.get_by_label(label).click();
-        wait_until(&mut h, label, |a| settled(a) && applied(&a.state().doc.scheme));
+        common::wait_until(&mut h, label, |a| settled(a) && applied(&a.state().doc.scheme));
         seen.push(check_shown_matches_engine(&h));
     }
     let combos: [(&str, &str, &Applied); 4] = [
@@ -119,7 +106,7 @@ fn every_control_recomputes_and_matches_the_engine() {
         h.run_steps(2);
         // The popup's option, not a plain text label that happens to say the same.
         h.get_all_by_label(pick).find(|n| n.accesskit_node().role() != Role::Label).unwrap().click();
-        wait_until(&mut h, pick, |a| settled(a) && applied(&a.state().doc.scheme));
+        common::wait_until(&mut h, pick, |a| settled(a) && applied(&a.state().doc.scheme));
         seen.push(check_shown_matches_engine(&h));
     }
     assert_eq!(h.state().state().doc.scheme.to_string(), "e5m2:group128:entropy");
@@ -153,13 +140,13 @@ fn a_pointer_drag_clips_and_undo_redo_take_it_back_as_one_step() {
     let mut h = harness();
     select_outlier_layer(&mut h);
     h.get_by_label("per-tensor").click();
-    wait_until(&mut h, "per-tensor", |a| {
+    common::wait_until(&mut h, "per-tensor", |a| {
         settled(a) && a.state().doc.scheme.granularity == Granularity::Tensor
     });
     let before_db = sqnr_now(&h);
     let hi = h.state().state().selected_analysis().unwrap().result.params[0].hi;
     drag_line(&mut h, Edge::Hi, f64::from(hi) * 0.1);
-    wait_until(&mut h, "the manual range", |a| {
+    common::wait_until(&mut h, "the manual range", |a| {
         settled(a) && a.state().selected_analysis().unwrap().result.metrics.clipped_fraction > 0.0
     });
     let s = h.state().state();
@@ -175,10 +162,10 @@ fn a_pointer_drag_clips_and_undo_redo_take_it_back_as_one_step() {
 
     // The whole drag is one step: one Ctrl+Z restores the model's scheme.
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
-    wait_until(&mut h, "undo", |a| settled(a) && !a.state().doc.overrides.contains_key(OUTLIER));
+    common::wait_until(&mut h, "undo", |a| settled(a) && !a.state().doc.overrides.contains_key(OUTLIER));
     assert_eq!(sqnr_now(&h), before_db);
     h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
-    wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.overrides.contains_key(OUTLIER));
+    common::wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.overrides.contains_key(OUTLIER));
     assert_eq!(h.state().state().doc, dragged);
     check_shown_matches_engine(&h);
 }
@@ -186,25 +173,27 @@ fn a_pointer_drag_clips_and_undo_redo_take_it_back_as_one_step() {
 #[test]
 fn a_scheme_change_is_undone_from_the_edit_menu() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.get_by_label("asymmetric").click();
-    wait_until(&mut h, "asymmetric", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric);
+    common::wait_until(&mut h, "asymmetric", |a| {
+        settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric
+    });
     h.get_by_label("Edit").click();
     h.run_steps(2);
     h.get_by_label_contains("Undo model scheme int8:channel:minmax:asym").click();
-    wait_until(&mut h, "undo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Symmetric);
+    common::wait_until(&mut h, "undo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Symmetric);
     check_shown_matches_engine(&h);
     assert_eq!(h.state().state().redo_label.as_deref(), Some("model scheme int8:channel:minmax:asym"));
     h.get_by_label("Edit").click();
     h.run_steps(2);
     h.get_by_label_contains("Redo model scheme").click();
-    wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric);
+    common::wait_until(&mut h, "redo", |a| settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric);
 }
 
 #[test]
 fn a_garbage_file_keeps_the_model_the_status_and_recent_right() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("garbage.safetensors");
     std::fs::write(&bad, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a model").unwrap();
@@ -214,7 +203,7 @@ fn a_garbage_file_keeps_the_model_the_status_and_recent_right() {
         Some("garbage.safetensors"),
         "the status says what opens"
     );
-    wait_until(&mut h, "the open error", |a| a.state().error.is_some());
+    common::wait_until(&mut h, "the open error", |a| a.state().error.is_some());
     let s = h.state().state();
     let err = s.error.clone().unwrap();
     assert!(err.contains("garbage.safetensors") && err.contains("header length"), "{err}");
@@ -224,7 +213,7 @@ fn a_garbage_file_keeps_the_model_the_status_and_recent_right() {
     h.get_by_label_contains("Could not open");
     assert!(h.query_by_label_contains("Opening").is_none());
     h.get_by_label("per-tensor").click();
-    wait_until(&mut h, "a recompute after the error", |a| {
+    common::wait_until(&mut h, "a recompute after the error", |a| {
         settled(a) && a.state().doc.scheme.granularity == Granularity::Tensor
     });
     check_shown_matches_engine(&h);
@@ -233,12 +222,12 @@ fn a_garbage_file_keeps_the_model_the_status_and_recent_right() {
 #[test]
 fn a_worker_panic_is_shown_and_the_worker_lives_on() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.state().inject_worker_panic();
-    wait_until(&mut h, "the panic report", |a| a.state().error.is_some());
+    common::wait_until(&mut h, "the panic report", |a| a.state().error.is_some());
     assert!(h.state().state().error.clone().unwrap().contains("internal error"));
     h.get_by_label("asymmetric").click();
-    wait_until(&mut h, "a result after the panic", |a| {
+    common::wait_until(&mut h, "a result after the panic", |a| {
         settled(a) && a.state().doc.scheme.mapping == Mapping::Asymmetric
     });
     check_shown_matches_engine(&h);
@@ -247,12 +236,12 @@ fn a_worker_panic_is_shown_and_the_worker_lives_on() {
 #[test]
 fn keyboard_moves_the_selection_and_the_sqnr_column_fills_in() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     let first = h.state().state().selected.clone().unwrap();
     h.key_press(egui::Key::ArrowDown);
     h.run_steps(2);
     assert_ne!(h.state().state().selected.clone().unwrap(), first);
-    wait_until(&mut h, "the SQNR column", column_filled);
+    common::wait_until(&mut h, "the SQNR column", column_filled);
     let s = h.state().state();
     let m = s.model.as_ref().unwrap();
     assert_eq!(
@@ -265,9 +254,9 @@ fn keyboard_moves_the_selection_and_the_sqnr_column_fills_in() {
 #[test]
 fn sorting_by_sqnr_puts_a_layer_a_save_quantizes_on_top() {
     let mut h = harness();
-    wait_until(&mut h, "the SQNR column", |a| settled(a) && column_filled(a));
+    common::wait_until(&mut h, "the SQNR column", |a| settled(a) && column_filled(a));
     h.apply_to_int2_everything();
-    wait_until(&mut h, "the SQNR column under int2", |a| settled(a) && column_filled(a));
+    common::wait_until(&mut h, "the SQNR column under int2", |a| settled(a) && column_filled(a));
     let panel = &h.state().panels().browser;
     let rows = quantscope::gui::panels::browser::visible(
         h.state().state(),
@@ -298,7 +287,7 @@ fn saving_from_the_window_lists_the_groups_writes_a_verified_model_and_honours_t
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.state_mut().apply(Command::SetSaveChoice { layer: "gaussian.weight".into(), on: false });
     h.state_mut().apply(Command::SetLayerScheme {
         layer: "heavy_tailed.weight".into(),
@@ -320,7 +309,7 @@ fn saving_from_the_window_lists_the_groups_writes_a_verified_model_and_honours_t
     field.type_text(out.to_str().unwrap());
     h.run_steps(2);
     h.get_by_label("Save").click();
-    wait_until(&mut h, "the save to finish", |a| a.state().save.result.is_some());
+    common::wait_until(&mut h, "the save to finish", |a| a.state().save.result.is_some());
     let summary = h.state().state().save.result.clone().unwrap().unwrap();
     assert_eq!(summary.tensors_quantized, 8, "9 default layers minus the unticked one");
     assert_eq!(summary.verified_tensors, Some(8));
@@ -333,7 +322,7 @@ fn saving_from_the_window_lists_the_groups_writes_a_verified_model_and_honours_t
     // Saving again into the now non-empty folder is refused and changes nothing.
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     h.get_by_label("Save").click();
-    wait_until(&mut h, "the refusal", |a| matches!(a.state().save.result, Some(Err(_))));
+    common::wait_until(&mut h, "the refusal", |a| matches!(a.state().save.result, Some(Err(_))));
     h.get_by_label_contains("folder is not empty; use --force");
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
 
@@ -355,7 +344,7 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_eframe(move |cc| QuantscopeApp::new(cc, Some(path.clone())));
-    wait_until(&mut h, "the model to open", settled);
+    common::wait_until(&mut h, "the model to open", settled);
     for (name, lossless) in [
         ("all_nan.weight", true),
         ("all_zero.weight", true),
@@ -366,7 +355,7 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
         ("infinite.weight", false),
     ] {
         h.state_mut().apply(Command::Select(name.into()));
-        wait_until(&mut h, name, |a| settled(a) && a.state().selected.as_deref() == Some(name));
+        common::wait_until(&mut h, name, |a| settled(a) && a.state().selected.as_deref() == Some(name));
         let label = shown_sqnr(&h);
         if lossless {
             assert_eq!(label, "SQNR: ∞ dB", "{name}");
@@ -384,9 +373,9 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
 fn a_sensitivity_cell_is_a_preview_until_kept() {
     use quantscope_engine::rank::{RankKey, ranked};
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.get_by_label("Sensitivity").click();
-    wait_until(&mut h, "the matrix", |a| {
+    common::wait_until(&mut h, "the matrix", |a| {
         a.state().sensitivity.result.is_some() && a.state().sensitivity.progress.is_none()
     });
     let s = h.state().state().sensitivity.result.clone().unwrap();
@@ -412,7 +401,7 @@ fn a_sensitivity_cell_is_a_preview_until_kept() {
     h.get_by_label("Layers × schemes").click();
     h.run_steps(2);
     h.get_by_label(&format!("{OUTLIER} under int8:tensor:minmax")).click();
-    wait_until(&mut h, "the preview", |a| {
+    common::wait_until(&mut h, "the preview", |a| {
         a.state().view == View::Layer && settled(a) && a.state().preview.is_some()
     });
     let want = s.rows.iter().find(|r| r.name == OUTLIER).unwrap().cells[0].as_ref().unwrap();
@@ -432,7 +421,7 @@ fn a_sensitivity_cell_is_a_preview_until_kept() {
 #[test]
 fn a_catastrophic_result_offers_a_way_back() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     let name = h.state().state().selected.clone().unwrap();
     let tiny = Scheme {
         granularity: Granularity::Tensor,
@@ -440,11 +429,11 @@ fn a_catastrophic_result_offers_a_way_back() {
         ..Scheme::default()
     };
     h.state_mut().apply(Command::SetModelScheme(tiny));
-    wait_until(&mut h, "the bad result", |a| settled(a) && a.state().doc.scheme == tiny);
+    common::wait_until(&mut h, "the bad result", |a| settled(a) && a.state().doc.scheme == tiny);
     assert!(sqnr_now(&h) < 10.0, "{name}");
     h.get_by_label_contains("mostly to clipping");
     h.get_by_label("Reset settings to defaults").click();
-    wait_until(&mut h, "the defaults", |a| settled(a) && a.state().doc.scheme == Scheme::default());
+    common::wait_until(&mut h, "the defaults", |a| settled(a) && a.state().doc.scheme == Scheme::default());
     assert!(sqnr_now(&h) > 30.0);
 }
 
@@ -453,7 +442,7 @@ fn the_layout_keeps_the_centre_at_half_the_width_at_1000_by_700() {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1000.0, 700.0))
         .build_eframe(|cc| QuantscopeApp::new(cc, None));
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.run_steps(3);
     let hist = &h.state().panels().histogram;
     let frame = hist.plot_rect().unwrap();
@@ -467,7 +456,7 @@ fn the_layout_keeps_the_centre_at_half_the_width_at_1000_by_700() {
 #[test]
 fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     let mut prefs = h.state().state().prefs.clone();
     prefs.builtin_file_dialog = true;
     h.state_mut().apply(Command::SetPrefs(prefs));
@@ -481,7 +470,7 @@ fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
     h.get_by_role_and_label(Role::TextInput, "Path").type_text(path.to_str().unwrap());
     h.run_steps(1);
     h.get_by_label("OK").click();
-    wait_until(&mut h, "the file from disk", |a| {
+    common::wait_until(&mut h, "the file from disk", |a| {
         settled(a) && a.state().model.as_ref().is_some_and(|m| m.summary.path.is_some())
     });
     let s = h.state().state();
@@ -495,7 +484,7 @@ fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
 #[test]
 fn the_histogram_y_axis_follows_the_bars() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.run_steps(60);
     let a = h.state().state().selected_analysis().cloned().unwrap();
     let tallest = *a.result.histogram.as_ref().unwrap().counts.iter().max().unwrap() as f64;
@@ -509,21 +498,21 @@ fn the_histogram_y_axis_follows_the_bars() {
 #[test]
 fn the_activation_tab_runs_the_model_and_shows_the_layer_input() {
     let mut h = harness();
-    wait_until(&mut h, "the sample to open", settled);
+    common::wait_until(&mut h, "the sample to open", settled);
     h.get_by_label("input activations").click();
     h.run_steps(2);
     h.get_by_label("Run model").click();
-    wait_until(&mut h, "the refusal", |a| a.state().activations.error.is_some());
+    common::wait_until(&mut h, "the refusal", |a| a.state().activations.error.is_some());
     let e = h.state().state().activations.error.clone().unwrap();
     assert!(e.contains("config.json") && !e.contains('\n'), "{e}");
     h.get_by_label("weights").click();
-    wait_until(&mut h, "the weight view", settled);
+    common::wait_until(&mut h, "the weight view", settled);
 
     let Some(dir) = common::minilm() else { return };
     let mut h = Harness::builder()
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
-    wait_until(&mut h, "MiniLM", settled);
+    common::wait_until(&mut h, "MiniLM", settled);
     h.get_by_label("input activations").click();
     h.run_steps(2);
     // 16 samples keep the test short; the Run model button sends the same command.
@@ -542,7 +531,7 @@ fn the_activation_tab_runs_the_model_and_shows_the_layer_input() {
     }
     let c = h.state().state().activations.capture.clone().expect("the capture within a minute");
     assert_eq!((c.samples, c.layers.len()), (16, 36));
-    wait_until(&mut h, "the layer's input", |a| a.state().selected_activation().is_some());
+    common::wait_until(&mut h, "the layer's input", |a| a.state().selected_activation().is_some());
     let s = h.state().state();
     let v = s.selected_activation().unwrap();
     assert_eq!(Some(&v.layer), s.selected.as_ref());

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use eframe::egui;
 use egui_kittest::Harness;
@@ -23,18 +22,6 @@ fn harness(model: PathBuf) -> Harness<'static, QuantscopeApp> {
     Harness::builder()
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_eframe(move |cc| QuantscopeApp::new(cc, Some(model.clone())))
-}
-
-fn wait_until(h: &mut Harness<'static, QuantscopeApp>, what: &str, done: impl Fn(&QuantscopeApp) -> bool) {
-    for _ in 0..3000 {
-        h.run_steps(1);
-        if done(h.state()) {
-            h.run_steps(2);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The teaching sample saved by quantscope under [`SCHEME`], in `dir`.
@@ -69,7 +56,7 @@ fn a_quantized_model_alone_shows_its_stored_scheme_codes_and_scales() {
     let dir = tempfile::tempdir().unwrap();
     let q = quantized_sample(dir.path());
     let mut h = harness(q);
-    wait_until(&mut h, "the first stored layer", |a| a.state().selected_stored_view().is_some());
+    common::wait_until(&mut h, "the first stored layer", |a| a.state().selected_stored_view().is_some());
     let s = h.state().state();
     let stored = s.model.as_ref().unwrap().summary.stored.as_ref().unwrap();
     assert!(stored.layers.len() >= 3, "{:?}", stored.layers);
@@ -93,9 +80,9 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
     let q = quantized_sample(dir.path());
     let cli = cli_sqnr(&q);
     let mut h = harness(common::teaching());
-    wait_until(&mut h, "the sample", |a| a.state().selected_analysis().is_some());
+    common::wait_until(&mut h, "the sample", |a| a.state().selected_analysis().is_some());
     h.state_mut().apply(Command::Compare { original: None, quantized: q.clone() });
-    wait_until(&mut h, "the pairing", |a| a.state().compare.summary.is_some());
+    common::wait_until(&mut h, "the pairing", |a| a.state().compare.summary.is_some());
     let c = h.state().state().compare.summary.clone().unwrap();
     assert_eq!(c.paired.len(), cli.len(), "{c:?}");
     h.get_by_label_contains("Compared with q");
@@ -103,7 +90,7 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
     // Every paired layer: the layer view's published SQNR equals the CLI's.
     for (name, db) in &cli {
         h.state_mut().apply(Command::OpenPublished(name.clone()));
-        wait_until(&mut h, "the published analysis", |a| {
+        common::wait_until(&mut h, "the published analysis", |a| {
             a.state().selected_analysis().is_some_and(|x| x.showing_published && &x.tensor == name)
         });
         let a = h.state().state().selected_analysis().unwrap().clone();
@@ -115,7 +102,7 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
 
     // The sensitivity view gains a published column with the same numbers.
     h.state_mut().apply(Command::SetView(View::Sensitivity));
-    wait_until(&mut h, "the matrix", |a| a.state().sensitivity.result.is_some());
+    common::wait_until(&mut h, "the matrix", |a| a.state().sensitivity.result.is_some());
     let m = h.state().state().sensitivity.result.clone().unwrap();
     let col = m.schemes.iter().position(|s| s == PUBLISHED_COLUMN).expect("a published column");
     for row in &m.rows {
@@ -126,7 +113,7 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
 
     // Closing the comparison drops the column.
     h.state_mut().apply(Command::CloseComparison);
-    wait_until(&mut h, "the matrix again", |a| a.state().sensitivity.result.is_some());
+    common::wait_until(&mut h, "the matrix again", |a| a.state().sensitivity.result.is_some());
     let m = h.state().state().sensitivity.result.clone().unwrap();
     assert!(!m.schemes.iter().any(|s| s == PUBLISHED_COLUMN));
 }
@@ -137,9 +124,9 @@ fn a_checkpoint_that_pairs_nothing_is_refused_with_a_reason() {
     let q = quantized_sample(dir.path());
     // The quantized model as the "original": its tensors have other names.
     let mut h = harness(q.clone());
-    wait_until(&mut h, "the quantized model", |a| a.state().model.is_some());
+    common::wait_until(&mut h, "the quantized model", |a| a.state().model.is_some());
     h.state_mut().apply(Command::Compare { original: None, quantized: q });
-    wait_until(&mut h, "the refusal", |a| a.state().error.is_some());
+    common::wait_until(&mut h, "the refusal", |a| a.state().error.is_some());
     let e = h.state().state().error.clone().unwrap();
     assert!(e.contains("pairs with"), "{e}");
     assert!(h.state().state().compare.summary.is_none());
@@ -150,11 +137,11 @@ fn opening_a_quantized_checkpoint_over_its_original_offers_the_comparison() {
     let dir = tempfile::tempdir().unwrap();
     let q = quantized_sample(dir.path());
     let mut h = harness(common::teaching());
-    wait_until(&mut h, "the sample", |a| a.state().selected_analysis().is_some());
+    common::wait_until(&mut h, "the sample", |a| a.state().selected_analysis().is_some());
     h.state_mut().apply(Command::Open(quantscope::gui::worker::Source::Path(q)));
-    wait_until(&mut h, "the quantized model", |a| a.state().compare.offer_original.is_some());
+    common::wait_until(&mut h, "the quantized model", |a| a.state().compare.offer_original.is_some());
     h.get_by_label_contains("Compare it with").click();
-    wait_until(&mut h, "the pairing", |a| a.state().compare.summary.is_some());
+    common::wait_until(&mut h, "the pairing", |a| a.state().compare.summary.is_some());
     let s = h.state().state();
     // The original is the open model again, and the quantized one is compared.
     assert!(s.model.as_ref().unwrap().summary.stored.is_none());

@@ -57,16 +57,25 @@ fn close(a: f64, b: f64) -> bool {
 const SCHEMES: [&str; 5] =
     ["int4:group64:minmax:asym", "int8:channel:minmax", "int4:group32:mse", "e4m3:channel:minmax", "nvfp4"];
 
+/// Every scheme's save of the original, opened as a quantized checkpoint.
+fn saves(dir: &Path) -> Vec<(&'static str, Scheme, QuantizedModel)> {
+    let model = original(dir);
+    SCHEMES
+        .iter()
+        .map(|&short| {
+            let scheme: Scheme = short.parse().unwrap();
+            let out = dir.join(short.replace(':', "_"));
+            save(&model, &scheme, &out);
+            (short, scheme, QuantizedModel::open(&out).unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn a_saves_published_error_is_the_error_the_engine_measured() {
     let dir = tempfile::tempdir().unwrap();
-    let model = original(dir.path());
     let values = weights();
-    for short in SCHEMES {
-        let scheme: Scheme = short.parse().unwrap();
-        let out = dir.path().join(short.replace(':', "_"));
-        save(&model, &scheme, &out);
-        let q = QuantizedModel::open(&out).unwrap();
+    for (short, scheme, q) in saves(dir.path()) {
         let layer = q.layer("proj.weight").unwrap();
         let p = published(&q, layer, &values, 64, 32).unwrap();
         let own = analyze(&values, &[ROWS, COLS], &scheme, &Options::default()).unwrap();
@@ -94,13 +103,8 @@ fn a_saves_published_error_is_the_error_the_engine_measured() {
 #[test]
 fn stored_code_counts_are_the_codes_the_save_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let model = original(dir.path());
     let values = weights();
-    for short in SCHEMES {
-        let scheme: Scheme = short.parse().unwrap();
-        let out = dir.path().join(short.replace(':', "_"));
-        save(&model, &scheme, &out);
-        let q = QuantizedModel::open(&out).unwrap();
+    for (short, scheme, q) in saves(dir.path()) {
         let v = stored_view(&q, q.layer("proj.weight").unwrap(), 50).unwrap();
         let total: u64 = v.codes.iter().map(|c| c.count).sum();
         assert_eq!(total, (ROWS * COLS) as u64, "{short}");
