@@ -13,7 +13,9 @@ use quantscope_engine::{Options, Scheme};
 use super::command::SaveRequest;
 use super::state::LayerTab;
 use super::state::{AppState, Model, View};
-use super::worker::{ActivationRequest, AnalyzeRequest, CaptureRequest, Request, Response, Source, Worker};
+use super::worker::{
+    ActivationRequest, AnalyzeRequest, CaptureRequest, OutputRequest, Request, Response, Source, Worker,
+};
 
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
@@ -70,6 +72,13 @@ pub struct MatrixKey {
     pub schemes: Vec<Scheme>,
 }
 
+/// What the Plan view's output matrix covers, and under which capture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputKey {
+    pub matrix: MatrixKey,
+    pub capture: u64,
+}
+
 /// The worker and the records of what was asked of it.
 pub struct Requests {
     worker: Worker,
@@ -82,6 +91,7 @@ pub struct Requests {
     capture: Option<InFlight<Option<std::path::PathBuf>>>,
     capture_cancel: Option<Arc<AtomicBool>>,
     activation: Option<InFlight<ActivationKey>>,
+    output: Option<InFlight<OutputKey>>,
 }
 
 impl Requests {
@@ -97,6 +107,7 @@ impl Requests {
             capture: None,
             capture_cancel: None,
             activation: None,
+            output: None,
         }
     }
 
@@ -144,6 +155,8 @@ impl Requests {
         self.capture_cancel = Some(Arc::clone(&cancel));
         self.capture = Some(InFlight { generation, key: inputs.clone(), answered: false });
         self.activation = None;
+        self.output = None;
+        state.plan_output = super::state::PlanOutputState::default();
         let a = &mut state.activations;
         (a.progress, a.capture, a.view, a.error) = (Some((0, MAX_SAMPLES)), None, None, None);
         self.worker.send(Request::Capture(CaptureRequest {
@@ -228,6 +241,21 @@ impl Requests {
                         }
                     }
                 }
+                Response::OutputProgress { generation, done, total } => {
+                    if current(self.output.as_ref(), generation) {
+                        state.plan_output.progress = Some((done, total));
+                    }
+                }
+                Response::OutputDone { generation, result } => {
+                    if current(self.output.as_ref(), generation) {
+                        let o = &mut state.plan_output;
+                        o.progress = None;
+                        (o.result, o.error) = match result {
+                            Ok(r) => (Some(r), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                    }
+                }
                 Response::MatrixProgress { generation, done, total } => {
                     if current(self.matrix.as_ref(), generation) {
                         state.sensitivity.progress = Some((done, total));
@@ -287,6 +315,7 @@ impl Requests {
         state.clicked_value = None;
         state.teach_slice = 0;
         state.sensitivity = super::state::SensitivityState::default();
+        state.plan_output = super::state::PlanOutputState::default();
         state.activations =
             super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
         state.error = None;
@@ -295,6 +324,7 @@ impl Requests {
         self.analysis = None;
         self.column = None;
         self.matrix = None;
+        self.output = None;
     }
 
     /// Sends the analysis, SQNR column and matrix the state calls for, unless
@@ -327,6 +357,7 @@ impl Requests {
             }
         }
         self.request_activation(state);
+        self.request_output(state);
         if matches!(state.view, View::Sensitivity | View::Plan) {
             let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
             let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
@@ -360,6 +391,29 @@ impl Requests {
 }
 
 impl Requests {
+    /// In the Plan view, once the model has run: the output SQNR of every
+    /// planned layer × candidate (the `output` objective), computed in the
+    /// background so the objective is ready when picked.
+    fn request_output(&mut self, state: &mut AppState) {
+        let Some(capture) = self.capture.as_ref().filter(|_| state.activations.capture.is_some()) else { return };
+        if state.view != View::Plan {
+            return;
+        }
+        let matrix = MatrixKey { tensors: state.plan_layers(), schemes: state.doc.compare_schemes.clone() };
+        let key = OutputKey { matrix, capture: capture.generation };
+        if !InFlight::asks(self.output.as_ref(), &key) {
+            let generation = self.next_generation();
+            self.worker.send(Request::OutputMatrix(OutputRequest {
+                generation,
+                layers: key.matrix.tensors.clone(),
+                schemes: key.matrix.schemes.clone(),
+            }));
+            state.plan_output.progress = Some((0, key.matrix.tensors.len()));
+            state.plan_output.error = None;
+            self.output = Some(InFlight { generation, key, answered: false });
+        }
+    }
+
     /// The selected layer's input analysis, when its tab shows and a capture has its input.
     fn request_activation(&mut self, state: &AppState) {
         let a = &state.activations;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use quantscope_engine::export::{config_group_key, quantized_on_save};
 use quantscope_engine::recipe::{LayerChoice, Resolved};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,15 @@ pub struct SensitivityState {
     pub error: Option<String>,
 }
 
+/// The Plan view's `output` objective: each planned layer × candidate's output
+/// SQNR over the capture, and its progress.
+#[derive(Default)]
+pub struct PlanOutputState {
+    pub result: Option<Arc<OutputSqnr>>,
+    pub progress: Option<(usize, usize)>,
+    pub error: Option<String>,
+}
+
 /// A save in progress or finished.
 #[derive(Default)]
 pub struct SaveState {
@@ -175,6 +185,7 @@ pub struct AppState {
     /// The last completed action (file written, …), shown in the status bar.
     pub status: Option<String>,
     pub sensitivity: SensitivityState,
+    pub plan_output: PlanOutputState,
     pub save: SaveState,
     pub activations: ActivationsState,
     /// What Undo / Redo would do, for the Edit menu.

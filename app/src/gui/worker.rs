@@ -11,6 +11,7 @@
 //! A save runs here too (one tensor at a time, with progress), so the UI thread
 //! never writes a model; analyses asked for meanwhile wait for it to finish.
 
+mod plan;
 mod run;
 
 use std::collections::BTreeMap;
@@ -24,12 +25,14 @@ use std::time::Instant;
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::sweep;
 use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,
     compare_calibrations,
 };
 
+pub use plan::OutputRequest;
 pub use run::{ActivationRequest, ActivationView, CaptureRequest, CaptureSummary};
 
 /// Where a model comes from.
@@ -83,6 +86,9 @@ pub enum Request {
     Capture(CaptureRequest),
     /// One layer's input activations under a scheme (needs a capture).
     AnalyzeActivation(ActivationRequest),
+    /// The Plan view's `output` objective: layers × schemes output SQNR over the
+    /// capture, one layer per turn (`OutputProgress`, then `OutputDone`).
+    OutputMatrix(OutputRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -118,6 +124,8 @@ pub enum Response {
     Capturing { done: usize, total: usize },
     Captured { generation: u64, result: Result<CaptureSummary, String> },
     ActivationAnalyzed { generation: u64, result: Result<Arc<ActivationView>, String> },
+    OutputProgress { generation: u64, done: usize, total: usize },
+    OutputDone { generation: u64, result: Result<Arc<OutputSqnr>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -189,6 +197,8 @@ struct WorkerState {
     scratch: Vec<f32>,
     /// The open model's captured activations.
     activations: Option<Arc<quantscope_engine::run::Activations>>,
+    /// The Plan view's output matrix in progress.
+    output: Option<plan::OutputJob>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -203,7 +213,7 @@ impl WorkerState {
         loop {
             // Block only when no column or matrix work is left.
             let mut pending: Vec<Request> = Vec::new();
-            if self.sqnr_column.is_none() && self.matrix.is_none() {
+            if self.sqnr_column.is_none() && self.matrix.is_none() && self.output.is_none() {
                 match requests.recv() {
                     Ok(r) => pending.push(r),
                     Err(_) => return,
@@ -231,6 +241,8 @@ impl WorkerState {
                 let _ = responses.send(Response::Analyzed { generation, result });
             } else if self.matrix.is_some() {
                 self.matrix_step(responses);
+            } else if self.output.is_some() {
+                self.output_step(responses);
             } else {
                 self.sqnr_column_step(responses);
             }
@@ -250,6 +262,7 @@ impl WorkerState {
                     self.sqnr_column = None;
                     self.matrix = None;
                     self.activations = None;
+                    self.output = None;
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
@@ -295,6 +308,7 @@ impl WorkerState {
                     });
                 let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
             }
+            Request::OutputMatrix(r) => self.start_output(r, responses),
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
                 let msg = r.err().map(|p| panic_message(&*p)).unwrap_or_default();
