@@ -119,8 +119,12 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         _ => {}
     }
     let ckpt = Checkpoint::open(&args.model)?;
-    let names: Vec<String> =
-        ckpt.tensors().iter().filter(|t| export::quantized_on_save(t, None)).map(|t| t.name.clone()).collect();
+    let names: Vec<String> = ckpt
+        .tensors()
+        .iter()
+        .filter(|t| export::quantized_on_save(t, None))
+        .map(|t| t.name.clone())
+        .collect();
     anyhow::ensure!(!names.is_empty(), "{model}: no layer a save would quantize");
     // Run the model first: a model that cannot run fails before the sweep.
     let acts = match &args.inputs {
@@ -130,7 +134,8 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let rows: Vec<usize> = names.iter().filter_map(|n| ckpt.tensors().iter().position(|t| &t.name == n)).collect();
+    let rows: Vec<usize> =
+        names.iter().filter_map(|n| ckpt.tensors().iter().position(|t| &t.name == n)).collect();
     let s = sweep::sweep(&ckpt, &rows, &args.schemes, &|_, _| {}, &AtomicBool::new(false))?;
     // A scheme the save would not apply to a layer (a group size that does not
     // divide it) is no option for that layer.
@@ -140,7 +145,9 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(acts) => {
             let o = output_sqnr(&ckpt, acts, &names, &args.schemes, &mut |_, _| {}, &AtomicBool::new(false))?;
             for layer in o.missing() {
-                eprintln!("{model}: {layer}: no captured input; its weight SQNR stands in for the output SQNR");
+                eprintln!(
+                    "{model}: {layer}: no captured input; its weight SQNR stands in for the output SQNR"
+                );
             }
             Some(o)
         }

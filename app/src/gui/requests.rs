@@ -395,7 +395,9 @@ impl Requests {
     /// planned layer × candidate (the `output` objective), computed in the
     /// background so the objective is ready when picked.
     fn request_output(&mut self, state: &mut AppState) {
-        let Some(capture) = self.capture.as_ref().filter(|_| state.activations.capture.is_some()) else { return };
+        let Some(capture) = self.capture.as_ref().filter(|_| state.activations.capture.is_some()) else {
+            return;
+        };
         if state.view != View::Plan {
             return;
         }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quantscope_engine::export::{config_group_key, quantized_on_save};
-use quantscope_engine::recipe::{LayerChoice, Resolved};
 use quantscope_engine::planner::output::OutputSqnr;
+use quantscope_engine::recipe::{LayerChoice, Resolved};
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};

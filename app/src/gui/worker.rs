@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
-use quantscope_engine::recipe::Resolved;
 use quantscope_engine::planner::output::OutputSqnr;
+use quantscope_engine::recipe::Resolved;
 use quantscope_engine::sweep;
 use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,

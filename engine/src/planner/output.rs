@@ -39,7 +39,11 @@ impl OutputSqnr {
 
     /// Layers without a captured input (their weight SQNR stands in).
     pub fn missing(&self) -> impl Iterator<Item = &str> {
-        self.layers.iter().zip(&self.db).filter(|(_, d)| d.iter().all(Option::is_none)).map(|(l, _)| l.as_str())
+        self.layers
+            .iter()
+            .zip(&self.db)
+            .filter(|(_, d)| d.iter().all(Option::is_none))
+            .map(|(l, _)| l.as_str())
     }
 }
 
@@ -90,7 +94,8 @@ pub fn output_row(
         return Err(fail(format!("a weight of {} elements does not fit inputs of width {n}", info.numel())));
     }
     let w = ckpt.values(info, buf)?;
-    let signal = quadratic(w.iter().map(|&v| f64::from(v)).collect(), site).map_err(|e| fail(e.to_string()))?;
+    let signal =
+        quadratic(w.iter().map(|&v| f64::from(v)).collect(), site).map_err(|e| fail(e.to_string()))?;
     let mut row = Vec::with_capacity(schemes.len());
     for s in schemes {
         let Some(w_q) = dequantized(ckpt, info, w, s) else {
@@ -108,8 +113,12 @@ pub fn output_row(
 /// W′ of `info` under `s` as the sweep computes it, or `None` when the scheme fails on it.
 fn dequantized(ckpt: &Checkpoint, info: &TensorInfo, w: &[f32], s: &Scheme) -> Option<Vec<f32>> {
     let global_amax = crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s)).ok()?;
-    let opts =
-        Options { work: WorkDtype::of(info.dtype), global_amax, keep_dequantized: true, ..Options::default() };
+    let opts = Options {
+        work: WorkDtype::of(info.dtype),
+        global_amax,
+        keep_dequantized: true,
+        ..Options::default()
+    };
     analyze(w, &info.shape, s, &opts).ok()?.dequantized
 }
 
@@ -122,7 +131,8 @@ mod tests {
 
     /// A two-layer F32 checkpoint: `layer.weight` [6, 8] and `other.weight` [4, 8].
     fn checkpoint() -> (Checkpoint, Vec<f32>) {
-        let w: Vec<f32> = (0..48).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0 + if i == 5 { 4.0 } else { 0.0 }).collect();
+        let w: Vec<f32> =
+            (0..48).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0 + if i == 5 { 4.0 } else { 0.0 }).collect();
         let v: Vec<f32> = (0..32).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
         let bytes = |x: &[f32]| x.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
         let (wb, vb) = (bytes(&w), bytes(&v));
@@ -139,18 +149,29 @@ mod tests {
     fn the_output_objective_is_params_times_output_noise_over_energy_summed() {
         let (ckpt, w) = checkpoint();
         // Correlated inputs with one loud channel: the output error differs from the weight error.
-        let x: Vec<f32> = (0..40 * 8).map(|i| ((i * 7 % 11) as f32 - 5.0) * if i % 8 == 3 { 6.0 } else { 1.0 }).collect();
+        let x: Vec<f32> =
+            (0..40 * 8).map(|i| ((i * 7 % 11) as f32 - 5.0) * if i % 8 == 3 { 6.0 } else { 1.0 }).collect();
         let mut site = tests_support::site(8);
         tests_support::add(&mut site, &x, 8);
-        let schemes: Vec<Scheme> = ["int4:channel:minmax", "int8:channel:minmax"].map(|s| s.parse().unwrap()).to_vec();
-        let rows = [ckpt.tensors().iter().position(|t| t.name == "layer.weight").unwrap(),
-            ckpt.tensors().iter().position(|t| t.name == "other.weight").unwrap()];
+        let schemes: Vec<Scheme> =
+            ["int4:channel:minmax", "int8:channel:minmax"].map(|s| s.parse().unwrap()).to_vec();
+        let rows = [
+            ckpt.tensors().iter().position(|t| t.name == "layer.weight").unwrap(),
+            ckpt.tensors().iter().position(|t| t.name == "other.weight").unwrap(),
+        ];
         let s = sweep::sweep(&ckpt, &rows, &schemes, &|_, _| {}, &AtomicBool::new(false)).unwrap();
         let info = ckpt.tensor("layer.weight").unwrap();
         let first = output_row(&ckpt, info, &site, &schemes, &mut Vec::new()).unwrap();
         // "other.weight" has no captured input: its weight SQNR stands in.
-        let out = OutputSqnr { layers: s.rows.iter().map(|r| r.name.clone()).collect(), schemes: s.schemes.clone(),
-            db: s.rows.iter().map(|r| if r.name == "layer.weight" { first.clone() } else { vec![None, None] }).collect() };
+        let out = OutputSqnr {
+            layers: s.rows.iter().map(|r| r.name.clone()).collect(),
+            schemes: s.schemes.clone(),
+            db: s
+                .rows
+                .iter()
+                .map(|r| if r.name == "layer.weight" { first.clone() } else { vec![None, None] })
+                .collect(),
+        };
         assert!(out.matches(&s));
         assert_eq!(out.missing().collect::<Vec<_>>(), ["other.weight"]);
 

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Legend, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{
     self, FrontierPoint, Objective, Pin, Plan, Problem, Why, bits_per_weight, budget_bytes, relative_as_db,
 };
-use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Scheme, export};
 
@@ -294,7 +294,10 @@ impl PlanPanel {
             objective_ui(ui, &mut self.objective, output_unavailable);
         });
         if let (Objective::Output, Some(why)) = (self.objective, output_unavailable) {
-            ui.colored_label(ui.visuals().warn_fg_color, format!("Output objective: {why}; showing relative."));
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Output objective: {why}; showing relative."),
+            );
         }
         ui.horizontal_wrapped(|ui| {
             let button = ui.add_enabled(has_plan, egui::Button::new("Apply to save"));
@@ -415,11 +418,14 @@ fn objective_ui(ui: &mut egui::Ui, objective: &mut Objective, output_unavailable
             for o in [Objective::Relative, Objective::Worst] {
                 ui.selectable_value(objective, o, objective_label(o));
             }
-            let item = egui::Button::selectable(*objective == Objective::Output, objective_label(Objective::Output));
+            let item =
+                egui::Button::selectable(*objective == Objective::Output, objective_label(Objective::Output));
             let r = ui.add_enabled(output_unavailable.is_none(), item);
             let r = match output_unavailable {
                 Some(why) => r.on_disabled_hover_text(why.as_str()),
-                None => r.on_hover_text("Each layer's error measured on its output over the model run's inputs"),
+                None => {
+                    r.on_hover_text("Each layer's error measured on its output over the model run's inputs")
+                }
             };
             if r.clicked() {
                 *objective = Objective::Output;

@@ -37,7 +37,8 @@ impl WorkerState {
 
     /// One layer of the output matrix; the whole matrix once all are done.
     pub(super) fn output_step(&mut self, responses: &SyncSender<Response>) {
-        let (Some(job), Some(ckpt), Some(acts)) = (self.output.as_mut(), &self.ckpt, &self.activations) else {
+        let (Some(job), Some(ckpt), Some(acts)) = (self.output.as_mut(), &self.ckpt, &self.activations)
+        else {
             self.output = None;
             return;
         };
@@ -48,13 +49,17 @@ impl WorkerState {
             let row = catch_unwind(AssertUnwindSafe(|| {
                 let info = ckpt.tensor(name).map_err(|e| e.to_string())?;
                 let row = match acts.site(name) {
-                    Some(site) => output_row(ckpt, info, site, &r.schemes, scratch).map_err(|e| e.to_string()),
+                    Some(site) => {
+                        output_row(ckpt, info, site, &r.schemes, scratch).map_err(|e| e.to_string())
+                    }
                     None => Ok(vec![None; r.schemes.len()]),
                 };
                 ckpt.release(info);
                 row
             }))
-            .unwrap_or_else(|p| Err(format!("internal error while measuring {name}: {}", panic_message(&*p))));
+            .unwrap_or_else(|p| {
+                Err(format!("internal error while measuring {name}: {}", panic_message(&*p)))
+            });
             match row {
                 Ok(row) => job.rows.push(row),
                 Err(e) => {

@@ -26,7 +26,8 @@ impl CandidateEditor {
                 ui.label(RichText::new(s.to_string()).monospace());
                 let remove = ui.add_enabled(schemes.len() > 1, egui::Button::new("x").small());
                 let name = format!("remove {s}");
-                remove.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, schemes.len() > 1, &name));
+                remove
+                    .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, schemes.len() > 1, &name));
                 if remove.on_hover_text(format!("Remove {s} from the candidates")).clicked() {
                     let mut next = schemes.to_vec();
                     next.remove(i);
