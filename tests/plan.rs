@@ -207,7 +207,7 @@ fn minilm_output_plan_is_the_sum_of_its_layers_output_noise() {
                 (planned["metrics"]["output_sqnr_db"].as_f64(), t["metrics"]["output_sqnr_db"].as_f64());
             match (a, b) {
                 (Some(a), Some(b)) => {
-                    assert!((a - b).abs() < 1e-9, "{} under {scheme}: {a} vs {b}", t["name"])
+                    assert!((a - b).abs() < 1e-9, "{} under {scheme}: {a} vs {b}", t["name"]);
                 }
                 _ => assert_eq!(
                     (a, t["name"].as_str()),

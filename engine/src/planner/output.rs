@@ -90,7 +90,7 @@ pub fn output_row(
         reason: format!("output error: {reason}"),
     };
     let n = site.in_features;
-    if n == 0 || info.numel() % n != 0 {
+    if n == 0 || !info.numel().is_multiple_of(n) {
         return Err(fail(format!("a weight of {} elements does not fit inputs of width {n}", info.numel())));
     }
     let w = ckpt.values(info, buf)?;
@@ -188,8 +188,8 @@ mod tests {
             }
             10.0 * (sig / noise).log10()
         };
-        for k in 0..2 {
-            let got = first[k].unwrap();
+        for (k, got) in first.iter().enumerate() {
+            let got = got.unwrap();
             assert!((got - direct(k)).abs() < 1e-9, "{got} vs {}", direct(k));
         }
         let weight_db = s.rows[0].cells[0].as_ref().unwrap().metrics.sqnr_db;
