@@ -12,12 +12,13 @@ use std::time::Duration;
 use eframe::egui;
 use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use quantscope::gui::command::Command;
 use quantscope::gui::panels::plan::{PinChoice, PlanPanel};
 use quantscope::gui::state::{AppState, Model, View};
 use quantscope::gui::worker::ModelSummary;
 use quantscope::gui::{QuantscopeApp, SAMPLE_BYTES};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{Objective, Pin, Problem, budget_bytes};
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Checkpoint, Scheme, export, sweep};
@@ -211,4 +212,135 @@ fn apply_to_save_is_one_step_that_undo_takes_back_and_the_save_window_follows() 
     h.run_steps(2);
     assert_eq!(h.state().state().doc, before, "one undo takes the whole plan back");
     assert_eq!(h.state().state().save_groups(), groups_before);
+}
+
+/// The commands the panel sent, as candidate sets.
+fn candidate_sets(cmds: &[Command]) -> Vec<Vec<String>> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::SetCompareSchemes(v) => Some(v.iter().map(ToString::to_string).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Types `text` into the "Add candidate" field and presses Add.
+fn type_candidate<S>(h: &mut Harness<'static, S>, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, "Add candidate").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "Add candidate").type_text(text);
+    h.run_steps(1);
+    h.get_by_label("Add").click();
+    h.run_steps(1);
+}
+
+#[test]
+fn candidates_are_added_and_removed_in_the_plan_view_and_keep_is_always_one() {
+    let mut h = panel_harness(plan_state(), PlanPanel::default());
+    h.run_steps(2);
+    h.get_by_label("keep as stored (BF16/F16/F32)");
+    type_candidate(&mut h, "int4:group16:mse");
+    let mut want: Vec<String> = SCHEMES.iter().map(ToString::to_string).collect();
+    want.push("int4:group16:mse".into());
+    assert_eq!(candidate_sets(&h.state().2), [want], "the engine's short form, appended");
+
+    h.state_mut().2.clear();
+    h.get_by_label("remove int4:channel:mse").click();
+    h.run_steps(2);
+    let want: Vec<String> =
+        SCHEMES.iter().filter(|s| **s != "int4:channel:mse").map(ToString::to_string).collect();
+    assert_eq!(candidate_sets(&h.state().2), [want]);
+
+    // A typo is reported by the engine's parser and changes nothing.
+    h.state_mut().2.clear();
+    type_candidate(&mut h, "int9:chanel");
+    assert!(candidate_sets(&h.state().2).is_empty());
+    h.get_by_label_contains("int9:chanel:");
+}
+
+#[test]
+fn the_output_objective_is_disabled_until_the_model_has_run_then_plans_on_output_costs() {
+    let mut panel = PlanPanel::default();
+    panel.bits = 6.0;
+    let mut h = panel_harness(plan_state(), panel);
+    h.run_steps(2);
+    h.get_by_label("Objective").click();
+    h.run_steps(2);
+    let item = h.get_by_label("output (least params-weighted output noise)");
+    assert!(item.accesskit_node().is_disabled(), "no capture: output cannot be picked");
+    item.click();
+    h.run_steps(2);
+    assert_eq!(h.state().0.objective, Objective::Relative);
+
+    // Output SQNRs for every cell (as the worker sends them after a run): the
+    // layer the relative plan keeps at 8 bits measures far better on its output,
+    // one it gives 4 bits far worse, so the plan moves.
+    let s = h.state().1.sensitivity.result.clone().unwrap();
+    let db: Vec<Vec<Option<f64>>> = s
+        .rows
+        .iter()
+        .map(|row| {
+            let shift = match row.name.as_str() {
+                "heavy_tailed.weight" => 30.0,
+                "gaussian.weight" => -30.0,
+                _ => 0.0,
+            };
+            row.cells.iter().map(|c| c.as_ref().ok().map(|c| c.metrics.sqnr_db + shift)).collect()
+        })
+        .collect();
+    let out = OutputSqnr {
+        layers: s.rows.iter().map(|r| r.name.clone()).collect(),
+        schemes: s.schemes.clone(),
+        db,
+    };
+    h.state_mut().1.plan_output.result = Some(Arc::new(out.clone()));
+    h.run_steps(2);
+    h.get_by_label("Objective").click();
+    h.run_steps(2);
+    h.get_by_label("output (least params-weighted output noise)").click();
+    h.run_steps(3);
+    assert_eq!(h.state().0.objective, Objective::Output);
+    let plan = h.state().0.plan().expect("a plan fits").clone();
+    let model = h.state().1.model.as_ref().unwrap();
+    let sc = schemes();
+    let saves =
+        |r: usize, k: usize| export::saves_quantized(&model.tensor(&s.rows[r].name).unwrap().shape, &sc[k]);
+    let budget = budget_bytes(6.0, params(&s));
+    let expected = Problem::from_sweep_output(&s, true, &saves, &out).solve(budget, Objective::Output);
+    assert_eq!(Some(&plan), expected.as_ref());
+    let relative = Problem::from_sweep(&s, true, &saves).solve(budget, Objective::Relative).unwrap();
+    assert_ne!(plan.choice, relative.choice, "output costs change the plan");
+    h.get_by_label_contains("params-weighted output SQNR");
+}
+
+#[test]
+fn changing_the_candidates_in_the_plan_view_recomputes_the_matrix_with_progress() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1000.0, 700.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, None));
+    wait_until(&mut h, "the sample to open", |a| a.state().model.is_some() && !a.state().busy);
+    h.state_mut().apply(Command::SetCompareSchemes(schemes()));
+    h.get_by_label("Plan").click();
+    wait_until(&mut h, "the matrix", |a| {
+        a.state().sensitivity.result.as_ref().is_some_and(|s| s.schemes.len() == SCHEMES.len())
+            && a.state().sensitivity.progress.is_none()
+    });
+    type_candidate(&mut h, "int4:group16:mse");
+    assert!(h.state().state().sensitivity.progress.is_some(), "the matrix recomputes, with progress");
+    wait_until(&mut h, "the new matrix", |a| {
+        a.state()
+            .sensitivity
+            .result
+            .as_ref()
+            .is_some_and(|s| s.schemes.last().map(String::as_str) == Some("int4:group16:mse"))
+    });
+    // The new candidate is an option of the plan (pinnable in every row) and undo takes it away.
+    let layer = h.state().state().sensitivity.result.as_ref().unwrap().rows[0].name.clone();
+    h.get_by_label(&format!("scheme of {layer}")).click();
+    h.run_steps(2);
+    h.get_by_label("pin int4:group16:mse");
+    h.key_press(egui::Key::Escape);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+    assert_eq!(h.state().state().doc.compare_schemes, schemes());
 }

@@ -136,3 +136,85 @@ fn a_budget_nothing_fits_is_a_one_line_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no plan fits 10 bytes") && err.lines().count() == 1, "{err}");
 }
+
+/// `--objective output` needs inputs and a model that runs: one-line errors.
+#[test]
+fn the_output_objective_without_inputs_or_a_runnable_model_is_a_one_line_error() {
+    let no_inputs = quantscope(&["plan", &sample(), "--bits-per-weight", "6", "--objective", "output"]);
+    let err = String::from_utf8_lossy(&no_inputs.stderr);
+    assert_eq!(no_inputs.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs --inputs") && err.trim().lines().count() == 1, "{err}");
+    // The teaching sample has no config.json: it cannot run.
+    let args = ["plan", &sample(), "--bits-per-weight", "6", "--objective", "output", "--inputs", "builtin"];
+    let cannot_run = quantscope(&args);
+    let err = String::from_utf8_lossy(&cannot_run.stderr);
+    assert_eq!(cannot_run.status.code(), Some(1), "{err}");
+    assert!(err.contains("config.json") && err.trim().lines().count() == 1, "{err}");
+    let unused = quantscope(&["plan", &sample(), "--bits-per-weight", "6", "--inputs", "builtin"]);
+    assert_eq!(unused.status.code(), Some(1), "--inputs without the output objective is refused");
+}
+
+/// On MiniLM, the output objective's value is Σ params × 10^(−output SQNR/10)
+/// over the planned layers, each output SQNR the one `report --inputs` gives
+/// for that layer under its planned scheme.
+#[test]
+fn minilm_output_plan_is_the_sum_of_its_layers_output_noise() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs.txt");
+    let text: String =
+        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 6).join("\n");
+    std::fs::write(&inputs, text).unwrap();
+    let (dir, inputs) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
+    let schemes = ["int4:channel:minmax", "int8:channel:minmax"];
+    let mut args = vec!["plan", dir, "--bits-per-weight", "6", "--objective", "output", "--inputs", inputs];
+    args.push("--schemes");
+    args.extend(schemes);
+    let plan = stdout_json(&quantscope(&args));
+    assert_eq!(plan["objective"], "output");
+    let mut by_hand = 0.0;
+    let mut quantized = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for l in plan["layers"].as_array().unwrap() {
+        let scheme = l["scheme"].as_str().unwrap();
+        if scheme == "keep" {
+            continue;
+        }
+        // The pooler never runs in the forward: its weight SQNR stands in.
+        let m = &l["metrics"];
+        let out = m["output_sqnr_db"].as_f64().or_else(|| m["sqnr_db"].as_f64()).unwrap();
+        by_hand += relative_cost(l["params"].as_u64().unwrap(), out);
+        quantized.entry(scheme).or_default().push(l["name"].as_str().unwrap());
+    }
+    let value = plan["objective_value"].as_f64().unwrap();
+    assert!((value - by_hand).abs() <= 1e-9 * by_hand, "{value} vs {by_hand}");
+    assert!(quantized.len() == 2, "6 bits per weight mixes the two schemes: {quantized:?}");
+    // The same output SQNRs as `report --inputs` (run::output_error's own path).
+    for (scheme, layers) in &quantized {
+        let re = format!("^({})$", layers.iter().map(|l| regex::escape(l)).collect::<Vec<_>>().join("|"));
+        let doc = stdout_json(&quantscope(&[
+            "report",
+            dir,
+            "--inputs",
+            inputs,
+            "--tensors",
+            &re,
+            "--scheme",
+            scheme,
+        ]));
+        for t in doc["tensors"].as_array().unwrap() {
+            let planned = plan["layers"].as_array().unwrap().iter().find(|l| l["name"] == t["name"]).unwrap();
+            let (a, b) =
+                (planned["metrics"]["output_sqnr_db"].as_f64(), t["metrics"]["output_sqnr_db"].as_f64());
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    assert!((a - b).abs() < 1e-9, "{} under {scheme}: {a} vs {b}", t["name"]);
+                }
+                _ => assert_eq!(
+                    (a, t["name"].as_str()),
+                    (b, Some("pooler.dense.weight")),
+                    "only the pooler has none"
+                ),
+            }
+        }
+    }
+}

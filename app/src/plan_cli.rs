@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use quantscope_engine::metrics::Metrics;
+use quantscope_engine::planner::output::output_sqnr;
 use quantscope_engine::planner::{self, FrontierPoint, Objective, Problem};
 use quantscope_engine::recipe::Recipe;
 use quantscope_engine::{Checkpoint, Scheme, export, sweep};
@@ -33,6 +34,13 @@ pub struct PlanArgs {
     pub schemes: Vec<Scheme>,
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Relative)]
     pub objective: ObjectiveArg,
+    /// With `--objective output`: text file, one sample per line, run through the
+    /// model to weigh each layer's error by its inputs (`builtin` = the shipped text).
+    #[arg(long, value_name = "FILE")]
+    pub inputs: Option<PathBuf>,
+    /// At most this many samples of --inputs.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_samples: usize,
     #[arg(long, value_enum, default_value_t = PlanOutput::Json)]
     pub output: PlanOutput,
 }
@@ -43,6 +51,8 @@ pub enum ObjectiveArg {
     Relative,
     /// The lowest layer SQNR, maximized.
     Worst,
+    /// Σ params × output noise / output energy over the captured inputs (needs --inputs).
+    Output,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,7 +86,8 @@ struct PlanLayer<'a> {
     /// The short form, or "keep" for a layer stored unchanged.
     scheme: String,
     bytes: u64,
-    metrics: Option<&'a Metrics>,
+    /// The cell's weight metrics; with the output objective, `output_sqnr_db` too.
+    metrics: Option<Metrics>,
 }
 
 #[derive(Serialize)]
@@ -92,55 +103,75 @@ struct PlanDoc<'a> {
 }
 
 pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let objective = match args.objective {
+        ObjectiveArg::Relative => Objective::Relative,
+        ObjectiveArg::Worst => Objective::Worst,
+        ObjectiveArg::Output => Objective::Output,
+    };
+    let model = args.model.display();
+    match (&args.inputs, objective) {
+        (None, Objective::Output) => {
+            anyhow::bail!("--objective output needs --inputs FILE (or --inputs builtin) to run {model} on")
+        }
+        (Some(_), Objective::Relative | Objective::Worst) => {
+            anyhow::bail!("--inputs is only used by --objective output")
+        }
+        _ => {}
+    }
     let ckpt = Checkpoint::open(&args.model)?;
-    let rows: Vec<usize> = ckpt
+    let names: Vec<String> = ckpt
         .tensors()
         .iter()
-        .enumerate()
-        .filter(|(_, t)| export::quantized_on_save(t, None))
-        .map(|(i, _)| i)
+        .filter(|t| export::quantized_on_save(t, None))
+        .map(|t| t.name.clone())
         .collect();
-    anyhow::ensure!(!rows.is_empty(), "{}: no layer a save would quantize", args.model.display());
+    anyhow::ensure!(!names.is_empty(), "{model}: no layer a save would quantize");
+    // Run the model first: a model that cannot run fails before the sweep.
+    let acts = match &args.inputs {
+        Some(inputs) => Some(
+            crate::run_cli::capture(&ckpt, inputs, args.max_samples)
+                .with_context(|| format!("{model}: the output objective runs the model"))?,
+        ),
+        None => None,
+    };
+    let rows: Vec<usize> =
+        names.iter().filter_map(|n| ckpt.tensors().iter().position(|t| &t.name == n)).collect();
     let s = sweep::sweep(&ckpt, &rows, &args.schemes, &|_, _| {}, &AtomicBool::new(false))?;
     // A scheme the save would not apply to a layer (a group size that does not
     // divide it) is no option for that layer.
     let shapes: Vec<&[usize]> = rows.iter().map(|&i| &ckpt.tensors()[i].shape[..]).collect();
-    let problem = Problem::from_sweep(&s, true, &|r, k| export::saves_quantized(shapes[r], &args.schemes[k]));
+    let saves = |r: usize, k: usize| export::saves_quantized(shapes[r], &args.schemes[k]);
+    let out_db = match &acts {
+        Some(acts) => {
+            let o = output_sqnr(&ckpt, acts, &names, &args.schemes, &mut |_, _| {}, &AtomicBool::new(false))?;
+            for layer in o.missing() {
+                eprintln!(
+                    "{model}: {layer}: no captured input; its weight SQNR stands in for the output SQNR"
+                );
+            }
+            Some(o)
+        }
+        None => None,
+    };
+    let problem = match &out_db {
+        Some(o) => Problem::from_sweep_output(&s, true, &saves, o),
+        None => Problem::from_sweep(&s, true, &saves),
+    };
     let params: u64 = s.rows.iter().map(|r| r.params).sum();
     let budget = match (args.max_bytes, args.bits_per_weight) {
         (Some(b), _) => b,
         (None, Some(bpw)) => planner::budget_bytes(bpw, params),
         (None, None) => unreachable!("clap requires a budget"),
     };
-    let objective = match args.objective {
-        ObjectiveArg::Relative => Objective::Relative,
-        ObjectiveArg::Worst => Objective::Worst,
-    };
     let (smallest, _) = problem.byte_range();
-    let plan = problem.solve(budget, objective).with_context(|| {
-        format!("{}: no plan fits {budget} bytes (the smallest takes {smallest})", args.model.display())
-    })?;
-    let layers: Vec<PlanLayer<'_>> = s
-        .rows
-        .iter()
-        .zip(&plan.choice)
-        .zip(&problem.layers)
-        .map(|((row, &c), opts)| {
-            let o = &opts[c];
-            let cell = o.scheme.and_then(|k| row.cells[k].as_ref().ok());
-            PlanLayer {
-                name: &row.name,
-                params: row.params,
-                scheme: o.scheme.map_or_else(|| "keep".into(), |k| s.schemes[k].clone()),
-                bytes: o.bytes,
-                metrics: cell.map(|c| &c.metrics),
-            }
-        })
-        .collect();
+    let plan = problem
+        .solve(budget, objective)
+        .with_context(|| format!("{model}: no plan fits {budget} bytes (the smallest takes {smallest})"))?;
+    let layers = plan_layers(&s, &problem, &plan, out_db.as_ref());
     match args.output {
         PlanOutput::Json => {
             let doc = PlanDoc {
-                model: args.model.display().to_string(),
+                model: model.to_string(),
                 budget,
                 objective,
                 objective_value: plan.objective_value,
@@ -155,6 +186,36 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         PlanOutput::Recipe => write_recipe(&layers, out)?,
     }
     Ok(())
+}
+
+/// Each layer's option in `plan`, with the cell's metrics (and output SQNR).
+fn plan_layers<'a>(
+    s: &'a sweep::Sweep,
+    problem: &Problem,
+    plan: &planner::Plan,
+    out_db: Option<&planner::output::OutputSqnr>,
+) -> Vec<PlanLayer<'a>> {
+    s.rows
+        .iter()
+        .enumerate()
+        .zip(&plan.choice)
+        .zip(&problem.layers)
+        .map(|(((r, row), &c), opts)| {
+            let o = &opts[c];
+            let metrics = o.scheme.and_then(|k| row.cells[k].as_ref().ok()).map(|cell| {
+                let mut m = cell.metrics;
+                m.output_sqnr_db = o.scheme.and_then(|k| out_db?.db(r, k));
+                m
+            });
+            PlanLayer {
+                name: &row.name,
+                params: row.params,
+                scheme: o.scheme.map_or_else(|| "keep".into(), |k| s.schemes[k].clone()),
+                bytes: o.bytes,
+                metrics,
+            }
+        })
+        .collect()
 }
 
 /// The plan as a recipe: the most common scheme model-wide, the rest per layer,

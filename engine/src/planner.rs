@@ -10,9 +10,12 @@
 //! cheaper. When the fronts would outgrow [`EXACT_WORK`], the [`hull`] path
 //! takes over: a Lagrangian sweep over each layer's lower convex hull, then an
 //! exact repair of the layers near the break point. `worst` maximizes the
-//! lowest layer SQNR by bisection over the candidate SQNRs.
+//! lowest layer SQNR by bisection over the candidate SQNRs. `output` is the
+//! same knapsack as `relative` over costs measured on the layers' outputs
+//! ([`output`]: the problem is built with [`Problem::from_sweep_output`]).
 
 mod hull;
+pub mod output;
 mod summary;
 
 pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes, relative_as_db};
@@ -34,6 +37,10 @@ pub enum Objective {
     Relative,
     /// The lowest layer SQNR, maximized.
     Worst,
+    /// Σ params × 10^(−output SQNR/10): `relative` measured on each layer's
+    /// output over captured inputs (the problem must come from
+    /// [`Problem::from_sweep_output`]).
+    Output,
 }
 
 /// One way to store one layer.
@@ -42,7 +49,8 @@ pub struct LayerOption {
     /// Column of the sweep, or `None` for "keep as stored".
     pub scheme: Option<usize>,
     pub bytes: u64,
-    /// params × MSE / mean(R²); 0 when kept or lossless.
+    /// params × MSE / mean(R²) (with the output objective, params × output
+    /// noise / output energy); 0 when kept or lossless.
     pub cost: f64,
     /// SQNR in dB (+∞ when kept or lossless).
     pub sqnr_db: f64,
@@ -73,6 +81,29 @@ impl Problem {
     /// The options of every row of `s`: each scheme whose cell succeeded and that
     /// `saves(row, column)` accepts, plus (with `keep`) storing the layer unchanged.
     pub fn from_sweep(s: &Sweep, keep: bool, saves: &dyn Fn(usize, usize) -> bool) -> Self {
+        Self::with_cost(s, keep, saves, &|row, _, _, c| relative_cost(row.params, c.metrics.sqnr_db))
+    }
+
+    /// As [`Self::from_sweep`], each option costed by its output SQNR in `out`
+    /// (the `output` objective). A cell without one (no captured input) falls
+    /// back to its weight SQNR: the output SQNR under isotropic inputs.
+    pub fn from_sweep_output(
+        s: &Sweep,
+        keep: bool,
+        saves: &dyn Fn(usize, usize) -> bool,
+        out: &output::OutputSqnr,
+    ) -> Self {
+        Self::with_cost(s, keep, saves, &|row, r, k, c| {
+            relative_cost(row.params, out.db(r, k).unwrap_or(c.metrics.sqnr_db))
+        })
+    }
+
+    fn with_cost(
+        s: &Sweep,
+        keep: bool,
+        saves: &dyn Fn(usize, usize) -> bool,
+        cost: &dyn Fn(&crate::sweep::Row, usize, usize, &crate::sweep::Cell) -> f64,
+    ) -> Self {
         let layers = s
             .rows
             .iter()
@@ -87,7 +118,7 @@ impl Problem {
                     .map(|(k, c)| LayerOption {
                         scheme: Some(k),
                         bytes: c.stored_bytes,
-                        cost: relative_cost(row.params, c.metrics.sqnr_db),
+                        cost: cost(row, r, k, c),
                         sqnr_db: c.metrics.sqnr_db,
                     })
                     .collect();
@@ -116,7 +147,7 @@ impl Problem {
     /// options do not fit.
     pub fn solve(&self, budget: u64, objective: Objective) -> Option<Plan> {
         let choice = match objective {
-            Objective::Relative => self.solve_relative(budget)?,
+            Objective::Relative | Objective::Output => self.solve_relative(budget)?,
             Objective::Worst => self.solve_worst(budget)?,
         };
         let (total_bytes, objective_value) = self.evaluate(&choice, objective);
@@ -338,7 +369,7 @@ mod tests {
             if bytes <= budget {
                 let better = match (best, objective) {
                     (None, _) => true,
-                    (Some(b), Objective::Relative) => value < b,
+                    (Some(b), Objective::Relative | Objective::Output) => value < b,
                     (Some(b), Objective::Worst) => value > b,
                 };
                 if better {
@@ -373,12 +404,13 @@ mod tests {
         fn the_plan_is_optimal_against_brute_force(p in problem(), share in 0.0f64..1.0) {
             let (lo, hi) = p.byte_range();
             let budget = lo + ((hi - lo) as f64 * share) as u64;
-            for objective in [Objective::Relative, Objective::Worst] {
+            for objective in [Objective::Relative, Objective::Worst, Objective::Output] {
                 let plan = p.solve(budget, objective).expect("the smallest plan fits");
                 prop_assert!(plan.total_bytes <= budget);
                 let best = brute(&p, budget, objective).expect("feasible");
                 match objective {
-                    Objective::Relative => prop_assert!(plan.objective_value <= best * (1.0 + 1e-3) + 1e-12,
+                    Objective::Relative | Objective::Output =>
+                        prop_assert!(plan.objective_value <= best * (1.0 + 1e-3) + 1e-12,
                         "{} vs {best}", plan.objective_value),
                     Objective::Worst => prop_assert!(plan.objective_value >= best - 1e-12,
                         "{} vs {best}", plan.objective_value),

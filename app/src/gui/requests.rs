@@ -14,8 +14,8 @@ use super::command::SaveRequest;
 use super::state::LayerTab;
 use super::state::{AppState, Model, View};
 use super::worker::{
-    ActivationRequest, AnalyzeRequest, CaptureRequest, CompareRequest, CompareSummary, ModelSummary, Request,
-    Response, Source, StoredRequest, Worker,
+    ActivationRequest, AnalyzeRequest, CaptureRequest, CompareRequest, CompareSummary, ModelSummary,
+    OutputRequest, Request, Response, Source, StoredRequest, Worker,
 };
 
 const WEIGHT_BINS: usize = 400;
@@ -75,6 +75,13 @@ pub struct MatrixKey {
     pub schemes: Vec<Scheme>,
 }
 
+/// What the Plan view's output matrix covers, and under which capture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputKey {
+    pub matrix: MatrixKey,
+    pub capture: u64,
+}
+
 /// The worker and the records of what was asked of it.
 pub struct Requests {
     worker: Worker,
@@ -90,6 +97,7 @@ pub struct Requests {
     compare: Option<InFlight<std::path::PathBuf>>,
     /// The stored layer asked for (an open quantized model).
     stored: Option<InFlight<String>>,
+    output: Option<InFlight<OutputKey>>,
 }
 
 impl Requests {
@@ -107,6 +115,7 @@ impl Requests {
             activation: None,
             compare: None,
             stored: None,
+            output: None,
         }
     }
 
@@ -154,6 +163,8 @@ impl Requests {
         self.capture_cancel = Some(Arc::clone(&cancel));
         self.capture = Some(InFlight { generation, key: inputs.clone(), answered: false });
         self.activation = None;
+        self.output = None;
+        state.plan_output = super::state::PlanOutputState::default();
         let a = &mut state.activations;
         (a.progress, a.capture, a.view, a.error) = (Some((0, MAX_SAMPLES)), None, None, None);
         self.worker.send(Request::Capture(CaptureRequest {
@@ -310,6 +321,21 @@ impl Requests {
                         }
                     }
                 }
+                Response::OutputProgress { generation, done, total } => {
+                    if current(self.output.as_ref(), generation) {
+                        state.plan_output.progress = Some((done, total));
+                    }
+                }
+                Response::OutputDone { generation, result } => {
+                    if current(self.output.as_ref(), generation) {
+                        let o = &mut state.plan_output;
+                        o.progress = None;
+                        (o.result, o.error) = match result {
+                            Ok(r) => (Some(r), None),
+                            Err(e) => (None, Some(e)),
+                        };
+                    }
+                }
                 Response::MatrixProgress { generation, done, total } => {
                     if current(self.matrix.as_ref(), generation) {
                         state.sensitivity.progress = Some((done, total));
@@ -379,6 +405,7 @@ impl Requests {
         state.clicked_value = None;
         state.teach_slice = 0;
         state.sensitivity = super::state::SensitivityState::default();
+        state.plan_output = super::state::PlanOutputState::default();
         state.activations =
             super::state::ActivationsState { tab: state.activations.tab, ..Default::default() };
         state.compare = super::state::CompareState { offer_original, ..Default::default() };
@@ -391,6 +418,7 @@ impl Requests {
         self.analysis = None;
         self.column = None;
         self.matrix = None;
+        self.output = None;
     }
 
     /// Sends the analysis, SQNR column and matrix the state calls for, unless
@@ -430,6 +458,7 @@ impl Requests {
         }
         self.request_activation(state);
         self.request_stored(state);
+        self.request_output(state);
         if matches!(state.view, View::Sensitivity | View::Plan) {
             let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
             let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
@@ -470,6 +499,31 @@ impl Requests {
             let generation = self.next_generation();
             self.worker.send(Request::AnalyzeStored(StoredRequest { generation, layer: layer.clone() }));
             self.stored = Some(InFlight { generation, key: layer, answered: false });
+        }
+    }
+
+    /// In the Plan view, once the model has run: the output SQNR of every
+    /// planned layer × candidate (the `output` objective), computed in the
+    /// background so the objective is ready when picked.
+    fn request_output(&mut self, state: &mut AppState) {
+        let Some(capture) = self.capture.as_ref().filter(|_| state.activations.capture.is_some()) else {
+            return;
+        };
+        if state.view != View::Plan {
+            return;
+        }
+        let matrix = MatrixKey { tensors: state.plan_layers(), schemes: state.doc.compare_schemes.clone() };
+        let key = OutputKey { matrix, capture: capture.generation };
+        if !InFlight::asks(self.output.as_ref(), &key) {
+            let generation = self.next_generation();
+            self.worker.send(Request::OutputMatrix(OutputRequest {
+                generation,
+                layers: key.matrix.tensors.clone(),
+                schemes: key.matrix.schemes.clone(),
+            }));
+            state.plan_output.progress = Some((0, key.matrix.tensors.len()));
+            state.plan_output.error = None;
+            self.output = Some(InFlight { generation, key, answered: false });
         }
     }
 

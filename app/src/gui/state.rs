@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use quantscope_engine::export::{config_group_key, quantized_on_save};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::recipe::{LayerChoice, Resolved};
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
@@ -147,6 +148,15 @@ pub struct CompareState {
     pub offer_original: Option<std::path::PathBuf>,
 }
 
+/// The Plan view's `output` objective: each planned layer × candidate's output
+/// SQNR over the capture, and its progress.
+#[derive(Default)]
+pub struct PlanOutputState {
+    pub result: Option<Arc<OutputSqnr>>,
+    pub progress: Option<(usize, usize)>,
+    pub error: Option<String>,
+}
+
 /// A save in progress or finished.
 #[derive(Default)]
 pub struct SaveState {
@@ -191,6 +201,7 @@ pub struct AppState {
     /// The last completed action (file written, …), shown in the status bar.
     pub status: Option<String>,
     pub sensitivity: SensitivityState,
+    pub plan_output: PlanOutputState,
     pub save: SaveState,
     pub activations: ActivationsState,
     pub compare: CompareState,

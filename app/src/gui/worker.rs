@@ -11,6 +11,7 @@
 //! A save runs here too (one tensor at a time, with progress), so the UI thread
 //! never writes a model; analyses asked for meanwhile wait for it to finish.
 
+mod plan;
 mod published;
 mod run;
 
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::quantized::view::{Published, StoredView};
 use quantscope_engine::recipe::Resolved;
@@ -33,6 +35,7 @@ use quantscope_engine::{
     analyze, compare_calibrations,
 };
 
+pub use plan::OutputRequest;
 pub use published::{
     CompareRequest, CompareSummary, PUBLISHED_COLUMN, StoredLayerInfo, StoredRequest, StoredSummary,
 };
@@ -97,6 +100,9 @@ pub enum Request {
     CloseComparison,
     /// One stored layer of the open quantized model, alone.
     AnalyzeStored(StoredRequest),
+    /// The Plan view's `output` objective: layers × schemes output SQNR over the
+    /// capture, one layer per turn (`OutputProgress`, then `OutputDone`).
+    OutputMatrix(OutputRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
 }
@@ -142,6 +148,8 @@ pub enum Response {
     ActivationAnalyzed { generation: u64, result: Result<Arc<ActivationView>, String> },
     Compared { generation: u64, result: Result<(Option<ModelSummary>, CompareSummary), String> },
     StoredAnalyzed { generation: u64, result: Result<Arc<StoredView>, String> },
+    OutputProgress { generation: u64, done: usize, total: usize },
+    OutputDone { generation: u64, result: Result<Arc<OutputSqnr>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -219,6 +227,8 @@ struct WorkerState {
     published: Option<Arc<QuantizedModel>>,
     /// The newest published layer against its original.
     published_cache: Option<(String, Arc<Published>)>,
+    /// The Plan view's output matrix in progress.
+    output: Option<plan::OutputJob>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -233,7 +243,7 @@ impl WorkerState {
         loop {
             // Block only when no column or matrix work is left.
             let mut pending: Vec<Request> = Vec::new();
-            if self.sqnr_column.is_none() && self.matrix.is_none() {
+            if self.sqnr_column.is_none() && self.matrix.is_none() && self.output.is_none() {
                 match requests.recv() {
                     Ok(r) => pending.push(r),
                     Err(_) => return,
@@ -261,6 +271,8 @@ impl WorkerState {
                 let _ = responses.send(Response::Analyzed { generation, result });
             } else if self.matrix.is_some() {
                 self.matrix_step(responses);
+            } else if self.output.is_some() {
+                self.output_step(responses);
             } else {
                 self.sqnr_column_step(responses);
             }
@@ -337,6 +349,7 @@ impl WorkerState {
                     });
                 let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
             }
+            Request::OutputMatrix(r) => self.start_output(r, responses),
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
                 let msg = r.err().map(|p| panic_message(&*p)).unwrap_or_default();
@@ -356,6 +369,7 @@ impl WorkerState {
         self.sqnr_column = None;
         self.matrix = None;
         self.activations = None;
+        self.output = None;
         self.stored = None;
         self.published = None;
         self.published_cache = None;

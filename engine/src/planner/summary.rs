@@ -68,7 +68,7 @@ impl Problem {
         let picked = self.layers.iter().zip(choice).map(|(o, &c)| &o[c]);
         let bytes = picked.clone().map(|o| o.bytes).sum();
         let value = match objective {
-            Objective::Relative => picked.map(|o| o.cost).sum(),
+            Objective::Relative | Objective::Output => picked.map(|o| o.cost).sum(),
             Objective::Worst => picked.map(|o| o.sqnr_db).fold(f64::INFINITY, f64::min),
         };
         (bytes, value)

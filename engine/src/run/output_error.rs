@@ -34,8 +34,8 @@ impl OutputError {
     }
 }
 
-/// Σ over rows of w G wᵀ for `w` `[out, in]`.
-fn quadratic(w: Vec<f64>, site: &SiteStats) -> candle_core::Result<f64> {
+/// Σ over rows of w G wᵀ for `w` `[out, in]` (the planner's output costs use it too).
+pub fn quadratic(w: Vec<f64>, site: &SiteStats) -> candle_core::Result<f64> {
     let n = site.in_features;
     if let Some(g) = &site.gram {
         let rows = w.len() / n;

@@ -8,7 +8,11 @@
 //!
 //! The solve runs here, on the frame, only when its inputs change: the planner
 //! takes ≤ 14 ms on 1,000 layers × 10 schemes (BENCHMARKS.md), so a slider drag
-//! keeps its pace without a round trip through the worker.
+//! keeps its pace without a round trip through the worker. The `output`
+//! objective's costs (output SQNR per cell) come from the worker once the model
+//! has run; the candidates are edited here (`candidates`).
+
+mod candidates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Legend, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{
     self, FrontierPoint, Objective, Pin, Plan, Problem, Why, bits_per_weight, budget_bytes, relative_as_db,
 };
@@ -24,7 +29,7 @@ use quantscope_engine::{Scheme, export};
 
 use super::format_sqnr;
 use crate::gui::command::Command;
-use crate::gui::state::{AppState, View};
+use crate::gui::state::AppState;
 
 /// The unit the budget is set in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +51,8 @@ pub enum PinChoice {
 /// The problem and the plan for the current inputs.
 struct Solved {
     sweep: Arc<Sweep>,
+    /// The output SQNRs the costs came from (the `output` objective), else weight costs.
+    output: Option<Arc<OutputSqnr>>,
     pins: BTreeMap<String, PinChoice>,
     problem: Problem,
     params: u64,
@@ -65,6 +72,7 @@ pub struct PlanPanel {
     pub bytes: u64,
     pub objective: Objective,
     pub pins: BTreeMap<String, PinChoice>,
+    pub candidates: candidates::CandidateEditor,
     solved: Option<Solved>,
 }
 
@@ -76,6 +84,7 @@ impl Default for PlanPanel {
             bytes: 0,
             objective: Objective::Relative,
             pins: BTreeMap::new(),
+            candidates: candidates::CandidateEditor::default(),
             solved: None,
         }
     }
@@ -114,8 +123,13 @@ pub fn bytes_label(b: i64) -> String {
 }
 
 /// The planner's problem for `s`: each layer's options are the schemes a save
-/// would apply to it, plus keeping it; pins restrict it.
-fn build_problem(state: &AppState, s: &Sweep, pins: &BTreeMap<String, PinChoice>) -> Problem {
+/// would apply to it, plus keeping it, costed by `output` when given; pins restrict it.
+fn build_problem(
+    state: &AppState,
+    s: &Sweep,
+    pins: &BTreeMap<String, PinChoice>,
+    output: Option<&OutputSqnr>,
+) -> Problem {
     let schemes: Vec<Option<Scheme>> = s.schemes.iter().map(|x| x.parse().ok()).collect();
     let shapes: Vec<Option<Vec<usize>>> = s
         .rows
@@ -126,7 +140,10 @@ fn build_problem(state: &AppState, s: &Sweep, pins: &BTreeMap<String, PinChoice>
         (Some(shape), Some(scheme)) => export::saves_quantized(shape, scheme),
         _ => false,
     };
-    let mut p = Problem::from_sweep(s, true, &saves);
+    let mut p = match output {
+        Some(o) => Problem::from_sweep_output(s, true, &saves, o),
+        None => Problem::from_sweep(s, true, &saves),
+    };
     for (r, row) in s.rows.iter().enumerate() {
         let pin = match pins.get(&row.name) {
             Some(PinChoice::Keep) => Some(Pin::Keep),
@@ -154,23 +171,38 @@ impl PlanPanel {
         }
     }
 
-    /// Re-solves when the matrix, the pins, the budget or the objective changed.
-    fn refresh(&mut self, state: &AppState, s: &Arc<Sweep>) {
-        let same_problem =
-            self.solved.as_ref().is_some_and(|x| Arc::ptr_eq(&x.sweep, s) && x.pins == self.pins);
+    /// Re-solves when the matrix, the costs, the pins, the budget or the
+    /// objective changed. `output`: the output SQNRs when that objective is on.
+    fn refresh(&mut self, state: &AppState, s: &Arc<Sweep>, output: Option<Arc<OutputSqnr>>) {
+        let same_output = |x: &Solved| match (&x.output, &output) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let same_problem = self
+            .solved
+            .as_ref()
+            .is_some_and(|x| Arc::ptr_eq(&x.sweep, s) && same_output(x) && x.pins == self.pins);
+        // Without its costs the output objective waits; relative stands in.
+        let objective = if self.objective == Objective::Output && output.is_none() {
+            Objective::Relative
+        } else {
+            self.objective
+        };
         if !same_problem {
-            let problem = build_problem(state, s, &self.pins);
+            let problem = build_problem(state, s, &self.pins, output.as_deref());
             let params = s.rows.iter().map(|r| r.params).sum();
             let uniform = (0..s.schemes.len()).map(|k| problem.uniform(k, Objective::Relative)).collect();
             self.solved = Some(Solved {
                 sweep: Arc::clone(s),
+                output,
                 pins: self.pins.clone(),
                 frontier: problem.frontier(),
                 problem,
                 params,
                 uniform,
                 budget: u64::MAX,
-                objective: self.objective,
+                objective,
                 plan: None,
             });
         }
@@ -179,10 +211,10 @@ impl PlanPanel {
             BudgetUnit::BitsPerWeight => budget_bytes(self.bits, x.params),
             BudgetUnit::Bytes => self.bytes,
         };
-        if !same_problem || x.budget != budget || x.objective != self.objective {
-            x.plan = x.problem.solve(budget, self.objective);
+        if !same_problem || x.budget != budget || x.objective != objective {
+            x.plan = x.problem.solve(budget, objective);
             x.budget = budget;
-            x.objective = self.objective;
+            x.objective = objective;
         }
         if self.unit == BudgetUnit::BitsPerWeight {
             self.bytes = budget;
@@ -192,13 +224,7 @@ impl PlanPanel {
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         ui.horizontal_wrapped(|ui| {
             ui.heading("Plan");
-            ui.label(format!(
-                "Candidates: the {} schemes of the Sensitivity view, plus keep as stored.",
-                state.doc.compare_schemes.len()
-            ));
-            if ui.button("Edit candidates").clicked() {
-                out.push(Command::SetView(View::Sensitivity));
-            }
+            ui.weak("Candidates are shared with the Sensitivity view.");
             if let Some((done, total)) = state.sensitivity.progress {
                 ui.add(
                     egui::ProgressBar::new(done as f32 / total.max(1) as f32)
@@ -207,6 +233,7 @@ impl PlanPanel {
                 );
             }
         });
+        self.candidates.ui(ui, &state.doc.compare_schemes, &kept_label(state), out);
         if let Some(e) = &state.sensitivity.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
@@ -214,8 +241,10 @@ impl PlanPanel {
             ui.weak("Computing every layer a save quantizes under every candidate scheme...");
             return;
         };
-        self.refresh(state, &s);
-        self.controls_ui(ui, out, &s);
+        let output = output_costs(state, &s);
+        let wanted = (self.objective == Objective::Output).then(|| output.clone().ok()).flatten();
+        self.refresh(state, &s, wanted);
+        self.controls_ui(ui, out, &s, output.as_ref().err());
         let Some(x) = self.solved.as_ref() else { return };
         summary_ui(ui, x);
         let h = (ui.available_height() * 0.4).clamp(160.0, 320.0);
@@ -230,7 +259,14 @@ impl PlanPanel {
         self.table_ui(ui, &s);
     }
 
-    fn controls_ui(&mut self, ui: &mut egui::Ui, out: &mut Vec<Command>, s: &Sweep) {
+    /// `output_unavailable`: why the output objective cannot be picked now.
+    fn controls_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        out: &mut Vec<Command>,
+        s: &Sweep,
+        output_unavailable: Option<&String>,
+    ) {
         let Some(x) = self.solved.as_ref() else { return };
         let (lo, hi) = x.problem.byte_range();
         let params = x.params;
@@ -255,17 +291,14 @@ impl PlanPanel {
                     ui.add(slider);
                 }
             }
-            let label = ui.label("Objective");
-            egui::ComboBox::from_id_salt("plan_objective")
-                .selected_text(objective_label(self.objective))
-                .show_ui(ui, |ui| {
-                    for o in [Objective::Relative, Objective::Worst] {
-                        ui.selectable_value(&mut self.objective, o, objective_label(o));
-                    }
-                })
-                .response
-                .labelled_by(label.id);
+            objective_ui(ui, &mut self.objective, output_unavailable);
         });
+        if let (Objective::Output, Some(why)) = (self.objective, output_unavailable) {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Output objective: {why}; showing relative."),
+            );
+        }
         ui.horizontal_wrapped(|ui| {
             let button = ui.add_enabled(has_plan, egui::Button::new("Apply to save"));
             let hover = "Give every planned layer its scheme (or keep it as stored); Ctrl+Z takes it back";
@@ -289,17 +322,20 @@ impl PlanPanel {
         let Some(x) = self.solved.as_ref() else { return };
         let Some(plan) = x.plan.clone() else { return };
         let mut new_pin: Option<(String, PinEdit)> = None;
-        egui::ScrollArea::horizontal().id_salt("plan_table_h").show(ui, |ui| {
+        // Fits the width (1000 px windows included): long names and reasons are
+        // cut short, with the whole text on hover.
+        let name_width = (ui.available_width() * 0.26).clamp(110.0, 340.0);
+        {
             TableBuilder::new(ui)
                 .id_salt("plan_table")
                 .striped(true)
                 .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-                .column(Column::auto().at_least(180.0).clip(true).resizable(true))
-                .column(Column::exact(70.0))
-                .column(Column::exact(190.0))
-                .column(Column::exact(80.0))
-                .column(Column::exact(70.0))
-                .column(Column::remainder().at_least(300.0))
+                .column(Column::initial(name_width).at_least(90.0).clip(true).resizable(true))
+                .column(Column::exact(64.0))
+                .column(Column::exact(178.0))
+                .column(Column::exact(72.0))
+                .column(Column::exact(62.0))
+                .column(Column::remainder().at_least(120.0).clip(true))
                 .header(22.0, |mut h| {
                     for t in ["layer", "params", "scheme (pin)", "bytes", "SQNR dB", "why"] {
                         h.col(|ui| {
@@ -313,7 +349,7 @@ impl PlanPanel {
                         let (item, c) = (&s.rows[r], plan.choice[r]);
                         let opt = &x.problem.layers[r][c];
                         row.col(|ui| {
-                            ui.label(&item.name);
+                            ui.add(egui::Label::new(&item.name).truncate());
                         });
                         row.col(|ui| {
                             ui.monospace(item.params.to_string());
@@ -334,11 +370,12 @@ impl PlanPanel {
                         row.col(|ui| {
                             let why = x.problem.why(r, c);
                             let (text, hover) = why_text(s, &x.problem, r, why, self.pins.get(&item.name));
-                            ui.label(text).on_hover_text(hover);
+                            let label = egui::Label::new(&text).truncate().show_tooltip_when_elided(false);
+                            ui.add(label).on_hover_text(format!("{text}\n\n{hover}"));
                         });
                     });
                 });
-        });
+        }
         if let Some((layer, pin)) = new_pin {
             match pin {
                 PinEdit::Pin(p) => self.pins.insert(layer, p),
@@ -368,7 +405,66 @@ fn objective_label(o: Objective) -> &'static str {
     match o {
         Objective::Relative => "relative (least params-weighted noise)",
         Objective::Worst => "worst (highest lowest-layer SQNR)",
+        Objective::Output => "output (least params-weighted output noise)",
     }
+}
+
+/// The objective picker; `output` is greyed out, saying why, while it cannot be used.
+fn objective_ui(ui: &mut egui::Ui, objective: &mut Objective, output_unavailable: Option<&String>) {
+    let label = ui.label("Objective");
+    egui::ComboBox::from_id_salt("plan_objective")
+        .selected_text(objective_label(*objective))
+        .show_ui(ui, |ui| {
+            for o in [Objective::Relative, Objective::Worst] {
+                ui.selectable_value(objective, o, objective_label(o));
+            }
+            let item =
+                egui::Button::selectable(*objective == Objective::Output, objective_label(Objective::Output));
+            let r = ui.add_enabled(output_unavailable.is_none(), item);
+            let r = match output_unavailable {
+                Some(why) => r.on_disabled_hover_text(why.as_str()),
+                None => {
+                    r.on_hover_text("Each layer's error measured on its output over the model run's inputs")
+                }
+            };
+            if r.clicked() {
+                *objective = Objective::Output;
+            }
+        })
+        .response
+        .labelled_by(label.id);
+}
+
+/// The output SQNRs of `s`'s cells, or why the output objective cannot be used yet.
+fn output_costs(state: &AppState, s: &Sweep) -> Result<Arc<OutputSqnr>, String> {
+    let o = &state.plan_output;
+    if let Some(r) = o.result.as_ref().filter(|r| r.matches(s)) {
+        return Ok(Arc::clone(r));
+    }
+    if let Some((done, total)) = o.progress {
+        return Err(format!("measuring each layer's output error ({done}/{total} layers)"));
+    }
+    if let Some(e) = &o.error {
+        return Err(e.clone());
+    }
+    if state.activations.progress.is_some() {
+        return Err("the model is running".into());
+    }
+    Err(if state.activations.capture.is_some() {
+        "waiting for the output error of these candidates".into()
+    } else {
+        "needs a run of the model: a layer's input activations tab, Run model".into()
+    })
+}
+
+/// How kept layers are stored (their source dtypes).
+fn kept_label(state: &AppState) -> String {
+    let Some(m) = &state.model else { return "16-bit".into() };
+    let mut dtypes: Vec<String> =
+        state.plan_layers().iter().filter_map(|n| m.tensor(n)).map(|t| format!("{:?}", t.dtype)).collect();
+    dtypes.sort();
+    dtypes.dedup();
+    if dtypes.is_empty() { "16-bit".into() } else { dtypes.join("/") }
 }
 
 /// A change made in a row's pin menu.
@@ -387,7 +483,7 @@ fn pin_combo(
 ) -> Option<PinEdit> {
     let mut changed = None;
     let text = if pinned.is_some() { format!("{chosen} (pinned)") } else { chosen.to_string() };
-    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(180.0);
+    let combo = egui::ComboBox::from_id_salt(("plan_pin", layer)).selected_text(text).width(168.0);
     let inner = combo.show_ui(ui, |ui| {
         if ui.selectable_label(pinned.is_none(), "auto (the planner picks)").clicked() {
             changed = Some(PinEdit::Unpin);
@@ -447,8 +543,9 @@ fn summary_ui(ui: &mut egui::Ui, x: &Solved) {
     };
     let (_, rel) = x.problem.evaluate(&plan.choice, Objective::Relative);
     let (_, worst) = x.problem.evaluate(&plan.choice, Objective::Worst);
+    let measure = if x.output.is_some() { "output SQNR" } else { "SQNR" };
     ui.label(format!(
-        "Plan: {} ({:.3} bits per weight) of {} budget; params-weighted SQNR {} dB, worst layer {} dB.",
+        "Plan: {} ({:.3} bits per weight) of {} budget; params-weighted {measure} {} dB, worst layer SQNR {} dB.",
         bytes_label(plan.total_bytes as i64),
         bits_per_weight(plan.total_bytes, x.params),
         bytes_label(x.budget as i64),
@@ -493,7 +590,11 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
         .default_x_bounds(x0, x1.max(x0 + 0.5))
         .default_y_bounds(y0, y1.max(y0 + 1.0))
         .x_axis_label("stored bits per weight")
-        .y_axis_label("params-weighted SQNR (dB)")
+        .y_axis_label(if x.output.is_some() {
+            "params-weighted output SQNR (dB)"
+        } else {
+            "params-weighted SQNR (dB)"
+        })
         .allow_scroll(false)
         .show(ui, |p| {
             p.line(Line::new("frontier (best plan per size)", line).color(Color32::from_rgb(86, 180, 233)));
