@@ -12,9 +12,13 @@ writes the tensor as F32 .safetensors, and times, best of --repeat:
   percentile and distribution, finding the range of the same tensor (fed as
   the output of an Identity node, the way ORT calibrates);
 - quantscope on the same file (`report --timing`: decode + quantize +
-  dequantize + every metric, in process; the CLI's start-up is shown apart).
+  dequantize + every metric, in process; the CLI's start-up is shown apart);
+- whole processes, start-up, mapping and output included: `quantscope report`
+  against a straightforward numpy script (load the file with safetensors,
+  per-channel INT8 quantize, dequantize, MSE), on the file as safetensors
+  writes it and on one whose F32 data is not 4-byte aligned (legal).
 
-Prints a Markdown table of times and ratios.
+Prints Markdown tables of times and ratios.
 """
 import json
 import os
@@ -74,6 +78,9 @@ def main():
     w[::97] *= 20.0  # a few outlier rows, as real weights have
     tensor_path = work / "w.safetensors"
     save_file({"w.weight": w}, str(tensor_path))
+
+    unaligned_path = work / "w_unaligned.safetensors"
+    write_unaligned(unaligned_path, "w.weight", w)
 
     rows = []
 
@@ -141,6 +148,8 @@ def main():
         qs, wall, _ = quantscope(scheme)
         rows.append((name, "ONNX Runtime", peer, qs, wall, f"{scheme} (range + quantize + all metrics)"))
 
+    whole = whole_process(binary, repeat, [("aligned", tensor_path), ("unaligned", unaligned_path)])
+
     print(f"Tensor {ROWS}x{COLS} F32 ({w.nbytes >> 20} MiB); best of {repeat}; "
           f"numpy {np.__version__}, onnxruntime {__import__('onnxruntime').__version__}")
     print()
@@ -148,6 +157,63 @@ def main():
     print("|---|---|---:|---:|---:|---:|---|")
     for task, peer, p_ms, q_ms, wall, scheme in rows:
         print(f"| {task} | {peer} | {p_ms:.1f} | {q_ms:.1f} | {p_ms / q_ms:.1f} | {wall:.1f} | `{scheme}` |")
+    print()
+    print("Whole process (start-up, load or map, per-channel INT8 quantize + dequantize + MSE, output):")
+    print()
+    print("| file | numpy script ms | quantscope report ms | x faster |")
+    print("|---|---:|---:|---:|")
+    for name, np_wall, qs_wall in whole:
+        print(f"| {name} | {np_wall:.1f} | {qs_wall:.1f} | {np_wall / qs_wall:.1f} |")
+
+
+NUMPY_SCRIPT = """
+import sys
+import numpy as np
+from safetensors.numpy import load_file
+w = load_file(sys.argv[1])["w.weight"]
+amax = np.abs(w).max(axis=1, keepdims=True)
+scale = np.where(amax > 0, amax / 127.5, np.finfo(np.float32).eps).astype(np.float32)
+q = np.clip(np.round(w / scale), -128, 127)
+r = (q * scale).astype(np.float32)
+print(float(np.mean((w.astype(np.float64) - r) ** 2)))
+"""
+
+
+def write_unaligned(path, name, w):
+    """A safetensors file whose F32 data starts 1 byte off a 4-byte boundary
+    (a 1-byte U8 tensor first): legal, and what some writers produce."""
+    import json as _json
+    header = {"pad": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
+              name: {"dtype": "F32", "shape": list(w.shape), "data_offsets": [1, 1 + w.nbytes]}}
+    text = _json.dumps(header, separators=(",", ":"))
+    text += " " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text.encode())
+        f.write(b"\0")
+        f.write(w.astype("<f4").tobytes())
+
+
+def whole_process(binary, repeat, files):
+    """Best-of-`repeat` wall time of each whole process, on each file; the MSEs
+    must agree."""
+    out = []
+    for name, path in files:
+        def numpy_run():
+            return float(subprocess.run([str(PY), "-c", NUMPY_SCRIPT, str(path)],
+                                        check=True, capture_output=True, text=True).stdout)
+
+        def qs_run():
+            res = subprocess.run([binary, "report", str(path), "--scheme", "int8:channel:minmax"],
+                                 check=True, capture_output=True, text=True)
+            rec = next(t for t in json.loads(res.stdout)["tensors"] if t["name"] == "w.weight")
+            return rec["metrics"]["mse"]
+
+        np_wall, np_mse = best(numpy_run, repeat)
+        qs_wall, qs_mse = best(qs_run, repeat)
+        assert abs(qs_mse - np_mse) <= 1e-6 * np_mse, (name, qs_mse, np_mse)
+        out.append((name, np_wall, qs_wall))
+    return out
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ floors = {"bf16": rows.get("floor/read_bf16_1thread"), "f32": rows.get("floor/re
 
 
 def floor_of(name):
-    return floors["f32"] if "/f32/" in name or name.endswith("f32_1thread") else floors["bf16"]
+    f32 = "/f32/" in name or name.startswith("io/f32") or name.endswith("f32_1thread")
+    return floors["f32"] if f32 else floors["bf16"]
 
 
 def minmax_of(name):
@@ -38,7 +39,7 @@ def minmax_of(name):
 print("| benchmark | median ms | × floor (1-thread read of the same bytes) | × min-max (same dtype, format, granularity) |")
 print("|---|---:|---:|---:|")
 for name in sorted(rows):
-    if name.startswith("sweep/"):
+    if name.startswith(("sweep/", "io/")):
         continue
     ms = rows[name]
     f = floor_of(name)
@@ -54,3 +55,16 @@ if sweeps:
     for name in sweeps:
         n = elements.get(name, 0)
         print(f"| {name} | {rows[name]:.1f} | {n} | {n / rows[name] / 1e6:.2f} |")
+
+io = [n for n in sorted(rows) if n.startswith("io/f32-unaligned/")]
+if io:
+    print()
+    print("| single-tensor path (analyze_stored) | F32 aligned ms | F32 unaligned ms | unaligned / aligned "
+          "| BF16 streamed ms | BF16 via fresh buffer ms | fresh / streamed |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in io:
+        scheme = name.split("/", 2)[2]
+        a, u = rows.get(f"io/f32-aligned/{scheme}"), rows[name]
+        b, f = rows.get(f"io/bf16/{scheme}"), rows.get(f"io/bf16-fresh-buffer/{scheme}")
+        if a and b and f:
+            print(f"| `{scheme}` | {a:.2f} | {u:.2f} | {u / a:.2f} | {b:.2f} | {f:.2f} | {f / b:.2f} |")

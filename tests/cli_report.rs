@@ -283,3 +283,44 @@ fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("config.json") && err.trim().lines().count() == 1, "{err}");
 }
+
+/// A one-tensor file (`w`, F32 `[rows, cols]`) whose data starts `pad` bytes into
+/// the data section, after a U8 tensor: pad 1 leaves the F32 data unaligned.
+fn f32_file_at(path: &std::path::Path, values: &[f32], rows: usize, cols: usize, pad: usize) {
+    let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut header = format!(
+        r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"F32","shape":[{rows},{cols}],"data_offsets":[{pad},{}]}}}}"#,
+        pad + data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend(std::iter::repeat_n(0u8, pad));
+    v.extend_from_slice(&data);
+    std::fs::write(path, v).unwrap();
+}
+
+#[test]
+fn unaligned_f32_reports_the_same_numbers_as_aligned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (64, 1100);
+    let values: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 2003) as f32 - 1000.0) * 1e-3).collect();
+    let (aligned, unaligned) = (dir.path().join("a.safetensors"), dir.path().join("u.safetensors"));
+    f32_file_at(&aligned, &values, rows, cols, 4);
+    f32_file_at(&unaligned, &values, rows, cols, 1);
+    for scheme in ["int8:channel:minmax", "int8:tensor:minmax", "int4:group64:mse:asym"] {
+        let w = |path: &std::path::Path| -> Value {
+            let out = quantscope(&["report", path.to_str().unwrap(), "--scheme", scheme, "--params"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let doc = stdout_json(&out);
+            doc["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "w").unwrap().clone()
+        };
+        let (a, u) = (w(&aligned), w(&unaligned));
+        assert_eq!(a["quantized"], Value::Bool(true), "{scheme}");
+        assert_eq!(a["metrics"], u["metrics"], "{scheme}");
+        assert_eq!(a["params"], u["params"], "{scheme}");
+        assert!(a["metrics"]["sqnr_db"].as_f64().unwrap() > 10.0, "{scheme}");
+    }
+}

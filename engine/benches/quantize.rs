@@ -19,7 +19,7 @@ use quantscope_engine::sweep::{default_schemes, sweep};
 use quantscope_engine::write::OwnedTensor;
 use quantscope_engine::{
     Calibration, Checkpoint, Dtype, FormatKind, Granularity, Mapping, Options, Scheme, TensorStats,
-    WorkDtype, analyze,
+    WorkDtype, analyze, analyze_stored,
 };
 use rayon::prelude::*;
 
@@ -188,7 +188,58 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
+    io_paths(c, &values);
     sweeps(c, &values);
+}
+
+/// A one-tensor safetensors file whose data starts `pad` bytes into the data
+/// section (after a U8 tensor): pad 1 leaves F32 data unaligned, which is legal.
+fn file_with(dtype: &str, data: &[u8], pad: usize) -> Vec<u8> {
+    let mut header = format!(
+        r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{ROWS},{COLS}],"data_offsets":[{pad},{}]}}}}"#,
+        pad + data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend(std::iter::repeat_n(0u8, pad));
+    v.extend_from_slice(data);
+    v
+}
+
+/// The single-tensor path (`report`, `analyze_stored`) on one stored 4096² tensor:
+/// F32 aligned (read in place) against unaligned (streamed a row or a chunk at a
+/// time), and BF16 streamed against the old decode into a fresh tensor-sized buffer.
+fn io_paths(c: &mut Criterion, values: &[f32]) {
+    let f32_bytes = encode(Dtype::F32, values).unwrap();
+    let bf16 = encode(Dtype::BF16, values).unwrap();
+    let files = [
+        ("f32-aligned", Checkpoint::from_bytes("a", file_with("F32", &f32_bytes, 4)).unwrap()),
+        ("f32-unaligned", Checkpoint::from_bytes("u", file_with("F32", &f32_bytes, 1)).unwrap()),
+        ("bf16", Checkpoint::from_bytes("b", file_with("BF16", &bf16, 2)).unwrap()),
+    ];
+    assert!(files[0].1.f32_view(files[0].1.tensor("w").unwrap()).is_some());
+    assert!(files[1].1.f32_view(files[1].1.tensor("w").unwrap()).is_none());
+    let mut g = c.benchmark_group("io");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    for s in ["int8:channel:minmax", "int8:tensor:minmax", "int8:group128:minmax"] {
+        let s: Scheme = s.parse().unwrap();
+        for (name, ckpt) in &files {
+            let info = ckpt.tensor("w").unwrap();
+            g.bench_function(format!("{name}/{s}"), |b| b.iter(|| analyze_stored(ckpt, info, &s).unwrap()));
+        }
+        // What `report` did before: decode into a fresh buffer, then analyze.
+        let (ckpt, info) = (&files[2].1, files[2].1.tensor("w").unwrap());
+        let opts = Options { work: WorkDtype::BF16, ..Options::default() };
+        g.bench_function(format!("bf16-fresh-buffer/{s}"), |b| {
+            b.iter(|| analyze(&ckpt.load_f32("w").unwrap(), &info.shape, &s, &opts).unwrap());
+        });
+    }
+    g.finish();
 }
 
 /// The whole-model sweep (what the sensitivity view and `report --compare` do),

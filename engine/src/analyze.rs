@@ -9,9 +9,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::calibrate::{compare_ranges, slice_params};
+use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
-use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums};
+use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums, error_sums_with_stats};
 use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
 use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
 use safetensors::Dtype;
@@ -203,6 +204,12 @@ pub fn compare_calibrations(
     dispatch_in(scheme.format, work, Run(values, scheme.mapping, percentile))
 }
 
+/// Whether a calibration reads nothing of the slice but its min and max: then
+/// the statistics pass only finds those, and ΣR, ΣR² come from the error pass.
+fn range_only(c: &Calibration) -> bool {
+    matches!(c, Calibration::MinMax | Calibration::Manual(_))
+}
+
 /// One slice: calibrate, then the fused error pass.
 fn run_slice<F: NumberFormat>(
     fmt: F,
@@ -210,6 +217,15 @@ fn run_slice<F: NumberFormat>(
     scheme: &Scheme,
     out: Option<&mut [f32]>,
 ) -> (SliceParams, ErrorSums, TensorStats) {
+    if range_only(&scheme.calibration) {
+        let mut stats = TensorStats::range_of(xs);
+        let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
+        let sums = match out {
+            Some(o) => error_sums_with_stats::<F, true>(fmt, xs, &p, o, &mut stats),
+            None => error_sums_with_stats::<F, false>(fmt, xs, &p, &mut [], &mut stats),
+        };
+        return (p, sums, stats);
+    }
     let stats = TensorStats::of(xs);
     let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
     let sums = match out {
@@ -228,14 +244,7 @@ fn analyze_with<F: NumberFormat>(
     scheme: &Scheme,
     opts: &Options,
 ) -> Result<QuantResult> {
-    let (granularity, fallback) = resolve(shape, scheme.granularity)?;
-    if granularity != Granularity::Tensor
-        && matches!(scheme.calibration, Calibration::Manual(ManualRange::Range { .. }))
-    {
-        return Err(Error::Scheme(
-            "a manual [lo, hi] range is per-tensor; use a ratio for per-channel or per-group".into(),
-        ));
-    }
+    let (granularity, fallback) = resolve_for(shape, scheme)?;
     let numel = values.len();
     let fmt = with_tensor_global(fmt, values, opts.global_amax);
     let rows_layout = matches!(layout(shape, granularity, numel), Layout::Rows { .. });
@@ -272,13 +281,7 @@ fn analyze_with<F: NumberFormat>(
             error_histogram_rows(fmt, values, row_len, group, &params, metrics.max_abs_err, opts.error_bins)
         }
     });
-    let grid = if granularity == Granularity::Tensor {
-        let p = params[0];
-        let (view_lo, view_hi) = (mn.min(p.lo), mx.max(p.hi));
-        fmt.levels(&p).into_iter().filter(|&l| l >= view_lo && l <= view_hi).collect()
-    } else {
-        Vec::new()
-    };
+    let grid = tensor_grid(fmt, granularity, &params, &stats);
     Ok(QuantResult {
         scheme: *scheme,
         granularity,
@@ -297,14 +300,50 @@ fn analyze_with<F: NumberFormat>(
     })
 }
 
+/// The granularity used for `shape` (with its fallback note), refusing a manual
+/// [lo, hi] range anywhere but per tensor.
+fn resolve_for(shape: &[usize], scheme: &Scheme) -> Result<(Granularity, Option<String>)> {
+    let (granularity, fallback) = resolve(shape, scheme.granularity)?;
+    if granularity != Granularity::Tensor
+        && matches!(scheme.calibration, Calibration::Manual(ManualRange::Range { .. }))
+    {
+        return Err(Error::Scheme(
+            "a manual [lo, hi] range is per-tensor; use a ratio for per-channel or per-group".into(),
+        ));
+    }
+    Ok((granularity, fallback))
+}
+
+/// Per-tensor schemes: the dequantized levels inside the viewed range (data and clip range).
+fn tensor_grid<F: NumberFormat>(
+    fmt: F,
+    granularity: Granularity,
+    params: &[SliceParams],
+    stats: &TensorStats,
+) -> Vec<f32> {
+    match params {
+        [p] if granularity == Granularity::Tensor => {
+            let (mn, mx) = stats.range();
+            let (view_lo, view_hi) = (mn.min(p.lo), mx.max(p.hi));
+            fmt.levels(p).into_iter().filter(|&l| l >= view_lo && l <= view_hi).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// A two-level format with its global scale set from the tensor's amax (or the
 /// shared one); other formats unchanged.
 pub(crate) fn with_tensor_global<F: NumberFormat>(fmt: F, values: &[f32], shared: Option<f32>) -> F {
+    with_global_from(fmt, shared, || parallel_stats(values))
+}
+
+/// [`with_tensor_global`] with the tensor's statistics computed only if needed.
+fn with_global_from<F: NumberFormat>(fmt: F, shared: Option<f32>, stats: impl FnOnce() -> TensorStats) -> F {
     if fmt.global_from_amax(1.0).is_none() {
         return fmt;
     }
     let amax = shared.unwrap_or_else(|| {
-        let (lo, hi) = parallel_stats(values).range();
+        let (lo, hi) = stats().range();
         (-lo).max(hi).max(0.0)
     });
     match fmt.global_from_amax(amax) {
@@ -420,13 +459,16 @@ fn summarize(slices: &[SliceOut]) -> Summary {
     }
 }
 
-/// [`analyze`] straight from a tensor's stored bytes. For row-local schemes
-/// (per-channel on axis 0, per-group) each row is decoded into a small
-/// per-thread buffer and analyzed while it sits in cache, instead of decoding
-/// the whole tensor first (the sweep's path: no histograms, no R′). The numbers
-/// equal `analyze(decode(bytes))`, which every other case runs.
+/// [`analyze`] straight from a tensor's stored bytes (any quantizable dtype, any
+/// alignment), without a tensor-sized f32 buffer where the scheme allows: row-local
+/// schemes (per-channel on axis 0, per-group) decode each row into a small
+/// per-thread buffer and analyze it while it sits in cache; per-tensor min-max or
+/// manual ranges (which need only the statistics) stream cache-sized chunks twice,
+/// statistics then error sums. A two-level format's global amax is a streamed
+/// statistics pass first. No histograms, no R′ (the report's and the sweep's
+/// path). The numbers equal `analyze(decode(bytes))`, which every other case runs.
 pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Scheme) -> Result<QuantResult> {
-    struct Run<'a>(Dtype, &'a [u8], &'a [usize], &'a Scheme, Granularity);
+    struct Run<'a>(Dtype, &'a [u8], &'a [usize], &'a Scheme, (Granularity, Option<String>));
     impl WithFormat for Run<'_> {
         type Out = QuantResult;
         fn run<F: NumberFormat>(self, f: F) -> QuantResult {
@@ -438,21 +480,23 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
         analyze(&values, shape, scheme, &Options { work: WorkDtype::of(dtype), ..Options::default() })
     };
     scheme.validate()?;
-    let (granularity, _) = resolve(shape, scheme.granularity)?;
+    let (granularity, fallback) = resolve_for(shape, scheme)?;
     let numel: usize = shape.iter().product();
     let size = dtype.bitsize() / 8;
     let row_local = matches!(granularity, Granularity::Channel { axis: 0 } | Granularity::Group { .. });
-    // A two-level format needs the whole tensor's amax before the first row.
-    let two_level = crate::format::spec(scheme.format)?.two_level;
-    if !row_local
-        || two_level
+    // Below one chunk the per-tensor path is a single slice anyway.
+    let chunked = granularity == Granularity::Tensor
+        && matches!(scheme.calibration, Calibration::MinMax | Calibration::Manual(_))
+        && numel > PAR_CHUNK;
+    if !(row_local || chunked)
         || crate::decode::quantizable(dtype).is_err()
         || numel == 0
         || bytes.len() != numel * size
     {
         return whole();
     }
-    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(dtype, bytes, shape, scheme, granularity))
+    let resolved = (granularity, fallback);
+    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(dtype, bytes, shape, scheme, resolved))
 }
 
 fn encoded_with<F: NumberFormat>(
@@ -461,27 +505,36 @@ fn encoded_with<F: NumberFormat>(
     bytes: &[u8],
     shape: &[usize],
     scheme: &Scheme,
-    granularity: Granularity,
+    (granularity, fallback): (Granularity, Option<String>),
 ) -> QuantResult {
     let numel: usize = shape.iter().product();
-    let Layout::Rows { row_len, group } = layout(shape, granularity, numel) else {
-        unreachable!("row-local granularities lay out as rows")
-    };
     let size = dtype.bitsize() / 8;
-    let per_row: Vec<Vec<SliceOut>> = bytes
-        .par_chunks(row_len * size)
-        .map_init(Vec::new, |buf: &mut Vec<f32>, rb| {
-            buf.resize(rb.len() / size, 0.0);
-            crate::decode::decode_chunk(dtype, rb, buf);
-            buf.chunks(group).map(|g| run_slice(fmt, g, scheme, None)).collect()
-        })
-        .collect();
-    let slices: Vec<SliceOut> = per_row.into_iter().flatten().collect();
+    let fmt = with_global_from(fmt, None, || crate::slicing::parallel_stats_encoded(dtype, bytes));
+    let slices: Vec<SliceOut> = match layout(shape, granularity, numel) {
+        _ if granularity == Granularity::Tensor => vec![encoded_per_tensor(fmt, dtype, bytes, scheme)],
+        Layout::Rows { row_len, group } => {
+            let per_row = row_len.div_ceil(group.max(1));
+            let empty = (fmt.params(0.0, 0.0, scheme.mapping), ErrorSums::default(), TensorStats::default());
+            let mut slices: Vec<SliceOut> = vec![empty; numel / row_len * per_row];
+            bytes.par_chunks(row_len * size).zip(slices.par_chunks_mut(per_row)).for_each_init(
+                Vec::new,
+                |buf: &mut Vec<f32>, (rb, dst)| {
+                    crate::decode::decode_chunk_into(dtype, rb, buf);
+                    for (g, d) in buf.chunks(group).zip(dst) {
+                        *d = run_slice(fmt, g, scheme, None);
+                    }
+                },
+            );
+            slices
+        }
+        Layout::Strided { .. } | Layout::Blocks { .. } => unreachable!("analyze_encoded checked row-local"),
+    };
     let Summary { stats, params, slice_metrics, slice_ranges, metrics } = summarize(&slices);
+    let grid = tensor_grid(fmt, granularity, &params, &stats);
     QuantResult {
         scheme: *scheme,
         granularity,
-        fallback: None,
+        fallback,
         params,
         slice_metrics,
         slice_ranges,
@@ -489,11 +542,58 @@ fn encoded_with<F: NumberFormat>(
         stats,
         histogram: None,
         error_histogram: None,
-        grid: Vec::new(),
+        grid,
         dequantized: None,
         work: fmt.work(),
-        global_scale: None,
+        global_scale: fmt.global(),
     }
+}
+
+/// [`per_tensor_range_only`] from the stored bytes: the same `PAR_CHUNK` chunks
+/// decoded twice into per-thread buffers (min/max, then error sums with ΣR, ΣR²).
+fn encoded_per_tensor<F: NumberFormat>(fmt: F, dtype: Dtype, bytes: &[u8], scheme: &Scheme) -> SliceOut {
+    let size = dtype.bitsize() / 8;
+    let ranges: Vec<TensorStats> = bytes
+        .par_chunks(PAR_CHUNK * size)
+        .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
+            crate::decode::decode_chunk_into(dtype, b, buf);
+            TensorStats::range_of(buf)
+        })
+        .collect();
+    let range = ranges.iter().fold(TensorStats::default(), TensorStats::merge);
+    // Min-max and manual ranges never read the values themselves.
+    let p = slice_params(fmt, &[], &range, scheme.mapping, &scheme.calibration);
+    let parts: Vec<(ErrorSums, TensorStats)> = bytes
+        .par_chunks(PAR_CHUNK * size)
+        .zip(ranges.par_iter())
+        .map_init(Vec::new, |buf: &mut Vec<f32>, (b, st)| {
+            crate::decode::decode_chunk_into(dtype, b, buf);
+            let mut st = *st;
+            (error_sums_with_stats::<F, false>(fmt, buf, &p, &mut [], &mut st), st)
+        })
+        .collect();
+    merge_parts(p, &parts)
+}
+
+/// One stored tensor under `scheme`, for the single-tensor paths (`report`, the
+/// one-scheme sweep): F32 read in place from the map when aligned, everything
+/// else through [`analyze_encoded`], so no tensor-sized buffer is decoded where
+/// the scheme allows. Errors name the file and the tensor.
+pub fn analyze_stored(ckpt: &Checkpoint, info: &TensorInfo, scheme: &Scheme) -> Result<QuantResult> {
+    let opts = Options { work: WorkDtype::of(info.dtype), ..Options::default() };
+    ckpt.prefetch(info);
+    let r = match ckpt.f32_view(info) {
+        Some(values) => analyze(values, &info.shape, scheme, &opts),
+        None => analyze_encoded(info.dtype, ckpt.bytes(info), &info.shape, scheme),
+    };
+    r.map_err(|e| match e {
+        Error::Decode { file: None, tensor: None, reason } => Error::Decode {
+            file: Some(ckpt.shard_path(info).to_path_buf()),
+            tensor: Some(info.name.clone()),
+            reason,
+        },
+        e => e,
+    })
 }
 
 /// A single slice over the whole tensor: stats and calibration see all of it, the
@@ -501,6 +601,9 @@ fn encoded_with<F: NumberFormat>(
 fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Option<&mut [f32]>) -> SliceOut {
     if values.len() <= PAR_CHUNK {
         return run_slice(fmt, values, scheme, out);
+    }
+    if range_only(&scheme.calibration) {
+        return per_tensor_range_only(fmt, values, scheme, out);
     }
     let stats = parallel_stats(values);
     let p = slice_params(fmt, values, &stats, scheme.mapping, &scheme.calibration);
@@ -515,6 +618,47 @@ fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Opt
         None => values.par_chunks(PAR_CHUNK).map(|c| error_sums::<F, false>(fmt, c, &p, &mut [])).collect(),
     };
     let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge);
+    (p, sums.with_signal(stats.sum_sq), stats)
+}
+
+/// [`per_tensor`] for a min-max or manual range: a min/max pass per chunk, then
+/// the error pass that also sums ΣR, ΣR² per chunk. Chunk statistics merge in
+/// chunk order, as [`parallel_stats`] merges them: the same bits.
+fn per_tensor_range_only<F: NumberFormat>(
+    fmt: F,
+    values: &[f32],
+    scheme: &Scheme,
+    out: Option<&mut [f32]>,
+) -> SliceOut {
+    let ranges: Vec<TensorStats> = values.par_chunks(PAR_CHUNK).map(TensorStats::range_of).collect();
+    let range = ranges.iter().fold(TensorStats::default(), TensorStats::merge);
+    let p = slice_params(fmt, values, &range, scheme.mapping, &scheme.calibration);
+    let parts: Vec<(ErrorSums, TensorStats)> = match out {
+        Some(o) => values
+            .par_chunks(PAR_CHUNK)
+            .zip(o.par_chunks_mut(PAR_CHUNK))
+            .zip(ranges.par_iter())
+            .map(|((c, oc), st)| {
+                let mut st = *st;
+                (error_sums_with_stats::<F, true>(fmt, c, &p, oc, &mut st), st)
+            })
+            .collect(),
+        None => values
+            .par_chunks(PAR_CHUNK)
+            .zip(ranges.par_iter())
+            .map(|(c, st)| {
+                let mut st = *st;
+                (error_sums_with_stats::<F, false>(fmt, c, &p, &mut [], &mut st), st)
+            })
+            .collect(),
+    };
+    merge_parts(p, &parts)
+}
+
+/// Per-chunk (error sums, statistics) of one per-tensor slice, merged in chunk order.
+fn merge_parts(p: SliceParams, parts: &[(ErrorSums, TensorStats)]) -> SliceOut {
+    let stats = parts.iter().fold(TensorStats::default(), |a, s| a.merge(&s.1));
+    let sums = parts.iter().fold(ErrorSums::default(), |a, s| a.merge(&s.0));
     (p, sums.with_signal(stats.sum_sq), stats)
 }
 
@@ -706,6 +850,98 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A file holding `[rows, cols]` tensor `w` whose data starts `pad` bytes into
+    /// the data section (after a U8 tensor `p`): pad 1..3 leaves F32 unaligned.
+    fn file_with(dtype: &str, data: &[u8], rows: usize, cols: usize, pad: usize) -> Vec<u8> {
+        let mut header = format!(
+            r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{rows},{cols}],"data_offsets":[{pad},{}]}}}}"#,
+            pad + data.len()
+        );
+        while header.len() % 8 != 0 {
+            header.push(' ');
+        }
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat_n(0u8, pad));
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn stored_tensors_at_any_alignment_equal_the_decoded_analysis() {
+        // More than one PAR_CHUNK, so per-tensor schemes stream in several chunks.
+        let (rows, cols) = (64, 1100);
+        let mut v = values(rows * cols);
+        v[5000] = f32::NAN;
+        let manual = Scheme {
+            granularity: Granularity::Tensor,
+            calibration: Calibration::Manual(ManualRange::Range { lo: -0.5, hi: 0.75 }),
+            ..Scheme::default()
+        };
+        let mut schemes: Vec<Scheme> = [
+            "int8:channel:minmax",
+            "int8:tensor:minmax",
+            "e4m3:tensor:ratio0.8",
+            "int4:group64:mse:asym",
+            "int8:tensor:mse",
+            "nvfp4",
+            "e4m3:block128:minmax",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        schemes.push(manual);
+        for (dtype, name) in [(Dtype::F32, "F32"), (Dtype::BF16, "BF16")] {
+            let data = crate::decode::encode(dtype, &v).unwrap();
+            let decoded = crate::decode::decode(dtype, &data).unwrap();
+            for pad in [4, 1, 2, 3] {
+                let ckpt =
+                    Checkpoint::from_bytes("t.safetensors", file_with(name, &data, rows, cols, pad)).unwrap();
+                let info = ckpt.tensor("w").unwrap();
+                assert_eq!(ckpt.f32_view(info).is_some(), dtype == Dtype::F32 && pad == 4);
+                for s in &schemes {
+                    let a = analyze_stored(&ckpt, info, s).unwrap();
+                    let opts = Options { work: WorkDtype::of(dtype), ..Options::default() };
+                    let b = analyze(&decoded, &[rows, cols], s, &opts).unwrap();
+                    assert_eq!(a.params, b.params, "{name} pad {pad} {s}");
+                    assert_eq!(a.metrics, b.metrics, "{name} pad {pad} {s}");
+                    assert_eq!(a.slice_metrics, b.slice_metrics, "{name} pad {pad} {s}");
+                    assert_eq!(a.stats, b.stats, "{name} pad {pad} {s}");
+                    assert_eq!(a.grid, b.grid, "{name} pad {pad} {s}");
+                    assert_eq!(a.global_scale, b.global_scale, "{name} pad {pad} {s}");
+                    assert_eq!(a.metrics.nonfinite, 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_one_d_tensor_streams_per_tensor_with_its_fallback_note() {
+        let v = values(PAR_CHUNK * 2 + 13);
+        let bytes = crate::decode::encode(Dtype::BF16, &v).unwrap();
+        let s: Scheme = "int8:channel:minmax".parse().unwrap();
+        let a = analyze_encoded(Dtype::BF16, &bytes, &[v.len()], &s).unwrap();
+        let decoded = crate::decode::decode(Dtype::BF16, &bytes).unwrap();
+        let opts = Options { work: WorkDtype::BF16, ..Options::default() };
+        let b = analyze(&decoded, &[v.len()], &s, &opts).unwrap();
+        assert_eq!(a.granularity, Granularity::Tensor);
+        assert_eq!(a.fallback, b.fallback);
+        assert!(a.fallback.is_some());
+        assert_eq!((a.params, a.metrics), (b.params, b.metrics));
+    }
+
+    #[test]
+    fn a_manual_range_is_refused_per_channel_from_bytes_too() {
+        let v = values(64 * 100);
+        let bytes = crate::decode::encode(Dtype::BF16, &v).unwrap();
+        let s = Scheme {
+            calibration: Calibration::Manual(ManualRange::Range { lo: -0.1, hi: 0.1 }),
+            ..Scheme::default()
+        };
+        let e = analyze_encoded(Dtype::BF16, &bytes, &[64, 100], &s).unwrap_err();
+        assert!(e.to_string().contains("manual"), "{e}");
     }
 
     #[test]

@@ -34,6 +34,12 @@ fn elem_size(dtype: Dtype) -> usize {
 /// Decodes `bytes` into `out` on the calling thread (the caller checked `dtype`).
 pub(crate) fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
     match dtype {
+        // Little-endian hosts: a byte copy into the (aligned) output, whatever the
+        // source's alignment (unaligned F32 tensors are legal safetensors).
+        Dtype::F32 if cfg!(target_endian = "little") => {
+            let n = out.len().min(bytes.len() / 4);
+            bytemuck::cast_slice_mut::<f32, u8>(&mut out[..n]).copy_from_slice(&bytes[..n * 4]);
+        }
         Dtype::F32 => {
             for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
                 *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -68,6 +74,13 @@ pub(crate) fn decode_chunk(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
         }
         _ => unreachable!("decode() checks quantizable() first"),
     }
+}
+
+/// Decodes one cache-sized chunk into `buf` (resized to fit, memory reused): the
+/// streamed paths decode a row or chunk at a time instead of the whole tensor.
+pub(crate) fn decode_chunk_into(dtype: Dtype, bytes: &[u8], buf: &mut Vec<f32>) {
+    buf.resize(bytes.len() / elem_size(dtype), 0.0);
+    decode_chunk(dtype, bytes, buf);
 }
 
 /// Decodes a whole tensor. The caller has checked that `bytes` matches the shape.
@@ -126,6 +139,22 @@ mod tests {
         assert_eq!(decode(Dtype::F8_E4M3, &[0x7E, 0x80]).unwrap(), [448.0, -0.0]);
         assert!(decode(Dtype::I64, &[0; 8]).unwrap_err().contains("integer"));
         assert!(decode(Dtype::F32, &[0; 5]).is_err());
+    }
+
+    #[test]
+    fn f32_decodes_from_any_alignment() {
+        let v: Vec<f32> = (0..1001).map(|i| i as f32 * -0.37).collect();
+        let bytes = encode(Dtype::F32, &v).unwrap();
+        let mut buf = Vec::new();
+        for off in 0..4 {
+            let mut shifted = vec![0u8; off];
+            shifted.extend_from_slice(&bytes);
+            decode_chunk_into(Dtype::F32, &shifted[off..], &mut buf);
+            assert_eq!(buf, v, "offset {off}");
+        }
+        // A short final element is left out, never a panic.
+        decode_chunk_into(Dtype::F32, &bytes[..4003], &mut buf);
+        assert_eq!(buf, v[..1000]);
     }
 
     #[test]

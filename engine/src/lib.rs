@@ -43,7 +43,9 @@ mod slicing;
 pub mod sweep;
 pub mod write;
 
-pub use analyze::{Histogram, Options, QuantResult, analyze, analyze_encoded, compare_calibrations};
+pub use analyze::{
+    Histogram, Options, QuantResult, analyze, analyze_encoded, analyze_stored, compare_calibrations,
+};
 pub use checkpoint::{Checkpoint, TensorInfo};
 pub use error::{Error, Result};
 pub use format::{Fp8Format, IntFormat, NumberFormat, SliceParams, WorkDtype};

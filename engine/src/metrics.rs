@@ -159,6 +159,40 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
     p: &SliceParams,
     out: &mut [f32],
 ) -> ErrorSums {
+    error_pass::<F, WRITE, false>(fmt, xs, p, out).0
+}
+
+/// [`error_sums`] fused with the rest of the statistics: `stats` holds the
+/// slice's min, max and counts ([`TensorStats::range_of`]) and gets ΣR and ΣR²
+/// from this pass, bit for bit as [`TensorStats::of`] sums them (same lanes, same
+/// order, the tail added one by one), so a min-max slice is read twice, not
+/// three times, and the statistics pass does no f64 work.
+#[inline]
+pub(crate) fn error_sums_with_stats<F: NumberFormat, const WRITE: bool>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    out: &mut [f32],
+    stats: &mut TensorStats,
+) -> ErrorSums {
+    let (sums, (sum, sum_sq)) = error_pass::<F, WRITE, true>(fmt, xs, p, out);
+    let body = xs.len() / simd::W * simd::W;
+    (stats.sum, stats.sum_sq) = (sum, sum_sq);
+    for &x in xs[body..].iter().filter(|x| x.is_finite()) {
+        stats.sum += f64::from(x);
+        stats.sum_sq += f64::from(x) * f64::from(x);
+    }
+    sums.with_signal(stats.sum_sq)
+}
+
+/// The error loop, with ΣR, ΣR² of the vector body when `SIGNAL`.
+#[inline]
+fn error_pass<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    out: &mut [f32],
+) -> (ErrorSums, (f64, f64)) {
     let body = xs.len() / simd::W * simd::W;
     let mut acc = simd::ErrorAcc::default();
     let (lo, hi) = (f32x8::splat(p.lo), f32x8::splat(p.hi));
@@ -168,12 +202,12 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
         if WRITE {
             out[i * simd::W..(i + 1) * simd::W].copy_from_slice(q.as_array());
         }
-        acc.add(x, q, lo, hi);
+        acc.add::<SIGNAL>(x, q, lo, hi);
     }
     let tail_out: &mut [f32] = if WRITE { &mut out[body..] } else { &mut [] };
     let tail = error_sums_scalar::<F, WRITE>(fmt, &xs[body..], p, tail_out);
     let (sum_e2, sum_re, max_abs_err) = acc.sums();
-    ErrorSums {
+    let sums = ErrorSums {
         count: body as u64 - acc.nonfinite,
         nonfinite: acc.nonfinite,
         clipped: acc.clipped,
@@ -183,7 +217,8 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
         sum_clip_e2: acc.sum_clip_e2,
         max_abs_err,
     }
-    .merge(&tail)
+    .merge(&tail);
+    (sums, acc.signal())
 }
 
 /// Error sums of R against an R′ someone else stored (`quantscope diff`), with
@@ -304,6 +339,35 @@ impl TensorStats {
         s
     }
 
+    /// Min, max and counts, with ΣR and ΣR² left at 0 for
+    /// [`error_sums_with_stats`] to fill.
+    pub(crate) fn range_of(xs: &[f32]) -> Self {
+        let body = xs.len() / simd::W * simd::W;
+        let mut acc = simd::StatsAcc::default();
+        for c in xs[..body].chunks_exact(simd::W) {
+            acc.add_range(simd::load(c));
+        }
+        let (min, max, _, _) = acc.parts();
+        let mut s = Self {
+            min,
+            max,
+            finite: body as u64 - acc.nonfinite,
+            nonfinite: acc.nonfinite,
+            sum: 0.0,
+            sum_sq: 0.0,
+        };
+        for &x in &xs[body..] {
+            if x.is_finite() {
+                s.min = s.min.min(x);
+                s.max = s.max.max(x);
+                s.finite += 1;
+            } else {
+                s.nonfinite += 1;
+            }
+        }
+        s
+    }
+
     #[must_use]
     pub fn merge(mut self, o: &Self) -> Self {
         self.min = self.min.min(o.min);
@@ -387,6 +451,31 @@ mod tests {
         let st = TensorStats::of(&xs);
         assert_eq!((st.finite, st.nonfinite), (10_005, 2));
         assert_eq!(st.min, xs.iter().copied().filter(|x| x.is_finite()).fold(f32::INFINITY, f32::min));
+    }
+
+    #[test]
+    fn the_fused_statistics_equal_a_separate_pass_bit_for_bit() {
+        let f = IntFormat::new(8).unwrap();
+        for n in [0, 5, 8, 1003, 4096, 4099] {
+            let mut xs: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2003) as f32 - 1000.0) * 1.3e-3).collect();
+            if n > 10 {
+                xs[3] = f32::NAN;
+                xs[n - 1] = f32::NEG_INFINITY;
+                xs[n - 2] = 0.123_456_7;
+            }
+            let full = TensorStats::of(&xs);
+            let mut fused = TensorStats::range_of(&xs);
+            assert_eq!((fused.sum, fused.sum_sq), (0.0, 0.0));
+            let p = f.params(full.min, full.max, Mapping::Symmetric);
+            let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+            let s = error_sums_with_stats::<_, true>(f, &xs, &p, &mut a, &mut fused);
+            let t = error_sums::<_, true>(f, &xs, &p, &mut b).with_signal(full.sum_sq);
+            assert_eq!(fused.sum.to_bits(), full.sum.to_bits(), "n {n}");
+            assert_eq!(fused.sum_sq.to_bits(), full.sum_sq.to_bits(), "n {n}");
+            assert_eq!(fused, full, "n {n}");
+            assert_eq!(s, t, "n {n}");
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

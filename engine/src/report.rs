@@ -3,10 +3,9 @@
 
 use serde::Serialize;
 
-use crate::analyze::{Options, analyze};
+use crate::analyze::analyze_stored;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::format::SliceParams;
-use crate::format::WorkDtype;
 use crate::metrics::Metrics;
 use crate::quantized::{QuantizedModel, StoredScheme};
 use crate::scheme::{Calibration, Granularity, ManualRange, Scheme};
@@ -113,15 +112,9 @@ pub fn report_tensor(
         return rec;
     }
     let started = std::time::Instant::now();
-    let mut buf = Vec::new();
-    let result = ckpt.values(info, &mut buf).and_then(|values| {
-        analyze(
-            values,
-            &info.shape,
-            scheme,
-            &Options { work: WorkDtype::of(info.dtype), ..Options::default() },
-        )
-    });
+    // Streamed from the stored bytes: no fresh tensor-sized buffer (its page
+    // faults cost more than the analysis).
+    let result = analyze_stored(ckpt, info, scheme);
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(r) => {

@@ -135,6 +135,10 @@ pub(crate) struct ErrorAcc {
     e2: [f64x4; 2],
     re: [f64x4; 2],
     maxe: [f64x4; 2],
+    /// ΣR and ΣR² when the loop also gathers the signal (`add::<true>`), lane for
+    /// lane as [`StatsAcc`] sums them.
+    sum: [f64x4; 2],
+    sum_sq: [f64x4; 2],
     pub sum_clip_e2: f64,
     pub clipped: u64,
     pub nonfinite: u64,
@@ -143,7 +147,7 @@ pub(crate) struct ErrorAcc {
 impl Default for ErrorAcc {
     fn default() -> Self {
         let z = [f64x4::ZERO; 2];
-        Self { e2: z, re: z, maxe: z, sum_clip_e2: 0.0, clipped: 0, nonfinite: 0 }
+        Self { e2: z, re: z, maxe: z, sum: z, sum_sq: z, sum_clip_e2: 0.0, clipped: 0, nonfinite: 0 }
     }
 }
 
@@ -156,9 +160,11 @@ fn error_f64(finite: f32x8, x: f32x8, q: f32x8) -> ([f64x4; 2], [f64x4; 2]) {
 }
 
 impl ErrorAcc {
-    /// Same arithmetic as `metrics::error_sums_scalar`, 8 lanes at a time.
+    /// Same arithmetic as `metrics::error_sums_scalar`, 8 lanes at a time. With
+    /// `SIGNAL`, also ΣR and ΣR² from the same widened R (the statistics pass then
+    /// needs no f64 work: it only finds min and max).
     #[inline]
-    pub fn add(&mut self, x: f32x8, q: f32x8, lo: f32x8, hi: f32x8) {
+    pub fn add<const SIGNAL: bool>(&mut self, x: f32x8, q: f32x8, lo: f32x8, hi: f32x8) {
         let finite = x.is_finite();
         self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
         let (xd, e) = error_f64(finite, x, q);
@@ -166,6 +172,10 @@ impl ErrorAcc {
             self.e2[k] += e[k] * e[k];
             self.re[k] += xd[k] * e[k];
             self.maxe[k] = self.maxe[k].max(e[k].abs());
+            if SIGNAL {
+                self.sum[k] += xd[k];
+                self.sum_sq[k] += xd[k] * xd[k];
+            }
         }
         let clipped = (finite & (x.simd_lt(lo) | hi.simd_lt(x))).to_bitmask();
         // Clipping is rare under most calibrations: lane by lane, only when it happens.
@@ -177,6 +187,11 @@ impl ErrorAcc {
                 self.sum_clip_e2 += e * e;
             }
         }
+    }
+
+    /// (ΣR, ΣR²) gathered by `add::<true>`, reduced as `StatsAcc::parts` does.
+    pub fn signal(&self) -> (f64, f64) {
+        ((self.sum[0] + self.sum[1]).reduce_add(), (self.sum_sq[0] + self.sum_sq[1]).reduce_add())
     }
 
     /// (Σe², ΣRe, max|e|)
@@ -219,12 +234,19 @@ impl Default for StatsAcc {
 }
 
 impl StatsAcc {
+    /// Min, max and the non-finite count only (ΣR, ΣR² come from the error pass).
     #[inline]
-    pub fn add(&mut self, x: f32x8) {
+    pub fn add_range(&mut self, x: f32x8) -> wide::f32x8 {
         let finite = x.is_finite();
         self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
         self.min = self.min.min(finite.select(x, f32x8::splat(f32::INFINITY)));
         self.max = self.max.max(finite.select(x, f32x8::splat(f32::NEG_INFINITY)));
+        finite
+    }
+
+    #[inline]
+    pub fn add(&mut self, x: f32x8) {
+        let finite = self.add_range(x);
         let (l, h) = widen(finite.select(x, f32x8::ZERO));
         self.sum[0] += l;
         self.sum[1] += h;

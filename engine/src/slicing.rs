@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::metrics::TensorStats;
 use crate::scheme::Granularity;
+use safetensors::Dtype;
 
 /// Slices longer than this are calibrated and measured in parallel chunks.
 pub(crate) const PAR_CHUNK: usize = 1 << 16;
@@ -124,5 +125,20 @@ pub(crate) fn parallel_stats(xs: &[f32]) -> TensorStats {
         return TensorStats::of(xs);
     }
     let parts: Vec<TensorStats> = xs.par_chunks(PAR_CHUNK).map(TensorStats::of).collect();
+    parts.iter().fold(TensorStats::default(), TensorStats::merge)
+}
+
+/// [`parallel_stats`] of a tensor still in its stored bytes: each `PAR_CHUNK`
+/// decoded into a per-thread buffer (the same chunks merged in the same order,
+/// so the same bits), never into a tensor-sized one.
+pub(crate) fn parallel_stats_encoded(dtype: Dtype, bytes: &[u8]) -> TensorStats {
+    let size = dtype.bitsize() / 8;
+    let parts: Vec<TensorStats> = bytes
+        .par_chunks(PAR_CHUNK * size)
+        .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
+            crate::decode::decode_chunk_into(dtype, b, buf);
+            TensorStats::of(buf)
+        })
+        .collect();
     parts.iter().fold(TensorStats::default(), TensorStats::merge)
 }

@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::analyze::{Options, analyze, analyze_encoded};
+use crate::analyze::{Options, analyze, analyze_stored};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
 use crate::metrics::{Metrics, SqnrSummary};
 use crate::rank::Item;
 use crate::scheme::Scheme;
-use safetensors::Dtype;
 
 /// One tensor under one scheme.
 #[derive(Clone, Debug, Serialize)]
@@ -142,16 +141,13 @@ pub fn finish_labelled(ckpt: &Checkpoint, tensors: &[usize], labels: &[String], 
 /// One tensor, decoded once (into `buf`, reused across calls), under every
 /// scheme in parallel.
 pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], buf: &mut Vec<f32>) -> Row {
-    // One scheme over 16-bit weights: decode row by row inside the analysis
-    // (nothing to share, and the decoded tensor never leaves the cache).
+    // One scheme: decode row by row inside the analysis (nothing to share, and
+    // the decoded tensor never leaves the cache); aligned F32 is read in place.
     if let [s] = schemes
-        && info.dtype != Dtype::F32
-        && ckpt.f32_view(info).is_none()
         && !(crate::format::spec(s.format).is_ok_and(|f| f.two_level)
             && crate::fused::siblings(ckpt, &info.name).is_some())
     {
-        ckpt.prefetch(info);
-        let cell = analyze_encoded(info.dtype, ckpt.bytes(info), &info.shape, s)
+        let cell = analyze_stored(ckpt, info, s)
             .map(|r| Cell {
                 stored_bytes: stored_bytes(info, s),
                 slices: r.params.len(),
