@@ -21,6 +21,8 @@ pub enum DialogPurpose {
     SaveOutput,
     SaveRecipe,
     LoadRecipe,
+    /// A capture saved by `quantscope activations`.
+    LoadActivations,
     Csv(CsvKind),
     /// A screenshot of part of the window (`rect`, in points).
     Png {
@@ -110,6 +112,11 @@ pub enum Command {
     /// Run the model over an inputs file (None: the shipped calibration text).
     RunModel(Option<PathBuf>),
     CancelRun,
+    /// Use a saved capture as the open model's activations.
+    LoadActivations(PathBuf),
+    /// End-to-end sensitivity of every captured layer a save quantizes, under a scheme.
+    RunEndToEnd(Scheme),
+    CancelEndToEnd,
     SetLayerTab(LayerTab),
     Quit,
 }

@@ -13,7 +13,7 @@
 
 mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,13 +24,17 @@ use std::time::Instant;
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::{self, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::run::sensitivity::SensitivityReport;
 use quantscope_engine::sweep;
 use quantscope_engine::{
     Calibration, Checkpoint, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype, analyze,
     compare_calibrations,
 };
 
-pub use run::{ActivationRequest, ActivationView, CaptureRequest, CaptureSummary};
+pub use run::{
+    ActivationRequest, ActivationView, CaptureRequest, CaptureSummary, EndToEndRequest, LoadActivationsRequest,
+    OutputColumnRequest,
+};
 
 /// Where a model comes from.
 #[derive(Clone, Debug)]
@@ -85,6 +89,12 @@ pub enum Request {
     AnalyzeActivation(ActivationRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
+    /// Open a saved capture (answered as `Captured`).
+    LoadActivations(LoadActivationsRequest),
+    /// End-to-end sensitivity under one scheme (cancellable, with progress).
+    EndToEnd(EndToEndRequest),
+    /// Output SQNR of every captured layer under its scheme (the browser's column).
+    OutputColumn(OutputColumnRequest),
 }
 
 /// What the UI needs to know about an opened model.
@@ -118,6 +128,9 @@ pub enum Response {
     Capturing { done: usize, total: usize },
     Captured { generation: u64, result: Result<CaptureSummary, String> },
     ActivationAnalyzed { generation: u64, result: Result<Arc<ActivationView>, String> },
+    EndToEndProgress { generation: u64, done: usize, total: usize },
+    EndToEnd { generation: u64, scheme: Scheme, result: Result<Arc<SensitivityReport>, String> },
+    OutputColumn { generation: u64, result: Result<HashMap<String, f64>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -189,6 +202,8 @@ struct WorkerState {
     scratch: Vec<f32>,
     /// The open model's captured activations.
     activations: Option<Arc<quantscope_engine::run::Activations>>,
+    /// The model and float outputs the end-to-end runs of these activations share.
+    run_cache: Option<run::RunCache>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -250,6 +265,7 @@ impl WorkerState {
                     self.sqnr_column = None;
                     self.matrix = None;
                     self.activations = None;
+                    self.run_cache = None;
                     summary
                 });
                 let _ = responses.send(Response::Opened { generation, result });
@@ -294,6 +310,21 @@ impl WorkerState {
                         Err(format!("internal error while analyzing activations: {}", panic_message(&*p)))
                     });
                 let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
+            }
+            Request::LoadActivations(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.load_activations(&r)))
+                    .unwrap_or_else(|p| Err(format!("internal error while loading: {}", panic_message(&*p))));
+                let _ = responses.send(Response::Captured { generation: r.generation, result });
+            }
+            Request::EndToEnd(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.end_to_end(&r, responses)))
+                    .unwrap_or_else(|p| Err(format!("internal error while running: {}", panic_message(&*p))));
+                let _ = responses.send(Response::EndToEnd { generation: r.generation, scheme: r.scheme, result });
+            }
+            Request::OutputColumn(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.output_column(&r)))
+                    .unwrap_or_else(|p| Err(format!("internal error in the output SQNR: {}", panic_message(&*p))));
+                let _ = responses.send(Response::OutputColumn { generation: r.generation, result });
             }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));

@@ -24,7 +24,7 @@ pub const SAMPLE_VALUES: usize = 1 << 19;
 
 /// A histogram over [−r, r] whose r doubles (merging bin pairs) when a value
 /// falls outside, so one pass needs no range in advance.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GrowingHistogram {
     half_range: f64,
     counts: Vec<u64>,
@@ -33,6 +33,24 @@ pub struct GrowingHistogram {
 impl GrowingHistogram {
     fn new() -> Self {
         Self { half_range: 0.0, counts: vec![0; BINS] }
+    }
+
+    /// A histogram read back from a file: r and the [`BINS`] counts over [−r, r].
+    pub(crate) fn from_parts(half_range: f64, counts: Vec<u64>) -> std::result::Result<Self, String> {
+        if counts.len() != BINS || !(half_range >= 0.0 && half_range.is_finite()) {
+            return Err(format!("{} bins over ±{half_range}, expected {BINS} over a finite range", counts.len()));
+        }
+        Ok(Self { half_range, counts })
+    }
+
+    /// r of the range [−r, r] (0 before any value).
+    pub fn half_range(&self) -> f64 {
+        self.half_range
+    }
+
+    /// All [`BINS`] counts over [−r, r].
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
     }
 
     fn add(&mut self, xs: &[f32]) {
@@ -97,7 +115,39 @@ pub struct SiteStats {
     rng: SmallRng,
 }
 
+/// The statistics [`SiteStats`] is rebuilt from (a saved capture).
+pub(crate) struct SiteParts {
+    pub layers: Vec<String>,
+    pub in_features: usize,
+    pub tokens: u64,
+    pub min: f32,
+    pub max: f32,
+    pub absmax: Vec<f32>,
+    pub sum_sq: Vec<f64>,
+    pub gram: Option<Tensor>,
+    pub histogram: GrowingHistogram,
+    pub sample: Vec<f32>,
+}
+
 impl SiteStats {
+    pub(crate) fn from_parts(p: SiteParts) -> Self {
+        let seen_rows = p.tokens;
+        Self {
+            layers: p.layers,
+            in_features: p.in_features,
+            tokens: p.tokens,
+            min: p.min,
+            max: p.max,
+            absmax: p.absmax,
+            sum_sq: p.sum_sq,
+            gram: p.gram,
+            histogram: p.histogram,
+            sample: p.sample,
+            seen_rows,
+            rng: SmallRng::seed_from_u64(0x5eed),
+        }
+    }
+
     fn new(layers: &[&str], in_features: usize) -> Self {
         Self {
             layers: layers.iter().map(|s| (*s).to_string()).collect(),
@@ -172,9 +222,23 @@ pub struct Activations {
     pub source: String,
     pub samples: usize,
     pub tokens: u64,
+    /// The token ids of every sample, as run (the end-to-end runs reuse them).
+    pub ids: Vec<Vec<u32>>,
 }
 
 impl Activations {
+    /// Activations from sites built elsewhere (a saved capture).
+    pub(crate) fn from_sites(sites: Vec<SiteStats>, source: String, ids: Vec<Vec<u32>>) -> Self {
+        let mut by_layer = HashMap::new();
+        for (i, s) in sites.iter().enumerate() {
+            for l in &s.layers {
+                by_layer.insert(l.clone(), i);
+            }
+        }
+        let tokens = ids.iter().map(|s| s.len() as u64).sum();
+        Self { sites, by_layer, source, samples: ids.len(), tokens, ids }
+    }
+
     /// The statistics of `layer`'s input.
     pub fn site(&self, layer: &str) -> Option<&SiteStats> {
         self.by_layer.get(layer).map(|&i| &self.sites[i])
@@ -235,6 +299,7 @@ fn capture_with(
         model.forward(sample, &mut hook)?;
         hook.acts.samples += 1;
         hook.acts.tokens += sample.len() as u64;
+        hook.acts.ids.push(sample.clone());
         progress(i + 1);
     }
     Ok(hook.acts)
