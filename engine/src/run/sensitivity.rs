@@ -266,8 +266,9 @@ pub struct Ranks {
 pub fn rankings(r: &SensitivityReport) -> Vec<Ranks> {
     let place = |key: &dyn Fn(&LayerRow) -> f64| {
         let mut idx: Vec<usize> = (0..r.layers.len()).collect();
-        // total_cmp puts NaN above every number: worst-first keys are negated so NaN stays last.
-        idx.sort_by(|&i, &j| key(&r.layers[i]).total_cmp(&key(&r.layers[j])));
+        // A NaN key (of either sign) ranks after every number.
+        let k = |i: usize| Some(key(&r.layers[i])).filter(|v| !v.is_nan()).unwrap_or(f64::INFINITY);
+        idx.sort_by(|&i, &j| k(i).total_cmp(&k(j)));
         let mut rank = vec![0; idx.len()];
         for (k, &i) in idx.iter().enumerate() {
             rank[i] = k + 1;
