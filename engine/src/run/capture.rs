@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -21,6 +21,8 @@ pub const GRAM_MAX: usize = 4096;
 pub const BINS: usize = 2048;
 /// Values of the kept token sample per input (whole tokens, so about this many).
 pub const SAMPLE_VALUES: usize = 1 << 19;
+/// Tokens gathered before one Σxxᵀ update.
+const GRAM_BATCH: usize = 512;
 
 /// A histogram over [−r, r] whose r doubles (merging bin pairs) when a value
 /// falls outside, so one pass needs no range in advance.
@@ -113,6 +115,8 @@ pub struct SiteStats {
     pub sample: Vec<f32>,
     seen_rows: u64,
     rng: SmallRng,
+    /// Tokens (f64, row-major) not yet in `gram`.
+    pending: Vec<f64>,
 }
 
 /// The statistics [`SiteStats`] is rebuilt from (a saved capture).
@@ -145,6 +149,7 @@ impl SiteStats {
             sample: p.sample,
             seen_rows,
             rng: SmallRng::seed_from_u64(0x5eed),
+            pending: Vec::new(),
         }
     }
 
@@ -162,6 +167,7 @@ impl SiteStats {
             sample: Vec::new(),
             seen_rows: 0,
             rng: SmallRng::seed_from_u64(0x5eed),
+            pending: Vec::new(),
         }
     }
 
@@ -187,13 +193,29 @@ impl SiteStats {
         self.histogram.add(&values);
         self.tokens += t as u64;
         if n <= GRAM_MAX {
-            let x64 = x.to_dtype(DType::F64)?;
-            let g = x64.t()?.matmul(&x64)?;
-            self.gram = Some(match self.gram.take() {
-                Some(acc) => acc.add(&g)?,
-                None => g,
-            });
+            // Σxxᵀ is updated once per GRAM_BATCH tokens: a sample's few tokens would
+            // make each update an n×n read-modify-write for little arithmetic.
+            self.pending.extend(values.iter().map(|&v| f64::from(v)));
+            if self.pending.len() >= GRAM_BATCH * n {
+                self.flush()?;
+            }
         }
+        Ok(())
+    }
+
+    /// Folds the tokens waiting for the Σxxᵀ update into it (done at the end of a capture).
+    fn flush(&mut self) -> candle_core::Result<()> {
+        let n = self.in_features;
+        if self.pending.is_empty() || n == 0 {
+            return Ok(());
+        }
+        let rows = self.pending.len() / n;
+        let x64 = Tensor::from_vec(std::mem::take(&mut self.pending), (rows, n), &candle_core::Device::Cpu)?;
+        let g = x64.t()?.matmul(&x64)?;
+        self.gram = Some(match self.gram.take() {
+            Some(acc) => acc.add(&g)?,
+            None => g,
+        });
         Ok(())
     }
 
@@ -302,6 +324,9 @@ fn capture_with(
         hook.acts.ids.push(sample.clone());
         progress(i + 1);
     }
+    for s in &mut hook.acts.sites {
+        s.flush().map_err(|e| model.error(&e))?;
+    }
     Ok(hook.acts)
 }
 
@@ -332,6 +357,7 @@ mod tests {
                 Tensor::from_slice(chunk, (chunk.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
             s.add(&x).expect("add");
         }
+        s.flush().expect("flush");
         assert_eq!(s.tokens, rows as u64);
         assert_eq!(s.sample_rows(), SAMPLE_VALUES / n);
         let direct: f64 = data.iter().skip(1).step_by(n).map(|&v| f64::from(v) * f64::from(v)).sum();
@@ -355,5 +381,6 @@ pub(crate) mod tests_support {
         let t =
             candle_core::Tensor::from_slice(x, (x.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
         site.add(&t).expect("add");
+        site.flush().expect("flush");
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{Hook, Kind, Model, NoHook};
@@ -55,7 +56,7 @@ impl Reference {
     pub fn new(model: &Model, ids: Vec<Vec<u32>>) -> Result<Self> {
         let kind = model.kind();
         let outputs = ids
-            .iter()
+            .par_iter()
             .map(|s| measure(kind, &model.forward(s, &mut NoHook)?).map_err(|e| model.error(&e)))
             .collect::<Result<_>>()?;
         Ok(Self { kind, ids, outputs })
@@ -76,7 +77,7 @@ impl Reference {
         weights: &HashMap<String, Tensor>,
         cancel: &AtomicBool,
     ) -> Result<EndToEnd> {
-        let inputs = self.ids.iter().map(|s| model.embed(s)).collect::<Result<Vec<_>>>()?;
+        let inputs = self.ids.par_iter().map(|s| model.embed(s)).collect::<Result<Vec<_>>>()?;
         self.compare_from(model, 0, &inputs, weights, cancel)
     }
 
@@ -90,42 +91,67 @@ impl Reference {
         weights: &HashMap<String, Tensor>,
         cancel: &AtomicBool,
     ) -> Result<EndToEnd> {
-        let mut hook = Swap(weights);
-        let (mut cos, mut sq, mut dims, mut kl, mut tokens) = (0f64, 0f64, 0usize, 0f64, 0usize);
-        for ((ids, reference), x) in self.ids.iter().zip(&self.outputs).zip(inputs) {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            let out = model.forward_from(from, x, &mut hook)?;
-            let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
-            let (a, b) = (to_f64(reference, model)?, to_f64(&q, model)?);
-            match self.kind {
-                Kind::Encoder => {
-                    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-                    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    cos +=
-                        if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
-                    sq += a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
-                    dims += a.len();
+        // Samples in parallel; their terms are summed in sample order, so the result
+        // does not depend on the thread count.
+        let terms = self
+            .ids
+            .par_iter()
+            .zip(self.outputs.par_iter())
+            .zip(inputs.par_iter())
+            .map(|((ids, reference), x)| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
                 }
-                Kind::Decoder => {
-                    // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
-                    kl += a
-                        .iter()
-                        .zip(&b)
-                        .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
-                        .sum::<f64>();
-                    tokens += ids.len();
-                }
-            }
-        }
+                let out = model.forward_from(from, x, &mut Swap(weights))?;
+                let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
+                Ok(self.terms(&to_f64(reference, model)?, &to_f64(&q, model)?, ids.len()))
+            })
+            .collect::<Result<Vec<Terms>>>()?;
+        let t = terms.iter().fold(Terms::default(), |a, b| Terms {
+            cos: a.cos + b.cos,
+            sq: a.sq + b.sq,
+            dims: a.dims + b.dims,
+            kl: a.kl + b.kl,
+            tokens: a.tokens + b.tokens,
+        });
         let n = self.ids.len().max(1) as f64;
         Ok(match self.kind {
-            Kind::Encoder => EndToEnd { cosine: Some(cos / n), mse: Some(sq / dims.max(1) as f64), kl: None },
-            Kind::Decoder => EndToEnd { cosine: None, mse: None, kl: Some(kl / tokens.max(1) as f64) },
+            Kind::Encoder => {
+                EndToEnd { cosine: Some(t.cos / n), mse: Some(t.sq / t.dims.max(1) as f64), kl: None }
+            }
+            Kind::Decoder => EndToEnd { cosine: None, mse: None, kl: Some(t.kl / t.tokens.max(1) as f64) },
         })
     }
+
+    /// One sample's share of the measures: `a` the float output's measure, `b` the quantized one's.
+    fn terms(&self, a: &[f64], b: &[f64], tokens: usize) -> Terms {
+        match self.kind {
+            Kind::Encoder => {
+                let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let cos = if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
+                let sq = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+                Terms { cos, sq, dims: a.len(), ..Terms::default() }
+            }
+            // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
+            Kind::Decoder => Terms {
+                kl: a.iter().zip(b).map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 }).sum(),
+                tokens,
+                ..Terms::default()
+            },
+        }
+    }
+}
+
+/// Sums over samples behind [`EndToEnd`].
+#[derive(Default)]
+struct Terms {
+    cos: f64,
+    sq: f64,
+    dims: usize,
+    kl: f64,
+    tokens: usize,
 }
 
 /// Each sample's float input of one block, advanced block by block as the
@@ -147,7 +173,8 @@ impl BlockInputs {
         }
         while self.at < to.min(model.blocks()) {
             let b = self.at;
-            self.inputs = self.inputs.iter().map(|x| model.block(b, x, &mut NoHook)).collect::<Result<_>>()?;
+            self.inputs =
+                self.inputs.par_iter().map(|x| model.block(b, x, &mut NoHook)).collect::<Result<_>>()?;
             self.at += 1;
         }
         Ok(&self.inputs)
