@@ -21,19 +21,24 @@ fn a_saved_capture_reports_as_a_fresh_run_and_the_sweep_gains_output_sqnr() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(line.contains("36 Linear layers") && line.contains("5 samples"), "{line}");
     let re = r"encoder\.layer\.1\..*";
-    let fresh = stdout_json(&quantscope(&["report", d, "--inputs", i, "--max-samples", "5", "--tensors", re]));
+    let fresh =
+        stdout_json(&quantscope(&["report", d, "--inputs", i, "--max-samples", "5", "--tensors", re]));
     let saved = stdout_json(&quantscope(&["report", d, "--activations", f, "--tensors", re]));
     assert_eq!(fresh["tensors"], saved["tensors"], "same output SQNR, to the last digit");
-    let with_output = saved["tensors"].as_array().unwrap().iter().filter(|t| t["metrics"]["output_sqnr_db"].is_f64());
+    let with_output =
+        saved["tensors"].as_array().unwrap().iter().filter(|t| t["metrics"]["output_sqnr_db"].is_f64());
     assert_eq!(with_output.count(), 6);
 
-    let compare = ["report", d, "--activations", f, "--tensors", re, "--compare", "int8:channel", "int4:group128"];
+    let compare =
+        ["report", d, "--activations", f, "--tensors", re, "--compare", "int8:channel", "int4:group128"];
     let doc = stdout_json(&quantscope(&compare));
     let mut linear = 0;
     for row in doc["rows"].as_array().unwrap() {
         let cells = row["cells"].as_array().unwrap();
         let out: Vec<f64> = cells.iter().filter_map(|c| c["metrics"]["output_sqnr_db"].as_f64()).collect();
-        if row["name"].as_str().unwrap().contains("LayerNorm") || row["name"].as_str().unwrap().ends_with("bias") {
+        if row["name"].as_str().unwrap().contains("LayerNorm")
+            || row["name"].as_str().unwrap().ends_with("bias")
+        {
             assert!(out.is_empty(), "{}: not a Linear weight", row["name"]);
             continue;
         }
@@ -61,18 +66,38 @@ fn bad_or_foreign_activation_files_are_one_line_errors() {
     let garbage = tmp.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"\x10\0\0\0\0\0\0\0{not json}      ").unwrap();
     // A model file is a valid safetensors file but not a capture.
-    for (file, needle) in [(garbage.as_path(), "garbage.safetensors"), (teaching.as_path(), "not a quantscope activations file")] {
+    for (file, needle) in [
+        (garbage.as_path(), "garbage.safetensors"),
+        (teaching.as_path(), "not a quantscope activations file"),
+    ] {
         let out = quantscope(&["report", t, "--activations", file.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(needle) && err.trim().lines().count() == 1 && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(needle) && err.trim().lines().count() == 1 && !err.contains("panicked"),
+            "{err}"
+        );
     }
     let Some(dir) = common::minilm() else { return };
     let file = tmp.path().join("minilm.safetensors");
-    let run = quantscope(&["activations", dir.to_str().unwrap(), "--inputs", "builtin", "--max-samples", "2", "-o", file.to_str().unwrap()]);
+    let run = quantscope(&[
+        "activations",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "builtin",
+        "--max-samples",
+        "2",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let out = quantscope(&["report", t, "--activations", file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("minilm.safetensors") && err.contains("tensor 'encoder.layer.0") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("minilm.safetensors")
+            && err.contains("tensor 'encoder.layer.0")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }

@@ -120,7 +120,9 @@ fn a_bad_activations_file_is_one_line_and_the_app_stays_up() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.safetensors");
     std::fs::write(&bad, b"not a safetensors file").unwrap();
-    let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_eframe(|cc| QuantscopeApp::new(cc, None));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1000.0, 700.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, None));
     wait_until(&mut h, "the sample", |a| a.state().model.is_some());
     h.state_mut().apply(Command::LoadActivations(bad));
     wait_until(&mut h, "the refusal", |a| a.state().activations.error.is_some());

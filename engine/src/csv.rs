@@ -39,7 +39,11 @@ pub fn optional(v: Option<f64>) -> String {
 /// When activations were loaded (output SQNR in some cell), `output:<scheme>...`
 /// columns follow, empty for layers without a captured input.
 pub fn matrix(s: &Sweep) -> String {
-    let output = s.rows.iter().flat_map(|r| &r.cells).any(|c| c.as_ref().is_ok_and(|c| c.metrics.output_sqnr_db.is_some()));
+    let output = s
+        .rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .any(|c| c.as_ref().is_ok_and(|c| c.metrics.output_sqnr_db.is_some()));
     let mut head: Vec<String> = s.schemes.iter().map(|x| field(x)).collect();
     if output {
         head.extend(s.schemes.iter().map(|x| field(&format!("output:{x}"))));
@@ -47,7 +51,8 @@ pub fn matrix(s: &Sweep) -> String {
     let mut out = format!("name,params,{}\n", head.join(","));
     for (i, r) in s.rows.iter().enumerate() {
         let n = r.cells.len();
-        let mut cells: Vec<String> = (0..n).map(|k| optional(cell_metrics(s, i, k).map(|m| m.sqnr_db))).collect();
+        let mut cells: Vec<String> =
+            (0..n).map(|k| optional(cell_metrics(s, i, k).map(|m| m.sqnr_db))).collect();
         if output {
             cells.extend((0..n).map(|k| optional(cell_metrics(s, i, k).and_then(|m| m.output_sqnr_db))));
         }

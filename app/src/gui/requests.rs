@@ -14,8 +14,8 @@ use super::command::SaveRequest;
 use super::state::LayerTab;
 use super::state::{AppState, Model, View};
 use super::worker::{
-    ActivationRequest, AnalyzeRequest, CaptureRequest, EndToEndRequest, LoadActivationsRequest, OutputColumnRequest,
-    Request, Response, Source, Worker,
+    ActivationRequest, AnalyzeRequest, CaptureRequest, EndToEndRequest, LoadActivationsRequest,
+    OutputColumnRequest, Request, Response, Source, Worker,
 };
 
 const WEIGHT_BINS: usize = 400;
@@ -437,7 +437,8 @@ impl Requests {
         let e = &mut state.activations.end_to_end;
         match response {
             Response::EndToEndProgress { generation, done, total } => {
-                if let (true, Some((scheme, ..))) = (current(self.end_to_end.as_ref(), generation), e.running) {
+                if let (true, Some((scheme, ..))) = (current(self.end_to_end.as_ref(), generation), e.running)
+                {
                     e.running = Some((scheme, done, total));
                 }
             }
@@ -463,7 +464,10 @@ impl Requests {
         if state.activations.capture.is_none() {
             return;
         }
-        let key = (ColumnKey { scheme: state.doc.scheme, overrides: state.doc.overrides.clone() }, capture.generation);
+        let key = (
+            ColumnKey { scheme: state.doc.scheme, overrides: state.doc.overrides.clone() },
+            capture.generation,
+        );
         if !InFlight::asks(self.output_column.as_ref(), &key) {
             let generation = self.next_generation();
             self.worker.send(Request::OutputColumn(OutputColumnRequest {

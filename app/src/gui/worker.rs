@@ -32,8 +32,8 @@ use quantscope_engine::{
 };
 
 pub use run::{
-    ActivationRequest, ActivationView, CaptureRequest, CaptureSummary, EndToEndRequest, LoadActivationsRequest,
-    OutputColumnRequest,
+    ActivationRequest, ActivationView, CaptureRequest, CaptureSummary, EndToEndRequest,
+    LoadActivationsRequest, OutputColumnRequest,
 };
 
 /// Where a model comes from.
@@ -319,11 +319,13 @@ impl WorkerState {
             Request::EndToEnd(r) => {
                 let result = catch_unwind(AssertUnwindSafe(|| self.end_to_end(&r, responses)))
                     .unwrap_or_else(|p| Err(format!("internal error while running: {}", panic_message(&*p))));
-                let _ = responses.send(Response::EndToEnd { generation: r.generation, scheme: r.scheme, result });
+                let _ =
+                    responses.send(Response::EndToEnd { generation: r.generation, scheme: r.scheme, result });
             }
             Request::OutputColumn(r) => {
-                let result = catch_unwind(AssertUnwindSafe(|| self.output_column(&r)))
-                    .unwrap_or_else(|p| Err(format!("internal error in the output SQNR: {}", panic_message(&*p))));
+                let result = catch_unwind(AssertUnwindSafe(|| self.output_column(&r))).unwrap_or_else(|p| {
+                    Err(format!("internal error in the output SQNR: {}", panic_message(&*p)))
+                });
                 let _ = responses.send(Response::OutputColumn { generation: r.generation, result });
             }
             Request::Panic => {

@@ -140,7 +140,9 @@ impl Bert {
 
     /// The encoder layer holding a Linear layer.
     pub(crate) fn block_of(&self, name: &str) -> Option<usize> {
-        self.layers.iter().position(|l| [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down].iter().any(|x| x.name == name))
+        self.layers
+            .iter()
+            .position(|l| [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down].iter().any(|x| x.name == name))
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {

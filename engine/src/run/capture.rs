@@ -40,7 +40,10 @@ impl GrowingHistogram {
     /// A histogram read back from a file: r and the [`BINS`] counts over [−r, r].
     pub(crate) fn from_parts(half_range: f64, counts: Vec<u64>) -> std::result::Result<Self, String> {
         if counts.len() != BINS || !(half_range >= 0.0 && half_range.is_finite()) {
-            return Err(format!("{} bins over ±{half_range}, expected {BINS} over a finite range", counts.len()));
+            return Err(format!(
+                "{} bins over ±{half_range}, expected {BINS} over a finite range",
+                counts.len()
+            ));
         }
         Ok(Self { half_range, counts })
     }

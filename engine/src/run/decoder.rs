@@ -135,9 +135,9 @@ impl Decoder {
 
     /// The decoder layer holding a Linear layer (None for `lm_head`).
     pub(crate) fn block_of(&self, name: &str) -> Option<usize> {
-        self.layers.iter().position(|l| {
-            [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().any(|x| x.name == name)
-        })
+        self.layers
+            .iter()
+            .position(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().any(|x| x.name == name))
     }
 
     /// Decoder layer `i` applied to the residual stream `x` `[tokens, hidden]`.

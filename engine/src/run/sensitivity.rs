@@ -130,13 +130,18 @@ impl Reference {
                 let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
                 let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
                 let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-                let cos = if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
+                let cos =
+                    if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
                 let sq = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
                 Terms { cos, sq, dims: a.len(), ..Terms::default() }
             }
             // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
             Kind::Decoder => Terms {
-                kl: a.iter().zip(b).map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 }).sum(),
+                kl: a
+                    .iter()
+                    .zip(b)
+                    .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
+                    .sum(),
                 tokens,
                 ..Terms::default()
             },
@@ -246,7 +251,8 @@ impl Job<'_> {
         for (i, name) in layers.iter().enumerate() {
             // One quantization gives W′, the weight metrics and the output error.
             let (w, wq, metrics) = super::output_error::quantized_layer(ckpt, name, scheme)?;
-            let fault = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: name.clone(), reason };
+            let fault =
+                |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: name.clone(), reason };
             let site = acts.site(name).ok_or_else(|| fault("no captured input".into()))?;
             let output_sqnr_db =
                 super::output_error::output_error(&w, &wq, site).map_err(|e| fault(e.to_string()))?.sqnr_db();

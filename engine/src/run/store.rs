@@ -198,14 +198,17 @@ impl Reader<'_> {
         let sum_sq = self.read(&name("sum_sq"), Dtype::F64, Some(&[n]), f64::from_le_bytes)?;
         let gram = if self.ckpt.tensor(&name("gram")).is_ok() {
             let g = self.read(&name("gram"), Dtype::F64, Some(&[n, n]), f64::from_le_bytes)?;
-            Some(Tensor::from_vec(g, (n, n), &Device::Cpu).map_err(|e| self.fault(&name("gram"), e.to_string()))?)
+            Some(
+                Tensor::from_vec(g, (n, n), &Device::Cpu)
+                    .map_err(|e| self.fault(&name("gram"), e.to_string()))?,
+            )
         } else {
             None
         };
         let counts = self.read(&name("histogram"), Dtype::U64, Some(&[BINS]), u64::from_le_bytes)?;
         let range = self.read(&name("histogram_range"), Dtype::F64, Some(&[2]), f64::from_le_bytes)?;
-        let histogram = GrowingHistogram::from_parts(range[1], counts)
-            .map_err(|e| self.fault(&name("histogram"), e))?;
+        let histogram =
+            GrowingHistogram::from_parts(range[1], counts).map_err(|e| self.fault(&name("histogram"), e))?;
         let min_max = self.read(&name("min_max"), Dtype::F32, Some(&[2]), f32::from_le_bytes)?;
         let tokens = self.read(&name("tokens"), Dtype::U64, Some(&[1]), u64::from_le_bytes)?[0];
         let sample = self.read(&name("sample"), Dtype::F32, None, f32::from_le_bytes)?;
@@ -296,7 +299,8 @@ mod tests {
         write_safetensors(&path, &[("a.weight/absmax".into(), t.clone())], None).expect("write");
         let e = load(&path).expect_err("no format").to_string();
         assert!(e.contains("bad.safetensors") && e.contains("not a quantscope activations file"), "{e}");
-        let meta = HashMap::from([("format".to_string(), FORMAT.to_string()), ("sites".into(), "a.weight".into())]);
+        let meta =
+            HashMap::from([("format".to_string(), FORMAT.to_string()), ("sites".into(), "a.weight".into())]);
         let ids = owned(Dtype::U32, vec![0], Vec::new());
         let tensors = [("a.weight/absmax".into(), t), ("ids".into(), ids.clone()), ("lengths".into(), ids)];
         write_safetensors(&path, &tensors, Some(meta)).expect("write");

@@ -205,8 +205,13 @@ fn sqnr_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo, saved: bool
 fn output_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo) {
     match state.activations.output_sqnr.get(&t.name) {
         Some(&db) => {
-            ui.colored_label(sqnr_color(db), RichText::new(format!("out {}", format_sqnr(Some(db)))).monospace())
-                .on_hover_text("output SQNR in dB: the weight's error on the layer's output, over the captured inputs");
+            ui.colored_label(
+                sqnr_color(db),
+                RichText::new(format!("out {}", format_sqnr(Some(db)))).monospace(),
+            )
+            .on_hover_text(
+                "output SQNR in dB: the weight's error on the layer's output, over the captured inputs",
+            );
         }
         None => {
             ui.label("");

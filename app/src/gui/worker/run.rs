@@ -117,8 +117,12 @@ impl WorkerState {
     /// Makes `acts` the open model's activations; what was derived from the old ones goes.
     fn keep(&mut self, acts: Activations) -> CaptureSummary {
         let layers = acts.sites.iter().flat_map(|s| s.layers.iter().cloned()).collect();
-        let summary =
-            CaptureSummary { source: acts.source.clone(), samples: acts.samples, tokens: acts.tokens, layers };
+        let summary = CaptureSummary {
+            source: acts.source.clone(),
+            samples: acts.samples,
+            tokens: acts.tokens,
+            layers,
+        };
         self.activations = Some(Arc::new(acts));
         self.run_cache = None;
         summary
