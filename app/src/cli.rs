@@ -56,6 +56,10 @@ pub enum Command {
     /// measure the output against the float model: cosine and MSE of the pooled
     /// embedding (encoders), KL of the next-token distribution (decoders).
     Sensitivity(crate::run_cli::SensitivityArgs),
+    /// Run the model over the inputs once and save every Linear layer's input
+    /// statistics (histogram, absmax, second moments, a token sample) as safetensors,
+    /// for `report --activations` and the app's File > Load activations.
+    Activations(crate::run_cli::ActivationsArgs),
 }
 
 const PLAN_HELP: &str = "\
@@ -107,7 +111,7 @@ JSON OUTPUT (stable schema):
           {format, bits, granularity, group_size, block, symmetric, scale_dtype, act_order, short})
   metrics: count, mse, rmse, sqnr_db, max_abs_err, cosine, clipped_fraction,
            clip_error, round_error, nonfinite,
-           output_sqnr_db (only with --inputs, Linear layers: 10 log10(sum|Wx|^2 / sum|(W-W')x|^2)
+           output_sqnr_db (only with --inputs or --activations, Linear layers: 10 log10(sum|Wx|^2 / sum|(W-W')x|^2)
            over every token of the inputs run through the float model; null when lossless)
   sqnr_db is null when the tensor is exactly lossless (SQNR = +inf); no field is ever NaN.
   clip_error + round_error = mse (the clipped elements' and the rest's share of it).
@@ -245,6 +249,9 @@ pub struct ReportArgs {
     /// calibration text) and add metrics.output_sqnr_db to each Linear layer.
     #[arg(long, value_name = "FILE")]
     pub inputs: Option<PathBuf>,
+    /// Like --inputs, from a capture saved by `quantscope activations` (no model run).
+    #[arg(long, value_name = "FILE.safetensors", conflicts_with = "inputs")]
+    pub activations: Option<PathBuf>,
     /// At most this many samples of --inputs.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_samples: usize,
@@ -401,6 +408,10 @@ fn run_compare(args: &ReportArgs, ckpt: &Checkpoint, out: &mut dyn Write) -> any
         .map(|(i, _)| i)
         .collect();
     let mut result = sweep::sweep(ckpt, &rows, &args.compare, &|_, _| {}, &AtomicBool::new(false))?;
+    let (inputs, saved) = (args.inputs.as_deref(), args.activations.as_deref());
+    if let Some(acts) = crate::run_cli::activations_for(ckpt, inputs, saved, args.max_samples)? {
+        run::output_error::add_to_sweep(ckpt, &acts, &args.compare, &mut result)?;
+    }
     order(&mut result.rows, args.sort, args.top, |r| Item {
         name: &r.name,
         params: r.params,
@@ -439,8 +450,8 @@ pub fn run_report(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     if let Ok(q) = QuantizedModel::open(&args.model) {
         attach_stored(&mut records, &q);
     }
-    if let Some(inputs) = &args.inputs {
-        let acts = crate::run_cli::capture(&ckpt, inputs, args.max_samples)?;
+    let (inputs, saved) = (args.inputs.as_deref(), args.activations.as_deref());
+    if let Some(acts) = crate::run_cli::activations_for(&ckpt, inputs, saved, args.max_samples)? {
         run::output_error::add_output_sqnr(&ckpt, &acts, &scheme, &mut records)?;
     }
     order(&mut records, args.sort, args.top, |r| Item {

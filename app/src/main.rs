@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         Some(cli::Command::Sensitivity(args)) => {
             quantscope::run_cli::run_sensitivity(args, &mut std::io::stdout().lock())
         }
+        Some(cli::Command::Activations(args)) => {
+            quantscope::run_cli::run_activations(args, &mut std::io::stdout().lock())
+        }
         None => gui::run(cli.model.clone()).map_err(|e| anyhow::anyhow!("cannot start the window: {e}")),
     };
     match result {

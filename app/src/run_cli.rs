@@ -25,6 +25,54 @@ pub fn capture(ckpt: &Checkpoint, inputs: &Path, max: usize) -> anyhow::Result<A
     Ok(run::capture(&model, &samples, &source, &AtomicBool::new(false), &mut |_| {})?)
 }
 
+/// The activations `report` uses: a fresh run over `--inputs`, or a capture saved by
+/// `quantscope activations` (`--activations FILE`, checked against the model).
+pub fn activations_for(
+    ckpt: &Checkpoint,
+    inputs: Option<&Path>,
+    saved: Option<&Path>,
+    max: usize,
+) -> anyhow::Result<Option<Activations>> {
+    if let Some(file) = saved {
+        let acts = run::store::load(file)?;
+        run::store::check_model(&acts, ckpt, file)?;
+        return Ok(Some(acts));
+    }
+    inputs.map(|i| capture(ckpt, i, max)).transpose()
+}
+
+/// `quantscope activations`: run the model once and save what every Linear layer's
+/// input looked like.
+#[derive(clap::Args, Debug)]
+pub struct ActivationsArgs {
+    /// A Hugging Face folder (config.json, tokenizer.json, safetensors).
+    pub model: std::path::PathBuf,
+    /// Text file, one sample per line; `builtin` = the shipped calibration text.
+    #[arg(long, value_name = "FILE")]
+    pub inputs: std::path::PathBuf,
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_samples: usize,
+    /// The safetensors file to write (atomically).
+    #[arg(short = 'o', long = "output", value_name = "OUT.safetensors")]
+    pub out: std::path::PathBuf,
+}
+
+pub fn run_activations(args: &ActivationsArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::open(&args.model)?;
+    let acts = capture(&ckpt, &args.inputs, args.max_samples)?;
+    run::store::save(&acts, &ckpt, &args.out)?;
+    let layers: usize = acts.sites.iter().map(|s| s.layers.len()).sum();
+    writeln!(
+        out,
+        "wrote {}: the inputs of {layers} Linear layers ({} sites), {} samples, {} tokens",
+        args.out.display(),
+        acts.sites.len(),
+        acts.samples,
+        acts.tokens
+    )?;
+    Ok(())
+}
+
 /// `quantscope sensitivity`: every Linear layer quantized alone, the model run
 /// over the inputs, the output compared with the float model's.
 #[derive(clap::Args, Debug)]

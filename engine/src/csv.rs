@@ -36,12 +36,26 @@ pub fn optional(v: Option<f64>) -> String {
 }
 
 /// The SQNR matrix: `name,params,<scheme>...` (empty cell = the scheme failed).
+/// When activations were loaded (output SQNR in some cell), `output:<scheme>...`
+/// columns follow, empty for layers without a captured input.
 pub fn matrix(s: &Sweep) -> String {
-    let mut out =
-        format!("name,params,{}\n", s.schemes.iter().map(|x| field(x)).collect::<Vec<_>>().join(","));
+    let output = s
+        .rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .any(|c| c.as_ref().is_ok_and(|c| c.metrics.output_sqnr_db.is_some()));
+    let mut head: Vec<String> = s.schemes.iter().map(|x| field(x)).collect();
+    if output {
+        head.extend(s.schemes.iter().map(|x| field(&format!("output:{x}"))));
+    }
+    let mut out = format!("name,params,{}\n", head.join(","));
     for (i, r) in s.rows.iter().enumerate() {
-        let cells: Vec<String> =
-            (0..r.cells.len()).map(|k| optional(cell_metrics(s, i, k).map(|m| m.sqnr_db))).collect();
+        let n = r.cells.len();
+        let mut cells: Vec<String> =
+            (0..n).map(|k| optional(cell_metrics(s, i, k).map(|m| m.sqnr_db))).collect();
+        if output {
+            cells.extend((0..n).map(|k| optional(cell_metrics(s, i, k).and_then(|m| m.output_sqnr_db))));
+        }
         let _ = writeln!(out, "{},{},{}", field(&r.name), r.params, cells.join(","));
     }
     out

@@ -250,6 +250,48 @@ fn output_error_from_moments_equals_the_direct_sum() {
     }
 }
 
+/// A layer's end-to-end run started from the cached float input of its block gives
+/// the same numbers, bit for bit, as the run from the embeddings; and the Job (which
+/// starts each layer at its block) gives them too.
+#[test]
+fn a_run_started_at_the_layers_block_equals_the_whole_run() {
+    use quantscope_engine::run::sensitivity::{Job, Reference};
+    use std::sync::atomic::AtomicBool;
+    let cases = [
+        (BERT_CONFIG.to_string(), bert_shapes(), "encoder.layer.1.intermediate.dense.weight"),
+        (llama_config(2, false), llama_shapes(2, false), "model.layers.1.self_attn.k_proj.weight"),
+    ];
+    for (config, shapes, layer) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_model(dir.path(), &config, &shapes);
+        let ckpt = Checkpoint::open(dir.path()).expect("open");
+        let model = Model::load(&ckpt).expect("load");
+        let samples: Vec<Vec<u32>> = vec![vec![1, 7, 3, 19], vec![2, 2, 9, 31, 14, 5], vec![0, 1]];
+        let acts = quantscope_engine::run::capture::capture_ids(&model, &samples, "test").expect("capture");
+        let reference = Reference::new(&model, samples.clone()).expect("reference");
+        let scheme: Scheme = "int4:tensor:minmax".parse().expect("scheme");
+        let (_, wq, _) = output_error::quantized_layer(&ckpt, layer, &scheme).expect("W'");
+        let shape = ckpt.tensor(layer).expect("info").shape.clone();
+        let one = HashMap::from([(layer.to_string(), Tensor::from_vec(wq, shape, &Device::Cpu).expect("t"))]);
+        let cancel = AtomicBool::new(false);
+        let whole = reference.compare(&model, &one, &cancel).expect("whole run");
+        let from = model.block_of(layer);
+        assert_eq!(from, 1, "{layer}");
+        let inputs: Vec<Tensor> = samples
+            .iter()
+            .map(|s| model.block(0, &model.embed(s).expect("embed"), &mut NoHook).expect("block 0"))
+            .collect();
+        let started = reference.compare_from(&model, from, &inputs, &one, &cancel).expect("from block");
+        assert_eq!(whole, started, "{layer}");
+        assert!(whole.cosine.map_or(0.0, |c| 1.0 - c) + whole.kl.unwrap_or(0.0) > 0.0, "{whole:?}");
+        let job = Job { ckpt: &ckpt, model: &model, acts: &acts, reference: &reference, scheme: &scheme };
+        let layers: Vec<String> = model.linears().into_iter().filter(|l| !l.contains("embed")).collect();
+        let report = job.run(&layers, &cancel, &mut |_, _| {}).expect("job");
+        let row = report.layers.iter().find(|r| r.name == layer).expect("row");
+        assert_eq!(row.end_to_end, whole, "{layer}");
+    }
+}
+
 #[test]
 fn unsupported_architectures_are_one_line_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -274,6 +274,9 @@ impl QuantscopeApp {
             Command::CancelSave => self.requests.cancel_save(),
             Command::RunModel(inputs) => self.requests.run_model(&mut self.state, inputs),
             Command::CancelRun => self.requests.cancel_run(),
+            Command::LoadActivations(path) => self.requests.load_activations(&mut self.state, path),
+            Command::RunEndToEnd(scheme) => self.requests.run_end_to_end(&mut self.state, scheme),
+            Command::CancelEndToEnd => self.requests.cancel_end_to_end(),
             Command::SetLayerTab(tab) => s.activations.tab = tab,
             Command::Compare { original, quantized } => {
                 self.requests.compare(&mut self.state, original, quantized);
@@ -308,6 +311,7 @@ impl QuantscopeApp {
             DialogPurpose::SaveOutput => self.panels.save.set_output(&path),
             DialogPurpose::SaveRecipe => self.apply(Command::SaveRecipe(path)),
             DialogPurpose::LoadRecipe => self.apply(Command::LoadRecipe(path)),
+            DialogPurpose::LoadActivations => self.apply(Command::LoadActivations(path)),
             DialogPurpose::Csv(kind) => self.apply(Command::WriteCsv(kind, path)),
             DialogPurpose::CompareQuantized => {
                 self.apply(Command::Compare { original: None, quantized: path });
@@ -392,6 +396,8 @@ impl QuantscopeApp {
             || s.save.running
             || s.opening.is_some()
             || s.sensitivity.progress.is_some()
+            || s.activations.progress.is_some()
+            || s.activations.end_to_end.running.is_some()
             || s.model.as_ref().is_some_and(|m| m.sqnr_done < m.sqnr_total)
     }
 }

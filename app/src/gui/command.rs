@@ -21,6 +21,8 @@ pub enum DialogPurpose {
     SaveOutput,
     SaveRecipe,
     LoadRecipe,
+    /// A capture saved by `quantscope activations`.
+    LoadActivations,
     Csv(CsvKind),
     /// A quantized checkpoint to compare with the open original.
     CompareQuantized,
@@ -114,6 +116,11 @@ pub enum Command {
     /// Run the model over an inputs file (None: the shipped calibration text).
     RunModel(Option<PathBuf>),
     CancelRun,
+    /// Use a saved capture as the open model's activations.
+    LoadActivations(PathBuf),
+    /// End-to-end sensitivity of every captured layer a save quantizes, under a scheme.
+    RunEndToEnd(Scheme),
+    CancelEndToEnd,
     SetLayerTab(LayerTab),
     /// Pair a quantized checkpoint with its original (None: the open model).
     Compare {

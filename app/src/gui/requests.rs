@@ -14,8 +14,9 @@ use super::command::SaveRequest;
 use super::state::LayerTab;
 use super::state::{AppState, Model, View};
 use super::worker::{
-    ActivationRequest, AnalyzeRequest, CaptureRequest, CompareRequest, CompareSummary, ModelSummary,
-    OutputRequest, Request, Response, Source, StoredRequest, Worker,
+    ActivationRequest, AnalyzeRequest, CaptureRequest, CompareRequest, CompareSummary, EndToEndRequest,
+    LoadActivationsRequest, ModelSummary, OutputColumnRequest, OutputRequest, Request, Response, Source,
+    StoredRequest, Worker,
 };
 
 const WEIGHT_BINS: usize = 400;
@@ -98,6 +99,10 @@ pub struct Requests {
     /// The stored layer asked for (an open quantized model).
     stored: Option<InFlight<String>>,
     output: Option<InFlight<OutputKey>>,
+    end_to_end: Option<InFlight<Scheme>>,
+    end_to_end_cancel: Option<Arc<AtomicBool>>,
+    /// The output-SQNR column: the scheme choices and the capture it was computed on.
+    output_column: Option<InFlight<(ColumnKey, u64)>>,
 }
 
 impl Requests {
@@ -116,6 +121,9 @@ impl Requests {
             compare: None,
             stored: None,
             output: None,
+            end_to_end: None,
+            end_to_end_cancel: None,
+            output_column: None,
         }
     }
 
@@ -162,11 +170,8 @@ impl Requests {
         let cancel = Arc::new(AtomicBool::new(false));
         self.capture_cancel = Some(Arc::clone(&cancel));
         self.capture = Some(InFlight { generation, key: inputs.clone(), answered: false });
-        self.activation = None;
-        self.output = None;
-        state.plan_output = super::state::PlanOutputState::default();
-        let a = &mut state.activations;
-        (a.progress, a.capture, a.view, a.error) = (Some((0, MAX_SAMPLES)), None, None, None);
+        self.forget_activations(state);
+        state.activations.progress = Some((0, MAX_SAMPLES));
         self.worker.send(Request::Capture(CaptureRequest {
             generation,
             inputs,
@@ -298,11 +303,25 @@ impl Requests {
                         let a = &mut state.activations;
                         a.progress = None;
                         self.capture_cancel = None;
+                        if let Some(f) = self.capture.as_mut() {
+                            f.answered = true;
+                        }
                         match result {
                             Ok(c) => a.capture = Some(c),
                             Err(e) => a.error = Some(e),
                         }
                     }
+                }
+                Response::OutputColumn { generation, result } => {
+                    if current(self.output_column.as_ref(), generation) {
+                        match result {
+                            Ok(m) => state.activations.output_sqnr = m,
+                            Err(e) => state.activations.error = Some(e),
+                        }
+                    }
+                }
+                Response::EndToEndProgress { .. } | Response::EndToEnd { .. } => {
+                    self.end_to_end_answer(state, response);
                 }
                 Response::ActivationAnalyzed { generation, result } => {
                     if current(self.activation.as_ref(), generation) {
@@ -415,6 +434,8 @@ impl Requests {
         state.error = None;
         self.capture = None;
         self.activation = None;
+        self.end_to_end = None;
+        self.output_column = None;
         self.analysis = None;
         self.column = None;
         self.matrix = None;
@@ -459,6 +480,7 @@ impl Requests {
         self.request_activation(state);
         self.request_stored(state);
         self.request_output(state);
+        self.request_output_column(state, dragging);
         if matches!(state.view, View::Sensitivity | View::Plan) {
             let tensors = if state.view == View::Plan { state.plan_layers() } else { state.saved_layers() };
             let key = MatrixKey { tensors, schemes: state.doc.compare_schemes.clone() };
@@ -524,6 +546,102 @@ impl Requests {
             state.plan_output.progress = Some((0, key.matrix.tensors.len()));
             state.plan_output.error = None;
             self.output = Some(InFlight { generation, key, answered: false });
+        }
+    }
+
+    /// Drops the current activations and everything derived from them (a new
+    /// capture or a loaded one replaces them).
+    fn forget_activations(&mut self, state: &mut AppState) {
+        self.cancel_end_to_end();
+        self.activation = None;
+        self.end_to_end = None;
+        self.output_column = None;
+        let a = &mut state.activations;
+        (a.progress, a.capture, a.view, a.error) = (None, None, None, None);
+        a.end_to_end = super::state::EndToEndState::default();
+        a.output_sqnr.clear();
+        // The Plan view's output matrix was computed on the old capture.
+        self.output = None;
+        state.plan_output = super::state::PlanOutputState::default();
+    }
+
+    /// Uses a capture saved by `quantscope activations` instead of running the model.
+    pub fn load_activations(&mut self, state: &mut AppState, path: std::path::PathBuf) {
+        let generation = self.next_generation();
+        self.capture = Some(InFlight { generation, key: Some(path.clone()), answered: false });
+        self.capture_cancel = None;
+        self.forget_activations(state);
+        state.activations.progress = Some((0, 1));
+        self.worker.send(Request::LoadActivations(LoadActivationsRequest { generation, path }));
+    }
+
+    /// Every captured layer a save quantizes, quantized alone under `scheme` and run
+    /// end to end; a scheme already run is shown from the cache.
+    pub fn run_end_to_end(&mut self, state: &mut AppState, scheme: Scheme) {
+        let Some(capture) = &state.activations.capture else { return };
+        let saved = state.saved_layers();
+        let layers: Vec<String> = capture.layers.iter().filter(|l| saved.contains(l)).cloned().collect();
+        let e = &mut state.activations.end_to_end;
+        if e.results.contains_key(&scheme.to_string()) || e.running.is_some() {
+            return;
+        }
+        let generation = self.next_generation();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.end_to_end_cancel = Some(Arc::clone(&cancel));
+        self.end_to_end = Some(InFlight { generation, key: scheme, answered: false });
+        (e.running, e.error) = (Some((scheme, 0, layers.len() + 1)), None);
+        self.worker.send(Request::EndToEnd(EndToEndRequest { generation, scheme, layers, cancel }));
+    }
+
+    pub fn cancel_end_to_end(&self) {
+        if let Some(c) = &self.end_to_end_cancel {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn end_to_end_answer(&mut self, state: &mut AppState, response: Response) {
+        let e = &mut state.activations.end_to_end;
+        match response {
+            Response::EndToEndProgress { generation, done, total } => {
+                if let (true, Some((scheme, ..))) = (current(self.end_to_end.as_ref(), generation), e.running)
+                {
+                    e.running = Some((scheme, done, total));
+                }
+            }
+            Response::EndToEnd { generation, scheme, result } => {
+                if !current(self.end_to_end.as_ref(), generation) {
+                    return;
+                }
+                (self.end_to_end, self.end_to_end_cancel, e.running) = (None, None, None);
+                match result {
+                    Ok(r) => {
+                        e.results.insert(scheme.to_string(), r);
+                    }
+                    Err(err) => e.error = Some(err),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The browser's output-SQNR column, once a capture is there (waits while a range is dragged).
+    fn request_output_column(&mut self, state: &AppState, dragging: bool) {
+        let (Some(capture), false) = (self.capture.as_ref().filter(|c| c.answered), dragging) else { return };
+        if state.activations.capture.is_none() {
+            return;
+        }
+        let key = (
+            ColumnKey { scheme: state.doc.scheme, overrides: state.doc.overrides.clone() },
+            capture.generation,
+        );
+        if !InFlight::asks(self.output_column.as_ref(), &key) {
+            let generation = self.next_generation();
+            self.worker.send(Request::OutputColumn(OutputColumnRequest {
+                generation,
+                schemes: key.0.overrides.clone(),
+                default: key.0.scheme,
+            }));
+            self.output_column = Some(InFlight { generation, key, answered: false });
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use quantscope_engine::export::{config_group_key, quantized_on_save};
 use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::recipe::{LayerChoice, Resolved};
+use quantscope_engine::run::sensitivity::SensitivityReport;
 use quantscope_engine::sweep::Sweep;
 use quantscope_engine::{Mapping, Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,20 @@ pub struct ActivationsState {
     pub progress: Option<(usize, usize)>,
     pub capture: Option<CaptureSummary>,
     pub view: Option<Arc<ActivationView>>,
+    pub error: Option<String>,
+    pub end_to_end: EndToEndState,
+    /// Output SQNR (dB) per captured layer under its scheme (the browser's column).
+    pub output_sqnr: HashMap<String, f64>,
+}
+
+/// End-to-end sensitivity of the captured model: results cached per scheme, and
+/// the run in progress.
+#[derive(Default)]
+pub struct EndToEndState {
+    /// By the scheme's short form.
+    pub results: BTreeMap<String, Arc<SensitivityReport>>,
+    /// The scheme being run and (layer runs done, in all).
+    pub running: Option<(Scheme, usize, usize)>,
     pub error: Option<String>,
 }
 

@@ -15,7 +15,7 @@ mod plan;
 mod published;
 mod run;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::quantized::view::{Published, StoredView};
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::run::sensitivity::SensitivityReport;
 use quantscope_engine::sweep;
 use quantscope_engine::{
     Calibration, Checkpoint, Metrics, Options, QuantResult, Scheme, SliceParams, TensorInfo, WorkDtype,
@@ -39,7 +40,10 @@ pub use plan::OutputRequest;
 pub use published::{
     CompareRequest, CompareSummary, PUBLISHED_COLUMN, StoredLayerInfo, StoredRequest, StoredSummary,
 };
-pub use run::{ActivationRequest, ActivationView, CaptureRequest, CaptureSummary};
+pub use run::{
+    ActivationRequest, ActivationView, CaptureRequest, CaptureSummary, EndToEndRequest,
+    LoadActivationsRequest, OutputColumnRequest,
+};
 
 /// Where a model comes from.
 #[derive(Clone, Debug)]
@@ -105,6 +109,12 @@ pub enum Request {
     OutputMatrix(OutputRequest),
     /// Test hook: panics inside the worker, to prove the worker survives it.
     Panic,
+    /// Open a saved capture (answered as `Captured`).
+    LoadActivations(LoadActivationsRequest),
+    /// End-to-end sensitivity under one scheme (cancellable, with progress).
+    EndToEnd(EndToEndRequest),
+    /// Output SQNR of every captured layer under its scheme (the browser's column).
+    OutputColumn(OutputColumnRequest),
 }
 
 /// What the UI needs to know about an opened model.
@@ -150,6 +160,9 @@ pub enum Response {
     StoredAnalyzed { generation: u64, result: Result<Arc<StoredView>, String> },
     OutputProgress { generation: u64, done: usize, total: usize },
     OutputDone { generation: u64, result: Result<Arc<OutputSqnr>, String> },
+    EndToEndProgress { generation: u64, done: usize, total: usize },
+    EndToEnd { generation: u64, scheme: Scheme, result: Result<Arc<SensitivityReport>, String> },
+    OutputColumn { generation: u64, result: Result<HashMap<String, f64>, String> },
 }
 
 /// The UI's handle on the worker thread.
@@ -229,6 +242,8 @@ struct WorkerState {
     published_cache: Option<(String, Arc<Published>)>,
     /// The Plan view's output matrix in progress.
     output: Option<plan::OutputJob>,
+    /// The model and float outputs the end-to-end runs of these activations share.
+    run_cache: Option<run::RunCache>,
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -350,6 +365,23 @@ impl WorkerState {
                 let _ = responses.send(Response::ActivationAnalyzed { generation: r.generation, result });
             }
             Request::OutputMatrix(r) => self.start_output(r, responses),
+            Request::LoadActivations(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.load_activations(&r)))
+                    .unwrap_or_else(|p| Err(format!("internal error while loading: {}", panic_message(&*p))));
+                let _ = responses.send(Response::Captured { generation: r.generation, result });
+            }
+            Request::EndToEnd(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.end_to_end(&r, responses)))
+                    .unwrap_or_else(|p| Err(format!("internal error while running: {}", panic_message(&*p))));
+                let _ =
+                    responses.send(Response::EndToEnd { generation: r.generation, scheme: r.scheme, result });
+            }
+            Request::OutputColumn(r) => {
+                let result = catch_unwind(AssertUnwindSafe(|| self.output_column(&r))).unwrap_or_else(|p| {
+                    Err(format!("internal error in the output SQNR: {}", panic_message(&*p)))
+                });
+                let _ = responses.send(Response::OutputColumn { generation: r.generation, result });
+            }
             Request::Panic => {
                 let r = catch_unwind(|| panic!("test panic inside the worker"));
                 let msg = r.err().map(|p| panic_message(&*p)).unwrap_or_default();
@@ -369,6 +401,7 @@ impl WorkerState {
         self.sqnr_column = None;
         self.matrix = None;
         self.activations = None;
+        self.run_cache = None;
         self.output = None;
         self.stored = None;
         self.published = None;

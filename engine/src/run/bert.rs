@@ -114,8 +114,8 @@ impl Bert {
             .map(|x| &x.w)
     }
 
-    /// The last hidden state `[tokens, hidden]`.
-    pub(crate) fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+    /// Embeddings + LayerNorm of one sample: the input of block 0, `[tokens, hidden]`.
+    pub(crate) fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         let t = ids.len();
         if t > self.cfg.max_position_embeddings {
             candle_core::bail!("{t} tokens, the model takes at most {}", self.cfg.max_position_embeddings);
@@ -126,11 +126,23 @@ impl Bert {
         let types = self.types.narrow(0, 0, 1)?;
         let pos = self.positions.narrow(0, 0, t)?;
         let emb = words.broadcast_add(&types)?.add(&pos)?;
-        let mut x = self.emb_norm.forward(&emb, self.cfg.layer_norm_eps)?;
-        for layer in &self.layers {
-            x = self.layer(layer, &x, hook)?;
-        }
-        Ok(x)
+        self.emb_norm.forward(&emb, self.cfg.layer_norm_eps)
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Encoder layer `i` applied to its input.
+    pub(crate) fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+        self.layer(&self.layers[i], x, hook)
+    }
+
+    /// The encoder layer holding a Linear layer.
+    pub(crate) fn block_of(&self, name: &str) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down].iter().any(|x| x.name == name))
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -21,10 +21,12 @@ pub const GRAM_MAX: usize = 4096;
 pub const BINS: usize = 2048;
 /// Values of the kept token sample per input (whole tokens, so about this many).
 pub const SAMPLE_VALUES: usize = 1 << 19;
+/// Tokens gathered before one Σxxᵀ update.
+const GRAM_BATCH: usize = 512;
 
 /// A histogram over [−r, r] whose r doubles (merging bin pairs) when a value
 /// falls outside, so one pass needs no range in advance.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GrowingHistogram {
     half_range: f64,
     counts: Vec<u64>,
@@ -33,6 +35,27 @@ pub struct GrowingHistogram {
 impl GrowingHistogram {
     fn new() -> Self {
         Self { half_range: 0.0, counts: vec![0; BINS] }
+    }
+
+    /// A histogram read back from a file: r and the [`BINS`] counts over [−r, r].
+    pub(crate) fn from_parts(half_range: f64, counts: Vec<u64>) -> std::result::Result<Self, String> {
+        if counts.len() != BINS || !(half_range >= 0.0 && half_range.is_finite()) {
+            return Err(format!(
+                "{} bins over ±{half_range}, expected {BINS} over a finite range",
+                counts.len()
+            ));
+        }
+        Ok(Self { half_range, counts })
+    }
+
+    /// r of the range [−r, r] (0 before any value).
+    pub fn half_range(&self) -> f64 {
+        self.half_range
+    }
+
+    /// All [`BINS`] counts over [−r, r].
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
     }
 
     fn add(&mut self, xs: &[f32]) {
@@ -95,9 +118,44 @@ pub struct SiteStats {
     pub sample: Vec<f32>,
     seen_rows: u64,
     rng: SmallRng,
+    /// Tokens (f64, row-major) not yet in `gram`.
+    pending: Vec<f64>,
+}
+
+/// The statistics [`SiteStats`] is rebuilt from (a saved capture).
+pub(crate) struct SiteParts {
+    pub layers: Vec<String>,
+    pub in_features: usize,
+    pub tokens: u64,
+    pub min: f32,
+    pub max: f32,
+    pub absmax: Vec<f32>,
+    pub sum_sq: Vec<f64>,
+    pub gram: Option<Tensor>,
+    pub histogram: GrowingHistogram,
+    pub sample: Vec<f32>,
 }
 
 impl SiteStats {
+    pub(crate) fn from_parts(p: SiteParts) -> Self {
+        let seen_rows = p.tokens;
+        Self {
+            layers: p.layers,
+            in_features: p.in_features,
+            tokens: p.tokens,
+            min: p.min,
+            max: p.max,
+            absmax: p.absmax,
+            sum_sq: p.sum_sq,
+            gram: p.gram,
+            histogram: p.histogram,
+            sample: p.sample,
+            seen_rows,
+            rng: SmallRng::seed_from_u64(0x5eed),
+            pending: Vec::new(),
+        }
+    }
+
     fn new(layers: &[&str], in_features: usize) -> Self {
         Self {
             layers: layers.iter().map(|s| (*s).to_string()).collect(),
@@ -112,6 +170,7 @@ impl SiteStats {
             sample: Vec::new(),
             seen_rows: 0,
             rng: SmallRng::seed_from_u64(0x5eed),
+            pending: Vec::new(),
         }
     }
 
@@ -137,13 +196,29 @@ impl SiteStats {
         self.histogram.add(&values);
         self.tokens += t as u64;
         if n <= GRAM_MAX {
-            let x64 = x.to_dtype(DType::F64)?;
-            let g = x64.t()?.matmul(&x64)?;
-            self.gram = Some(match self.gram.take() {
-                Some(acc) => acc.add(&g)?,
-                None => g,
-            });
+            // Σxxᵀ is updated once per GRAM_BATCH tokens: a sample's few tokens would
+            // make each update an n×n read-modify-write for little arithmetic.
+            self.pending.extend(values.iter().map(|&v| f64::from(v)));
+            if self.pending.len() >= GRAM_BATCH * n {
+                self.flush()?;
+            }
         }
+        Ok(())
+    }
+
+    /// Folds the tokens waiting for the Σxxᵀ update into it (done at the end of a capture).
+    fn flush(&mut self) -> candle_core::Result<()> {
+        let n = self.in_features;
+        if self.pending.is_empty() || n == 0 {
+            return Ok(());
+        }
+        let rows = self.pending.len() / n;
+        let x64 = Tensor::from_vec(std::mem::take(&mut self.pending), (rows, n), &candle_core::Device::Cpu)?;
+        let g = x64.t()?.matmul(&x64)?;
+        self.gram = Some(match self.gram.take() {
+            Some(acc) => acc.add(&g)?,
+            None => g,
+        });
         Ok(())
     }
 
@@ -172,9 +247,23 @@ pub struct Activations {
     pub source: String,
     pub samples: usize,
     pub tokens: u64,
+    /// The token ids of every sample, as run (the end-to-end runs reuse them).
+    pub ids: Vec<Vec<u32>>,
 }
 
 impl Activations {
+    /// Activations from sites built elsewhere (a saved capture).
+    pub(crate) fn from_sites(sites: Vec<SiteStats>, source: String, ids: Vec<Vec<u32>>) -> Self {
+        let mut by_layer = HashMap::new();
+        for (i, s) in sites.iter().enumerate() {
+            for l in &s.layers {
+                by_layer.insert(l.clone(), i);
+            }
+        }
+        let tokens = ids.iter().map(|s| s.len() as u64).sum();
+        Self { sites, by_layer, source, samples: ids.len(), tokens, ids }
+    }
+
     /// The statistics of `layer`'s input.
     pub fn site(&self, layer: &str) -> Option<&SiteStats> {
         self.by_layer.get(layer).map(|&i| &self.sites[i])
@@ -235,7 +324,11 @@ fn capture_with(
         model.forward(sample, &mut hook)?;
         hook.acts.samples += 1;
         hook.acts.tokens += sample.len() as u64;
+        hook.acts.ids.push(sample.clone());
         progress(i + 1);
+    }
+    for s in &mut hook.acts.sites {
+        s.flush().map_err(|e| model.error(&e))?;
     }
     Ok(hook.acts)
 }
@@ -267,6 +360,7 @@ mod tests {
                 Tensor::from_slice(chunk, (chunk.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
             s.add(&x).expect("add");
         }
+        s.flush().expect("flush");
         assert_eq!(s.tokens, rows as u64);
         assert_eq!(s.sample_rows(), SAMPLE_VALUES / n);
         let direct: f64 = data.iter().skip(1).step_by(n).map(|&v| f64::from(v) * f64::from(v)).sum();
@@ -290,5 +384,6 @@ pub(crate) mod tests_support {
         let t =
             candle_core::Tensor::from_slice(x, (x.len() / n, n), &candle_core::Device::Cpu).expect("tensor");
         site.add(&t).expect("add");
+        site.flush().expect("flush");
     }
 }

@@ -124,27 +124,45 @@ impl Decoder {
         self.all().find(|x| x.name == name).map(|x| &x.w)
     }
 
-    /// Next-token logits `[tokens, vocab]`.
-    pub(crate) fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
-        let t = ids.len();
-        let ids = Tensor::new(ids, &Device::Cpu)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
+    /// The token embeddings of one sample: the input of block 0.
+    pub(crate) fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        self.embed.index_select(&Tensor::new(ids, &Device::Cpu)?, 0)
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The decoder layer holding a Linear layer (None for `lm_head`).
+    pub(crate) fn block_of(&self, name: &str) -> Option<usize> {
+        self.layers
+            .iter()
+            .position(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().any(|x| x.name == name))
+    }
+
+    /// Decoder layer `i` applied to the residual stream `x` `[tokens, hidden]`.
+    pub(crate) fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+        let l = &self.layers[i];
+        let t = x.dim(0)?;
+        // Recomputed per block (cheap next to the matmuls) so that a run can start at any block.
         let (cos, sin) = self.rotary(t)?;
         let mask = self.mask(t)?;
         let eps = self.cfg.rms_norm_eps as f32;
-        for l in &self.layers {
-            let h = candle_nn::ops::rms_norm(&x, &l.in_norm, eps)?;
-            show(hook, &[&l.q, &l.k, &l.v], &h)?;
-            let ctx = self.attention(l, &h, &cos, &sin, &mask, hook)?;
-            show(hook, &[&l.o], &ctx)?;
-            x = x.add(&l.o.forward(&ctx, hook)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
-            show(hook, &[&l.gate, &l.up], &h)?;
-            let m = candle_nn::ops::silu(&l.gate.forward(&h, hook)?)?.mul(&l.up.forward(&h, hook)?)?;
-            show(hook, &[&l.down], &m)?;
-            x = x.add(&l.down.forward(&m, hook)?)?;
-        }
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+        let h = candle_nn::ops::rms_norm(x, &l.in_norm, eps)?;
+        show(hook, &[&l.q, &l.k, &l.v], &h)?;
+        let ctx = self.attention(l, &h, &cos, &sin, &mask, hook)?;
+        show(hook, &[&l.o], &ctx)?;
+        let x = x.add(&l.o.forward(&ctx, hook)?)?;
+        let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
+        show(hook, &[&l.gate, &l.up], &h)?;
+        let m = candle_nn::ops::silu(&l.gate.forward(&h, hook)?)?.mul(&l.up.forward(&h, hook)?)?;
+        show(hook, &[&l.down], &m)?;
+        x.add(&l.down.forward(&m, hook)?)
+    }
+
+    /// After the last block: final RMSNorm and `lm_head`, the next-token logits `[tokens, vocab]`.
+    pub(crate) fn head(&self, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+        let x = candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps as f32)?;
         show(hook, &[&self.lm_head], &x)?;
         self.lm_head.forward(&x, hook)
     }

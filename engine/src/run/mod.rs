@@ -19,6 +19,7 @@ pub mod decoder;
 pub mod inputs;
 pub mod output_error;
 pub mod sensitivity;
+pub mod store;
 mod weights;
 
 use std::path::{Path, PathBuf};
@@ -142,11 +143,56 @@ impl Model {
     /// One sample through the model: the last hidden state (encoders) or the
     /// logits (decoders), `[tokens, ·]`.
     pub fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> Result<Tensor> {
-        let out = match &self.net {
-            Net::Bert(m) => m.forward(ids, hook),
-            Net::Decoder(m) => m.forward(ids, hook),
+        let x = self.embed(ids)?;
+        self.forward_from(0, &x, hook)
+    }
+
+    /// The input of block 0 for one sample (the embeddings).
+    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let x = match &self.net {
+            Net::Bert(m) => m.embed(ids),
+            Net::Decoder(m) => m.embed(ids),
         };
-        out.map_err(|e| self.error(&e))
+        x.map_err(|e| self.error(&e))
+    }
+
+    /// Transformer blocks (encoder or decoder layers).
+    pub fn blocks(&self) -> usize {
+        match &self.net {
+            Net::Bert(m) => m.blocks(),
+            Net::Decoder(m) => m.blocks(),
+        }
+    }
+
+    /// The block a Linear layer belongs to; [`Self::blocks`] for one after every
+    /// block (`lm_head`). A run that changes only this layer can start there.
+    pub fn block_of(&self, layer: &str) -> usize {
+        let b = match &self.net {
+            Net::Bert(m) => m.block_of(layer),
+            Net::Decoder(m) => m.block_of(layer),
+        };
+        b.unwrap_or_else(|| self.blocks())
+    }
+
+    /// Block `i` applied to its input `x`.
+    pub fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
+        let y = match &self.net {
+            Net::Bert(m) => m.block(i, x, hook),
+            Net::Decoder(m) => m.block(i, x, hook),
+        };
+        y.map_err(|e| self.error(&e))
+    }
+
+    /// The rest of the forward from `x`, the input of block `from`: the model's output.
+    pub fn forward_from(&self, from: usize, x: &Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
+        let mut x = x.clone();
+        for i in from..self.blocks() {
+            x = self.block(i, &x, hook)?;
+        }
+        match &self.net {
+            Net::Bert(_) => Ok(x),
+            Net::Decoder(m) => m.head(&x, hook).map_err(|e| self.error(&e)),
+        }
     }
 
     /// A candle failure as a one-line error naming the model folder.

@@ -57,8 +57,30 @@ pub fn output_error(w: &[f32], w_q: &[f32], site: &SiteStats) -> candle_core::Re
     Ok(OutputError { signal, noise: quadratic(delta, site)?, exact: site.gram.is_some() })
 }
 
-/// `layer` of `ckpt` quantized under `scheme` (in its own working dtype, as
-/// `report` does), measured on its captured input.
+/// `layer`'s float weight W, its R′ under `scheme` and the weight metrics, as
+/// `report`, the sweep and a save compute them: the tensor's own working dtype,
+/// and fused siblings sharing a two-level format's global scale.
+pub fn quantized_layer(
+    ckpt: &Checkpoint,
+    layer: &str,
+    scheme: &Scheme,
+) -> Result<(Vec<f32>, Vec<f32>, crate::metrics::Metrics)> {
+    let info = ckpt.tensor(layer)?;
+    let w = ckpt.load_f32(layer)?;
+    let global_amax = crate::fused::shared_global_amax(ckpt, layer, scheme, &|_| Some(*scheme))?;
+    let opts = Options {
+        keep_dequantized: true,
+        work: WorkDtype::of(info.dtype),
+        global_amax,
+        ..Options::default()
+    };
+    let res = analyze(&w, &info.shape, scheme, &opts)?;
+    let w_q = res.dequantized.ok_or_else(|| Error::NotFound(format!("{layer} (no R')")))?;
+    Ok((w, w_q, res.metrics))
+}
+
+/// `layer` of `ckpt` quantized under `scheme` ([`quantized_layer`]), measured on
+/// its captured input.
 pub fn layer_output_error(
     ckpt: &Checkpoint,
     acts: &Activations,
@@ -66,16 +88,34 @@ pub fn layer_output_error(
     scheme: &Scheme,
 ) -> Result<OutputError> {
     let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
-    let info = ckpt.tensor(layer)?;
-    let w = ckpt.load_f32(layer)?;
-    let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), ..Options::default() };
-    let res = analyze(&w, &info.shape, scheme, &opts)?;
-    let w_q = res.dequantized.ok_or_else(|| Error::NotFound(format!("{layer} (no R')")))?;
+    let (w, w_q, _) = quantized_layer(ckpt, layer, scheme)?;
     output_error(&w, &w_q, site).map_err(|e| Error::Tensor {
         path: ckpt.path.clone(),
         tensor: layer.to_string(),
         reason: format!("output error: {e}"),
     })
+}
+
+/// Sets `metrics.output_sqnr_db` of every sweep cell whose layer has a captured
+/// input (`quantscope report --compare S... --inputs`); `schemes` are the
+/// sweep's, in its column order.
+pub fn add_to_sweep(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    schemes: &[Scheme],
+    sweep: &mut crate::sweep::Sweep,
+) -> Result<()> {
+    for row in &mut sweep.rows {
+        if acts.site(&row.name).is_none() {
+            continue;
+        }
+        for (cell, scheme) in row.cells.iter_mut().zip(schemes) {
+            if let Ok(c) = cell {
+                c.metrics.output_sqnr_db = Some(layer_output_error(ckpt, acts, &row.name, scheme)?.sqnr_db());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets `metrics.output_sqnr_db` of every analyzed record whose layer has a

@@ -8,13 +8,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, Device, Tensor};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{Hook, Kind, Model, NoHook};
-use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::format::WorkDtype;
 use crate::scheme::Scheme;
 
 /// How far the quantized model's output is from the float model's.
@@ -57,7 +56,7 @@ impl Reference {
     pub fn new(model: &Model, ids: Vec<Vec<u32>>) -> Result<Self> {
         let kind = model.kind();
         let outputs = ids
-            .iter()
+            .par_iter()
             .map(|s| measure(kind, &model.forward(s, &mut NoHook)?).map_err(|e| model.error(&e)))
             .collect::<Result<_>>()?;
         Ok(Self { kind, ids, outputs })
@@ -78,67 +77,118 @@ impl Reference {
         weights: &HashMap<String, Tensor>,
         cancel: &AtomicBool,
     ) -> Result<EndToEnd> {
-        let mut hook = Swap(weights);
-        let (mut cos, mut sq, mut dims, mut kl, mut tokens) = (0f64, 0f64, 0usize, 0f64, 0usize);
-        for (ids, reference) in self.ids.iter().zip(&self.outputs) {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            let out = model.forward(ids, &mut hook)?;
-            let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
-            let (a, b) = (to_f64(reference, model)?, to_f64(&q, model)?);
-            match self.kind {
-                Kind::Encoder => {
-                    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-                    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-                    cos +=
-                        if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
-                    sq += a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
-                    dims += a.len();
+        let inputs = self.ids.par_iter().map(|s| model.embed(s)).collect::<Result<Vec<_>>>()?;
+        self.compare_from(model, 0, &inputs, weights, cancel)
+    }
+
+    /// [`Self::compare`] when every swapped layer lies in block `from` or later:
+    /// the run starts from `inputs`, each sample's float input of that block.
+    pub fn compare_from(
+        &self,
+        model: &Model,
+        from: usize,
+        inputs: &[Tensor],
+        weights: &HashMap<String, Tensor>,
+        cancel: &AtomicBool,
+    ) -> Result<EndToEnd> {
+        // Samples in parallel; their terms are summed in sample order, so the result
+        // does not depend on the thread count.
+        let terms = self
+            .ids
+            .par_iter()
+            .zip(self.outputs.par_iter())
+            .zip(inputs.par_iter())
+            .map(|((ids, reference), x)| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
                 }
-                Kind::Decoder => {
-                    // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
-                    kl += a
-                        .iter()
-                        .zip(&b)
-                        .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
-                        .sum::<f64>();
-                    tokens += ids.len();
-                }
-            }
-        }
+                let out = model.forward_from(from, x, &mut Swap(weights))?;
+                let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
+                Ok(self.terms(&to_f64(reference, model)?, &to_f64(&q, model)?, ids.len()))
+            })
+            .collect::<Result<Vec<Terms>>>()?;
+        let t = terms.iter().fold(Terms::default(), |a, b| Terms {
+            cos: a.cos + b.cos,
+            sq: a.sq + b.sq,
+            dims: a.dims + b.dims,
+            kl: a.kl + b.kl,
+            tokens: a.tokens + b.tokens,
+        });
         let n = self.ids.len().max(1) as f64;
         Ok(match self.kind {
-            Kind::Encoder => EndToEnd { cosine: Some(cos / n), mse: Some(sq / dims.max(1) as f64), kl: None },
-            Kind::Decoder => EndToEnd { cosine: None, mse: None, kl: Some(kl / tokens.max(1) as f64) },
+            Kind::Encoder => {
+                EndToEnd { cosine: Some(t.cos / n), mse: Some(t.sq / t.dims.max(1) as f64), kl: None }
+            }
+            Kind::Decoder => EndToEnd { cosine: None, mse: None, kl: Some(t.kl / t.tokens.max(1) as f64) },
         })
+    }
+
+    /// One sample's share of the measures: `a` the float output's measure, `b` the quantized one's.
+    fn terms(&self, a: &[f64], b: &[f64], tokens: usize) -> Terms {
+        match self.kind {
+            Kind::Encoder => {
+                let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+                let cos =
+                    if na == 0.0 || nb == 0.0 { f64::from(u8::from(na == nb)) } else { dot / (na * nb) };
+                let sq = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+                Terms { cos, sq, dims: a.len(), ..Terms::default() }
+            }
+            // Σ_v p(v) (log p(v) − log q(v)), p from the float model's log-probabilities.
+            Kind::Decoder => Terms {
+                kl: a
+                    .iter()
+                    .zip(b)
+                    .map(|(lp, lq)| if lp.is_finite() { lp.exp() * (lp - lq) } else { 0.0 })
+                    .sum(),
+                tokens,
+                ..Terms::default()
+            },
+        }
+    }
+}
+
+/// Sums over samples behind [`EndToEnd`].
+#[derive(Default)]
+struct Terms {
+    cos: f64,
+    sq: f64,
+    dims: usize,
+    kl: f64,
+    tokens: usize,
+}
+
+/// Each sample's float input of one block, advanced block by block as the
+/// layers are visited in forward order (memory: one block's inputs).
+struct BlockInputs {
+    at: usize,
+    inputs: Vec<Tensor>,
+}
+
+impl BlockInputs {
+    fn new(model: &Model, ids: &[Vec<u32>]) -> Result<Self> {
+        Ok(Self { at: 0, inputs: ids.iter().map(|s| model.embed(s)).collect::<Result<_>>()? })
+    }
+
+    /// The inputs of block `to` (from the embeddings again if `to` lies behind).
+    fn seek(&mut self, model: &Model, ids: &[Vec<u32>], to: usize) -> Result<&[Tensor]> {
+        if to < self.at {
+            *self = Self::new(model, ids)?;
+        }
+        while self.at < to.min(model.blocks()) {
+            let b = self.at;
+            self.inputs =
+                self.inputs.par_iter().map(|x| model.block(b, x, &mut NoHook)).collect::<Result<_>>()?;
+            self.at += 1;
+        }
+        Ok(&self.inputs)
     }
 }
 
 fn to_f64(t: &Tensor, model: &Model) -> Result<Vec<f64>> {
     let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| model.error(&e))?;
     Ok(v.into_iter().map(f64::from).collect())
-}
-
-/// W′ of `layer` under `scheme` (in its working dtype, as `report` and a save compute it) as a tensor.
-pub fn quantized_weight(
-    ckpt: &Checkpoint,
-    layer: &str,
-    scheme: &Scheme,
-) -> Result<(Tensor, crate::metrics::Metrics)> {
-    let info = ckpt.tensor(layer)?;
-    let w = ckpt.load_f32(layer)?;
-    let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), ..Options::default() };
-    let res = analyze(&w, &info.shape, scheme, &opts)?;
-    let metrics = res.metrics;
-    let wq = res.dequantized.ok_or_else(|| Error::NotFound(format!("{layer} (no R')")))?;
-    let t = Tensor::from_vec(wq, info.shape.as_slice(), &Device::Cpu).map_err(|e| Error::Tensor {
-        path: ckpt.path.clone(),
-        tensor: layer.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok((t, metrics))
 }
 
 /// One layer's row of the sensitivity table.
@@ -197,11 +247,22 @@ impl Job<'_> {
         let total = layers.len() + 1;
         let mut rows = Vec::with_capacity(layers.len());
         let mut all = HashMap::new();
+        let mut starts = BlockInputs::new(model, &reference.ids)?;
         for (i, name) in layers.iter().enumerate() {
-            let (wq, metrics) = quantized_weight(ckpt, name, scheme)?;
-            let output_sqnr_db = super::output_error::layer_output_error(ckpt, acts, name, scheme)?.sqnr_db();
+            // One quantization gives W′, the weight metrics and the output error.
+            let (w, wq, metrics) = super::output_error::quantized_layer(ckpt, name, scheme)?;
+            let fault =
+                |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: name.clone(), reason };
+            let site = acts.site(name).ok_or_else(|| fault("no captured input".into()))?;
+            let output_sqnr_db =
+                super::output_error::output_error(&w, &wq, site).map_err(|e| fault(e.to_string()))?.sqnr_db();
+            let shape = ckpt.tensor(name)?.shape.clone();
+            let wq = Tensor::from_vec(wq, shape, &Device::Cpu).map_err(|e| fault(e.to_string()))?;
             let one = HashMap::from([(name.clone(), wq.clone())]);
-            let end_to_end = reference.compare(model, &one, cancel)?;
+            // The float run up to this layer's block is the same for every layer: start there.
+            let from = model.block_of(name);
+            let inputs = starts.seek(model, &reference.ids, from)?;
+            let end_to_end = reference.compare_from(model, from, inputs, &one, cancel)?;
             all.insert(name.clone(), wq);
             rows.push(LayerRow {
                 name: name.clone(),
@@ -223,6 +284,33 @@ impl Job<'_> {
             all_layers,
         })
     }
+}
+
+/// A layer's place (1 = hurts most) in the two rankings shown side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ranks {
+    /// By end-to-end damage ([`damage`]), largest first.
+    pub end_to_end: usize,
+    /// By weight SQNR, lowest first.
+    pub weight: usize,
+}
+
+/// Both ranks of every row of `r`, in row order; NaNs rank last, ties keep row order.
+pub fn rankings(r: &SensitivityReport) -> Vec<Ranks> {
+    let place = |key: &dyn Fn(&LayerRow) -> f64| {
+        let mut idx: Vec<usize> = (0..r.layers.len()).collect();
+        // A NaN key (of either sign) ranks after every number.
+        let k = |i: usize| Some(key(&r.layers[i])).filter(|v| !v.is_nan()).unwrap_or(f64::INFINITY);
+        idx.sort_by(|&i, &j| k(i).total_cmp(&k(j)));
+        let mut rank = vec![0; idx.len()];
+        for (k, &i) in idx.iter().enumerate() {
+            rank[i] = k + 1;
+        }
+        rank
+    };
+    let e2e = place(&|l| -damage(&l.end_to_end));
+    let weight = place(&|l| l.weight_sqnr_db);
+    e2e.into_iter().zip(weight).map(|(end_to_end, weight)| Ranks { end_to_end, weight }).collect()
 }
 
 /// Spearman's rank correlation (average ranks for ties); None under 2 items or a NaN.
@@ -271,5 +359,25 @@ mod tests {
         assert!((r - 0.8).abs() < 1e-12);
         assert_eq!(ranks(&[5.0, 1.0, 5.0]), [2.5, 1.0, 2.5]);
         assert_eq!(spearman(&[1.0], &[1.0]), None);
+    }
+
+    #[test]
+    fn rankings_put_the_worst_first_in_each_order() {
+        let row = |name: &str, w: f64, cos: f64| LayerRow {
+            name: name.into(),
+            weight_sqnr_db: w,
+            output_sqnr_db: w,
+            end_to_end: EndToEnd { cosine: Some(cos), mse: Some(0.0), kl: None },
+        };
+        let report = SensitivityReport {
+            samples: 1,
+            tokens: 1,
+            layers: vec![row("a", 30.0, 0.99), row("b", 20.0, 0.999), row("c", 40.0, f64::NAN)],
+            all_layers: EndToEnd::default(),
+            spearman_weight_vs_end_to_end: None,
+        };
+        let r = rankings(&report);
+        assert_eq!(r.iter().map(|x| x.end_to_end).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(r.iter().map(|x| x.weight).collect::<Vec<_>>(), [2, 1, 3]);
     }
 }

@@ -2,7 +2,8 @@
 //! the selected layer's input histogram with the same clip lines and calibration
 //! overlay as the weights, and the W8A8 picture side by side: the weight's
 //! error, the input's error under static per-tensor and dynamic per-token
-//! quantization, and the weight's error measured on the layer's output.
+//! quantization, and the weight's error measured on the layer's output. Beside
+//! the layer, the end-to-end ranking of every layer ([`super::end_to_end`]).
 
 use eframe::egui;
 use egui_plot::{AxisHints, Corner, Legend, Plot};
@@ -18,11 +19,22 @@ use crate::gui::worker::ActivationView;
 pub struct ActivationsPanel {
     /// The typed inputs file; empty: the shipped calibration text.
     inputs: String,
+    /// Show the end-to-end ranking of every layer instead of this layer's input.
+    pub ranking: bool,
+    pub end_to_end: super::end_to_end::EndToEndPanel,
 }
 
 impl ActivationsPanel {
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         self.inputs_ui(state, ui, out);
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.ranking, false, "this layer's input");
+            ui.selectable_value(&mut self.ranking, true, "end-to-end ranking (every layer)");
+        });
+        if self.ranking {
+            self.end_to_end.ui(state, ui, out);
+            return;
+        }
         let a = &state.activations;
         let Some(name) = state.selected.clone() else { return };
         let Some(capture) = &a.capture else {

@@ -1,6 +1,7 @@
 //! The layer browser: tensors grouped by module path, a filter box, sortable
 //! columns (SQNR under the tensor's scheme as a coloured cell, params, shape,
 //! dtype), a "quantize when saving" checkbox per layer, and keyboard up/down.
+//! With activations loaded, each Linear layer also shows its output SQNR.
 //!
 //! Sorting by SQNR ranks the layers a save quantizes, worst first; tensors a
 //! save leaves alone (biases, norms, embeddings) follow, so the top of the list
@@ -163,6 +164,9 @@ fn rows_ui(state: &AppState, ui: &mut egui::Ui, rows: &[TensorInfo], short: bool
                 resp.scroll_to_me(None);
             }
             sqnr_cell_ui(state, ui, t, saved, out);
+            if !state.activations.output_sqnr.is_empty() {
+                output_cell_ui(state, ui, t);
+            }
             ui.monospace(human_count(t.numel()));
             ui.monospace(format!("{:?}", t.shape));
             ui.monospace(t.dtype_name());
@@ -205,6 +209,24 @@ fn sqnr_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo, saved: bool
         }
         (None, None) => {
             ui.weak("…");
+        }
+    }
+}
+
+/// With activations loaded: the layer's output SQNR under its scheme.
+fn output_cell_ui(state: &AppState, ui: &mut egui::Ui, t: &TensorInfo) {
+    match state.activations.output_sqnr.get(&t.name) {
+        Some(&db) => {
+            ui.colored_label(
+                sqnr_color(db),
+                RichText::new(format!("out {}", format_sqnr(Some(db)))).monospace(),
+            )
+            .on_hover_text(
+                "output SQNR in dB: the weight's error on the layer's output, over the captured inputs",
+            );
+        }
+        None => {
+            ui.label("");
         }
     }
 }

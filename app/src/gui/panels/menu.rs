@@ -63,6 +63,7 @@ fn file_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         item(ui, out, "Save quantized model…", Command::ShowSaveWindow);
         item(ui, out, "Save recipe…", Command::ShowDialog(DialogPurpose::SaveRecipe));
         item(ui, out, "Load recipe…", Command::ShowDialog(DialogPurpose::LoadRecipe));
+        item(ui, out, "Load activations…", Command::ShowDialog(DialogPurpose::LoadActivations));
     });
     ui.separator();
     item(ui, out, "Quit (Ctrl+Q)", Command::Quit);
@@ -152,6 +153,12 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
         DialogPurpose::LoadRecipe => {
             spec(DialogKind::PickFile, "Load recipe", &[("recipe", &["json"])], None)
         }
+        DialogPurpose::LoadActivations => spec(
+            DialogKind::PickFile,
+            "Load activations (saved by quantscope activations)",
+            &[("activations", &["safetensors"])],
+            None,
+        ),
         DialogPurpose::Csv(kind) => {
             let name = match kind {
                 CsvKind::Matrix => "sensitivity.csv",

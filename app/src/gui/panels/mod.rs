@@ -9,6 +9,7 @@
 
 pub mod activations;
 pub mod browser;
+pub mod end_to_end;
 pub mod error_plots;
 pub mod histogram;
 pub mod menu;

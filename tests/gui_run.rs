@@ -1,0 +1,135 @@
+//! Running the model in the app (issue 16), under egui_kittest: a capture saved
+//! by `quantscope activations` opens through File > Load activations (no model
+//! run), fills the browser's output-SQNR column, and the end-to-end ranking runs
+//! in the worker with progress, is cancellable, is kept per scheme and shows the
+//! numbers `quantscope sensitivity` prints for the same samples (to 1e-12).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use quantscope::gui::QuantscopeApp;
+use quantscope::gui::command::Command;
+use quantscope::gui::panels::format_sqnr;
+use quantscope_engine::Scheme;
+
+fn wait_until(h: &mut Harness<'static, QuantscopeApp>, what: &str, done: impl Fn(&QuantscopeApp) -> bool) {
+    for _ in 0..1200 {
+        h.run_steps(1);
+        if done(h.state()) {
+            h.run_steps(2);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `quantscope activations` over the first `n` built-in sentences; returns the file and the inputs.
+fn saved_capture(dir: &std::path::Path, tmp: &std::path::Path, n: usize) -> (std::path::PathBuf, String) {
+    let inputs = tmp.join("inputs.txt");
+    let text = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, n).join("\n");
+    std::fs::write(&inputs, text).unwrap();
+    let out = tmp.join("acts.safetensors");
+    let (d, i, o) = (dir.to_str().unwrap(), inputs.to_str().unwrap(), out.to_str().unwrap());
+    let run = common::quantscope(&["activations", d, "--inputs", i, "-o", o]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    (out, i.to_string())
+}
+
+#[test]
+fn loaded_activations_give_the_output_column_and_the_end_to_end_ranking() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, inputs) = saved_capture(&dir, tmp.path(), 8);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
+    h.get_by_label("File").click();
+    h.run_steps(2);
+    h.get_by_label("Load activations…");
+    h.state_mut().apply(Command::LoadActivations(file.clone()));
+    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    let c = h.state().state().activations.capture.clone().unwrap();
+    assert_eq!((c.samples, c.layers.len()), (8, 36));
+    wait_until(&mut h, "the output column", |a| a.state().activations.output_sqnr.len() == 36);
+    let s = h.state().state();
+    let selected = s.selected.clone().unwrap();
+    let out_db = s.activations.output_sqnr[&selected];
+    let scheme = s.doc.scheme;
+    // The same number `report --activations` gives for the layer.
+    let ckpt = quantscope_engine::Checkpoint::open(&dir).unwrap();
+    let acts = quantscope_engine::run::store::load(&file).unwrap();
+    let engine = quantscope_engine::run::output_error::layer_output_error(&ckpt, &acts, &selected, &scheme);
+    assert_eq!(out_db.to_bits(), engine.unwrap().sqnr_db().to_bits());
+    let shown = format!("out {}", format_sqnr(Some(out_db)));
+    assert!(h.query_all_by_label(&shown).next().is_some(), "{shown} in the browser");
+
+    h.get_by_label("input activations").click();
+    h.run_steps(2);
+    h.get_by_label("end-to-end ranking (every layer)").click();
+    h.run_steps(2);
+    h.get_by_label("Run end to end").click();
+    h.run_steps(1);
+    assert!(h.state().state().activations.end_to_end.running.is_some(), "the progress bar shows at once");
+    let key = scheme.to_string();
+    wait_until(&mut h, "the ranking", |a| a.state().activations.end_to_end.results.contains_key(&key));
+    let report = h.state().state().activations.end_to_end.results[&key].clone();
+    assert_eq!((report.samples, report.layers.len()), (8, 36));
+
+    // `quantscope sensitivity` on the same sentences: the same numbers and ranking.
+    let cli = common::stdout_json(&common::quantscope(&[
+        "sensitivity",
+        dir.to_str().unwrap(),
+        "--inputs",
+        &inputs,
+        "--scheme",
+        &key,
+    ]));
+    let rho = cli["spearman_weight_vs_end_to_end"].as_f64().unwrap();
+    assert_eq!(report.spearman_weight_vs_end_to_end, Some(rho));
+    for (row, l) in report.layers.iter().zip(cli["layers"].as_array().unwrap()) {
+        assert_eq!(row.name, l["name"].as_str().unwrap());
+        // The worker's pool has one thread fewer than the CLI's: matmul sums split differently.
+        let (gui, cli) = (row.end_to_end.cosine.unwrap(), l["end_to_end"]["cosine"].as_f64().unwrap());
+        assert!((gui - cli).abs() <= 1e-12, "{}: {gui} vs {cli}", row.name);
+    }
+    h.get_by_label(&format!("{rho:.3}"));
+    let ranks = quantscope_engine::run::sensitivity::rankings(&report);
+    let worst = report.layers.iter().zip(&ranks).find(|(_, r)| r.end_to_end == 1).unwrap().0;
+    assert!(h.query_all_by_label(&worst.name).next().is_some(), "{} is listed", worst.name);
+
+    // Another scheme: cancelled midway, nothing kept; the first result stays.
+    let int4: Scheme = "int4:channel".parse().unwrap();
+    h.state_mut().apply(Command::RunEndToEnd(int4));
+    h.run_steps(2);
+    h.get_by_label("Cancel").click();
+    wait_until(&mut h, "the cancel", |a| a.state().activations.end_to_end.running.is_none());
+    let e = &h.state().state().activations.end_to_end;
+    assert_eq!(e.error.as_deref(), Some("cancelled"));
+    assert!(!e.results.contains_key(&int4.to_string()) && e.results.contains_key(&key));
+}
+
+#[test]
+fn a_bad_activations_file_is_one_line_and_the_app_stays_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad, b"not a safetensors file").unwrap();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1000.0, 700.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, None));
+    wait_until(&mut h, "the sample", |a| a.state().model.is_some());
+    h.state_mut().apply(Command::LoadActivations(bad));
+    wait_until(&mut h, "the refusal", |a| a.state().activations.error.is_some());
+    let e = h.state().state().activations.error.clone().unwrap();
+    assert!(e.contains("bad.safetensors") && !e.contains('\n'), "{e}");
+    assert!(h.state().state().activations.capture.is_none());
+    h.get_by_label("input activations").click();
+    h.run_steps(2);
+    h.get_by_label(&e);
+}
