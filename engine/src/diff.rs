@@ -100,7 +100,18 @@ pub struct DiffOptions {
 /// The published R′ of `layer` against R (`values`, the original in the
 /// layer's `[out, in]` view).
 pub fn published_metrics(q: &QuantizedModel, layer: &Layer, values: &[f32]) -> crate::Result<Metrics> {
-    let d = q.decode(layer)?;
+    published_metrics_reusing(q, layer, values, &mut Vec::new())
+}
+
+/// [`published_metrics`] with R′ decoded into `buf`, kept from layer to layer
+/// (a fresh R′ buffer per layer costs more in page faults than the decoding).
+pub fn published_metrics_reusing(
+    q: &QuantizedModel,
+    layer: &Layer,
+    values: &[f32],
+    buf: &mut Vec<f32>,
+) -> crate::Result<Metrics> {
+    let d = q.decode_reusing(layer, std::mem::take(buf))?;
     let cols = layer.shape[1].max(1);
     let sums = values
         .par_chunks(cols)
@@ -113,6 +124,7 @@ pub fn published_metrics(q: &QuantizedModel, layer: &Layer, values: &[f32]) -> c
             })
         })
         .collect::<Vec<_>>();
+    *buf = d.values;
     let total = sums.iter().fold(ErrorSums::default(), ErrorSums::merge);
     Ok(total.metrics())
 }
@@ -138,13 +150,14 @@ pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, 
         .filter(|f| keep(&f.tensor))
         .map(|f| Unpaired { name: f.tensor.clone(), reason: f.reason.clone() })
         .collect();
-    let mut buf = Vec::new();
+    // The original's values and the published R′, reused layer after layer.
+    let (mut buf, mut published) = (Vec::new(), Vec::new());
     for layer in q.layers.iter().filter(|l| keep(&l.name)) {
         if let Some(reason) = pair_problem(orig, layer) {
             unpaired.push(Unpaired { name: layer.name.clone(), reason });
             continue;
         }
-        match compare_layer(orig, q, layer, opts, &mut buf) {
+        match compare_layer(orig, q, layer, opts, &mut buf, &mut published) {
             Ok(t) => tensors.push(t),
             Err(e) => unpaired.push(Unpaired { name: layer.name.clone(), reason: e.to_string() }),
         }
@@ -180,10 +193,11 @@ fn compare_layer(
     layer: &Layer,
     opts: &DiffOptions,
     buf: &mut Vec<f32>,
+    published: &mut Vec<f32>,
 ) -> crate::Result<TensorDiff> {
     let info = orig.tensor(&layer.name)?;
     let values = orig.values(info, buf)?;
-    let metrics = published_metrics(q, layer, values)?;
+    let metrics = published_metrics_reusing(q, layer, values, published)?;
     let mut schemes: Vec<Scheme> = opts.compare.clone();
     if !opts.no_rtn
         && let Some(s) = layer.stored.rtn_equivalent()

@@ -1,0 +1,240 @@
+//! Where a stored layer's codes sit, read one output row at a time straight
+//! from the stored bytes. Decoding never builds a whole-layer code buffer: each
+//! row's raw values land in a small per-thread scratch (or are borrowed in
+//! place), and [`super::dequant`] turns them into R′ through per-slice tables
+//! indexed by the raw value. Every layout's bit order is here, in one place.
+
+use std::borrow::Cow;
+
+use crate::export::bitpack::words_per_line;
+
+/// AutoAWQ's pack order: nibble i of a word holds column `8·j + AWQ_ORDER[i]`.
+pub(super) const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+/// Its inverse: column `8·j + c` sits in nibble `AWQ_POS[c]`.
+const AWQ_POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
+
+/// The stored codes of a row-major `[rows, cols]` layer.
+#[derive(Clone, Debug)]
+pub enum Codes<'a> {
+    /// One code byte per element, row-major: the signed INT code as i8, or
+    /// the FP8 / FP4 bits.
+    Bytes(Cow<'a, [u8]>),
+    /// Rows of `stride` bytes, each one little-endian bit stream of `bits`-bit
+    /// unsigned values u = Q + 2^(b−1) (compressed-tensors `pack-quantized`,
+    /// FORMATS.md §2).
+    Biased { bytes: &'a [u8], stride: usize, bits: u8 },
+    /// FP4 codes two per byte, low nibble first, rows of ceil(cols/2) bytes.
+    Nibbles(&'a [u8]),
+    /// GPTQ `qweight` I32 `[ceil(cols·b/32), rows]`: row r's biased bit stream
+    /// runs down column r.
+    GptqColumns { bytes: &'a [u8], bits: u8 },
+    /// AWQ GEMM `qweight` I32 `[cols, ceil(rows/8)]`: biased 4-bit codes
+    /// along the rows, in AutoAWQ's interleaved order.
+    Awq(&'a [u8]),
+}
+
+/// Per-thread buffers for one row's raw values (and GPTQ's gathered stream).
+#[derive(Default)]
+pub(super) struct Scratch {
+    raw: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl Codes<'_> {
+    /// Bits per raw value: a slice's table has 2^bits entries.
+    pub(super) fn raw_bits(&self) -> u8 {
+        match self {
+            Self::Bytes(_) => 8,
+            Self::Nibbles(_) | Self::Awq(_) => 4,
+            Self::Biased { bits, .. } | Self::GptqColumns { bits, .. } => *bits,
+        }
+    }
+
+    /// The code byte (i8 for INT, the bits for floats) of raw value `u`.
+    pub(super) fn code_byte(&self, u: u8) -> u8 {
+        match self {
+            Self::Bytes(_) | Self::Nibbles(_) => u,
+            // u − 2^(b−1) in two's complement: the signed code.
+            _ => u.wrapping_sub(1 << (self.raw_bits() - 1)),
+        }
+    }
+
+    /// Why these codes cannot be a `[rows, cols]` layer, if they cannot (a
+    /// short buffer would otherwise panic mid-decode).
+    pub(super) fn check(&self, rows: usize, cols: usize) -> Result<(), String> {
+        let (have, need) = match self {
+            Self::Bytes(b) => (b.len(), rows * cols),
+            Self::Biased { bytes, stride, bits } => {
+                if *stride < (cols * usize::from(*bits)).div_ceil(8) {
+                    return Err(format!("{stride} bytes per row hold fewer than {cols} {bits}-bit codes"));
+                }
+                (bytes.len(), rows * stride)
+            }
+            Self::Nibbles(b) => (b.len(), rows * cols.div_ceil(2)),
+            Self::GptqColumns { bytes, bits } => (bytes.len(), 4 * rows * words_per_line(cols, *bits)),
+            Self::Awq(b) => (b.len(), 4 * cols * rows.div_ceil(8)),
+        };
+        if !(1..=8).contains(&self.raw_bits()) {
+            return Err(format!("{}-bit codes are not read", self.raw_bits()));
+        }
+        if have == need || (matches!(self, Self::Biased { .. }) && have >= need) {
+            Ok(())
+        } else {
+            Err(format!("{have} code bytes, [{rows}, {cols}] needs {need}"))
+        }
+    }
+
+    /// Row r's raw values (`cols` of them), borrowed in place where the
+    /// stored bytes already are one value each, else unpacked into `s`.
+    pub(super) fn row<'s>(&'s self, r: usize, rows: usize, cols: usize, s: &'s mut Scratch) -> &'s [u8] {
+        s.raw.resize(cols, 0);
+        match self {
+            Self::Bytes(b) => return &b[r * cols..(r + 1) * cols],
+            Self::Biased { bytes, stride, bits } => {
+                let line = &bytes[r * stride..(r + 1) * stride];
+                if *bits == 8 {
+                    return &line[..cols];
+                }
+                unpack_stream(line, *bits, &mut s.raw);
+            }
+            Self::Nibbles(b) => {
+                let n = cols.div_ceil(2);
+                unpack_stream(&b[r * n..(r + 1) * n], 4, &mut s.raw);
+            }
+            Self::GptqColumns { bytes, bits } => {
+                // Word w of row r is qweight[w, r]: gather the column's stream.
+                let words = words_per_line(cols, *bits);
+                s.line.resize(4 * words, 0);
+                for (w, d) in s.line.chunks_exact_mut(4).enumerate() {
+                    let at = 4 * (w * rows + r);
+                    d.copy_from_slice(&bytes[at..at + 4]);
+                }
+                if *bits == 8 {
+                    return &s.line[..cols];
+                }
+                unpack_stream(&s.line, *bits, &mut s.raw);
+            }
+            Self::Awq(b) => {
+                // Nibble p of a little-endian word is in its byte p/2.
+                let (pos, words) = (AWQ_POS[r % 8], rows.div_ceil(8));
+                let (off, shift) = (4 * (r / 8) + pos / 2, 4 * (pos % 2));
+                for (i, o) in s.raw.iter_mut().enumerate() {
+                    *o = (b[4 * i * words + off] >> shift) & 0xF;
+                }
+            }
+        }
+        &s.raw
+    }
+
+    /// Every element's code byte, row-major (the save's read-back compares codes).
+    pub fn to_code_bytes(&self, rows: usize, cols: usize) -> Result<Vec<u8>, String> {
+        self.check(rows, cols)?;
+        let mut out = vec![0u8; rows * cols];
+        let mut s = Scratch::default();
+        for (r, o) in out.chunks_mut(cols.max(1)).enumerate().take(rows) {
+            for (x, &u) in o.iter_mut().zip(self.row(r, rows, cols, &mut s)) {
+                *x = self.code_byte(u);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `out.len()` values of a little-endian bit stream of `bits`-bit fields
+/// (element i at bits `i·b ..`; b ≤ 8, so a field spans at most two bytes).
+fn unpack_stream(line: &[u8], bits: u8, out: &mut [u8]) {
+    match bits {
+        4 => {
+            let half = out.len() / 2;
+            let mut pairs = out.chunks_exact_mut(2);
+            for (o, &b) in (&mut pairs).zip(line) {
+                o[0] = b & 0xF;
+                o[1] = b >> 4;
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = line[half] & 0xF;
+            }
+        }
+        b => {
+            let (b, mask) = (usize::from(b), (1u16 << b) - 1);
+            for (i, o) in out.iter_mut().enumerate() {
+                let (at, shift) = (i * b / 8, i * b % 8);
+                let pair = u16::from(line[at]) | u16::from(line.get(at + 1).copied().unwrap_or(0)) << 8;
+                *o = ((pair >> shift) & mask) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::bitpack::{pack_nibbles, pack_rows, words_to_bytes};
+
+    fn codes(n: usize, bits: u8, seed: usize) -> Vec<i8> {
+        let half = 1i32 << (bits - 1);
+        (0..n).map(|i| ((i * 37 + seed * 11 + i / 7) as i32 % (2 * half) - half) as i8).collect()
+    }
+
+    #[test]
+    fn pack_quantized_rows_unpack_as_the_saves_packing_wrote_them() {
+        for bits in 2..=8u8 {
+            for (rows, cols) in [(3, 32), (2, 33), (4, 7), (1, 1), (5, 64)] {
+                let want = codes(rows * cols, bits, usize::from(bits));
+                let bytes = words_to_bytes(&pack_rows(&want, rows, cols, bits));
+                let stride = 4 * words_per_line(cols, bits);
+                let c = Codes::Biased { bytes: &bytes, stride, bits };
+                let got = c.to_code_bytes(rows, cols).unwrap();
+                assert_eq!(got.iter().map(|&b| b as i8).collect::<Vec<_>>(), want, "{bits} bits {cols}");
+            }
+        }
+    }
+
+    #[test]
+    fn gptq_columns_are_the_same_streams_transposed() {
+        for bits in [2u8, 3, 4, 8] {
+            let (rows, cols) = (5, 45);
+            let want = codes(rows * cols, bits, 3);
+            // Row r's stream, word by word, into column r of [words, rows].
+            let w = words_per_line(cols, bits);
+            let by_row = pack_rows(&want, rows, cols, bits);
+            let t: Vec<u32> = (0..w * rows).map(|k| by_row[(k % rows) * w + k / rows]).collect();
+            let bytes = words_to_bytes(&t);
+            let got = Codes::GptqColumns { bytes: &bytes, bits }.to_code_bytes(rows, cols).unwrap();
+            assert_eq!(got.iter().map(|&b| b as i8).collect::<Vec<_>>(), want, "{bits} bits");
+        }
+    }
+
+    #[test]
+    fn nibbles_and_awq_words_unpack_in_their_orders() {
+        let (rows, cols) = (3, 7);
+        let fp4: Vec<u8> = (0..rows * cols).map(|i| (i * 5 % 16) as u8).collect();
+        let bytes = pack_nibbles(&fp4, cols);
+        assert_eq!(Codes::Nibbles(&bytes).to_code_bytes(rows, cols).unwrap(), fp4);
+        // AWQ: [cols = in, rows/8] words; column 8j + AWQ_ORDER[i] in nibble i.
+        let (rows, cols) = (16, 3);
+        let u: Vec<u32> = (0..rows * cols).map(|k| (k * 7 % 16) as u32).collect(); // u[r·cols + c]
+        let mut words = vec![0u32; cols * rows / 8];
+        for c in 0..cols {
+            for j in 0..rows / 8 {
+                for (i, &o) in AWQ_ORDER.iter().enumerate() {
+                    words[c * rows / 8 + j] |= u[(8 * j + o) * cols + c] << (4 * i);
+                }
+            }
+        }
+        let got = Codes::Awq(&words_to_bytes(&words)).to_code_bytes(rows, cols).unwrap();
+        let want: Vec<u8> = u.iter().map(|&x| (x as u8).wrapping_sub(8)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn short_buffers_are_an_error_not_a_panic() {
+        let b = [0u8; 10];
+        assert!(Codes::Bytes(Cow::Borrowed(&b)).check(3, 4).is_err());
+        assert!(Codes::Nibbles(&b).check(3, 8).is_err());
+        assert!(Codes::Biased { bytes: &b, stride: 2, bits: 4 }.check(2, 8).is_err());
+        assert!(Codes::GptqColumns { bytes: &b, bits: 4 }.check(2, 8).is_err());
+        assert!(Codes::Awq(&b).check(8, 3).is_err());
+        assert!(Codes::Nibbles(&b).check(2, 10).is_ok());
+    }
+}
