@@ -61,7 +61,8 @@ fn cases() -> Vec<(&'static str, Spec, String)> {
     let shape_t = ("weight_shape", Dtype::I64, vec![2], shape);
     let g_idx: Vec<u8> = (0..N as i32).flat_map(|i| (i / 128).to_le_bytes()).collect();
     // desc_act: columns quantized in a permuted order, so each column names its group.
-    let act_order: Vec<u8> = (0..N as i32).flat_map(|i| ((i * 7 + 3) % N as i32 / 128).to_le_bytes()).collect();
+    let act_order: Vec<u8> =
+        (0..N as i32).flat_map(|i| ((i * 7 + 3) % N as i32 / 128).to_le_bytes()).collect();
     vec![
         (
             "pack-quantized int4 group128 bf16",

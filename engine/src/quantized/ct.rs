@@ -387,7 +387,12 @@ fn packed_codes<'a>(
 
 /// Zero points of a `pack-quantized` tensor, packed down the columns of a
 /// `[zr, zc]` grid.
-fn packed_zero_points(ckpt: &Checkpoint, base: &str, bits: u8, (zr, zc): (usize, usize)) -> Result<Vec<i32>, String> {
+fn packed_zero_points(
+    ckpt: &Checkpoint,
+    base: &str,
+    bits: u8,
+    (zr, zc): (usize, usize),
+) -> Result<Vec<i32>, String> {
     let z = ckpt.tensor(&format!("{base}_zero_point")).map_err(|e| e.to_string())?;
     let words = bytes_to_words(ckpt.bytes(z));
     if z.dtype != Dtype::I32

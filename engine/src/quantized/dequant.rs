@@ -311,7 +311,8 @@ mod tests {
         let (rows, cols) = (16, 520);
         for bits in [3u8, 4, 8] {
             let half = 1i32 << (bits - 1);
-            let q: Vec<i8> = (0..rows * cols).map(|i| ((i * 29 + i / 5) as i32 % (2 * half) - half) as i8).collect();
+            let q: Vec<i8> =
+                (0..rows * cols).map(|i| ((i * 29 + i / 5) as i32 % (2 * half) - half) as i8).collect();
             let bytes = words_to_bytes(&pack_rows(&q, rows, cols, bits));
             let stride = bytes.len() / rows;
             let g_idx: Vec<u32> = (0..cols).map(|c| (c * 5 % cols / 200) as u32).collect();
@@ -339,7 +340,9 @@ mod tests {
                 };
                 let f = IntFormat::new(bits).unwrap().in_work(WorkDtype::F16);
                 let want: Vec<u32> = (0..rows * cols)
-                    .map(|k| f.dequantize(i32::from(q[k]), &params[map.index(k / cols, k % cols, cols)]).to_bits())
+                    .map(|k| {
+                        f.dequantize(i32::from(q[k]), &params[map.index(k / cols, k % cols, cols)]).to_bits()
+                    })
                     .collect();
                 let got: Vec<u32> = dequantize(&grid).unwrap().iter().map(|x| x.to_bits()).collect();
                 assert_eq!(got, want, "{bits} bits, {map:?}");

@@ -20,9 +20,9 @@
 
 use safetensors::Dtype;
 
+use super::codes::AWQ_ORDER;
 use super::config::{GptqConfig, Method};
 use super::ct::slice_params;
-use super::codes::AWQ_ORDER;
 use super::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
@@ -187,12 +187,12 @@ pub(super) fn grid<'a>(
     let codes = if awq { Codes::Awq(qw) } else { Codes::GptqColumns { bytes: qw, bits } };
     // g_idx = c / group (no act-order) is plain groups, which decode a run at a time.
     let group = layer.stored.group_size.unwrap_or(inp).max(1);
-    let map = if groups == inp.div_ceil(group) && g_idx.iter().enumerate().all(|(c, &g)| g as usize == c / group)
-    {
-        SliceMap::Groups(group)
-    } else {
-        SliceMap::GIdx { g_idx, groups }
-    };
+    let map =
+        if groups == inp.div_ceil(group) && g_idx.iter().enumerate().all(|(c, &g)| g as usize == c / group) {
+            SliceMap::Groups(group)
+        } else {
+            SliceMap::GIdx { g_idx, groups }
+        };
     let scales_go = decode::decode(p.scales.dtype, ckpt.bytes(p.scales))?;
     let offset = if awq { 0 } else { cfg.zero_offset };
     let (mut scales, mut zps) = (vec![0.0; out * groups], vec![0; out * groups]);
@@ -204,14 +204,5 @@ pub(super) fn grid<'a>(
     }
     let params = slice_params(layer.kind, &scales, &zps, layer.stored.symmetric)?;
     let work = WorkDtype::of(p.scales.dtype);
-    Ok(Grid {
-        format: layer.kind,
-        work,
-        rows: out,
-        cols: inp,
-        codes,
-        params,
-        map,
-        global: None,
-    })
+    Ok(Grid { format: layer.kind, work, rows: out, cols: inp, codes, params, map, global: None })
 }
