@@ -135,8 +135,14 @@ pub fn dequantize_into(g: &Grid<'_>, out: &mut Vec<f32>) -> Result<()> {
     }
     check(g).map_err(|reason| Error::Decode { file: None, tensor: None, reason })?;
     let n = g.rows * g.cols;
-    out.truncate(n);
-    out.resize(n, 0.0);
+    if out.capacity() < n {
+        // Zeroed pages from the allocator, touched first by the parallel decode
+        // (a `resize` would fault them all in on this thread first).
+        *out = vec![0.0; n];
+    } else {
+        out.truncate(n);
+        out.resize(n, 0.0);
+    }
     dispatch_in(g.format, g.work, Run(g, out))
 }
 
