@@ -38,6 +38,7 @@ pub enum Codes<'a> {
 pub(super) struct Scratch {
     raw: Vec<u8>,
     line: Vec<u8>,
+    band: Vec<u8>,
 }
 
 impl Codes<'_> {
@@ -84,9 +85,10 @@ impl Codes<'_> {
         }
     }
 
-    /// Row r's raw values (`cols` of them), borrowed in place where the
-    /// stored bytes already are one value each, else unpacked into `s`.
-    pub(super) fn row<'s>(&'s self, r: usize, rows: usize, cols: usize, s: &'s mut Scratch) -> &'s [u8] {
+    /// Row r's raw values (`cols` of them) of a row-major layout, borrowed in
+    /// place where the stored bytes already are one value each, else unpacked
+    /// into `s`.
+    fn row<'s>(&'s self, r: usize, cols: usize, s: &'s mut Scratch) -> &'s [u8] {
         s.raw.resize(cols, 0);
         match self {
             Self::Bytes(b) => return &b[r * cols..(r + 1) * cols],
@@ -101,38 +103,86 @@ impl Codes<'_> {
                 let n = cols.div_ceil(2);
                 unpack_stream(&b[r * n..(r + 1) * n], 4, &mut s.raw);
             }
-            Self::GptqColumns { bytes, bits } => {
-                // Word w of row r is qweight[w, r]: gather the column's stream.
-                let words = words_per_line(cols, *bits);
-                s.line.resize(4 * words, 0);
-                for (w, d) in s.line.chunks_exact_mut(4).enumerate() {
-                    let at = 4 * (w * rows + r);
-                    d.copy_from_slice(&bytes[at..at + 4]);
-                }
-                if *bits == 8 {
-                    return &s.line[..cols];
-                }
-                unpack_stream(&s.line, *bits, &mut s.raw);
-            }
-            Self::Awq(b) => {
-                // Nibble p of a little-endian word is in its byte p/2.
-                let (pos, words) = (AWQ_POS[r % 8], rows.div_ceil(8));
-                let (off, shift) = (4 * (r / 8) + pos / 2, 4 * (pos % 2));
-                for (i, o) in s.raw.iter_mut().enumerate() {
-                    *o = (b[4 * i * words + off] >> shift) & 0xF;
-                }
-            }
+            // Gathered a band at a time (`band`), never alone.
+            Self::GptqColumns { .. } | Self::Awq(_) => unreachable!("band() gathers these"),
         }
         &s.raw
+    }
+
+    /// Rows a band decodes together. AWQ's neighbouring rows share each word
+    /// and GPTQ's each cache line: gathering a band at once reads every stored
+    /// line (and page) once, not once per row, which a row at a time did.
+    pub(super) fn band_rows(&self) -> usize {
+        match self {
+            Self::Awq(_) => 64,
+            Self::GptqColumns { .. } => 16,
+            _ => 1,
+        }
+    }
+
+    /// Raw values of rows `r0 .. r0 + n`, row-major.
+    pub(super) fn band<'s>(
+        &'s self,
+        r0: usize,
+        n: usize,
+        rows: usize,
+        cols: usize,
+        s: &'s mut Scratch,
+    ) -> &'s [u8] {
+        match self {
+            Self::Bytes(b) => &b[r0 * cols..(r0 + n) * cols],
+            Self::Awq(b) => {
+                let words = rows.div_ceil(8);
+                s.band.resize(n * cols, 0);
+                for (i, line) in b.chunks_exact(4 * words).enumerate().take(cols) {
+                    for k in 0..n {
+                        let pos = AWQ_POS[(r0 + k) % 8];
+                        s.band[k * cols + i] = (line[4 * ((r0 + k) / 8) + pos / 2] >> (4 * (pos % 2))) & 0xF;
+                    }
+                }
+                &s.band
+            }
+            Self::GptqColumns { bytes, bits } => {
+                // Word w of rows r0.. is one contiguous run of qweight's row w.
+                let words = words_per_line(cols, *bits);
+                s.line.resize(4 * n * words, 0);
+                for w in 0..words {
+                    let run = &bytes[4 * (w * rows + r0)..4 * (w * rows + r0 + n)];
+                    for (k, word) in run.chunks_exact(4).enumerate() {
+                        s.line[4 * (k * words + w)..4 * (k * words + w + 1)].copy_from_slice(word);
+                    }
+                }
+                s.band.resize(n * cols, 0);
+                for (line, out) in s.line.chunks_exact(4 * words).zip(s.band.chunks_exact_mut(cols)) {
+                    if *bits == 8 {
+                        out.copy_from_slice(&line[..cols]);
+                    } else {
+                        unpack_stream(line, *bits, out);
+                    }
+                }
+                &s.band
+            }
+            _ if n == 1 => self.row(r0, cols, s),
+            _ => {
+                let mut band = std::mem::take(&mut s.band);
+                band.resize(n * cols, 0);
+                for (k, out) in band.chunks_exact_mut(cols).enumerate() {
+                    out.copy_from_slice(self.row(r0 + k, cols, s));
+                }
+                s.band = band;
+                &s.band
+            }
+        }
     }
 
     /// Every element's code byte, row-major (the save's read-back compares codes).
     pub fn to_code_bytes(&self, rows: usize, cols: usize) -> Result<Vec<u8>, String> {
         self.check(rows, cols)?;
         let mut out = vec![0u8; rows * cols];
-        let mut s = Scratch::default();
-        for (r, o) in out.chunks_mut(cols.max(1)).enumerate().take(rows) {
-            for (x, &u) in o.iter_mut().zip(self.row(r, rows, cols, &mut s)) {
+        let (mut s, band) = (Scratch::default(), self.band_rows());
+        for (k, o) in out.chunks_mut(band * cols.max(1)).enumerate() {
+            let n = o.len() / cols.max(1);
+            for (x, &u) in o.iter_mut().zip(self.band(k * band, n, rows, cols, &mut s)) {
                 *x = self.code_byte(u);
             }
         }

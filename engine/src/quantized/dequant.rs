@@ -174,49 +174,58 @@ fn dequantize_with<F: NumberFormat>(f: F, g: &Grid<'_>, out: &mut [f32]) {
     if cols == 0 {
         return;
     }
-    // Bands of rows that share their slices (a row; `bh` rows for blocks), in parallel.
+    // Bands of rows in parallel: rows that share their slices (blocks), or
+    // that the codes gather together.
     let band = match g.map {
         SliceMap::Blocks { bh, .. } => bh.max(1),
-        _ => 1,
+        _ => g.codes.band_rows(),
     };
     out.par_chunks_mut(cols * band).enumerate().for_each_init(
         || (Scratch::default(), Vec::new()),
-        |(s, luts), (k, o)| match &g.map {
-            SliceMap::GIdx { .. } => gidx_row(&f, g, k, o, s, luts),
-            _ => runs_band(&f, g, k * band, o, s, luts),
+        |(s, luts), (k, o)| {
+            let r0 = k * band;
+            let raw = g.codes.band(r0, o.len() / cols, g.rows, cols, s);
+            match &g.map {
+                SliceMap::GIdx { g_idx, groups } => gidx_band(&f, g, r0, (g_idx, *groups), raw, o, luts),
+                _ => runs_band(&f, g, r0, raw, o, luts),
+            }
         },
     );
 }
 
-/// Rows `r0..` (one band) of a map whose slices are runs of columns: one table
-/// per run, built once for the band, then one lookup per element. Runs too
-/// short to pay for a table are computed directly.
+/// Rows `r0..` (one band, raw values `raw`) of a map whose slices are runs
+/// of columns: one table per run, built when a row's slices change (once for
+/// a band of block rows), then one lookup per element. Runs too short to pay
+/// for a table are computed directly.
 fn runs_band<F: NumberFormat>(
     f: &F,
     g: &Grid<'_>,
     r0: usize,
+    raw: &[u8],
     o: &mut [f32],
-    s: &mut Scratch,
     luts: &mut Vec<[f32; 256]>,
 ) {
     let cols = g.cols;
-    let (width, first) = match g.map {
-        SliceMap::Tensor => (cols, 0),
-        SliceMap::Rows => (cols, r0),
-        SliceMap::Groups(size) => (size.max(1), r0 * cols.div_ceil(size.max(1))),
-        SliceMap::Blocks { bh, bw } => (bw.max(1), (r0 / bh.max(1)) * cols.div_ceil(bw.max(1))),
-        SliceMap::GIdx { .. } => unreachable!("g_idx maps go through gidx_row"),
+    // Row r's first slice is (r / per) · step.
+    let (width, per, step) = match g.map {
+        SliceMap::Tensor => (cols, 1, 0),
+        SliceMap::Rows => (cols, 1, 1),
+        SliceMap::Groups(size) => (size.max(1), 1, cols.div_ceil(size.max(1))),
+        SliceMap::Blocks { bh, bw } => (bw.max(1), bh.max(1), cols.div_ceil(bw.max(1))),
+        SliceMap::GIdx { .. } => unreachable!("g_idx maps go through gidx_band"),
     };
-    let params = &g.params[first..first + cols.div_ceil(width)];
-    let direct = width < 2 << g.codes.raw_bits();
-    if !direct {
-        luts.resize(params.len(), [0.0; 256]);
-        for (p, lut) in params.iter().zip(luts.iter_mut()) {
-            table(f, &g.codes, p, lut);
+    let (runs, direct) = (cols.div_ceil(width), width < 2 << g.codes.raw_bits());
+    let mut built = None;
+    for (i, (row, raw)) in o.chunks_mut(cols).zip(raw.chunks(cols)).enumerate() {
+        let s0 = (r0 + i) / per * step;
+        let params = &g.params[s0..s0 + runs];
+        if !direct && built != Some(s0) {
+            luts.resize(runs, [0.0; 256]);
+            for (p, lut) in params.iter().zip(luts.iter_mut()) {
+                table(f, &g.codes, p, lut);
+            }
+            built = Some(s0);
         }
-    }
-    for (i, row) in o.chunks_mut(cols).enumerate() {
-        let raw = g.codes.row(r0 + i, g.rows, cols, s);
         for (j, (x, u)) in row.chunks_mut(width).zip(raw.chunks(width)).enumerate() {
             if direct {
                 let p = &params[j];
@@ -233,25 +242,26 @@ fn runs_band<F: NumberFormat>(
     }
 }
 
-/// Row `r` of a GPTQ act-order map: a table per group, then each column
-/// looks up its group's (`g_idx[c]`).
-fn gidx_row<F: NumberFormat>(
+/// Rows `r0..` of a GPTQ act-order map: per row, a table per group, then
+/// each column looks up its group's (`g_idx[c]`).
+fn gidx_band<F: NumberFormat>(
     f: &F,
     g: &Grid<'_>,
-    r: usize,
+    r0: usize,
+    (g_idx, groups): (&[u32], usize),
+    raw: &[u8],
     o: &mut [f32],
-    s: &mut Scratch,
     luts: &mut Vec<[f32; 256]>,
 ) {
-    let SliceMap::GIdx { g_idx, groups } = &g.map else { unreachable!("called for g_idx maps only") };
-    let groups = *groups;
     luts.resize(groups, [0.0; 256]);
-    for (p, lut) in g.params[r * groups..(r + 1) * groups].iter().zip(luts.iter_mut()) {
-        table(f, &g.codes, p, lut);
-    }
-    let raw = g.codes.row(r, g.rows, g.cols, s);
-    for ((x, &u), &gi) in o.iter_mut().zip(raw).zip(g_idx) {
-        *x = luts[gi as usize][usize::from(u)];
+    for (i, (row, raw)) in o.chunks_mut(g.cols).zip(raw.chunks(g.cols)).enumerate() {
+        let r = r0 + i;
+        for (p, lut) in g.params[r * groups..(r + 1) * groups].iter().zip(luts.iter_mut()) {
+            table(f, &g.codes, p, lut);
+        }
+        for ((x, &u), &gi) in row.iter_mut().zip(raw).zip(g_idx) {
+            *x = luts[gi as usize][usize::from(u)];
+        }
     }
 }
 
