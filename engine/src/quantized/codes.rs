@@ -10,8 +10,6 @@ use crate::export::bitpack::words_per_line;
 
 /// AutoAWQ's pack order: nibble i of a word holds column `8·j + AWQ_ORDER[i]`.
 pub(super) const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
-/// Its inverse: column `8·j + c` sits in nibble `AWQ_POS[c]`.
-const AWQ_POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 /// The stored codes of a row-major `[rows, cols]` layer.
 #[derive(Clone, Debug)]
@@ -134,10 +132,16 @@ impl Codes<'_> {
             Self::Awq(b) => {
                 let words = rows.div_ceil(8);
                 s.band.resize(n * cols, 0);
+                // r0 is a multiple of 8: word j of the band holds rows r0 + 8j + AWQ_ORDER[p].
                 for (i, line) in b.chunks_exact(4 * words).enumerate().take(cols) {
-                    for k in 0..n {
-                        let pos = AWQ_POS[(r0 + k) % 8];
-                        s.band[k * cols + i] = (line[4 * ((r0 + k) / 8) + pos / 2] >> (4 * (pos % 2))) & 0xF;
+                    let band = &line[4 * (r0 / 8)..4 * (r0 + n).div_ceil(8)];
+                    for (j, w) in band.chunks_exact(4).enumerate() {
+                        let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                        for (p, &o) in AWQ_ORDER.iter().enumerate() {
+                            if 8 * j + o < n {
+                                s.band[(8 * j + o) * cols + i] = ((w >> (4 * p)) & 0xF) as u8;
+                            }
+                        }
                     }
                 }
                 &s.band
