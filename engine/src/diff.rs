@@ -100,8 +100,21 @@ pub struct DiffOptions {
 /// The published R′ of `layer` against R (`values`, the original in the
 /// layer's `[out, in]` view).
 pub fn published_metrics(q: &QuantizedModel, layer: &Layer, values: &[f32]) -> crate::Result<Metrics> {
-    let d = q.decode(layer)?;
-    Ok(crate::quantized::view::metrics_against(values, &d))
+    published_metrics_reusing(q, layer, values, &mut Vec::new())
+}
+
+/// [`published_metrics`] with R′ decoded into `buf`, kept from layer to layer
+/// (a fresh R′ buffer per layer costs more in page faults than the decoding).
+pub fn published_metrics_reusing(
+    q: &QuantizedModel,
+    layer: &Layer,
+    values: &[f32],
+    buf: &mut Vec<f32>,
+) -> crate::Result<Metrics> {
+    let d = q.decode_reusing(layer, std::mem::take(buf))?;
+    let m = crate::quantized::view::metrics_against(values, &d);
+    *buf = d.values;
+    Ok(m)
 }
 
 /// Why a layer cannot be paired with the original's tensor, if it cannot.
@@ -158,9 +171,10 @@ pub fn pairing<'q>(
 pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, opts: &DiffOptions) -> Diff {
     let (paired, mut unpaired) = pairing(orig, q, keep);
     let mut tensors = Vec::new();
-    let mut buf = Vec::new();
+    // The original's values and the published R′, reused layer after layer.
+    let (mut buf, mut published) = (Vec::new(), Vec::new());
     for layer in paired {
-        match compare_layer(orig, q, layer, opts, &mut buf) {
+        match compare_layer(orig, q, layer, opts, &mut buf, &mut published) {
             Ok(t) => tensors.push(t),
             Err(e) => unpaired.push(Unpaired { name: layer.name.clone(), reason: e.to_string() }),
         }
@@ -182,10 +196,11 @@ fn compare_layer(
     layer: &Layer,
     opts: &DiffOptions,
     buf: &mut Vec<f32>,
+    published: &mut Vec<f32>,
 ) -> crate::Result<TensorDiff> {
     let info = orig.tensor(&layer.name)?;
     let values = orig.values(info, buf)?;
-    let metrics = published_metrics(q, layer, values)?;
+    let metrics = published_metrics_reusing(q, layer, values, published)?;
     let mut schemes: Vec<Scheme> = opts.compare.clone();
     if !opts.no_rtn
         && let Some(s) = layer.stored.rtn_equivalent()

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_value, spec,
 };
-use crate::quantized::dequant::{self, Grid, SliceMap};
+use crate::quantized::dequant::{self, Codes, Grid, SliceMap};
 use crate::quantized::unpack_pack_quantized;
 use crate::scheme::{Mapping, Scheme};
 
@@ -145,7 +145,7 @@ fn read_packed_with<F: NumberFormat>(
         work: fmt.work(),
         rows,
         cols: codes.len() / rows.max(1),
-        codes,
+        codes: Codes::Bytes(codes),
         params,
         map: SliceMap::of(s.granularity),
         global: fmt.global(),

@@ -3,20 +3,20 @@
 //! and codes in `X.weight` (`int-quantized` I8, `float-quantized` /
 //! `naive-quantized` F8) with a per-tensor, per-channel, per-group or block
 //! `weight_scale`; also block-scaled FP8 stored with `weight_scale_inv`
-//! (`quant_method: "fp8"`). The bit unpacking is the save's own
-//! (`export::bitpack`), so what quantscope writes it reads back the same way.
+//! (`quant_method: "fp8"`). Packed rows are decoded in place by
+//! [`super::codes`], whose bit order is tested against the save's own
+//! packing (`export::bitpack`), so what quantscope writes it reads back.
 
 use std::borrow::Cow;
 
-use rayon::prelude::*;
 use safetensors::Dtype;
 
 use super::config::{CtWeights, Method};
-use super::dequant::{Grid, SliceMap};
+use super::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
-use crate::export::bitpack::{bytes_to_words, unpack_cols, unpack_rows, words_per_line};
+use crate::export::bitpack::{bytes_to_words, unpack_cols, words_per_line};
 use crate::format::{SliceParams, WorkDtype, e8m0_value, spec};
 use crate::scheme::FormatKind;
 
@@ -268,9 +268,9 @@ fn micro_layer(ckpt: &Checkpoint, module: &str, want: Option<&CtWeights>) -> Res
 pub(super) fn micro_grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, String> {
     let (rows, cols) = (layer.shape[0], layer.shape[1]);
     let t = |s: &str| ckpt.tensor(&format!("{}.{s}", layer.module)).map_err(|e| e.to_string());
-    let codes: Cow<'a, [u8]> = match layer.kind {
-        FormatKind::Mxfp8 => Cow::Borrowed(ckpt.bytes(t("weight")?)),
-        _ => Cow::Owned(crate::export::bitpack::unpack_nibbles(ckpt.bytes(t("weight_packed")?), cols)),
+    let codes = match layer.kind {
+        FormatKind::Mxfp8 => Codes::Bytes(Cow::Borrowed(ckpt.bytes(t("weight")?))),
+        _ => Codes::Nibbles(ckpt.bytes(t("weight_packed")?)),
     };
     let scale = t("weight_scale")?;
     let scales: Vec<f32> = match scale.dtype {
@@ -292,8 +292,9 @@ pub(super) fn micro_grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid
         })
         .collect::<Vec<_>>();
     let g = layer.kind.fixed_group().unwrap_or(16);
-    if codes.len() != rows * cols || params.len() != rows * (cols / g) {
-        return Err(format!("{} codes and {} scales for [{rows}, {cols}]", codes.len(), params.len()));
+    codes.check(rows, cols)?;
+    if params.len() != rows * (cols / g) {
+        return Err(format!("{} scales for [{rows}, {cols}]", params.len()));
     }
     // R′ of these formats is BF16 whatever the model's dtype (docs/numerics.md).
     Ok(Grid {
@@ -368,65 +369,58 @@ fn check_zero_points(
     Ok(())
 }
 
-/// Codes (one byte each, i8 for INT) and zero points of a `pack-quantized`
-/// tensor `base` (`X.weight`) of `[rows, cols]` at `bits`; zero points packed
-/// down the columns of a `zp` = `[zr, zc]` grid when asymmetric.
-pub(crate) fn unpack_pack_quantized(
-    ckpt: &Checkpoint,
+/// A `pack-quantized` tensor `base` (`X.weight`) of `[rows, cols]` at `bits`:
+/// its packed rows, read in place.
+fn packed_codes<'a>(
+    ckpt: &'a Checkpoint,
     base: &str,
     (rows, cols): (usize, usize),
     bits: u8,
-    zp: Option<(usize, usize)>,
-) -> Result<(Vec<u8>, Vec<i32>), String> {
+) -> Result<Codes<'a>, String> {
     let p = ckpt.tensor(&format!("{base}_packed")).map_err(|e| e.to_string())?;
-    if p.dtype != Dtype::I32 || p.shape != [rows, words_per_line(cols, bits)] {
+    let wpl = words_per_line(cols, bits);
+    if p.dtype != Dtype::I32 || p.shape != [rows, wpl] {
         return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
     }
-    // A row at a time in parallel.
-    let wpl = words_per_line(cols, bits);
-    let mut codes = vec![0u8; rows * cols];
-    codes
-        .par_chunks_mut(cols.max(1))
-        .zip(ckpt.bytes(p).par_chunks(4 * wpl.max(1)))
-        .for_each(|(out, line)| unpack_line(line, bits, out));
-    let zps = match zp {
-        None => Vec::new(),
-        Some((zr, zc)) => {
-            let z = ckpt.tensor(&format!("{base}_zero_point")).map_err(|e| e.to_string())?;
-            if z.dtype != Dtype::I32 || z.shape.first() != Some(&words_per_line(zr, bits)) {
-                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
-            }
-            let words = bytes_to_words(ckpt.bytes(z));
-            if words.len() != words_per_line(zr, bits) * zc {
-                return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
-            }
-            unpack_cols(&words, zr, zc, bits).into_iter().map(i32::from).collect()
-        }
-    };
-    Ok((codes, zps))
+    Ok(Codes::Biased { bytes: ckpt.bytes(p), stride: 4 * wpl, bits })
 }
 
-/// One packed row's code bytes (i8). For 4 and 8 bits on whole words the
-/// little-endian word bytes are the biased codes themselves (FORMATS.md §2),
-/// read in place; other widths go through the save's bit-stream reader.
-fn unpack_line(line: &[u8], bits: u8, out: &mut [u8]) {
-    let whole = (out.len() * usize::from(bits)).is_multiple_of(32);
-    match bits {
-        // u − 128 in two's complement is u with its top bit flipped.
-        8 if whole => out.iter_mut().zip(line).for_each(|(o, &u)| *o = u ^ 0x80),
-        4 if whole => {
-            for (o, &u) in out.chunks_exact_mut(2).zip(line) {
-                o[0] = ((u & 0xF) as i8 - 8).to_le_bytes()[0];
-                o[1] = ((u >> 4) as i8 - 8).to_le_bytes()[0];
-            }
-        }
-        _ => {
-            let cols = out.len();
-            for (o, q) in out.iter_mut().zip(unpack_rows(&bytes_to_words(line), 1, cols, bits)) {
-                *o = q.to_le_bytes()[0];
-            }
-        }
+/// Zero points of a `pack-quantized` tensor, packed down the columns of a
+/// `[zr, zc]` grid.
+fn packed_zero_points(
+    ckpt: &Checkpoint,
+    base: &str,
+    bits: u8,
+    (zr, zc): (usize, usize),
+) -> Result<Vec<i32>, String> {
+    let z = ckpt.tensor(&format!("{base}_zero_point")).map_err(|e| e.to_string())?;
+    let words = bytes_to_words(ckpt.bytes(z));
+    if z.dtype != Dtype::I32
+        || z.shape.first() != Some(&words_per_line(zr, bits))
+        || words.len() != words_per_line(zr, bits) * zc
+    {
+        return Err(format!("_zero_point stored as {:?} {:?}", z.dtype, z.shape));
     }
+    Ok(unpack_cols(&words, zr, zc, bits).into_iter().map(i32::from).collect())
+}
+
+/// Codes (one byte each, i8 for INT) and zero points of a `pack-quantized`
+/// tensor `base` (`X.weight`) of `[rows, cols]` at `bits`; zero points packed
+/// down the columns of a `zp` = `[zr, zc]` grid when asymmetric. (The save's
+/// read-back compares codes; the reader decodes the packed rows in place.)
+pub(crate) fn unpack_pack_quantized(
+    ckpt: &Checkpoint,
+    base: &str,
+    shape: (usize, usize),
+    bits: u8,
+    zp: Option<(usize, usize)>,
+) -> Result<(Vec<u8>, Vec<i32>), String> {
+    let codes = packed_codes(ckpt, base, shape, bits)?.to_code_bytes(shape.0, shape.1)?;
+    let zps = match zp {
+        None => Vec::new(),
+        Some(grid) => packed_zero_points(ckpt, base, bits, grid)?,
+    };
+    Ok((codes, zps))
 }
 
 /// Per-slice params from decoded scales and zero points. lo/hi (what the diff
@@ -479,18 +473,17 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         SliceMap::Blocks { bh, bw } => (rows.div_ceil(bh), cols.div_ceil(bw)),
         ref m => (rows, m.slices(rows, cols) / rows.max(1)),
     };
-    let (codes, zps): (Cow<'a, [u8]>, Vec<i32>) = if layer.layout == Layout::Packed {
-        let zp = (!st.symmetric).then_some(zgrid);
-        let (c, z) =
-            unpack_pack_quantized(ckpt, &format!("{}.weight", layer.module), (rows, cols), st.bits, zp)?;
-        (Cow::Owned(c), z)
+    let base = format!("{}.weight", layer.module);
+    let (codes, zps) = if layer.layout == Layout::Packed {
+        let zps = if st.symmetric { Vec::new() } else { packed_zero_points(ckpt, &base, st.bits, zgrid)? };
+        (packed_codes(ckpt, &base, (rows, cols), st.bits)?, zps)
     } else {
         let zps = if st.symmetric || layer.kind.is_fp8() {
             Vec::new()
         } else {
             ckpt.bytes(t("weight_zero_point")?).iter().map(|&b| i32::from(i8::from_le_bytes([b]))).collect()
         };
-        (Cow::Borrowed(ckpt.bytes(t("weight")?)), zps)
+        (Codes::Bytes(Cow::Borrowed(ckpt.bytes(t("weight")?))), zps)
     };
     let scales = decode::decode(scale.dtype, ckpt.bytes(scale)).map_err(|e| format!("{scale_name}: {e}"))?;
     let mut params = slice_params(layer.kind, &scales, &zps, st.symmetric)?;
@@ -501,7 +494,8 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
             (p.offset, p.lo, p.hi) = (c, p.lo + c, p.hi + c);
         }
     }
-    if params.len() != map.slices(rows, cols) || codes.len() != rows * cols {
+    codes.check(rows, cols)?;
+    if params.len() != map.slices(rows, cols) {
         return Err(format!("{} scales for {} slices", params.len(), map.slices(rows, cols)));
     }
     Ok(Grid {
@@ -514,26 +508,4 @@ pub(super) fn grid<'a>(ckpt: &'a Checkpoint, layer: &Layer) -> Result<Grid<'a>, 
         map,
         global: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unpack_line;
-    use crate::export::bitpack::{pack_rows, words_to_bytes};
-
-    #[test]
-    fn the_in_place_4_and_8_bit_paths_equal_the_bit_stream_reader() {
-        for bits in [4u8, 8] {
-            for cols in [32usize, 64, 8, 12, 33] {
-                let half = 1i32 << (bits - 1);
-                let codes: Vec<i8> =
-                    (0..cols).map(|i| ((i as i32 * 7 + 3) % (2 * half) - half) as i8).collect();
-                let line = words_to_bytes(&pack_rows(&codes, 1, cols, bits));
-                let mut out = vec![0u8; cols];
-                unpack_line(&line, bits, &mut out);
-                let got: Vec<i8> = out.iter().map(|&b| b as i8).collect();
-                assert_eq!(got, codes, "{bits} bits, {cols} columns");
-            }
-        }
-    }
 }

@@ -18,25 +18,18 @@
 //! Unsigned codes u and zeros z become the engine's signed codes by subtracting
 //! 2^(b−1) from both, which leaves q − z, and so R′, unchanged.
 
-use std::borrow::Cow;
-
-use rayon::prelude::*;
 use safetensors::Dtype;
 
+use super::codes::AWQ_ORDER;
 use super::config::{GptqConfig, Method};
 use super::ct::slice_params;
-use super::dequant::{Grid, SliceMap};
+use super::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
 use crate::export::bitpack::{bytes_to_words, unpack_rows, words_per_line};
 use crate::format::WorkDtype;
 use crate::scheme::FormatKind;
-
-/// AutoAWQ's pack order: nibble i of a word holds column `8·j + AWQ_ORDER[i]`.
-const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
-/// Its inverse: column `8·j + c` sits in nibble `AWQ_POS[c]`.
-const AWQ_POS: [usize; 8] = [0, 4, 1, 5, 2, 6, 3, 7];
 
 struct Parts<'a> {
     qweight: &'a TensorInfo,
@@ -145,7 +138,8 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
 }
 
 /// Unpacks AWQ's interleaved nibbles of a `[rows, cols/8]` word matrix into
-/// signed codes (u − 8), row-major `[rows, cols]`.
+/// signed codes (u − 8), row-major `[rows, cols]` (the zero points; the
+/// weight's codes are read in place through [`Codes::Awq`]).
 fn unpack_awq(words: &[u32], rows: usize, cols: usize) -> Vec<i8> {
     let wpr = cols.div_ceil(8);
     let mut out = vec![0i8; rows * cols];
@@ -163,30 +157,8 @@ fn unpack_awq(words: &[u32], rows: usize, cols: usize) -> Vec<i8> {
     out
 }
 
-/// The codes of a `[inp, out]` GPTQ / AWQ `qweight`, transposed to `[out, inp]`
-/// code bytes: each output row is gathered and unpacked in parallel (GPTQ: the
-/// column's bit stream, with the save's own `unpack_rows`; AWQ: one nibble per
-/// input row).
-fn codes_out_in(qw: &[u32], inp: usize, out: usize, bits: u8, awq: bool) -> Vec<u8> {
-    let mut codes = vec![0u8; out * inp];
-    codes.par_chunks_mut(inp.max(1)).enumerate().for_each(|(o, row)| {
-        if awq {
-            let (wpr, shift) = (out.div_ceil(8), 4 * AWQ_POS[o % 8]);
-            for (i, x) in row.iter_mut().enumerate() {
-                *x = ((((qw[i * wpr + o / 8] >> shift) & 0xF) as i8) - 8).to_le_bytes()[0];
-            }
-        } else {
-            let line: Vec<u32> = (0..words_per_line(inp, bits)).map(|w| qw[w * out + o]).collect();
-            for (x, q) in row.iter_mut().zip(unpack_rows(&line, 1, inp, bits)) {
-                *x = q.to_le_bytes()[0];
-            }
-        }
-    });
-    codes
-}
-
-/// Reads a checked GPTQ / AWQ layer's codes (transposed to `[out, in]`),
-/// zero points and scales.
+/// Reads a checked GPTQ / AWQ layer: a view of its stored codes (rows `[out]`
+/// gathered while decoding), zero points and scales.
 pub(super) fn grid<'a>(
     ckpt: &'a Checkpoint,
     layer: &Layer,
@@ -196,7 +168,6 @@ pub(super) fn grid<'a>(
     let p = parts(ckpt, &layer.module)?;
     let (out, inp, bits) = (layer.shape[0], layer.shape[1], cfg.bits);
     let groups = p.scales.shape[0];
-    let qw = bytes_to_words(ckpt.bytes(p.qweight));
     let qz = bytes_to_words(ckpt.bytes(p.qzeros));
     // Zero points [groups, out], signed (u − 2^(b−1)) like the codes.
     let zeros = if awq { unpack_awq(&qz, groups, out) } else { unpack_rows(&qz, groups, out, bits) };
@@ -211,7 +182,17 @@ pub(super) fn grid<'a>(
     if let Some((k, &g)) = g_idx.iter().enumerate().find(|&(_, &g)| g as usize >= groups) {
         return Err(format!("g_idx[{k}] = {} is out of range (0..{groups})", g as i32));
     }
-    let codes = codes_out_in(&qw, inp, out, bits, awq);
+    // Codes stay where they are stored; each output row is gathered while decoding.
+    let qw = ckpt.bytes(p.qweight);
+    let codes = if awq { Codes::Awq(qw) } else { Codes::GptqColumns { bytes: qw, bits } };
+    // g_idx = c / group (no act-order) is plain groups, which decode a run at a time.
+    let group = layer.stored.group_size.unwrap_or(inp).max(1);
+    let map =
+        if groups == inp.div_ceil(group) && g_idx.iter().enumerate().all(|(c, &g)| g as usize == c / group) {
+            SliceMap::Groups(group)
+        } else {
+            SliceMap::GIdx { g_idx, groups }
+        };
     let scales_go = decode::decode(p.scales.dtype, ckpt.bytes(p.scales))?;
     let offset = if awq { 0 } else { cfg.zero_offset };
     let (mut scales, mut zps) = (vec![0.0; out * groups], vec![0; out * groups]);
@@ -223,14 +204,5 @@ pub(super) fn grid<'a>(
     }
     let params = slice_params(layer.kind, &scales, &zps, layer.stored.symmetric)?;
     let work = WorkDtype::of(p.scales.dtype);
-    Ok(Grid {
-        format: layer.kind,
-        work,
-        rows: out,
-        cols: inp,
-        codes: Cow::Owned(codes),
-        params,
-        map: SliceMap::GIdx { g_idx, groups },
-        global: None,
-    })
+    Ok(Grid { format: layer.kind, work, rows: out, cols: inp, codes, params, map, global: None })
 }

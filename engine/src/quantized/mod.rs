@@ -12,6 +12,7 @@
 //! of the model still opens. New layouts (NVFP4, MX) slot in as one more
 //! [`Layout`] arm with its reader.
 
+mod codes;
 pub mod config;
 mod ct;
 pub mod dequant;
@@ -153,8 +154,26 @@ impl QuantizedModel {
         self.decode(layer).map(|d| d.values)
     }
 
+    /// [`Self::dequantize`] into `out`, reusing its memory: layer after layer
+    /// through one buffer costs no allocation and no page faults.
+    pub fn dequantize_into(&self, layer: &Layer, out: &mut Vec<f32>) -> Result<()> {
+        let d = self.decode_reusing(layer, std::mem::take(out))?;
+        *out = d.values;
+        Ok(())
+    }
+
     /// R′ of one layer with its slices' parameters.
     pub fn decode(&self, layer: &Layer) -> Result<dequant::Decoded> {
+        self.decode_reusing(layer, Vec::new())
+    }
+
+    /// [`Self::decode`] with R′ written into `buf`'s memory (take it back from
+    /// `Decoded::values` for the next layer).
+    pub fn decode_reusing(&self, layer: &Layer, buf: Vec<f32>) -> Result<dequant::Decoded> {
+        let infos: Vec<_> = layer.tensors.iter().filter_map(|t| self.ckpt.tensor(t).ok()).collect();
+        for &i in &infos {
+            self.ckpt.prefetch(i);
+        }
         let grid = match &layer.layout {
             Layout::Packed | Layout::Unpacked { .. } => ct::grid(&self.ckpt, layer),
             Layout::Gptq(c) => gptq::grid(&self.ckpt, layer, c, false),
@@ -166,11 +185,10 @@ impl QuantizedModel {
             tensor: layer.name.clone(),
             reason,
         };
-        let r = grid.map_err(fail).and_then(dequant::decode);
-        for t in &layer.tensors {
-            if let Ok(i) = self.ckpt.tensor(t) {
-                self.ckpt.release(i);
-            }
+        let grid = grid.and_then(|g| dequant::check(&g).map(|()| g)).map_err(fail);
+        let r = grid.and_then(|g| dequant::decode_into(g, buf));
+        for i in infos {
+            self.ckpt.release(i);
         }
         r
     }
