@@ -166,6 +166,7 @@ fn plot_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
         methods: if state.prefs.show_all_calibrations { &v.analysis.calibration_ranges[..] } else { &[] },
         zero: None,
         dragging: None,
+        what: "activations",
     };
     let x_axis = AxisHints::new_x().label("activation value x").formatter(ticks::axis_label);
     Plot::new("activations")

@@ -118,6 +118,8 @@ pub(super) struct PlotData<'a> {
     pub methods: &'a [(Calibration, quantscope_engine::SliceParams)],
     pub zero: Option<(f64, String)>,
     pub dragging: Option<Edge>,
+    /// What the bars count, for the legend ("weights", "activations").
+    pub what: &'static str,
 }
 
 impl HistogramPanel {
@@ -198,6 +200,7 @@ impl HistogramPanel {
             methods: &a.calibration_ranges,
             zero: zero_marker(&scheme, r),
             dragging: self.drag,
+            what: "weights",
         };
         // The rows under the plot go in first (bottom up), so the plot takes what is
         // left and nothing overlaps whatever their wrapping.
@@ -427,7 +430,7 @@ fn bin_at(hist: &Histogram, x: f64) -> Option<(f64, f64, u64)> {
 }
 
 pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
-    plot_ui.bar_chart(BarChart::new("weights", bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
+    plot_ui.bar_chart(BarChart::new(d.what, bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
     if d.lo > d.view.0 {
         plot_ui.span(Span::new("clipped", d.view.0..=d.lo).fill(CLIP_FILL));
     }
