@@ -293,44 +293,12 @@ impl Requests {
                     }
                     state.save.result = Some(result);
                 }
-                Response::Capturing { done, total } => {
-                    if state.activations.progress.is_some() {
-                        state.activations.progress = Some((done, total));
-                    }
-                }
-                Response::Captured { generation, result } => {
-                    if current(self.capture.as_ref(), generation) {
-                        let a = &mut state.activations;
-                        a.progress = None;
-                        self.capture_cancel = None;
-                        if let Some(f) = self.capture.as_mut() {
-                            f.answered = true;
-                        }
-                        match result {
-                            Ok(c) => a.capture = Some(c),
-                            Err(e) => a.error = Some(e),
-                        }
-                    }
-                }
-                Response::OutputColumn { generation, result } => {
-                    if current(self.output_column.as_ref(), generation) {
-                        match result {
-                            Ok(m) => state.activations.output_sqnr = m,
-                            Err(e) => state.activations.error = Some(e),
-                        }
-                    }
-                }
-                Response::EndToEndProgress { .. } | Response::EndToEnd { .. } => {
-                    self.end_to_end_answer(state, response);
-                }
-                Response::ActivationAnalyzed { generation, result } => {
-                    if current(self.activation.as_ref(), generation) {
-                        match result {
-                            Ok(v) => state.activations.view = Some(v),
-                            Err(e) => state.activations.error = Some(e),
-                        }
-                    }
-                }
+                r @ (Response::Capturing { .. }
+                | Response::Captured { .. }
+                | Response::OutputColumn { .. }
+                | Response::EndToEndProgress { .. }
+                | Response::EndToEnd { .. }
+                | Response::ActivationAnalyzed { .. }) => self.run_answer(state, r),
                 Response::Compared { generation, result } => self.compared(state, generation, result),
                 Response::StoredAnalyzed { generation, result } => {
                     if current(self.stored.as_ref(), generation) {
@@ -340,20 +308,8 @@ impl Requests {
                         }
                     }
                 }
-                Response::OutputProgress { generation, done, total } => {
-                    if current(self.output.as_ref(), generation) {
-                        state.plan_output.progress = Some((done, total));
-                    }
-                }
-                Response::OutputDone { generation, result } => {
-                    if current(self.output.as_ref(), generation) {
-                        let o = &mut state.plan_output;
-                        o.progress = None;
-                        (o.result, o.error) = match result {
-                            Ok(r) => (Some(r), None),
-                            Err(e) => (None, Some(e)),
-                        };
-                    }
+                r @ (Response::OutputProgress { .. } | Response::OutputDone { .. }) => {
+                    self.plan_output_answer(state, r);
                 }
                 Response::MatrixProgress { generation, done, total } => {
                     if current(self.matrix.as_ref(), generation) {
@@ -375,6 +331,75 @@ impl Requests {
             }
         }
         state.busy = self.analysis.as_ref().is_some_and(|f| !f.answered);
+    }
+
+    /// Answers about the model run: capture, its analyses, the output column, end to end.
+    #[allow(clippy::collapsible_match)] // the arms read as in `poll`: kind, then whether it is current
+    fn run_answer(&mut self, state: &mut AppState, response: Response) {
+        match response {
+            Response::Capturing { done, total } => {
+                if state.activations.progress.is_some() {
+                    state.activations.progress = Some((done, total));
+                }
+            }
+            Response::Captured { generation, result } => {
+                if current(self.capture.as_ref(), generation) {
+                    let a = &mut state.activations;
+                    a.progress = None;
+                    self.capture_cancel = None;
+                    if let Some(f) = self.capture.as_mut() {
+                        f.answered = true;
+                    }
+                    match result {
+                        Ok(c) => a.capture = Some(c),
+                        Err(e) => a.error = Some(e),
+                    }
+                }
+            }
+            Response::OutputColumn { generation, result } => {
+                if current(self.output_column.as_ref(), generation) {
+                    match result {
+                        Ok(m) => state.activations.output_sqnr = m,
+                        Err(e) => state.activations.error = Some(e),
+                    }
+                }
+            }
+            Response::EndToEndProgress { .. } | Response::EndToEnd { .. } => {
+                self.end_to_end_answer(state, response);
+            }
+            Response::ActivationAnalyzed { generation, result } => {
+                if current(self.activation.as_ref(), generation) {
+                    match result {
+                        Ok(v) => state.activations.view = Some(v),
+                        Err(e) => state.activations.error = Some(e),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers about the Plan view's output matrix.
+    #[allow(clippy::collapsible_match)] // the arms read as in `poll`: kind, then whether it is current
+    fn plan_output_answer(&mut self, state: &mut AppState, response: Response) {
+        match response {
+            Response::OutputProgress { generation, done, total } => {
+                if current(self.output.as_ref(), generation) {
+                    state.plan_output.progress = Some((done, total));
+                }
+            }
+            Response::OutputDone { generation, result } => {
+                if current(self.output.as_ref(), generation) {
+                    let o = &mut state.plan_output;
+                    o.progress = None;
+                    (o.result, o.error) = match result {
+                        Ok(r) => (Some(r), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                }
+            }
+            _ => {}
+        }
     }
 
     fn opened(
