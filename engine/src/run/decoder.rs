@@ -28,10 +28,26 @@ struct Config {
     rope_theta: f64,
     #[serde(default)]
     rope_scaling: Option<serde_json::Value>,
+    /// transformers 5 writes θ and the scaling here instead (`rope_theta`, `rope_type`, …).
+    #[serde(default)]
+    rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
     sliding_window: Option<usize>,
+    /// Qwen2 writes a `sliding_window` it does not use unless this is true.
+    #[serde(default)]
+    use_sliding_window: Option<bool>,
     #[serde(default = "silu")]
     hidden_act: String,
+}
+
+impl Config {
+    /// How far back a token may attend (`usize::MAX`: no sliding window).
+    fn window(&self) -> usize {
+        match self.use_sliding_window {
+            Some(false) => usize::MAX,
+            _ => self.sliding_window.unwrap_or(usize::MAX),
+        }
+    }
 }
 
 fn eps() -> f64 {
@@ -201,7 +217,7 @@ impl Decoder {
 
     /// 0 where a token may attend, −∞ above the diagonal (and beyond a sliding window).
     fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
-        let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
+        let window = self.cfg.window();
         let m: Vec<f32> = (0..t)
             .flat_map(|i| (0..t).map(move |j| if j > i || i - j >= window { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
@@ -220,10 +236,16 @@ fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
 
 /// 1/θ^(2i/d); with `rope_scaling` of type `llama3`, transformers' frequency
 /// smoothing. Other scalings change long contexts only, but are refused rather
-/// than silently ignored.
+/// than silently ignored. `rope_parameters` (transformers 5) wins over the
+/// older top-level `rope_theta` / `rope_scaling`.
 fn rotary_frequencies(cfg: &Config, hd: usize) -> std::result::Result<Vec<f32>, String> {
-    let base: Vec<f64> = (0..hd / 2).map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)).collect();
-    let Some(scaling) = cfg.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
+    let params = cfg.rope_parameters.as_ref().filter(|v| v.is_object());
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(cfg.rope_theta);
+    let base: Vec<f64> = (0..hd / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / hd as f64)).collect();
+    let Some(scaling) = params.or(cfg.rope_scaling.as_ref()).filter(|v| !v.is_null()) else {
         return Ok(base.iter().map(|&f| f as f32).collect());
     };
     let kind =
@@ -270,4 +292,58 @@ fn load_layer(l: &Loader, cfg: &Config, i: usize, q_out: usize, kv_out: usize) -
         up: l.linear(&format!("{p}.mlp.up_proj"), m, h)?,
         down: l.linear(&format!("{p}.mlp.down_proj"), h, m)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"{{"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1,
+                "num_attention_heads": 4, "vocab_size": 8{extra}}}"#
+        );
+        serde_json::from_str(&text).expect("config")
+    }
+
+    #[test]
+    fn theta_is_read_from_rope_parameters_as_transformers_5_writes_it() {
+        let old = rotary_frequencies(&config(r#", "rope_theta": 1000000.0"#), 8).expect("old");
+        let new = rotary_frequencies(
+            &config(r#", "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"}"#),
+            8,
+        )
+        .expect("new");
+        let default = rotary_frequencies(&config(""), 8).expect("default");
+        assert_eq!(old, new);
+        assert_ne!(new, default, "θ = 1e6 must not fall back to 10000");
+        assert!((new[1] - 1e6f64.powf(-0.25) as f32).abs() < 1e-9);
+    }
+
+    #[test]
+    fn llama3_scaling_is_read_from_rope_parameters() {
+        let scaling = r#""rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192"#;
+        let old = rotary_frequencies(
+            &config(&format!(r#", "rope_theta": 500000.0, "rope_scaling": {{{scaling}}}"#)),
+            8,
+        )
+        .expect("old");
+        let new = rotary_frequencies(
+            &config(&format!(r#", "rope_parameters": {{"rope_theta": 500000.0, {scaling}}}"#)),
+            8,
+        )
+        .expect("new");
+        let plain = rotary_frequencies(&config(r#", "rope_theta": 500000.0"#), 8).expect("plain");
+        assert_eq!(old, new);
+        assert_ne!(new, plain, "the lowest frequencies are divided by the factor");
+    }
+
+    #[test]
+    fn a_sliding_window_applies_unless_the_config_turns_it_off() {
+        assert_eq!(config(r#", "sliding_window": 2, "use_sliding_window": false"#).window(), usize::MAX);
+        assert_eq!(config(r#", "sliding_window": 2, "use_sliding_window": true"#).window(), 2);
+        assert_eq!(config(r#", "sliding_window": 2"#).window(), 2, "Mistral writes no use_sliding_window");
+        assert_eq!(config("").window(), usize::MAX);
+    }
 }
