@@ -19,6 +19,8 @@ use super::{FrontierPoint, LayerOption, Problem};
 const CORE_SIDE: usize = 12;
 /// Work allowed to the repair DP (state × option pairs).
 const CORE_WORK: usize = 300_000;
+/// How often the core may double when the plan is still far from the bound.
+const MAX_WIDENINGS: usize = 3;
 
 /// The option indices on the lower convex hull of (bytes, cost), by bytes.
 pub(super) fn lower_hull(opts: &[LayerOption]) -> Vec<usize> {
@@ -127,8 +129,30 @@ impl<'a> Walk<'a> {
 }
 
 /// The best plan within `budget` found by the sweep and the exact repair, or
-/// `None` when the smallest options do not fit.
+/// `None` when the smallest options do not fit. When the plan is still more than
+/// 0.1 % above the Lagrangian lower bound, the repair is redone with a core twice
+/// as wide (up to [`MAX_WIDENINGS`] times): the bound says when to stop.
 pub(super) fn solve(p: &Problem, budget: u64) -> Option<Vec<usize>> {
+    let bound = lower_bound(p, budget)?;
+    let cost = |c: &[usize]| -> f64 { c.iter().enumerate().map(|(l, &k)| p.layers[l][k].cost).sum() };
+    let mut best = sweep_and_repair(p, budget, CORE_SIDE)?;
+    let mut side = CORE_SIDE;
+    for _ in 0..MAX_WIDENINGS {
+        if cost(&best) <= bound * (1.0 + 1e-3) + 1e-12 {
+            break;
+        }
+        side *= 2;
+        let wider = sweep_and_repair(p, budget, side)?;
+        if cost(&wider) < cost(&best) {
+            best = wider;
+        }
+    }
+    Some(best)
+}
+
+/// The sweep to the break point, then the exact repair of `side` layers on each
+/// side of it.
+fn sweep_and_repair(p: &Problem, budget: u64, side: usize) -> Option<Vec<usize>> {
     let mut w = Walk::new(p);
     if w.bytes > budget || p.layers.iter().any(Vec::is_empty) {
         return None;
@@ -143,14 +167,14 @@ pub(super) fn solve(p: &Problem, budget: u64) -> Option<Vec<usize>> {
             before.push(s.layer);
         } else {
             after.insert(s.layer);
-            if after.len() >= CORE_SIDE {
+            if after.len() >= side {
                 break;
             }
         }
     }
     let mut core: BTreeSet<usize> = after;
     for &l in before.iter().rev() {
-        if core.len() >= 2 * CORE_SIDE {
+        if core.len() >= 2 * side {
             break;
         }
         core.insert(l);
