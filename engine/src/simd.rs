@@ -31,13 +31,74 @@ pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
 pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
-    let v = d.round_x8(d.round_x8(x / s) + z);
-    let q = round_half_even_x8(v).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
-    // NaN becomes code 0, as the scalar path's saturating cast does.
-    // + 0 makes a −0 code the integer 0, as the cast does.
-    let q = v.is_nan().select(f32x8::ZERO, q + f32x8::ZERO);
+    let q = int_code_x8(x, p, qmin, qmax, d);
     // |Q − Z| ≤ 255 is exact in every working dtype.
     d.round_x8((q - z) * s)
+}
+
+/// The INT code Q of 8 lanes (as f32), from a quotient `q` = D(R / S).
+#[inline]
+fn code_of_quotient(q: f32x8, z: f32x8, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
+    let v = d.round_x8(q + z);
+    let c = round_half_even_x8(v).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
+    // NaN becomes code 0, as the scalar path's saturating cast does.
+    // + 0 makes a −0 code the integer 0, as the cast does.
+    v.is_nan().select(f32x8::ZERO, c + f32x8::ZERO)
+}
+
+/// Whether `S` is a scale whose reciprocal R · (1/S) may stand in for R / S:
+/// S and 1/S normal, so the product's error is relative (docs/numerics.md,
+/// "True division").
+#[inline]
+pub(crate) fn reciprocal_ok(scale: f32) -> bool {
+    scale.is_normal() && (1.0 / scale).is_normal()
+}
+
+/// The INT code of 8 lanes, bit-identical to `round_half_even(D(D(R / S) + Z))`
+/// clamped, without a division in the common case: q̃ = R · (1/S) lies within
+/// 2 ulps of R / S, so the code can differ only for lanes next to a boundary of
+/// the step function R / S ↦ Q. Those lanes are flagged and the vector redone
+/// with the true division (docs/numerics.md, "True division").
+#[inline]
+pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
+    let s = f32x8::splat(p.scale);
+    let z = f32x8::splat(p.zero_point as f32);
+    if !reciprocal_ok(p.scale) {
+        return code_of_quotient(d.round_x8(x / s), z, qmin, qmax, d);
+    }
+    let approx = x * f32x8::splat(1.0 / p.scale);
+    let near = near_boundary(approx, z, d);
+    let q = if near.to_bitmask() == 0 { approx } else { x / s };
+    code_of_quotient(d.round_x8(q), z, qmin, qmax, d)
+}
+
+/// Lanes whose approximate quotient `a` may give another code than the true one.
+/// Past |a| = 512 both clamp to the same code (|Z| ≤ 128); below 0.25 both give
+/// Z (or 0), whatever D rounds.
+/// - F32: the code changes where a + Z crosses k + 0.5; |a − R/S| ≤ 1.5 ulp and
+///   the sum adds ½ ulp, so a margin of (|a| + |a + Z|)·2^−20 covers it 4 times.
+/// - BF16/F16: everything after D(q) depends on D(q) only, which changes where q
+///   crosses a midpoint between two D values: low mantissa bits 100…0. A few f32
+///   ulps away from one (the bits ±8), D(a) = D(R / S).
+#[inline]
+fn near_boundary(a: f32x8, z: f32x8, d: WorkDtype) -> f32x8 {
+    let mag = a.abs();
+    let in_play = mag.simd_lt(f32x8::splat(512.0)) & mag.simd_ge(f32x8::splat(0.25));
+    let shift = match d {
+        WorkDtype::F32 => {
+            let v = (a + z).abs();
+            // Exact: |v − round(v)| ≤ ½ and both lie within a factor 2.
+            let gap = f32x8::splat(0.5) - (v - round_half_even_x8(v)).abs();
+            let margin = (mag + v) * f32x8::splat(1.0 / 1_048_576.0);
+            return in_play & gap.simd_le(margin);
+        }
+        WorkDtype::BF16 => 16,
+        WorkDtype::F16 => 13,
+    };
+    // (low − mid + 8) mod 2^32 ≤ 16 ⇔ low lies within ±8 of mid.
+    let low = a.to_bits() & u32x8::splat((1 << shift) - 1);
+    let off = low + u32x8::splat(8) - u32x8::splat(1 << (shift - 1));
+    in_play & f32x8::from_bits(off.simd_lt(u32x8::splat(17)))
 }
 
 /// The bit layout an FP8 fake-quant needs, and the working dtype.
@@ -347,6 +408,117 @@ mod tests {
                     same(want, q) || (want == 0.0 && q == 0.0 && p.offset != 0.0),
                     "{what} {x:e}: {want:e} vs {q:e}"
                 );
+            }
+        }
+    }
+
+    /// The codes from [`int_code_x8`] (reciprocal with fix-up) against the scalar
+    /// `IntFormat::quantize` (true division), lane by lane, for every dtype, Z and
+    /// bit width; also counts the lanes that needed the fix-up.
+    fn codes_match(xs: &[f32], scale: f32, zero_point: i32) -> Result<(), String> {
+        let mut padded = xs.to_vec();
+        padded.resize(xs.len().next_multiple_of(W), 0.0);
+        for d in [WorkDtype::F32, WorkDtype::BF16, WorkDtype::F16] {
+            for bits in [8u8, 4, 2] {
+                let f = IntFormat::new(bits).unwrap().in_work(d);
+                let half = 1i32 << (bits - 1);
+                let p = SliceParams {
+                    scale,
+                    zero_point: zero_point.clamp(-half, half - 1),
+                    offset: 0.0,
+                    lo: -1.0,
+                    hi: 1.0,
+                };
+                for c in padded.chunks(W) {
+                    let got = int_code_x8(load(c), &p, f.qmin(), f.qmax(), d).to_array();
+                    for (x, g) in c.iter().zip(got) {
+                        let want = f.quantize(*x, &p);
+                        if g.to_bits() != (want as f32).to_bits() {
+                            return Err(format!(
+                                "{d:?} int{bits} x {x:e} S {scale:e} Z {}: {g} vs {want}",
+                                p.zero_point
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn every_bf16() -> Vec<f32> {
+        (0..=u16::MAX).map(|b| f32::from_bits(u32::from(b) << 16)).collect()
+    }
+
+    #[test]
+    fn reciprocal_codes_equal_the_division_for_every_bf16_value() {
+        let xs = every_bf16();
+        // Scales of the kinds calibration gives: amax/127.5 of BF16 values, a
+        // power of two, a BF16-rounded one, and the extremes the guard covers.
+        let scales = [
+            0.02f32 / 127.5,
+            0.917 / 127.5,
+            3.5 / 7.5,
+            1.0 / 1024.0,
+            WorkDtype::BF16.round(0.0371 / 127.5),
+            0.1,
+            3.0,
+            1e-30,
+            f32::MIN_POSITIVE,
+            1e-44,
+            2.5e38,
+        ];
+        for s in scales {
+            for z in [0, -3, 1, 77, -128] {
+                codes_match(&xs, s, z).unwrap();
+            }
+        }
+    }
+
+    /// Inputs that sit exactly on or one ulp from a rounding boundary of R / S.
+    #[test]
+    fn reciprocal_codes_equal_the_division_next_to_every_boundary() {
+        for s in [0.013_7f32, 1.0 / 127.5, 0.3, 7.0 / 255.0, 1.0e-3] {
+            let mut xs = Vec::new();
+            for k in -300..300 {
+                let edge = (k as f32 + 0.5) * s;
+                for u in -3i32..=3 {
+                    xs.push(f32::from_bits(edge.to_bits().wrapping_add_signed(u)));
+                }
+                xs.push(k as f32 * s);
+            }
+            for z in [0, 5, -128] {
+                codes_match(&xs, s, z).unwrap();
+            }
+            // These inputs do tell the two apart: without the fix-up, the bare
+            // product gives another code for some of them.
+            let (f, r) = (IntFormat::new(8).unwrap(), 1.0 / s);
+            let p = SliceParams { scale: s, zero_point: 0, offset: 0.0, lo: -1.0, hi: 1.0 };
+            let differ = xs
+                .iter()
+                .filter(|&&x| round_half_even(x * r).clamp(-128.0, 127.0) as i32 != f.quantize(x, &p));
+            assert!(differ.count() > 0, "S {s:e}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn reciprocal_codes_equal_the_division(
+            bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..40),
+            near in proptest::collection::vec((-200i32..200, -4i32..=4), 0..40),
+            scale_bits in proptest::prelude::any::<u32>(),
+            scale in 1e-6f32..10.0,
+            z in -128i32..128,
+            use_bits in proptest::prelude::any::<bool>(),
+        ) {
+            let s = if use_bits { f32::from_bits(scale_bits & 0x7FFF_FFFF) } else { scale };
+            // Arbitrary f32 patterns (NaN, Inf, subnormals included) and values
+            // a few ulps from (k + ½)·S.
+            let mut xs: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            xs.extend(near.iter().map(|&(k, u)| f32::from_bits(((k as f32 + 0.5) * s).to_bits().wrapping_add_signed(u))));
+            if s > 0.0 && s.is_finite() {
+                codes_match(&xs, s, z).map_err(proptest::test_runner::TestCaseError::fail)?;
             }
         }
     }
