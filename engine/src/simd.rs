@@ -11,13 +11,28 @@ use crate::format::{SliceParams, WorkDtype};
 
 pub(crate) const W: usize = 8;
 
+/// Whether the hot loops take their AVX-512 build (runtime dispatch; the
+/// baseline build stays x86-64-v3). `QUANTSCOPE_NO_AVX512=1` turns it off, so
+/// that benchmarks can time both paths on one machine.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("QUANTSCOPE_NO_AVX512").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+    })
+}
+
 #[inline]
 pub(crate) fn load(xs: &[f32]) -> f32x8 {
     f32x8::from(xs)
 }
 
 /// `round_half_even` on 8 lanes (the 2^23 trick).
-#[inline]
+#[inline(always)]
 pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
     let two23 = f32x8::splat(8_388_608.0);
     let a = x.abs();
@@ -27,7 +42,7 @@ pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
 
 /// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant` (each step
 /// rounded to the working dtype `d`, Z added before rounding).
-#[inline]
+#[inline(always)]
 pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
@@ -37,10 +52,12 @@ pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32,
 }
 
 /// The INT code Q of 8 lanes (as f32), from a quotient `q` = D(R / S).
-#[inline]
+#[inline(always)]
 fn code_of_quotient(q: f32x8, z: f32x8, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let v = d.round_x8(q + z);
-    let c = round_half_even_x8(v).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
+    // vroundps: the same ties-to-even rounding as `round_half_even_x8` (sign of
+    // zero kept; a NaN lane is replaced below), in one instruction.
+    let c = v.round_ties_even().max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
     // NaN becomes code 0, as the scalar path's saturating cast does.
     // + 0 makes a −0 code the integer 0, as the cast does.
     v.is_nan().select(f32x8::ZERO, c + f32x8::ZERO)
@@ -57,9 +74,9 @@ pub(crate) fn reciprocal_ok(scale: f32) -> bool {
 /// The INT code of 8 lanes, bit-identical to `round_half_even(D(D(R / S) + Z))`
 /// clamped, without a division in the common case: q̃ = R · (1/S) lies within
 /// 2 ulps of R / S, so the code can differ only for lanes next to a boundary of
-/// the step function R / S ↦ Q. Those lanes are flagged and the vector redone
-/// with the true division (docs/numerics.md, "True division").
-#[inline]
+/// the step function R / S ↦ Q. Such lanes send the vector back through the true
+/// division (docs/numerics.md, "True division").
+#[inline(always)]
 pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
@@ -67,38 +84,34 @@ pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: Wo
         return code_of_quotient(d.round_x8(x / s), z, qmin, qmax, d);
     }
     let approx = x * f32x8::splat(1.0 / p.scale);
-    let near = near_boundary(approx, z, d);
+    let near = match d {
+        WorkDtype::F32 => {
+            // The code changes where q + Z crosses k + ½. While |q̃ + Z| < 512 (so
+            // |q̃| < 640), q̃ + Z is within 2^−12 of the true q + Z; past 512 both
+            // clamp alike. A lane further than 2^−9 from every k + ½ is safe.
+            let v = approx + z;
+            let frac = (v - v.round_ties_even()).abs();
+            frac.simd_ge(f32x8::splat(0.5 - 1.0 / 512.0))
+        }
+        // Everything after D(q) depends on D(q) only, which changes where q
+        // crosses a midpoint between two D values (low mantissa bits 100…0); a
+        // q̃ more than 8 f32 ulps from one has D(q̃) = D(R / S). (Below F16's
+        // normal range D(q) may differ, but |q| < 2^−14 gives the code Z either way.)
+        WorkDtype::BF16 => near_midpoint(approx, 16),
+        WorkDtype::F16 => near_midpoint(approx, 13),
+    };
     let q = if near.to_bitmask() == 0 { approx } else { x / s };
     code_of_quotient(d.round_x8(q), z, qmin, qmax, d)
 }
 
-/// Lanes whose approximate quotient `a` may give another code than the true one.
-/// Past |a| = 512 both clamp to the same code (|Z| ≤ 128); below 0.25 both give
-/// Z (or 0), whatever D rounds.
-/// - F32: the code changes where a + Z crosses k + 0.5; |a − R/S| ≤ 1.5 ulp and
-///   the sum adds ½ ulp, so a margin of (|a| + |a + Z|)·2^−20 covers it 4 times.
-/// - BF16/F16: everything after D(q) depends on D(q) only, which changes where q
-///   crosses a midpoint between two D values: low mantissa bits 100…0. A few f32
-///   ulps away from one (the bits ±8), D(a) = D(R / S).
-#[inline]
-fn near_boundary(a: f32x8, z: f32x8, d: WorkDtype) -> f32x8 {
-    let mag = a.abs();
-    let in_play = mag.simd_lt(f32x8::splat(512.0)) & mag.simd_ge(f32x8::splat(0.25));
-    let shift = match d {
-        WorkDtype::F32 => {
-            let v = (a + z).abs();
-            // Exact: |v − round(v)| ≤ ½ and both lie within a factor 2.
-            let gap = f32x8::splat(0.5) - (v - round_half_even_x8(v)).abs();
-            let margin = (mag + v) * f32x8::splat(1.0 / 1_048_576.0);
-            return in_play & gap.simd_le(margin);
-        }
-        WorkDtype::BF16 => 16,
-        WorkDtype::F16 => 13,
-    };
+/// Lanes whose low `shift` bits lie within ±8 of 100…0: the midpoint between two
+/// values of a dtype with `23 − shift` mantissa bits.
+#[inline(always)]
+fn near_midpoint(a: f32x8, shift: u32) -> f32x8 {
     // (low − mid + 8) mod 2^32 ≤ 16 ⇔ low lies within ±8 of mid.
     let low = a.to_bits() & u32x8::splat((1 << shift) - 1);
     let off = low + u32x8::splat(8) - u32x8::splat(1 << (shift - 1));
-    in_play & f32x8::from_bits(off.simd_lt(u32x8::splat(17)))
+    f32x8::from_bits(off.simd_lt(u32x8::splat(17)))
 }
 
 /// The bit layout an FP8 fake-quant needs, and the working dtype.
