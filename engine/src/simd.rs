@@ -32,6 +32,7 @@ pub(crate) fn load(xs: &[f32]) -> f32x8 {
 }
 
 /// `round_half_even` on 8 lanes (the 2^23 trick).
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
 pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
     let two23 = f32x8::splat(8_388_608.0);
@@ -42,6 +43,7 @@ pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
 
 /// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant` (each step
 /// rounded to the working dtype `d`, Z added before rounding).
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
 pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
@@ -52,6 +54,7 @@ pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32,
 }
 
 /// The INT code Q of 8 lanes (as f32), from a quotient `q` = D(R / S).
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
 fn code_of_quotient(q: f32x8, z: f32x8, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let v = d.round_x8(q + z);
@@ -76,6 +79,7 @@ pub(crate) fn reciprocal_ok(scale: f32) -> bool {
 /// 2 ulps of R / S, so the code can differ only for lanes next to a boundary of
 /// the step function R / S ↦ Q. Such lanes send the vector back through the true
 /// division (docs/numerics.md, "True division").
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
 pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
@@ -106,6 +110,7 @@ pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: Wo
 
 /// Lanes whose low `shift` bits lie within ±8 of 100…0: the midpoint between two
 /// values of a dtype with `23 − shift` mantissa bits.
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
 fn near_midpoint(a: f32x8, shift: u32) -> f32x8 {
     // (low − mid + 8) mod 2^32 ≤ 16 ⇔ low lies within ±8 of mid.
