@@ -84,7 +84,8 @@ pub(crate) fn reciprocal_ok(scale: f32) -> bool {
 pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
-    if !reciprocal_ok(p.scale) {
+    // The F32 bound below assumes |Z| ≤ 128, which every INT format's Z meets.
+    if !reciprocal_ok(p.scale) || p.zero_point.unsigned_abs() > 128 {
         return code_of_quotient(d.round_x8(x / s), z, qmin, qmax, d);
     }
     let approx = x * f32x8::splat(1.0 / p.scale);
