@@ -2,6 +2,7 @@
 """quantscope side by side with numpy and ONNX Runtime on one 4096 x 4096 tensor.
 
     python3 bench/compare.py [--bin target/release/quantscope] [--repeat 5]
+    $PY bench/compare.py --whole-only     # numpy rows only, with $PY's numpy + safetensors
 
 Makes its own venv (bench/.venv) with numpy, onnxruntime, onnx and safetensors,
 writes the tensor as F32 .safetensors, and times, best of --repeat:
@@ -18,7 +19,9 @@ writes the tensor as F32 .safetensors, and times, best of --repeat:
   per-channel INT8 quantize, dequantize, MSE), on the file as safetensors
   writes it and on one whose F32 data is not 4-byte aligned (legal).
 
-Prints Markdown tables of times and ratios.
+Prints Markdown tables of times and ratios. `--whole-only` skips ONNX Runtime
+(and the venv it needs): it runs with the interpreter it is started with, e.g. the
+shared venv of tests/python/venv.sh.
 """
 import json
 import os
@@ -57,14 +60,13 @@ def best(fn, repeat):
 
 
 def main():
-    ensure_venv()
+    args = sys.argv[1:]
+    whole_only = "--whole-only" in args
+    if not whole_only:
+        ensure_venv()
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
-    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
     from safetensors.numpy import save_file
 
-    args = sys.argv[1:]
     binary = args[args.index("--bin") + 1] if "--bin" in args else str(ROOT / "target/release/quantscope")
     repeat = int(args[args.index("--repeat") + 1]) if "--repeat" in args else 5
     if not pathlib.Path(binary).exists():
@@ -110,6 +112,14 @@ def main():
     rows.append(("per-channel INT8 quantize + dequantize + MSE", "numpy", np_ms, qs_ms, qs_wall,
                  "int8:channel:minmax (all metrics)"))
 
+    whole = whole_process(binary, repeat, [("aligned", tensor_path), ("unaligned", unaligned_path)])
+    if whole_only:
+        print_tables(rows, whole, f"numpy {np.__version__}", w.nbytes, repeat)
+        return
+    import onnx
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
     # ONNX Runtime's calibrators on the same tensor, as an Identity node's output.
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -148,10 +158,12 @@ def main():
         qs, wall, _ = quantscope(scheme)
         rows.append((name, "ONNX Runtime", peer, qs, wall, f"{scheme} (range + quantize + all metrics)"))
 
-    whole = whole_process(binary, repeat, [("aligned", tensor_path), ("unaligned", unaligned_path)])
+    versions = f"numpy {np.__version__}, onnxruntime {__import__('onnxruntime').__version__}"
+    print_tables(rows, whole, versions, w.nbytes, repeat)
 
-    print(f"Tensor {ROWS}x{COLS} F32 ({w.nbytes >> 20} MiB); best of {repeat}; "
-          f"numpy {np.__version__}, onnxruntime {__import__('onnxruntime').__version__}")
+
+def print_tables(rows, whole, versions, nbytes, repeat):
+    print(f"Tensor {ROWS}x{COLS} F32 ({nbytes >> 20} MiB); best of {repeat}; {versions}")
     print()
     print("| task | peer | peer ms | quantscope ms (in process) | x faster | quantscope CLI wall ms | quantscope scheme |")
     print("|---|---|---:|---:|---:|---:|---|")
@@ -200,7 +212,7 @@ def whole_process(binary, repeat, files):
     out = []
     for name, path in files:
         def numpy_run():
-            return float(subprocess.run([str(PY), "-c", NUMPY_SCRIPT, str(path)],
+            return float(subprocess.run([sys.executable, "-c", NUMPY_SCRIPT, str(path)],
                                         check=True, capture_output=True, text=True).stdout)
 
         def qs_run():

@@ -11,13 +11,29 @@ use crate::format::{SliceParams, WorkDtype};
 
 pub(crate) const W: usize = 8;
 
+/// Whether the hot loops take their AVX-512 build (runtime dispatch; the
+/// baseline build stays x86-64-v3). `QUANTSCOPE_NO_AVX512=1` turns it off, so
+/// that benchmarks can time both paths on one machine.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("QUANTSCOPE_NO_AVX512").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+    })
+}
+
 #[inline]
 pub(crate) fn load(xs: &[f32]) -> f32x8 {
     f32x8::from(xs)
 }
 
 /// `round_half_even` on 8 lanes (the 2^23 trick).
-#[inline]
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
 pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
     let two23 = f32x8::splat(8_388_608.0);
     let a = x.abs();
@@ -27,17 +43,81 @@ pub(crate) fn round_half_even_x8(x: f32x8) -> f32x8 {
 
 /// INT fake-quant on 8 lanes; equals `IntFormat::fake_quant` (each step
 /// rounded to the working dtype `d`, Z added before rounding).
-#[inline]
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
 pub(crate) fn int_fake_quant_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
     let s = f32x8::splat(p.scale);
     let z = f32x8::splat(p.zero_point as f32);
-    let v = d.round_x8(d.round_x8(x / s) + z);
-    let q = round_half_even_x8(v).max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
-    // NaN becomes code 0, as the scalar path's saturating cast does.
-    // + 0 makes a −0 code the integer 0, as the cast does.
-    let q = v.is_nan().select(f32x8::ZERO, q + f32x8::ZERO);
+    let q = int_code_x8(x, p, qmin, qmax, d);
     // |Q − Z| ≤ 255 is exact in every working dtype.
     d.round_x8((q - z) * s)
+}
+
+/// The INT code Q of 8 lanes (as f32), from a quotient `q` = D(R / S).
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+fn code_of_quotient(q: f32x8, z: f32x8, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
+    let v = d.round_x8(q + z);
+    // vroundps: the same ties-to-even rounding as `round_half_even_x8` (sign of
+    // zero kept; a NaN lane is replaced below), in one instruction.
+    let c = v.round_ties_even().max(f32x8::splat(qmin)).min(f32x8::splat(qmax));
+    // NaN becomes code 0, as the scalar path's saturating cast does.
+    // + 0 makes a −0 code the integer 0, as the cast does.
+    v.is_nan().select(f32x8::ZERO, c + f32x8::ZERO)
+}
+
+/// Whether `S` is a scale whose reciprocal R · (1/S) may stand in for R / S:
+/// S and 1/S normal, so the product's error is relative (docs/numerics.md,
+/// "True division").
+#[inline]
+pub(crate) fn reciprocal_ok(scale: f32) -> bool {
+    scale.is_normal() && (1.0 / scale).is_normal()
+}
+
+/// The INT code of 8 lanes, bit-identical to `round_half_even(D(D(R / S) + Z))`
+/// clamped, without a division in the common case: q̃ = R · (1/S) lies within
+/// 2 ulps of R / S, so the code can differ only for lanes next to a boundary of
+/// the step function R / S ↦ Q. Such lanes send the vector back through the true
+/// division (docs/numerics.md, "True division").
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+pub(crate) fn int_code_x8(x: f32x8, p: &SliceParams, qmin: f32, qmax: f32, d: WorkDtype) -> f32x8 {
+    let s = f32x8::splat(p.scale);
+    let z = f32x8::splat(p.zero_point as f32);
+    // The F32 bound below assumes |Z| ≤ 128, which every INT format's Z meets.
+    if !reciprocal_ok(p.scale) || p.zero_point.unsigned_abs() > 128 {
+        return code_of_quotient(d.round_x8(x / s), z, qmin, qmax, d);
+    }
+    let approx = x * f32x8::splat(1.0 / p.scale);
+    let near = match d {
+        WorkDtype::F32 => {
+            // The code changes where q + Z crosses k + ½. While |q̃ + Z| < 512 (so
+            // |q̃| < 640), q̃ + Z is within 2^−12 of the true q + Z; past 512 both
+            // clamp alike. A lane further than 2^−9 from every k + ½ is safe.
+            let v = approx + z;
+            let frac = (v - v.round_ties_even()).abs();
+            frac.simd_ge(f32x8::splat(0.5 - 1.0 / 512.0))
+        }
+        // Everything after D(q) depends on D(q) only, which changes where q
+        // crosses a midpoint between two D values (low mantissa bits 100…0); a
+        // q̃ more than 8 f32 ulps from one has D(q̃) = D(R / S). (Below F16's
+        // normal range D(q) may differ, but |q| < 2^−14 gives the code Z either way.)
+        WorkDtype::BF16 => near_midpoint(approx, 16),
+        WorkDtype::F16 => near_midpoint(approx, 13),
+    };
+    let q = if near.to_bitmask() == 0 { approx } else { x / s };
+    code_of_quotient(d.round_x8(q), z, qmin, qmax, d)
+}
+
+/// Lanes whose low `shift` bits lie within ±8 of 100…0: the midpoint between two
+/// values of a dtype with `23 − shift` mantissa bits.
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+fn near_midpoint(a: f32x8, shift: u32) -> f32x8 {
+    // (low − mid + 8) mod 2^32 ≤ 16 ⇔ low lies within ±8 of mid.
+    let low = a.to_bits() & u32x8::splat((1 << shift) - 1);
+    let off = low + u32x8::splat(8) - u32x8::splat(1 << (shift - 1));
+    f32x8::from_bits(off.simd_lt(u32x8::splat(17)))
 }
 
 /// The bit layout an FP8 fake-quant needs, and the working dtype.
@@ -347,6 +427,117 @@ mod tests {
                     same(want, q) || (want == 0.0 && q == 0.0 && p.offset != 0.0),
                     "{what} {x:e}: {want:e} vs {q:e}"
                 );
+            }
+        }
+    }
+
+    /// The codes from [`int_code_x8`] (reciprocal with fix-up) against the scalar
+    /// `IntFormat::quantize` (true division), lane by lane, for every dtype, Z and
+    /// bit width; also counts the lanes that needed the fix-up.
+    fn codes_match(xs: &[f32], scale: f32, zero_point: i32) -> Result<(), String> {
+        let mut padded = xs.to_vec();
+        padded.resize(xs.len().next_multiple_of(W), 0.0);
+        for d in [WorkDtype::F32, WorkDtype::BF16, WorkDtype::F16] {
+            for bits in [8u8, 4, 2] {
+                let f = IntFormat::new(bits).unwrap().in_work(d);
+                let half = 1i32 << (bits - 1);
+                let p = SliceParams {
+                    scale,
+                    zero_point: zero_point.clamp(-half, half - 1),
+                    offset: 0.0,
+                    lo: -1.0,
+                    hi: 1.0,
+                };
+                for c in padded.chunks(W) {
+                    let got = int_code_x8(load(c), &p, f.qmin(), f.qmax(), d).to_array();
+                    for (x, g) in c.iter().zip(got) {
+                        let want = f.quantize(*x, &p);
+                        if g.to_bits() != (want as f32).to_bits() {
+                            return Err(format!(
+                                "{d:?} int{bits} x {x:e} S {scale:e} Z {}: {g} vs {want}",
+                                p.zero_point
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn every_bf16() -> Vec<f32> {
+        (0..=u16::MAX).map(|b| f32::from_bits(u32::from(b) << 16)).collect()
+    }
+
+    #[test]
+    fn reciprocal_codes_equal_the_division_for_every_bf16_value() {
+        let xs = every_bf16();
+        // Scales of the kinds calibration gives: amax/127.5 of BF16 values, a
+        // power of two, a BF16-rounded one, and the extremes the guard covers.
+        let scales = [
+            0.02f32 / 127.5,
+            0.917 / 127.5,
+            3.5 / 7.5,
+            1.0 / 1024.0,
+            WorkDtype::BF16.round(0.0371 / 127.5),
+            0.1,
+            3.0,
+            1e-30,
+            f32::MIN_POSITIVE,
+            1e-44,
+            2.5e38,
+        ];
+        for s in scales {
+            for z in [0, -3, 1, 77, -128] {
+                codes_match(&xs, s, z).unwrap();
+            }
+        }
+    }
+
+    /// Inputs that sit exactly on or one ulp from a rounding boundary of R / S.
+    #[test]
+    fn reciprocal_codes_equal_the_division_next_to_every_boundary() {
+        for s in [0.013_7f32, 1.0 / 127.5, 0.3, 7.0 / 255.0, 1.0e-3] {
+            let mut xs = Vec::new();
+            for k in -300..300 {
+                let edge = (k as f32 + 0.5) * s;
+                for u in -3i32..=3 {
+                    xs.push(f32::from_bits(edge.to_bits().wrapping_add_signed(u)));
+                }
+                xs.push(k as f32 * s);
+            }
+            for z in [0, 5, -128] {
+                codes_match(&xs, s, z).unwrap();
+            }
+            // These inputs do tell the two apart: without the fix-up, the bare
+            // product gives another code for some of them.
+            let (f, r) = (IntFormat::new(8).unwrap(), 1.0 / s);
+            let p = SliceParams { scale: s, zero_point: 0, offset: 0.0, lo: -1.0, hi: 1.0 };
+            let differ = xs
+                .iter()
+                .filter(|&&x| round_half_even(x * r).clamp(-128.0, 127.0) as i32 != f.quantize(x, &p));
+            assert!(differ.count() > 0, "S {s:e}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn reciprocal_codes_equal_the_division(
+            bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..40),
+            near in proptest::collection::vec((-200i32..200, -4i32..=4), 0..40),
+            scale_bits in proptest::prelude::any::<u32>(),
+            scale in 1e-6f32..10.0,
+            z in -128i32..128,
+            use_bits in proptest::prelude::any::<bool>(),
+        ) {
+            let s = if use_bits { f32::from_bits(scale_bits & 0x7FFF_FFFF) } else { scale };
+            // Arbitrary f32 patterns (NaN, Inf, subnormals included) and values
+            // a few ulps from (k + ½)·S.
+            let mut xs: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+            xs.extend(near.iter().map(|&(k, u)| f32::from_bits(((k as f32 + 0.5) * s).to_bits().wrapping_add_signed(u))));
+            if s > 0.0 && s.is_finite() {
+                codes_match(&xs, s, z).map_err(proptest::test_runner::TestCaseError::fail)?;
             }
         }
     }

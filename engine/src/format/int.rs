@@ -104,7 +104,8 @@ impl NumberFormat for IntFormat {
         d.round((q - z) * p.scale)
     }
 
-    #[inline]
+    #[allow(clippy::inline_always)] // a call here makes the hot loop spill
+    #[inline(always)]
     fn fake_quant_x8(&self, x: wide::f32x8, p: &SliceParams) -> wide::f32x8 {
         crate::simd::int_fake_quant_x8(x, p, self.qmin, self.qmax, self.work)
     }
