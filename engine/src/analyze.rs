@@ -206,7 +206,7 @@ pub fn compare_calibrations(
 
 /// Whether a calibration reads nothing of the slice but its min and max: then
 /// the statistics pass only finds those, and ΣR, ΣR² come from the error pass.
-fn range_only(c: &Calibration) -> bool {
+pub(crate) fn range_only(c: &Calibration) -> bool {
     matches!(c, Calibration::MinMax | Calibration::Manual(_))
 }
 
@@ -302,7 +302,7 @@ fn analyze_with<F: NumberFormat>(
 
 /// The granularity used for `shape` (with its fallback note), refusing a manual
 /// [lo, hi] range anywhere but per tensor.
-fn resolve_for(shape: &[usize], scheme: &Scheme) -> Result<(Granularity, Option<String>)> {
+pub(crate) fn resolve_for(shape: &[usize], scheme: &Scheme) -> Result<(Granularity, Option<String>)> {
     let (granularity, fallback) = resolve(shape, scheme.granularity)?;
     if granularity != Granularity::Tensor
         && matches!(scheme.calibration, Calibration::Manual(ManualRange::Range { .. }))
@@ -338,7 +338,11 @@ pub(crate) fn with_tensor_global<F: NumberFormat>(fmt: F, values: &[f32], shared
 }
 
 /// [`with_tensor_global`] with the tensor's statistics computed only if needed.
-fn with_global_from<F: NumberFormat>(fmt: F, shared: Option<f32>, stats: impl FnOnce() -> TensorStats) -> F {
+pub(crate) fn with_global_from<F: NumberFormat>(
+    fmt: F,
+    shared: Option<f32>,
+    stats: impl FnOnce() -> TensorStats,
+) -> F {
     if fmt.global_from_amax(1.0).is_none() {
         return fmt;
     }
