@@ -2,8 +2,11 @@
 //! numpy's default linear interpolation (the same numbers as a full quantile on
 //! a sorted copy, tested against ndarray-stats).
 //!
-//! Two selections, each reading the slice a bounded number of times:
-//! - slices up to 64 Ki elements: the finite values (or magnitudes) are copied
+//! Three selections, each reading the slice a bounded number of times:
+//! - ranks within 64 of either end of a slice up to 64 Ki elements (p99.9 of a
+//!   channel or a group): one read keeping the few largest or smallest values
+//!   in a small sorted buffer, no copy of the slice;
+//! - other slices up to 64 Ki elements: the finite values (or magnitudes) are copied
 //!   into a per-thread scratch buffer and `select_nth_unstable` finds each
 //!   order statistic (expected linear time, no allocation per slice);
 //! - longer slices: a radix select on the float bits. One pass counts the
@@ -55,7 +58,9 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
             })
             .collect()
     };
-    let (n, values) = if xs.len() <= PAR_CHUNK {
+    let (n, values) = if let Some(found) = edge_select(xs, magnitude, qs, &ranks_of) {
+        found
+    } else if xs.len() <= PAR_CHUNK {
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
             buf.extend(xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }));
@@ -77,6 +82,91 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
         out[i] = lower + (h.fract() * (f64::from(higher) - f64::from(lower))) as f32;
     }
     Some(out)
+}
+
+/// At most this many values are kept at each end by [`edge_select`].
+const EDGE: usize = 64;
+
+/// Order statistics near the ends of a slice (p99.9 of a channel or a group
+/// wants the few largest values) in one read, with no copy: the K largest (or
+/// smallest) keys are kept in a small sorted buffer, K bounded from the slice
+/// length. `(n, values of the ranks)`, or None when a rank lies too deep.
+fn edge_select(
+    xs: &[f32],
+    magnitude: bool,
+    qs: &[f64],
+    ranks_of: impl Fn(usize) -> Vec<usize>,
+) -> Option<(usize, Vec<f32>)> {
+    if xs.len() > PAR_CHUNK {
+        return None; // a single-threaded pass; the radix select runs in parallel
+    }
+    // n ≤ len, so a rank's distance from its end is at most this (+1 for rounding).
+    let depth = |q: f64| (q.min(1.0 - q).max(0.0) * xs.len().saturating_sub(1) as f64).ceil() as usize + 2;
+    let (mut k_top, mut k_bottom) = (0, 0);
+    for &q in qs {
+        if q >= 0.5 {
+            k_top = k_top.max(depth(q));
+        } else {
+            k_bottom = k_bottom.max(depth(q));
+        }
+    }
+    if k_top.max(k_bottom) > EDGE {
+        return None;
+    }
+    let (n, top, bottom) = edges(xs, magnitude, k_top, k_bottom);
+    if n == 0 {
+        return Some((0, Vec::new()));
+    }
+    let ranks = ranks_of(n);
+    let mut out = Vec::with_capacity(ranks.len());
+    for r in ranks {
+        // `top` holds ranks n − len.. n − 1; `bottom` ranks 0..len.
+        let v = if r + top.len() >= n {
+            top[r + top.len() - n]
+        } else if r < bottom.len() {
+            bottom[r]
+        } else {
+            return None;
+        };
+        out.push(from_key(v));
+    }
+    Some((n, out))
+}
+
+/// The finite count and the `k_top` largest / `k_bottom` smallest keys, ascending.
+fn edges(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (usize, Vec<u32>, Vec<u32>) {
+    let (mut top, mut bottom) = (Vec::with_capacity(k_top + 1), Vec::with_capacity(k_bottom + 1));
+    // Keys strictly beyond these enter a full buffer (an equal key is the same value).
+    let (mut top_min, mut bottom_max) = (0u32, u32::MAX);
+    let mut n = 0;
+    for &x in xs {
+        if !x.is_finite() {
+            continue;
+        }
+        n += 1;
+        let k = key(if magnitude { x.abs() } else { x });
+        if k_top > 0 && (k > top_min || top.len() < k_top) {
+            let at = top.partition_point(|&t| t < k);
+            top.insert(at, k);
+            if top.len() > k_top {
+                top.remove(0);
+            }
+            top_min = if top.len() == k_top { top[0] } else { 0 };
+        }
+        if k_bottom > 0 && (k < bottom_max || bottom.len() < k_bottom) {
+            let at = bottom.partition_point(|&t| t < k);
+            bottom.insert(at, k);
+            bottom.truncate(k_bottom);
+            bottom_max = if bottom.len() == k_bottom { bottom[k_bottom - 1] } else { u32::MAX };
+        }
+    }
+    (n, top, bottom)
+}
+
+/// The value of a [`key`].
+#[inline]
+fn from_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
 }
 
 /// The values of rank `ranks` (0-based, ascending) of `buf`, which it reorders.
@@ -311,6 +401,43 @@ mod tests {
         }
         assert_eq!(checked, 11 * 5 * 7 * 2);
         assert_eq!(percentile_range(&[f32::NAN; 10], 99.0, Mapping::Asymmetric), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_edge_read_equals_a_full_selection_near_both_ends() {
+        let mut used = 0;
+        for n in (1..300).step_by(7).chain([4096, 4099]) {
+            for kind in 0..5 {
+                let xs = sample(n, 3 * n as u64 + kind, kind);
+                for q in [0.97, 0.99, 0.995, 0.999, 1.0] {
+                    for (magnitude, qs) in [(true, vec![q]), (false, vec![1.0 - q, q])] {
+                        let ranks_of = |m: usize| -> Vec<usize> {
+                            qs.iter()
+                                .flat_map(|&q| {
+                                    let h = q * (m - 1) as f64;
+                                    [h.floor() as usize, h.ceil() as usize]
+                                })
+                                .collect()
+                        };
+                        let Some((m, got)) = edge_select(&xs, magnitude, &qs, &ranks_of) else { continue };
+                        let mut all: Vec<f32> = xs
+                            .iter()
+                            .filter(|x| x.is_finite())
+                            .map(|&x| if magnitude { x.abs() } else { x })
+                            .collect();
+                        assert_eq!(m, all.len());
+                        if m == 0 {
+                            continue;
+                        }
+                        let want = select_in_place(&mut all, &ranks_of(m));
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&got), bits(&want), "n {n} kind {kind} q {q} magnitude {magnitude}");
+                        used += 1;
+                    }
+                }
+            }
+        }
+        assert!(used > 1000, "{used}");
     }
 
     #[test]
