@@ -50,13 +50,19 @@ pub(super) fn percentile_range(xs: &[f32], p: f64, mapping: Mapping) -> (f32, f3
 /// As ndarray-stats' `Linear` (and numpy's default): h = q·(n − 1),
 /// v = x₍⌊h⌋₎ + (f32)(frac(h)·(x₍⌈h⌉₎ − x₍⌊h⌋₎)) with the difference in f64.
 fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]> {
-    let ranks_of = |n: usize| -> Vec<usize> {
-        qs.iter()
-            .flat_map(|&q| {
-                let h = q * (n - 1) as f64;
-                [h.floor() as usize, h.ceil() as usize]
-            })
-            .collect()
+    let nr = 2 * qs.len();
+    let ranks_of = |n: usize| -> [usize; 4] {
+        let mut r = [0; 4];
+        for (i, &q) in qs.iter().enumerate() {
+            let h = q * (n - 1) as f64;
+            (r[2 * i], r[2 * i + 1]) = (h.floor() as usize, h.ceil() as usize);
+        }
+        r
+    };
+    let to_array = |v: Vec<f32>| -> [f32; 4] {
+        let mut a = [0f32; 4];
+        a[..v.len()].copy_from_slice(&v);
+        a
     };
     let (n, values) = if let Some(found) = edge_select(xs, magnitude, qs, &ranks_of) {
         found
@@ -65,12 +71,12 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
             buf.clear();
             buf.extend(xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }));
             let n = buf.len();
-            (n, if n == 0 { Vec::new() } else { select_in_place(buf, &ranks_of(n)) })
+            (n, if n == 0 { [0.0; 4] } else { to_array(select_in_place(buf, &ranks_of(n)[..nr])) })
         })
     } else {
         let radix = RadixCounts::of(xs, magnitude);
         let n = radix.total();
-        (n, if n == 0 { Vec::new() } else { radix.select(xs, &ranks_of(n)) })
+        (n, if n == 0 { [0.0; 4] } else { to_array(radix.select(xs, &ranks_of(n)[..nr])) })
     };
     if n == 0 {
         return None;
@@ -88,56 +94,29 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
 const EDGE: usize = 64;
 
 /// Order statistics near the ends of a slice (p99.9 of a channel or a group
-/// wants the few largest values) in one read, with no copy: the K largest (or
-/// smallest) keys are kept in a small sorted buffer, K bounded from the slice
-/// length. `(n, values of the ranks)`, or None when a rank lies too deep.
+/// wants the few largest values) in one read, with no copy and no allocation:
+/// the K largest (or smallest) keys are kept in a small sorted array, K bounded
+/// from the slice length. `(n, values of the ranks)` (the ranks of at most two
+/// quantiles), or None when a rank lies too deep.
 fn edge_select(
     xs: &[f32],
     magnitude: bool,
     qs: &[f64],
-    ranks_of: impl Fn(usize) -> Vec<usize>,
-) -> Option<(usize, Vec<f32>)> {
+    ranks_of: impl Fn(usize) -> [usize; 4],
+) -> Option<(usize, [f32; 4])> {
     if xs.len() > PAR_CHUNK {
         return None; // a single-threaded pass; the radix select runs in parallel
     }
     // n ≤ len, so a rank's distance from its end is at most this (+1 for rounding).
     let depth = |q: f64| (q.min(1.0 - q).max(0.0) * xs.len().saturating_sub(1) as f64).ceil() as usize + 2;
-    let (mut k_top, mut k_bottom) = (0, 0);
+    let (mut top, mut bottom) = (Kept::new(0), Kept::new(0));
     for &q in qs {
-        if q >= 0.5 {
-            k_top = k_top.max(depth(q));
-        } else {
-            k_bottom = k_bottom.max(depth(q));
-        }
+        let side = if q >= 0.5 { &mut top } else { &mut bottom };
+        side.cap = side.cap.max(depth(q));
     }
-    if k_top.max(k_bottom) > EDGE {
+    if top.cap.max(bottom.cap) > EDGE {
         return None;
     }
-    let (n, top, bottom) = edges(xs, magnitude, k_top, k_bottom);
-    if n == 0 {
-        return Some((0, Vec::new()));
-    }
-    let ranks = ranks_of(n);
-    let mut out = Vec::with_capacity(ranks.len());
-    for r in ranks {
-        // `top` holds ranks n − len.. n − 1; `bottom` ranks 0..len.
-        let v = if r + top.len() >= n {
-            top[r + top.len() - n]
-        } else if r < bottom.len() {
-            bottom[r]
-        } else {
-            return None;
-        };
-        out.push(from_key(v));
-    }
-    Some((n, out))
-}
-
-/// The finite count and the `k_top` largest / `k_bottom` smallest keys, ascending.
-fn edges(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (usize, Vec<u32>, Vec<u32>) {
-    let (mut top, mut bottom) = (Vec::with_capacity(k_top + 1), Vec::with_capacity(k_bottom + 1));
-    // Keys strictly beyond these enter a full buffer (an equal key is the same value).
-    let (mut top_min, mut bottom_max) = (0u32, u32::MAX);
     let mut n = 0;
     for &x in xs {
         if !x.is_finite() {
@@ -145,22 +124,75 @@ fn edges(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (usize, 
         }
         n += 1;
         let k = key(if magnitude { x.abs() } else { x });
-        if k_top > 0 && (k > top_min || top.len() < k_top) {
-            let at = top.partition_point(|&t| t < k);
-            top.insert(at, k);
-            if top.len() > k_top {
-                top.remove(0);
-            }
-            top_min = if top.len() == k_top { top[0] } else { 0 };
-        }
-        if k_bottom > 0 && (k < bottom_max || bottom.len() < k_bottom) {
-            let at = bottom.partition_point(|&t| t < k);
-            bottom.insert(at, k);
-            bottom.truncate(k_bottom);
-            bottom_max = if bottom.len() == k_bottom { bottom[k_bottom - 1] } else { u32::MAX };
+        top.push_top(k);
+        bottom.push_bottom(k);
+    }
+    let mut out = [0f32; 4];
+    if n == 0 {
+        return Some((0, out));
+    }
+    let (top, bottom) = (top.keys(), bottom.keys());
+    for (o, r) in out.iter_mut().zip(&ranks_of(n)[..2 * qs.len()]) {
+        // `top` holds ranks n − len..n; `bottom` ranks 0..len.
+        *o = from_key(if r + top.len() >= n {
+            top[r + top.len() - n]
+        } else if *r < bottom.len() {
+            bottom[*r]
+        } else {
+            return None;
+        });
+    }
+    Some((n, out))
+}
+
+/// Up to `cap` (≤ [`EDGE`]) keys, ascending, in a fixed array.
+struct Kept {
+    keys: [u32; EDGE],
+    len: usize,
+    cap: usize,
+}
+
+impl Kept {
+    fn new(cap: usize) -> Self {
+        Self { keys: [0; EDGE], len: 0, cap }
+    }
+
+    fn keys(&self) -> &[u32] {
+        &self.keys[..self.len]
+    }
+
+    /// Inserts `k` in order while there is room.
+    fn insert(&mut self, k: u32) {
+        let at = self.keys().partition_point(|&t| t < k);
+        self.keys.copy_within(at..self.len, at + 1);
+        self.keys[at] = k;
+        self.len += 1;
+    }
+
+    /// Keeps the `cap` largest keys. A key equal to the smallest kept is the
+    /// same value, so it need not enter.
+    #[inline]
+    fn push_top(&mut self, k: u32) {
+        if self.len < self.cap {
+            self.insert(k);
+        } else if self.cap > 0 && k > self.keys[0] {
+            let at = self.keys().partition_point(|&t| t < k);
+            self.keys.copy_within(1..at, 0);
+            self.keys[at - 1] = k;
         }
     }
-    (n, top, bottom)
+
+    /// Keeps the `cap` smallest keys.
+    #[inline]
+    fn push_bottom(&mut self, k: u32) {
+        if self.len < self.cap {
+            self.insert(k);
+        } else if self.cap > 0 && k < self.keys[self.len - 1] {
+            let at = self.keys().partition_point(|&t| t < k);
+            self.keys.copy_within(at..self.len - 1, at + 1);
+            self.keys[at] = k;
+        }
+    }
 }
 
 /// The value of a [`key`].
@@ -411,13 +443,13 @@ mod tests {
                 let xs = sample(n, 3 * n as u64 + kind, kind);
                 for q in [0.97, 0.99, 0.995, 0.999, 1.0] {
                     for (magnitude, qs) in [(true, vec![q]), (false, vec![1.0 - q, q])] {
-                        let ranks_of = |m: usize| -> Vec<usize> {
-                            qs.iter()
-                                .flat_map(|&q| {
-                                    let h = q * (m - 1) as f64;
-                                    [h.floor() as usize, h.ceil() as usize]
-                                })
-                                .collect()
+                        let ranks_of = |m: usize| -> [usize; 4] {
+                            let mut r = [0; 4];
+                            for (i, &q) in qs.iter().enumerate() {
+                                let h = q * (m - 1) as f64;
+                                (r[2 * i], r[2 * i + 1]) = (h.floor() as usize, h.ceil() as usize);
+                            }
+                            r
                         };
                         let Some((m, got)) = edge_select(&xs, magnitude, &qs, &ranks_of) else { continue };
                         let mut all: Vec<f32> = xs
@@ -429,9 +461,13 @@ mod tests {
                         if m == 0 {
                             continue;
                         }
-                        let want = select_in_place(&mut all, &ranks_of(m));
+                        let want = select_in_place(&mut all, &ranks_of(m)[..2 * qs.len()]);
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(bits(&got), bits(&want), "n {n} kind {kind} q {q} magnitude {magnitude}");
+                        assert_eq!(
+                            bits(&got[..want.len()]),
+                            bits(&want),
+                            "n {n} kind {kind} q {q} magnitude {magnitude}"
+                        );
                         used += 1;
                     }
                 }
