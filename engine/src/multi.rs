@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use crate::analyze::{Options, analyze, range_only, resolve_for, with_global_from};
+use crate::analyze::{Options, analyze, resolve_for, with_global_from};
 use crate::calibrate::{slice_params, slice_range};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
@@ -209,11 +209,11 @@ fn per_tensor(values: &[f32], work: WorkDtype, stats: &TensorStats, plans: &[&Pl
         .collect()
 }
 
-/// The schemes that cut rows into the same group size: one statistics pass per
-/// slice serves them all (the full one when any needs more than min and max).
+/// The schemes that cut rows into the same group size: one min/max pass per
+/// slice serves them all (no calibration reads more of the statistics), and the
+/// first one's error pass adds ΣR, ΣR² for the rest.
 struct Class {
     group: usize,
-    full: bool,
     members: Vec<usize>,
     keys: Vec<RangeKey>,
     key_of: Vec<Option<usize>>,
@@ -235,10 +235,9 @@ fn classes(plans: &[&Plan]) -> Vec<Class> {
         .map(|group| {
             let members: Vec<usize> =
                 (0..plans.len()).filter(|&k| plans[k].route == Route::Rows { group }).collect();
-            let full = members.iter().any(|&k| !range_only(&plans[k].scheme.calibration));
             let mine: Vec<&Plan> = members.iter().map(|&k| plans[k]).collect();
             let (keys, key_of) = range_keys(&mine);
-            Class { group, full, members, keys, key_of }
+            Class { group, members, keys, key_of }
         })
         .collect()
 }
@@ -298,11 +297,7 @@ fn row_class(
 ) {
     let group = c.group.max(1);
     scr.stats.clear();
-    if c.full {
-        scr.stats.extend(row.chunks(group).map(TensorStats::of));
-    } else {
-        scr.stats.extend(row.chunks(group).map(TensorStats::range_of));
-    }
+    scr.stats.extend(row.chunks(group).map(TensorStats::range_of));
     scr.ranges.resize_with(c.keys.len(), Vec::new);
     for ((cal, mapping), r) in c.keys.iter().zip(&mut scr.ranges) {
         r.clear();
@@ -318,8 +313,8 @@ fn row_class(
             group,
             stats: &mut scr.stats,
             ranges: key.map(|r| scr.ranges[r].as_slice()),
-            // Min and max only: the first scheme's error pass adds ΣR, ΣR².
-            fill: !c.full && i == 0,
+            // The first scheme's error pass adds ΣR, ΣR² to the shared statistics.
+            fill: i == 0,
             scheme: &plans[k].scheme,
             out: &mut dst[offset[k]..offset[k + 1]],
         };

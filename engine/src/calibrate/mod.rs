@@ -15,6 +15,8 @@ use crate::scheme::{Calibration, ManualRange, Mapping};
 pub(crate) use crate::slicing::PAR_CHUNK;
 
 /// Chooses one slice's range with `calibration` and returns its parameters.
+/// Every method reads only the min, max and counts of `stats` (and `xs`): the
+/// analysis passes [`TensorStats::range_of`] and sums ΣR, ΣR² in its error pass.
 pub(crate) fn slice_params<F: NumberFormat>(
     fmt: F,
     xs: &[f32],
