@@ -118,15 +118,30 @@ fn edge_select(
         return None;
     }
     let mut n = 0;
-    for &x in xs {
-        if !x.is_finite() {
-            continue;
+    let one = |x: f32, n: &mut usize, top: &mut Kept, bottom: &mut Kept| {
+        if x.is_finite() {
+            *n += 1;
+            let k = key(if magnitude { x.abs() } else { x });
+            top.push_top(k);
+            bottom.push_bottom(k);
         }
-        n += 1;
-        let k = key(if magnitude { x.abs() } else { x });
-        top.push_top(k);
-        bottom.push_bottom(k);
+    };
+    let blocks = xs.chunks_exact(8);
+    let tail = blocks.remainder();
+    for b in blocks {
+        // Most blocks hold no candidate: 8 lanes tested against both thresholds at
+        // once (≥ / ≤, so ties and ±0 take the exact scalar path), all finite.
+        let v = wide::f32x8::new(b.try_into().unwrap_or_default());
+        let v = if magnitude { v.abs() } else { v };
+        let (hi, lo) =
+            (wide::f32x8::splat(top.threshold_top()), wide::f32x8::splat(bottom.threshold_bottom()));
+        if (!v.is_finite() | v.simd_ge(hi) | v.simd_le(lo)).any() {
+            b.iter().for_each(|&x| one(x, &mut n, &mut top, &mut bottom));
+        } else {
+            n += 8;
+        }
     }
+    tail.iter().for_each(|&x| one(x, &mut n, &mut top, &mut bottom));
     let mut out = [0f32; 4];
     if n == 0 {
         return Some((0, out));
@@ -159,6 +174,24 @@ impl Kept {
 
     fn keys(&self) -> &[u32] {
         &self.keys[..self.len]
+    }
+
+    /// A value below which nothing enters the top buffer (−∞ while it fills).
+    fn threshold_top(&self) -> f32 {
+        match (self.cap, self.len < self.cap) {
+            (0, _) => f32::INFINITY,
+            (_, true) => f32::NEG_INFINITY,
+            _ => from_key(self.keys[0]),
+        }
+    }
+
+    /// A value above which nothing enters the bottom buffer (+∞ while it fills).
+    fn threshold_bottom(&self) -> f32 {
+        match (self.cap, self.len < self.cap) {
+            (0, _) => f32::NEG_INFINITY,
+            (_, true) => f32::INFINITY,
+            _ => from_key(self.keys[self.len - 1]),
+        }
     }
 
     /// Inserts `k` in order while there is room.
