@@ -126,6 +126,7 @@ fn edge_select(
             bottom.push_bottom(k);
         }
     };
+    let (seed_hi, seed_lo) = seeds(xs, magnitude, top.cap, bottom.cap);
     let blocks = xs.chunks_exact(8);
     let tail = blocks.remainder();
     for b in blocks {
@@ -133,8 +134,8 @@ fn edge_select(
         // once (≥ / ≤, so ties and ±0 take the exact scalar path), all finite.
         let v = wide::f32x8::new(b.try_into().unwrap_or_default());
         let v = if magnitude { v.abs() } else { v };
-        let (hi, lo) =
-            (wide::f32x8::splat(top.threshold_top()), wide::f32x8::splat(bottom.threshold_bottom()));
+        let hi = wide::f32x8::splat(top.threshold_top().max(seed_hi));
+        let lo = wide::f32x8::splat(bottom.threshold_bottom().min(seed_lo));
         if (!v.is_finite() | v.simd_ge(hi) | v.simd_le(lo)).any() {
             b.iter().for_each(|&x| one(x, &mut n, &mut top, &mut bottom));
         } else {
@@ -158,6 +159,39 @@ fn edge_select(
         });
     }
     Some((n, out))
+}
+
+/// Bounds for a short slice (up to 128 blocks of 8), where filling the buffers
+/// would send most blocks down the scalar path: the K-th largest block maximum
+/// (K-th smallest block minimum) of the finite values. K distinct elements lie at
+/// or beyond it, so anything strictly inside can be in neither buffer.
+fn seeds(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (f32, f32) {
+    const MAX_BLOCKS: usize = 128;
+    let blocks = xs.len() / 8;
+    if blocks > MAX_BLOCKS || blocks <= k_top.max(k_bottom) {
+        return (f32::NEG_INFINITY, f32::INFINITY);
+    }
+    let (mut maxs, mut mins) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
+    for ((b, mx), mn) in xs.chunks_exact(8).zip(&mut maxs).zip(&mut mins) {
+        let v = wide::f32x8::new(b.try_into().unwrap_or_default());
+        let v = if magnitude { v.abs() } else { v };
+        let fin = v.is_finite();
+        let a = fin.select(v, wide::f32x8::splat(f32::NEG_INFINITY)).to_array();
+        let c = fin.select(v, wide::f32x8::splat(f32::INFINITY)).to_array();
+        *mx = a.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        *mn = c.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+    }
+    let hi = if k_top > 0 {
+        *maxs[..blocks].select_nth_unstable_by(blocks - k_top, f32::total_cmp).1
+    } else {
+        f32::INFINITY
+    };
+    let lo = if k_bottom > 0 {
+        *mins[..blocks].select_nth_unstable_by(k_bottom - 1, f32::total_cmp).1
+    } else {
+        f32::NEG_INFINITY
+    };
+    (hi, lo)
 }
 
 /// Up to `cap` (≤ [`EDGE`]) keys, ascending, in a fixed array.
