@@ -161,36 +161,26 @@ fn edge_select(
     Some((n, out))
 }
 
-/// Bounds for a short slice (up to 128 blocks of 8), where filling the buffers
-/// would send most blocks down the scalar path: the K-th largest block maximum
-/// (K-th smallest block minimum) of the finite values. K distinct elements lie at
-/// or beyond it, so anything strictly inside can be in neither buffer.
+/// Starting bounds, so that filling the buffers does not send the first blocks
+/// down the scalar path: each of the 8 lanes' largest (smallest) finite value,
+/// one vector pass; the K-th largest of those 8 (K ≤ 8) has K distinct elements
+/// at or beyond it, so anything strictly inside can be in neither buffer.
 fn seeds(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (f32, f32) {
-    const MAX_BLOCKS: usize = 128;
-    let blocks = xs.len() / 8;
-    if blocks > MAX_BLOCKS || blocks <= k_top.max(k_bottom) {
-        return (f32::NEG_INFINITY, f32::INFINITY);
-    }
-    let (mut maxs, mut mins) = ([0f32; MAX_BLOCKS], [0f32; MAX_BLOCKS]);
-    for ((b, mx), mn) in xs.chunks_exact(8).zip(&mut maxs).zip(&mut mins) {
-        let v = wide::f32x8::new(b.try_into().unwrap_or_default());
+    use wide::f32x8;
+    let (mut mx, mut mn) = (f32x8::splat(f32::NEG_INFINITY), f32x8::splat(f32::INFINITY));
+    for b in xs.chunks_exact(8) {
+        let v = f32x8::new(b.try_into().unwrap_or_default());
         let v = if magnitude { v.abs() } else { v };
         let fin = v.is_finite();
-        let a = fin.select(v, wide::f32x8::splat(f32::NEG_INFINITY)).to_array();
-        let c = fin.select(v, wide::f32x8::splat(f32::INFINITY)).to_array();
-        *mx = a.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        *mn = c.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+        mx = mx.max(fin.select(v, f32x8::splat(f32::NEG_INFINITY)));
+        mn = mn.min(fin.select(v, f32x8::splat(f32::INFINITY)));
     }
-    let hi = if k_top > 0 {
-        *maxs[..blocks].select_nth_unstable_by(blocks - k_top, f32::total_cmp).1
-    } else {
-        f32::INFINITY
-    };
-    let lo = if k_bottom > 0 {
-        *mins[..blocks].select_nth_unstable_by(k_bottom - 1, f32::total_cmp).1
-    } else {
-        f32::NEG_INFINITY
-    };
+    let (mut mx, mut mn) = (mx.to_array(), mn.to_array());
+    mx.sort_unstable_by(|a, b| b.total_cmp(a));
+    mn.sort_unstable_by(f32::total_cmp);
+    // An infinite seed (a lane with no finite value) bounds nothing: it is skipped.
+    let hi = if (1..=8).contains(&k_top) { mx[k_top - 1] } else { f32::NEG_INFINITY };
+    let lo = if (1..=8).contains(&k_bottom) { mn[k_bottom - 1] } else { f32::INFINITY };
     (hi, lo)
 }
 
