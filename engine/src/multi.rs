@@ -73,7 +73,7 @@ pub fn analyze_many(
     let tensor = ok(|r| *r == Route::Tensor);
     let rows = ok(|r| matches!(r, Route::Rows { .. }));
     let alone = ok(|r| *r == Route::Alone);
-    let get = |k: usize| plans[k].as_ref().ok().expect("filtered to Ok plans");
+    let get = |k: usize| plans[k].as_ref().expect("filtered to Ok plans");
 
     let mut sums: Vec<Option<ErrorSums>> = vec![None; plans.len()];
     let tensor_plans: Vec<&Plan> = tensor.iter().map(|&k| get(k)).collect();
@@ -279,7 +279,7 @@ fn per_row(values: &[f32], row_len: usize, work: WorkDtype, plans: &[&Plan]) -> 
         .into_par_iter()
         .map(|k| {
             (0..rows).fold(ErrorSums::default(), |a, r| {
-                out[r * slots + offset[k]..r * slots + offset[k + 1]].iter().fold(a, |a, s| a.merge(s))
+                out[r * slots + offset[k]..r * slots + offset[k + 1]].iter().fold(a, ErrorSums::merge)
             })
         })
         .collect()

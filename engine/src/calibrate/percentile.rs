@@ -64,7 +64,7 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
         a[..v.len()].copy_from_slice(&v);
         a
     };
-    let (n, values) = if let Some(found) = edge_select(xs, magnitude, qs, &ranks_of) {
+    let (n, values) = if let Some(found) = edge_select(xs, magnitude, qs, ranks_of) {
         found
     } else if xs.len() <= PAR_CHUNK {
         SCRATCH.with_borrow_mut(|buf| {
@@ -137,12 +137,16 @@ fn edge_select(
         let hi = wide::f32x8::splat(top.threshold_top().max(seed_hi));
         let lo = wide::f32x8::splat(bottom.threshold_bottom().min(seed_lo));
         if (!v.is_finite() | v.simd_ge(hi) | v.simd_le(lo)).any() {
-            b.iter().for_each(|&x| one(x, &mut n, &mut top, &mut bottom));
+            for &x in b {
+                one(x, &mut n, &mut top, &mut bottom);
+            }
         } else {
             n += 8;
         }
     }
-    tail.iter().for_each(|&x| one(x, &mut n, &mut top, &mut bottom));
+    for &x in tail {
+        one(x, &mut n, &mut top, &mut bottom);
+    }
     let mut out = [0f32; 4];
     if n == 0 {
         return Some((0, out));
@@ -508,7 +512,7 @@ mod tests {
                             }
                             r
                         };
-                        let Some((m, got)) = edge_select(&xs, magnitude, &qs, &ranks_of) else { continue };
+                        let Some((m, got)) = edge_select(&xs, magnitude, &qs, ranks_of) else { continue };
                         let mut all: Vec<f32> = xs
                             .iter()
                             .filter(|x| x.is_finite())
