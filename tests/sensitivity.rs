@@ -26,12 +26,38 @@ fn compare(model: &str, schemes: &[&str], extra: &[&str]) -> Value {
     stdout_json(&quantscope(&args))
 }
 
+/// Every calibration, both mappings, every granularity, FP8 and the microscaled
+/// formats, with schemes that share a range across widths (p99.9 under INT4 and
+/// INT8) and a group size (INT4 / INT8 group-128).
+const VARIED: [&str; 16] = [
+    "int4:tensor:p99.9",
+    "int8:tensor:p99.9",
+    "int8:tensor:entropy:asym",
+    "e5m2:tensor:mse",
+    "int4:channel:hqq:asym",
+    "int8:channel:p99.9",
+    "e4m3:channel:entropy",
+    "int8:channel:ratio0.9",
+    "int4:group64:mse:asym",
+    "int8:group128:p99.9:asym",
+    "int4:group128:entropy",
+    "int4:group128:minmax",
+    "int8:group128:minmax",
+    "e4m3:block128:minmax",
+    "nvfp4",
+    "mxfp4",
+];
+
 fn compare_agrees_with_reports(model: &str) {
-    let doc = compare(model, &SCHEMES, &[]);
+    compare_set_agrees_with_reports(model, &SCHEMES);
+}
+
+fn compare_set_agrees_with_reports(model: &str, schemes: &[&str]) {
+    let doc = compare(model, schemes, &[]);
     let rows = doc["rows"].as_array().unwrap();
     assert!(!rows.is_empty());
-    assert_eq!(doc["schemes"].as_array().unwrap().len(), SCHEMES.len());
-    for (k, s) in SCHEMES.iter().enumerate() {
+    assert_eq!(doc["schemes"].as_array().unwrap().len(), schemes.len());
+    for (k, s) in schemes.iter().enumerate() {
         let single = stdout_json(&quantscope(&["report", model, "--scheme", s]));
         for row in rows {
             let name = row["name"].as_str().unwrap();
@@ -44,6 +70,11 @@ fn compare_agrees_with_reports(model: &str) {
 #[test]
 fn compare_equals_single_scheme_reports_on_the_teaching_sample() {
     compare_agrees_with_reports(teaching().to_str().unwrap());
+}
+
+#[test]
+fn a_varied_compare_equals_single_scheme_reports_on_the_teaching_sample() {
+    compare_set_agrees_with_reports(teaching().to_str().unwrap(), &VARIED);
 }
 
 #[test]

@@ -277,6 +277,23 @@ fn sweeps(c: &mut Criterion, values: &[f32]) {
                 b.iter(|| sweep(ckpt, &rows, schemes, &|_, _| {}, &no).unwrap());
             });
         }
+        // The same default set, each scheme analysed alone on the shared decoded
+        // tensor (the sweep before `multi`): what sharing across schemes saves.
+        g.bench_function(format!("{name}/8-schemes-alone"), |b| {
+            let mut buf = Vec::new();
+            b.iter(|| {
+                for &i in &rows {
+                    let info = &ckpt.tensors()[i];
+                    let values = ckpt.values(info, &mut buf).unwrap();
+                    let opts = Options { work: WorkDtype::of(info.dtype), ..Options::default() };
+                    let cells: Vec<_> = eight
+                        .par_iter()
+                        .map(|s| analyze(values, &info.shape, s, &opts).unwrap().metrics)
+                        .collect();
+                    black_box(cells);
+                }
+            });
+        });
     }
     g.finish();
 }

@@ -12,7 +12,7 @@ use crate::calibrate::{compare_ranges, slice_params};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
-use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums, error_sums_with_stats};
+use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums_with_stats};
 use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
 use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
 use safetensors::Dtype;
@@ -204,35 +204,21 @@ pub fn compare_calibrations(
     dispatch_in(scheme.format, work, Run(values, scheme.mapping, percentile))
 }
 
-/// Whether a calibration reads nothing of the slice but its min and max: then
-/// the statistics pass only finds those, and ΣR, ΣR² come from the error pass.
-fn range_only(c: &Calibration) -> bool {
-    matches!(c, Calibration::MinMax | Calibration::Manual(_))
-}
-
-/// One slice: calibrate, then the fused error pass.
+/// One slice: its min and max (all any calibration reads of the statistics),
+/// calibrate, then the fused error pass, which adds ΣR, ΣR²: two reads.
 fn run_slice<F: NumberFormat>(
     fmt: F,
     xs: &[f32],
     scheme: &Scheme,
     out: Option<&mut [f32]>,
 ) -> (SliceParams, ErrorSums, TensorStats) {
-    if range_only(&scheme.calibration) {
-        let mut stats = TensorStats::range_of(xs);
-        let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
-        let sums = match out {
-            Some(o) => error_sums_with_stats::<F, true>(fmt, xs, &p, o, &mut stats),
-            None => error_sums_with_stats::<F, false>(fmt, xs, &p, &mut [], &mut stats),
-        };
-        return (p, sums, stats);
-    }
-    let stats = TensorStats::of(xs);
+    let mut stats = TensorStats::range_of(xs);
     let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
     let sums = match out {
-        Some(o) => error_sums::<F, true>(fmt, xs, &p, o),
-        None => error_sums::<F, false>(fmt, xs, &p, &mut []),
+        Some(o) => error_sums_with_stats::<F, true>(fmt, xs, &p, o, &mut stats),
+        None => error_sums_with_stats::<F, false>(fmt, xs, &p, &mut [], &mut stats),
     };
-    (p, sums.with_signal(stats.sum_sq), stats)
+    (p, sums, stats)
 }
 
 type SliceOut = (SliceParams, ErrorSums, TensorStats);
@@ -302,7 +288,7 @@ fn analyze_with<F: NumberFormat>(
 
 /// The granularity used for `shape` (with its fallback note), refusing a manual
 /// [lo, hi] range anywhere but per tensor.
-fn resolve_for(shape: &[usize], scheme: &Scheme) -> Result<(Granularity, Option<String>)> {
+pub(crate) fn resolve_for(shape: &[usize], scheme: &Scheme) -> Result<(Granularity, Option<String>)> {
     let (granularity, fallback) = resolve(shape, scheme.granularity)?;
     if granularity != Granularity::Tensor
         && matches!(scheme.calibration, Calibration::Manual(ManualRange::Range { .. }))
@@ -338,7 +324,11 @@ pub(crate) fn with_tensor_global<F: NumberFormat>(fmt: F, values: &[f32], shared
 }
 
 /// [`with_tensor_global`] with the tensor's statistics computed only if needed.
-fn with_global_from<F: NumberFormat>(fmt: F, shared: Option<f32>, stats: impl FnOnce() -> TensorStats) -> F {
+pub(crate) fn with_global_from<F: NumberFormat>(
+    fmt: F,
+    shared: Option<f32>,
+    stats: impl FnOnce() -> TensorStats,
+) -> F {
     if fmt.global_from_amax(1.0).is_none() {
         return fmt;
     }
@@ -602,27 +592,11 @@ fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Opt
     if values.len() <= PAR_CHUNK {
         return run_slice(fmt, values, scheme, out);
     }
-    if range_only(&scheme.calibration) {
-        return per_tensor_range_only(fmt, values, scheme, out);
-    }
-    let stats = parallel_stats(values);
-    let p = slice_params(fmt, values, &stats, scheme.mapping, &scheme.calibration);
-    // Collected, then merged in chunk order: rayon's reduction tree depends on
-    // scheduling, and the sums must not change from run to run.
-    let parts: Vec<ErrorSums> = match out {
-        Some(o) => values
-            .par_chunks(PAR_CHUNK)
-            .zip(o.par_chunks_mut(PAR_CHUNK))
-            .map(|(c, oc)| error_sums::<F, true>(fmt, c, &p, oc))
-            .collect(),
-        None => values.par_chunks(PAR_CHUNK).map(|c| error_sums::<F, false>(fmt, c, &p, &mut [])).collect(),
-    };
-    let sums = parts.iter().fold(ErrorSums::default(), ErrorSums::merge);
-    (p, sums.with_signal(stats.sum_sq), stats)
+    per_tensor_range_only(fmt, values, scheme, out)
 }
 
-/// [`per_tensor`] for a min-max or manual range: a min/max pass per chunk, then
-/// the error pass that also sums ΣR, ΣR² per chunk. Chunk statistics merge in
+/// [`per_tensor`] past one chunk: a min/max pass per chunk (all any calibration
+/// reads of the statistics), then the error pass that also sums ΣR, ΣR² per chunk. Chunk statistics merge in
 /// chunk order, as [`parallel_stats`] merges them: the same bits.
 fn per_tensor_range_only<F: NumberFormat>(
     fmt: F,

@@ -31,6 +31,7 @@ pub mod format;
 pub mod fused;
 pub mod metrics;
 mod mmap;
+pub mod multi;
 pub mod planner;
 pub mod quantized;
 pub mod rank;

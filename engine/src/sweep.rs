@@ -1,17 +1,16 @@
 //! Whole-model sensitivity: the metrics of every chosen tensor under N schemes.
 //!
 //! The model is streamed through its memory map one tensor at a time: each tensor
-//! is decoded once and shared by all N schemes (analyzed in parallel), then its
-//! pages are released, so memory follows the largest tensor, never the model.
+//! is decoded once and shared by all N schemes (`multi`: statistics, ranges and
+//! cache-resident rows shared across schemes), then its pages are released, so memory follows the largest tensor, never the model.
 //! Progress is reported per tensor and the sweep stops between tensors when
 //! cancelled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::analyze::{Options, analyze, analyze_stored};
+use crate::analyze::analyze_stored;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
@@ -162,24 +161,37 @@ pub fn sweep_tensor(ckpt: &Checkpoint, info: &TensorInfo, schemes: &[Scheme], bu
             cells: vec![cell],
         };
     }
-    let decoded = ckpt.values(info, buf);
-    let cells = schemes
-        .par_iter()
+    // Fused siblings share a two-level format's global scale, as in the save.
+    let amax: Vec<Result<Option<f32>, String>> = schemes
+        .iter()
         .map(|s| {
-            // Fused siblings share a two-level format's global scale, as in the save.
-            let global_amax = crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s))
-                .map_err(|e| e.to_string())?;
-            let values = decoded.as_ref().map_err(ToString::to_string)?;
-            let opts = Options { work: WorkDtype::of(info.dtype), global_amax, ..Options::default() };
-            let r = analyze(values, &info.shape, s, &opts).map_err(|e| e.to_string())?;
-            Ok(Cell {
-                stored_bytes: stored_bytes(info, s),
-                slices: r.params.len(),
-                metrics: r.metrics,
-                fallback: r.fallback,
-            })
+            crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s)).map_err(|e| e.to_string())
         })
         .collect();
+    let cells = match ckpt.values(info, buf) {
+        Err(e) => amax.into_iter().map(|a| a.and(Err(e.to_string()))).collect(),
+        Ok(values) => {
+            // Every scheme at once, sharing statistics, ranges and cache-resident rows.
+            let set: Vec<(Scheme, Option<f32>)> =
+                schemes.iter().zip(&amax).map(|(s, a)| (*s, a.clone().ok().flatten())).collect();
+            let totals = crate::multi::analyze_many(values, &info.shape, WorkDtype::of(info.dtype), &set);
+            schemes
+                .iter()
+                .zip(amax)
+                .zip(totals)
+                .map(|((s, a), t)| {
+                    a?;
+                    let t = t.map_err(|e| e.to_string())?;
+                    Ok(Cell {
+                        stored_bytes: stored_bytes(info, s),
+                        slices: t.slices,
+                        metrics: t.metrics,
+                        fallback: t.fallback,
+                    })
+                })
+                .collect()
+        }
+    };
     Row { name: info.name.clone(), params: info.numel() as u64, source_bytes: info.size_bytes as u64, cells }
 }
 

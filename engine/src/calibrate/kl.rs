@@ -165,6 +165,8 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
         }
     };
     let n_f = total as f64;
+    // ln((N − T) / N) = ln(N − T) − ln N, both integers: table lookups, no ln() per candidate.
+    let ln_n = ln_int(total);
     let mut best = (n, f64::INFINITY);
     let mut fixed = (0usize, 0.0f64);
     let mut prev_kl = f64::INFINITY;
@@ -198,7 +200,7 @@ pub(crate) fn kl_best_bin(hist: &[u64]) -> usize {
             let g_q = count[i] - count[a];
             let nz = nonzero[i - 1] - nonzero[a] + u32::from(last > 0);
             let sum_plogp = plogp[i - 1] + xlogx(last);
-            (sum_plogp - fixed.1 - group_term(g_q + tail, g_q, nz)) / n_f + ((n_f - tail as f64) / n_f).ln()
+            (sum_plogp - fixed.1 - group_term(g_q + tail, g_q, nz)) / n_f + (ln_int(count[i]) - ln_n)
         };
         prev_kl = kl;
         if kl <= best.1 {

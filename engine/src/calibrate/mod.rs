@@ -15,6 +15,8 @@ use crate::scheme::{Calibration, ManualRange, Mapping};
 pub(crate) use crate::slicing::PAR_CHUNK;
 
 /// Chooses one slice's range with `calibration` and returns its parameters.
+/// Every method reads only the min, max and counts of `stats` (and `xs`): the
+/// analysis passes [`TensorStats::range_of`] and sums ΣR, ΣR² in its error pass.
 pub(crate) fn slice_params<F: NumberFormat>(
     fmt: F,
     xs: &[f32],
@@ -22,19 +24,37 @@ pub(crate) fn slice_params<F: NumberFormat>(
     mapping: Mapping,
     calibration: &Calibration,
 ) -> SliceParams {
-    let (lo, hi) = match *calibration {
+    match *calibration {
+        Calibration::Mse => mse::mse_params(fmt, xs, stats, mapping),
+        Calibration::Hqq => hqq::hqq_params(fmt, xs, stats, mapping),
+        _ => {
+            let (lo, hi) = slice_range(xs, stats, mapping, calibration).unwrap_or_else(|| stats.range());
+            fmt.params(lo, hi, mapping)
+        }
+    }
+}
+
+/// The range a calibration that does not depend on the format picks for one
+/// slice (min-max, percentile, entropy, manual); None for MSE and HQQ, which
+/// search the format's own grid. Schemes that differ only in format (INT4 and
+/// INT8, FP8 and INT) can share it: the sweep computes it once per slice.
+pub(crate) fn slice_range(
+    xs: &[f32],
+    stats: &TensorStats,
+    mapping: Mapping,
+    calibration: &Calibration,
+) -> Option<(f32, f32)> {
+    Some(match *calibration {
         Calibration::MinMax => stats.range(),
         Calibration::Percentile { p } => percentile::percentile_range(xs, p, mapping),
         Calibration::Entropy => kl::entropy_range(xs, stats, mapping),
-        Calibration::Mse => return mse::mse_params(fmt, xs, stats, mapping),
-        Calibration::Hqq => return hqq::hqq_params(fmt, xs, stats, mapping),
+        Calibration::Mse | Calibration::Hqq => return None,
         Calibration::Manual(ManualRange::Range { lo, hi }) => (lo, hi),
         Calibration::Manual(ManualRange::Ratio { r }) => {
             let (lo, hi) = stats.range();
             (lo * r, hi * r)
         }
-    };
-    fmt.params(lo, hi, mapping)
+    })
 }
 
 /// The clip range each automatic method picks for one slice, for showing them

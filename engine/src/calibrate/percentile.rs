@@ -2,8 +2,11 @@
 //! numpy's default linear interpolation (the same numbers as a full quantile on
 //! a sorted copy, tested against ndarray-stats).
 //!
-//! Two selections, each reading the slice a bounded number of times:
-//! - slices up to 64 Ki elements: the finite values (or magnitudes) are copied
+//! Three selections, each reading the slice a bounded number of times:
+//! - ranks within 64 of either end of a slice up to 64 Ki elements (p99.9 of a
+//!   channel or a group): one read keeping the few largest or smallest values
+//!   in a small sorted buffer, no copy of the slice;
+//! - other slices up to 64 Ki elements: the finite values (or magnitudes) are copied
 //!   into a per-thread scratch buffer and `select_nth_unstable` finds each
 //!   order statistic (expected linear time, no allocation per slice);
 //! - longer slices: a radix select on the float bits. One pass counts the
@@ -47,25 +50,33 @@ pub(super) fn percentile_range(xs: &[f32], p: f64, mapping: Mapping) -> (f32, f3
 /// As ndarray-stats' `Linear` (and numpy's default): h = q·(n − 1),
 /// v = x₍⌊h⌋₎ + (f32)(frac(h)·(x₍⌈h⌉₎ − x₍⌊h⌋₎)) with the difference in f64.
 fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]> {
-    let ranks_of = |n: usize| -> Vec<usize> {
-        qs.iter()
-            .flat_map(|&q| {
-                let h = q * (n - 1) as f64;
-                [h.floor() as usize, h.ceil() as usize]
-            })
-            .collect()
+    let nr = 2 * qs.len();
+    let ranks_of = |n: usize| -> [usize; 4] {
+        let mut r = [0; 4];
+        for (i, &q) in qs.iter().enumerate() {
+            let h = q * (n - 1) as f64;
+            (r[2 * i], r[2 * i + 1]) = (h.floor() as usize, h.ceil() as usize);
+        }
+        r
     };
-    let (n, values) = if xs.len() <= PAR_CHUNK {
+    let to_array = |v: Vec<f32>| -> [f32; 4] {
+        let mut a = [0f32; 4];
+        a[..v.len()].copy_from_slice(&v);
+        a
+    };
+    let (n, values) = if let Some(found) = edge_select(xs, magnitude, qs, ranks_of) {
+        found
+    } else if xs.len() <= PAR_CHUNK {
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
             buf.extend(xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }));
             let n = buf.len();
-            (n, if n == 0 { Vec::new() } else { select_in_place(buf, &ranks_of(n)) })
+            (n, if n == 0 { [0.0; 4] } else { to_array(select_in_place(buf, &ranks_of(n)[..nr])) })
         })
     } else {
         let radix = RadixCounts::of(xs, magnitude);
         let n = radix.total();
-        (n, if n == 0 { Vec::new() } else { radix.select(xs, &ranks_of(n)) })
+        (n, if n == 0 { [0.0; 4] } else { to_array(radix.select(xs, &ranks_of(n)[..nr])) })
     };
     if n == 0 {
         return None;
@@ -77,6 +88,178 @@ fn order_statistics(xs: &[f32], magnitude: bool, qs: &[f64]) -> Option<[f32; 2]>
         out[i] = lower + (h.fract() * (f64::from(higher) - f64::from(lower))) as f32;
     }
     Some(out)
+}
+
+/// At most this many values are kept at each end by [`edge_select`].
+const EDGE: usize = 64;
+
+/// Order statistics near the ends of a slice (p99.9 of a channel or a group
+/// wants the few largest values) in one read, with no copy and no allocation:
+/// the K largest (or smallest) keys are kept in a small sorted array, K bounded
+/// from the slice length. `(n, values of the ranks)` (the ranks of at most two
+/// quantiles), or None when a rank lies too deep.
+fn edge_select(
+    xs: &[f32],
+    magnitude: bool,
+    qs: &[f64],
+    ranks_of: impl Fn(usize) -> [usize; 4],
+) -> Option<(usize, [f32; 4])> {
+    if xs.len() > PAR_CHUNK {
+        return None; // a single-threaded pass; the radix select runs in parallel
+    }
+    // n ≤ len, so a rank's distance from its end is at most this (+1 for rounding).
+    let depth = |q: f64| (q.min(1.0 - q).max(0.0) * xs.len().saturating_sub(1) as f64).ceil() as usize + 2;
+    let (mut top, mut bottom) = (Kept::new(0), Kept::new(0));
+    for &q in qs {
+        let side = if q >= 0.5 { &mut top } else { &mut bottom };
+        side.cap = side.cap.max(depth(q));
+    }
+    if top.cap.max(bottom.cap) > EDGE {
+        return None;
+    }
+    let mut n = 0;
+    let one = |x: f32, n: &mut usize, top: &mut Kept, bottom: &mut Kept| {
+        if x.is_finite() {
+            *n += 1;
+            let k = key(if magnitude { x.abs() } else { x });
+            top.push_top(k);
+            bottom.push_bottom(k);
+        }
+    };
+    let (seed_hi, seed_lo) = seeds(xs, magnitude, top.cap, bottom.cap);
+    let blocks = xs.chunks_exact(8);
+    let tail = blocks.remainder();
+    for b in blocks {
+        // Most blocks hold no candidate: 8 lanes tested against both thresholds at
+        // once (≥ / ≤, so ties and ±0 take the exact scalar path), all finite.
+        let v = wide::f32x8::new(b.try_into().unwrap_or_default());
+        let v = if magnitude { v.abs() } else { v };
+        let hi = wide::f32x8::splat(top.threshold_top().max(seed_hi));
+        let lo = wide::f32x8::splat(bottom.threshold_bottom().min(seed_lo));
+        if (!v.is_finite() | v.simd_ge(hi) | v.simd_le(lo)).any() {
+            for &x in b {
+                one(x, &mut n, &mut top, &mut bottom);
+            }
+        } else {
+            n += 8;
+        }
+    }
+    for &x in tail {
+        one(x, &mut n, &mut top, &mut bottom);
+    }
+    let mut out = [0f32; 4];
+    if n == 0 {
+        return Some((0, out));
+    }
+    let (top, bottom) = (top.keys(), bottom.keys());
+    for (o, r) in out.iter_mut().zip(&ranks_of(n)[..2 * qs.len()]) {
+        // `top` holds ranks n − len..n; `bottom` ranks 0..len.
+        *o = from_key(if r + top.len() >= n {
+            top[r + top.len() - n]
+        } else if *r < bottom.len() {
+            bottom[*r]
+        } else {
+            return None;
+        });
+    }
+    Some((n, out))
+}
+
+/// Starting bounds, so that filling the buffers does not send the first blocks
+/// down the scalar path: each of the 8 lanes' largest (smallest) finite value,
+/// one vector pass; the K-th largest of those 8 (K ≤ 8) has K distinct elements
+/// at or beyond it, so anything strictly inside can be in neither buffer.
+fn seeds(xs: &[f32], magnitude: bool, k_top: usize, k_bottom: usize) -> (f32, f32) {
+    use wide::f32x8;
+    let (mut mx, mut mn) = (f32x8::splat(f32::NEG_INFINITY), f32x8::splat(f32::INFINITY));
+    for b in xs.chunks_exact(8) {
+        let v = f32x8::new(b.try_into().unwrap_or_default());
+        let v = if magnitude { v.abs() } else { v };
+        let fin = v.is_finite();
+        mx = mx.max(fin.select(v, f32x8::splat(f32::NEG_INFINITY)));
+        mn = mn.min(fin.select(v, f32x8::splat(f32::INFINITY)));
+    }
+    let (mut mx, mut mn) = (mx.to_array(), mn.to_array());
+    mx.sort_unstable_by(|a, b| b.total_cmp(a));
+    mn.sort_unstable_by(f32::total_cmp);
+    // An infinite seed (a lane with no finite value) bounds nothing: it is skipped.
+    let hi = if (1..=8).contains(&k_top) { mx[k_top - 1] } else { f32::NEG_INFINITY };
+    let lo = if (1..=8).contains(&k_bottom) { mn[k_bottom - 1] } else { f32::INFINITY };
+    (hi, lo)
+}
+
+/// Up to `cap` (≤ [`EDGE`]) keys, ascending, in a fixed array.
+struct Kept {
+    keys: [u32; EDGE],
+    len: usize,
+    cap: usize,
+}
+
+impl Kept {
+    fn new(cap: usize) -> Self {
+        Self { keys: [0; EDGE], len: 0, cap }
+    }
+
+    fn keys(&self) -> &[u32] {
+        &self.keys[..self.len]
+    }
+
+    /// A value below which nothing enters the top buffer (−∞ while it fills).
+    fn threshold_top(&self) -> f32 {
+        match (self.cap, self.len < self.cap) {
+            (0, _) => f32::INFINITY,
+            (_, true) => f32::NEG_INFINITY,
+            _ => from_key(self.keys[0]),
+        }
+    }
+
+    /// A value above which nothing enters the bottom buffer (+∞ while it fills).
+    fn threshold_bottom(&self) -> f32 {
+        match (self.cap, self.len < self.cap) {
+            (0, _) => f32::NEG_INFINITY,
+            (_, true) => f32::INFINITY,
+            _ => from_key(self.keys[self.len - 1]),
+        }
+    }
+
+    /// Inserts `k` in order while there is room.
+    fn insert(&mut self, k: u32) {
+        let at = self.keys().partition_point(|&t| t < k);
+        self.keys.copy_within(at..self.len, at + 1);
+        self.keys[at] = k;
+        self.len += 1;
+    }
+
+    /// Keeps the `cap` largest keys. A key equal to the smallest kept is the
+    /// same value, so it need not enter.
+    #[inline]
+    fn push_top(&mut self, k: u32) {
+        if self.len < self.cap {
+            self.insert(k);
+        } else if self.cap > 0 && k > self.keys[0] {
+            let at = self.keys().partition_point(|&t| t < k);
+            self.keys.copy_within(1..at, 0);
+            self.keys[at - 1] = k;
+        }
+    }
+
+    /// Keeps the `cap` smallest keys.
+    #[inline]
+    fn push_bottom(&mut self, k: u32) {
+        if self.len < self.cap {
+            self.insert(k);
+        } else if self.cap > 0 && k < self.keys[self.len - 1] {
+            let at = self.keys().partition_point(|&t| t < k);
+            self.keys.copy_within(at..self.len - 1, at + 1);
+            self.keys[at] = k;
+        }
+    }
+}
+
+/// The value of a [`key`].
+#[inline]
+fn from_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
 }
 
 /// The values of rank `ranks` (0-based, ascending) of `buf`, which it reorders.
@@ -311,6 +494,47 @@ mod tests {
         }
         assert_eq!(checked, 11 * 5 * 7 * 2);
         assert_eq!(percentile_range(&[f32::NAN; 10], 99.0, Mapping::Asymmetric), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_edge_read_equals_a_full_selection_near_both_ends() {
+        let mut used = 0;
+        for n in (1..300).step_by(7).chain([4096, 4099]) {
+            for kind in 0..5 {
+                let xs = sample(n, 3 * n as u64 + kind, kind);
+                for q in [0.97, 0.99, 0.995, 0.999, 1.0] {
+                    for (magnitude, qs) in [(true, vec![q]), (false, vec![1.0 - q, q])] {
+                        let ranks_of = |m: usize| -> [usize; 4] {
+                            let mut r = [0; 4];
+                            for (i, &q) in qs.iter().enumerate() {
+                                let h = q * (m - 1) as f64;
+                                (r[2 * i], r[2 * i + 1]) = (h.floor() as usize, h.ceil() as usize);
+                            }
+                            r
+                        };
+                        let Some((m, got)) = edge_select(&xs, magnitude, &qs, ranks_of) else { continue };
+                        let mut all: Vec<f32> = xs
+                            .iter()
+                            .filter(|x| x.is_finite())
+                            .map(|&x| if magnitude { x.abs() } else { x })
+                            .collect();
+                        assert_eq!(m, all.len());
+                        if m == 0 {
+                            continue;
+                        }
+                        let want = select_in_place(&mut all, &ranks_of(m)[..2 * qs.len()]);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got[..want.len()]),
+                            bits(&want),
+                            "n {n} kind {kind} q {q} magnitude {magnitude}"
+                        );
+                        used += 1;
+                    }
+                }
+            }
+        }
+        assert!(used > 1000, "{used}");
     }
 
     #[test]
