@@ -223,7 +223,13 @@ impl SiteStats {
         }
         let rows = self.pending.len() / n;
         let x = Tensor::from_vec(std::mem::take(&mut self.pending), (rows, n), &candle_core::Device::Cpu)?;
-        self.sums.resize(n * n, 0.0);
+        if self.sums.is_empty() {
+            // After a flush the sums live in `gram` (one copy in memory, not two).
+            self.sums = match self.gram.take() {
+                Some(g) => g.flatten_all()?.to_vec1()?,
+                None => vec![0.0; n * n],
+            };
+        }
         for r0 in (0..n).step_by(GRAM_BLOCK) {
             let b = GRAM_BLOCK.min(n - r0);
             let part = x.narrow(1, r0, b)?.t()?.matmul(&x.narrow(1, r0, n - r0)?)?;
@@ -244,7 +250,7 @@ impl SiteStats {
         if self.sums.is_empty() {
             return Ok(());
         }
-        let mut g = self.sums.clone();
+        let mut g = std::mem::take(&mut self.sums);
         for r in 0..n {
             for c in 0..r {
                 g[r * n + c] = g[c * n + r];
