@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::Hook;
 use super::attention::{Heads, attend};
 use super::pack::Pack;
+use super::rows;
 use super::weights::{Linear, Loader, show};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -128,7 +129,7 @@ impl Bert {
         // Token type 0 throughout: one segment per sample.
         let types = self.types.narrow(0, 0, 1)?;
         let pos = self.positions.index_select(&Tensor::new(pack.positions(), &Device::Cpu)?, 0)?;
-        let emb = words.broadcast_add(&types)?.add(&pos)?;
+        let emb = rows::add(&rows::zip(&words, &types, |w, t| w.broadcast_add(t))?, &pos)?;
         self.emb_norm.forward(&emb, self.cfg.layer_norm_eps)
     }
 
@@ -168,16 +169,16 @@ impl Bert {
         let ctx =
             attend(&l.q.forward(x, hook)?, &l.k.forward(x, hook)?, &l.v.forward(x, hook)?, pack, shape)?;
         show(hook, &[&l.o], &ctx)?;
-        let a = l.attn_norm.forward(&l.o.forward(&ctx, hook)?.add(x)?, eps)?;
+        let a = l.attn_norm.forward(&rows::add(&l.o.forward(&ctx, hook)?, x)?, eps)?;
         show(hook, &[&l.up], &a)?;
         let up = l.up.forward(&a, hook)?;
         let act = match self.cfg.hidden_act.as_str() {
-            "relu" => up.relu()?,
-            "gelu_new" => up.gelu()?,
-            _ => up.gelu_erf()?,
+            "relu" => rows::map(&up, Tensor::relu)?,
+            "gelu_new" => rows::map(&up, Tensor::gelu)?,
+            _ => rows::map(&up, Tensor::gelu_erf)?,
         };
         show(hook, &[&l.down], &act)?;
-        l.out_norm.forward(&l.down.forward(&act, hook)?.add(&a)?, eps)
+        l.out_norm.forward(&rows::add(&l.down.forward(&act, hook)?, &a)?, eps)
     }
 }
 

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::Hook;
 use super::attention::{Heads, attend};
 use super::pack::Pack;
+use super::rows;
 use super::weights::{Linear, Loader, show};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -160,12 +161,14 @@ impl Decoder {
         show(hook, &[&l.q, &l.k, &l.v], &h)?;
         let ctx = self.attention(l, &h, pack, &cos, &sin, hook)?;
         show(hook, &[&l.o], &ctx)?;
-        let x = x.add(&l.o.forward(&ctx, hook)?)?;
+        let x = rows::add(x, &l.o.forward(&ctx, hook)?)?;
         let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
         show(hook, &[&l.gate, &l.up], &h)?;
-        let m = candle_nn::ops::silu(&l.gate.forward(&h, hook)?)?.mul(&l.up.forward(&h, hook)?)?;
+        let m = rows::zip(&l.gate.forward(&h, hook)?, &l.up.forward(&h, hook)?, |g, u| {
+            candle_nn::ops::silu(g)?.mul(u)
+        })?;
         show(hook, &[&l.down], &m)?;
-        x.add(&l.down.forward(&m, hook)?)
+        rows::add(&x, &l.down.forward(&m, hook)?)
     }
 
     /// After the last block: final RMSNorm and `lm_head`, the next-token logits `[tokens, vocab]`.

@@ -20,6 +20,7 @@ pub mod decoder;
 pub mod inputs;
 pub mod output_error;
 pub mod pack;
+mod rows;
 pub mod sensitivity;
 pub mod store;
 mod weights;

@@ -9,13 +9,13 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, Device, Tensor};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{Hook, Kind, Model, NoHook, PACK_TOKENS, Pack};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::scheme::Scheme;
+use rayon::prelude::*;
 
 /// How far the quantized model's output is from the float model's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -53,7 +53,7 @@ fn measure(kind: Kind, out: &Tensor, pack: &Pack) -> candle_core::Result<Vec<Ten
     let all = match kind {
         Kind::Encoder => out.clone(),
         // Row by row, so the whole pack at once equals each sample alone.
-        Kind::Decoder => candle_nn::ops::log_softmax(out, D::Minus1)?,
+        Kind::Decoder => super::rows::map(out, |x| candle_nn::ops::log_softmax(x, D::Minus1))?,
     };
     pack.ranges()
         .map(|r| {
@@ -117,8 +117,9 @@ impl Reference {
         if inputs.len() != self.packs.len() {
             return Err(Error::format(&model.dir, "block inputs do not match the reference's packs"));
         }
-        // Packs in parallel; the samples' terms are summed in sample order, so the
-        // result does not depend on the thread count.
+        // Packs in parallel (their element-wise ops stay on the calling thread,
+        // `rows`); the samples' terms are summed in sample order, so the result does
+        // not depend on the thread count.
         let terms = self
             .packs
             .par_iter()
