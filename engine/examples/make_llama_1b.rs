@@ -110,7 +110,7 @@ fn main() -> std::io::Result<()> {
         "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB,
         "hidden_size": HIDDEN, "intermediate_size": MLP, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM,
-        "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "rope_theta": 500_000.0, "max_position_embeddings": 2048,
         "tie_word_embeddings": true, "hidden_act": "silu", "torch_dtype": "bfloat16"
     });
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;

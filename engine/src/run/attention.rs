@@ -13,7 +13,7 @@ use super::pack::Pack;
 
 /// The attention's heads and mask.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Heads {
+pub(crate) struct Shape {
     pub heads: usize,
     /// Key/value heads; each serves `heads / kv_heads` query heads (grouped-query attention).
     pub kv_heads: usize,
@@ -31,7 +31,7 @@ pub(crate) fn attend(
     k: &Tensor,
     v: &Tensor,
     pack: &Pack,
-    h: Heads,
+    h: Shape,
 ) -> candle_core::Result<Tensor> {
     let t = pack.tokens();
     let (wq, wk) = (h.heads * h.head_dim, h.kv_heads * h.head_dim);
@@ -70,7 +70,7 @@ struct Qkv<'a> {
 }
 
 /// One sample's attention, every head, into its rows `out` (zeroed).
-fn sample(x: Qkv<'_>, rows: Range<usize>, out: &mut [f32], h: Heads) {
+fn sample(x: Qkv<'_>, rows: Range<usize>, out: &mut [f32], h: Shape) {
     let d = h.head_dim;
     let (wq, wk) = (h.heads * d, h.kv_heads * d);
     let rep = h.heads / h.kv_heads;
@@ -151,7 +151,7 @@ mod tests {
         let pack = Pack::of(&[vec![0; 3], vec![0; 2]]);
         let tensor = |x: &[f32], w: usize| Tensor::from_slice(x, (t, w), &Device::Cpu).expect("tensor");
         for causal in [false, true] {
-            let h = Heads { heads: 2, kv_heads: 1, head_dim: d, causal, window: usize::MAX };
+            let h = Shape { heads: 2, kv_heads: 1, head_dim: d, causal, window: usize::MAX };
             let got: Vec<Vec<f32>> = attend(&tensor(&q, 2 * d), &tensor(&k, d), &tensor(&v, d), &pack, h)
                 .expect("attend")
                 .to_vec2()

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use super::Hook;
-use super::attention::{Heads, attend};
+use super::attention::{Shape, attend};
 use super::pack::Pack;
 use super::rows;
 use super::weights::{Linear, Loader, show};
@@ -159,7 +159,7 @@ impl Bert {
         let eps = self.cfg.layer_norm_eps;
         show(hook, &[&l.q, &l.k, &l.v], x)?;
         let heads = self.cfg.num_attention_heads;
-        let shape = Heads {
+        let shape = Shape {
             heads,
             kv_heads: heads,
             head_dim: self.cfg.hidden_size / heads,

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::Hook;
-use super::attention::{Heads, attend};
+use super::attention::{Shape, attend};
 use super::pack::Pack;
 use super::rows;
 use super::weights::{Linear, Loader, show};
@@ -196,7 +196,7 @@ impl Decoder {
         let q = rotate(l.q.forward(h, hook)?, self.heads)?;
         let k = rotate(l.k.forward(h, hook)?, self.kv_heads)?;
         let v = l.v.forward(h, hook)?;
-        let shape = Heads {
+        let shape = Shape {
             heads: self.heads,
             kv_heads: self.kv_heads,
             head_dim: hd,
