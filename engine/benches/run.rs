@@ -1,8 +1,8 @@
 //! Running MiniLM (issue 16 targets on 2 cores): activation capture over 256
 //! sentences (≤ 5 s) and the end-to-end sensitivity of all 36 Linear layers over
 //! the same 256 sentences (≤ 30 s; each layer's run starts at its block). Skips
-//! when `sample-models/minilm` is absent. Slow per iteration: run with
-//! `cargo bench -p quantscope-engine --bench run -- --sample-size 10`.
+//! when `sample-models/minilm` is absent. Slow per iteration (10 samples each):
+//! `cargo bench -p quantscope-engine --bench run -- run/minilm --measurement-time 300`.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

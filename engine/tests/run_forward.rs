@@ -245,8 +245,9 @@ fn output_error_from_moments_equals_the_direct_sum() {
             }
         }
         assert!(noise > 0.0);
-        assert!((got.signal - signal).abs() <= 1e-9 * signal, "{} vs {signal}", got.signal);
-        assert!((got.noise - noise).abs() <= 1e-9 * noise, "{} vs {noise}", got.noise);
+        // Σxxᵀ sums each batch of tokens in f32 (docs/numerics.md, "Activation statistics").
+        assert!((got.signal - signal).abs() <= 1e-6 * signal, "{} vs {signal}", got.signal);
+        assert!((got.noise - noise).abs() <= 1e-6 * noise, "{} vs {noise}", got.noise);
     }
 }
 
@@ -277,10 +278,7 @@ fn a_run_started_at_the_layers_block_equals_the_whole_run() {
         let whole = reference.compare(&model, &one, &cancel).expect("whole run");
         let from = model.block_of(layer);
         assert_eq!(from, 1, "{layer}");
-        let inputs: Vec<Tensor> = samples
-            .iter()
-            .map(|s| model.block(0, &model.embed(s).expect("embed"), &mut NoHook).expect("block 0"))
-            .collect();
+        let inputs = reference.inputs_at(&model, 1).expect("inputs of block 1");
         let started = reference.compare_from(&model, from, &inputs, &one, &cancel).expect("from block");
         assert_eq!(whole, started, "{layer}");
         assert!(whole.cosine.map_or(0.0, |c| 1.0 - c) + whole.kl.unwrap_or(0.0) > 0.0, "{whole:?}");
@@ -362,4 +360,85 @@ fn minilm_capture_covers_every_linear_and_gives_output_sqnr() {
         let db = e.sqnr_db();
         assert!(e.exact && db.is_finite() && db > 20.0 && db < 80.0, "{layer}: {db}");
     }
+}
+
+/// Several samples packed into one forward give each sample's rows as its own run
+/// does (attention within the sample, positions restarting; a sliding window too),
+/// and the hook sees every token once, in sample order.
+#[test]
+fn a_packed_forward_equals_each_sample_alone() {
+    use quantscope_engine::run::Pack;
+    let window = llama_config(2, false).replace(r#""hidden_act""#, r#""sliding_window": 3, "hidden_act""#);
+    let cases = [
+        (BERT_CONFIG.to_string(), bert_shapes()),
+        (llama_config(2, false), llama_shapes(2, false)),
+        (window, llama_shapes(2, false)),
+    ];
+    let samples: Vec<Vec<u32>> = vec![vec![1, 7, 3, 19], vec![2, 2, 9, 31, 14, 5], vec![0], vec![4, 4, 8]];
+    for (config, shapes) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_model(dir.path(), &config, &shapes);
+        let ckpt = Checkpoint::open(dir.path()).expect("open");
+        let model = Model::load(&ckpt).expect("load");
+        let pack = Pack::of(&samples);
+        let mut seen = Keep { layer: model.linears()[0].clone(), xs: Vec::new() };
+        let packed = model.forward_pack(&pack, &mut seen).expect("packed");
+        assert_eq!(seen.xs.len(), 14);
+        for (ids, rows) in samples.iter().zip(pack.ranges()) {
+            let mut alone_in = Keep { layer: model.linears()[0].clone(), xs: Vec::new() };
+            let alone = model.forward(ids, &mut alone_in).expect("alone");
+            let d = max_rel_diff(&packed.narrow(0, rows.start, rows.len()).expect("rows"), &alone);
+            assert!(d < 1e-6, "{config}: sample {ids:?} differs by {d}");
+            assert_eq!(alone_in.xs.len(), ids.len());
+        }
+    }
+}
+
+/// Σxxᵀ summed in f64 over every token, as a reference for the capture's f32 batch sums.
+#[derive(Default)]
+struct Gram64(HashMap<String, Tensor>);
+
+impl Hook for Gram64 {
+    fn input(&mut self, layers: &[&str], x: &Tensor) -> candle_core::Result<()> {
+        let x = x.to_dtype(DType::F64)?;
+        let g = x.t()?.matmul(&x)?;
+        let key = layers[0].to_string();
+        let sum = match self.0.remove(&key) {
+            Some(acc) => acc.add(&g)?,
+            None => g,
+        };
+        self.0.insert(key, sum);
+        Ok(())
+    }
+}
+
+/// The capture sums Σxxᵀ in f32 within each batch of tokens: on MiniLM the output
+/// SQNR of every Linear layer stays within 1e-6 relative of the one from an f64 Σxxᵀ.
+#[test]
+fn minilm_output_sqnr_of_the_f32_gram_equals_f64() {
+    use quantscope_engine::run::{PACK_TOKENS, Pack};
+    let Some(dir) = minilm() else { return };
+    let ckpt = Checkpoint::open(&dir).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    let samples = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 64);
+    let ids: Vec<Vec<u32>> = samples.iter().map(|s| model.tokenize(s).expect("ids")).collect();
+    let acts = quantscope_engine::run::capture::capture_ids(&model, &ids, "test").expect("capture");
+    let mut exact = Gram64::default();
+    for (_, pack) in Pack::split(&ids, PACK_TOKENS) {
+        model.forward_pack(&pack, &mut exact).expect("forward");
+    }
+    let scheme: Scheme = "int8:channel:minmax".parse().expect("scheme");
+    let mut worst = 0f64;
+    for layer in model.linears() {
+        let site = acts.site(&layer).expect("captured");
+        let mut reference = site.clone();
+        reference.gram = Some(exact.0[&site.layers[0]].clone());
+        let (w, wq, _) = output_error::quantized_layer(&ckpt, &layer, &scheme).expect("W'");
+        let got = output_error::output_error(&w, &wq, site).expect("f32 gram").sqnr_db();
+        let want = output_error::output_error(&w, &wq, &reference).expect("f64 gram").sqnr_db();
+        assert!(got.is_finite() && got > 20.0, "{layer}: {got} dB");
+        worst = worst.max(((got - want) / want).abs());
+    }
+    eprintln!("worst relative difference of the output SQNR: {worst:e}");
+    assert!(worst <= 1e-6, "{worst}");
 }

@@ -1,13 +1,17 @@
 //! The BERT-family encoder (MiniLM, BERT, …) as transformers' `BertModel` computes
 //! it: embeddings + LayerNorm, then per layer self-attention, LayerNorm, GELU MLP,
-//! LayerNorm. One sample at a time, so there is no attention mask.
+//! LayerNorm. Samples are packed ([`Pack`]): attention stays within each sample
+//! and positions restart at each, so there is no padding and no mask.
 
 use std::path::Path;
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use super::Hook;
+use super::attention::{Shape, attend};
+use super::pack::Pack;
+use super::rows;
 use super::weights::{Linear, Loader, show};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -114,18 +118,18 @@ impl Bert {
             .map(|x| &x.w)
     }
 
-    /// Embeddings + LayerNorm of one sample: the input of block 0, `[tokens, hidden]`.
-    pub(crate) fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        let t = ids.len();
+    /// Embeddings + LayerNorm of a pack: the input of block 0, `[tokens, hidden]`.
+    pub(crate) fn embed(&self, pack: &Pack) -> candle_core::Result<Tensor> {
+        let t = pack.longest();
         if t > self.cfg.max_position_embeddings {
             candle_core::bail!("{t} tokens, the model takes at most {}", self.cfg.max_position_embeddings);
         }
-        let ids = Tensor::new(ids, &Device::Cpu)?;
+        let ids = Tensor::new(pack.ids(), &Device::Cpu)?;
         let words = self.words.index_select(&ids, 0)?;
         // Token type 0 throughout: one segment per sample.
         let types = self.types.narrow(0, 0, 1)?;
-        let pos = self.positions.narrow(0, 0, t)?;
-        let emb = words.broadcast_add(&types)?.add(&pos)?;
+        let pos = self.positions.index_select(&Tensor::new(pack.positions(), &Device::Cpu)?, 0)?;
+        let emb = rows::add(&rows::zip(&words, &types, Tensor::broadcast_add)?, &pos)?;
         self.emb_norm.forward(&emb, self.cfg.layer_norm_eps)
     }
 
@@ -133,9 +137,15 @@ impl Bert {
         self.layers.len()
     }
 
-    /// Encoder layer `i` applied to its input.
-    pub(crate) fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
-        self.layer(&self.layers[i], x, hook)
+    /// Encoder layer `i` applied to its input (the pack's tokens).
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        pack: &Pack,
+        hook: &mut dyn Hook,
+    ) -> candle_core::Result<Tensor> {
+        self.layer(&self.layers[i], x, pack, hook)
     }
 
     /// The encoder layer holding a Linear layer.
@@ -145,35 +155,30 @@ impl Bert {
             .position(|l| [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down].iter().any(|x| x.name == name))
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+    fn layer(&self, l: &Layer, x: &Tensor, pack: &Pack, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
         let eps = self.cfg.layer_norm_eps;
         show(hook, &[&l.q, &l.k, &l.v], x)?;
-        let ctx = self.attention(l, x, hook)?;
+        let heads = self.cfg.num_attention_heads;
+        let shape = Shape {
+            heads,
+            kv_heads: heads,
+            head_dim: self.cfg.hidden_size / heads,
+            causal: false,
+            window: usize::MAX,
+        };
+        let ctx =
+            attend(&l.q.forward(x, hook)?, &l.k.forward(x, hook)?, &l.v.forward(x, hook)?, pack, shape)?;
         show(hook, &[&l.o], &ctx)?;
-        let a = l.attn_norm.forward(&l.o.forward(&ctx, hook)?.add(x)?, eps)?;
+        let a = l.attn_norm.forward(&rows::add(&l.o.forward(&ctx, hook)?, x)?, eps)?;
         show(hook, &[&l.up], &a)?;
         let up = l.up.forward(&a, hook)?;
         let act = match self.cfg.hidden_act.as_str() {
-            "relu" => up.relu()?,
-            "gelu_new" => up.gelu()?,
-            _ => up.gelu_erf()?,
+            "relu" => rows::map(&up, Tensor::relu)?,
+            "gelu_new" => rows::map(&up, Tensor::gelu)?,
+            _ => rows::map(&up, Tensor::gelu_erf)?,
         };
         show(hook, &[&l.down], &act)?;
-        l.out_norm.forward(&l.down.forward(&act, hook)?.add(&a)?, eps)
-    }
-
-    /// Multi-head self-attention over one sample, `[tokens, hidden]` in and out.
-    fn attention(&self, l: &Layer, x: &Tensor, hook: &dyn Hook) -> candle_core::Result<Tensor> {
-        let (t, h) = x.dims2()?;
-        let heads = self.cfg.num_attention_heads;
-        let hd = h / heads;
-        let split = |y: Tensor| y.reshape((t, heads, hd))?.transpose(0, 1)?.contiguous();
-        let q = split(l.q.forward(x, hook)?)?;
-        let k = split(l.k.forward(x, hook)?)?;
-        let v = split(l.v.forward(x, hook)?)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        probs.matmul(&v)?.transpose(0, 1)?.contiguous()?.reshape((t, h))
+        l.out_norm.forward(&rows::add(&l.down.forward(&act, hook)?, &a)?, eps)
     }
 }
 

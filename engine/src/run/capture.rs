@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Hook, Model};
+use super::{Hook, Model, PACK_TOKENS, Pack};
 use crate::analyze::Histogram;
 use crate::error::{Error, Result};
 
@@ -21,8 +21,10 @@ pub const GRAM_MAX: usize = 4096;
 pub const BINS: usize = 2048;
 /// Values of the kept token sample per input (whole tokens, so about this many).
 pub const SAMPLE_VALUES: usize = 1 << 19;
-/// Tokens gathered before one Σxxᵀ update.
+/// Tokens gathered before one Σxxᵀ update (summed in f32 within it, in f64 across).
 const GRAM_BATCH: usize = 512;
+/// Rows of Σxxᵀ per matmul of the one-triangle update.
+const GRAM_BLOCK: usize = 256;
 
 /// A histogram over [−r, r] whose r doubles (merging bin pairs) when a value
 /// falls outside, so one pass needs no range in advance.
@@ -118,8 +120,10 @@ pub struct SiteStats {
     pub sample: Vec<f32>,
     seen_rows: u64,
     rng: SmallRng,
-    /// Tokens (f64, row-major) not yet in `gram`.
-    pending: Vec<f64>,
+    /// Tokens (row-major) not yet in `sums`.
+    pending: Vec<f32>,
+    /// Σxxᵀ so far (f64, `[in, in]`), upper block triangle only until [`Self::flush`].
+    sums: Vec<f64>,
 }
 
 /// The statistics [`SiteStats`] is rebuilt from (a saved capture).
@@ -153,6 +157,7 @@ impl SiteStats {
             seen_rows,
             rng: SmallRng::seed_from_u64(0x5eed),
             pending: Vec::new(),
+            sums: Vec::new(),
         }
     }
 
@@ -171,6 +176,7 @@ impl SiteStats {
             seen_rows: 0,
             rng: SmallRng::seed_from_u64(0x5eed),
             pending: Vec::new(),
+            sums: Vec::new(),
         }
     }
 
@@ -198,27 +204,59 @@ impl SiteStats {
         if n <= GRAM_MAX {
             // Σxxᵀ is updated once per GRAM_BATCH tokens: a sample's few tokens would
             // make each update an n×n read-modify-write for little arithmetic.
-            self.pending.extend(values.iter().map(|&v| f64::from(v)));
+            self.pending.extend_from_slice(&values);
             if self.pending.len() >= GRAM_BATCH * n {
-                self.flush()?;
+                self.fold()?;
             }
         }
         Ok(())
     }
 
-    /// Folds the tokens waiting for the Σxxᵀ update into it (done at the end of a capture).
-    fn flush(&mut self) -> candle_core::Result<()> {
+    /// Adds the waiting tokens' xᵀx into the f64 sums: one f32 matmul per block of
+    /// rows, each from the diagonal rightwards (Σxxᵀ is symmetric: the lower
+    /// triangle is mirrored once, in [`Self::flush`]). f32 sums over at most
+    /// GRAM_BATCH tokens, then f64 (docs/numerics.md, "Activation statistics").
+    fn fold(&mut self) -> candle_core::Result<()> {
         let n = self.in_features;
         if self.pending.is_empty() || n == 0 {
             return Ok(());
         }
         let rows = self.pending.len() / n;
-        let x64 = Tensor::from_vec(std::mem::take(&mut self.pending), (rows, n), &candle_core::Device::Cpu)?;
-        let g = x64.t()?.matmul(&x64)?;
-        self.gram = Some(match self.gram.take() {
-            Some(acc) => acc.add(&g)?,
-            None => g,
-        });
+        let x = Tensor::from_vec(std::mem::take(&mut self.pending), (rows, n), &candle_core::Device::Cpu)?;
+        if self.sums.is_empty() {
+            // After a flush the sums live in `gram` (one copy in memory, not two).
+            self.sums = match self.gram.take() {
+                Some(g) => g.flatten_all()?.to_vec1()?,
+                None => vec![0.0; n * n],
+            };
+        }
+        for r0 in (0..n).step_by(GRAM_BLOCK) {
+            let b = GRAM_BLOCK.min(n - r0);
+            let part = x.narrow(1, r0, b)?.t()?.matmul(&x.narrow(1, r0, n - r0)?)?;
+            for (i, row) in part.to_vec2::<f32>()?.iter().enumerate() {
+                let acc = &mut self.sums[(r0 + i) * n + r0..(r0 + i + 1) * n];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += f64::from(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds the tokens waiting for the Σxxᵀ update into it and sets `gram` (done at the end of a capture).
+    fn flush(&mut self) -> candle_core::Result<()> {
+        self.fold()?;
+        let n = self.in_features;
+        if self.sums.is_empty() {
+            return Ok(());
+        }
+        let mut g = std::mem::take(&mut self.sums);
+        for r in 0..n {
+            for c in 0..r {
+                g[r * n + c] = g[c * n + r];
+            }
+        }
+        self.gram = Some(Tensor::from_vec(g, (n, n), &candle_core::Device::Cpu)?);
         Ok(())
     }
 
@@ -317,15 +355,17 @@ fn capture_with(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Activations> {
     let mut hook = Capture { acts: Activations { source: source.to_string(), ..Activations::default() } };
-    for (i, sample) in ids.iter().enumerate() {
+    // Samples run packed (each alone, as one large forward); the statistics see
+    // every token in sample order, as if the samples had run one by one.
+    for (samples, pack) in Pack::split(ids, PACK_TOKENS) {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        model.forward(sample, &mut hook)?;
-        hook.acts.samples += 1;
-        hook.acts.tokens += sample.len() as u64;
-        hook.acts.ids.push(sample.clone());
-        progress(i + 1);
+        model.forward_pack(&pack, &mut hook)?;
+        hook.acts.samples += samples.len();
+        hook.acts.tokens += pack.tokens() as u64;
+        hook.acts.ids.extend_from_slice(&ids[samples.clone()]);
+        progress(samples.end);
     }
     for s in &mut hook.acts.sites {
         s.flush().map_err(|e| model.error(&e))?;
@@ -336,6 +376,18 @@ fn capture_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A site of `n` inputs fed two tokens; its Σxxᵀ entries (0, n−1) and (n−1, 0).
+    fn site_of_width(n: usize) -> (f64, f64) {
+        let x: Vec<f32> = (0..2 * n).map(|i| (i % 7) as f32 + 1.0).collect();
+        let mut s = SiteStats::new(&["w"], n);
+        s.add(&Tensor::from_slice(&x, (2, n), &candle_core::Device::Cpu).expect("tensor")).expect("add");
+        s.flush().expect("flush");
+        let g: Vec<Vec<f64>> = s.gram.as_ref().expect("gram").to_vec2().expect("vec2");
+        let direct = f64::from(x[0] * x[n - 1] + x[n] * x[2 * n - 1]);
+        assert_eq!(g[0][n - 1], direct);
+        (g[0][n - 1], g[n - 1][0])
+    }
 
     #[test]
     fn growing_histogram_keeps_every_count_and_the_range() {
@@ -366,7 +418,12 @@ mod tests {
         let direct: f64 = data.iter().skip(1).step_by(n).map(|&v| f64::from(v) * f64::from(v)).sum();
         assert!((s.sum_sq[1] - direct).abs() <= 1e-9 * direct);
         let g: Vec<Vec<f64>> = s.gram.as_ref().expect("gram").to_vec2().expect("vec2");
-        assert!((g[1][1] - direct).abs() <= 1e-9 * direct);
+        // Σxxᵀ sums each batch of tokens in f32 (docs/numerics.md): ≈ 1e-7 relative here.
+        assert!((g[1][1] - direct).abs() <= 1e-6 * direct, "{} vs {direct}", g[1][1]);
+        // Exactly symmetric, also across GRAM_BLOCK (the lower triangle is mirrored).
+        assert_eq!(g[0][3], g[3][0]);
+        let (upper, lower) = site_of_width(GRAM_BLOCK + 44);
+        assert!(upper > 0.0 && upper == lower);
         assert_eq!(s.absmax[0], data.iter().step_by(n).fold(0f32, |m, v| m.max(v.abs())));
     }
 }

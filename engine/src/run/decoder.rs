@@ -1,7 +1,9 @@
 //! The Llama / Qwen2 / Mistral decoder as transformers computes it: RMSNorm,
 //! rotary self-attention with grouped key/value heads and a causal mask, SwiGLU
 //! MLP, final norm and `lm_head` (tied to the embeddings when the checkpoint has
-//! none). Qwen2's q/k/v biases are read when stored.
+//! none). Qwen2's q/k/v biases are read when stored. Samples are packed
+//! ([`Pack`]): attention stays within each sample and rotary positions restart at
+//! each, so a pack computes what each sample alone would.
 
 use std::path::Path;
 
@@ -9,6 +11,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::Hook;
+use super::attention::{Shape, attend};
+use super::pack::Pack;
+use super::rows;
 use super::weights::{Linear, Loader, show};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -140,9 +145,9 @@ impl Decoder {
         self.all().find(|x| x.name == name).map(|x| &x.w)
     }
 
-    /// The token embeddings of one sample: the input of block 0.
-    pub(crate) fn embed(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        self.embed.index_select(&Tensor::new(ids, &Device::Cpu)?, 0)
+    /// The token embeddings of a pack: the input of block 0.
+    pub(crate) fn embed(&self, pack: &Pack) -> candle_core::Result<Tensor> {
+        self.embed.index_select(&Tensor::new(pack.ids(), &Device::Cpu)?, 0)
     }
 
     pub(crate) fn blocks(&self) -> usize {
@@ -157,23 +162,29 @@ impl Decoder {
     }
 
     /// Decoder layer `i` applied to the residual stream `x` `[tokens, hidden]`.
-    pub(crate) fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        pack: &Pack,
+        hook: &mut dyn Hook,
+    ) -> candle_core::Result<Tensor> {
         let l = &self.layers[i];
-        let t = x.dim(0)?;
         // Recomputed per block (cheap next to the matmuls) so that a run can start at any block.
-        let (cos, sin) = self.rotary(t)?;
-        let mask = self.mask(t)?;
+        let (cos, sin) = self.rotary(pack)?;
         let eps = self.cfg.rms_norm_eps as f32;
         let h = candle_nn::ops::rms_norm(x, &l.in_norm, eps)?;
         show(hook, &[&l.q, &l.k, &l.v], &h)?;
-        let ctx = self.attention(l, &h, &cos, &sin, &mask, hook)?;
+        let ctx = self.attention(l, &h, pack, &cos, &sin, hook)?;
         show(hook, &[&l.o], &ctx)?;
-        let x = x.add(&l.o.forward(&ctx, hook)?)?;
+        let x = rows::add(x, &l.o.forward(&ctx, hook)?)?;
         let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
         show(hook, &[&l.gate, &l.up], &h)?;
-        let m = candle_nn::ops::silu(&l.gate.forward(&h, hook)?)?.mul(&l.up.forward(&h, hook)?)?;
+        let m = rows::zip(&l.gate.forward(&h, hook)?, &l.up.forward(&h, hook)?, |g, u| {
+            candle_nn::ops::silu(g)?.mul(u)
+        })?;
         show(hook, &[&l.down], &m)?;
-        x.add(&l.down.forward(&m, hook)?)
+        rows::add(&x, &l.down.forward(&m, hook)?)
     }
 
     /// After the last block: final RMSNorm and `lm_head`, the next-token logits `[tokens, vocab]`.
@@ -187,51 +198,37 @@ impl Decoder {
         &self,
         l: &Layer,
         h: &Tensor,
+        pack: &Pack,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
         hook: &dyn Hook,
     ) -> candle_core::Result<Tensor> {
         let t = h.dim(0)?;
         let hd = self.head_dim;
-        // [tokens, heads·hd] → [1, heads, tokens, hd], the layout rope() takes.
-        let split = |y: Tensor, n: usize| y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous();
-        let q = candle_nn::rotary_emb::rope(&split(l.q.forward(h, hook)?, self.heads)?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&split(l.k.forward(h, hook)?, self.kv_heads)?, cos, sin)?;
-        let v = split(l.v.forward(h, hook)?, self.kv_heads)?;
-        let rep = self.heads / self.kv_heads;
-        let k = repeat_kv(&k, rep)?;
-        let v = repeat_kv(&v, rep)?;
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((t, self.heads * hd))
+        // [tokens, heads·hd] viewed as [1, tokens, heads, hd], the layout rope_thd() takes.
+        let rotate = |y: Tensor, n: usize| {
+            candle_nn::rotary_emb::rope_thd(&y.reshape((1, t, n, hd))?, cos, sin)?.reshape((t, n * hd))
+        };
+        let q = rotate(l.q.forward(h, hook)?, self.heads)?;
+        let k = rotate(l.k.forward(h, hook)?, self.kv_heads)?;
+        let v = l.v.forward(h, hook)?;
+        let shape = Shape {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: hd,
+            causal: true,
+            window: self.cfg.window(),
+        };
+        attend(&q, &k, &v, pack, shape)
     }
 
-    /// cos and sin of every position × frequency, `[tokens, hd/2]`.
-    fn rotary(&self, t: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    /// cos and sin of every token's position (within its sample) × frequency, `[tokens, hd/2]`.
+    fn rotary(&self, pack: &Pack) -> candle_core::Result<(Tensor, Tensor)> {
         let inv = Tensor::new(self.inv_freq.as_slice(), &Device::Cpu)?;
-        let pos = Tensor::arange(0u32, t as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let pos = Tensor::new(pack.positions(), &Device::Cpu)?.to_dtype(DType::F32)?;
         let angles = pos.unsqueeze(1)?.broadcast_mul(&inv.unsqueeze(0)?)?;
         Ok((angles.cos()?, angles.sin()?))
     }
-
-    /// 0 where a token may attend, −∞ above the diagonal (and beyond a sliding window).
-    fn mask(&self, t: usize) -> candle_core::Result<Tensor> {
-        let window = self.cfg.window();
-        let m: Vec<f32> = (0..t)
-            .flat_map(|i| (0..t).map(move |j| if j > i || i - j >= window { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        Tensor::from_vec(m, (t, t), &Device::Cpu)
-    }
-}
-
-/// Each key/value head repeated `rep` times, as transformers' `repeat_kv`.
-fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, n, t, d) = x.dims4()?;
-    x.unsqueeze(2)?.expand((b, n, rep, t, d))?.reshape((b, n * rep, t, d))
 }
 
 /// 1/θ^(2i/d); with `rope_scaling` of type `llama3`, transformers' frequency

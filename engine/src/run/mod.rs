@@ -13,11 +13,14 @@
 //! feature keeps working without a forward.
 
 pub mod act_quant;
+mod attention;
 pub mod bert;
 pub mod capture;
 pub mod decoder;
 pub mod inputs;
 pub mod output_error;
+pub mod pack;
+mod rows;
 pub mod sensitivity;
 pub mod store;
 mod weights;
@@ -31,6 +34,7 @@ use crate::error::{Error, Result};
 
 pub use capture::{Activations, SiteStats, capture};
 pub use inputs::{BUILTIN_TEXT, read_samples};
+pub use pack::{PACK_TOKENS, Pack};
 
 /// At most this many tokens per sample (docs/numerics.md, "Running the model").
 pub const MAX_TOKENS: usize = 128;
@@ -143,15 +147,21 @@ impl Model {
     /// One sample through the model: the last hidden state (encoders) or the
     /// logits (decoders), `[tokens, ·]`.
     pub fn forward(&self, ids: &[u32], hook: &mut dyn Hook) -> Result<Tensor> {
-        let x = self.embed(ids)?;
-        self.forward_from(0, &x, hook)
+        self.forward_pack(&Pack::one(ids), hook)
     }
 
-    /// The input of block 0 for one sample (the embeddings).
-    pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+    /// Every sample of `pack` through the model at once (each alone, as
+    /// [`Self::forward`] would run it): its rows are the samples' tokens in order.
+    pub fn forward_pack(&self, pack: &Pack, hook: &mut dyn Hook) -> Result<Tensor> {
+        let x = self.embed(pack)?;
+        self.forward_from(0, &x, pack, hook)
+    }
+
+    /// The input of block 0 for a pack (the embeddings).
+    pub fn embed(&self, pack: &Pack) -> Result<Tensor> {
         let x = match &self.net {
-            Net::Bert(m) => m.embed(ids),
-            Net::Decoder(m) => m.embed(ids),
+            Net::Bert(m) => m.embed(pack),
+            Net::Decoder(m) => m.embed(pack),
         };
         x.map_err(|e| self.error(&e))
     }
@@ -174,20 +184,20 @@ impl Model {
         b.unwrap_or_else(|| self.blocks())
     }
 
-    /// Block `i` applied to its input `x`.
-    pub fn block(&self, i: usize, x: &Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
+    /// Block `i` applied to `x`, the pack's input of that block.
+    pub fn block(&self, i: usize, x: &Tensor, pack: &Pack, hook: &mut dyn Hook) -> Result<Tensor> {
         let y = match &self.net {
-            Net::Bert(m) => m.block(i, x, hook),
-            Net::Decoder(m) => m.block(i, x, hook),
+            Net::Bert(m) => m.block(i, x, pack, hook),
+            Net::Decoder(m) => m.block(i, x, pack, hook),
         };
         y.map_err(|e| self.error(&e))
     }
 
-    /// The rest of the forward from `x`, the input of block `from`: the model's output.
-    pub fn forward_from(&self, from: usize, x: &Tensor, hook: &mut dyn Hook) -> Result<Tensor> {
+    /// The rest of the forward from `x`, the pack's input of block `from`: the model's output.
+    pub fn forward_from(&self, from: usize, x: &Tensor, pack: &Pack, hook: &mut dyn Hook) -> Result<Tensor> {
         let mut x = x.clone();
         for i in from..self.blocks() {
-            x = self.block(i, &x, hook)?;
+            x = self.block(i, &x, pack, hook)?;
         }
         match &self.net {
             Net::Bert(_) => Ok(x),

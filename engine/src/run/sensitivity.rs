@@ -5,16 +5,17 @@
 //! decoders: KL of the next-token distribution.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, Device, Tensor};
-use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{Hook, Kind, Model, NoHook};
+use super::{Hook, Kind, Model, NoHook, PACK_TOKENS, Pack};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::scheme::Scheme;
+use rayon::prelude::*;
 
 /// How far the quantized model's output is from the float model's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -31,6 +32,8 @@ pub struct EndToEnd {
 pub struct Reference {
     kind: Kind,
     ids: Vec<Vec<u32>>,
+    /// The samples packed for the runs, each pack with its range of sample indices.
+    packs: Vec<(Range<usize>, Pack)>,
     /// Per sample: the pooled embedding `[hidden]` (encoders) or log-probabilities `[tokens, vocab]`.
     outputs: Vec<Tensor>,
 }
@@ -44,22 +47,35 @@ impl Hook for Swap<'_> {
     }
 }
 
-fn measure(kind: Kind, out: &Tensor) -> candle_core::Result<Tensor> {
-    match kind {
-        Kind::Encoder => out.mean(0),
-        Kind::Decoder => candle_nn::ops::log_softmax(out, D::Minus1),
-    }
+/// What is compared of each sample of a pack's output: the mean over its tokens
+/// (encoders) or its tokens' log-probabilities (decoders).
+fn measure(kind: Kind, out: &Tensor, pack: &Pack) -> candle_core::Result<Vec<Tensor>> {
+    let all = match kind {
+        Kind::Encoder => out.clone(),
+        // Row by row, so the whole pack at once equals each sample alone.
+        Kind::Decoder => super::rows::map(out, |x| candle_nn::ops::log_softmax(x, D::Minus1))?,
+    };
+    pack.ranges()
+        .map(|r| {
+            let rows = all.narrow(0, r.start, r.len())?;
+            match kind {
+                Kind::Encoder => rows.mean(0),
+                Kind::Decoder => Ok(rows),
+            }
+        })
+        .collect()
 }
 
 impl Reference {
     /// Runs the float model over `ids` once.
     pub fn new(model: &Model, ids: Vec<Vec<u32>>) -> Result<Self> {
         let kind = model.kind();
-        let outputs = ids
+        let packs = Pack::split(&ids, PACK_TOKENS);
+        let outputs: Vec<Vec<Tensor>> = packs
             .par_iter()
-            .map(|s| measure(kind, &model.forward(s, &mut NoHook)?).map_err(|e| model.error(&e)))
+            .map(|(_, p)| measure(kind, &model.forward_pack(p, &mut NoHook)?, p).map_err(|e| model.error(&e)))
             .collect::<Result<_>>()?;
-        Ok(Self { kind, ids, outputs })
+        Ok(Self { kind, ids, packs, outputs: outputs.into_iter().flatten().collect() })
     }
 
     pub fn samples(&self) -> usize {
@@ -70,6 +86,13 @@ impl Reference {
         self.ids.iter().map(Vec::len).sum()
     }
 
+    /// The float input of block `block` for each of the runs' packs (what
+    /// [`Self::compare_from`] takes).
+    pub fn inputs_at(&self, model: &Model, block: usize) -> Result<Vec<Tensor>> {
+        let mut starts = BlockInputs::new(model, self)?;
+        Ok(starts.seek(model, self, block)?.to_vec())
+    }
+
     /// The output change with `weights` (layer → W′) in place of the float ones.
     pub fn compare(
         &self,
@@ -77,12 +100,12 @@ impl Reference {
         weights: &HashMap<String, Tensor>,
         cancel: &AtomicBool,
     ) -> Result<EndToEnd> {
-        let inputs = self.ids.par_iter().map(|s| model.embed(s)).collect::<Result<Vec<_>>>()?;
+        let inputs = self.packs.par_iter().map(|(_, p)| model.embed(p)).collect::<Result<Vec<_>>>()?;
         self.compare_from(model, 0, &inputs, weights, cancel)
     }
 
     /// [`Self::compare`] when every swapped layer lies in block `from` or later:
-    /// the run starts from `inputs`, each sample's float input of that block.
+    /// the run starts from `inputs`, each pack's float input of that block ([`Self::inputs_at`]).
     pub fn compare_from(
         &self,
         model: &Model,
@@ -91,23 +114,33 @@ impl Reference {
         weights: &HashMap<String, Tensor>,
         cancel: &AtomicBool,
     ) -> Result<EndToEnd> {
-        // Samples in parallel; their terms are summed in sample order, so the result
-        // does not depend on the thread count.
+        if inputs.len() != self.packs.len() {
+            return Err(Error::format(&model.dir, "block inputs do not match the reference's packs"));
+        }
+        // Packs in parallel (their element-wise ops stay on the calling thread,
+        // `rows`); the samples' terms are summed in sample order, so the result does
+        // not depend on the thread count.
         let terms = self
-            .ids
+            .packs
             .par_iter()
-            .zip(self.outputs.par_iter())
             .zip(inputs.par_iter())
-            .map(|((ids, reference), x)| {
+            .map(|((samples, pack), x)| {
                 if cancel.load(Ordering::Relaxed) {
                     return Err(Error::Cancelled);
                 }
-                let out = model.forward_from(from, x, &mut Swap(weights))?;
-                let q = measure(self.kind, &out).map_err(|e| model.error(&e))?;
-                Ok(self.terms(&to_f64(reference, model)?, &to_f64(&q, model)?, ids.len()))
+                let out = model.forward_from(from, x, pack, &mut Swap(weights))?;
+                let q = measure(self.kind, &out, pack).map_err(|e| model.error(&e))?;
+                samples
+                    .clone()
+                    .zip(q)
+                    .map(|(i, q)| {
+                        let (a, b) = (to_f64(&self.outputs[i], model)?, to_f64(&q, model)?);
+                        Ok(self.terms(&a, &b, self.ids[i].len()))
+                    })
+                    .collect::<Result<Vec<Terms>>>()
             })
-            .collect::<Result<Vec<Terms>>>()?;
-        let t = terms.iter().fold(Terms::default(), |a, b| Terms {
+            .collect::<Result<Vec<Vec<Terms>>>>()?;
+        let t = terms.iter().flatten().fold(Terms::default(), |a, b| Terms {
             cos: a.cos + b.cos,
             sq: a.sq + b.sq,
             dims: a.dims + b.dims,
@@ -159,7 +192,7 @@ struct Terms {
     tokens: usize,
 }
 
-/// Each sample's float input of one block, advanced block by block as the
+/// Each pack's float input of one block, advanced block by block as the
 /// layers are visited in forward order (memory: one block's inputs).
 struct BlockInputs {
     at: usize,
@@ -167,19 +200,23 @@ struct BlockInputs {
 }
 
 impl BlockInputs {
-    fn new(model: &Model, ids: &[Vec<u32>]) -> Result<Self> {
-        Ok(Self { at: 0, inputs: ids.iter().map(|s| model.embed(s)).collect::<Result<_>>()? })
+    fn new(model: &Model, r: &Reference) -> Result<Self> {
+        Ok(Self { at: 0, inputs: r.packs.par_iter().map(|(_, p)| model.embed(p)).collect::<Result<_>>()? })
     }
 
     /// The inputs of block `to` (from the embeddings again if `to` lies behind).
-    fn seek(&mut self, model: &Model, ids: &[Vec<u32>], to: usize) -> Result<&[Tensor]> {
+    fn seek(&mut self, model: &Model, r: &Reference, to: usize) -> Result<&[Tensor]> {
         if to < self.at {
-            *self = Self::new(model, ids)?;
+            *self = Self::new(model, r)?;
         }
         while self.at < to.min(model.blocks()) {
             let b = self.at;
-            self.inputs =
-                self.inputs.par_iter().map(|x| model.block(b, x, &mut NoHook)).collect::<Result<_>>()?;
+            self.inputs = r
+                .packs
+                .par_iter()
+                .zip(self.inputs.par_iter())
+                .map(|((_, p), x)| model.block(b, x, p, &mut NoHook))
+                .collect::<Result<_>>()?;
             self.at += 1;
         }
         Ok(&self.inputs)
@@ -247,7 +284,7 @@ impl Job<'_> {
         let total = layers.len() + 1;
         let mut rows = Vec::with_capacity(layers.len());
         let mut all = HashMap::new();
-        let mut starts = BlockInputs::new(model, &reference.ids)?;
+        let mut starts = BlockInputs::new(model, reference)?;
         for (i, name) in layers.iter().enumerate() {
             // One quantization gives W′, the weight metrics and the output error.
             let (w, wq, metrics) = super::output_error::quantized_layer(ckpt, name, scheme)?;
@@ -261,7 +298,7 @@ impl Job<'_> {
             let one = HashMap::from([(name.clone(), wq.clone())]);
             // The float run up to this layer's block is the same for every layer: start there.
             let from = model.block_of(name);
-            let inputs = starts.seek(model, &reference.ids, from)?;
+            let inputs = starts.seek(model, reference, from)?;
             let end_to_end = reference.compare_from(model, from, inputs, &one, cancel)?;
             all.insert(name.clone(), wq);
             rows.push(LayerRow {

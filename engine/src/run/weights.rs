@@ -79,7 +79,11 @@ impl Linear {
     /// already shown to the hook by the caller (once for layers sharing it).
     pub fn forward(&self, x: &Tensor, hook: &dyn Hook) -> candle_core::Result<Tensor> {
         let w = hook.weight(&self.name).unwrap_or(&self.w);
-        candle_nn::Linear::new(w.clone(), self.b.clone()).forward(x)
+        let y = candle_nn::Linear::new(w.clone(), None).forward(x)?;
+        match &self.b {
+            Some(b) => super::rows::zip(&y, b, Tensor::broadcast_add),
+            None => Ok(y),
+        }
     }
 }
 
