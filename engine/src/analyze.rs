@@ -174,6 +174,13 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
             analyze_with(f, self.0, self.1, self.2, self.3)
         }
     }
+    check_input(values, shape, scheme)?;
+    dispatch_in(scheme.format, opts.work, Run(values, shape, scheme, opts))?
+}
+
+/// A valid scheme, and as many values as `shape` holds: what every analysis
+/// checks before it runs.
+pub(crate) fn check_input(values: &[f32], shape: &[usize], scheme: &Scheme) -> Result<()> {
     scheme.validate()?;
     let numel: usize = shape.iter().product();
     if numel != values.len() {
@@ -182,7 +189,7 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
             values.len()
         )));
     }
-    dispatch_in(scheme.format, opts.work, Run(values, shape, scheme, opts))?
+    Ok(())
 }
 
 /// The per-tensor clip range every automatic calibration picks for `values`

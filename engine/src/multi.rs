@@ -16,9 +16,9 @@
 
 use rayon::prelude::*;
 
-use crate::analyze::{Options, analyze, resolve_for, with_global_from};
+use crate::analyze::{Options, analyze, check_input, resolve_for, with_global_from};
 use crate::calibrate::{slice_params, slice_range};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums, error_sums_with_stats};
 use crate::scheme::{Calibration, Granularity, Mapping, Scheme};
@@ -126,20 +126,13 @@ fn plan(values: &[f32], shape: &[usize], work: WorkDtype, scheme: Scheme, amax: 
         type Out = ();
         fn run<F: NumberFormat>(self, _f: F) {}
     }
-    scheme.validate()?;
-    let numel: usize = shape.iter().product();
-    if numel != values.len() {
-        return Err(Error::Scheme(format!(
-            "shape {shape:?} holds {numel} elements but {} were given",
-            values.len()
-        )));
-    }
+    check_input(values, shape, &scheme)?;
     dispatch_in(scheme.format, work, Check)?;
     let (granularity, fallback) = resolve_for(shape, &scheme)?;
     let route = if granularity == Granularity::Tensor {
         Route::Tensor
     } else {
-        match layout(shape, granularity, numel) {
+        match layout(shape, granularity, values.len()) {
             Layout::Rows { group, .. } => Route::Rows { group },
             Layout::Strided { .. } | Layout::Blocks { .. } => Route::Alone,
         }

@@ -74,10 +74,7 @@ mod tests {
             assert_eq!(x, y);
         };
         same(add(&a, &b).expect("add"), a.add(&b).expect("whole"));
-        same(
-            zip(&a, &bias, Tensor::broadcast_add).expect("bias"),
-            a.broadcast_add(&bias).expect("whole"),
-        );
+        same(zip(&a, &bias, Tensor::broadcast_add).expect("bias"), a.broadcast_add(&bias).expect("whole"));
         same(map(&b, Tensor::gelu_erf).expect("gelu"), b.gelu_erf().expect("whole"));
     }
 }
