@@ -288,18 +288,8 @@ fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
 /// the data section, after a U8 tensor: pad 1 leaves the F32 data unaligned.
 fn f32_file_at(path: &std::path::Path, values: &[f32], rows: usize, cols: usize, pad: usize) {
     let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut header = format!(
-        r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"F32","shape":[{rows},{cols}],"data_offsets":[{pad},{}]}}}}"#,
-        pad + data.len()
-    );
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut v = (header.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(header.as_bytes());
-    v.extend(std::iter::repeat_n(0u8, pad));
-    v.extend_from_slice(&data);
-    std::fs::write(path, v).unwrap();
+    std::fs::write(path, quantscope_engine::checkpoint::padded_file("F32", &[rows, cols], &data, pad))
+        .unwrap();
 }
 
 #[test]

@@ -192,21 +192,9 @@ fn benches(c: &mut Criterion) {
     sweeps(c, &values);
 }
 
-/// A one-tensor safetensors file whose data starts `pad` bytes into the data
-/// section (after a U8 tensor): pad 1 leaves F32 data unaligned, which is legal.
+/// The 4096² tensor stored `pad` bytes into the data section (pad 1: unaligned F32).
 fn file_with(dtype: &str, data: &[u8], pad: usize) -> Vec<u8> {
-    let mut header = format!(
-        r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{ROWS},{COLS}],"data_offsets":[{pad},{}]}}}}"#,
-        pad + data.len()
-    );
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut v = (header.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(header.as_bytes());
-    v.extend(std::iter::repeat_n(0u8, pad));
-    v.extend_from_slice(data);
-    v
+    quantscope_engine::checkpoint::padded_file(dtype, &[ROWS, COLS], data, pad)
 }
 
 /// The single-tensor path (`report`, `analyze_stored`) on one stored 4096² tensor:

@@ -833,23 +833,6 @@ mod tests {
         }
     }
 
-    /// A file holding `[rows, cols]` tensor `w` whose data starts `pad` bytes into
-    /// the data section (after a U8 tensor `p`): pad 1..3 leaves F32 unaligned.
-    fn file_with(dtype: &str, data: &[u8], rows: usize, cols: usize, pad: usize) -> Vec<u8> {
-        let mut header = format!(
-            r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{rows},{cols}],"data_offsets":[{pad},{}]}}}}"#,
-            pad + data.len()
-        );
-        while header.len() % 8 != 0 {
-            header.push(' ');
-        }
-        let mut v = (header.len() as u64).to_le_bytes().to_vec();
-        v.extend_from_slice(header.as_bytes());
-        v.extend(std::iter::repeat_n(0u8, pad));
-        v.extend_from_slice(data);
-        v
-    }
-
     #[test]
     fn stored_tensors_at_any_alignment_equal_the_decoded_analysis() {
         // More than one PAR_CHUNK, so per-tensor schemes stream in several chunks.
@@ -878,8 +861,11 @@ mod tests {
             let data = crate::decode::encode(dtype, &v).unwrap();
             let decoded = crate::decode::decode(dtype, &data).unwrap();
             for pad in [4, 1, 2, 3] {
-                let ckpt =
-                    Checkpoint::from_bytes("t.safetensors", file_with(name, &data, rows, cols, pad)).unwrap();
+                let ckpt = Checkpoint::from_bytes(
+                    "t.safetensors",
+                    crate::checkpoint::padded_file(name, &[rows, cols], &data, pad),
+                )
+                .unwrap();
                 let info = ckpt.tensor("w").unwrap();
                 assert_eq!(ckpt.f32_view(info).is_some(), dtype == Dtype::F32 && pad == 4);
                 for s in &schemes {

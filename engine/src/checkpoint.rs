@@ -360,6 +360,27 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor:
     })
 }
 
+/// A legal safetensors file holding tensor `w` (`dtype`, `shape`, bytes `data`)
+/// whose data starts `pad` bytes into the data section, after a U8 tensor `p`:
+/// nothing in the format requires alignment, so pad 1..3 leaves F32 unaligned.
+/// Shared by the tests and benchmarks of the unaligned paths.
+#[doc(hidden)]
+#[must_use]
+pub fn padded_file(dtype: &str, shape: &[usize], data: &[u8], pad: usize) -> Vec<u8> {
+    let mut header = format!(
+        r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{pad},{}]}}}}"#,
+        pad + data.len()
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend(std::iter::repeat_n(0u8, pad));
+    v.extend_from_slice(data);
+    v
+}
+
 /// Runs untrusted bytes through everything a user's file reaches: header
 /// parsing, the catalogue, decoding, and a small analysis. Shared by the fuzz
 /// target (`fuzz/`) and its regression test, so both exercise the same path.
@@ -459,21 +480,9 @@ fn diagnose(bytes: &[u8], header_len: usize) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// A one-tensor file whose data starts `pad` bytes into the data section.
+    /// A one-tensor 1-D file whose data starts `pad` bytes into the data section.
     fn file_with(dtype: &str, data: &[u8], pad: usize) -> Vec<u8> {
-        let mut header = format!(
-            r#"{{"p":{{"dtype":"U8","shape":[{pad}],"data_offsets":[0,{pad}]}},"w":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{pad},{}]}}}}"#,
-            data.len() / 4,
-            pad + data.len()
-        );
-        while (8 + header.len()) % 8 != 0 {
-            header.push(' ');
-        }
-        let mut v = (header.len() as u64).to_le_bytes().to_vec();
-        v.extend_from_slice(header.as_bytes());
-        v.extend(std::iter::repeat_n(0u8, pad));
-        v.extend_from_slice(data);
-        v
+        padded_file(dtype, &[data.len() / 4], data, pad)
     }
 
     #[test]
