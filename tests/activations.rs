@@ -11,9 +11,7 @@ use common::{quantscope, stdout_json};
 fn a_saved_capture_reports_as_a_fresh_run_and_the_sweep_gains_output_sqnr() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = tmp.path().join("inputs.txt");
-    let text = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 6).join("\n");
-    std::fs::write(&inputs, text).unwrap();
+    let inputs = common::builtin_inputs(tmp.path(), 6);
     let file = tmp.path().join("acts.safetensors");
     let (d, i, f) = (dir.to_str().unwrap(), inputs.to_str().unwrap(), file.to_str().unwrap());
     let run = quantscope(&["activations", d, "--inputs", i, "--max-samples", "5", "-o", f]);

@@ -222,10 +222,7 @@ fn usage_errors_exit_2() {
 fn minilm_inputs_give_output_sqnr_and_end_to_end_sensitivity() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = tmp.path().join("inputs.txt");
-    let text: String =
-        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 8).join("\n");
-    std::fs::write(&inputs, text).unwrap();
+    let inputs = common::builtin_inputs(tmp.path(), 8);
     let (dir, inputs) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
     let re = r"encoder\.layer\.0\..*";
     let doc = stdout_json(&quantscope(&[

@@ -37,6 +37,14 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
 }
 
 /// An F32 tensor ready to write.
+/// `dir/inputs.txt` holding the first `n` built-in calibration sentences, one per line.
+pub fn builtin_inputs(dir: &std::path::Path, n: usize) -> PathBuf {
+    let inputs = dir.join("inputs.txt");
+    let text = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, n).join("\n");
+    std::fs::write(&inputs, text).unwrap();
+    inputs
+}
+
 pub fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> quantscope_engine::write::OwnedTensor {
     quantscope_engine::write::OwnedTensor {
         dtype: quantscope_engine::Dtype::F32,

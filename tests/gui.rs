@@ -517,10 +517,7 @@ fn the_activation_tab_runs_the_model_and_shows_the_layer_input() {
     h.run_steps(2);
     // 16 samples keep the test short; the Run model button sends the same command.
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = tmp.path().join("inputs.txt");
-    let text =
-        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 16).join("\n");
-    std::fs::write(&inputs, text).unwrap();
+    let inputs = common::builtin_inputs(tmp.path(), 16);
     h.state_mut().apply(Command::RunModel(Some(inputs)));
     for _ in 0..600 {
         if h.state().state().activations.capture.is_some() {

@@ -31,9 +31,7 @@ fn wait_until(h: &mut Harness<'static, QuantscopeApp>, what: &str, done: impl Fn
 
 /// `quantscope activations` over the first `n` built-in sentences; returns the file and the inputs.
 fn saved_capture(dir: &std::path::Path, tmp: &std::path::Path, n: usize) -> (std::path::PathBuf, String) {
-    let inputs = tmp.join("inputs.txt");
-    let text = quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, n).join("\n");
-    std::fs::write(&inputs, text).unwrap();
+    let inputs = common::builtin_inputs(tmp, n);
     let out = tmp.join("acts.safetensors");
     let (d, i, o) = (dir.to_str().unwrap(), inputs.to_str().unwrap(), out.to_str().unwrap());
     let run = common::quantscope(&["activations", d, "--inputs", i, "-o", o]);

@@ -161,10 +161,7 @@ fn the_output_objective_without_inputs_or_a_runnable_model_is_a_one_line_error()
 fn minilm_output_plan_is_the_sum_of_its_layers_output_noise() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let inputs = tmp.path().join("inputs.txt");
-    let text: String =
-        quantscope_engine::run::inputs::samples_of(quantscope_engine::run::BUILTIN_TEXT, 6).join("\n");
-    std::fs::write(&inputs, text).unwrap();
+    let inputs = common::builtin_inputs(tmp.path(), 6);
     let (dir, inputs) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
     let schemes = ["int4:channel:minmax", "int8:channel:minmax"];
     let mut args = vec!["plan", dir, "--bits-per-weight", "6", "--objective", "output", "--inputs", inputs];
