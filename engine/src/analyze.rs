@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums_with_stats};
 use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
+use crate::simd::{LeF32, Source};
 use crate::slicing::{Layout, PAR_CHUNK, layout, parallel_stats, resolve};
 use safetensors::Dtype;
 
@@ -213,14 +214,17 @@ pub fn compare_calibrations(
 
 /// One slice: its min and max (all any calibration reads of the statistics),
 /// calibrate, then the fused error pass, which adds ΣR, ΣR²: two reads.
+/// `values` are the same values for a calibration that reads them; empty when
+/// it reads only the range ([`range_only`]).
 fn run_slice<F: NumberFormat>(
     fmt: F,
-    xs: &[f32],
+    xs: impl Source,
+    values: &[f32],
     scheme: &Scheme,
     out: Option<&mut [f32]>,
 ) -> (SliceParams, ErrorSums, TensorStats) {
     let mut stats = TensorStats::range_of(xs);
-    let p = slice_params(fmt, xs, &stats, scheme.mapping, &scheme.calibration);
+    let p = slice_params(fmt, values, &stats, scheme.mapping, &scheme.calibration);
     let sums = match out {
         Some(o) => error_sums_with_stats::<F, true>(fmt, xs, &p, o, &mut stats),
         None => error_sums_with_stats::<F, false>(fmt, xs, &p, &mut [], &mut stats),
@@ -372,12 +376,12 @@ fn run_rows<F: NumberFormat>(
             .zip(slices.par_chunks_mut(per_row))
             .for_each(|((r, o), dst)| {
                 for ((g, og), d) in r.chunks(group).zip(o.chunks_mut(group)).zip(dst) {
-                    *d = run_slice(fmt, g, scheme, Some(og));
+                    *d = run_slice(fmt, g, g, scheme, Some(og));
                 }
             }),
         None => values.par_chunks(row_len).zip(slices.par_chunks_mut(per_row)).for_each(|(r, dst)| {
             for (g, d) in r.chunks(group).zip(dst) {
-                *d = run_slice(fmt, g, scheme, None);
+                *d = run_slice(fmt, g, g, scheme, None);
             }
         }),
     }
@@ -406,7 +410,7 @@ fn run_gathered<F: NumberFormat>(
         .map(|c| {
             let buf = gather(c);
             let mut out = if need_deq { vec![0f32; buf.len()] } else { Vec::new() };
-            let r = run_slice(fmt, &buf, scheme, need_deq.then_some(out.as_mut_slice()));
+            let r = run_slice(fmt, &buf[..], &buf, scheme, need_deq.then_some(out.as_mut_slice()));
             (r, out)
         })
         .collect();
@@ -482,9 +486,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
     let size = dtype.bitsize() / 8;
     let row_local = matches!(granularity, Granularity::Channel { axis: 0 } | Granularity::Group { .. });
     // Below one chunk the per-tensor path is a single slice anyway.
-    let chunked = granularity == Granularity::Tensor
-        && matches!(scheme.calibration, Calibration::MinMax | Calibration::Manual(_))
-        && numel > PAR_CHUNK;
+    let chunked = granularity == Granularity::Tensor && range_only(&scheme.calibration) && numel > PAR_CHUNK;
     if !(row_local || chunked)
         || crate::decode::quantizable(dtype).is_err()
         || numel == 0
@@ -513,12 +515,20 @@ fn encoded_with<F: NumberFormat>(
             let per_row = row_len.div_ceil(group.max(1));
             let empty = (fmt.params(0.0, 0.0, scheme.mapping), ErrorSums::default(), TensorStats::default());
             let mut slices: Vec<SliceOut> = vec![empty; numel / row_len * per_row];
+            // F32 under a range-only calibration is read in place, at any alignment.
+            let in_place = dtype == Dtype::F32 && range_only(&scheme.calibration);
             bytes.par_chunks(row_len * size).zip(slices.par_chunks_mut(per_row)).for_each_init(
                 Vec::new,
                 |buf: &mut Vec<f32>, (rb, dst)| {
+                    if in_place {
+                        for (g, d) in rb.chunks(group * size).zip(dst) {
+                            *d = run_slice(fmt, LeF32(g), &[], scheme, None);
+                        }
+                        return;
+                    }
                     crate::decode::decode_chunk_into(dtype, rb, buf);
                     for (g, d) in buf.chunks(group).zip(dst) {
-                        *d = run_slice(fmt, g, scheme, None);
+                        *d = run_slice(fmt, g, g, scheme, None);
                     }
                 },
             );
@@ -547,29 +557,55 @@ fn encoded_with<F: NumberFormat>(
 }
 
 /// [`per_tensor_range_only`] from the stored bytes: the same `PAR_CHUNK` chunks
-/// decoded twice into per-thread buffers (min/max, then error sums with ΣR, ΣR²).
+/// read twice (min/max, then error sums with ΣR, ΣR²): F32 in place at any
+/// alignment, other dtypes decoded into per-thread buffers.
 fn encoded_per_tensor<F: NumberFormat>(fmt: F, dtype: Dtype, bytes: &[u8], scheme: &Scheme) -> SliceOut {
-    let size = dtype.bitsize() / 8;
-    let ranges: Vec<TensorStats> = bytes
-        .par_chunks(PAR_CHUNK * size)
-        .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
-            crate::decode::decode_chunk_into(dtype, b, buf);
-            TensorStats::range_of(buf)
-        })
-        .collect();
-    let range = ranges.iter().fold(TensorStats::default(), TensorStats::merge);
+    let chunk = PAR_CHUNK * dtype.bitsize() / 8;
     // Min-max and manual ranges never read the values themselves.
-    let p = slice_params(fmt, &[], &range, scheme.mapping, &scheme.calibration);
-    let parts: Vec<(ErrorSums, TensorStats)> = bytes
-        .par_chunks(PAR_CHUNK * size)
-        .zip(ranges.par_iter())
-        .map_init(Vec::new, |buf: &mut Vec<f32>, (b, st)| {
+    let params = |ranges: &[TensorStats]| {
+        let range = ranges.iter().fold(TensorStats::default(), TensorStats::merge);
+        slice_params(fmt, &[], &range, scheme.mapping, &scheme.calibration)
+    };
+    let (p, parts): (SliceParams, Vec<(ErrorSums, TensorStats)>) = if dtype == Dtype::F32 {
+        let ranges: Vec<TensorStats> =
+            bytes.par_chunks(chunk).map(|b| TensorStats::range_of(LeF32(b))).collect();
+        let p = params(&ranges);
+        (p, bytes.par_chunks(chunk).zip(&ranges).map(|(b, st)| chunk_sums(fmt, LeF32(b), &p, st)).collect())
+    } else {
+        let decoded = |buf: &mut Vec<f32>, b| {
             crate::decode::decode_chunk_into(dtype, b, buf);
-            let mut st = *st;
-            (error_sums_with_stats::<F, false>(fmt, buf, &p, &mut [], &mut st), st)
-        })
-        .collect();
+        };
+        let ranges: Vec<TensorStats> = bytes
+            .par_chunks(chunk)
+            .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
+                decoded(buf, b);
+                TensorStats::range_of(&buf[..])
+            })
+            .collect();
+        let p = params(&ranges);
+        let parts = bytes.par_chunks(chunk).zip(&ranges).map_init(Vec::new, |buf: &mut Vec<f32>, (b, st)| {
+            decoded(buf, b);
+            chunk_sums(fmt, &buf[..], &p, st)
+        });
+        (p, parts.collect())
+    };
     merge_parts(p, &parts)
+}
+
+/// Whether `calibration` reads only a slice's range, never its values.
+fn range_only(calibration: &Calibration) -> bool {
+    matches!(calibration, Calibration::MinMax | Calibration::Manual(_))
+}
+
+/// One chunk's error sums, with its ΣR, ΣR² added to its statistics `st`.
+fn chunk_sums<F: NumberFormat>(
+    fmt: F,
+    xs: impl Source,
+    p: &SliceParams,
+    st: &TensorStats,
+) -> (ErrorSums, TensorStats) {
+    let mut st = *st;
+    (error_sums_with_stats::<F, false>(fmt, xs, p, &mut [], &mut st), st)
 }
 
 /// One stored tensor under `scheme`, for the single-tensor paths (`report`, the
@@ -597,7 +633,7 @@ pub fn analyze_stored(ckpt: &Checkpoint, info: &TensorInfo, scheme: &Scheme) -> 
 /// error pass runs on parallel chunks.
 fn per_tensor<F: NumberFormat>(fmt: F, values: &[f32], scheme: &Scheme, out: Option<&mut [f32]>) -> SliceOut {
     if values.len() <= PAR_CHUNK {
-        return run_slice(fmt, values, scheme, out);
+        return run_slice(fmt, values, values, scheme, out);
     }
     per_tensor_range_only(fmt, values, scheme, out)
 }
@@ -847,6 +883,8 @@ mod tests {
         let mut schemes: Vec<Scheme> = [
             "int8:channel:minmax",
             "int8:tensor:minmax",
+            "int8:group128:minmax",
+            "int4:group64:minmax:asym",
             "e4m3:tensor:ratio0.8",
             "int4:group64:mse:asym",
             "int8:tensor:mse",

@@ -8,7 +8,7 @@ use wide::{f32x8, f64x4};
 
 use crate::format::{NumberFormat, SliceParams};
 use crate::rank::{self, Item, RankKey};
-use crate::simd;
+use crate::simd::{self, Source};
 
 /// What quantization did to one slice or one tensor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -159,7 +159,7 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
     p: &SliceParams,
     out: &mut [f32],
 ) -> ErrorSums {
-    error_pass::<F, WRITE, false>(fmt, xs, p, out).0
+    error_pass::<F, &[f32], WRITE, false>(fmt, xs, p, out).0
 }
 
 /// [`error_sums`] fused with the rest of the statistics: `stats` holds the
@@ -170,15 +170,15 @@ pub(crate) fn error_sums<F: NumberFormat, const WRITE: bool>(
 #[inline]
 pub(crate) fn error_sums_with_stats<F: NumberFormat, const WRITE: bool>(
     fmt: F,
-    xs: &[f32],
+    xs: impl Source,
     p: &SliceParams,
     out: &mut [f32],
     stats: &mut TensorStats,
 ) -> ErrorSums {
-    let (sums, (sum, sum_sq)) = error_pass::<F, WRITE, true>(fmt, xs, p, out);
-    let body = xs.len() / simd::W * simd::W;
+    let (sums, (sum, sum_sq)) = error_pass::<F, _, WRITE, true>(fmt, xs, p, out);
     (stats.sum, stats.sum_sq) = (sum, sum_sq);
-    for &x in xs[body..].iter().filter(|x| x.is_finite()) {
+    let (tail, n) = xs.tail();
+    for &x in tail[..n].iter().filter(|x| x.is_finite()) {
         stats.sum += f64::from(x);
         stats.sum_sq += f64::from(x) * f64::from(x);
     }
@@ -188,9 +188,9 @@ pub(crate) fn error_sums_with_stats<F: NumberFormat, const WRITE: bool>(
 /// The error loop, with ΣR, ΣR² of the vector body when `SIGNAL`: the AVX-512
 /// build of it where the CPU has AVX-512 ([`simd::avx512`]), else the baseline.
 #[inline]
-fn error_pass<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
+fn error_pass<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: bool>(
     fmt: F,
-    xs: &[f32],
+    xs: S,
     p: &SliceParams,
     out: &mut [f32],
 ) -> (ErrorSums, (f64, f64)) {
@@ -199,9 +199,9 @@ fn error_pass<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
         // SAFETY: `simd::avx512` checked that this CPU has every feature
         // `error_pass_avx512` is compiled for.
         #[allow(unsafe_code)]
-        return unsafe { error_pass_avx512::<F, WRITE, SIGNAL>(fmt, xs, p, out) };
+        return unsafe { error_pass_avx512::<F, S, WRITE, SIGNAL>(fmt, xs, p, out) };
     }
-    error_pass_body::<F, WRITE, SIGNAL>(fmt, xs, p, out)
+    error_pass_body::<F, S, WRITE, SIGNAL>(fmt, xs, p, out)
 }
 
 /// [`error_pass_body`] compiled for AVX-512. The operations and their order are
@@ -209,28 +209,27 @@ fn error_pass<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
 /// features buy is 32 vector registers (no accumulator spills) and EVEX forms.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq")]
-fn error_pass_avx512<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
+fn error_pass_avx512<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: bool>(
     fmt: F,
-    xs: &[f32],
+    xs: S,
     p: &SliceParams,
     out: &mut [f32],
 ) -> (ErrorSums, (f64, f64)) {
-    error_pass_body::<F, WRITE, SIGNAL>(fmt, xs, p, out)
+    error_pass_body::<F, S, WRITE, SIGNAL>(fmt, xs, p, out)
 }
 
 #[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
-fn error_pass_body<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
+fn error_pass_body<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: bool>(
     fmt: F,
-    xs: &[f32],
+    xs: S,
     p: &SliceParams,
     out: &mut [f32],
 ) -> (ErrorSums, (f64, f64)) {
     let body = xs.len() / simd::W * simd::W;
     let mut acc = simd::ErrorAcc::default();
     let (lo, hi) = (f32x8::splat(p.lo), f32x8::splat(p.hi));
-    for (i, c) in xs[..body].chunks_exact(simd::W).enumerate() {
-        let x = simd::load(c);
+    for (i, x) in xs.blocks().enumerate() {
         let q = fmt.fake_quant_x8(x, p);
         if WRITE {
             out[i * simd::W..(i + 1) * simd::W].copy_from_slice(q.as_array());
@@ -238,7 +237,8 @@ fn error_pass_body<F: NumberFormat, const WRITE: bool, const SIGNAL: bool>(
         acc.add::<SIGNAL>(x, q, lo, hi);
     }
     let tail_out: &mut [f32] = if WRITE { &mut out[body..] } else { &mut [] };
-    let tail = error_sums_scalar::<F, WRITE>(fmt, &xs[body..], p, tail_out);
+    let (rest, n) = xs.tail();
+    let tail = error_sums_scalar::<F, WRITE>(fmt, &rest[..n], p, tail_out);
     let (sum_e2, sum_re, max_abs_err) = acc.sums();
     let sums = ErrorSums {
         count: body as u64 - acc.nonfinite,
@@ -377,7 +377,8 @@ impl TensorStats {
         let (min, max, sum, sum_sq) = acc.parts();
         let mut s =
             Self { min, max, finite: body as u64 - acc.nonfinite, nonfinite: acc.nonfinite, sum, sum_sq };
-        for &x in &xs[body..] {
+        let (tail, n) = xs.tail();
+        for &x in &tail[..n] {
             if x.is_finite() {
                 s.min = s.min.min(x);
                 s.max = s.max.max(x);
@@ -393,11 +394,11 @@ impl TensorStats {
 
     /// Min, max and counts, with ΣR and ΣR² left at 0 for
     /// [`error_sums_with_stats`] to fill.
-    pub(crate) fn range_of(xs: &[f32]) -> Self {
+    pub(crate) fn range_of(xs: impl Source) -> Self {
         let body = xs.len() / simd::W * simd::W;
         let mut acc = simd::StatsAcc::default();
-        for c in xs[..body].chunks_exact(simd::W) {
-            acc.add_range(simd::load(c));
+        for x in xs.blocks() {
+            acc.add_range(x);
         }
         let (min, max, _, _) = acc.parts();
         let mut s = Self {
@@ -408,7 +409,8 @@ impl TensorStats {
             sum: 0.0,
             sum_sq: 0.0,
         };
-        for &x in &xs[body..] {
+        let (tail, n) = xs.tail();
+        for &x in &tail[..n] {
             if x.is_finite() {
                 s.min = s.min.min(x);
                 s.max = s.max.max(x);
@@ -516,11 +518,11 @@ mod tests {
                 xs[n - 2] = 0.123_456_7;
             }
             let full = TensorStats::of(&xs);
-            let mut fused = TensorStats::range_of(&xs);
+            let mut fused = TensorStats::range_of(&xs[..]);
             assert_eq!((fused.sum, fused.sum_sq), (0.0, 0.0));
             let p = f.params(full.min, full.max, Mapping::Symmetric);
             let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
-            let s = error_sums_with_stats::<_, true>(f, &xs, &p, &mut a, &mut fused);
+            let s = error_sums_with_stats::<_, true>(f, &xs[..], &p, &mut a, &mut fused);
             let t = error_sums::<_, true>(f, &xs, &p, &mut b).with_signal(full.sum_sq);
             assert_eq!(fused.sum.to_bits(), full.sum.to_bits(), "n {n}");
             assert_eq!(fused.sum_sq.to_bits(), full.sum_sq.to_bits(), "n {n}");
@@ -539,10 +541,10 @@ mod tests {
         use crate::format::{Fp8Format, MicroFormat, MicroKind, WorkDtype};
         fn both<F: NumberFormat>(f: F, xs: &[f32], p: &SliceParams) {
             let (mut a, mut b) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
-            let base = error_pass_body::<F, true, true>(f, xs, p, &mut a);
+            let base = error_pass_body::<F, _, true, true>(f, xs, p, &mut a);
             // SAFETY: `simd::avx512` said the CPU has the features.
             #[allow(unsafe_code)]
-            let fast = unsafe { error_pass_avx512::<F, true, true>(f, xs, p, &mut b) };
+            let fast = unsafe { error_pass_avx512::<F, _, true, true>(f, xs, p, &mut b) };
             assert_eq!(format!("{base:?}"), format!("{fast:?}"), "{}", f.label());
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{}", f.label());
             #[allow(unsafe_code)]

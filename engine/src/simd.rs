@@ -31,6 +31,78 @@ pub(crate) fn load(xs: &[f32]) -> f32x8 {
     f32x8::from(xs)
 }
 
+/// Where a vector loop reads its values: an f32 slice, or a tensor's stored
+/// little-endian F32 bytes at any alignment ([`LeF32`]). Both give the same
+/// lanes in the same order, so a loop's sums are the same bits either way.
+pub(crate) trait Source: Copy {
+    /// The number of values.
+    fn len(self) -> usize;
+    /// The values in whole blocks of [`W`], the last partial block left out.
+    fn blocks(self) -> impl Iterator<Item = f32x8>;
+    /// The values past the last whole block (fewer than [`W`]).
+    fn tail(self) -> ([f32; W], usize);
+}
+
+impl Source for &[f32] {
+    #[inline]
+    fn len(self) -> usize {
+        <[f32]>::len(self)
+    }
+
+    #[inline]
+    fn blocks(self) -> impl Iterator<Item = f32x8> {
+        self.chunks_exact(W).map(load)
+    }
+
+    fn tail(self) -> ([f32; W], usize) {
+        let rest = self.chunks_exact(W).remainder();
+        let mut t = [0.0; W];
+        t[..rest.len()].copy_from_slice(rest);
+        (t, rest.len())
+    }
+}
+
+/// Little-endian F32 bytes read in place with unaligned loads: a legal
+/// safetensors file need not align its F32 data to 4 bytes, and copying each
+/// chunk into an aligned buffer first costs a pass over memory.
+#[derive(Clone, Copy)]
+pub(crate) struct LeF32<'a>(pub &'a [u8]);
+
+impl LeF32<'_> {
+    #[inline]
+    fn value(b: &[u8]) -> f32 {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl Source for LeF32<'_> {
+    #[inline]
+    fn len(self) -> usize {
+        self.0.len() / 4
+    }
+
+    #[inline]
+    fn blocks(self) -> impl Iterator<Item = f32x8> {
+        self.0.chunks_exact(4 * W).map(|b| {
+            if cfg!(target_endian = "little") {
+                // One unaligned 32-byte load.
+                f32x8::new(bytemuck::pod_read_unaligned::<[f32; W]>(b))
+            } else {
+                f32x8::new(std::array::from_fn(|k| Self::value(&b[4 * k..])))
+            }
+        })
+    }
+
+    fn tail(self) -> ([f32; W], usize) {
+        let rest = self.0[..self.len() * 4].chunks_exact(4 * W).remainder();
+        let mut t = [0.0; W];
+        for (o, b) in t.iter_mut().zip(rest.chunks_exact(4)) {
+            *o = Self::value(b);
+        }
+        (t, rest.len() / 4)
+    }
+}
+
 /// `round_half_even` on 8 lanes (the 2^23 trick).
 #[allow(clippy::inline_always)] // a call here makes the hot loop spill
 #[inline(always)]
@@ -350,6 +422,30 @@ mod tests {
     use super::*;
     use crate::format::{Fp8Format, IntFormat, MicroFormat, MicroKind, NumberFormat, round_half_even};
     use crate::scheme::Mapping;
+
+    #[test]
+    fn bytes_at_any_alignment_give_the_slices_lanes() {
+        let xs: Vec<f32> = (0..37).map(|k| f32::from_bits(0x3f80_0000 ^ (k * 7_919))).collect();
+        let le: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bits = |v: Vec<f32x8>| v.iter().flat_map(|b| b.to_array()).map(f32::to_bits).collect::<Vec<_>>();
+        for n in [0, 5, 8, 16, 37] {
+            for offset in 0..4 {
+                let mut padded = vec![0xa5u8; offset];
+                padded.extend_from_slice(&le[..4 * n]);
+                let (src, slice) = (LeF32(&padded[offset..]), &xs[..n]);
+                assert_eq!(src.len(), n);
+                assert_eq!(
+                    bits(src.blocks().collect()),
+                    bits(slice.blocks().collect()),
+                    "n {n} offset {offset}"
+                );
+                assert_eq!(src.blocks().count(), n / W);
+                let ((a, na), (b, nb)) = (src.tail(), slice.tail());
+                assert_eq!((na, nb), (n % W, n % W));
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
+            }
+        }
+    }
 
     fn inputs() -> Vec<f32> {
         let mut v: Vec<f32> =
