@@ -777,15 +777,148 @@ mod tests {
                             u + 2.0
                         }
                     }
-                    _ => match i % 50 {
+                    4 => match i % 50 {
                         0 => f32::NAN,
                         1 => f32::INFINITY,
                         2 => f32::NEG_INFINITY,
                         _ => u * 1e-30,
                     },
+                    // Weight-like: a sum of uniforms, outliers, ties on a grid, ±0.
+                    5 => {
+                        let g = (u + unit(next()) + unit(next()) + unit(next())) * 0.02;
+                        match i % 1009 {
+                            0 => g * 40.0,
+                            1 => -0.0,
+                            2 => 0.0,
+                            3..=150 => (g * 256.0).round() / 256.0,
+                            _ => g,
+                        }
+                    }
+                    // The blocks `bracket_select` samples hold small (6) or large (7)
+                    // values only: its bracket misses and the radix select runs.
+                    6 | 7 => {
+                        let sampled = i % (n / SAMPLE_BLOCKS).max(1) < 8;
+                        match (sampled, kind) {
+                            (true, 6) => u * 1e-3,
+                            (true, _) => u * 1e3,
+                            _ => u,
+                        }
+                    }
+                    // Mostly non-finite: the finite count is far below the length.
+                    _ => match i % 5 {
+                        0 => u - 0.25,
+                        1 => f32::NEG_INFINITY,
+                        2 => -f32::NAN,
+                        _ => f32::NAN,
+                    },
                 }
             })
             .collect()
+    }
+
+    fn unit(r: u64) -> f32 {
+        (r >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+
+    /// The order statistics the selections must reproduce: a sorted copy (total
+    /// order), then the same interpolation.
+    fn sorted_range(xs: &[f32], p: f64, m: Mapping) -> (f32, f32) {
+        let magnitude = m == Mapping::Symmetric;
+        let mut all: Vec<f32> =
+            xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }).collect();
+        all.sort_unstable_by(f32::total_cmp);
+        let at = |q: f64| -> f32 {
+            let h = q * (all.len() - 1) as f64;
+            let (lower, higher) = (all[h.floor() as usize], all[h.ceil() as usize]);
+            lower + (h.fract() * (f64::from(higher) - f64::from(lower))) as f32
+        };
+        let q = p / 100.0;
+        match (all.is_empty(), magnitude) {
+            (true, _) => (0.0, 0.0),
+            (false, true) => (-at(q), at(q)),
+            (false, false) => (at(1.0 - q), at(q)),
+        }
+    }
+
+    const SIZES: [usize; 22] = [
+        1, 2, 3, 5, 8, 9, 15, 16, 17, 31, 64, 127, 128, 129, 200, 256, 1000, 4096, 65_536, 65_537, 70_001,
+        200_003,
+    ];
+    const PS: [f64; 7] = [50.1, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0];
+
+    #[test]
+    fn every_path_equals_a_sorted_copy_bit_for_bit() {
+        let bits = |(a, b): (f32, f32)| (a.to_bits(), b.to_bits());
+        let mut checked = 0;
+        for n in SIZES {
+            for kind in 0..9 {
+                let xs = sample(n, 7 * n as u64 + kind, kind);
+                let stats = TensorStats::of(&xs);
+                // A wrong finite count only costs speed: it must not change a bit.
+                let wrong = TensorStats { finite: stats.finite / 2 + 3, ..stats };
+                for p in PS {
+                    for m in [Mapping::Symmetric, Mapping::Asymmetric] {
+                        let want = bits(sorted_range(&xs, p, m));
+                        assert_eq!(
+                            bits(percentile_range(&xs, &stats, p, m)),
+                            want,
+                            "n {n} kind {kind} p {p} {m:?}"
+                        );
+                        assert_eq!(
+                            bits(percentile_range(&xs, &wrong, p, m)),
+                            want,
+                            "hint: n {n} kind {kind} p {p}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, SIZES.len() * 9 * PS.len() * 2);
+    }
+
+    /// The ranks' values through one selection, if it serves them, against a sorted copy.
+    fn check_path(
+        select: impl Fn(&[f32], usize, bool, &[f64]) -> Option<(usize, [f32; 4])>,
+        xs: &[f32],
+        magnitude: bool,
+        qs: &[f64],
+    ) -> bool {
+        let Some((n, got)) = select(xs, TensorStats::of(xs).finite as usize, magnitude, qs) else {
+            return false;
+        };
+        let mut all: Vec<f32> =
+            xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }).collect();
+        assert_eq!(n, all.len());
+        all.sort_unstable_by(f32::total_cmp);
+        for (j, &r) in ranks(n, qs).iter().take(2 * qs.len()).enumerate() {
+            assert_eq!(got[j].to_bits(), all[r].to_bits(), "len {} rank {r} of {n} q {qs:?}", xs.len());
+        }
+        true
+    }
+
+    #[test]
+    fn the_lane_and_bracket_selections_are_taken_and_exact() {
+        let (mut lane, mut bracket, mut fell_back) = (0, 0, 0);
+        for n in SIZES {
+            for kind in 0..9 {
+                let xs = sample(n, 11 * n as u64 + kind, kind);
+                for q in PS.map(|p| p / 100.0) {
+                    for (magnitude, qs) in [(true, vec![q]), (false, vec![1.0 - q, q])] {
+                        lane += usize::from(check_path(lane_select, &xs, magnitude, &qs));
+                        if n > PAR_CHUNK {
+                            let hit = check_path(bracket_select, &xs, magnitude, &qs);
+                            bracket += usize::from(hit);
+                            fell_back += usize::from(!hit && (6..=7).contains(&kind));
+                        }
+                    }
+                }
+            }
+        }
+        // Each path serves many cases; the fooled sample sends some to the radix select.
+        assert!(lane > 200, "{lane}");
+        assert!(bracket > 200, "{bracket}");
+        assert!(fell_back > 10, "{fell_back}");
     }
 
     #[test]
