@@ -1,18 +1,27 @@
 //! Percentile calibration: the clip range at exact order statistics, with
 //! numpy's default linear interpolation (the same numbers as a full quantile on
-//! a sorted copy, tested against ndarray-stats).
+//! a sorted copy, tested against ndarray-stats and, bit for bit, a sorted copy).
 //!
-//! Three selections, each reading the slice a bounded number of times:
-//! - ranks within 64 of either end of a slice up to 64 Ki elements (p99.9 of a
-//!   channel or a group): one read keeping the few largest or smallest values
-//!   in a small sorted buffer, no copy of the slice;
+//! Selections, each reading the slice a bounded number of times (docs/numerics.md,
+//! "Calibration"):
+//! - ranks within 4 of either end of a slice up to 64 Ki elements (p99.9 of a
+//!   group): one vector pass in which each lane keeps its K extremes through a
+//!   compare-exchange network on integer keys, no copy, no branch per element;
+//! - ranks within 64 of an end (p99.9 of a channel): one read keeping the few
+//!   largest or smallest values in a small sorted buffer;
 //! - other slices up to 64 Ki elements: the finite values (or magnitudes) are copied
 //!   into a per-thread scratch buffer and `select_nth_unstable` finds each
 //!   order statistic (expected linear time, no allocation per slice);
-//! - longer slices: a radix select on the float bits. One pass counts the
-//!   values by the top 11 bits of an order-preserving key (sign, exponent, two
-//!   mantissa bits); a second pass copies out only the values in the buckets
-//!   that hold the wanted ranks, and those few are selected exactly.
+//! - longer slices (per tensor): a sample of 2048 evenly spaced 8-element blocks
+//!   brackets each wanted rank with a key range, and one exact pass counts the
+//!   values below each range and copies out only those inside, which are selected
+//!   exactly. When the count shows a rank outside its range (a sample unlike the
+//!   slice), a radix select on the float bits runs instead: one pass counts the
+//!   values by the top 11 bits of an order-preserving key, a second copies out
+//!   the buckets holding the wanted ranks.
+//!
+//! The slice's finite count (from its statistics) only picks the selection; each
+//! selection counts the finite values itself and the result uses that count.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -237,16 +246,13 @@ fn lane_select(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Option<(
     if n == 0 {
         return Some((0, out));
     }
-    for (i, &q) in qs.iter().enumerate() {
-        for j in 2 * i..2 * i + 2 {
-            let r = ranks(n, qs)[j];
-            // Ranks are counted from the end the kept keys belong to.
-            let (at, side) = if q >= 0.5 { (n - 1 - r, &top) } else { (r, &low) };
-            if at >= k.max(2) || (q < 0.5 && !bottom) {
-                return None; // the count differs from the hint: too deep for the kept keys
-            }
-            out[j] = from_skey(side[at]);
+    for (j, (o, &r)) in out.iter_mut().zip(&ranks(n, qs)).take(2 * qs.len()).enumerate() {
+        // Ranks are counted from the end the kept keys belong to.
+        let (at, side) = if qs[j / 2] >= 0.5 { (n - 1 - r, &top) } else { (r, &low) };
+        if at >= k.max(2) || (qs[j / 2] < 0.5 && !bottom) {
+            return None; // the count differs from the hint: too deep for the kept keys
         }
+        *o = from_skey(side[at]);
     }
     Some((n, out))
 }
@@ -284,10 +290,10 @@ fn bracket_select(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Optio
     let mut brackets: Vec<(i32, i32)> = qs.iter().map(|&q| bracket_of(&mut sample, q)).collect();
     // Asymmetric p near 50: overlapping ranges become one (each value counted once).
     brackets.sort_unstable();
-    if let [a, b] = brackets[..] {
-        if b.0 <= a.1 {
-            brackets = vec![(a.0, a.1.max(b.1))];
-        }
+    if let [a, b] = brackets[..]
+        && b.0 <= a.1
+    {
+        brackets = vec![(a.0, a.1.max(b.1))];
     }
     let counted = match brackets[..] {
         [a] => {
@@ -299,7 +305,7 @@ fn bracket_select(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Optio
     };
     let (n, below, mut hits) = counted?;
     let mut out = [0f32; 4];
-    for (j, &r) in ranks(n, &qs[..]).iter().take(2 * qs.len()).enumerate() {
+    for (j, &r) in ranks(n, qs).iter().take(2 * qs.len()).enumerate() {
         // The bracket holding rank r: below ≤ r < below + its hits.
         let b = (0..below.len()).find(|&b| below[b] <= r && r < below[b] + hits[b].len())?;
         out[j] = from_skey(select_in_place(&mut hits[b], &[r - below[b]], Ord::cmp)[0]);
