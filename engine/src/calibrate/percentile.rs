@@ -325,31 +325,34 @@ fn bracket_of(sample: &mut [i32], q: f64) -> (i32, i32) {
     (lo, hi)
 }
 
-/// The exact pass of [`bracket_select`], in parallel pieces: (finite count, per
-/// bracket the finite values below it and the keys inside it). None when a bracket
-/// holds more than a quarter of the slice (ties on a few values): the radix select
-/// copies less.
+/// The exact pass of [`bracket_select`], chunk by chunk in parallel: (finite
+/// count, per bracket the finite values below it and the keys inside it). None
+/// when the brackets hold more than a quarter of the slice (ties on a few
+/// values): the radix select copies less.
 fn bracket_pass<const B: usize>(
     xs: &[f32],
     magnitude: bool,
     brackets: [(i32, i32); B],
 ) -> Option<(usize, [usize; B], [Vec<i32>; B])> {
-    let piece = xs.len().div_ceil(rayon::current_num_threads().max(1)).max(PAR_CHUNK);
-    let limit = xs.len() / 4;
-    let parts: Vec<(usize, [usize; B], [Vec<i32>; B])> = xs
-        .par_chunks(piece)
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let (limit, copied) = (xs.len() / 4, AtomicUsize::new(0));
+    let parts: Vec<Part<B>> = xs
+        .par_chunks(PAR_CHUNK)
         .map(|c| {
             let mut part = (0, [0; B], std::array::from_fn(|_| Vec::new()));
-            for chunk in c.chunks(PAR_CHUNK) {
-                count_chunk(chunk, magnitude, &brackets, &mut part);
-                if part.2.iter().any(|h| h.len() > limit) {
-                    break;
-                }
+            // Past the limit every later chunk is skipped: the result is dropped.
+            if copied.load(Relaxed) <= limit {
+                count_chunk(c, magnitude, &brackets, &mut part);
+                copied.fetch_add(part.2.iter().map(Vec::len).sum(), Relaxed);
             }
             part
         })
         .collect();
-    let mut total = (0, [0; B], std::array::from_fn(|_| Vec::new()));
+    if copied.into_inner() > limit {
+        return None;
+    }
+    let mut total: Part<B> =
+        (0, [0; B], std::array::from_fn(|b| Vec::with_capacity(parts.iter().map(|p| p.2[b].len()).sum())));
     for (n, below, hits) in parts {
         total.0 += n;
         for b in 0..B {
@@ -357,43 +360,46 @@ fn bracket_pass<const B: usize>(
             total.2[b].extend_from_slice(&hits[b]);
         }
     }
-    total.2.iter().all(|h| h.len() <= limit).then_some(total)
+    Some(total)
 }
 
-/// One chunk of [`bracket_pass`]: 8 keys at a time tested against each bracket;
-/// only the lanes inside one take the scalar path.
-fn count_chunk<const B: usize>(
-    xs: &[f32],
-    magnitude: bool,
-    brackets: &[(i32, i32); B],
-    (n, below, hits): &mut (usize, [usize; B], [Vec<i32>; B]),
-) {
-    // Per-lane counts in i32 (a chunk is at most PAR_CHUNK), summed once.
+/// (finite count, values below each bracket, keys inside each bracket).
+type Part<const B: usize> = (usize, [usize; B], [Vec<i32>; B]);
+
+/// One chunk (≤ `PAR_CHUNK`) of [`bracket_pass`]. The vector loop only counts and
+/// records, per 8 keys, which lanes fall inside each bracket (no call, so its
+/// counters stay in registers); the few marked blocks are then read again and
+/// their hits copied.
+fn count_chunk<const B: usize>(xs: &[f32], magnitude: bool, brackets: &[(i32, i32); B], part: &mut Part<B>) {
+    let (n, below, hits) = part;
+    let mut marks = [[0u8; PAR_CHUNK / 8]; B];
     let (mut finite_n, mut under) = (i32x8::ZERO, [i32x8::ZERO; B]);
     let blocks = xs.chunks_exact(8);
     let tail = blocks.remainder();
-    for blk in blocks {
+    let bounds = brackets.map(|(lo, hi)| (i32x8::splat(lo), i32x8::splat(hi)));
+    for (i, blk) in blocks.clone().enumerate() {
         let (k, finite) = keys8(f32x8::new(blk.try_into().unwrap_or_default()), magnitude);
-        finite_n -= finite;
-        for (b, &(lo, hi)) in brackets.iter().enumerate() {
-            let (lo, hi) = (i32x8::splat(lo), i32x8::splat(hi));
+        finite_n -= finite; // a mask lane is −1
+        for b in 0..B {
+            let (lo, hi) = bounds[b];
             let low = lo.simd_gt(k);
             under[b] -= low & finite;
             // lo ≤ k ≤ hi: finite, since the bounds are finite keys.
-            let mut inside = (!(low | k.simd_gt(hi))).to_bitmask();
-            if inside != 0 {
-                let keys = k.to_array();
-                while inside != 0 {
-                    hits[b].push(keys[inside.trailing_zeros() as usize]);
-                    inside &= inside - 1;
-                }
-            }
+            marks[b][i] = (!(low | k.simd_gt(hi))).to_bitmask() as u8;
         }
     }
     let sum = |v: i32x8| v.to_array().iter().map(|&c| c as usize).sum::<usize>();
     *n += sum(finite_n);
     for b in 0..B {
         below[b] += sum(under[b]);
+        for (i, &m) in marks[b].iter().enumerate().filter(|(_, m)| **m != 0) {
+            let mut m = m;
+            while m != 0 {
+                let x = xs[8 * i + m.trailing_zeros() as usize];
+                hits[b].extend(finite_key(x, magnitude));
+                m &= m - 1;
+            }
+        }
     }
     for k in tail.iter().filter_map(|&x| finite_key(x, magnitude)) {
         *n += 1;
