@@ -76,33 +76,10 @@ fn ranks(n: usize, qs: &[f64]) -> [usize; 4] {
 /// As ndarray-stats' `Linear` (and numpy's default): h = q·(n − 1),
 /// v = x₍⌊h⌋₎ + (f32)(frac(h)·(x₍⌈h⌉₎ − x₍⌊h⌋₎)) with the difference in f64.
 fn order_statistics(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Option<[f32; 2]> {
-    let nr = 2 * qs.len();
     let (n, values) = lane_select(xs, hint, magnitude, qs)
         .or_else(|| edge_select(xs, magnitude, qs, |n| ranks(n, qs)))
         .or_else(|| (xs.len() > PAR_CHUNK).then(|| bracket_select(xs, hint, magnitude, qs)).flatten())
-        .unwrap_or_else(|| {
-            if xs.len() <= PAR_CHUNK {
-                SCRATCH.with_borrow_mut(|buf| {
-                    buf.clear();
-                    buf.extend(
-                        xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }),
-                    );
-                    let n = buf.len();
-                    (
-                        n,
-                        if n == 0 {
-                            [0.0; 4]
-                        } else {
-                            select_in_place(buf, &ranks(n, qs)[..nr], f32::total_cmp)
-                        },
-                    )
-                })
-            } else {
-                let radix = RadixCounts::of(xs, magnitude);
-                let n = radix.total();
-                (n, if n == 0 { [0.0; 4] } else { radix.select(xs, &ranks(n, qs)[..nr]) })
-            }
-        });
+        .unwrap_or_else(|| general_select(xs, magnitude, qs));
     if n == 0 {
         return None;
     }
@@ -113,6 +90,24 @@ fn order_statistics(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Opt
         out[i] = lower + (h.fract() * (f64::from(higher) - f64::from(lower))) as f32;
     }
     Some(out)
+}
+
+/// The selections for any rank: a copy of the finite values into the per-thread
+/// scratch buffer (slices up to `PAR_CHUNK`), else the radix select.
+fn general_select(xs: &[f32], magnitude: bool, qs: &[f64]) -> (usize, [f32; 4]) {
+    let nr = 2 * qs.len();
+    if xs.len() <= PAR_CHUNK {
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.extend(xs.iter().filter(|x| x.is_finite()).map(|&x| if magnitude { x.abs() } else { x }));
+            let n = buf.len();
+            (n, if n == 0 { [0.0; 4] } else { select_in_place(buf, &ranks(n, qs)[..nr], f32::total_cmp) })
+        })
+    } else {
+        let radix = RadixCounts::of(xs, magnitude);
+        let n = radix.total();
+        (n, if n == 0 { [0.0; 4] } else { radix.select(xs, &ranks(n, qs)[..nr]) })
+    }
 }
 
 /// A signed order-preserving key of float bits: the order of `f32::total_cmp`
@@ -249,7 +244,7 @@ fn lane_select(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Option<(
     for (j, (o, &r)) in out.iter_mut().zip(&ranks(n, qs)).take(2 * qs.len()).enumerate() {
         // Ranks are counted from the end the kept keys belong to.
         let (at, side) = if qs[j / 2] >= 0.5 { (n - 1 - r, &top) } else { (r, &low) };
-        if at >= k.max(2) || (qs[j / 2] < 0.5 && !bottom) {
+        if at >= k.max(2) {
             return None; // the count differs from the hint: too deep for the kept keys
         }
         *o = from_skey(side[at]);
@@ -297,10 +292,10 @@ fn bracket_select(xs: &[f32], hint: usize, magnitude: bool, qs: &[f64]) -> Optio
     }
     let counted = match brackets[..] {
         [a] => {
-            bracket_pass::<1>(xs, magnitude, [a]).map(|(n, below, hits)| (n, below.to_vec(), hits.to_vec()))
+            bracket_pass::<1>(xs, magnitude, [a]).map(|(n, below, hits)| (n, below.to_vec(), Vec::from(hits)))
         }
         [a, b] => bracket_pass::<2>(xs, magnitude, [a, b])
-            .map(|(n, below, hits)| (n, below.to_vec(), hits.to_vec())),
+            .map(|(n, below, hits)| (n, below.to_vec(), Vec::from(hits))),
         _ => None,
     };
     let (n, below, mut hits) = counted?;
