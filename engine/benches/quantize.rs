@@ -167,6 +167,24 @@ fn benches(c: &mut Criterion) {
                 }
             }
         }
+        // Asymmetric percentile: both ends of x (two brackets per tensor, both
+        // ends kept per group), against asymmetric min-max.
+        for gran in [Granularity::Tensor, Granularity::Group { size: 128 }] {
+            for cal in [Calibration::MinMax, Calibration::Percentile { p: 99.9 }] {
+                let s = Scheme {
+                    format: FormatKind::INT8,
+                    mapping: Mapping::Asymmetric,
+                    granularity: gran,
+                    calibration: cal,
+                };
+                g.bench_function(format!("{name}/{s}"), |b| {
+                    b.iter(|| {
+                        decode_into(dtype, black_box(bytes), &mut buf).unwrap();
+                        analyze(&buf, &shape, &s, &opts).unwrap()
+                    });
+                });
+            }
+        }
         // HQQ optimizes an integer Z: asymmetric INT4 (its common use), against
         // min-max and MSE under the same format, mapping and granularity.
         for gran in [Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }] {

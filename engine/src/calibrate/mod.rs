@@ -46,7 +46,7 @@ pub(crate) fn slice_range(
 ) -> Option<(f32, f32)> {
     Some(match *calibration {
         Calibration::MinMax => stats.range(),
-        Calibration::Percentile { p } => percentile::percentile_range(xs, p, mapping),
+        Calibration::Percentile { p } => percentile::percentile_range(xs, stats, p, mapping),
         Calibration::Entropy => kl::entropy_range(xs, stats, mapping),
         Calibration::Mse | Calibration::Hqq => return None,
         Calibration::Manual(ManualRange::Range { lo, hi }) => (lo, hi),
