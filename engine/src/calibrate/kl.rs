@@ -228,8 +228,18 @@ fn best_bin(hist: &[u64], s: &mut Search) -> usize {
     if total == 0 {
         return n;
     }
-    fixed_sums(s, n / KL_LEVELS);
-    numerators(hist, s, total);
+    // Every count the search takes a log of is ≤ N: within the table, the lookup
+    // needs no fallback (whose `ln()` call would make the loops spill registers).
+    let table = ln_table();
+    if total <= LN_TABLE_MAX {
+        let ln = |k: u64| table[k as usize];
+        fixed_sums(s, n / KL_LEVELS, ln);
+        numerators(hist, s, total, ln);
+    } else {
+        let ln = |k: u64| ln_of(table, k);
+        fixed_sums(s, n / KL_LEVELS, ln);
+        numerators(hist, s, total, ln);
+    }
     KL_LEVELS + pick(&mut s.num, &s.off, total as f64).unwrap_or(n - KL_LEVELS)
 }
 
@@ -249,59 +259,66 @@ fn prefix_sums(hist: &[u64], s: &mut Search) {
 
 /// fixed[m] = Σ_{j < 127} G_j ln(G_j / nz_j) over groups [j·m, (j+1)·m), for
 /// m = 1..=m_max. Empty groups add +0.0 and every term is ≥ +0.0, so summing
-/// from 0.0 in group order equals the reference's `sum()` of all 127 terms.
-fn fixed_sums(s: &mut Search, m_max: usize) {
-    let ln = ln_table();
+/// from 0.0 in group order equals the reference's `sum()` of all 127 terms. The
+/// m sums run side by side: 16 independent chains of additions, not one.
+fn fixed_sums(s: &mut Search, m_max: usize, ln: impl Fn(u64) -> f64) {
+    let (count, nonzero) = (&s.count, &s.nonzero);
     s.fixed.clear();
-    s.fixed.push(0.0);
-    for m in 1..=m_max {
-        let mut sum = 0.0f64;
-        let (mut c_a, mut z_a) = (0u64, 0u32);
-        for j in 1..KL_LEVELS {
-            let (c_b, z_b) = (s.count[j * m], s.nonzero[j * m]);
-            let g = c_b - c_a;
+    s.fixed.resize(m_max + 1, 0.0);
+    let sums = &mut s.fixed[1..];
+    for j in 1..KL_LEVELS {
+        for (m, sum) in (1..=m_max).zip(sums.iter_mut()) {
+            let (a, b) = ((j - 1) * m, j * m);
+            let g = count[b] - count[a];
             // ln(0) reads as 0 here, so an empty group's term is 0·(0 − 0) = +0.0.
-            sum += g as f64 * (ln_of(ln, g) - ln_of(ln, u64::from(z_b - z_a)));
-            (c_a, z_a) = (c_b, z_b);
+            *sum += to_f64(g) * (ln(g) - ln(u64::from(nonzero[b] - nonzero[a])));
         }
-        s.fixed.push(sum);
     }
 }
 
 /// num[i − 128] = N·KL(i) − N·(ln(N − T) − ln N) and off[i − 128] = ln(N − T) − ln N
 /// for every candidate i, NaN for the ones the collapse guard rules out.
-fn numerators(hist: &[u64], s: &mut Search, total: u64) {
+fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 + Copy) {
     let n = hist.len();
-    let ln = ln_table();
-    let xlogx = |v: u64| v as f64 * ln_of(ln, v);
-    let ln_n = ln_of(ln, total);
+    let xlogx = |v: u64| to_f64(v) * ln(v);
+    let ln_n = ln(total);
     let ln_eps = KL_SMOOTHING.ln();
-    s.num.clear();
-    s.off.clear();
+    s.num.resize(n + 1 - KL_LEVELS, 0.0);
+    s.off.resize(n + 1 - KL_LEVELS, 0.0);
     // Σ P ln P over bins 0..i−1, carried along the candidates.
     let mut plogp = hist[..KL_LEVELS - 1].iter().fold(0.0f64, |p, &h| p + xlogx(h));
     for m in 1..=n / KL_LEVELS {
         let a = (KL_LEVELS - 1) * m;
         let (c_a, z_a, fixed) = (s.count[a], s.nonzero[a], s.fixed[m]);
         // The last group's P-sum: its Q-sum plus the tail, i.e. N − count[a].
-        let g = (total - c_a) as f64;
+        let g = to_f64(total - c_a);
         // Q empty where P is not: ONNX Runtime's smoothing count (0 for an empty group).
         let smoothed = if total == c_a { 0.0 } else { g * ln_eps };
-        for i in KL_LEVELS * m..(KL_LEVELS * (m + 1)).min(n + 1) {
+        let block = KL_LEVELS * m..(KL_LEVELS * (m + 1)).min(n + 1);
+        let out = s.num[block.start - KL_LEVELS..block.end - KL_LEVELS].iter_mut();
+        let offs = s.off[block.start - KL_LEVELS..block.end - KL_LEVELS].iter_mut();
+        for ((i, num), off) in block.zip(out).zip(offs) {
             let (c_i, z_p) = (s.count[i], s.nonzero[i - 1]);
             // The folded last bin: hist[i − 1] + tail = N − count[i − 1].
             let last = total - s.count[i - 1];
             let nz_last = u32::from(last > 0);
             let g_q = c_i - c_a;
             let nz = z_p - z_a + nz_last;
-            let term = if g_q == 0 { smoothed } else { g * (ln_of(ln, g_q) - ln_of(ln, u64::from(nz))) };
-            let num = plogp + xlogx(last) - fixed - term;
+            let term = if g_q == 0 { smoothed } else { g * (ln(g_q) - ln(u64::from(nz))) };
+            let kl = plogp + xlogx(last) - fixed - term;
             // The collapse guard: P must keep at least two non-empty bins.
-            s.num.push(if z_p + nz_last >= 2 { num } else { f64::NAN });
-            s.off.push(ln_of(ln, c_i) - ln_n);
+            *num = if z_p + nz_last >= 2 { kl } else { f64::NAN };
+            *off = ln(c_i) - ln_n;
             plogp += xlogx(hist[i - 1]);
         }
     }
+}
+
+/// A count as f64 through i64 (one instruction on x86-64-v3; the same value as
+/// `as f64`, both being the correctly rounded conversion, for counts < 2⁶³).
+#[inline]
+fn to_f64(v: u64) -> f64 {
+    v as i64 as f64
 }
 
 /// The last k minimising kl[k] = num[k] / N + off[k] (ties to the larger
@@ -342,7 +359,7 @@ fn ln_table() -> &'static [f64] {
 fn ln_of(table: &[f64], k: u64) -> f64 {
     match table.get(k as usize) {
         Some(&v) => v,
-        None => (k as f64).ln(),
+        None => to_f64(k).ln(),
     }
 }
 
