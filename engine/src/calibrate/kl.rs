@@ -67,6 +67,8 @@ struct Search {
     nonzero: Vec<u32>,
     /// Per merge width m: Σ over groups 0..127 of G ln(G / nz).
     fixed: Vec<f64>,
+    /// Per merge width m: (count, nonzero) at the current group's left edge.
+    edges: Vec<(u64, u32)>,
     /// Per candidate i (from 128): N·KL before the division (NaN if ineligible).
     num: Vec<f64>,
     /// Per candidate: ln(N − T) − ln N.
@@ -228,17 +230,21 @@ fn best_bin(hist: &[u64], s: &mut Search) -> usize {
     if total == 0 {
         return n;
     }
-    // Every count the search takes a log of is ≤ N: within the table, the lookup
-    // needs no fallback (whose `ln()` call would make the loops spill registers).
+    // Every count the search takes a log of is ≤ N. When N is within the table the
+    // lookup needs neither a fallback (whose `ln()` call would make the loops spill
+    // registers) nor a bounds check (the mask keeps the index in the array).
     let table = ln_table();
-    if total <= LN_TABLE_MAX {
-        let ln = |k: u64| table[k as usize];
-        fixed_sums(s, n / KL_LEVELS, ln);
-        numerators(hist, s, total, ln);
-    } else {
-        let ln = |k: u64| ln_of(table, k);
-        fixed_sums(s, n / KL_LEVELS, ln);
-        numerators(hist, s, total, ln);
+    match <&[f64; LN_TABLE]>::try_from(table) {
+        Ok(t) if total < LN_TABLE as u64 => {
+            let ln = |k: u64| t[k as usize & (LN_TABLE - 1)];
+            fixed_sums(s, n / KL_LEVELS, ln);
+            numerators(hist, s, total, ln);
+        }
+        _ => {
+            let ln = |k: u64| ln_of(table, k);
+            fixed_sums(s, n / KL_LEVELS, ln);
+            numerators(hist, s, total, ln);
+        }
     }
     KL_LEVELS + pick(&mut s.num, &s.off, total as f64).unwrap_or(n - KL_LEVELS)
 }
@@ -262,16 +268,18 @@ fn prefix_sums(hist: &[u64], s: &mut Search) {
 /// from 0.0 in group order equals the reference's `sum()` of all 127 terms. The
 /// m sums run side by side: 16 independent chains of additions, not one.
 fn fixed_sums(s: &mut Search, m_max: usize, ln: impl Fn(u64) -> f64) {
-    let (count, nonzero) = (&s.count, &s.nonzero);
     s.fixed.clear();
     s.fixed.resize(m_max + 1, 0.0);
-    let sums = &mut s.fixed[1..];
+    // Per m, count and nonzero at the group's left edge (j − 1)·m.
+    s.edges.clear();
+    s.edges.resize(m_max + 1, (0, 0));
     for j in 1..KL_LEVELS {
-        for (m, sum) in (1..=m_max).zip(sums.iter_mut()) {
-            let (a, b) = ((j - 1) * m, j * m);
-            let g = count[b] - count[a];
+        for ((m, sum), left) in (1..=m_max).zip(&mut s.fixed[1..]).zip(&mut s.edges[1..]) {
+            let right = (s.count[j * m], s.nonzero[j * m]);
+            let g = right.0 - left.0;
             // ln(0) reads as 0 here, so an empty group's term is 0·(0 − 0) = +0.0.
-            *sum += to_f64(g) * (ln(g) - ln(u64::from(nonzero[b] - nonzero[a])));
+            *sum += to_f64(g) * (ln(g) - ln(u64::from(right.1 - left.1)));
+            *left = right;
         }
     }
 }
@@ -295,12 +303,13 @@ fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 
         // Q empty where P is not: ONNX Runtime's smoothing count (0 for an empty group).
         let smoothed = if total == c_a { 0.0 } else { g * ln_eps };
         let block = KL_LEVELS * m..(KL_LEVELS * (m + 1)).min(n + 1);
-        let out = s.num[block.start - KL_LEVELS..block.end - KL_LEVELS].iter_mut();
-        let offs = s.off[block.start - KL_LEVELS..block.end - KL_LEVELS].iter_mut();
-        for ((i, num), off) in block.zip(out).zip(offs) {
-            let (c_i, z_p) = (s.count[i], s.nonzero[i - 1]);
+        let (k0, k1) = (block.start - KL_LEVELS, block.end - KL_LEVELS);
+        let (prev, cur) = (block.start - 1..block.end - 1, block);
+        let bins = s.count[cur].iter().zip(&s.count[prev.clone()]).zip(&s.nonzero[prev.clone()]).zip(&hist[prev]);
+        let out = s.num[k0..k1].iter_mut().zip(&mut s.off[k0..k1]);
+        for ((((&c_i, &c_p), &z_p), &h_p), (num, off)) in bins.zip(out) {
             // The folded last bin: hist[i − 1] + tail = N − count[i − 1].
-            let last = total - s.count[i - 1];
+            let last = total - c_p;
             let nz_last = u32::from(last > 0);
             let g_q = c_i - c_a;
             let nz = z_p - z_a + nz_last;
@@ -309,7 +318,7 @@ fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 
             // The collapse guard: P must keep at least two non-empty bins.
             *num = if z_p + nz_last >= 2 { kl } else { f64::NAN };
             *off = ln(c_i) - ln_n;
-            plogp += xlogx(hist[i - 1]);
+            plogp += xlogx(h_p);
         }
     }
 }
@@ -345,10 +354,10 @@ fn pick(num: &mut [f64], off: &[f64], n_f: f64) -> Option<usize> {
     num.iter().rposition(|&k| k == min)
 }
 
-const LN_TABLE_MAX: u64 = 1 << 16;
-/// ln k for k ≤ 2¹⁶, with ln 0 read as 0 (so that 0·ln 0 = 0 needs no branch).
+const LN_TABLE: usize = 1 << 16;
+/// ln k for k < 2¹⁶, with ln 0 read as 0 (so that 0·ln 0 = 0 needs no branch).
 static LN_SMALL: LazyLock<Vec<f64>> =
-    LazyLock::new(|| (0..=LN_TABLE_MAX).map(|k| if k == 0 { 0.0 } else { (k as f64).ln() }).collect());
+    LazyLock::new(|| (0..LN_TABLE).map(|k| if k == 0 { 0.0 } else { (k as f64).ln() }).collect());
 
 fn ln_table() -> &'static [f64] {
     &LN_SMALL
