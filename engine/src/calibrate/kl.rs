@@ -67,8 +67,6 @@ struct Search {
     nonzero: Vec<u32>,
     /// Per merge width m: Σ over groups 0..127 of G ln(G / nz).
     fixed: Vec<f64>,
-    /// Per merge width m: (count, nonzero) at the current group's left edge.
-    edges: Vec<(u64, u32)>,
     /// Per candidate i (from 128): N·KL before the division (NaN if ineligible).
     num: Vec<f64>,
     /// Per candidate: ln(N − T) − ln N.
@@ -181,14 +179,19 @@ fn fill(h: &mut [u64], xs: &[f32], lo: f32, scale: f32, magnitude: bool) {
     }
     let (lo8, scale8) = (f32x8::splat(lo), f32x8::splat(scale));
     let (top, dump) = (f32x8::splat((bins - 1) as f32), f32x8::splat(bins as f32));
-    for c in xs[..body].chunks_exact(simd::W) {
-        let x = simd::load(c);
-        let v = if magnitude { x.abs() } else { x };
-        // v ≥ lo and a finite scale: (v − lo)·scale is finite and ≥ 0 for finite v,
-        // so clamping to [0, bins − 1] before truncating equals truncating first.
-        let f = ((v - lo8) * scale8).fast_max(f32x8::ZERO).fast_min(top);
-        let idx = x.is_finite().select(f, dump).fast_trunc_int();
-        for k in idx.to_array() {
+    // Bin indices of 64 values at a time, stored as vectors, then counted: cheaper
+    // than extracting each lane from a register.
+    let mut idx = [0i32; 64];
+    for block in xs[..body].chunks(idx.len()) {
+        for (c, out) in block.chunks_exact(simd::W).zip(idx.chunks_exact_mut(simd::W)) {
+            let x = simd::load(c);
+            let v = if magnitude { x.abs() } else { x };
+            // v ≥ lo and a finite scale: (v − lo)·scale is finite and ≥ 0 for finite v,
+            // so clamping to [0, bins − 1] before truncating equals truncating first.
+            let f = ((v - lo8) * scale8).fast_max(f32x8::ZERO).fast_min(top);
+            out.copy_from_slice(&x.is_finite().select(f, dump).fast_trunc_int().to_array());
+        }
+        for &k in &idx[..block.len()] {
             h[k as usize] += 1;
         }
     }
@@ -270,16 +273,23 @@ fn prefix_sums(hist: &[u64], s: &mut Search) {
 fn fixed_sums(s: &mut Search, m_max: usize, ln: impl Fn(u64) -> f64) {
     s.fixed.clear();
     s.fixed.resize(m_max + 1, 0.0);
-    // Per m, count and nonzero at the group's left edge (j − 1)·m.
-    s.edges.clear();
-    s.edges.resize(m_max + 1, (0, 0));
-    for j in 1..KL_LEVELS {
-        for ((m, sum), left) in (1..=m_max).zip(&mut s.fixed[1..]).zip(&mut s.edges[1..]) {
-            let right = (s.count[j * m], s.nonzero[j * m]);
-            let g = right.0 - left.0;
-            // ln(0) reads as 0 here, so an empty group's term is 0·(0 − 0) = +0.0.
-            *sum += to_f64(g) * (ln(g) - ln(u64::from(right.1 - left.1)));
-            *left = right;
+    // Four widths at a time, their sums and left edges in registers. A lane past
+    // m_max repeats m_max and its sum is dropped.
+    for m0 in (1..=m_max).step_by(4) {
+        let ms: [usize; 4] = std::array::from_fn(|l| (m0 + l).min(m_max));
+        let mut sums = [0.0f64; 4];
+        let mut left = [(0u64, 0u32); 4];
+        for j in 1..KL_LEVELS {
+            for l in 0..4 {
+                let right = (s.count[j * ms[l]], s.nonzero[j * ms[l]]);
+                let g = right.0 - left[l].0;
+                // ln(0) reads as 0 here, so an empty group's term is 0·(0 − 0) = +0.0.
+                sums[l] += to_f64(g) * (ln(g) - ln(u64::from(right.1 - left[l].1)));
+                left[l] = right;
+            }
+        }
+        for (l, sum) in sums.into_iter().enumerate().take(m_max + 1 - m0) {
+            s.fixed[m0 + l] = sum;
         }
     }
 }
