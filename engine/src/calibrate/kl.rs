@@ -21,6 +21,12 @@
 //!
 //! A threshold is the kept bins' edge plus half a bin (TensorRT's centre of the
 //! last kept bin), never beyond the data's own range.
+//!
+//! Speed (a 4096² tensor per channel is 4096 searches of 1921 candidates): buffers
+//! are per thread, bin indices are computed 8 lanes at a time, and the candidate
+//! scan has no data-dependent branch (see [`best_bin`]). `kl/reference.rs` (tests
+//! only) keeps the loop this replaced; the tests pin every threshold to it bit for
+//! bit.
 
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -315,7 +321,8 @@ fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 
         let block = KL_LEVELS * m..(KL_LEVELS * (m + 1)).min(n + 1);
         let (k0, k1) = (block.start - KL_LEVELS, block.end - KL_LEVELS);
         let (prev, cur) = (block.start - 1..block.end - 1, block);
-        let bins = s.count[cur].iter().zip(&s.count[prev.clone()]).zip(&s.nonzero[prev.clone()]).zip(&hist[prev]);
+        let bins =
+            s.count[cur].iter().zip(&s.count[prev.clone()]).zip(&s.nonzero[prev.clone()]).zip(&hist[prev]);
         let out = s.num[k0..k1].iter_mut().zip(&mut s.off[k0..k1]);
         for ((((&c_i, &c_p), &z_p), &h_p), (num, off)) in bins.zip(out) {
             // The folded last bin: hist[i − 1] + tail = N − count[i − 1].
@@ -357,10 +364,11 @@ fn pick(num: &mut [f64], off: &[f64], n_f: f64) -> Option<usize> {
         *k = *k / n_f + o;
     }
     // `k < min` is false for NaN: an ineligible candidate never becomes the minimum.
-    let min = lane_min.to_array().into_iter().chain(num[body..].iter().copied()).fold(
-        f64::INFINITY,
-        |min, k| if k < min { k } else { min },
-    );
+    let min = lane_min
+        .to_array()
+        .into_iter()
+        .chain(num[body..].iter().copied())
+        .fold(f64::INFINITY, |min, k| if k < min { k } else { min });
     num.iter().rposition(|&k| k == min)
 }
 
@@ -580,21 +588,21 @@ mod tests {
                 let g = (u + unit() + unit() + unit() - 2.0) * 1.73;
                 match kind {
                     0 => g,
-                    1 => g.abs() + 0.05,                          // all positive
-                    2 => -(g.abs() + 0.05),                       // all negative
-                    3 => 3.0 + 0.5 * g,                           // shifted
-                    4 if i % 97 == 0 => g * 60.0,                 // rare outliers
+                    1 => g.abs() + 0.05,          // all positive
+                    2 => -(g.abs() + 0.05),       // all negative
+                    3 => 3.0 + 0.5 * g,           // shifted
+                    4 if i % 97 == 0 => g * 60.0, // rare outliers
                     4 => g * 0.02,
-                    5 => (g * 3.0).round() / 3.0,                 // ties: a few levels
-                    6 if u < 0.7 => 0.0,                          // mostly zeros
+                    5 => (g * 3.0).round() / 3.0, // ties: a few levels
+                    6 if u < 0.7 => 0.0,          // mostly zeros
                     6 => g,
-                    7 => -(1.0 - u).ln() * 0.1,                   // exponential tail
+                    7 => -(1.0 - u).ln() * 0.1, // exponential tail
                     8 if i % 31 == 0 => [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3],
-                    8 => g,                                        // non-finite mixed in
+                    8 => g,                                      // non-finite mixed in
                     9 => 1.0 + f32::EPSILON * (u * 4.0).floor(), // a range of a few ulps
-                    10 => f32::from_bits(1 + (u * 8.0) as u32),   // subnormals
-                    11 => 0.75,                                    // constant
-                    12 => (u - 0.5) * 6.0e37 * 10.0,                // near f32::MAX
+                    10 => f32::from_bits(1 + (u * 8.0) as u32),  // subnormals
+                    11 => 0.75,                                  // constant
+                    12 => (u - 0.5) * 6.0e37 * 10.0,             // near f32::MAX
                     _ => u,
                 }
             })
@@ -631,7 +639,10 @@ mod tests {
             let xs = varied_slice(kind, 3 * PAR_CHUNK + 5, kind as u64);
             let stats = TensorStats::of(&xs);
             for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
-                assert_eq!(entropy_range(&xs, &stats, mapping), reference::entropy_range(&xs, &stats, mapping));
+                assert_eq!(
+                    entropy_range(&xs, &stats, mapping),
+                    reference::entropy_range(&xs, &stats, mapping)
+                );
                 compared += 1;
             }
         }
@@ -656,11 +667,11 @@ mod tests {
                 .map(|_| {
                     let r = next();
                     match case % 5 {
-                        0 => r % 3,                                  // sparse: many empty bins
-                        1 => (r % 100 == 0) as u64 * (r >> 40),      // rare huge spikes
-                        2 => r % 70_000 + 60_000,                    // counts around the table edge
-                        3 => u64::from(r % 10 < 2),                  // ones and zeros
-                        _ => (r % 1000).saturating_sub(900),          // zero-heavy with a tail
+                        0 => r % 3,                             // sparse: many empty bins
+                        1 => (r % 100 == 0) as u64 * (r >> 40), // rare huge spikes
+                        2 => r % 70_000 + 60_000,               // counts around the table edge
+                        3 => u64::from(r % 10 < 2),             // ones and zeros
+                        _ => (r % 1000).saturating_sub(900),    // zero-heavy with a tail
                     }
                 })
                 .collect();
