@@ -73,10 +73,8 @@ struct Search {
     nonzero: Vec<u32>,
     /// Per merge width m: Σ over groups 0..127 of G ln(G / nz).
     fixed: Vec<f64>,
-    /// Per candidate i (from 128): N·KL before the division (NaN if ineligible).
-    num: Vec<f64>,
-    /// Per candidate: ln(N − T) − ln N.
-    off: Vec<f64>,
+    /// Per candidate i (from 128): KL, NaN if ruled out.
+    kl: Vec<f64>,
 }
 
 thread_local! {
@@ -228,7 +226,7 @@ fn fill(h: &mut [u64], xs: &[f32], lo: f32, scale: f32, magnitude: bool) {
 ///
 /// Every KL value is computed with the same operations in the same order as the
 /// straightforward loop (`kl/reference.rs`, tested equal), but without branches:
-/// numerators first, then the divisions 4 lanes at a time, then the pick.
+/// every candidate's KL first, then the pick.
 fn best_bin(hist: &[u64], s: &mut Search) -> usize {
     let n = hist.len();
     if n < KL_LEVELS {
@@ -247,15 +245,15 @@ fn best_bin(hist: &[u64], s: &mut Search) -> usize {
         Ok(t) if total < LN_TABLE as u64 => {
             let ln = |k: u64| t[k as usize & (LN_TABLE - 1)];
             fixed_sums(s, n / KL_LEVELS, ln);
-            numerators(hist, s, total, ln);
+            kl_values(hist, s, total, ln);
         }
         _ => {
             let ln = |k: u64| ln_of(table, k);
             fixed_sums(s, n / KL_LEVELS, ln);
-            numerators(hist, s, total, ln);
+            kl_values(hist, s, total, ln);
         }
     }
-    KL_LEVELS + pick(&mut s.num, &s.off, total as f64).unwrap_or(n - KL_LEVELS)
+    KL_LEVELS + pick(&s.kl).unwrap_or(n - KL_LEVELS)
 }
 
 /// count and nonzero: prefix sums of the counts and of the non-empty bins.
@@ -300,15 +298,14 @@ fn fixed_sums(s: &mut Search, m_max: usize, ln: impl Fn(u64) -> f64) {
     }
 }
 
-/// num[i − 128] = N·KL(i) − N·(ln(N − T) − ln N) and off[i − 128] = ln(N − T) − ln N
-/// for every candidate i, NaN for the ones the collapse guard rules out.
-fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 + Copy) {
+/// kl[i − 128] = KL(i) for every candidate i, NaN for the ones the collapse guard
+/// rules out. The division has no loop-carried dependency, so it overlaps the rest.
+fn kl_values(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 + Copy) {
     let n = hist.len();
     let xlogx = |v: u64| to_f64(v) * ln(v);
-    let ln_n = ln(total);
+    let (ln_n, n_f) = (ln(total), total as f64);
     let ln_eps = KL_SMOOTHING.ln();
-    s.num.resize(n + 1 - KL_LEVELS, 0.0);
-    s.off.resize(n + 1 - KL_LEVELS, 0.0);
+    s.kl.resize(n + 1 - KL_LEVELS, 0.0);
     // Σ P ln P over bins 0..i−1, carried along the candidates.
     let mut plogp = hist[..KL_LEVELS - 1].iter().fold(0.0f64, |p, &h| p + xlogx(h));
     for m in 1..=n / KL_LEVELS {
@@ -323,18 +320,16 @@ fn numerators(hist: &[u64], s: &mut Search, total: u64, ln: impl Fn(u64) -> f64 
         let (prev, cur) = (block.start - 1..block.end - 1, block);
         let bins =
             s.count[cur].iter().zip(&s.count[prev.clone()]).zip(&s.nonzero[prev.clone()]).zip(&hist[prev]);
-        let out = s.num[k0..k1].iter_mut().zip(&mut s.off[k0..k1]);
-        for ((((&c_i, &c_p), &z_p), &h_p), (num, off)) in bins.zip(out) {
+        for ((((&c_i, &c_p), &z_p), &h_p), out) in bins.zip(&mut s.kl[k0..k1]) {
             // The folded last bin: hist[i − 1] + tail = N − count[i − 1].
             let last = total - c_p;
             let nz_last = u32::from(last > 0);
             let g_q = c_i - c_a;
             let nz = z_p - z_a + nz_last;
             let term = if g_q == 0 { smoothed } else { g * (ln(g_q) - ln(u64::from(nz))) };
-            let kl = plogp + xlogx(last) - fixed - term;
+            let kl = (plogp + xlogx(last) - fixed - term) / n_f + (ln(c_i) - ln_n);
             // The collapse guard: P must keep at least two non-empty bins.
-            *num = if z_p + nz_last >= 2 { kl } else { f64::NAN };
-            *off = ln(c_i) - ln_n;
+            *out = if z_p + nz_last >= 2 { kl } else { f64::NAN };
             plogp += xlogx(h_p);
         }
     }
@@ -347,29 +342,23 @@ fn to_f64(v: u64) -> f64 {
     v as i64 as f64
 }
 
-/// The last k minimising kl[k] = num[k] / N + off[k] (ties to the larger
-/// threshold, NaN never), None when every candidate is NaN; `num` becomes kl.
-/// Each division is the scalar one, 4 lanes at a time; the minimum over lanes
-/// involves no arithmetic, so it equals the sequential one whatever the order.
-fn pick(num: &mut [f64], off: &[f64], n_f: f64) -> Option<usize> {
-    let n4 = f64x4::splat(n_f);
+/// The last k minimising kl[k] (ties to the larger threshold, NaN never), None
+/// when every candidate is NaN. The minimum over 4 lanes involves no arithmetic,
+/// so it equals the sequential one whatever the order.
+fn pick(kl: &[f64]) -> Option<usize> {
     let mut lane_min = f64x4::splat(f64::INFINITY);
-    let body = num.len() / 4 * 4;
-    for (nc, oc) in num[..body].chunks_exact_mut(4).zip(off[..body].chunks_exact(4)) {
-        let k = f64x4::from([nc[0], nc[1], nc[2], nc[3]]) / n4 + f64x4::from([oc[0], oc[1], oc[2], oc[3]]);
-        nc.copy_from_slice(&k.to_array());
+    let body = kl.len() / 4 * 4;
+    for c in kl[..body].chunks_exact(4) {
+        let k = f64x4::from([c[0], c[1], c[2], c[3]]);
         lane_min = k.simd_lt(lane_min).select(k, lane_min);
-    }
-    for (k, &o) in num[body..].iter_mut().zip(&off[body..]) {
-        *k = *k / n_f + o;
     }
     // `k < min` is false for NaN: an ineligible candidate never becomes the minimum.
     let min = lane_min
         .to_array()
         .into_iter()
-        .chain(num[body..].iter().copied())
+        .chain(kl[body..].iter().copied())
         .fold(f64::INFINITY, |min, k| if k < min { k } else { min });
-    num.iter().rposition(|&k| k == min)
+    kl.iter().rposition(|&k| k == min)
 }
 
 const LN_TABLE: usize = 1 << 16;
