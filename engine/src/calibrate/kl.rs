@@ -24,7 +24,7 @@
 //!
 //! Speed (a 4096² tensor per channel is 4096 searches of 1921 candidates): buffers
 //! are per thread, bin indices are computed 8 lanes at a time, and the candidate
-//! scan has no data-dependent branch (see [`best_bin`]). `kl/reference.rs` (tests
+//! scan computes every KL before picking (see [`best_bin`]). `kl/reference.rs` (tests
 //! only) keeps the loop this replaced; the tests pin every threshold to it bit for
 //! bit.
 
@@ -225,8 +225,9 @@ fn fill(h: &mut [u64], xs: &[f32], lo: f32, scale: f32, magnitude: bool) {
 /// threshold (less clipping).
 ///
 /// Every KL value is computed with the same operations in the same order as the
-/// straightforward loop (`kl/reference.rs`, tested equal), but without branches:
-/// every candidate's KL first, then the pick.
+/// straightforward loop (`kl/reference.rs`, tested equal); all of them first,
+/// without its shortcuts or running pick (branches that mispredict on sparse
+/// tails), then the pick.
 fn best_bin(hist: &[u64], s: &mut Search) -> usize {
     let n = hist.len();
     if n < KL_LEVELS {
