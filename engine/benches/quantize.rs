@@ -203,6 +203,24 @@ fn benches(c: &mut Criterion) {
                 });
             }
         }
+        // Asymmetric KL runs three one-sided searches per slice: INT8 per channel,
+        // against asymmetric min-max (BF16 only).
+        if dtype == Dtype::BF16 {
+            for cal in [Calibration::MinMax, Calibration::Entropy] {
+                let s = Scheme {
+                    format: FormatKind::INT8,
+                    mapping: Mapping::Asymmetric,
+                    granularity: Granularity::Channel { axis: 0 },
+                    calibration: cal,
+                };
+                g.bench_function(format!("{name}/{s}"), |b| {
+                    b.iter(|| {
+                        decode_into(dtype, black_box(bytes), &mut buf).unwrap();
+                        analyze(&buf, &shape, &s, &opts).unwrap()
+                    });
+                });
+            }
+        }
     }
     g.finish();
 
