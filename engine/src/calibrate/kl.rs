@@ -608,7 +608,7 @@ mod tests {
             for (s, &n) in sizes.iter().enumerate() {
                 for seed in 0..3u64 {
                     let xs = varied_slice(kind, n, 100 * kind as u64 + 10 * s as u64 + seed);
-                    for stats in [TensorStats::of(&xs), TensorStats::range_of(&xs)] {
+                    for stats in [TensorStats::of(&xs), TensorStats::range_of(&xs[..])] {
                         for mapping in [Mapping::Symmetric, Mapping::Asymmetric] {
                             let (lo, hi) = entropy_range(&xs, &stats, mapping);
                             let (rlo, rhi) = reference::entropy_range(&xs, &stats, mapping);
