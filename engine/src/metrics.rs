@@ -342,7 +342,12 @@ pub(crate) fn approx_slack(n: usize, v: f64) -> f64 {
 /// once the running sum over a prefix is more than its slack above `limit`
 /// (so the whole sum is too), (that partial sum, false). Non-finite when an f32
 /// term overflowed: the caller then needs [`sum_sq_error`].
-pub(crate) fn sum_sq_error_approx<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams, limit: f64) -> (f64, bool) {
+pub(crate) fn sum_sq_error_approx<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    limit: f64,
+) -> (f64, bool) {
     #[cfg(target_arch = "x86_64")]
     if simd::avx512() {
         // SAFETY: `simd::avx512` checked the features `sum_sq_error_approx_avx512` needs.
@@ -355,7 +360,12 @@ pub(crate) fn sum_sq_error_approx<F: NumberFormat>(fmt: F, xs: &[f32], p: &Slice
 /// [`sum_sq_error_approx_body`] compiled for AVX-512 (same operations, same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq")]
-fn sum_sq_error_approx_avx512<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams, limit: f64) -> (f64, bool) {
+fn sum_sq_error_approx_avx512<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    limit: f64,
+) -> (f64, bool) {
     sum_sq_error_approx_body(fmt, xs, p, limit)
 }
 
@@ -674,7 +684,11 @@ mod tests {
                     assert_eq!(part.to_bits(), v.to_bits());
                 } else {
                     assert!(part - approx_slack(xs.len(), part) > limit, "{}", f.label());
-                    assert!(exact > limit, "{}: stopped at {part} but the sum is {exact} ≤ {limit}", f.label());
+                    assert!(
+                        exact > limit,
+                        "{}: stopped at {part} but the sum is {exact} ≤ {limit}",
+                        f.label()
+                    );
                 }
             }
         }
@@ -687,7 +701,8 @@ mod tests {
         };
         let mut stopped = 0;
         for (n, scale) in [(7usize, 1.0f32), (128, 1e-30), (4099, 0.02), (20_000, 3.0), (1000, 1e15)] {
-            let mut xs: Vec<f32> = (0..n).map(|i| u() * scale * if i % 97 == 0 { 30.0 } else { 1.0 }).collect();
+            let mut xs: Vec<f32> =
+                (0..n).map(|i| u() * scale * if i % 97 == 0 { 30.0 } else { 1.0 }).collect();
             if n > 1000 {
                 xs[5] = f32::NAN;
                 xs[6] = f32::INFINITY;

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::PAR_CHUNK;
 use crate::format::{NumberFormat, SliceParams};
-use crate::metrics::{TensorStats, sum_sq_error};
+use crate::metrics::{TensorStats, approx_slack, sum_sq_error, sum_sq_error_approx};
 use crate::scheme::Mapping;
 
 /// MSE search evaluates slices up to this length exactly, longer ones on a histogram.
@@ -29,32 +29,130 @@ pub(crate) fn alpha(j: usize) -> f32 {
     if j >= GRID { 1.0 } else { 1.0 - 0.008 * (GRID - j) as f32 }
 }
 
+/// What the search asks of the grid points' costs. Points of one class (the
+/// same (S, Z, c), hence the same cost) are asked once.
+trait Costs {
+    fn class(&mut self, j: usize) -> usize {
+        j
+    }
+    /// Bounds (lo, hi) on point j's cost, hi None when the evaluation stopped
+    /// early because lo is already above `limit` (the caller needs no more).
+    fn bounds(&mut self, j: usize, limit: f64) -> (f64, Option<f64>);
+    /// The cost itself (what the bounds bound); NaN counts as +∞.
+    fn exact(&mut self, j: usize) -> f64;
+}
+
+/// Costs given exactly by a function of α.
+struct ExactCosts<C>(C);
+
+impl<C: FnMut(f32) -> f64> Costs for ExactCosts<C> {
+    fn bounds(&mut self, j: usize, _: f64) -> (f64, Option<f64>) {
+        let c = self.exact(j);
+        (c, Some(c))
+    }
+    fn exact(&mut self, j: usize) -> f64 {
+        let c = (self.0)(alpha(j));
+        if c.is_nan() { f64::INFINITY } else { c }
+    }
+}
+
+/// What is known of one class's cost: bounds, hi = ∞ when only a lower bound.
+#[derive(Clone, Copy)]
+struct Known {
+    lo: f64,
+    hi: f64,
+    full: bool,
+    exact: Option<f64>,
+}
+
+/// The search's memory of the costs. Every comparison it answers is the one
+/// exact costs would give: bounds decide where they are apart, else both costs
+/// are evaluated exactly.
+struct Memo<C> {
+    costs: C,
+    known: [Option<Known>; GRID + 1],
+}
+
+impl<C: Costs> Memo<C> {
+    /// Bounds on j's cost, complete unless lo > `limit`.
+    fn bounds(&mut self, j: usize, limit: f64) -> (f64, f64) {
+        let k = self.costs.class(j);
+        if let Some(m) = self.known[k]
+            && (m.full || m.lo > limit)
+        {
+            return (m.lo, m.hi);
+        }
+        let (lo, hi) = self.costs.bounds(j, limit);
+        let m = Known { lo, hi: hi.unwrap_or(f64::INFINITY), full: hi.is_some(), exact: None };
+        self.known[k] = Some(m);
+        (m.lo, m.hi)
+    }
+
+    fn exact(&mut self, j: usize) -> f64 {
+        let k = self.costs.class(j);
+        if let Some(Known { exact: Some(c), .. }) = self.known[k] {
+            return c;
+        }
+        let c = self.costs.exact(j);
+        self.known[k] = Some(Known { lo: c, hi: c, full: true, exact: Some(c) });
+        c
+    }
+
+    /// Whether j is better than `best`: a lower cost, ties to the larger α.
+    fn beats(&mut self, j: usize, best: usize) -> bool {
+        let (blo, bhi) = self.bounds(best, f64::INFINITY);
+        let (lo, hi) = self.bounds(j, bhi);
+        if hi < blo {
+            return true;
+        }
+        if lo > bhi {
+            return false;
+        }
+        let (c, b) = (self.exact(j), self.exact(best));
+        c < b || (c == b && j > best)
+    }
+
+    /// Whether cost(x1) ≤ cost(x2).
+    fn at_most(&mut self, x1: usize, x2: usize) -> bool {
+        let (lo1, hi1) = self.bounds(x1, f64::INFINITY);
+        let (lo2, hi2) = self.bounds(x2, hi1);
+        if hi1 < lo2 {
+            return true;
+        }
+        if lo1 > hi2 {
+            return false;
+        }
+        self.exact(x1) <= self.exact(x2)
+    }
+}
+
+/// The grid point the search picks with exact costs `cost(α)` ([`search`]).
+pub(crate) fn grid_search(coarse: usize, cost: impl FnMut(f32) -> f64) -> usize {
+    search(coarse, ExactCosts(cost))
+}
+
 /// The grid point the search picks: the coarse pass (every `coarse`-th point),
 /// then a golden-section search on the grid points within ±`coarse` of the best
-/// coarse one, then every point within ±2 of the best. ~14 evaluations for INT
-/// instead of 101; `cost` is called at most once
-/// per point. Ties go to the larger α (less clipping).
-pub(crate) fn grid_search(coarse: usize, mut cost: impl FnMut(f32) -> f64) -> usize {
-    let mut memo = [f64::NAN; GRID + 1];
-    let mut eval = |j: usize| -> f64 {
-        if memo[j].is_nan() {
-            memo[j] = cost(alpha(j));
-            if memo[j].is_nan() {
-                memo[j] = f64::INFINITY;
-            }
-        }
-        memo[j]
-    };
-    let better = |a: (usize, f64), b: (usize, f64)| b.1 < a.1 || (b.1 == a.1 && b.0 > a.0);
-    let mut best = (GRID, eval(GRID));
-    for j in (0..GRID).step_by(coarse) {
-        let c = (j, eval(j));
-        if better(best, c) {
-            best = c;
+/// coarse one, then every point within ±2 of the best. ~14 points for INT
+/// instead of 101, each class evaluated at most once (plus once exactly when
+/// bounds cannot decide). Ties go to the larger α (less clipping). The pick is
+/// the one exact costs give, whatever the bounds.
+fn search<C: Costs>(coarse: usize, costs: C) -> usize {
+    search_with(coarse, costs).0
+}
+
+/// [`search`], also returning the costs (for their counts).
+fn search_with<C: Costs>(coarse: usize, costs: C) -> (usize, C) {
+    let mut m = Memo { costs, known: [None; GRID + 1] };
+    // Largest α first: a low best early lets far points stop early.
+    let mut best = GRID;
+    for j in (0..GRID).step_by(coarse).rev() {
+        if m.beats(j, best) {
+            best = j;
         }
     }
     // Golden section on the integers of [a, b].
-    let (mut a, mut b) = (best.0.saturating_sub(coarse), (best.0 + coarse).min(GRID));
+    let (mut a, mut b) = (best.saturating_sub(coarse), (best + coarse).min(GRID));
     let point = |a: usize, b: usize, from_b: bool| -> usize {
         let d = ((b - a) as f64 * INV_PHI).round() as usize;
         if from_b { b - d } else { a + d }
@@ -62,26 +160,79 @@ pub(crate) fn grid_search(coarse: usize, mut cost: impl FnMut(f32) -> f64) -> us
     while b - a > 2 {
         let (x1, x2) = (point(a, b, true), point(a, b, false));
         let (x1, x2) = if x1 < x2 { (x1, x2) } else { (x1.min(b - 1), (x1 + 1).min(b)) };
-        if eval(x1) <= eval(x2) {
+        if m.at_most(x1, x2) {
             b = x2;
         } else {
             a = x1;
         }
     }
     for j in a..=b {
-        let c = (j, eval(j));
-        if better(best, c) {
-            best = c;
+        if j != best && m.beats(j, best) {
+            best = j;
         }
     }
-    let centre = best.0;
+    let centre = best;
     for j in centre.saturating_sub(NEAR)..=(centre + NEAR).min(GRID) {
-        let c = (j, eval(j));
-        if better(best, c) {
-            best = c;
+        if j != best && m.beats(j, best) {
+            best = j;
         }
     }
-    best.0
+    (best, m.costs)
+}
+
+/// One slice's costs: Σe² under the clip α_j, ranked by the f32-lane sum
+/// ([`sum_sq_error_approx`], within [`approx_slack`] of [`sum_sq_error`]),
+/// exact where two are too close to call.
+struct SliceCosts<'a, F, P> {
+    fmt: F,
+    xs: &'a [f32],
+    params_at: P,
+    params: [Option<SliceParams>; GRID + 1],
+    class: [usize; GRID + 1],
+    /// Evaluations: f32-lane sums, of them stopped early, exact sums.
+    counts: [usize; 3],
+}
+
+impl<'a, F: NumberFormat, P: Fn(f32) -> SliceParams> SliceCosts<'a, F, P> {
+    fn new(fmt: F, xs: &'a [f32], params_at: P) -> Self {
+        Self { fmt, xs, params_at, params: [None; GRID + 1], class: [usize::MAX; GRID + 1], counts: [0; 3] }
+    }
+
+    fn params(&mut self, j: usize) -> SliceParams {
+        *self.params[j].get_or_insert_with(|| (self.params_at)(alpha(j)))
+    }
+}
+
+impl<F: NumberFormat, P: Fn(f32) -> SliceParams> Costs for SliceCosts<'_, F, P> {
+    /// The first point asked with the same (S, Z, c): fake-quant reads nothing else.
+    fn class(&mut self, j: usize) -> usize {
+        if self.class[j] == usize::MAX {
+            let p = self.params(j);
+            let key = |q: &SliceParams| (q.scale.to_bits(), q.zero_point, q.offset.to_bits());
+            let same =
+                (0..=GRID).find(|&k| self.class[k] == k && self.params[k].as_ref().map(key) == Some(key(&p)));
+            self.class[j] = same.unwrap_or(j);
+        }
+        self.class[j]
+    }
+    fn bounds(&mut self, j: usize, limit: f64) -> (f64, Option<f64>) {
+        let p = self.params(j);
+        let (v, done) = sum_sq_error_approx(self.fmt, self.xs, &p, limit);
+        self.counts[0] += 1;
+        self.counts[1] += usize::from(!done);
+        if !v.is_finite() {
+            let c = self.exact(j);
+            return (c, Some(c));
+        }
+        let slack = approx_slack(self.xs.len(), v);
+        (v - slack, done.then_some(v + slack))
+    }
+    fn exact(&mut self, j: usize) -> f64 {
+        let p = self.params(j);
+        let c = sum_sq_error(self.fmt, self.xs, &p);
+        self.counts[2] += 1;
+        if c.is_nan() { f64::INFINITY } else { c }
+    }
 }
 
 /// Shrinks [lo, hi] by α about 0 when the range holds 0, else about its centre.
@@ -110,7 +261,7 @@ pub(super) fn mse_params<F: NumberFormat>(
     };
     let coarse = if fmt.code_dtype() == safetensors::Dtype::I8 { COARSE_INT } else { COARSE_FP8 };
     if xs.len() <= MSE_EXACT_MAX {
-        return params_at(alpha(grid_search(coarse, |a| sum_sq_error(fmt, xs, &params_at(a)))));
+        return params_at(alpha(search(coarse, SliceCosts::new(fmt, xs, params_at))));
     }
     let hist = MomentHistogram::build(xs, lo, hi);
     let j = grid_search(coarse, |a| hist.estimate(fmt, &params_at(a)));
@@ -243,6 +394,50 @@ mod tests {
                 sum_sq_error(fmt, xs, &fmt.params(l, h, m))
             })
             .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Ranking by the f32-lane bounds picks exactly what exact costs pick (the
+    /// search before them), on every kind of slice, format, dtype and mapping,
+    /// and needs an exact sum for few points.
+    #[test]
+    fn bounded_search_picks_what_exact_costs_pick() {
+        fn check<F: NumberFormat>(fmt: F, totals: &mut [usize; 5]) {
+            let coarse = if fmt.code_dtype() == safetensors::Dtype::I8 { COARSE_INT } else { COARSE_FP8 };
+            for kind in 0..6 {
+                for m in [Mapping::Symmetric, Mapping::Asymmetric] {
+                    for n in [32usize, 128, 1000, 4096] {
+                        for seed in 0..4 {
+                            let xs = slice(n, kind * 131 + seed * 17 + n as u64, kind);
+                            let (lo, hi) = TensorStats::of(&xs).range();
+                            let params_at = |a: f32| {
+                                let (l, h) = shrink(lo, hi, a);
+                                fmt.params(l, h, m)
+                            };
+                            let want = grid_search(coarse, |a| sum_sq_error(fmt, &xs, &params_at(a)));
+                            let (got, costs) = search_with(coarse, SliceCosts::new(fmt, &xs, params_at));
+                            assert_eq!(got, want, "{} kind {kind} n {n} {m:?}", fmt.label());
+                            totals[0] += 1;
+                            for (t, c) in totals[1..4].iter_mut().zip(costs.counts) {
+                                *t += c;
+                            }
+                            totals[4] += costs.class.iter().filter(|&&c| c != usize::MAX).count();
+                        }
+                    }
+                }
+            }
+        }
+        use crate::format::{Fp8Format, WorkDtype};
+        for d in [WorkDtype::F32, WorkDtype::BF16] {
+            let mut t = [0; 5];
+            check(IntFormat::new(8).unwrap().in_work(d), &mut t);
+            check(IntFormat::new(4).unwrap().in_work(d), &mut t);
+            check(Fp8Format::E4M3.in_work(d), &mut t);
+            eprintln!(
+                "{d:?}: {} slices, {} sums ({} stopped early), {} exact, {} points",
+                t[0], t[1], t[2], t[3], t[4]
+            );
+            assert!(t[3] * 20 < t[1], "{d:?}: {} exact sums for {} ranking sums", t[3], t[1]);
+        }
     }
 
     /// Issue 13: the search's choice is within 0.1 % of the exhaustive 101-point
