@@ -373,19 +373,11 @@ fn sum_sq_error_approx_avx512<F: NumberFormat>(
 #[inline(always)]
 fn sum_sq_error_approx_body<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams, limit: f64) -> (f64, bool) {
     let mut tot = [f64x4::ZERO; 2];
-    let block = |tot: &mut [f64x4; 2], b: &[f32]| {
-        let mut acc = f32x8::ZERO;
-        for c in b.chunks_exact(simd::W) {
-            let x = simd::load(c);
-            acc = simd::sq_error_f32_x8(acc, x, fmt.fake_quant_x8(x, p));
-        }
-        simd::add_widened(tot, acc);
-    };
     let checked = limit < f64::INFINITY;
     let mut steps = xs.chunks_exact(APPROX_CHECK);
     for step in steps.by_ref() {
         for b in step.chunks_exact(APPROX_BLOCK * simd::W) {
-            block(&mut tot, b);
+            approx_block(fmt, p, &mut tot, b);
         }
         let v = (tot[0] + tot[1]).reduce_add();
         if checked && v - approx_slack(xs.len(), v) > limit {
@@ -395,7 +387,7 @@ fn sum_sq_error_approx_body<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams
     let rest = steps.remainder();
     let body = rest.len() / simd::W * simd::W;
     for b in rest[..body].chunks(APPROX_BLOCK * simd::W) {
-        block(&mut tot, b);
+        approx_block(fmt, p, &mut tot, b);
     }
     let mut tail = 0.0;
     for &x in rest[body..].iter().filter(|x| x.is_finite()) {
@@ -403,6 +395,19 @@ fn sum_sq_error_approx_body<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams
         tail += e * e;
     }
     ((tot[0] + tot[1]).reduce_add() + tail, true)
+}
+
+/// One block of [`sum_sq_error_approx`]: up to `APPROX_BLOCK` vectors summed in
+/// f32 lanes, then widened into `tot`.
+#[allow(clippy::inline_always)] // must inline into the AVX-512 build
+#[inline(always)]
+fn approx_block<F: NumberFormat>(fmt: F, p: &SliceParams, tot: &mut [f64x4; 2], b: &[f32]) {
+    let mut acc = f32x8::ZERO;
+    for c in b.chunks_exact(simd::W) {
+        let x = simd::load(c);
+        acc = simd::sq_error_f32_x8(acc, x, fmt.fake_quant_x8(x, p));
+    }
+    simd::add_widened(tot, acc);
 }
 
 /// A model's SQNR in two figures: the params-weighted mean of the layers' finite

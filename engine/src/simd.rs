@@ -303,7 +303,8 @@ pub(crate) fn sq_error_f32_x8(acc: f32x8, x: f32x8, q: f32x8) -> f32x8 {
 }
 
 /// Adds 8 f32 lanes, widened exactly, into two f64x4 accumulators.
-#[inline]
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
 pub(crate) fn add_widened(tot: &mut [f64x4; 2], acc: f32x8) {
     let (l, h) = widen(acc);
     tot[0] += l;

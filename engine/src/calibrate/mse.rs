@@ -29,17 +29,18 @@ pub(crate) fn alpha(j: usize) -> f32 {
     if j >= GRID { 1.0 } else { 1.0 - 0.008 * (GRID - j) as f32 }
 }
 
-/// What the search asks of the grid points' costs. Points of one class (the
+/// What the search asks of the grid points' costs. Points of one slot (the
 /// same (S, Z, c), hence the same cost) are asked once.
 trait Costs {
-    fn class(&mut self, j: usize) -> usize {
+    /// The slot (< GRID + 1) of grid point j, asked once per point.
+    fn slot(&mut self, j: usize) -> usize {
         j
     }
-    /// Bounds (lo, hi) on point j's cost, hi None when the evaluation stopped
+    /// Bounds (lo, hi) on the slot's cost, hi None when the evaluation stopped
     /// early because lo is already above `limit` (the caller needs no more).
-    fn bounds(&mut self, j: usize, limit: f64) -> (f64, Option<f64>);
+    fn bounds(&mut self, slot: usize, limit: f64) -> (f64, Option<f64>);
     /// The cost itself (what the bounds bound); NaN counts as +∞.
-    fn exact(&mut self, j: usize) -> f64;
+    fn exact(&mut self, slot: usize) -> f64;
 }
 
 /// Costs given exactly by a function of α.
@@ -56,13 +57,21 @@ impl<C: FnMut(f32) -> f64> Costs for ExactCosts<C> {
     }
 }
 
-/// What is known of one class's cost: bounds, hi = ∞ when only a lower bound.
+/// What is known of one slot's cost.
+#[derive(Clone, Copy, PartialEq)]
+enum State {
+    Unknown,
+    /// Only `lo` (the evaluation stopped early).
+    Above,
+    Bounds,
+    Exact,
+}
+
 #[derive(Clone, Copy)]
 struct Known {
     lo: f64,
     hi: f64,
-    full: bool,
-    exact: Option<f64>,
+    state: State,
 }
 
 /// The search's memory of the costs. Every comparison it answers is the one
@@ -70,32 +79,47 @@ struct Known {
 /// are evaluated exactly.
 struct Memo<C> {
     costs: C,
-    known: [Option<Known>; GRID + 1],
+    slot: [u8; GRID + 1],
+    known: [Known; GRID + 1],
 }
 
 impl<C: Costs> Memo<C> {
+    fn new(costs: C) -> Self {
+        let unknown = Known { lo: 0.0, hi: f64::INFINITY, state: State::Unknown };
+        Self { costs, slot: [u8::MAX; GRID + 1], known: [unknown; GRID + 1] }
+    }
+
+    fn slot(&mut self, j: usize) -> usize {
+        if self.slot[j] == u8::MAX {
+            self.slot[j] = self.costs.slot(j) as u8;
+        }
+        usize::from(self.slot[j])
+    }
+
     /// Bounds on j's cost, complete unless lo > `limit`.
     fn bounds(&mut self, j: usize, limit: f64) -> (f64, f64) {
-        let k = self.costs.class(j);
-        if let Some(m) = self.known[k]
-            && (m.full || m.lo > limit)
-        {
-            return (m.lo, m.hi);
+        let k = self.slot(j);
+        let m = self.known[k];
+        let enough = match m.state {
+            State::Unknown => false,
+            State::Above => m.lo > limit,
+            State::Bounds | State::Exact => true,
+        };
+        if !enough {
+            let (lo, hi) = self.costs.bounds(k, limit);
+            let state = if hi.is_some() { State::Bounds } else { State::Above };
+            self.known[k] = Known { lo, hi: hi.unwrap_or(f64::INFINITY), state };
         }
-        let (lo, hi) = self.costs.bounds(j, limit);
-        let m = Known { lo, hi: hi.unwrap_or(f64::INFINITY), full: hi.is_some(), exact: None };
-        self.known[k] = Some(m);
-        (m.lo, m.hi)
+        (self.known[k].lo, self.known[k].hi)
     }
 
     fn exact(&mut self, j: usize) -> f64 {
-        let k = self.costs.class(j);
-        if let Some(Known { exact: Some(c), .. }) = self.known[k] {
-            return c;
+        let k = self.slot(j);
+        if self.known[k].state != State::Exact {
+            let c = self.costs.exact(k);
+            self.known[k] = Known { lo: c, hi: c, state: State::Exact };
         }
-        let c = self.costs.exact(j);
-        self.known[k] = Some(Known { lo: c, hi: c, full: true, exact: Some(c) });
-        c
+        self.known[k].lo
     }
 
     /// Whether j is better than `best`: a lower cost, ties to the larger α.
@@ -143,7 +167,7 @@ fn search<C: Costs>(coarse: usize, costs: C) -> usize {
 
 /// [`search`], also returning the costs (for their counts).
 fn search_with<C: Costs>(coarse: usize, costs: C) -> (usize, C) {
-    let mut m = Memo { costs, known: [None; GRID + 1] };
+    let mut m = Memo::new(costs);
     // Largest α first: a low best early lets far points stop early.
     let mut best = GRID;
     for j in (0..GRID).step_by(coarse).rev() {
@@ -182,54 +206,50 @@ fn search_with<C: Costs>(coarse: usize, costs: C) -> (usize, C) {
 
 /// One slice's costs: Σe² under the clip α_j, ranked by the f32-lane sum
 /// ([`sum_sq_error_approx`], within [`approx_slack`] of [`sum_sq_error`]),
-/// exact where two are too close to call.
+/// exact where two are too close to call. Slots are the distinct (S, Z, c)
+/// asked so far (fake-quant reads nothing else).
 struct SliceCosts<'a, F, P> {
     fmt: F,
     xs: &'a [f32],
     params_at: P,
-    params: [Option<SliceParams>; GRID + 1],
-    class: [usize; GRID + 1],
+    params: [SliceParams; GRID + 1],
+    slots: usize,
     /// Evaluations: f32-lane sums, of them stopped early, exact sums.
     counts: [usize; 3],
 }
 
 impl<'a, F: NumberFormat, P: Fn(f32) -> SliceParams> SliceCosts<'a, F, P> {
     fn new(fmt: F, xs: &'a [f32], params_at: P) -> Self {
-        Self { fmt, xs, params_at, params: [None; GRID + 1], class: [usize::MAX; GRID + 1], counts: [0; 3] }
-    }
-
-    fn params(&mut self, j: usize) -> SliceParams {
-        *self.params[j].get_or_insert_with(|| (self.params_at)(alpha(j)))
+        let none = SliceParams { scale: 0.0, zero_point: 0, offset: 0.0, lo: 0.0, hi: 0.0 };
+        Self { fmt, xs, params_at, params: [none; GRID + 1], slots: 0, counts: [0; 3] }
     }
 }
 
 impl<F: NumberFormat, P: Fn(f32) -> SliceParams> Costs for SliceCosts<'_, F, P> {
-    /// The first point asked with the same (S, Z, c): fake-quant reads nothing else.
-    fn class(&mut self, j: usize) -> usize {
-        if self.class[j] == usize::MAX {
-            let p = self.params(j);
-            let key = |q: &SliceParams| (q.scale.to_bits(), q.zero_point, q.offset.to_bits());
-            let same =
-                (0..=GRID).find(|&k| self.class[k] == k && self.params[k].as_ref().map(key) == Some(key(&p)));
-            self.class[j] = same.unwrap_or(j);
+    fn slot(&mut self, j: usize) -> usize {
+        let p = (self.params_at)(alpha(j));
+        let key = |q: &SliceParams| (q.scale.to_bits(), q.zero_point, q.offset.to_bits());
+        if let Some(k) = self.params[..self.slots].iter().position(|q| key(q) == key(&p)) {
+            return k;
         }
-        self.class[j]
+        // Each of the GRID + 1 points is asked at most once, so a slot is always free.
+        self.params[self.slots] = p;
+        self.slots += 1;
+        self.slots - 1
     }
-    fn bounds(&mut self, j: usize, limit: f64) -> (f64, Option<f64>) {
-        let p = self.params(j);
-        let (v, done) = sum_sq_error_approx(self.fmt, self.xs, &p, limit);
+    fn bounds(&mut self, k: usize, limit: f64) -> (f64, Option<f64>) {
+        let (v, done) = sum_sq_error_approx(self.fmt, self.xs, &self.params[k], limit);
         self.counts[0] += 1;
         self.counts[1] += usize::from(!done);
         if !v.is_finite() {
-            let c = self.exact(j);
+            let c = self.exact(k);
             return (c, Some(c));
         }
         let slack = approx_slack(self.xs.len(), v);
         (v - slack, done.then_some(v + slack))
     }
-    fn exact(&mut self, j: usize) -> f64 {
-        let p = self.params(j);
-        let c = sum_sq_error(self.fmt, self.xs, &p);
+    fn exact(&mut self, k: usize) -> f64 {
+        let c = sum_sq_error(self.fmt, self.xs, &self.params[k]);
         self.counts[2] += 1;
         if c.is_nan() { f64::INFINITY } else { c }
     }
@@ -420,7 +440,7 @@ mod tests {
                             for (t, c) in totals[1..4].iter_mut().zip(costs.counts) {
                                 *t += c;
                             }
-                            totals[4] += costs.class.iter().filter(|&&c| c != usize::MAX).count();
+                            totals[4] += costs.slots;
                         }
                     }
                 }
