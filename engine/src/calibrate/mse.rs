@@ -136,10 +136,22 @@ impl<C: Costs> Memo<C> {
         c < b || (c == b && j > best)
     }
 
-    /// Whether cost(x1) ≤ cost(x2).
+    fn full(&mut self, j: usize) -> bool {
+        let k = self.slot(j);
+        matches!(self.known[k].state, State::Bounds | State::Exact)
+    }
+
+    /// Whether cost(x1) ≤ cost(x2), x1 < x2. The point known in full, else the
+    /// larger α (less clipping, so likely the lower cost), is evaluated first:
+    /// the other then only needs to be known up to it.
     fn at_most(&mut self, x1: usize, x2: usize) -> bool {
-        let (lo1, hi1) = self.bounds(x1, f64::INFINITY);
-        let (lo2, hi2) = self.bounds(x2, hi1);
+        let ((lo1, hi1), (lo2, hi2)) = if self.full(x1) && !self.full(x2) {
+            let b1 = self.bounds(x1, f64::INFINITY);
+            (b1, self.bounds(x2, b1.1))
+        } else {
+            let b2 = self.bounds(x2, f64::INFINITY);
+            (self.bounds(x1, b2.1), b2)
+        };
         if hi1 < lo2 {
             return true;
         }
@@ -214,14 +226,30 @@ struct SliceCosts<'a, F, P> {
     params_at: P,
     params: [SliceParams; GRID + 1],
     slots: usize,
-    /// Evaluations: f32-lane sums, of them stopped early, exact sums.
+    /// The slice's finite min and max (elements of it), if any.
+    extremes: Option<(f32, f32)>,
+    /// Evaluations: f32-lane sums, of them stopped early or settled by the
+    /// extremes alone, exact sums.
     counts: [usize; 3],
 }
 
 impl<'a, F: NumberFormat, P: Fn(f32) -> SliceParams> SliceCosts<'a, F, P> {
-    fn new(fmt: F, xs: &'a [f32], params_at: P) -> Self {
+    fn new(fmt: F, xs: &'a [f32], stats: &TensorStats, params_at: P) -> Self {
         let none = SliceParams { scale: 0.0, zero_point: 0, offset: 0.0, lo: 0.0, hi: 0.0 };
-        Self { fmt, xs, params_at, params: [none; GRID + 1], slots: 0, counts: [0; 3] }
+        let extremes = (stats.finite > 0).then_some((stats.min, stats.max));
+        Self { fmt, xs, params_at, params: [none; GRID + 1], slots: 0, extremes, counts: [0; 3] }
+    }
+
+    /// A lower bound on [`sum_sq_error`] under `p` from the min and max elements
+    /// alone (two scalar fake-quants): at small α their clip error already
+    /// exceeds the best cost. The f64 sum of n terms is at least (1 − n·2^−52)
+    /// times their exact sum.
+    fn extremes_floor(&self, p: &SliceParams) -> f64 {
+        let Some((lo, hi)) = self.extremes else { return 0.0 };
+        let e2 = |x: f32| (f64::from(x) - f64::from(self.fmt.fake_quant(x, p))).powi(2);
+        // lo == hi may be one element.
+        let sum = if lo == hi { e2(hi) } else { e2(lo) + e2(hi) };
+        sum * (1.0 - (self.xs.len() as f64 + 2.0) * f64::EPSILON)
     }
 }
 
@@ -238,8 +266,13 @@ impl<F: NumberFormat, P: Fn(f32) -> SliceParams> Costs for SliceCosts<'_, F, P> 
         self.slots - 1
     }
     fn bounds(&mut self, k: usize, limit: f64) -> (f64, Option<f64>) {
+        let floor = self.extremes_floor(&self.params[k]);
+        if floor > limit {
+            self.counts[1] += 1;
+            return (floor, None);
+        }
         let (v, done) = sum_sq_error_approx(self.fmt, self.xs, &self.params[k], limit);
-        self.counts[0] += 1;
+        self.counts[0] += usize::from(done);
         self.counts[1] += usize::from(!done);
         if !v.is_finite() {
             let c = self.exact(k);
@@ -281,7 +314,7 @@ pub(super) fn mse_params<F: NumberFormat>(
     };
     let coarse = if fmt.code_dtype() == safetensors::Dtype::I8 { COARSE_INT } else { COARSE_FP8 };
     if xs.len() <= MSE_EXACT_MAX {
-        return params_at(alpha(search(coarse, SliceCosts::new(fmt, xs, params_at))));
+        return params_at(alpha(search(coarse, SliceCosts::new(fmt, xs, stats, params_at))));
     }
     let hist = MomentHistogram::build(xs, lo, hi);
     let j = grid_search(coarse, |a| hist.estimate(fmt, &params_at(a)));
@@ -434,7 +467,10 @@ mod tests {
                                 fmt.params(l, h, m)
                             };
                             let want = grid_search(coarse, |a| sum_sq_error(fmt, &xs, &params_at(a)));
-                            let (got, costs) = search_with(coarse, SliceCosts::new(fmt, &xs, params_at));
+                            let (got, costs) = search_with(
+                                coarse,
+                                SliceCosts::new(fmt, &xs, &TensorStats::of(&xs), params_at),
+                            );
                             assert_eq!(got, want, "{} kind {kind} n {n} {m:?}", fmt.label());
                             totals[0] += 1;
                             for (t, c) in totals[1..4].iter_mut().zip(costs.counts) {
