@@ -1,6 +1,7 @@
 //! MSE calibration: the clip that minimises the slice's own quantize error.
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::PAR_CHUNK;
 use crate::format::{NumberFormat, SliceParams};
@@ -246,9 +247,11 @@ impl<'a, F: NumberFormat, P: Fn(f32) -> SliceParams> SliceCosts<'a, F, P> {
     /// times their exact sum.
     fn extremes_floor(&self, p: &SliceParams) -> f64 {
         let Some((lo, hi)) = self.extremes else { return 0.0 };
-        let e2 = |x: f32| (f64::from(x) - f64::from(self.fmt.fake_quant(x, p))).powi(2);
+        // Both through the vector fake-quant (the same bits as the scalar one, tested).
+        let q = self.fmt.fake_quant_x8(f32x8::from([lo, hi, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), p).to_array();
+        let e2 = |x: f32, q: f32| (f64::from(x) - f64::from(q)).powi(2);
         // lo == hi may be one element.
-        let sum = if lo == hi { e2(hi) } else { e2(lo) + e2(hi) };
+        let sum = if lo == hi { e2(hi, q[1]) } else { e2(lo, q[0]) + e2(hi, q[1]) };
         sum * (1.0 - (self.xs.len() as f64 + 2.0) * f64::EPSILON)
     }
 }
@@ -266,7 +269,7 @@ impl<F: NumberFormat, P: Fn(f32) -> SliceParams> Costs for SliceCosts<'_, F, P> 
         self.slots - 1
     }
     fn bounds(&mut self, k: usize, limit: f64) -> (f64, Option<f64>) {
-        let floor = self.extremes_floor(&self.params[k]);
+        let floor = if limit < f64::INFINITY { self.extremes_floor(&self.params[k]) } else { 0.0 };
         if floor > limit {
             self.counts[1] += 1;
             return (floor, None);
