@@ -332,8 +332,10 @@ const APPROX_CHECK: usize = 4 * APPROX_BLOCK * simd::W;
 /// 1.14e−6 relative. The f64 sums on both sides add ≤ n·2^−53 each, and a
 /// subnormal f32 result at most 2^−149 per element.
 pub(crate) fn approx_slack(n: usize, v: f64) -> f64 {
+    /// 2^−140, far above the 2^−149 a subnormal term can lose.
+    const PER_ELEMENT: f64 = f64::from_bits((1023 - 140) << 52);
     let n = n as f64;
-    (1.2e-6 + n * f64::EPSILON) * v + n * 2f64.powi(-140)
+    (1.2e-6 + n * f64::EPSILON) * v + n * PER_ELEMENT
 }
 
 /// Σ (R − R′)² as [`sum_sq_error`] (the same codes and R′), summed in f32 lanes of
