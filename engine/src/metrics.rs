@@ -321,6 +321,97 @@ fn sum_sq_error_body<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams) -> f6
     body_sum + tail
 }
 
+/// Terms each f32 lane of [`sum_sq_error_approx`] sums before it is widened.
+const APPROX_BLOCK: usize = 16;
+/// Elements between two checks of [`sum_sq_error_approx`]'s running sum against its limit.
+const APPROX_CHECK: usize = 4 * APPROX_BLOCK * simd::W;
+
+/// How far [`sum_sq_error_approx`]'s value `v` over `n` elements can lie from
+/// [`sum_sq_error`]'s (docs/numerics.md, "MSE"). Each e² meets at most
+/// `APPROX_BLOCK` + 3 roundings of 2^−24 (x − q, e·e and the lane's sums): γ₁₉ <
+/// 1.14e−6 relative. The f64 sums on both sides add ≤ n·2^−53 each, and a
+/// subnormal f32 result at most 2^−149 per element.
+pub(crate) fn approx_slack(n: usize, v: f64) -> f64 {
+    /// 2^−140, far above the 2^−149 a subnormal term can lose.
+    const PER_ELEMENT: f64 = f64::from_bits((1023 - 140) << 52);
+    let n = n as f64;
+    (1.2e-6 + n * f64::EPSILON) * v + n * PER_ELEMENT
+}
+
+/// Σ (R − R′)² as [`sum_sq_error`] (the same codes and R′), summed in f32 lanes of
+/// `APPROX_BLOCK` terms that are then widened into f64: within
+/// [`approx_slack`] of it, for ranking MSE candidates. Returns (sum, true); or,
+/// once the running sum over a prefix is more than its slack above `limit`
+/// (so the whole sum is too), (that partial sum, false). Non-finite when an f32
+/// term overflowed: the caller then needs [`sum_sq_error`].
+pub(crate) fn sum_sq_error_approx<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    limit: f64,
+) -> (f64, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::avx512() {
+        // SAFETY: `simd::avx512` checked the features `sum_sq_error_approx_avx512` needs.
+        #[allow(unsafe_code)]
+        return unsafe { sum_sq_error_approx_avx512(fmt, xs, p, limit) };
+    }
+    sum_sq_error_approx_body(fmt, xs, p, limit)
+}
+
+/// [`sum_sq_error_approx_body`] compiled for AVX-512 (same operations, same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq")]
+fn sum_sq_error_approx_avx512<F: NumberFormat>(
+    fmt: F,
+    xs: &[f32],
+    p: &SliceParams,
+    limit: f64,
+) -> (f64, bool) {
+    sum_sq_error_approx_body(fmt, xs, p, limit)
+}
+
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+fn sum_sq_error_approx_body<F: NumberFormat>(fmt: F, xs: &[f32], p: &SliceParams, limit: f64) -> (f64, bool) {
+    let mut tot = [f64x4::ZERO; 2];
+    let checked = limit < f64::INFINITY;
+    let mut steps = xs.chunks_exact(APPROX_CHECK);
+    for step in steps.by_ref() {
+        for b in step.chunks_exact(APPROX_BLOCK * simd::W) {
+            approx_block(fmt, p, &mut tot, b);
+        }
+        let v = (tot[0] + tot[1]).reduce_add();
+        if checked && v - approx_slack(xs.len(), v) > limit {
+            return (v, false);
+        }
+    }
+    let rest = steps.remainder();
+    let body = rest.len() / simd::W * simd::W;
+    for b in rest[..body].chunks(APPROX_BLOCK * simd::W) {
+        approx_block(fmt, p, &mut tot, b);
+    }
+    let mut tail = 0.0;
+    for &x in rest[body..].iter().filter(|x| x.is_finite()) {
+        let e = f64::from(x) - f64::from(fmt.fake_quant(x, p));
+        tail += e * e;
+    }
+    ((tot[0] + tot[1]).reduce_add() + tail, true)
+}
+
+/// One block of [`sum_sq_error_approx`]: up to `APPROX_BLOCK` vectors summed in
+/// f32 lanes, then widened into `tot`.
+#[allow(clippy::inline_always)] // must inline into the AVX-512 build
+#[inline(always)]
+fn approx_block<F: NumberFormat>(fmt: F, p: &SliceParams, tot: &mut [f64x4; 2], b: &[f32]) {
+    let mut acc = f32x8::ZERO;
+    for c in b.chunks_exact(simd::W) {
+        let x = simd::load(c);
+        acc = simd::sq_error_f32_x8(acc, x, fmt.fake_quant_x8(x, p));
+    }
+    simd::add_widened(tot, acc);
+}
+
 /// A model's SQNR in two figures: the params-weighted mean of the layers' finite
 /// SQNRs (a lossless layer, +∞, is left out) and the worst layer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -550,6 +641,12 @@ mod tests {
             #[allow(unsafe_code)]
             let sq = unsafe { sum_sq_error_avx512(f, xs, p) };
             assert_eq!(sum_sq_error_body(f, xs, p).to_bits(), sq.to_bits(), "{}", f.label());
+            for limit in [f64::INFINITY, 1e-3] {
+                #[allow(unsafe_code)]
+                let fast = unsafe { sum_sq_error_approx_avx512(f, xs, p, limit) };
+                let base = sum_sq_error_approx_body(f, xs, p, limit);
+                assert_eq!((base.0.to_bits(), base.1), (fast.0.to_bits(), fast.1), "{}", f.label());
+            }
         }
         if !crate::simd::avx512() {
             eprintln!("no AVX-512 on this CPU: only the baseline path runs");
@@ -572,6 +669,71 @@ mod tests {
                 both(f, &xs, &f.params(lo, hi, Mapping::Symmetric));
             }
         }
+    }
+
+    /// The f32-lane sum lies within its slack of the f64 one, on lengths that
+    /// leave partial blocks and tails, values from 1e−30 to 1e15 and NaN/Inf; an
+    /// early stop happens only when the whole sum is above the limit.
+    #[test]
+    fn approx_sum_is_within_its_slack_and_stops_only_above_the_limit() {
+        use crate::format::{Fp8Format, WorkDtype};
+        fn check<F: NumberFormat>(f: F, xs: &[f32], p: &SliceParams) {
+            let exact = sum_sq_error(f, xs, p);
+            let (v, done) = sum_sq_error_approx(f, xs, p, f64::INFINITY);
+            assert!(done);
+            let slack = approx_slack(xs.len(), v);
+            assert!((v - exact).abs() <= slack, "{}: {v} vs {exact}", f.label());
+            // The bound is not vacuous: f32 sums do differ from the f64 one.
+            if exact > 1e-20 {
+                assert!(slack < 1e-5 * exact, "{}", f.label());
+            }
+            for limit in [exact * 0.5, exact * 0.999, exact * 1.001, exact * 2.0, 0.0] {
+                let (part, done) = sum_sq_error_approx(f, xs, p, limit);
+                if done {
+                    assert_eq!(part.to_bits(), v.to_bits());
+                } else {
+                    assert!(part - approx_slack(xs.len(), part) > limit, "{}", f.label());
+                    assert!(
+                        exact > limit,
+                        "{}: stopped at {part} but the sum is {exact} ≤ {limit}",
+                        f.label()
+                    );
+                }
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut u = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut stopped = 0;
+        for (n, scale) in [(7usize, 1.0f32), (128, 1e-30), (4099, 0.02), (20_000, 3.0), (1000, 1e15)] {
+            let mut xs: Vec<f32> =
+                (0..n).map(|i| u() * scale * if i % 97 == 0 { 30.0 } else { 1.0 }).collect();
+            if n > 1000 {
+                xs[5] = f32::NAN;
+                xs[6] = f32::INFINITY;
+            }
+            let s = TensorStats::of(&xs);
+            for d in [WorkDtype::F32, WorkDtype::BF16] {
+                for m in [Mapping::Symmetric, Mapping::Asymmetric] {
+                    for alpha in [1.0f32, 0.5, 0.05] {
+                        let (lo, hi) = (s.min * alpha, s.max * alpha);
+                        let f = IntFormat::new(8).unwrap().in_work(d);
+                        check(f, &xs, &f.params(lo, hi, m));
+                        let f = IntFormat::new(4).unwrap().in_work(d);
+                        check(f, &xs, &f.params(lo, hi, m));
+                        let f = Fp8Format::E4M3.in_work(d);
+                        check(f, &xs, &f.params(lo, hi, m));
+                        let p = f.params(lo, hi, m);
+                        stopped += usize::from(!sum_sq_error_approx(f, &xs, &p, 0.0).1);
+                    }
+                }
+            }
+        }
+        assert!(stopped > 0, "no early stop was exercised");
     }
 
     #[test]

@@ -363,6 +363,26 @@ pub(crate) fn sq_error_x8(acc: &mut [f64x4; 2], x: f32x8, q: f32x8) {
     acc[1] += e[1] * e[1];
 }
 
+/// Σ(x − q)² of 8 lanes into f32 lanes (finite lanes only), one fused
+/// multiply-add per lane: MSE calibration's ranking sum
+/// (`metrics::sum_sq_error_approx`), several times cheaper than widening each
+/// e to f64 as [`sq_error_x8`] does.
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+pub(crate) fn sq_error_f32_x8(acc: f32x8, x: f32x8, q: f32x8) -> f32x8 {
+    let e = x.is_finite().select(x - q, f32x8::ZERO);
+    e.mul_add(e, acc)
+}
+
+/// Adds 8 f32 lanes, widened exactly, into two f64x4 accumulators.
+#[allow(clippy::inline_always)] // a call here makes the hot loop spill
+#[inline(always)]
+pub(crate) fn add_widened(tot: &mut [f64x4; 2], acc: f32x8) {
+    let (l, h) = widen(acc);
+    tot[0] += l;
+    tot[1] += h;
+}
+
 /// Finite min/max, Σx, Σx² and the non-finite count of 8 lanes at a time.
 #[derive(Clone, Copy)]
 pub(crate) struct StatsAcc {
