@@ -229,10 +229,11 @@ fn error_pass_body<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: 
     let body = xs.len() / simd::W * simd::W;
     let mut acc = simd::ErrorAcc::default();
     let (lo, hi) = (f32x8::splat(p.lo), f32x8::splat(p.hi));
-    for (i, x) in xs.blocks().enumerate() {
+    for k in 0..body / simd::W {
+        let x = xs.block(k);
         let q = fmt.fake_quant_x8(x, p);
         if WRITE {
-            out[i * simd::W..(i + 1) * simd::W].copy_from_slice(q.as_array());
+            out[k * simd::W..(k + 1) * simd::W].copy_from_slice(q.as_array());
         }
         acc.add::<SIGNAL>(x, q, lo, hi);
     }
@@ -488,8 +489,8 @@ impl TensorStats {
     pub(crate) fn range_of(xs: impl Source) -> Self {
         let body = xs.len() / simd::W * simd::W;
         let mut acc = simd::StatsAcc::default();
-        for x in xs.blocks() {
-            acc.add_range(x);
+        for k in 0..body / simd::W {
+            acc.add_range(xs.block(k));
         }
         let (min, max, _, _) = acc.parts();
         let mut s = Self {

@@ -37,8 +37,9 @@ pub(crate) fn load(xs: &[f32]) -> f32x8 {
 pub(crate) trait Source: Copy {
     /// The number of values.
     fn len(self) -> usize;
-    /// The values in whole blocks of [`W`], the last partial block left out.
-    fn blocks(self) -> impl Iterator<Item = f32x8>;
+    /// Values 8k..8k+8 (k < len / 8). An index, not an iterator: the
+    /// iterator's `Option` kept the error pass's accumulators on the stack.
+    fn block(self, k: usize) -> f32x8;
     /// The values past the last whole block (fewer than [`W`]).
     fn tail(self) -> ([f32; W], usize);
 }
@@ -49,9 +50,10 @@ impl Source for &[f32] {
         <[f32]>::len(self)
     }
 
-    #[inline]
-    fn blocks(self) -> impl Iterator<Item = f32x8> {
-        self.chunks_exact(W).map(load)
+    #[allow(clippy::inline_always)] // the hot loops' body
+    #[inline(always)]
+    fn block(self, k: usize) -> f32x8 {
+        load(&self[k * W..k * W + W])
     }
 
     fn tail(self) -> ([f32; W], usize) {
@@ -81,16 +83,16 @@ impl Source for LeF32<'_> {
         self.0.len() / 4
     }
 
-    #[inline]
-    fn blocks(self) -> impl Iterator<Item = f32x8> {
-        self.0.chunks_exact(4 * W).map(|b| {
-            if cfg!(target_endian = "little") {
-                // One unaligned 32-byte load.
-                f32x8::new(bytemuck::pod_read_unaligned::<[f32; W]>(b))
-            } else {
-                f32x8::new(std::array::from_fn(|k| Self::value(&b[4 * k..])))
-            }
-        })
+    #[allow(clippy::inline_always)] // the hot loops' body
+    #[inline(always)]
+    fn block(self, k: usize) -> f32x8 {
+        let b = &self.0[4 * W * k..4 * W * (k + 1)];
+        if cfg!(target_endian = "little") {
+            // One unaligned 32-byte load.
+            f32x8::new(bytemuck::pod_read_unaligned::<[f32; W]>(b))
+        } else {
+            f32x8::new(std::array::from_fn(|i| Self::value(&b[4 * i..])))
+        }
     }
 
     fn tail(self) -> ([f32; W], usize) {
@@ -447,19 +449,22 @@ mod tests {
     fn bytes_at_any_alignment_give_the_slices_lanes() {
         let xs: Vec<f32> = (0..37).map(|k| f32::from_bits(0x3f80_0000 ^ (k * 7_919))).collect();
         let le: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let bits = |v: Vec<f32x8>| v.iter().flat_map(|b| b.to_array()).map(f32::to_bits).collect::<Vec<_>>();
+        fn bits(s: impl Source) -> Vec<u32> {
+            let mut v = Vec::new();
+            for k in 0..s.len() / W {
+                v.extend(s.block(k).to_array().map(f32::to_bits));
+            }
+            v
+        }
         for n in [0, 5, 8, 16, 37] {
             for offset in 0..4 {
                 let mut padded = vec![0xa5u8; offset];
                 padded.extend_from_slice(&le[..4 * n]);
                 let (src, slice) = (LeF32(&padded[offset..]), &xs[..n]);
                 assert_eq!(src.len(), n);
-                assert_eq!(
-                    bits(src.blocks().collect()),
-                    bits(slice.blocks().collect()),
-                    "n {n} offset {offset}"
-                );
-                assert_eq!(src.blocks().count(), n / W);
+                let lanes = bits(src);
+                assert_eq!(lanes, bits(slice), "n {n} offset {offset}");
+                assert_eq!(lanes.len(), n / W * W);
                 let ((a, na), (b, nb)) = (src.tail(), slice.tail());
                 assert_eq!((na, nb), (n % W, n % W));
                 assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
