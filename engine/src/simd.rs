@@ -447,8 +447,6 @@ mod tests {
 
     #[test]
     fn bytes_at_any_alignment_give_the_slices_lanes() {
-        let xs: Vec<f32> = (0..37).map(|k| f32::from_bits(0x3f80_0000 ^ (k * 7_919))).collect();
-        let le: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
         fn bits(s: impl Source) -> Vec<u32> {
             let mut v = Vec::new();
             for k in 0..s.len() / W {
@@ -456,6 +454,8 @@ mod tests {
             }
             v
         }
+        let xs: Vec<f32> = (0..37).map(|k| f32::from_bits(0x3f80_0000 ^ (k * 7_919))).collect();
+        let le: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
         for n in [0, 5, 8, 16, 37] {
             for offset in 0..4 {
                 let mut padded = vec![0xa5u8; offset];
