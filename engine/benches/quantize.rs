@@ -167,52 +167,35 @@ fn benches(c: &mut Criterion) {
                 }
             }
         }
-        // Asymmetric percentile: both ends of x (two brackets per tensor, both
-        // ends kept per group), against asymmetric min-max.
-        for gran in [Granularity::Tensor, Granularity::Group { size: 128 }] {
-            for cal in [Calibration::MinMax, Calibration::Percentile { p: 99.9 }] {
-                let s = Scheme {
-                    format: FormatKind::INT8,
-                    mapping: Mapping::Asymmetric,
-                    granularity: gran,
-                    calibration: cal,
-                };
-                g.bench_function(format!("{name}/{s}"), |b| {
-                    b.iter(|| {
-                        decode_into(dtype, black_box(bytes), &mut buf).unwrap();
-                        analyze(&buf, &shape, &s, &opts).unwrap()
-                    });
-                });
-            }
-        }
-        // HQQ optimizes an integer Z: asymmetric INT4 (its common use), against
-        // min-max and MSE under the same format, mapping and granularity.
-        for gran in [Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 }] {
-            for cal in [Calibration::MinMax, Calibration::Mse, Calibration::Hqq] {
-                let s = Scheme {
-                    format: FormatKind::Int(4),
-                    mapping: Mapping::Asymmetric,
-                    granularity: gran,
-                    calibration: cal,
-                };
-                g.bench_function(format!("{name}/{s}"), |b| {
-                    b.iter(|| {
-                        decode_into(dtype, black_box(bytes), &mut buf).unwrap();
-                        analyze(&buf, &shape, &s, &opts).unwrap()
-                    });
-                });
-            }
-        }
-        // Asymmetric KL runs three one-sided searches per slice: INT8 per channel,
-        // against asymmetric min-max (BF16 only).
-        if dtype == Dtype::BF16 {
-            for cal in [Calibration::MinMax, Calibration::Entropy] {
-                let s = Scheme {
-                    format: FormatKind::INT8,
-                    mapping: Mapping::Asymmetric,
-                    granularity: Granularity::Channel { axis: 0 },
-                    calibration: cal,
-                };
+        // Asymmetric percentile (both ends of x: two brackets per tensor, both ends
+        // kept per group) against asymmetric INT8 min-max; HQQ, which optimizes an
+        // integer Z, as asymmetric INT4 (its common use) against min-max and MSE;
+        // asymmetric KL (three one-sided searches per slice) per channel, BF16 only.
+        let (tensor, channel, group) =
+            (Granularity::Tensor, Granularity::Channel { axis: 0 }, Granularity::Group { size: 128 });
+        let asymmetric: [(FormatKind, &[Granularity], &[Calibration], bool); 3] = [
+            (
+                FormatKind::INT8,
+                &[tensor, group],
+                &[Calibration::MinMax, Calibration::Percentile { p: 99.9 }],
+                true,
+            ),
+            (
+                FormatKind::Int(4),
+                &[channel, group],
+                &[Calibration::MinMax, Calibration::Mse, Calibration::Hqq],
+                true,
+            ),
+            (
+                FormatKind::INT8,
+                &[channel],
+                &[Calibration::MinMax, Calibration::Entropy],
+                dtype == Dtype::BF16,
+            ),
+        ];
+        for (format, grans, cals, _) in asymmetric.into_iter().filter(|a| a.3) {
+            for (&gran, &cal) in grans.iter().flat_map(|g| cals.iter().map(move |c| (g, c))) {
+                let s = Scheme { format, mapping: Mapping::Asymmetric, granularity: gran, calibration: cal };
                 g.bench_function(format!("{name}/{s}"), |b| {
                     b.iter(|| {
                         decode_into(dtype, black_box(bytes), &mut buf).unwrap();
