@@ -572,19 +572,16 @@ fn encoded_per_tensor<F: NumberFormat>(fmt: F, dtype: Dtype, bytes: &[u8], schem
         let p = params(&ranges);
         (p, bytes.par_chunks(chunk).zip(&ranges).map(|(b, st)| chunk_sums(fmt, LeF32(b), &p, st)).collect())
     } else {
-        let decoded = |buf: &mut Vec<f32>, b| {
-            crate::decode::decode_chunk_into(dtype, b, buf);
-        };
         let ranges: Vec<TensorStats> = bytes
             .par_chunks(chunk)
             .map_init(Vec::new, |buf: &mut Vec<f32>, b| {
-                decoded(buf, b);
+                crate::decode::decode_chunk_into(dtype, b, buf);
                 TensorStats::range_of(&buf[..])
             })
             .collect();
         let p = params(&ranges);
         let parts = bytes.par_chunks(chunk).zip(&ranges).map_init(Vec::new, |buf: &mut Vec<f32>, (b, st)| {
-            decoded(buf, b);
+            crate::decode::decode_chunk_into(dtype, b, buf);
             chunk_sums(fmt, &buf[..], &p, st)
         });
         (p, parts.collect())
@@ -660,14 +657,7 @@ fn per_tensor_range_only<F: NumberFormat>(
                 (error_sums_with_stats::<F, true>(fmt, c, &p, oc, &mut st), st)
             })
             .collect(),
-        None => values
-            .par_chunks(PAR_CHUNK)
-            .zip(ranges.par_iter())
-            .map(|(c, st)| {
-                let mut st = *st;
-                (error_sums_with_stats::<F, false>(fmt, c, &p, &mut [], &mut st), st)
-            })
-            .collect(),
+        None => values.par_chunks(PAR_CHUNK).zip(&ranges).map(|(c, st)| chunk_sums(fmt, c, &p, st)).collect(),
     };
     merge_parts(p, &parts)
 }
