@@ -565,13 +565,8 @@ mod tests {
     /// A slice of `n` values of one of the kinds the search meets (and some it
     /// should survive), from a deterministic seed.
     fn varied_slice(kind: usize, n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut unit = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut next = crate::calibrate::xorshift(seed);
+        let mut unit = move || (next() >> 40) as f32 / (1u64 << 24) as f32;
         (0..n)
             .map(|i| {
                 let u = unit();

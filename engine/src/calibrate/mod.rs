@@ -14,6 +14,18 @@ use crate::scheme::{Calibration, ManualRange, Mapping};
 
 pub(crate) use crate::slicing::PAR_CHUNK;
 
+/// The xorshift stream the calibration tests draw their slices from.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// Chooses one slice's range with `calibration` and returns its parameters.
 /// Every method reads only the min, max and counts of `stats` (and `xs`): the
 /// analysis passes [`TensorStats::range_of`] and sums ΣR, ΣR² in its error pass.

@@ -483,13 +483,8 @@ mod tests {
     /// Deterministic slices of several shapes: Gaussian-like, heavy-tailed,
     /// outliers, bimodal, uniform.
     fn slice(n: usize, seed: u64, kind: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut u = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 + 0.5) / (1u64 << 24) as f32
-        };
+        let mut next = crate::calibrate::xorshift(seed);
+        let mut u = move || ((next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32;
         (0..n)
             .map(|i| {
                 let g = (u() + u() + u() + u() - 2.0) * 1.73;

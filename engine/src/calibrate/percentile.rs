@@ -755,13 +755,7 @@ mod tests {
     /// xorshift values in a mix of shapes: ties, zeros of both signs, outliers,
     /// non-finite values.
     fn sample(n: usize, seed: u64, kind: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::calibrate::xorshift(seed);
         (0..n)
             .map(|i| {
                 let u = (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
