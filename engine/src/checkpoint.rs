@@ -381,32 +381,6 @@ pub fn padded_file(dtype: &str, shape: &[usize], data: &[u8], pad: usize) -> Vec
     v
 }
 
-/// Runs untrusted bytes through everything a user's file reaches: header
-/// parsing, the catalogue, decoding, and a small analysis. Shared by the fuzz
-/// target (`fuzz/`) and its regression test, so both exercise the same path.
-/// Returns how many tensors decoded.
-#[doc(hidden)]
-pub fn exercise_untrusted(bytes: &[u8]) -> usize {
-    let Ok(ckpt) = Checkpoint::from_bytes("fuzz-input", bytes.to_vec()) else { return 0 };
-    let mut decoded = 0;
-    for t in ckpt.tensors() {
-        let Ok(values) = ckpt.load_f32(&t.name) else { continue };
-        decoded += 1;
-        if values.len() <= 4096 {
-            debug_assert!(
-                ckpt.f32_view(t)
-                    .is_none_or(|v| v.iter().zip(&values).all(|(a, b)| a.to_bits() == b.to_bits()))
-            );
-            for scheme in ["int8:channel:minmax", "e4m3:group16:mse:asym", "int4:tensor:entropy"] {
-                if let Ok(s) = scheme.parse() {
-                    let _ = crate::analyze(&values, &t.shape, &s, &crate::Options::default());
-                }
-            }
-        }
-    }
-    decoded
-}
-
 /// A header's entries in file order, duplicates kept (a map would drop them).
 struct Entries(Vec<(String, serde_json::Value)>);
 

@@ -22,7 +22,9 @@ pub mod analyze;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod csv;
+pub mod ct;
 pub mod decode;
+pub mod dequant;
 pub mod diff;
 pub mod error;
 pub mod explain;
@@ -42,6 +44,8 @@ pub mod scheme;
 mod simd;
 mod slicing;
 pub mod sweep;
+#[doc(hidden)]
+pub mod untrusted;
 pub mod write;
 
 pub use analyze::{

@@ -88,9 +88,9 @@ pub struct Sweep {
 }
 
 /// Bytes of one tensor stored under `scheme`, exactly as the weight-only packed
-/// save writes them (one rule: [`crate::export::stored_bytes`]).
+/// save writes them (one rule: [`crate::ct::stored_bytes`]).
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme) -> u64 {
-    crate::export::stored_bytes(info, scheme)
+    crate::ct::stored_bytes(info, scheme)
 }
 
 /// Sweeps `tensors` (indices into `ckpt.tensors()`) under every scheme.

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use quantscope_engine::checkpoint::Checkpoint;
-use quantscope_engine::export::bitpack::{
+use quantscope_engine::ct::bitpack::{
     bytes_to_words, pack_cols, pack_rows, unpack_cols, unpack_rows, words_per_line, words_to_bytes,
 };
 use safetensors::Dtype;

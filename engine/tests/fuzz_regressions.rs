@@ -4,7 +4,7 @@
 //! A panic on any input fails the test; the valid seeds must still decode.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use quantscope_engine::checkpoint::exercise_untrusted;
+use quantscope_engine::untrusted::exercise_untrusted;
 
 #[test]
 fn every_kept_fuzz_input_runs_without_panicking() {

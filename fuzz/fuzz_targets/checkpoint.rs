@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    quantscope_engine::checkpoint::exercise_untrusted(data);
+    quantscope_engine::untrusted::exercise_untrusted(data);
 });

@@ -10,30 +10,12 @@ use safetensors::Dtype;
 use serde_json::{Value, json};
 
 use super::ExportMode;
-use super::bitpack::words_per_line;
-use super::ctformat::{Activations, CtFormat, ct_format, input_dim};
 use super::plan::Decision;
 use crate::checkpoint::TensorInfo;
+use crate::ct::Activations;
+pub(super) use crate::ct::layout::{Part, scale_dtype};
+use crate::ct::layout::{byte_len, layer_tensors};
 use crate::error::{Error, Result};
-use crate::format::{OffsetKind, ScaleStorage, Spec, spec};
-use crate::scheme::{Granularity, Mapping, Scheme};
-
-/// The dtype scales are stored in: the weight's own float dtype.
-pub(crate) fn scale_dtype(dtype: Dtype) -> Dtype {
-    match dtype {
-        Dtype::BF16 | Dtype::F16 | Dtype::F64 => dtype,
-        _ => Dtype::F32,
-    }
-}
-
-/// The dtype a format's block scales are stored in for a weight of `dtype`.
-pub(crate) fn stored_scale_dtype(f: &Spec, dtype: Dtype) -> Dtype {
-    match f.scale_storage {
-        ScaleStorage::Work => scale_dtype(dtype),
-        ScaleStorage::E4M3 => Dtype::F8_E4M3,
-        ScaleStorage::E8M0 => Dtype::U8,
-    }
-}
 
 /// f32 → the nearest value of `dtype` (what the file will hold).
 pub(super) fn round_to(dtype: Dtype, x: f32) -> f32 {
@@ -52,46 +34,6 @@ pub(super) fn fake_dtype(dtype: Dtype) -> Dtype {
     }
 }
 
-pub(super) fn scale_shape(shape: &[usize], g: Granularity) -> Vec<usize> {
-    let rows = shape[0];
-    let rest: usize = shape[1..].iter().product();
-    match g {
-        Granularity::Tensor => vec![1],
-        Granularity::Channel { .. } => vec![rows, 1],
-        Granularity::Group { size } => vec![rows, rest.div_ceil(size)],
-        Granularity::Block { size } => vec![rows.div_ceil(size), rest.div_ceil(size)],
-    }
-}
-
-/// What fills one output tensor.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Part {
-    Copy,
-    Fake,
-    Codes,
-    Scale,
-    ZeroPoint,
-    Offset,
-    /// pack-quantized codes: `[rows, cols]` b-bit codes packed row by row.
-    PackedCodes {
-        bits: u8,
-        rows: usize,
-        cols: usize,
-    },
-    /// pack-quantized zero points: `[rows, cols]` packed along dim 0.
-    PackedZeroPoint {
-        bits: u8,
-        rows: usize,
-        cols: usize,
-    },
-    /// `weight_shape`: the source shape as I64.
-    Shape,
-    /// FP4 codes two to a byte, the first element in the low nibble.
-    Nibbles,
-    /// A two-level format's F32 global scale.
-    GlobalScale,
-}
-
 /// One output tensor: where its bytes come from and where they go.
 pub(super) struct Entry {
     pub name: String,
@@ -106,24 +48,8 @@ pub(super) struct Entry {
 
 impl Entry {
     pub(super) fn len(&self) -> u64 {
-        (self.shape.iter().product::<usize>() * self.dtype.bitsize() / 8) as u64
+        byte_len(self.dtype, &self.shape)
     }
-}
-
-/// Bytes a packed, weight-only save writes for `t` under `s`: the sum of its
-/// output tensors (codes, block scales, zero points, global scale, shape), so the
-/// sweep and the planner count exactly what the save writes. Tensors a save
-/// would not quantize (1-D and 0-D) are counted as their `[1, n]` view under the
-/// granularity analysis falls back to.
-pub fn stored_bytes(t: &TensorInfo, s: &Scheme) -> u64 {
-    let (g, _) = crate::slicing::resolve(&t.shape, s.granularity).unwrap_or((Granularity::Tensor, None));
-    let mut view = t.clone();
-    if t.shape.len() < 2 {
-        view.shape = vec![1, t.numel()];
-    }
-    let s = Scheme { granularity: g, ..*s };
-    let entries = entries_for(&view, 0, &Decision::Quantize(s), ExportMode::Packed, Activations::None);
-    entries.map_or(0, |v| v.iter().map(Entry::len).sum())
 }
 
 /// The output tensors of one source tensor.
@@ -147,69 +73,11 @@ pub(super) fn entries_for(
         (Decision::Quantize(_), ExportMode::FakeQuant) => {
             vec![e(t.name.clone(), fake_dtype(t.dtype), t.shape.clone(), Part::Fake)]
         }
-        (Decision::Quantize(s), ExportMode::Packed)
-            if ct_format(s, acts) == Some(CtFormat::PackQuantized) =>
-        {
-            pack_quantized_entries(t, s)?.into_iter().map(|(n, dt, sh, p)| e(n, dt, sh, p)).collect()
-        }
-        (Decision::Quantize(s), ExportMode::Packed) => {
-            let f = spec(s.format)?;
-            let ss = scale_shape(&t.shape, s.granularity);
-            let sd = stored_scale_dtype(&f, t.dtype);
-            let codes = if f.is_float && f.bits == 4 {
-                let cols = input_dim(&t.shape);
-                e(format!("{}_packed", t.name), Dtype::U8, vec![t.shape[0], cols.div_ceil(2)], Part::Nibbles)
-            } else {
-                e(t.name.clone(), f.code_dtype, t.shape.clone(), Part::Codes)
-            };
-            let mut v = vec![codes, e(format!("{}_scale", t.name), sd, ss.clone(), Part::Scale)];
-            if f.two_level {
-                v.push(e(format!("{}_global_scale", t.name), Dtype::F32, vec![1], Part::GlobalScale));
-            }
-            match (s.mapping, f.offset_kind) {
-                (Mapping::Symmetric, _) => {}
-                (Mapping::Asymmetric, OffsetKind::ZeroPoint) => {
-                    v.push(e(format!("{}_zero_point", t.name), Dtype::I8, ss, Part::ZeroPoint));
-                }
-                (Mapping::Asymmetric, OffsetKind::Real) => {
-                    v.push(e(format!("{}_offset", t.name), sd, ss, Part::Offset));
-                }
-            }
-            v
-        }
+        (Decision::Quantize(s), ExportMode::Packed) => layer_tensors(t, s, acts)?
+            .into_iter()
+            .map(|st| e(st.name, st.dtype, st.shape, st.part))
+            .collect(),
     })
-}
-
-/// The tensors of a `pack-quantized` layer (FORMATS.md §2): name, dtype, shape, part.
-/// An output tensor before its offset is known: name, dtype, shape, part.
-type Planned = (String, Dtype, Vec<usize>, Part);
-
-fn pack_quantized_entries(t: &TensorInfo, s: &Scheme) -> Result<Vec<Planned>> {
-    let bits = spec(s.format)?.bits;
-    let (rows, cols) = (t.shape[0], input_dim(&t.shape));
-    let ss = scale_shape(&t.shape, s.granularity);
-    let mut v = vec![
-        (
-            format!("{}_packed", t.name),
-            Dtype::I32,
-            vec![rows, words_per_line(cols, bits)],
-            Part::PackedCodes { bits, rows, cols },
-        ),
-        (format!("{}_scale", t.name), scale_dtype(t.dtype), ss.clone(), Part::Scale),
-        (format!("{}_shape", t.name), Dtype::I64, vec![t.shape.len()], Part::Shape),
-    ];
-    if s.mapping == Mapping::Asymmetric {
-        let (zr, zc) = (ss[0], ss[1..].iter().product::<usize>());
-        let mut zshape = vec![words_per_line(zr, bits)];
-        zshape.extend_from_slice(&ss[1..]);
-        v.push((
-            format!("{}_zero_point", t.name),
-            Dtype::I32,
-            zshape,
-            Part::PackedZeroPoint { bits, rows: zr, cols: zc },
-        ));
-    }
-    Ok(v)
 }
 
 /// One shard's output tensors at their offsets and its header (length prefix

@@ -22,9 +22,7 @@
 //! headers), `pack` (quantizing for the file), `config` (config.json), `write`
 //! (streamed writes, temp folder, rename) and `verify` (read-back).
 
-pub mod bitpack;
 mod config;
-mod ctformat;
 mod layout;
 mod pack;
 mod plan;
@@ -40,11 +38,9 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
-pub use config::config_group_key;
-pub use ctformat::{Activations, saves_quantized};
-pub use layout::stored_bytes;
+pub use crate::ct::{Activations, config_group_key, saves_quantized};
 use plan::check_packable;
-pub use plan::{Decision, default_exclusion, plan, quantized_on_save};
+pub use plan::{Decision, SavePlan, default_exclusion, plan, quantized_on_save};
 pub use verify::read_packed;
 pub use write::temp_dir_for;
 use write::{check_paths, is_folder_input, swap_into_place, sync_dir, write_model};
@@ -146,8 +142,8 @@ pub fn export(
     let (decisions, partial_notes) = match opts.mode {
         ExportMode::Packed => {
             check_packable(ckpt, decisions)?;
-            ctformat::check_activations(ckpt, decisions, opts.activations)?;
-            ctformat::drop_partial_groups(ckpt, decisions)
+            plan::check_activations(ckpt, decisions, opts.activations)?;
+            plan::drop_partial_groups(ckpt, decisions)
         }
         ExportMode::FakeQuant if opts.activations != Activations::None => {
             return Err(Error::Plan {

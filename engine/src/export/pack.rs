@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 use safetensors::Dtype;
 
-use super::bitpack::{pack_cols, pack_rows, words_to_bytes};
+use crate::ct::bitpack::{pack_cols, pack_rows, words_to_bytes};
 use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
 use crate::decode;
@@ -160,8 +160,8 @@ pub(super) fn part_bytes(e: &Entry, src_shape: &[usize], packed: &mut Packed) ->
             _ => encode_floats(e.dtype, &packed.params.iter().map(|p| p.scale).collect::<Vec<_>>(), &e.name)?,
         },
         Part::Nibbles => {
-            let cols = super::ctformat::input_dim(src_shape);
-            super::bitpack::pack_nibbles(&std::mem::take(&mut packed.codes), cols)
+            let cols = crate::ct::format::input_dim(src_shape);
+            crate::ct::bitpack::pack_nibbles(&std::mem::take(&mut packed.codes), cols)
         }
         Part::GlobalScale => packed.global.unwrap_or(1.0).to_le_bytes().to_vec(),
         Part::Offset => {

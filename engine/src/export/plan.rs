@@ -1,10 +1,18 @@
 //! Which tensors a save quantizes: the default rule, the user's choice, and
 //! the per-tensor decisions of a recipe (checked against the packed layout).
 
+use std::collections::HashMap;
+
+use crate::analyze::{Options, QuantResult, analyze};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::recipe::{LayerChoice, Resolved};
-use crate::scheme::{Granularity, Scheme};
+use crate::ct::Activations;
+use crate::ct::config::{ConfigGroup, groups};
+use crate::format::WorkDtype;
+use crate::fused::shared_global_amax;
+use crate::ct::format::{input_dim, saves_quantized};
+use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
 /// What happens to one tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,5 +129,121 @@ mod tests {
                 assert_eq!(quantized_on_save(t, choice), planned, "{} with choice {choice:?}", t.name);
             }
         }
+    }
+}
+
+/// Refuses a declared activation scheme a quantized layer cannot pair with:
+/// `int8-dynamic` needs INT8 per-channel (axis 0) symmetric weights,
+/// `fp8-dynamic` E4M3 per-channel or 128×128-block symmetric weights.
+pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts: Activations) -> Result<()> {
+    let want = match acts {
+        Activations::None => return Ok(()),
+        Activations::Int8Dynamic => FormatKind::INT8,
+        Activations::Fp8Dynamic => FormatKind::E4M3,
+    };
+    for (t, d) in ckpt.tensors().iter().zip(decisions) {
+        let Decision::Quantize(s) = d else { continue };
+        let block = acts == Activations::Fp8Dynamic && s.granularity == Granularity::Block { size: 128 };
+        let ok = s.format == want
+            && s.mapping == Mapping::Symmetric
+            && (s.granularity == Granularity::Channel { axis: 0 } || block);
+        if !ok {
+            let also = if want == FormatKind::E4M3 { " (or e4m3:block128)" } else { "" };
+            return Err(Error::Plan {
+                tensor: Some(t.name.clone()),
+                reason: format!(
+                    "--activations {acts} needs {want}:channel{also} symmetric weights, this layer is {s}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Leaves unquantized the layers whose group size does not divide the input
+/// dimension (compressed-tensors cannot load them); returns the new decisions
+/// and one note per such layer.
+pub(super) fn drop_partial_groups(ckpt: &Checkpoint, decisions: &[Decision]) -> (Vec<Decision>, Vec<String>) {
+    let mut notes = Vec::new();
+    let out = ckpt
+        .tensors()
+        .iter()
+        .zip(decisions)
+        .map(|(t, d)| match d {
+            Decision::Quantize(s) if !saves_quantized(&t.shape, s) => {
+                let size = if let Granularity::Group { size } = s.granularity { size } else { 0 };
+                let why = format!(
+                    "group size {size} does not divide the input dimension {}: left unquantized \
+                     (compressed-tensors cannot load partial groups)",
+                    input_dim(&t.shape)
+                );
+                notes.push(format!("{}: {why}", t.name));
+                Decision::Keep(why)
+            }
+            Decision::Quantize(_) | Decision::Keep(_) => d.clone(),
+        })
+        .collect();
+    (out, notes)
+}
+
+/// What a packed save of `ckpt` under `recipe` quantizes, by tensor: the
+/// decisions the writer takes, for every face to show. The analysis of one
+/// layer ([`SavePlan::analyze_layer`]) and the config groups
+/// ([`SavePlan::groups`]) come from here, so a screen cannot show a layer
+/// otherwise than the save writes it.
+#[derive(Clone, Debug)]
+pub struct SavePlan {
+    decisions: Vec<Decision>,
+    index: HashMap<String, usize>,
+}
+
+impl SavePlan {
+    /// The save's decisions: the recipe, the default rule, and the layers a
+    /// loadable file must keep (groups that do not divide the input dimension).
+    pub fn new(ckpt: &Checkpoint, recipe: &Resolved) -> Self {
+        let planned = plan(ckpt.tensors(), recipe, &|_| false);
+        let (decisions, _) = drop_partial_groups(ckpt, &planned);
+        let index = ckpt.tensors().iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Self { decisions, index }
+    }
+
+    /// One decision per tensor, in the checkpoint's order.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// The scheme `name` is saved under, or None when the save keeps it.
+    pub fn scheme_of(&self, name: &str) -> Option<Scheme> {
+        match self.index.get(name).map(|&i| &self.decisions[i]) {
+            Some(Decision::Quantize(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The config groups the save writes (one per stored layout).
+    pub fn groups(&self, ckpt: &Checkpoint) -> Vec<ConfigGroup> {
+        groups(ckpt.tensors().iter().zip(&self.decisions).filter_map(|(t, d)| match d {
+            Decision::Quantize(s) => Some((t.name.as_str(), t.shape.as_slice(), *s)),
+            Decision::Keep(_) => None,
+        }))
+    }
+
+    /// Tensor `name` (its decoded `values`) under `shown`, as the save computes
+    /// it: in the tensor's own dtype, and with the global scale it shares with
+    /// fused siblings, each of them under its own saved scheme. `opts` sets the
+    /// histograms and R′; its dtype and global scale are replaced.
+    pub fn analyze_layer(
+        &self,
+        ckpt: &Checkpoint,
+        name: &str,
+        values: &[f32],
+        shown: &Scheme,
+        opts: &Options,
+    ) -> Result<QuantResult> {
+        let info = ckpt.tensor(name)?;
+        let scheme_of = |n: &str| if n == name { Some(*shown) } else { self.scheme_of(n) };
+        let global_amax = shared_global_amax(ckpt, name, shown, &scheme_of)?;
+        let opts = Options { work: WorkDtype::of(info.dtype), global_amax, ..*opts };
+        analyze(values, &info.shape, shown, &opts)
     }
 }

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use safetensors::Dtype;
 
 use super::ExportMode;
-use super::ctformat::input_dim;
-use super::layout::scale_shape;
+use crate::ct::format::input_dim;
+use crate::ct::layout::scale_shape;
 use super::pack::chunk_digests;
 use super::plan::Decision;
 use super::write::Digests;
@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::format::{
     NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_value, spec,
 };
-use crate::quantized::dequant::{self, Codes, Grid, SliceMap};
-use crate::quantized::unpack_pack_quantized;
+use crate::ct::packed::unpack_pack_quantized;
+use crate::dequant::{self, Codes, Grid, SliceMap};
 use crate::scheme::{Mapping, Scheme};
 
 /// Re-opens the output and checks each quantized tensor's R′ against the digests
@@ -159,12 +159,12 @@ fn read_nibbles(t: &TensorInfo, p: &TensorInfo, bytes: &[u8]) -> std::result::Re
     if p.shape != [rows, cols.div_ceil(2)] {
         return Err(format!("_packed stored as {:?} {:?}", p.dtype, p.shape));
     }
-    Ok(super::bitpack::unpack_nibbles(bytes, cols))
+    Ok(crate::ct::bitpack::unpack_nibbles(bytes, cols))
 }
 
 /// The codes (as stored bytes) and zero points of a `pack-quantized` tensor,
 /// after checking `weight_shape`; the unpacking is the reader's
-/// (`quantized::unpack_pack_quantized`).
+/// (`ct::packed::unpack_pack_quantized`).
 fn read_pack_quantized(
     out: &Checkpoint,
     t: &TensorInfo,

@@ -9,7 +9,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::config::{ct_type, write_config};
+use super::config::write_config;
+use crate::ct::format::weight_type;
 use super::layout::{Entry, shard_layout};
 use super::pack::{chunk_digests, pack, part_bytes};
 use super::plan::Decision;
@@ -264,7 +265,7 @@ pub(super) fn write_model(
     }
     let quantized: Vec<&Scheme> =
         decisions.iter().filter_map(|d| if let Decision::Quantize(s) = d { Some(s) } else { None }).collect();
-    let loadable = opts.mode == ExportMode::Packed && quantized.iter().all(|s| ct_type(s).is_some());
+    let loadable = opts.mode == ExportMode::Packed && quantized.iter().all(|s| weight_type(s).is_some());
     let mut notes = std::mem::take(&mut w.written.nan_notes);
     if opts.mode == ExportMode::Packed && !quantized.is_empty() {
         notes.extend(write_config(

@@ -5,10 +5,12 @@
 
 use std::path::Path;
 
-use regex::Regex;
 use serde_json::Value;
 
+use crate::ct::{self, config::pair};
 use crate::error::{Error, Result};
+
+pub use crate::ct::config::{CtConfig, CtGroup, CtWeights};
 
 /// The quantization method a checkpoint declares (or none: inferred from names).
 #[derive(Clone, Debug)]
@@ -48,78 +50,6 @@ pub struct GptqConfig {
     pub zero_offset: i32,
 }
 
-/// One compressed-tensors config group's weight scheme.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CtWeights {
-    pub format: String,
-    pub bits: u8,
-    pub float: bool,
-    pub symmetric: bool,
-    /// "tensor", "channel", "group", "block", "tensor_group".
-    pub strategy: String,
-    pub group_size: Option<usize>,
-    pub block: Option<[usize; 2]>,
-}
-
-#[derive(Clone, Debug)]
-pub struct CtGroup {
-    pub name: String,
-    targets: Vec<Target>,
-    pub weights: CtWeights,
-}
-
-#[derive(Clone, Debug)]
-enum Target {
-    /// A class name such as `Linear`: any module that stores quantized tensors.
-    Class,
-    Regex(Regex),
-    Name(String),
-}
-
-impl Target {
-    fn parse(s: &str) -> Result<Self, String> {
-        if let Some(re) = s.strip_prefix("re:") {
-            // Python's re.match: anchored at the start only.
-            Regex::new(&format!("^(?:{re})")).map(Self::Regex).map_err(|e| format!("target '{s}': {e}"))
-        } else if s.chars().next().is_some_and(char::is_uppercase) && !s.contains('.') {
-            Ok(Self::Class)
-        } else {
-            Ok(Self::Name(s.to_string()))
-        }
-    }
-
-    fn matches(&self, module: &str) -> bool {
-        match self {
-            Self::Class => true,
-            Self::Regex(re) => re.is_match(module),
-            Self::Name(n) => module == n || module.ends_with(&format!(".{n}")),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct CtConfig {
-    pub format: String,
-    pub groups: Vec<CtGroup>,
-    ignore: Vec<Target>,
-}
-
-impl CtConfig {
-    /// The group whose targets match `module`, unless `ignore` lists it.
-    pub fn group_for(&self, module: &str) -> Option<&CtGroup> {
-        if self.ignore.iter().any(|t| !matches!(t, Target::Class) && t.matches(module)) {
-            return None;
-        }
-        // An explicit name or regex wins over a class target.
-        let explicit =
-            |g: &&CtGroup| g.targets.iter().any(|t| !matches!(t, Target::Class) && t.matches(module));
-        self.groups
-            .iter()
-            .find(explicit)
-            .or_else(|| self.groups.iter().find(|g| g.targets.iter().any(|t| t.matches(module))))
-    }
-}
-
 /// Reads `dir/config.json`'s `quantization_config` (none, or no config: inferred).
 pub fn read(dir: &Path) -> Result<Method> {
     let path = dir.join("config.json");
@@ -136,7 +66,7 @@ pub fn read(dir: &Path) -> Result<Method> {
 pub fn parse(q: &Value) -> Result<Method, String> {
     let method = q.get("quant_method").and_then(Value::as_str).unwrap_or("");
     match method {
-        "compressed-tensors" => parse_ct(q).map(Method::CompressedTensors),
+        "compressed-tensors" => ct::config::parse(q).map(Method::CompressedTensors),
         "fp8" => {
             let block = q
                 .get("weight_block_size")
@@ -152,14 +82,6 @@ pub fn parse(q: &Value) -> Result<Method, String> {
             parse_gptq(q, false).map(Method::Awq)
         }
         other => Err(format!("unknown quant_method '{other}'")),
-    }
-}
-
-fn pair(v: &Value) -> Option<[usize; 2]> {
-    let a = v.as_array()?;
-    match a.as_slice() {
-        [r, c] => Some([r.as_u64()? as usize, c.as_u64()? as usize]).filter(|b| b[0] > 0 && b[1] > 0),
-        _ => None,
     }
 }
 
@@ -179,61 +101,6 @@ fn parse_gptq(q: &Value, gptq: bool) -> Result<GptqConfig, String> {
         sym: gptq && q.get("sym").and_then(Value::as_bool).unwrap_or(true),
         desc_act: q.get("desc_act").and_then(Value::as_bool).unwrap_or(false),
         zero_offset: i32::from(gptq && format != "gptq_v2"),
-    })
-}
-
-fn parse_ct(q: &Value) -> Result<CtConfig, String> {
-    let format = q.get("format").and_then(Value::as_str).unwrap_or("").to_string();
-    let targets = |v: Option<&Value>| -> Result<Vec<Target>, String> {
-        v.and_then(Value::as_array)
-            .map_or(Ok(Vec::new()), |a| a.iter().filter_map(Value::as_str).map(Target::parse).collect())
-    };
-    let ignore = targets(q.get("ignore"))?;
-    let mut groups = Vec::new();
-    for (name, g) in q.get("config_groups").and_then(Value::as_object).ok_or("no config_groups")? {
-        let Some(w) = g.get("weights").filter(|w| !w.is_null()) else { continue };
-        let has_input = g.get("input_activations").is_some_and(|a| !a.is_null());
-        let weights = ct_weights(w, g.get("format").and_then(Value::as_str), &format, has_input)
-            .map_err(|e| format!("{name}: {e}"))?;
-        groups.push(CtGroup { name: name.clone(), targets: targets(g.get("targets"))?, weights });
-    }
-    Ok(CtConfig { format, groups, ignore })
-}
-
-fn ct_weights(
-    w: &Value,
-    group_format: Option<&str>,
-    top: &str,
-    has_input: bool,
-) -> Result<CtWeights, String> {
-    let bits = w.get("num_bits").and_then(Value::as_u64).ok_or("weights without num_bits")?;
-    let float = w.get("type").and_then(Value::as_str) == Some("float");
-    let strategy = w.get("strategy").and_then(Value::as_str).unwrap_or("tensor").to_string();
-    let group_size = w.get("group_size").and_then(Value::as_u64).map(|g| g as usize).filter(|&g| g > 0);
-    let block = w.get("block_structure").and_then(pair);
-    // FORMATS.md §6: the group's format, else the top level's, else inferred.
-    let format = match group_format.or(Some(top).filter(|f| !f.is_empty() && *f != "mixed-precision")) {
-        Some(f) => f.to_string(),
-        None => match (float, bits, group_size, has_input) {
-            (true, 4, Some(32), _) => "mxfp4-pack-quantized".into(),
-            (true, 8, Some(32), _) if w.get("scale_dtype").and_then(Value::as_str) == Some("torch.uint8") => {
-                "mxfp8-quantized".into()
-            }
-            (true, 4, Some(16), _) => "nvfp4-pack-quantized".into(),
-            (false, _, _, true) => "int-quantized".into(),
-            (false, _, _, false) => "pack-quantized".into(),
-            (true, _, _, true) => "float-quantized".into(),
-            (true, _, _, false) => "naive-quantized".into(),
-        },
-    };
-    Ok(CtWeights {
-        format,
-        bits: u8::try_from(bits).map_err(|_| format!("num_bits {bits}"))?,
-        float,
-        symmetric: w.get("symmetric").and_then(Value::as_bool).unwrap_or(true),
-        strategy,
-        group_size,
-        block,
     })
 }
 

@@ -20,14 +20,14 @@
 
 use safetensors::Dtype;
 
-use super::codes::AWQ_ORDER;
+use crate::dequant::AWQ_ORDER;
 use super::config::{GptqConfig, Method};
 use super::ct::slice_params;
-use super::dequant::{Codes, Grid, SliceMap};
+use crate::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::decode;
-use crate::export::bitpack::{bytes_to_words, unpack_rows, words_per_line};
+use crate::ct::bitpack::{bytes_to_words, unpack_rows, words_per_line};
 use crate::format::WorkDtype;
 use crate::scheme::FormatKind;
 

@@ -12,10 +12,8 @@
 //! of the model still opens. New layouts (NVFP4, MX) slot in as one more
 //! [`Layout`] arm with its reader.
 
-mod codes;
 pub mod config;
 mod ct;
-pub mod dequant;
 mod gptq;
 pub mod view;
 
@@ -26,10 +24,10 @@ use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::dequant;
 use crate::scheme::{FormatKind, Scheme};
 pub use config::Method;
 
-pub(crate) use ct::unpack_pack_quantized;
 
 /// How a layer is stored (which tensors hold its codes and parameters).
 #[derive(Clone, Debug, PartialEq)]

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::dequant::{Decoded, SliceMap};
+use crate::dequant::{Decoded, SliceMap};
 use super::{Layer, QuantizedModel, StoredScheme};
 use crate::analyze::{Histogram, QuantResult};
 use crate::error::{Error, Result};

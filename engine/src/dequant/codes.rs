@@ -6,10 +6,15 @@
 
 use std::borrow::Cow;
 
-use crate::export::bitpack::words_per_line;
+
+/// I32 words per packed line of `n` b-bit elements (one bit stream per line,
+/// as every packed layout here stores it).
+pub fn words_per_line(n: usize, bits: u8) -> usize {
+    (n * usize::from(bits)).div_ceil(32)
+}
 
 /// AutoAWQ's pack order: nibble i of a word holds column `8·j + AWQ_ORDER[i]`.
-pub(super) const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+pub const AWQ_ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
 
 /// The stored codes of a row-major `[rows, cols]` layer.
 #[derive(Clone, Debug)]
@@ -60,7 +65,7 @@ impl Codes<'_> {
 
     /// Why these codes cannot be a `[rows, cols]` layer, if they cannot (a
     /// short buffer would otherwise panic mid-decode).
-    pub(super) fn check(&self, rows: usize, cols: usize) -> Result<(), String> {
+    pub(crate) fn check(&self, rows: usize, cols: usize) -> Result<(), String> {
         let (have, need) = match self {
             Self::Bytes(b) => (b.len(), rows * cols),
             Self::Biased { bytes, stride, bits } => {
@@ -223,7 +228,7 @@ fn unpack_stream(line: &[u8], bits: u8, out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::bitpack::{pack_nibbles, pack_rows, words_to_bytes};
+    use crate::ct::bitpack::{pack_nibbles, pack_rows, words_to_bytes};
 
     fn codes(n: usize, bits: u8, seed: usize) -> Vec<i8> {
         let half = 1i32 << (bits - 1);

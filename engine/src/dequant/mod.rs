@@ -11,8 +11,10 @@
 
 use rayon::prelude::*;
 
-pub use super::codes::Codes;
-use super::codes::Scratch;
+mod codes;
+
+pub use codes::{AWQ_ORDER, Codes, words_per_line};
+use codes::Scratch;
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::scheme::{FormatKind, Granularity};
@@ -325,7 +327,7 @@ mod tests {
     /// direct path for short runs, bands of block rows and g_idx all agree.
     #[test]
     fn packed_layouts_decode_as_their_code_bytes_under_every_map() {
-        use crate::export::bitpack::{pack_rows, words_to_bytes};
+        use crate::ct::bitpack::{pack_rows, words_to_bytes};
         use crate::format::IntFormat;
         // 520 columns: a whole row pays for even a 256-entry table.
         let (rows, cols) = (16, 520);

@@ -3,10 +3,7 @@
 //! per row of I32 words (element i at bits `i·b ..`, elements may straddle two
 //! words), and zero points are packed the same way down each column (dim 0).
 
-/// I32 words per packed line of `n` b-bit elements.
-pub fn words_per_line(n: usize, bits: u8) -> usize {
-    (n * usize::from(bits)).div_ceil(32)
-}
+pub use crate::dequant::words_per_line;
 
 /// Packs one line of signed codes into `out` (`words_per_line` words, zeroed).
 fn pack_line(codes: impl Iterator<Item = i32>, bits: u8, out: &mut [u32]) {

@@ -1,22 +1,20 @@
-//! Which compressed-tensors format each quantized layer is saved in
-//! (FORMATS.md §6): weight-only INT → `pack-quantized`, INT8 with dynamic INT8
+//! The compressed-tensors format names and the scheme ↔ format table
+//! (docs/numerics.md, "Saved layout"): weight-only INT → `pack-quantized`, INT8 with dynamic INT8
 //! activations → `int-quantized` (W8A8), E4M3 weight-only → `naive-quantized`,
 //! E4M3 with dynamic FP8 activations → `float-quantized` (FP8_DYNAMIC, and
 //! FP8_BLOCK with 128×128 weight blocks), NVFP4 → `nvfp4-pack-quantized`,
 //! MXFP4 → `mxfp4-pack-quantized`, MXFP8 → `mxfp8-quantized`. Also the
-//! declared activations, and the layers a loadable save must leave unquantized
-//! (groups that do not divide the input dimension, §1).
+//! declared activations, and which shapes a loadable save can quantize (a group
+//! size must divide the input dimension). The reader infers a format the same
+//! way when a config group does not name one ([`infer`]).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::plan::Decision;
-use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
 use crate::format::spec;
-use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
+use crate::scheme::{FormatKind, Granularity, Scheme};
 
 /// Activation quantization declared in the config (no calibration data needed:
 /// dynamic per-token scales are computed by the runtime).
@@ -56,7 +54,7 @@ impl FromStr for Activations {
 /// A compressed-tensors storage format.
 #[allow(clippy::enum_variant_names)] // the names compressed-tensors uses
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CtFormat {
+pub enum CtFormat {
     PackQuantized,
     IntQuantized,
     FloatQuantized,
@@ -67,7 +65,19 @@ pub(crate) enum CtFormat {
 }
 
 impl CtFormat {
-    pub(crate) fn name(self) -> &'static str {
+    /// Every format quantscope writes and reads.
+    pub const ALL: [Self; 7] = [
+        Self::PackQuantized,
+        Self::IntQuantized,
+        Self::FloatQuantized,
+        Self::NaiveQuantized,
+        Self::Nvfp4PackQuantized,
+        Self::Mxfp4PackQuantized,
+        Self::Mxfp8Quantized,
+    ];
+
+    /// The name compressed-tensors writes in `format`.
+    pub fn name(self) -> &'static str {
         match self {
             Self::PackQuantized => "pack-quantized",
             Self::IntQuantized => "int-quantized",
@@ -80,9 +90,47 @@ impl CtFormat {
     }
 }
 
+impl fmt::Display for CtFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CtFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown compressed-tensors format '{s}'"))
+    }
+}
+
+/// The `format` of a config group that names none (FORMATS.md §6), from its
+/// weights' type, bits, group size and scale dtype and whether it declares
+/// input activations.
+pub fn infer(float: bool, bits: u64, group_size: Option<usize>, e8m0_scales: bool, has_input: bool) -> CtFormat {
+    match (float, bits, group_size, has_input) {
+        (true, 4, Some(32), _) => CtFormat::Mxfp4PackQuantized,
+        (true, 8, Some(32), _) if e8m0_scales => CtFormat::Mxfp8Quantized,
+        (true, 4, Some(16), _) => CtFormat::Nvfp4PackQuantized,
+        (false, _, _, true) => CtFormat::IntQuantized,
+        (false, _, _, false) => CtFormat::PackQuantized,
+        (true, _, _, true) => CtFormat::FloatQuantized,
+        (true, _, _, false) => CtFormat::NaiveQuantized,
+    }
+}
+
+/// The compressed-tensors weight `type` ("int" or "float"), or None for
+/// layouts no runtime loads.
+pub fn weight_type(s: &Scheme) -> Option<&'static str> {
+    let f = spec(s.format).ok()?;
+    f.runtime_loadable(s.mapping).then_some(if f.is_float { "float" } else { "int" })
+}
+
 /// The format a layer is saved in, or None when no runtime loads the scheme
-/// (E5M2, asymmetric FP8). Assumes [`check_activations`] passed.
-pub(crate) fn ct_format(s: &Scheme, acts: Activations) -> Option<CtFormat> {
+/// (E5M2, asymmetric FP8). Assumes the save checked its activations.
+pub fn ct_format(s: &Scheme, acts: Activations) -> Option<CtFormat> {
     let f = spec(s.format).ok()?;
     if !f.runtime_loadable(s.mapping) {
         return None;
@@ -98,67 +146,13 @@ pub(crate) fn ct_format(s: &Scheme, acts: Activations) -> Option<CtFormat> {
     })
 }
 
-/// Refuses a declared activation scheme a quantized layer cannot pair with:
-/// `int8-dynamic` needs INT8 per-channel (axis 0) symmetric weights,
-/// `fp8-dynamic` E4M3 per-channel or 128×128-block symmetric weights.
-pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts: Activations) -> Result<()> {
-    let want = match acts {
-        Activations::None => return Ok(()),
-        Activations::Int8Dynamic => FormatKind::INT8,
-        Activations::Fp8Dynamic => FormatKind::E4M3,
-    };
-    for (t, d) in ckpt.tensors().iter().zip(decisions) {
-        let Decision::Quantize(s) = d else { continue };
-        let block = acts == Activations::Fp8Dynamic && s.granularity == Granularity::Block { size: 128 };
-        let ok = s.format == want
-            && s.mapping == Mapping::Symmetric
-            && (s.granularity == Granularity::Channel { axis: 0 } || block);
-        if !ok {
-            let also = if want == FormatKind::E4M3 { " (or e4m3:block128)" } else { "" };
-            return Err(Error::Plan {
-                tensor: Some(t.name.clone()),
-                reason: format!(
-                    "--activations {acts} needs {want}:channel{also} symmetric weights, this layer is {s}"
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Whether a packed save quantizes a tensor of this shape under `s`: a group size
 /// must divide the input dimension (FORMATS §1), otherwise the layer is kept.
 pub fn saves_quantized(shape: &[usize], s: &Scheme) -> bool {
     !matches!(s.granularity, Granularity::Group { size } if !input_dim(shape).is_multiple_of(size))
 }
 
-/// Leaves unquantized the layers whose group size does not divide the input
-/// dimension (compressed-tensors cannot load them); returns the new decisions
-/// and one note per such layer.
-pub(super) fn drop_partial_groups(ckpt: &Checkpoint, decisions: &[Decision]) -> (Vec<Decision>, Vec<String>) {
-    let mut notes = Vec::new();
-    let out = ckpt
-        .tensors()
-        .iter()
-        .zip(decisions)
-        .map(|(t, d)| match d {
-            Decision::Quantize(s) if !saves_quantized(&t.shape, s) => {
-                let size = if let Granularity::Group { size } = s.granularity { size } else { 0 };
-                let why = format!(
-                    "group size {size} does not divide the input dimension {}: left unquantized \
-                     (compressed-tensors cannot load partial groups)",
-                    input_dim(&t.shape)
-                );
-                notes.push(format!("{}: {why}", t.name));
-                Decision::Keep(why)
-            }
-            Decision::Quantize(_) | Decision::Keep(_) => d.clone(),
-        })
-        .collect();
-    (out, notes)
-}
-
 /// Elements per row of the `[out, in]` view.
-pub(crate) fn input_dim(shape: &[usize]) -> usize {
+pub fn input_dim(shape: &[usize]) -> usize {
     shape[1..].iter().product()
 }
