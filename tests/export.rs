@@ -10,9 +10,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use common::{minilm, quantscope, stdout_json, teaching};
-use quantscope_engine::export::{
-    self, Decision, ExportMode, ExportOptions, ExportSummary, bitpack, read_packed,
-};
+use quantscope_engine::ct::bitpack;
+use quantscope_engine::export::{self, Decision, ExportMode, ExportOptions, ExportSummary, read_packed};
 use quantscope_engine::recipe::{Recipe, Resolved};
 use quantscope_engine::{Checkpoint, Dtype, Options, Scheme, analyze};
 use serde_json::Value;

@@ -14,10 +14,7 @@ const ALLOWED: &[&[&str]] = &[&["format", "simd"]];
 fn code_of(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
-    text.lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -44,29 +41,36 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
+/// The path at the start of `rest` (`a::b::C;…` → [a, b, C]) after `prefix`.
+fn path_of(rest: &str, mut prefix: Vec<String>) -> Vec<String> {
+    for segment in rest.split("::") {
+        let ident: String = segment.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let whole = ident.len() == segment.len();
+        if !ident.is_empty() {
+            prefix.push(ident);
+        }
+        if !whole || prefix.is_empty() {
+            break;
+        }
+    }
+    prefix
+}
+
 /// Every module path a file names (`crate::a::b`, `super::c` resolved).
-fn references(module: &[String], is_mod_file: bool, code: &str) -> Vec<Vec<String>> {
-    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+fn references(module: &[String], code: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for (i, _) in code.match_indices("crate::") {
         let rest = &code[i + 7..];
-        let path: Vec<String> = rest.split("::").map(ident).take_while(|s| !s.is_empty()).collect();
-        out.push(path);
+        out.push(path_of(rest, Vec::new()));
     }
-    // A file's `super` is its folder; a mod.rs's `super` is the folder above.
-    let parent: &[String] = if is_mod_file {
-        &module[..module.len().saturating_sub(1)]
-    } else {
-        &module[..module.len().saturating_sub(1)]
-    };
+    // `super` is the module above: a file's folder, or a mod.rs's parent folder.
+    let parent = &module[..module.len().saturating_sub(1)];
     for (i, _) in code.match_indices("super::") {
         if i > 0 && code[..i].ends_with("::") {
             continue;
         }
         let rest = &code[i + 7..];
-        let mut path = parent.to_vec();
-        path.extend(rest.split("::").map(ident).take_while(|s| !s.is_empty()));
-        out.push(path);
+        out.push(path_of(rest, parent.to_vec()));
     }
     out
 }
@@ -108,8 +112,7 @@ fn folder_graphs(src: &Path) -> BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<
     let mut graphs: BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for f in &files {
         let module = module_path(src, f);
-        let is_mod = f.file_name().is_some_and(|n| n == "mod.rs");
-        for target in references(&module, is_mod, &code_of(f)) {
+        for target in references(&module, &code_of(f)) {
             // The deepest folder both paths share: the edge is between its children.
             let common = module.iter().zip(&target).take_while(|(a, b)| a == b).count();
             if common >= module.len() || common >= target.len() {
@@ -132,11 +135,14 @@ fn check(crate_dir: &str) -> Vec<String> {
     let mut bad = Vec::new();
     for (folder, edges) in folder_graphs(&src) {
         for c in circles(&edges) {
-            let allowed = folder.is_empty() && ALLOWED.iter().any(|a| a.iter().copied().eq(c.iter().map(String::as_str)));
+            let allowed = folder.is_empty()
+                && ALLOWED.iter().any(|a| a.iter().copied().eq(c.iter().map(String::as_str)));
             if !allowed {
                 let ties: Vec<String> = c
                     .iter()
-                    .flat_map(|a| edges[a].iter().filter(|b| c.contains(*b)).map(move |b| format!("{a} → {b}")))
+                    .flat_map(|a| {
+                        edges[a].iter().filter(|b| c.contains(*b)).map(move |b| format!("{a} → {b}"))
+                    })
                     .collect();
                 bad.push(format!("{crate_dir}/src/{}: {}", folder.join("/"), ties.join(", ")));
             }
@@ -160,7 +166,7 @@ fn the_check_sees_a_circle() {
     edges.insert("d".to_string(), BTreeSet::from(["a".to_string()]));
     assert_eq!(circles(&edges), vec![BTreeSet::from(["a".into(), "b".into(), "c".into()])]);
     let code = "use crate::ct::format::X;\nuse super::plan::Decision;";
-    let refs = references(&["export".into(), "write".into()], false, code);
+    let refs = references(&["export".into(), "write".into()], code);
     assert!(refs.contains(&vec!["ct".into(), "format".into(), "X".into()]));
     assert!(refs.contains(&vec!["export".into(), "plan".into(), "Decision".into()]));
 }

@@ -113,12 +113,12 @@ fn ct_weights(
     let group_size = w.get("group_size").and_then(Value::as_u64).map(|g| g as usize).filter(|&g| g > 0);
     let block = w.get("block_structure").and_then(pair);
     // FORMATS.md §6: the group's format, else the top level's, else inferred.
-    let format = match group_format.or(Some(top).filter(|f| !f.is_empty() && *f != "mixed-precision")) {
-        Some(f) => f.to_string(),
-        None => {
-            let e8m0 = w.get("scale_dtype").and_then(Value::as_str) == Some("torch.uint8");
-            infer(float, bits, group_size, e8m0, has_input).name().to_string()
-        }
+    let named = group_format.or(Some(top).filter(|f| !f.is_empty() && *f != "mixed-precision"));
+    let format = if let Some(f) = named {
+        f.to_string()
+    } else {
+        let e8m0 = w.get("scale_dtype").and_then(Value::as_str) == Some("torch.uint8");
+        infer(float, bits, group_size, e8m0, has_input).name().to_string()
     };
     Ok(CtWeights {
         format,
@@ -167,13 +167,13 @@ pub fn groups<'a>(layers: impl IntoIterator<Item = (&'a str, &'a [usize], Scheme
     for (name, shape, s) in layers {
         let module = name.strip_suffix(".weight").unwrap_or(name).to_string();
         let key = config_group_key(&s);
-        let g = match groups.iter_mut().position(|g| config_group_key(&g.schemes[0]) == key) {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push(ConfigGroup { schemes: vec![s], modules: Vec::new(), all_2d: true });
-                groups.last_mut().expect("just pushed")
-            }
+        let i = if let Some(i) = groups.iter().position(|g| config_group_key(&g.schemes[0]) == key) {
+            i
+        } else {
+            groups.push(ConfigGroup { schemes: vec![s], modules: Vec::new(), all_2d: true });
+            groups.len() - 1
         };
+        let g = &mut groups[i];
         if !g.schemes.contains(&s) {
             g.schemes.push(s);
         }
@@ -300,4 +300,3 @@ fn regex_escape(s: &str) -> String {
         out
     })
 }
-

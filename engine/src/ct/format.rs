@@ -109,7 +109,13 @@ impl FromStr for CtFormat {
 /// The `format` of a config group that names none (FORMATS.md §6), from its
 /// weights' type, bits, group size and scale dtype and whether it declares
 /// input activations.
-pub fn infer(float: bool, bits: u64, group_size: Option<usize>, e8m0_scales: bool, has_input: bool) -> CtFormat {
+pub fn infer(
+    float: bool,
+    bits: u64,
+    group_size: Option<usize>,
+    e8m0_scales: bool,
+    has_input: bool,
+) -> CtFormat {
     match (float, bits, group_size, has_input) {
         (true, 4, Some(32), _) => CtFormat::Mxfp4PackQuantized,
         (true, 8, Some(32), _) if e8m0_scales => CtFormat::Mxfp8Quantized,

@@ -27,9 +27,17 @@ pub enum Part {
     ZeroPoint,
     Offset,
     /// pack-quantized codes: `[rows, cols]` b-bit codes packed row by row.
-    PackedCodes { bits: u8, rows: usize, cols: usize },
+    PackedCodes {
+        bits: u8,
+        rows: usize,
+        cols: usize,
+    },
     /// pack-quantized zero points: `[rows, cols]` packed along dim 0.
-    PackedZeroPoint { bits: u8, rows: usize, cols: usize },
+    PackedZeroPoint {
+        bits: u8,
+        rows: usize,
+        cols: usize,
+    },
     /// `weight_shape`: the source shape as I64.
     Shape,
     /// FP4 codes two to a byte, the first element in the low nibble.
@@ -53,7 +61,7 @@ impl StoredTensor {
     }
 
     /// Its size in the file.
-    pub fn len(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         byte_len(self.dtype, &self.shape)
     }
 }
@@ -102,7 +110,12 @@ pub fn layer_tensors(t: &TensorInfo, s: &Scheme, acts: Activations) -> Result<Ve
     let sd = stored_scale_dtype(&f, t.dtype);
     let codes = if f.is_float && f.bits == 4 {
         let cols = input_dim(&t.shape);
-        StoredTensor::new(beside(&t.name, PACKED), Dtype::U8, vec![t.shape[0], cols.div_ceil(2)], Part::Nibbles)
+        StoredTensor::new(
+            beside(&t.name, PACKED),
+            Dtype::U8,
+            vec![t.shape[0], cols.div_ceil(2)],
+            Part::Nibbles,
+        )
     } else {
         StoredTensor::new(t.name.clone(), f.code_dtype, t.shape.clone(), Part::Codes)
     };
@@ -162,5 +175,5 @@ pub fn stored_bytes(t: &TensorInfo, s: &Scheme) -> u64 {
         view.shape = vec![1, t.numel()];
     }
     let s = Scheme { granularity: g, ..*s };
-    layer_tensors(&view, &s, Activations::None).map_or(0, |v| v.iter().map(StoredTensor::len).sum())
+    layer_tensors(&view, &s, Activations::None).map_or(0, |v| v.iter().map(StoredTensor::bytes).sum())
 }

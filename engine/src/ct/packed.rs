@@ -60,4 +60,3 @@ pub fn unpack_pack_quantized(
     };
     Ok((codes, zps))
 }
-

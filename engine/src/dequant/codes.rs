@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 
-
 /// I32 words per packed line of `n` b-bit elements (one bit stream per line,
 /// as every packed layout here stores it).
 pub fn words_per_line(n: usize, bits: u8) -> usize {

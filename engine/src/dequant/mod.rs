@@ -13,11 +13,11 @@ use rayon::prelude::*;
 
 mod codes;
 
-pub use codes::{AWQ_ORDER, Codes, words_per_line};
-use codes::Scratch;
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::scheme::{FormatKind, Granularity};
+use codes::Scratch;
+pub use codes::{AWQ_ORDER, Codes, words_per_line};
 
 /// Which (S, Z) element (r, c) of a row-major `[rows, cols]` weight uses.
 #[derive(Clone, Debug, PartialEq)]

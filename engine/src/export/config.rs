@@ -2,16 +2,12 @@
 //! group per stored layout) for formats runtimes load, and the note for those
 //! they do not (docs/numerics.md, "Saved layout").
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
 use super::plan::{Decision, default_exclusion};
-use super::write::{Budget, write_json};
 use crate::checkpoint::Checkpoint;
 use crate::ct::Activations;
 use crate::ct::config::{groups, quantization_config};
-use crate::error::Result;
 
 /// The save's `quantization_config`: its config groups, and in `ignore` the
 /// Linear weights it leaves unquantized.
@@ -40,19 +36,17 @@ fn config_block(ckpt: &Checkpoint, decisions: &[Decision], acts: Activations) ->
     quantization_config(&groups, &ignore, acts)
 }
 
-/// Writes config.json of a packed export: the source's config (folder input)
+/// The config.json of a packed export: the source's config (folder input)
 /// with a `quantization_config` when every quantized layer is loadable, else
-/// without one. Returns the note to show when runtimes cannot load the model.
-pub(super) fn write_config(
+/// without one (and none at all for a bare file). Also the note to show when
+/// runtimes cannot load the model.
+pub(super) fn config_json(
     ckpt: &Checkpoint,
     decisions: &[Decision],
-    tmp: &Path,
     folder_input: bool,
     loadable: bool,
     acts: Activations,
-    budget: &mut Budget,
-) -> Result<Option<String>> {
-    let config_path = tmp.join("config.json");
+) -> (Option<Value>, Option<String>) {
     let mut config = if folder_input {
         std::fs::read_to_string(ckpt.dir.join("config.json"))
             .ok()
@@ -64,19 +58,13 @@ pub(super) fn write_config(
     };
     if loadable {
         config["quantization_config"] = config_block(ckpt, decisions, acts);
-        write_json(&config_path, &config, budget)?;
-        return Ok(None);
+        return (Some(config), None);
     }
-    if folder_input {
-        if let Some(obj) = config.as_object_mut() {
-            obj.remove("quantization_config");
-        }
-        write_json(&config_path, &config, budget)?;
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("quantization_config");
     }
-    Ok(Some(
-        "E5M2 / asymmetric FP8 have no compressed-tensors form: the scheme is in each file's \
+    let note = "E5M2 / asymmetric FP8 have no compressed-tensors form: the scheme is in each file's \
          __metadata__ and config.json has no quantization_config; vLLM and llm-compressor do not \
-         load this model"
-            .into(),
-    ))
+         load this model";
+    (folder_input.then_some(config), Some(note.into()))
 }

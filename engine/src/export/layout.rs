@@ -73,10 +73,9 @@ pub(super) fn entries_for(
         (Decision::Quantize(_), ExportMode::FakeQuant) => {
             vec![e(t.name.clone(), fake_dtype(t.dtype), t.shape.clone(), Part::Fake)]
         }
-        (Decision::Quantize(s), ExportMode::Packed) => layer_tensors(t, s, acts)?
-            .into_iter()
-            .map(|st| e(st.name, st.dtype, st.shape, st.part))
-            .collect(),
+        (Decision::Quantize(s), ExportMode::Packed) => {
+            layer_tensors(t, s, acts)?.into_iter().map(|st| e(st.name, st.dtype, st.shape, st.part)).collect()
+        }
     })
 }
 

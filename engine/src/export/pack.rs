@@ -5,9 +5,9 @@
 use rayon::prelude::*;
 use safetensors::Dtype;
 
-use crate::ct::bitpack::{pack_cols, pack_rows, words_to_bytes};
 use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
+use crate::ct::bitpack::{pack_cols, pack_rows, words_to_bytes};
 use crate::decode;
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_byte};

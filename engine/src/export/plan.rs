@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use crate::analyze::{Options, QuantResult, analyze};
 use crate::checkpoint::{Checkpoint, TensorInfo};
-use crate::error::{Error, Result};
-use crate::recipe::{LayerChoice, Resolved};
 use crate::ct::Activations;
 use crate::ct::config::{ConfigGroup, groups};
+use crate::ct::format::{input_dim, saves_quantized};
+use crate::error::{Error, Result};
 use crate::format::WorkDtype;
 use crate::fused::shared_global_amax;
-use crate::ct::format::{input_dim, saves_quantized};
+use crate::recipe::{LayerChoice, Resolved};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
 /// What happens to one tensor.

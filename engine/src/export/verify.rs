@@ -8,19 +8,19 @@ use std::borrow::Cow;
 use safetensors::Dtype;
 
 use super::ExportMode;
-use crate::ct::format::input_dim;
-use crate::ct::layout::scale_shape;
 use super::pack::chunk_digests;
 use super::plan::Decision;
 use super::write::Digests;
 use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::ct::format::input_dim;
+use crate::ct::layout::scale_shape;
+use crate::ct::packed::unpack_pack_quantized;
 use crate::decode;
+use crate::dequant::{self, Codes, Grid, SliceMap};
 use crate::error::{Error, Result};
 use crate::format::{
     NumberFormat, OffsetKind, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_value, spec,
 };
-use crate::ct::packed::unpack_pack_quantized;
-use crate::dequant::{self, Codes, Grid, SliceMap};
 use crate::scheme::{Mapping, Scheme};
 
 /// Re-opens the output and checks each quantized tensor's R′ against the digests

@@ -9,13 +9,13 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::config::write_config;
-use crate::ct::format::weight_type;
+use super::config::config_json;
 use super::layout::{Entry, shard_layout};
 use super::pack::{chunk_digests, pack, part_bytes};
 use super::plan::Decision;
 use super::{ExportMode, ExportOptions, ExportSummary, LayerSummary, ProgressFn};
 use crate::checkpoint::{Checkpoint, INDEX_FILE, TensorInfo};
+use crate::ct::format::weight_type;
 use crate::error::{Error, Result};
 use crate::format::spec;
 use crate::metrics::SqnrSummary;
@@ -268,15 +268,11 @@ pub(super) fn write_model(
     let loadable = opts.mode == ExportMode::Packed && quantized.iter().all(|s| weight_type(s).is_some());
     let mut notes = std::mem::take(&mut w.written.nan_notes);
     if opts.mode == ExportMode::Packed && !quantized.is_empty() {
-        notes.extend(write_config(
-            ckpt,
-            decisions,
-            tmp,
-            folder_input,
-            loadable,
-            opts.activations,
-            &mut w.budget,
-        )?);
+        let (config, note) = config_json(ckpt, decisions, folder_input, loadable, opts.activations);
+        if let Some(config) = config {
+            write_json(&tmp.join("config.json"), &config, &mut w.budget)?;
+        }
+        notes.extend(note);
     }
     if opts.mode == ExportMode::FakeQuant {
         notes.push("fake-quant: R' stored in each tensor's original dtype; any framework loads it".into());

@@ -12,12 +12,12 @@ use std::borrow::Cow;
 use safetensors::Dtype;
 
 use super::config::{CtWeights, Method};
-use crate::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
-use crate::decode;
 use crate::ct::bitpack::words_per_line;
 use crate::ct::packed::{packed_codes, packed_zero_points};
+use crate::decode;
+use crate::dequant::{Codes, Grid, SliceMap};
 use crate::format::{SliceParams, WorkDtype, e8m0_value, spec};
 use crate::scheme::FormatKind;
 

@@ -20,14 +20,14 @@
 
 use safetensors::Dtype;
 
-use crate::dequant::AWQ_ORDER;
 use super::config::{GptqConfig, Method};
 use super::ct::slice_params;
-use crate::dequant::{Codes, Grid, SliceMap};
 use super::{Layer, Layout, StoredScheme, short_form};
 use crate::checkpoint::{Checkpoint, TensorInfo};
-use crate::decode;
 use crate::ct::bitpack::{bytes_to_words, unpack_rows, words_per_line};
+use crate::decode;
+use crate::dequant::AWQ_ORDER;
+use crate::dequant::{Codes, Grid, SliceMap};
 use crate::format::WorkDtype;
 use crate::scheme::FormatKind;
 

@@ -23,11 +23,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::checkpoint::Checkpoint;
-use crate::error::{Error, Result};
 use crate::dequant;
+use crate::error::{Error, Result};
 use crate::scheme::{FormatKind, Scheme};
 pub use config::Method;
-
 
 /// How a layer is stored (which tensors hold its codes and parameters).
 #[derive(Clone, Debug, PartialEq)]

@@ -7,9 +7,9 @@
 
 use rayon::prelude::*;
 
-use crate::dequant::{Decoded, SliceMap};
 use super::{Layer, QuantizedModel, StoredScheme};
 use crate::analyze::{Histogram, QuantResult};
+use crate::dequant::{Decoded, SliceMap};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch_in};
 use crate::metrics::{ErrorSums, Metrics, TensorStats, pair_sums};
