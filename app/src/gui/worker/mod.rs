@@ -15,36 +15,37 @@
 //! dragging a range line never builds a backlog; a [`Runs::Stream`] job (the
 //! SQNR column, the sensitivity matrix) runs one tensor per turn and is dropped
 //! as soon as a newer request of its kind, or a model it depends on, arrives.
-//! Every turn runs under one `catch_unwind` (`Task::turn`): a panic becomes an
+//! Every turn runs under one `catch_unwind` (`runner.rs`): a panic becomes an
 //! error answer and the worker lives on. A save runs here too (with progress
 //! and cancel), so the UI thread never writes a model; analyses asked for
 //! meanwhile wait for it.
 //!
 //! # Adding a job
 //!
-//! 1. Write `jobs/<name>.rs`: a unit struct and `impl Job for It`, with its
-//!    request, answer and key types, `DEPENDS`, `run` and `apply` (and, when it
-//!    shows progress or something at once, `progress` and `asked`; what it put
-//!    in the state goes in `forget`).
-//! 2. Register it in `jobs/mod.rs`: `mod <name>;`, and, when the state asks for
-//!    it (`Job::wanted`), one entry in [`jobs::EACH_FRAME`]. A job started by a
-//!    button is asked by that button instead:
-//!    `out.push(Command::Ask(Ask::new::<It>(key, request)))`.
+//! A job touches two files:
 //!
-//! The test module below does exactly this with a toy job.
+//! 1. `jobs/<name>.rs`: a unit struct and `impl Job for It`, with its request,
+//!    answer, progress and key types, `DEPENDS`, `run` and `apply` (and, as it
+//!    needs them, `wanted`, `asked`, `progress`, `forget`).
+//! 2. `jobs/mod.rs`: `pub mod <name>;`, and, when the state asks for it
+//!    (`Job::wanted`), its entry in [`jobs::EACH_FRAME`]. A job started by a
+//!    button needs no entry: the button (in its panel, the feature's own UI)
+//!    pushes `Command::Ask(Ask::new::<It>(key, request))`.
+//!
+//! Its slot, its resets, its panics and its staleness come with the trait. The
+//! test module (`tests.rs`) writes toy jobs this way and runs them here.
 
 pub mod jobs;
 mod published;
+mod runner;
 mod slot;
 #[cfg(test)]
 mod tests;
 
-use std::any::TypeId;
 use std::marker::PhantomData;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::SyncSender;
 
 use quantscope_engine::Checkpoint;
 use quantscope_engine::quantized::QuantizedModel;
@@ -59,6 +60,7 @@ pub use jobs::capture::CaptureSummary;
 pub use jobs::compare::CompareSummary;
 pub use jobs::open::{ModelSummary, Source};
 pub use published::{PUBLISHED_COLUMN, StoredLayerInfo, StoredSummary};
+pub use runner::Worker;
 pub use slot::{AppCx, Slot, Slots};
 
 /// One background job: what it asks, what it answers, what the answer depends
@@ -184,10 +186,6 @@ impl<J: Job> Cx<'_, J> {
     pub fn cancel(&self) -> &AtomicBool {
         self.cancel
     }
-
-    pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
 }
 
 /// What the worker sends back about one request.
@@ -235,95 +233,6 @@ impl Answer {
     }
 }
 
-/// One request on the worker, whatever its job.
-trait Task: Send {
-    fn kind(&self) -> TypeId;
-    fn runs(&self) -> Runs;
-    fn depends(&self) -> Deps;
-    /// One turn of the job; true once its answer has been sent.
-    fn turn(&mut self, worker: &mut WorkerState, out: &SyncSender<Answer>) -> bool;
-}
-
-struct Asked<J: Job> {
-    generation: u64,
-    request: J::Request,
-    cancel: Arc<AtomicBool>,
-}
-
-impl<J: Job> Task for Asked<J> {
-    fn kind(&self) -> TypeId {
-        TypeId::of::<J>()
-    }
-
-    fn runs(&self) -> Runs {
-        J::RUNS
-    }
-
-    fn depends(&self) -> Deps {
-        J::DEPENDS
-    }
-
-    /// The one guarded runner: a panic inside a job becomes its error answer.
-    fn turn(&mut self, worker: &mut WorkerState, out: &SyncSender<Answer>) -> bool {
-        let cx = Cx::<J> { generation: self.generation, cancel: &self.cancel, out, job: PhantomData };
-        let request = &mut self.request;
-        let turn = catch_unwind(AssertUnwindSafe(|| J::run(request, worker, &cx))).unwrap_or_else(|p| {
-            Turn::Done(Err(format!("internal error while {}: {}", J::DOING, panic_message(&*p))))
-        });
-        match turn {
-            Turn::Done(answer) => {
-                let _ = out.send(Answer::of::<J>(self.generation, Reply::Done(answer)));
-                true
-            }
-            Turn::More => false,
-        }
-    }
-}
-
-/// The UI's handle on the worker thread.
-pub struct Worker {
-    tx: SyncSender<Box<dyn Task>>,
-    rx: Receiver<Answer>,
-}
-
-impl Worker {
-    /// Starts the thread. `repaint` is called after every turn (the app passes
-    /// `ctx.request_repaint`).
-    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Self {
-        let (tx, requests) = sync_channel::<Box<dyn Task>>(256);
-        let (answers, rx) = sync_channel::<Answer>(4096);
-        // One core stays free for the UI thread, so frames keep their pace while
-        // the engine is saturated (on 2 cores the engine gets one).
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("quantscope-engine-{i}"))
-            .build()
-            .ok();
-        std::thread::Builder::new()
-            .name("quantscope-worker".into())
-            .spawn(move || {
-                let run = move || WorkerState::default().serve(&requests, &answers, &repaint);
-                match pool {
-                    Some(pool) => pool.install(run),
-                    None => run(),
-                }
-            })
-            .map_or_else(|e| panic!("cannot start the engine thread: {e}"), |_| ());
-        Self { tx, rx }
-    }
-
-    /// Sends a request of job `J`; `cancel` is the flag its slot keeps.
-    pub fn send<J: Job>(&self, generation: u64, request: J::Request, cancel: Arc<AtomicBool>) {
-        // A closed channel means the worker is gone; the UI shows no new results.
-        let _ = self.tx.send(Box::new(Asked::<J> { generation, request, cancel }));
-    }
-
-    pub fn try_recv(&self) -> Option<Answer> {
-        self.rx.try_recv().ok()
-    }
-}
-
 /// What the worker holds between jobs: the open model and what is derived from
 /// it. Jobs read and replace these; the runner owns the requests.
 #[derive(Default)]
@@ -347,86 +256,10 @@ pub struct WorkerState {
     invalidated: Deps,
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(ToString::to_string)
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 impl WorkerState {
-    /// The runner: drains the queue, runs what it asks, steps the streams.
-    fn serve(mut self, requests: &Receiver<Box<dyn Task>>, out: &SyncSender<Answer>, repaint: &dyn Fn()) {
-        let mut streams: Vec<Box<dyn Task>> = Vec::new();
-        loop {
-            // Block only when no stream is left to step.
-            let Some(pending) = drain(requests, streams.is_empty()) else { return };
-            let mut newest: Vec<Box<dyn Task>> = Vec::new();
-            for mut task in pending {
-                match task.runs() {
-                    Runs::Once => {
-                        if !task.turn(&mut self, out) {
-                            streams.push(task);
-                        }
-                        self.drop_invalidated(&mut [&mut streams, &mut newest]);
-                    }
-                    Runs::Newest => {
-                        newest.retain(|t| t.kind() != task.kind());
-                        newest.push(task);
-                    }
-                    Runs::Stream { .. } => {
-                        streams.retain(|t| t.kind() != task.kind());
-                        streams.push(task);
-                    }
-                }
-            }
-            if newest.is_empty() {
-                let next = (0..streams.len()).min_by_key(|&i| streams[i].runs().rank());
-                if let Some(i) = next
-                    && streams[i].turn(&mut self, out)
-                {
-                    streams.remove(i);
-                }
-            }
-            for mut task in newest {
-                if !task.turn(&mut self, out) {
-                    streams.push(task);
-                }
-            }
-            self.drop_invalidated(&mut [&mut streams]);
-            repaint();
-        }
-    }
-
-    /// Drops the waiting and running requests that depend on what a turn replaced.
-    fn drop_invalidated(&mut self, lists: &mut [&mut Vec<Box<dyn Task>>]) {
-        let gone = std::mem::take(&mut self.invalidated).with_consequences();
-        if gone != Deps::NONE {
-            for list in lists {
-                list.retain(|t| !t.depends().meets(gone));
-            }
-        }
-    }
-
     /// Makes `ckpt` the open model, dropping everything computed for the old one.
     fn replace_model(&mut self, ckpt: Checkpoint) {
         let scratch = std::mem::take(&mut self.scratch);
         *self = Self { ckpt: Some(Arc::new(ckpt)), scratch, invalidated: Deps::MODEL, ..Self::default() };
-    }
-}
-
-/// Every request waiting, after waiting for one when `block`; `None` once the
-/// UI is gone.
-fn drain(requests: &Receiver<Box<dyn Task>>, block: bool) -> Option<Vec<Box<dyn Task>>> {
-    let mut pending = Vec::new();
-    if block {
-        pending.push(requests.recv().ok()?);
-    }
-    loop {
-        match requests.try_recv() {
-            Ok(r) => pending.push(r),
-            Err(TryRecvError::Empty) => return Some(pending),
-            Err(TryRecvError::Disconnected) => return None,
-        }
     }
 }
