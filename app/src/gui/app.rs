@@ -20,7 +20,13 @@ use super::png;
 use super::requests::Requests;
 use super::script;
 use super::state::{AppState, Doc, Preview, Settings};
-use super::worker::{Source, Worker};
+use super::worker::jobs::capture::Capture;
+use super::worker::jobs::compare::Compare;
+use super::worker::jobs::end_to_end::EndToEnd;
+use super::worker::jobs::open::Open;
+use super::worker::jobs::panic::Panic;
+use super::worker::jobs::save::Save;
+use super::worker::{Job, Source, Worker};
 use super::{SAMPLE_BYTES, SAMPLE_NAME};
 
 pub struct QuantscopeApp {
@@ -35,6 +41,8 @@ pub struct QuantscopeApp {
     frame_log: Option<Vec<f32>>,
     /// `QUANTSCOPE_SCRIPT` steps, run once the model has opened.
     script: Vec<script::Step>,
+    /// The test hook asked for a worker panic.
+    panic_asked: std::cell::Cell<bool>,
 }
 
 impl QuantscopeApp {
@@ -94,6 +102,7 @@ impl QuantscopeApp {
             png_status: png::Status::default(),
             frame_log: std::env::var_os("QUANTSCOPE_FRAME_STATS").map(|_| Vec::new()),
             script: Vec::new(),
+            panic_asked: std::cell::Cell::new(false),
         }
     }
 
@@ -107,9 +116,14 @@ impl QuantscopeApp {
         &self.panels
     }
 
-    /// Test hook: makes the worker panic once.
+    /// Test hook: makes the worker panic once (asked on the next frame).
     pub fn inject_worker_panic(&self) {
-        self.requests.inject_worker_panic();
+        self.panic_asked.set(true);
+    }
+
+    /// Sends a request of job `J` (its key and request, as the job builds them).
+    fn ask<J: Job>(&mut self, (key, request): (J::Key, J::Request)) {
+        self.requests.ask::<J>(&mut self.state, key, request);
     }
 
     /// Applies one change: the only place the state changes in response to the user.
@@ -266,22 +280,27 @@ impl QuantscopeApp {
                 self.dialogs.open(purpose, spec);
             }
             Command::DialogDone(outcome) => self.dialog_done(outcome),
-            Command::Open(source) => self.requests.open(&mut self.state, source),
+            Command::Open(source) => self.ask::<Open>(Open::ask(source)),
             Command::SaveRecipe(path) => self.save_recipe(&path),
             Command::WriteCsv(kind, path) => self.write_csv(kind, &path),
             Command::ShowSaveWindow => self.panels.save.open = true,
-            Command::StartSave(r) => self.requests.save(&mut self.state, &r),
-            Command::CancelSave => self.requests.cancel_save(),
-            Command::RunModel(inputs) => self.requests.run_model(&mut self.state, inputs),
-            Command::CancelRun => self.requests.cancel_run(),
-            Command::LoadActivations(path) => self.requests.load_activations(&mut self.state, path),
-            Command::RunEndToEnd(scheme) => self.requests.run_end_to_end(&mut self.state, scheme),
-            Command::CancelEndToEnd => self.requests.cancel_end_to_end(),
+            Command::StartSave(r) => self.ask::<Save>(Save::ask(&self.state, &r)),
+            Command::CancelSave => self.requests.cancel::<Save>(),
+            Command::RunModel(inputs) => self.ask::<Capture>(Capture::run_model(inputs)),
+            Command::CancelRun => self.requests.cancel::<Capture>(),
+            Command::LoadActivations(path) => self.ask::<Capture>(Capture::load(path)),
+            Command::RunEndToEnd(scheme) => {
+                if let Some(asked) = EndToEnd::ask(&self.state, scheme) {
+                    self.ask::<EndToEnd>(asked);
+                }
+            }
+            Command::CancelEndToEnd => self.requests.cancel::<EndToEnd>(),
             Command::SetLayerTab(tab) => s.activations.tab = tab,
             Command::Compare { original, quantized } => {
-                self.requests.compare(&mut self.state, original, quantized);
+                self.ask::<Compare>(Compare::pair(original, quantized));
             }
-            Command::CloseComparison => self.requests.close_comparison(&mut self.state),
+            Command::CloseComparison => self.ask::<Compare>(Compare::close()),
+            Command::Ask(ask) => ask.send(&mut self.requests, &mut self.state),
             Command::ShowPublished(on) => s.compare.show_published = on,
             Command::OpenPublished(layer) => {
                 s.selected = Some(layer);
@@ -431,6 +450,9 @@ impl eframe::App for QuantscopeApp {
         }
         if std::mem::take(&mut self.panels.quit_requested) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        if self.panic_asked.take() {
+            self.ask::<Panic>(((), ()));
         }
         self.requests.request_work(&mut self.state, self.panels.is_dragging());
         self.record_frame(started);

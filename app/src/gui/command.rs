@@ -9,6 +9,7 @@ use eframe::egui;
 use quantscope_engine::Scheme;
 
 use super::dialogs::DialogOutcome;
+use super::requests::Ask;
 use super::state::{Doc, LayerTab, Prefs, View};
 use super::worker::Source;
 
@@ -132,6 +133,8 @@ pub enum Command {
     ShowPublished(bool),
     /// Select `layer` and show its published quantization.
     OpenPublished(String),
+    /// A request of a background job no command above starts.
+    Ask(Ask),
     Quit,
 }
 

@@ -1,0 +1,172 @@
+//! The selected tensor's analysis under its shown scheme: the histogram, the
+//! error, the metrics, the all-methods overlay, HQQ's zero points and the
+//! compared checkpoint's published quantization. Only the newest request runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
+use quantscope_engine::quantized::view::Published;
+use quantscope_engine::{
+    Calibration, Metrics, Options, QuantResult, Scheme, SliceParams, WorkDtype, analyze, compare_calibrations,
+};
+
+use super::super::{AppCx, Cx, Deps, Job, Runs, Turn, WorkerState};
+use crate::gui::state::AppState;
+
+const WEIGHT_BINS: usize = 400;
+const ERROR_BINS: usize = 120;
+
+/// What the selected tensor's analysis asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisKey {
+    pub tensor: String,
+    pub scheme: Scheme,
+    pub all_calibrations: Option<f64>,
+    /// Whether it shows the compared checkpoint's R′, and which checkpoint.
+    pub published: Option<(PathBuf, bool)>,
+}
+
+pub struct AnalyzeRequest {
+    pub tensor: String,
+    pub scheme: Scheme,
+    pub options: Options,
+    /// Also compute every calibration's clip range, percentile at this p.
+    pub all_calibrations: Option<f64>,
+    /// Show the compared checkpoint's published R′ instead of the scheme's.
+    pub show_published: bool,
+}
+
+/// One finished analysis.
+pub struct Analysis {
+    pub tensor: String,
+    pub shape: Vec<usize>,
+    pub result: QuantResult,
+    /// Where every calibration method would clip (the all-methods overlay).
+    pub calibration_ranges: Vec<(Calibration, SliceParams)>,
+    /// Under HQQ: each slice's real-valued zero point and what rounding it costs.
+    pub hqq: Vec<HqqSlice>,
+    /// The compared checkpoint's quantization of this layer, when it has one.
+    pub published: Option<Arc<Published>>,
+    /// Whether `result` is the published quantization (else the scheme's).
+    pub showing_published: bool,
+    /// The scheme's metrics (equal to `result.metrics` unless it shows the published R′).
+    pub scheme_metrics: Metrics,
+    pub elapsed_ms: f64,
+}
+
+/// The analysis of the selected tensor.
+pub struct Analyze;
+
+impl Job for Analyze {
+    type Request = AnalyzeRequest;
+    type Answer = Arc<Analysis>;
+    type Progress = ();
+    type Key = AnalysisKey;
+    const DEPENDS: Deps = Deps::MODEL.and(Deps::COMPARED);
+    const RUNS: Runs = Runs::Newest;
+    const DOING: &'static str = "analyzing";
+
+    fn run(a: &mut AnalyzeRequest, worker: &mut WorkerState, _: &Cx<'_, Self>) -> Turn<Arc<Analysis>> {
+        Turn::Done(worker.analyze(a))
+    }
+
+    fn wanted(state: &AppState, _: bool) -> Option<(AnalysisKey, AnalyzeRequest)> {
+        let model = state.model.as_ref()?;
+        let name = state.selected.clone()?;
+        if !model.tensor(&name).is_some_and(quantscope_engine::TensorInfo::is_quantizable) {
+            return None;
+        }
+        let key = AnalysisKey {
+            scheme: state.scheme_for(&name),
+            tensor: name,
+            all_calibrations: state.prefs.show_all_calibrations.then_some(state.doc.percentile),
+            published: state.compare.summary.as_ref().map(|c| (c.path.clone(), state.compare.show_published)),
+        };
+        let request = AnalyzeRequest {
+            tensor: key.tensor.clone(),
+            scheme: key.scheme,
+            options: Options { weight_bins: WEIGHT_BINS, error_bins: ERROR_BINS, ..Options::default() },
+            all_calibrations: key.all_calibrations,
+            show_published: key.published.as_ref().is_some_and(|p| p.1),
+        };
+        Some((key, request))
+    }
+
+    fn asked(_: &AnalyzeRequest, cx: &mut AppCx<'_>) {
+        cx.state.busy = true;
+    }
+
+    fn apply(answer: Result<Arc<Analysis>, String>, _: &AnalysisKey, cx: &mut AppCx<'_>) {
+        cx.state.busy = false;
+        match answer {
+            Ok(a) => cx.state.analysis = Some(a),
+            Err(e) => cx.state.error = Some(e),
+        }
+    }
+
+    fn forget(state: &mut AppState, why: Deps) {
+        state.busy = false;
+        // A new comparison keeps the old picture until the new one arrives.
+        if why.meets(Deps::MODEL) {
+            state.analysis = None;
+        }
+    }
+}
+
+impl WorkerState {
+    fn values(&mut self, name: &str) -> Result<Arc<Vec<f32>>, String> {
+        if let Some((n, v)) = &self.decoded
+            && n == name
+        {
+            return Ok(Arc::clone(v));
+        }
+        let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+        let v = Arc::new(ckpt.load_f32(name).map_err(|e| e.to_string())?);
+        self.decoded = Some((name.to_string(), Arc::clone(&v)));
+        Ok(v)
+    }
+
+    fn analyze(&mut self, a: &AnalyzeRequest) -> Result<Arc<Analysis>, String> {
+        let started = Instant::now();
+        let info =
+            self.ckpt.as_ref().ok_or("no model is open")?.tensor(&a.tensor).map_err(|e| e.to_string())?;
+        let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
+        let values = self.values(&a.tensor)?;
+        // The tensor's own dtype is the working dtype, and fused siblings share a
+        // two-level format's global scale: the numbers a save writes.
+        let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+        let global_amax =
+            quantscope_engine::fused::shared_global_amax(ckpt, &a.tensor, &a.scheme, &|_| Some(a.scheme))
+                .map_err(|e| e.to_string())?;
+        let options = Options { work, global_amax, ..a.options };
+        let result = analyze(&values, &shape, &a.scheme, &options).map_err(|e| e.to_string())?;
+        let calibration_ranges = match a.all_calibrations {
+            Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let hqq = if a.scheme.calibration == Calibration::Hqq {
+            hqq_tensor(&values, &shape, &a.scheme).map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        let published = self.published_of(&a.tensor, &values, a.options.weight_bins, a.options.error_bins)?;
+        let scheme_metrics = result.metrics;
+        let (result, showing_published) = match &published {
+            Some(p) if a.show_published => (p.result.clone(), true),
+            _ => (result, false),
+        };
+        Ok(Arc::new(Analysis {
+            tensor: a.tensor.clone(),
+            shape,
+            result,
+            calibration_ranges,
+            hqq,
+            published,
+            showing_published,
+            scheme_metrics,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        }))
+    }
+}
