@@ -40,7 +40,7 @@ fn a_layer_shows_the_global_scale_and_metrics_its_save_writes() {
     layers.insert(q.clone(), LayerChoice::Quantize(q_scheme));
     layers.insert(format!("{BLOCK}.k_proj.weight"), LayerChoice::Exclude);
     let recipe = Resolved { scheme: "nvfp4".parse().unwrap(), layers };
-    let plan = SavePlan::new(&ckpt, &recipe);
+    let plan = SavePlan::new(ckpt.tensors(), &recipe);
 
     let values = ckpt.load_f32(&q).unwrap();
     let opts = Options { keep_dequantized: true, ..Options::default() };
@@ -90,7 +90,7 @@ fn save_groups_follow_the_stored_layout() {
         LayerChoice::Quantize("int4:group16:minmax:asym".parse().unwrap()),
     );
     let recipe = Resolved { scheme: "nvfp4".parse().unwrap(), layers };
-    let groups = SavePlan::new(&ckpt, &recipe).groups(&ckpt);
+    let groups = SavePlan::new(ckpt.tensors(), &recipe).groups(ckpt.tensors());
     let layouts: Vec<(String, usize, usize)> =
         groups.iter().map(|g| (g.layout(), g.modules.len(), g.schemes.len())).collect();
     assert_eq!(layouts, vec![("int4:group16:asym".into(), 2, 2), ("nvfp4:group16".into(), 1, 1)]);

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use quantscope_engine::export::{config_group_key, quantized_on_save};
+use quantscope_engine::ct::ConfigGroup;
+use quantscope_engine::export::{SavePlan, quantized_on_save};
 use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::recipe::{LayerChoice, Resolved};
 use quantscope_engine::run::sensitivity::SensitivityReport;
 use quantscope_engine::sweep::Sweep;
-use quantscope_engine::{Mapping, Scheme, TensorInfo};
+use quantscope_engine::{Scheme, TensorInfo};
 use serde::{Deserialize, Serialize};
 
 use super::worker::{
@@ -181,16 +182,6 @@ pub struct SaveState {
     pub result: Option<Result<ExportSummary, String>>,
 }
 
-/// One config group of a save.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SaveGroup {
-    /// The stored layout, e.g. `int8:channel` or `int8:group64:asym`.
-    pub layout: String,
-    pub layers: usize,
-    /// The schemes of its layers (they differ only in calibration).
-    pub schemes: Vec<Scheme>,
-}
-
 /// Everything the panels read.
 #[derive(Default)]
 pub struct AppState {
@@ -327,22 +318,9 @@ impl AppState {
 
     /// The config groups a save writes: one per stored layout (the engine's
     /// rule), with how many layers and which schemes fall in each.
-    pub fn save_groups(&self) -> Vec<SaveGroup> {
-        let mut groups: Vec<SaveGroup> = Vec::new();
-        for name in self.saved_layers() {
-            let s = self.saved_scheme_for(&name);
-            let key = config_group_key(&s);
-            if let Some(g) = groups.iter_mut().find(|g| config_group_key(&g.schemes[0]) == key) {
-                g.layers += 1;
-                if !g.schemes.contains(&s) {
-                    g.schemes.push(s);
-                }
-            } else {
-                let asym = if s.mapping == Mapping::Asymmetric { ":asym" } else { "" };
-                let layout = format!("{}:{}{asym}", s.format, s.granularity);
-                groups.push(SaveGroup { layout, layers: 1, schemes: vec![s] });
-            }
-        }
-        groups
+    pub fn save_groups(&self) -> Vec<ConfigGroup> {
+        self.model.as_ref().map_or_else(Vec::new, |m| {
+            SavePlan::new(&m.summary.tensors, &self.resolved_recipe()).groups(&m.summary.tensors)
+        })
     }
 }

@@ -143,7 +143,7 @@ pub fn export(
         ExportMode::Packed => {
             check_packable(ckpt, decisions)?;
             plan::check_activations(ckpt, decisions, opts.activations)?;
-            plan::drop_partial_groups(ckpt, decisions)
+            plan::drop_partial_groups(ckpt.tensors(), decisions)
         }
         ExportMode::FakeQuant if opts.activations != Activations::None => {
             return Err(Error::Plan {

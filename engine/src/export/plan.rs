@@ -163,10 +163,12 @@ pub(super) fn check_activations(ckpt: &Checkpoint, decisions: &[Decision], acts:
 /// Leaves unquantized the layers whose group size does not divide the input
 /// dimension (compressed-tensors cannot load them); returns the new decisions
 /// and one note per such layer.
-pub(super) fn drop_partial_groups(ckpt: &Checkpoint, decisions: &[Decision]) -> (Vec<Decision>, Vec<String>) {
+pub(super) fn drop_partial_groups(
+    tensors: &[TensorInfo],
+    decisions: &[Decision],
+) -> (Vec<Decision>, Vec<String>) {
     let mut notes = Vec::new();
-    let out = ckpt
-        .tensors()
+    let out = tensors
         .iter()
         .zip(decisions)
         .map(|(t, d)| match d {
@@ -200,10 +202,11 @@ pub struct SavePlan {
 impl SavePlan {
     /// The save's decisions: the recipe, the default rule, and the layers a
     /// loadable file must keep (groups that do not divide the input dimension).
-    pub fn new(ckpt: &Checkpoint, recipe: &Resolved) -> Self {
-        let planned = plan(ckpt.tensors(), recipe, &|_| false);
-        let (decisions, _) = drop_partial_groups(ckpt, &planned);
-        let index = ckpt.tensors().iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+    /// `tensors` is the checkpoint's catalogue ([`Checkpoint::tensors`]).
+    pub fn new(tensors: &[TensorInfo], recipe: &Resolved) -> Self {
+        let planned = plan(tensors, recipe, &|_| false);
+        let (decisions, _) = drop_partial_groups(tensors, &planned);
+        let index = tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
         Self { decisions, index }
     }
 
@@ -221,8 +224,8 @@ impl SavePlan {
     }
 
     /// The config groups the save writes (one per stored layout).
-    pub fn groups(&self, ckpt: &Checkpoint) -> Vec<ConfigGroup> {
-        groups(ckpt.tensors().iter().zip(&self.decisions).filter_map(|(t, d)| match d {
+    pub fn groups(&self, tensors: &[TensorInfo]) -> Vec<ConfigGroup> {
+        groups(tensors.iter().zip(&self.decisions).filter_map(|(t, d)| match d {
             Decision::Quantize(s) => Some((t.name.as_str(), t.shape.as_slice(), *s)),
             Decision::Keep(_) => None,
         }))

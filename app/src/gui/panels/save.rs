@@ -125,7 +125,7 @@ impl SaveWindow {
 /// How many layers are quantized, and the schemes (config groups) written.
 fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
     let groups = state.save_groups();
-    let quantized: usize = groups.iter().map(|g| g.layers).sum();
+    let quantized: usize = groups.iter().map(|g| g.modules.len()).sum();
     ui.label(format!(
         "{quantized} layers quantized, {} tensors copied unchanged. Untick a layer in the browser to keep it.",
         tensors - quantized
@@ -144,8 +144,9 @@ fn what_is_written_ui(state: &AppState, tensors: usize, ui: &mut egui::Ui) {
     ));
     egui::Grid::new("save_groups").striped(true).num_columns(3).show(ui, |ui| {
         for g in &groups {
-            ui.monospace(&g.layout);
-            ui.label(format!("{} layer{}", g.layers, if g.layers == 1 { "" } else { "s" }));
+            ui.monospace(g.layout());
+            let n = g.modules.len();
+            ui.label(format!("{n} layer{}", if n == 1 { "" } else { "s" }));
             let schemes: Vec<String> = g.schemes.iter().map(ToString::to_string).collect();
             ui.weak(schemes.join(", "))
                 .on_hover_text("Calibrations differ per layer but share one stored layout");

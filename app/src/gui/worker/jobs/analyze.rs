@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
+use quantscope_engine::export::SavePlan;
 use quantscope_engine::quantized::view::Published;
+use quantscope_engine::recipe::Resolved;
 use quantscope_engine::{
-    Calibration, Metrics, Options, QuantResult, Scheme, SliceParams, WorkDtype, analyze, compare_calibrations,
+    Calibration, Metrics, Options, QuantResult, Scheme, SliceParams, WorkDtype, compare_calibrations,
 };
 
 use super::super::{AppCx, Cx, Deps, Job, Runs, Turn, WorkerState};
@@ -26,6 +28,8 @@ pub struct AnalysisKey {
     pub all_calibrations: Option<f64>,
     /// Whether it shows the compared checkpoint's R′, and which checkpoint.
     pub published: Option<(PathBuf, bool)>,
+    /// What the save would write, which decides the fused siblings' global scale.
+    pub save: Resolved,
 }
 
 pub struct AnalyzeRequest {
@@ -36,6 +40,8 @@ pub struct AnalyzeRequest {
     pub all_calibrations: Option<f64>,
     /// Show the compared checkpoint's published R′ instead of the scheme's.
     pub show_published: bool,
+    /// The save's recipe: the layer is analyzed as this save writes it.
+    pub save: Resolved,
 }
 
 /// One finished analysis.
@@ -83,6 +89,7 @@ impl Job for Analyze {
             tensor: name,
             all_calibrations: state.prefs.show_all_calibrations.then_some(state.doc.percentile),
             published: state.compare.summary.as_ref().map(|c| (c.path.clone(), state.compare.show_published)),
+            save: state.resolved_recipe(),
         };
         let request = AnalyzeRequest {
             tensor: key.tensor.clone(),
@@ -90,6 +97,7 @@ impl Job for Analyze {
             options: Options { weight_bins: WEIGHT_BINS, error_bins: ERROR_BINS, ..Options::default() },
             all_calibrations: key.all_calibrations,
             show_published: key.published.as_ref().is_some_and(|p| p.1),
+            save: key.save.clone(),
         };
         Some((key, request))
     }
@@ -134,14 +142,10 @@ impl WorkerState {
             self.ckpt.as_ref().ok_or("no model is open")?.tensor(&a.tensor).map_err(|e| e.to_string())?;
         let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
         let values = self.values(&a.tensor)?;
-        // The tensor's own dtype is the working dtype, and fused siblings share a
-        // two-level format's global scale: the numbers a save writes.
         let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
-        let global_amax =
-            quantscope_engine::fused::shared_global_amax(ckpt, &a.tensor, &a.scheme, &|_| Some(a.scheme))
-                .map_err(|e| e.to_string())?;
-        let options = Options { work, global_amax, ..a.options };
-        let result = analyze(&values, &shape, &a.scheme, &options).map_err(|e| e.to_string())?;
+        let result = SavePlan::new(ckpt.tensors(), &a.save)
+            .analyze_layer(ckpt, &a.tensor, &values, &a.scheme, &a.options)
+            .map_err(|e| e.to_string())?;
         let calibration_ranges = match a.all_calibrations {
             Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
             None => Vec::new(),
