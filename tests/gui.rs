@@ -371,7 +371,7 @@ fn degenerate_tensors_show_defined_numbers_and_infinity_as_the_symbol() {
 
 #[test]
 fn a_sensitivity_cell_is_a_preview_until_kept() {
-    use quantscope_engine::rank::{RankKey, ranked};
+    use quantscope_engine::rank::RankKey;
     let mut h = harness();
     common::wait_until(&mut h, "the sample to open", settled);
     h.get_by_label("Sensitivity").click();
@@ -393,7 +393,7 @@ fn a_sensitivity_cell_is_a_preview_until_kept() {
     h.get_by_label("SQNR dB").click();
     h.run_steps(2);
     assert_eq!(h.state().panels().sensitivity.sort, RankKey::Sqnr);
-    let order = ranked(&s, 0, RankKey::Sqnr, false);
+    let order = s.ranked(0, RankKey::Sqnr, false);
     assert_eq!(s.rows[order[0]].name, OUTLIER, "per-tensor INT8 hurts the outlier layer most");
 
     // A matrix cell opens a preview: the shown numbers follow it, the save does not.

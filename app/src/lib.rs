@@ -2,7 +2,4 @@
 //! `quantscope-engine`. Neither holds numerics: both call the engine.
 
 pub mod cli;
-pub mod diff_cli;
 pub mod gui;
-pub mod plan_cli;
-pub mod run_cli;

@@ -17,16 +17,7 @@ fn main() -> ExitCode {
     }
     let cli = cli::Cli::parse();
     let result = match &cli.command {
-        Some(cli::Command::Report(args)) => cli::run_report(args, &mut std::io::stdout().lock()),
-        Some(cli::Command::Quantize(args)) => cli::run_quantize(args, &mut std::io::stdout().lock()),
-        Some(cli::Command::Plan(args)) => quantscope::plan_cli::run_plan(args, &mut std::io::stdout().lock()),
-        Some(cli::Command::Diff(args)) => quantscope::diff_cli::run_diff(args, &mut std::io::stdout().lock()),
-        Some(cli::Command::Sensitivity(args)) => {
-            quantscope::run_cli::run_sensitivity(args, &mut std::io::stdout().lock())
-        }
-        Some(cli::Command::Activations(args)) => {
-            quantscope::run_cli::run_activations(args, &mut std::io::stdout().lock())
-        }
+        Some(command) => command.run(&mut std::io::stdout().lock(), &cli::Console::new(cli.quiet)),
         None => gui::run(cli.model.clone()).map_err(|e| anyhow::anyhow!("cannot start the window: {e}")),
     };
     match result {

@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use crate::diff::Diff;
-use crate::rank::cell_metrics;
 use crate::report::TensorReport;
 use crate::sweep::Sweep;
 
@@ -52,9 +51,9 @@ pub fn matrix(s: &Sweep) -> String {
     for (i, r) in s.rows.iter().enumerate() {
         let n = r.cells.len();
         let mut cells: Vec<String> =
-            (0..n).map(|k| optional(cell_metrics(s, i, k).map(|m| m.sqnr_db))).collect();
+            (0..n).map(|k| optional(s.cell_metrics(i, k).map(|m| m.sqnr_db))).collect();
         if output {
-            cells.extend((0..n).map(|k| optional(cell_metrics(s, i, k).and_then(|m| m.output_sqnr_db))));
+            cells.extend((0..n).map(|k| optional(s.cell_metrics(i, k).and_then(|m| m.output_sqnr_db))));
         }
         let _ = writeln!(out, "{},{},{}", field(&r.name), r.params, cells.join(","));
     }
@@ -113,7 +112,7 @@ pub fn ranked(s: &Sweep, col: usize, order: &[usize]) -> String {
     let scheme = s.schemes.get(col).map(String::as_str).unwrap_or_default();
     for &r in order {
         let Some(row) = s.rows.get(r) else { continue };
-        let m = cell_metrics(s, r, col);
+        let m = s.cell_metrics(r, col);
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{}",

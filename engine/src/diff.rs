@@ -168,16 +168,25 @@ pub fn pairing<'q>(
 }
 
 /// Compares every quantized layer whose name `keep` accepts with the original.
-pub fn diff(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool, opts: &DiffOptions) -> Diff {
+/// `progress(done, total)` is called after each paired layer.
+pub fn diff(
+    orig: &Checkpoint,
+    q: &QuantizedModel,
+    keep: &dyn Fn(&str) -> bool,
+    opts: &DiffOptions,
+    progress: &dyn Fn(usize, usize),
+) -> Diff {
     let (paired, mut unpaired) = pairing(orig, q, keep);
     let mut tensors = Vec::new();
     // The original's values and the published R′, reused layer after layer.
     let (mut buf, mut published) = (Vec::new(), Vec::new());
-    for layer in paired {
+    let total = paired.len();
+    for (done, layer) in paired.into_iter().enumerate() {
         match compare_layer(orig, q, layer, opts, &mut buf, &mut published) {
             Ok(t) => tensors.push(t),
             Err(e) => unpaired.push(Unpaired { name: layer.name.clone(), reason: e.to_string() }),
         }
+        progress(done + 1, total);
     }
     let totals = totals(&tensors);
     Diff {

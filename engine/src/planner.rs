@@ -20,8 +20,12 @@ mod summary;
 
 pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes, relative_as_db};
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
+use crate::checkpoint::TensorInfo;
+use crate::scheme::Scheme;
 use crate::sweep::Sweep;
 
 /// State × option pairs the exact DP may visit over the whole problem; a
@@ -78,6 +82,28 @@ pub struct Plan {
 }
 
 impl Problem {
+    /// The planner's problem for a sweep of `tensors`' layers, as `quantscope
+    /// plan` and the app's Plan view pose it: each layer's options are the
+    /// columns a save would apply to it (a scheme whose group size divides the
+    /// layer; a column that names no scheme is none), plus keeping it as
+    /// stored; costed by the output SQNRs in `output` when given (the `output`
+    /// objective), else by the weight SQNRs.
+    pub fn for_sweep(s: &Sweep, tensors: &[TensorInfo], output: Option<&output::OutputSqnr>) -> Self {
+        let schemes: Vec<Option<Scheme>> = s.schemes.iter().map(|x| x.parse().ok()).collect();
+        let by_name: HashMap<&str, &[usize]> =
+            tensors.iter().map(|t| (t.name.as_str(), &t.shape[..])).collect();
+        let shapes: Vec<Option<&[usize]>> =
+            s.rows.iter().map(|r| by_name.get(r.name.as_str()).copied()).collect();
+        let saves = |r: usize, k: usize| match (shapes[r], &schemes[k]) {
+            (Some(shape), Some(scheme)) => crate::export::saves_quantized(shape, scheme),
+            _ => false,
+        };
+        match output {
+            Some(o) => Self::from_sweep_output(s, true, &saves, o),
+            None => Self::from_sweep(s, true, &saves),
+        }
+    }
+
     /// The options of every row of `s`: each scheme whose cell succeeded and that
     /// `saves(row, column)` accepts, plus (with `keep`) storing the layer unchanged.
     pub fn from_sweep(s: &Sweep, keep: bool, saves: &dyn Fn(usize, usize) -> bool) -> Self {

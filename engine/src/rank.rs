@@ -1,12 +1,12 @@
 //! Ranking layers worst first. The CLI's `--sort`, the sweep totals' worst
-//! layer and the GUI's ranked table all order layers here, so they agree.
+//! layer and the GUI's ranked table all order layers here, so they agree (a
+//! sweep's rows through [`crate::sweep::Sweep::ranked`]).
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
-use crate::sweep::Sweep;
 
 /// What layers are ranked by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,62 +69,4 @@ pub fn worst_first<'a>(
         order.reverse();
     }
     order
-}
-
-/// The metrics of row `row` under scheme column `col`, if that cell succeeded.
-pub fn cell_metrics(s: &Sweep, row: usize, col: usize) -> Option<&Metrics> {
-    s.rows.get(row)?.cells.get(col)?.as_ref().ok().map(|c| &c.metrics)
-}
-
-/// Row order of a sweep under scheme column `col` (the GUI's table and matrix).
-pub fn ranked(s: &Sweep, col: usize, key: RankKey, reversed: bool) -> Vec<usize> {
-    let items = s.rows.iter().enumerate().map(|(i, r)| Item {
-        name: &r.name,
-        params: r.params,
-        metrics: cell_metrics(s, i, col),
-    });
-    worst_first(items, key, reversed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sweep::{Cell, Row};
-
-    fn row(name: &str, params: u64, sqnr_db: Option<f64>) -> Row {
-        let cell = sqnr_db.map_or_else(
-            || Err("no channel axis 1".to_string()),
-            |db| {
-                let metrics = Metrics { sqnr_db: db, mse: 1.0 / (1.0 + db.abs()), ..Metrics::default() };
-                Ok(Cell { metrics, stored_bytes: 0, slices: 1, fallback: None })
-            },
-        );
-        Row { name: name.into(), params, source_bytes: 0, cells: vec![cell] }
-    }
-
-    fn sweep() -> Sweep {
-        Sweep {
-            schemes: vec!["int8:tensor:minmax".into()],
-            rows: vec![
-                row("c", 10, Some(30.0)),
-                row("a", 30, None),
-                row("b", 20, Some(f64::INFINITY)),
-                row("d", 20, Some(12.0)),
-                row("e", 5, Some(30.0)),
-            ],
-            totals: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn natural_order_is_worst_first_with_failures_last() {
-        let s = sweep();
-        let names = |o: Vec<usize>| o.iter().map(|&i| s.rows[i].name.as_str()).collect::<String>();
-        assert_eq!(names(ranked(&s, 0, RankKey::Sqnr, false)), "dceba");
-        assert_eq!(names(ranked(&s, 0, RankKey::Sqnr, true)), "abecd");
-        assert_eq!(names(ranked(&s, 0, RankKey::Name, false)), "abcde");
-        assert_eq!(names(ranked(&s, 0, RankKey::Params, false)), "abdce");
-        // Highest MSE first (lowest SQNR here), failed last.
-        assert_eq!(names(ranked(&s, 0, RankKey::Mse, false)), "dceba");
-    }
 }

@@ -8,7 +8,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::format::SliceParams;
 use crate::metrics::Metrics;
 use crate::quantized::{QuantizedModel, StoredScheme};
-use crate::scheme::{Calibration, Granularity, ManualRange, Scheme};
+use crate::scheme::{Calibration, Granularity, Scheme};
 
 /// The scheme, flattened for scripts: every key always present, null when unused.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -26,27 +26,22 @@ pub struct SchemeSummary {
 
 impl From<&Scheme> for SchemeSummary {
     fn from(s: &Scheme) -> Self {
-        let (granularity, axis, group_size) = match s.granularity {
-            Granularity::Tensor => ("tensor", None, None),
-            Granularity::Channel { axis } => ("channel", Some(axis), None),
-            Granularity::Group { size } => ("group", None, Some(size)),
-            Granularity::Block { size } => ("block", None, Some(size)),
+        let (axis, group_size) = match s.granularity {
+            Granularity::Tensor => (None, None),
+            Granularity::Channel { axis } => (Some(axis), None),
+            Granularity::Group { size } | Granularity::Block { size } => (None, Some(size)),
         };
-        let (calibration, percentile) = match s.calibration {
-            Calibration::MinMax => ("minmax", None),
-            Calibration::Percentile { p } => ("percentile", Some(p)),
-            Calibration::Mse => ("mse", None),
-            Calibration::Entropy => ("entropy", None),
-            Calibration::Hqq => ("hqq", None),
-            Calibration::Manual(ManualRange::Range { .. } | ManualRange::Ratio { .. }) => ("manual", None),
+        let percentile = match s.calibration {
+            Calibration::Percentile { p } => Some(p),
+            _ => None,
         };
         Self {
             format: s.format.to_string(),
             mapping: s.mapping.to_string(),
-            granularity,
+            granularity: s.granularity.info().name,
             axis,
             group_size,
-            calibration,
+            calibration: s.calibration.info().name,
             percentile,
             short: s.to_string(),
         }

@@ -1,5 +1,6 @@
 //! What the user chooses: format, mapping, granularity and calibration, and the
-//! short text form used by the CLI and recipes (`int8:channel:mse`).
+//! short text form used by the CLI and recipes (`int8:channel:mse`). The names,
+//! labels and descriptions the faces show are in [`vocabulary`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,6 +8,17 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub mod vocabulary;
+
+pub use vocabulary::{
+    CALIBRATIONS, CalibrationInfo, FORMATS, FormatInfo, GRANULARITIES, GranularityInfo, MAPPINGS, MappingInfo,
+};
+
+/// The names of a vocabulary list, for error messages.
+fn names<'a>(list: impl IntoIterator<Item = &'a str>) -> String {
+    list.into_iter().collect::<Vec<_>>().join(", ")
+}
 
 /// The target number format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,9 +82,7 @@ impl FromStr for FormatKind {
                     .and_then(|b| b.parse::<u8>().ok())
                     .filter(|b| (2..=8).contains(b))
                     .ok_or_else(|| {
-                        Error::Scheme(format!(
-                            "unknown format '{s}' (int2..int8, e4m3, e5m2, nvfp4, mxfp4, mxfp8)"
-                        ))
+                        Error::Scheme(format!("unknown format '{s}' ({})", names(FORMATS.map(|f| f.name))))
                     })?;
                 Ok(Self::Int(bits))
             }
@@ -304,7 +314,11 @@ impl FromStr for Granularity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::Scheme(format!("unknown granularity '{s}' (tensor, channel, channelN, groupN, blockN)"))
+            let forms = GRANULARITIES
+                .iter()
+                .flat_map(|g| if g.name == g.short { vec![g.name] } else { vec![g.name, g.short] });
+            let kinds = names(forms);
+            Error::Scheme(format!("unknown granularity '{s}' ({kinds})"))
         };
         if s == "tensor" {
             Ok(Self::Tensor)
@@ -326,11 +340,8 @@ impl FromStr for Granularity {
 impl FromStr for Calibration {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || {
-            Error::Scheme(format!(
-                "unknown calibration '{s}' (minmax, mse, entropy, hqq, pNN.N, ratioR, rangeLO,HI)"
-            ))
-        };
+        let bad =
+            || Error::Scheme(format!("unknown calibration '{s}' ({})", names(CALIBRATIONS.map(|c| c.short))));
         match s {
             "minmax" => Ok(Self::MinMax),
             "mse" => Ok(Self::Mse),
@@ -358,7 +369,7 @@ impl FromStr for Mapping {
         match m {
             "sym" | "symmetric" => Ok(Self::Symmetric),
             "asym" | "asymmetric" => Ok(Self::Asymmetric),
-            _ => Err(Error::Scheme(format!("unknown mapping '{m}' (sym, asym)"))),
+            _ => Err(Error::Scheme(format!("unknown mapping '{m}' ({})", names(MAPPINGS.map(|m| m.short))))),
         }
     }
 }

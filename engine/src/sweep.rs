@@ -15,7 +15,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
 use crate::metrics::{Metrics, SqnrSummary};
-use crate::rank::Item;
+use crate::rank::{self, Item, RankKey};
 use crate::scheme::Scheme;
 
 /// One tensor under one scheme.
@@ -85,6 +85,24 @@ pub struct Sweep {
     pub schemes: Vec<String>,
     pub rows: Vec<Row>,
     pub totals: Vec<SchemeTotals>,
+}
+
+impl Sweep {
+    /// The metrics of row `row` under scheme column `col`, if that cell succeeded.
+    pub fn cell_metrics(&self, row: usize, col: usize) -> Option<&Metrics> {
+        self.rows.get(row)?.cells.get(col)?.as_ref().ok().map(|c| &c.metrics)
+    }
+
+    /// Row order under scheme column `col` (the GUI's table and matrix, the
+    /// CLI's tables): worst first under `key`, or the reverse.
+    pub fn ranked(&self, col: usize, key: RankKey, reversed: bool) -> Vec<usize> {
+        let items = self.rows.iter().enumerate().map(|(i, r)| Item {
+            name: &r.name,
+            params: r.params,
+            metrics: self.cell_metrics(i, col),
+        });
+        rank::worst_first(items, key, reversed)
+    }
 }
 
 /// Bytes of one tensor stored under `scheme`, exactly as the weight-only packed
@@ -241,4 +259,46 @@ pub fn default_schemes() -> Vec<Scheme> {
     .iter()
     .filter_map(|s| s.parse().ok())
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, params: u64, sqnr_db: Option<f64>) -> Row {
+        let cell = sqnr_db.map_or_else(
+            || Err("no channel axis 1".to_string()),
+            |db| {
+                let metrics = Metrics { sqnr_db: db, mse: 1.0 / (1.0 + db.abs()), ..Metrics::default() };
+                Ok(Cell { metrics, stored_bytes: 0, slices: 1, fallback: None })
+            },
+        );
+        Row { name: name.into(), params, source_bytes: 0, cells: vec![cell] }
+    }
+
+    fn sweep() -> Sweep {
+        Sweep {
+            schemes: vec!["int8:tensor:minmax".into()],
+            rows: vec![
+                row("c", 10, Some(30.0)),
+                row("a", 30, None),
+                row("b", 20, Some(f64::INFINITY)),
+                row("d", 20, Some(12.0)),
+                row("e", 5, Some(30.0)),
+            ],
+            totals: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn natural_order_is_worst_first_with_failures_last() {
+        let s = sweep();
+        let names = |o: Vec<usize>| o.iter().map(|&i| s.rows[i].name.as_str()).collect::<String>();
+        assert_eq!(names(s.ranked(0, RankKey::Sqnr, false)), "dceba");
+        assert_eq!(names(s.ranked(0, RankKey::Sqnr, true)), "abecd");
+        assert_eq!(names(s.ranked(0, RankKey::Name, false)), "abcde");
+        assert_eq!(names(s.ranked(0, RankKey::Params, false)), "abdce");
+        // Highest MSE first (lowest SQNR here), failed last.
+        assert_eq!(names(s.ranked(0, RankKey::Mse, false)), "dceba");
+    }
 }

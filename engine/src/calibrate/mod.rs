@@ -69,8 +69,14 @@ pub(crate) fn slice_range(
     })
 }
 
+/// The automatic methods [`compare_ranges`] shows side by side, in its order,
+/// the percentile at `p`.
+pub fn compared(p: f64) -> [Calibration; 4] {
+    [Calibration::MinMax, Calibration::Percentile { p }, Calibration::Mse, Calibration::Entropy]
+}
+
 /// The clip range each automatic method picks for one slice, for showing them
-/// side by side. Order: min-max, percentile(p), MSE, entropy.
+/// side by side. Order: [`compared`].
 pub fn compare_ranges<F: NumberFormat>(
     fmt: F,
     xs: &[f32],
@@ -78,6 +84,5 @@ pub fn compare_ranges<F: NumberFormat>(
     percentile: f64,
 ) -> [(Calibration, SliceParams); 4] {
     let stats = crate::slicing::parallel_stats(xs);
-    [Calibration::MinMax, Calibration::Percentile { p: percentile }, Calibration::Mse, Calibration::Entropy]
-        .map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
+    compared(percentile).map(|c| (c, slice_params(fmt, xs, &stats, mapping, &c)))
 }

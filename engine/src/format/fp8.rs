@@ -224,8 +224,8 @@ impl NumberFormat for Fp8Format {
 
     fn label(&self) -> String {
         match self.kind {
-            Fp8Kind::E4M3 => "FP8 E4M3".into(),
-            Fp8Kind::E5M2 => "FP8 E5M2".into(),
+            Fp8Kind::E4M3 => crate::scheme::FormatKind::E4M3.label(),
+            Fp8Kind::E5M2 => crate::scheme::FormatKind::E5M2.label(),
         }
     }
 

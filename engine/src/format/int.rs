@@ -127,7 +127,7 @@ impl NumberFormat for IntFormat {
     }
 
     fn label(&self) -> String {
-        format!("INT{}", self.bits)
+        crate::scheme::FormatKind::Int(self.bits).label()
     }
 
     fn bits(&self) -> u8 {

@@ -213,10 +213,11 @@ impl NumberFormat for MicroFormat {
     }
 
     fn label(&self) -> String {
+        use crate::scheme::FormatKind;
         match self.kind {
-            MicroKind::Nvfp4 => "NVFP4".into(),
-            MicroKind::Mxfp4 => "MXFP4".into(),
-            MicroKind::Mxfp8 => "MXFP8".into(),
+            MicroKind::Nvfp4 => FormatKind::Nvfp4.label(),
+            MicroKind::Mxfp4 => FormatKind::Mxfp4.label(),
+            MicroKind::Mxfp8 => FormatKind::Mxfp8.label(),
         }
     }
 

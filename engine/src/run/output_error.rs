@@ -98,39 +98,47 @@ pub fn layer_output_error(
 
 /// Sets `metrics.output_sqnr_db` of every sweep cell whose layer has a captured
 /// input (`quantscope report --compare S... --inputs`); `schemes` are the
-/// sweep's, in its column order.
+/// sweep's, in its column order. `progress(done, total)` after each row.
 pub fn add_to_sweep(
     ckpt: &Checkpoint,
     acts: &Activations,
     schemes: &[Scheme],
     sweep: &mut crate::sweep::Sweep,
+    progress: &dyn Fn(usize, usize),
 ) -> Result<()> {
-    for row in &mut sweep.rows {
-        if acts.site(&row.name).is_none() {
-            continue;
-        }
-        for (cell, scheme) in row.cells.iter_mut().zip(schemes) {
-            if let Ok(c) = cell {
-                c.metrics.output_sqnr_db = Some(layer_output_error(ckpt, acts, &row.name, scheme)?.sqnr_db());
+    let total = sweep.rows.len();
+    for (done, row) in sweep.rows.iter_mut().enumerate() {
+        if acts.site(&row.name).is_some() {
+            for (cell, scheme) in row.cells.iter_mut().zip(schemes) {
+                if let Ok(c) = cell {
+                    c.metrics.output_sqnr_db =
+                        Some(layer_output_error(ckpt, acts, &row.name, scheme)?.sqnr_db());
+                }
             }
         }
+        progress(done + 1, total);
     }
     Ok(())
 }
 
 /// Sets `metrics.output_sqnr_db` of every analyzed record whose layer has a
-/// captured input (`quantscope report --inputs`).
+/// captured input (`quantscope report --inputs`). `progress(done, total)`
+/// after each record.
 pub fn add_output_sqnr(
     ckpt: &Checkpoint,
     acts: &Activations,
     scheme: &Scheme,
     records: &mut [crate::report::TensorReport],
+    progress: &dyn Fn(usize, usize),
 ) -> Result<()> {
-    for r in records {
-        let Some(m) = r.metrics.as_mut() else { continue };
-        if acts.site(&r.name).is_some() {
+    let total = records.len();
+    for (done, r) in records.iter_mut().enumerate() {
+        if let Some(m) = r.metrics.as_mut()
+            && acts.site(&r.name).is_some()
+        {
             m.output_sqnr_db = Some(layer_output_error(ckpt, acts, &r.name, scheme)?.sqnr_db());
         }
+        progress(done + 1, total);
     }
     Ok(())
 }

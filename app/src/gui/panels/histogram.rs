@@ -49,6 +49,16 @@ pub fn range_lines(scheme: &Scheme, r: &QuantResult) -> (f64, f64) {
     }
 }
 
+/// The methods the "all calibration methods" overlay shows, by the engine's
+/// labels: "min-max, percentile, MSE and KL-entropy".
+pub fn compared_methods() -> String {
+    let labels = quantscope_engine::calibrate::compared(0.0).map(|c| c.info().label);
+    match labels.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => labels.join(""),
+    }
+}
+
 /// The manual calibration that puts `edge` at `x`. Per-tensor: a range (symmetric
 /// mirrors it to ±|x|). Per-channel / per-group: a ratio of each slice's range.
 pub fn drag_calibration(scheme: &Scheme, r: &QuantResult, edge: Edge, x: f64) -> Calibration {
@@ -228,7 +238,7 @@ impl HistogramPanel {
                      per-block schemes those of the slice chosen in How it works",
             );
             ui.checkbox(&mut p.show_all_calibrations, "all calibration methods")
-                .on_hover_text("where min-max, percentile, MSE and KL-entropy would clip this tensor");
+                .on_hover_text(format!("where {} would clip this tensor", compared_methods()));
             if let Some(rect) = self.rect
                 && ui.small_button("PNG…").on_hover_text("Save the histogram as a PNG image").clicked()
             {

@@ -237,29 +237,14 @@ fn status_ui(state: &AppState, ui: &mut egui::Ui) {
     });
 }
 
-/// A short label for a calibration, for legends and menus.
+/// A calibration's label, for legends and menus: the engine's, as the CLI's tables show it.
 pub fn calibration_label(c: &quantscope_engine::Calibration) -> String {
-    use quantscope_engine::{Calibration, ManualRange};
-    match c {
-        Calibration::MinMax => "min-max".into(),
-        Calibration::Percentile { p } => format!("percentile {p}"),
-        Calibration::Mse => "MSE".into(),
-        Calibration::Entropy => "KL-entropy".into(),
-        Calibration::Hqq => "HQQ (zero point)".into(),
-        Calibration::Manual(ManualRange::Range { .. }) => "manual range".into(),
-        Calibration::Manual(ManualRange::Ratio { r }) => format!("manual ×{r:.3}"),
-    }
+    c.label()
 }
 
-/// A short label for a granularity.
+/// A granularity's label: the engine's, as the CLI's tables show it.
 pub fn granularity_label(g: &quantscope_engine::Granularity) -> String {
-    use quantscope_engine::Granularity;
-    match g {
-        Granularity::Tensor => "per-tensor".into(),
-        Granularity::Channel { axis } => format!("per-channel (axis {axis})"),
-        Granularity::Group { size } => format!("per-group ({size})"),
-        Granularity::Block { size } => format!("per-block ({size}x{size})"),
-    }
+    g.label()
 }
 
 /// Colour for an SQNR: green is safe, red hurts.

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Legend, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use quantscope_engine::Scheme;
 use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{
     self, FrontierPoint, Objective, Pin, Plan, Problem, Why, bits_per_weight, budget_bytes, relative_as_db,
 };
 use quantscope_engine::sweep::Sweep;
-use quantscope_engine::{Scheme, export};
 
 use super::format_sqnr;
 use crate::gui::command::Command;
@@ -122,28 +122,16 @@ pub fn bytes_label(b: i64) -> String {
     }
 }
 
-/// The planner's problem for `s`: each layer's options are the schemes a save
-/// would apply to it, plus keeping it, costed by `output` when given; pins restrict it.
+/// The planner's problem for `s` (the engine's, as `quantscope plan` poses
+/// it), costed by `output` when given; pins restrict it.
 fn build_problem(
     state: &AppState,
     s: &Sweep,
     pins: &BTreeMap<String, PinChoice>,
     output: Option<&OutputSqnr>,
 ) -> Problem {
-    let schemes: Vec<Option<Scheme>> = s.schemes.iter().map(|x| x.parse().ok()).collect();
-    let shapes: Vec<Option<Vec<usize>>> = s
-        .rows
-        .iter()
-        .map(|r| state.model.as_ref().and_then(|m| m.tensor(&r.name)).map(|t| t.shape.clone()))
-        .collect();
-    let saves = |r: usize, k: usize| match (&shapes[r], &schemes[k]) {
-        (Some(shape), Some(scheme)) => export::saves_quantized(shape, scheme),
-        _ => false,
-    };
-    let mut p = match output {
-        Some(o) => Problem::from_sweep_output(s, true, &saves, o),
-        None => Problem::from_sweep(s, true, &saves),
-    };
+    let tensors = state.model.as_ref().map_or(&[][..], |m| &m.summary.tensors[..]);
+    let mut p = Problem::for_sweep(s, tensors, output);
     for (r, row) in s.rows.iter().enumerate() {
         let pin = match pins.get(&row.name) {
             Some(PinChoice::Keep) => Some(Pin::Keep),

@@ -4,7 +4,8 @@
 //! controls below it never move under the pointer.
 
 use eframe::egui;
-use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Mapping, Scheme};
+use quantscope_engine::scheme::{CALIBRATIONS, FORMATS, GRANULARITIES, MAPPINGS};
+use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Scheme};
 
 use super::calibration_label;
 use crate::gui::command::Command;
@@ -25,22 +26,9 @@ pub struct SchemePanel {
     seen_selection: Option<String>,
 }
 
-/// The formats offered.
-pub const FORMATS: [FormatKind; 9] = [
-    FormatKind::Int(8),
-    FormatKind::Int(6),
-    FormatKind::Int(4),
-    FormatKind::Int(2),
-    FormatKind::E4M3,
-    FormatKind::E5M2,
-    FormatKind::Nvfp4,
-    FormatKind::Mxfp4,
-    FormatKind::Mxfp8,
-];
-
 /// A format's name as the engine gives it ("INT8", "FP8 E4M3").
 pub fn format_label(f: FormatKind) -> String {
-    quantscope_engine::explain::facts(f).map_or_else(|_| f.to_string().to_uppercase(), |x| x.label)
+    f.label()
 }
 
 const COMBO_WIDTH: f32 = 130.0;
@@ -145,8 +133,8 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
             .width(COMBO_WIDTH)
             .selected_text(format_label(s.format))
             .show_ui(ui, |ui| {
-                for k in FORMATS {
-                    ui.selectable_value(&mut s.format, k, format_label(k));
+                for f in FORMATS {
+                    ui.selectable_value(&mut s.format, f.format, f.label).on_hover_text(f.description);
                 }
             })
             .response
@@ -158,8 +146,9 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
         ui.label("Mapping");
         ui.add_enabled_ui(fixed, |ui| {
             ui.vertical(|ui| {
-                ui.radio_value(&mut s.mapping, Mapping::Symmetric, "symmetric");
-                ui.radio_value(&mut s.mapping, Mapping::Asymmetric, "asymmetric");
+                for m in MAPPINGS {
+                    ui.radio_value(&mut s.mapping, m.mapping, m.label).on_hover_text(m.description);
+                }
             });
         });
         ui.end_row();
@@ -174,15 +163,19 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
     ui.label("Granularity");
     ui.add_enabled_ui(s.format.fixed_group().is_none(), |ui| {
         ui.vertical(|ui| {
-            let axis = if let Granularity::Channel { axis } = s.granularity { axis } else { 0 };
-            let size = if let Granularity::Group { size } = s.granularity { size } else { 128 };
-            ui.radio_value(&mut s.granularity, Granularity::Tensor, "per-tensor");
-            ui.radio_value(&mut s.granularity, Granularity::Channel { axis }, "per-channel");
-            ui.radio_value(&mut s.granularity, Granularity::Group { size }, "per-group");
-            // 2-D tiles are an FP8 layout (DeepSeek-style); always drawn so rows do not jump.
-            ui.add_enabled_ui(s.format.is_fp8(), |ui| {
-                ui.radio_value(&mut s.granularity, Granularity::Block { size: 128 }, "per-block (128x128)");
-            });
+            let current = s.granularity;
+            for g in GRANULARITIES {
+                // The current kind keeps its number; another starts at its default.
+                let value = if current.info() == &g { current } else { g.default };
+                // A kind the format does not take (blocks outside FP8) is greyed,
+                // not hidden, so the rows do not jump.
+                ui.add_enabled_ui(s.allows(value), |ui| {
+                    let selected = current.info() == &g;
+                    if ui.radio(selected, g.label).on_hover_text(g.description).clicked() && !selected {
+                        s.granularity = value;
+                    }
+                });
+            }
         });
     });
     ui.end_row();
@@ -224,26 +217,19 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) 
         .width(COMBO_WIDTH)
         .selected_text(calibration_label(&s.calibration))
         .show_ui(ui, |ui| {
-            let options = [
-                Calibration::MinMax,
-                Calibration::Percentile { p: *percentile },
-                Calibration::Mse,
-                Calibration::Entropy,
-                Calibration::Hqq,
-                Calibration::Manual(ManualRange::Ratio { r: 1.0 }),
-            ];
-            for c in options {
-                let text = match c {
-                    Calibration::Manual(_) => "manual (drag or type)".to_string(),
-                    Calibration::Percentile { .. } => "percentile".to_string(),
-                    _ => calibration_label(&c),
+            for c in CALIBRATIONS {
+                // The percentile comes back at the p last set here.
+                let pick = match c.default {
+                    Calibration::Percentile { .. } => Calibration::Percentile { p: *percentile },
+                    other => other,
                 };
-                if ui.selectable_label(std::mem::discriminant(&c) == current, text).clicked() {
-                    s.calibration = c;
-                    // HQQ optimizes an integer zero point: it needs asymmetric INT.
-                    if c == Calibration::Hqq {
-                        s.mapping = Mapping::Asymmetric;
-                    }
+                let hover = c
+                    .parameter
+                    .map_or_else(|| c.description.to_string(), |p| format!("{}: {p}", c.description));
+                let chosen = std::mem::discriminant(&pick) == current;
+                if ui.selectable_label(chosen, c.label).on_hover_text(hover).clicked() {
+                    // `fitted` below gives HQQ the asymmetric mapping it needs.
+                    s.calibration = pick;
                 }
             }
         })

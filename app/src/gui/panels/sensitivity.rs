@@ -7,8 +7,7 @@
 use eframe::egui::{self, Color32, RichText, Sense};
 use egui_extras::{Column, TableBuilder};
 use quantscope_engine::Scheme;
-use quantscope_engine::metrics::Metrics;
-use quantscope_engine::rank::{RankKey, ranked};
+use quantscope_engine::rank::RankKey;
 use quantscope_engine::sweep::{self, Sweep};
 
 use super::format_sqnr;
@@ -63,14 +62,10 @@ pub fn heat(db: f64) -> Color32 {
     Color32::from_rgb(lerp(200.0, 40.0), lerp(50.0, 150.0), lerp(50.0, 70.0))
 }
 
-fn cell_metrics(s: &Sweep, row: usize, col: usize) -> Option<&Metrics> {
-    s.rows[row].cells.get(col)?.as_ref().ok().map(|c| &c.metrics)
-}
-
 impl SensitivityPanel {
     /// The rows in the order shown.
     pub fn order(&self, s: &Sweep, col: usize) -> Vec<usize> {
-        ranked(s, col, self.sort, self.reversed)
+        s.ranked(col, self.sort, self.reversed)
     }
 
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
@@ -170,9 +165,9 @@ impl SensitivityPanel {
             }
         });
         let order = self.order(s, col);
-        let worst: Vec<usize> = ranked(s, col, RankKey::Sqnr, false).into_iter().take(self.top_n).collect();
+        let worst: Vec<usize> = s.ranked(col, RankKey::Sqnr, false).into_iter().take(self.top_n).collect();
         let max_mse =
-            (0..s.rows.len()).filter_map(|r| cell_metrics(s, r, col)).map(|m| m.mse).fold(0.0, f64::max);
+            (0..s.rows.len()).filter_map(|r| s.cell_metrics(r, col)).map(|m| m.mse).fold(0.0, f64::max);
         let max_params = s.rows.iter().map(|r| r.params).max().unwrap_or(1).max(1);
         egui::ScrollArea::horizontal().id_salt("ranked_h").show(ui, |ui| {
             TableBuilder::new(ui)
@@ -315,7 +310,7 @@ fn bar_cell(ui: &mut egui::Ui, frac: f64, text: &str) {
 }
 
 fn metric_cells(row: &mut egui_extras::TableRow<'_, '_>, s: &Sweep, r: usize, col: usize, max_mse: f64) {
-    if let Some(m) = cell_metrics(s, r, col) {
+    if let Some(m) = s.cell_metrics(r, col) {
         let sqnr_frac = if m.sqnr_db.is_finite() { m.sqnr_db / 60.0 } else { 1.0 };
         row.col(|ui| bar_cell(ui, sqnr_frac, &format_sqnr(Some(m.sqnr_db))));
         row.col(|ui| {
@@ -371,7 +366,7 @@ fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
 /// One coloured, clickable matrix cell; its accessible label names layer and scheme.
 fn cell_ui(ui: &mut egui::Ui, s: &Sweep, r: usize, c: usize, label: &str) -> egui::Response {
     let (rect, resp) = ui.allocate_exact_size(CELL, Sense::click());
-    let m = cell_metrics(s, r, c);
+    let m = s.cell_metrics(r, c);
     let text = m.map_or("n/a".into(), |m| format_sqnr(Some(m.sqnr_db)));
     resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, label));
     let fill = m.map_or(Color32::from_gray(60), |m| heat(m.sqnr_db));

@@ -1,7 +1,7 @@
 //! `quantscope plan`: mixed precision under a size budget. Sweeps the layers a
 //! save would quantize under the candidate schemes, lets the engine's planner
-//! pick one option per layer (or keep it as stored), and prints the plan as
-//! JSON or as a recipe that `quantscope quantize --recipe` saves.
+//! pick one option per layer (or keep it as stored), and prints the plan as a
+//! table, as JSON or as a recipe that `quantscope quantize --recipe` saves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -11,11 +11,28 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use quantscope_engine::metrics::Metrics;
-use quantscope_engine::planner::output::output_sqnr;
+use quantscope_engine::planner::output::{OutputSqnr, output_sqnr};
 use quantscope_engine::planner::{self, FrontierPoint, Objective, Problem};
+use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::recipe::Recipe;
-use quantscope_engine::{Checkpoint, Scheme, export, sweep};
+use quantscope_engine::sweep::{self, Sweep};
+use quantscope_engine::{Checkpoint, Scheme, export};
 use serde::Serialize;
+
+use super::args::parse_scheme;
+use super::model_run;
+use super::output::{self, Align, Table};
+use super::progress::Console;
+
+pub const PLAN_HELP: &str = "\
+JSON OUTPUT: {\"model\", \"budget\", \"objective\", \"objective_value\", \"total_bytes\",
+  \"bits_per_weight\", \"layers\": [{\"name\", \"params\", \"scheme\" (short form or \"keep\"), \"bytes\",
+  \"metrics\"}], \"frontier\": [{\"bytes\", \"objective_value\"}]}
+  Bytes are the stored bytes of the covered layers (codes + scales + zero points), exactly as the
+  sensitivity sweep counts them. The frontier is the relative objective's size-vs-error trade-off.
+--output recipe writes a recipe file: quantscope quantize MODEL OUT --recipe FILE saves the plan.
+
+EXIT CODES: 0 ok, 1 error (one line on stderr; also when no plan fits), 2 usage.";
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("budget").required(true).args(["bits_per_weight", "max_bytes"])))]
@@ -41,8 +58,9 @@ pub struct PlanArgs {
     /// At most this many samples of --inputs.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_samples: usize,
-    #[arg(long, value_enum, default_value_t = PlanOutput::Json)]
-    pub output: PlanOutput,
+    /// table (on a terminal), json (when piped) or recipe.
+    #[arg(long, value_enum)]
+    pub output: Option<PlanOutput>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,13 +75,11 @@ pub enum ObjectiveArg {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanOutput {
+    /// Aligned columns for reading: worst first, totals last.
+    Table,
     Json,
     /// A recipe file for `quantscope quantize --recipe`.
     Recipe,
-}
-
-fn parse_scheme(s: &str) -> Result<Scheme, String> {
-    s.parse().map_err(|e: quantscope_engine::Error| e.to_string())
 }
 
 fn default_candidates() -> Vec<Scheme> {
@@ -102,7 +118,7 @@ struct PlanDoc<'a> {
     frontier: Vec<FrontierPoint>,
 }
 
-pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(args: &PlanArgs, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
     let objective = match args.objective {
         ObjectiveArg::Relative => Objective::Relative,
         ObjectiveArg::Worst => Objective::Worst,
@@ -119,44 +135,27 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         _ => {}
     }
     let ckpt = Checkpoint::open(&args.model)?;
-    let names: Vec<String> = ckpt
-        .tensors()
-        .iter()
-        .filter(|t| export::quantized_on_save(t, None))
-        .map(|t| t.name.clone())
-        .collect();
-    anyhow::ensure!(!names.is_empty(), "{model}: no layer a save would quantize");
+    let rows: Vec<usize> =
+        (0..ckpt.tensors().len()).filter(|&i| export::quantized_on_save(&ckpt.tensors()[i], None)).collect();
+    anyhow::ensure!(!rows.is_empty(), "{model}: no layer a save would quantize");
     // Run the model first: a model that cannot run fails before the sweep.
     let acts = match &args.inputs {
         Some(inputs) => Some(
-            crate::run_cli::capture(&ckpt, inputs, args.max_samples)
+            model_run::capture(&ckpt, inputs, args.max_samples, console)
                 .with_context(|| format!("{model}: the output objective runs the model"))?,
         ),
         None => None,
     };
-    let rows: Vec<usize> =
-        names.iter().filter_map(|n| ckpt.tensors().iter().position(|t| &t.name == n)).collect();
-    let s = sweep::sweep(&ckpt, &rows, &args.schemes, &|_, _| {}, &AtomicBool::new(false))?;
-    // A scheme the save would not apply to a layer (a group size that does not
-    // divide it) is no option for that layer.
-    let shapes: Vec<&[usize]> = rows.iter().map(|&i| &ckpt.tensors()[i].shape[..]).collect();
-    let saves = |r: usize, k: usize| export::saves_quantized(shapes[r], &args.schemes[k]);
+    let s = {
+        let bar = console.bar("Sweeping", rows.len());
+        bar.message(format!("{} layers × {} schemes", rows.len(), args.schemes.len()));
+        sweep::sweep(&ckpt, &rows, &args.schemes, &bar.callback(), &AtomicBool::new(false))?
+    };
     let out_db = match &acts {
-        Some(acts) => {
-            let o = output_sqnr(&ckpt, acts, &names, &args.schemes, &mut |_, _| {}, &AtomicBool::new(false))?;
-            for layer in o.missing() {
-                eprintln!(
-                    "{model}: {layer}: no captured input; its weight SQNR stands in for the output SQNR"
-                );
-            }
-            Some(o)
-        }
+        Some(acts) => Some(output_costs(&ckpt, acts, &s, &args.schemes, console, &model.to_string())?),
         None => None,
     };
-    let problem = match &out_db {
-        Some(o) => Problem::from_sweep_output(&s, true, &saves, o),
-        None => Problem::from_sweep(&s, true, &saves),
-    };
+    let problem = Problem::for_sweep(&s, ckpt.tensors(), out_db.as_ref());
     let params: u64 = s.rows.iter().map(|r| r.params).sum();
     let budget = match (args.max_bytes, args.bits_per_weight) {
         (Some(b), _) => b,
@@ -168,24 +167,108 @@ pub fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .solve(budget, objective)
         .with_context(|| format!("{model}: no plan fits {budget} bytes (the smallest takes {smallest})"))?;
     let layers = plan_layers(&s, &problem, &plan, out_db.as_ref());
-    match args.output {
-        PlanOutput::Json => {
-            let doc = PlanDoc {
-                model: model.to_string(),
-                budget,
-                objective,
-                objective_value: plan.objective_value,
-                total_bytes: plan.total_bytes,
-                bits_per_weight: planner::bits_per_weight(plan.total_bytes, params),
-                frontier: problem.frontier(),
-                layers,
-            };
-            serde_json::to_writer_pretty(&mut *out, &doc).context("writing JSON")?;
-            writeln!(out)?;
-        }
-        PlanOutput::Recipe => write_recipe(&layers, out)?,
+    let doc = PlanDoc {
+        model: model.to_string(),
+        budget,
+        objective,
+        objective_value: plan.objective_value,
+        total_bytes: plan.total_bytes,
+        bits_per_weight: planner::bits_per_weight(plan.total_bytes, params),
+        frontier: problem.frontier(),
+        layers,
+    };
+    let piped = if console.stdout_terminal { PlanOutput::Table } else { PlanOutput::Json };
+    match args.output.unwrap_or(piped) {
+        PlanOutput::Json => output::write_json(out, &doc)?,
+        PlanOutput::Recipe => write_recipe(&doc.layers, out)?,
+        PlanOutput::Table => write_table(&doc, params, out)?,
     }
     Ok(())
+}
+
+/// The `output` objective's costs: every layer × scheme's output SQNR over the
+/// captured inputs.
+fn output_costs(
+    ckpt: &Checkpoint,
+    acts: &quantscope_engine::run::Activations,
+    s: &Sweep,
+    schemes: &[Scheme],
+    console: &Console,
+    model: &str,
+) -> anyhow::Result<OutputSqnr> {
+    let names: Vec<String> = s.rows.iter().map(|r| r.name.clone()).collect();
+    let o = {
+        let bar = console.bar("Output error", names.len());
+        output_sqnr(ckpt, acts, &names, schemes, &mut bar.callback(), &AtomicBool::new(false))?
+    };
+    for layer in o.missing() {
+        console.warn(&format!(
+            "{model}: {layer}: no captured input; its weight SQNR stands in for the output SQNR"
+        ));
+    }
+    Ok(o)
+}
+
+/// The plan's layers, worst SQNR first (kept layers last); totals and the
+/// budget under them.
+fn write_table(doc: &PlanDoc<'_>, params: u64, out: &mut dyn Write) -> anyhow::Result<()> {
+    let with_output = doc.layers.iter().any(|l| l.metrics.is_some_and(|m| m.output_sqnr_db.is_some()));
+    let mut head = vec![
+        ("layer", Align::Left),
+        ("params", Align::Right),
+        ("scheme", Align::Left),
+        ("bytes", Align::Right),
+        ("SQNR dB", Align::Right),
+    ];
+    if with_output {
+        head.push(("output SQNR dB", Align::Right));
+    }
+    let mut t = Table::new(head);
+    let items =
+        doc.layers.iter().map(|l| Item { name: l.name, params: l.params, metrics: l.metrics.as_ref() });
+    for i in rank::worst_first(items, RankKey::Sqnr, false) {
+        let l = &doc.layers[i];
+        let mut cells = vec![
+            l.name.to_string(),
+            output::count(l.params),
+            l.scheme.clone(),
+            output::bytes(l.bytes),
+            output::db(l.metrics.map_or(Some(f64::INFINITY), |m| Some(m.sqnr_db))),
+        ];
+        if with_output {
+            cells.push(output::db(l.metrics.map_or(Some(f64::INFINITY), |m| m.output_sqnr_db)));
+        }
+        t.row(cells);
+    }
+    let kept = doc.layers.iter().filter(|l| l.scheme == "keep").count();
+    let mut total = vec![
+        format!("total, {} layers ({kept} kept)", doc.layers.len()),
+        output::count(params),
+        format!("{:.3} bits/weight", doc.bits_per_weight),
+        output::bytes(doc.total_bytes),
+        String::new(),
+    ];
+    if with_output {
+        total.push(String::new());
+    }
+    t.total(total);
+    let value = match doc.objective {
+        Objective::Worst => format!("worst layer {}", output::db(Some(doc.objective_value))),
+        Objective::Relative | Objective::Output => format!(
+            "{:.4e} (noise at {} dB, params-weighted)",
+            doc.objective_value,
+            output::db(Some(planner::relative_as_db(doc.objective_value, params)))
+        ),
+    };
+    let objective = serde_json::to_value(doc.objective).ok().and_then(|v| v.as_str().map(String::from));
+    t.caption(format!(
+        "{}: {} of a {} budget; {} objective {value}",
+        doc.model,
+        output::bytes(doc.total_bytes),
+        output::bytes(doc.budget),
+        objective.unwrap_or_default()
+    ));
+    t.write(out)
 }
 
 /// Each layer's option in `plan`, with the cell's metrics (and output SQNR).

@@ -1,0 +1,146 @@
+//! `quantscope quantize`: save the quantized model (compressed-tensors
+//! safetensors, or fake-quant) under one scheme or a recipe. The engine's
+//! `export` plans, writes and verifies; this parses, shows progress and prints
+//! the summary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use clap::Args;
+use quantscope_engine::Checkpoint;
+use quantscope_engine::export::{self, Activations, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::recipe::{Recipe, Resolved};
+use regex::Regex;
+
+use super::args::SchemeArgs;
+use super::output;
+use super::progress::Console;
+
+pub const QUANTIZE_HELP: &str = "\
+OUTPUT: OUT is a folder, written as a hidden temp folder beside it and renamed at the end, so a
+failure leaves no partial OUT. OUT may not be the input, hold it, or lie in the input's folder.
+  packed (default): compressed-tensors layout, as llm-compressor writes it. Weight-only INT is
+    pack-quantized: X.weight_packed I32 [out, ceil(in*b/32)] (codes + 2^(b-1), little-endian bit
+    stream per row), X.weight_shape I64, X.weight_zero_point (asymmetric only) packed down the
+    columns, I32 [ceil(out*b/32), in/G]. E4M3 weight-only is naive-quantized (X.weight F8_E4M3).
+    With --activations int8-dynamic (int8:channel) X.weight is I8 (int-quantized, W8A8); with
+    fp8-dynamic (e4m3:channel) it is float-quantized (FP8_DYNAMIC). X.weight_scale has the
+    weight's dtype and shape [1], [out,1] or [out,in/G]. Layers whose group size does not divide
+    the input dimension are left unquantized (listed in the notes and the config's ignore).
+    config.json gets a quantization_config block (vLLM, llm-compressor, transformers).
+    E5M2 and asymmetric FP8 are written with the scheme in __metadata__ and no
+    quantization_config: no runtime loads them.
+  --fake-quant: R' in each tensor's original dtype; any framework loads it.
+Quantized by default: float *.weight tensors of 2+ dimensions, except embeddings and lm_head.
+
+RECIPE (--recipe FILE.json; the GUI's File > Save recipe writes one):
+  {\"quantscope_recipe\": 1, \"scheme\": \"int8:channel:minmax\",
+   \"layers\": {\"NAME.weight\": {\"scheme\": \"int8:group64:mse:asym\"},
+              \"NAME2.weight\": {\"scheme\": \"int8:tensor:range-0.1,0.1\"},
+              \"NAME3.weight\": {\"calibration\": \"ratio0.8\"},
+              \"NAME4.weight\": {\"exclude\": true}}}
+  The recipe's scheme replaces the scheme flags. Layers with different layouts become separate
+  config_groups targeting re:^NAME$.
+
+EXIT CODES: 0 ok, 1 error (one line on stderr; nothing is left behind), 2 usage.";
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
+    pub model: PathBuf,
+    /// The output folder.
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub scheme: SchemeArgs,
+    /// Write R' in the original dtype instead of codes + scales.
+    #[arg(long)]
+    pub fake_quant: bool,
+    /// Leave tensors whose name matches this regular expression unquantized (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub ignore: Vec<Regex>,
+    /// Per-layer schemes, manual ranges and exclusions (JSON, see below).
+    #[arg(long, value_name = "FILE.json")]
+    pub recipe: Option<PathBuf>,
+    /// Replace OUT if it is a non-empty folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Declare dynamic per-token activation quantization in the config: none, int8-dynamic
+    /// (W8A8: int8:channel symmetric weights) or fp8-dynamic (FP8_DYNAMIC: e4m3:channel).
+    #[arg(long, value_name = "none|int8-dynamic|fp8-dynamic", default_value = "none")]
+    pub activations: Activations,
+    /// Skip reading the output back and comparing it with the engine's R'.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
+    let recipe = match &args.recipe {
+        Some(path) => Recipe::load(path)?.resolve()?,
+        None => Resolved { scheme: args.scheme.scheme()?, layers: BTreeMap::new() },
+    };
+    let ckpt = Checkpoint::open(&args.model)?;
+    let unknown: Vec<&String> = recipe.layers.keys().filter(|n| ckpt.tensor(n).is_err()).collect();
+    if !unknown.is_empty() {
+        anyhow::bail!("the recipe names tensors this model does not have: {unknown:?}");
+    }
+    let ignore = |name: &str| args.ignore.iter().any(|re| re.is_match(name));
+    let decisions = export::plan(ckpt.tensors(), &recipe, &ignore);
+    let opts = ExportOptions {
+        mode: if args.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
+        verify: !args.no_verify,
+        force: args.force,
+        activations: args.activations,
+        fail_after_bytes: None,
+    };
+    let summary = {
+        let bar = console.bytes_bar("Writing", 0);
+        let verify = opts.verify;
+        let progress = |done: u64, total: u64| {
+            bar.set_u64(done, total);
+            if verify && done == total {
+                bar.message("reading it back to verify");
+            }
+        };
+        export::export(&ckpt, &decisions, &args.out, &opts, &progress, &AtomicBool::new(false))?
+    };
+    if args.json {
+        output::write_json(out, &summary)?;
+    } else {
+        write_summary(&summary, out)?;
+    }
+    Ok(())
+}
+
+fn write_summary(s: &ExportSummary, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    writeln!(out, "saved {}", s.out.display())?;
+    writeln!(
+        out,
+        "  {} tensors quantized ({:.1}% of {} params), {} copied",
+        s.tensors_quantized,
+        100.0 * s.params_quantized as f64 / s.params_total.max(1) as f64,
+        s.params_total,
+        s.tensors_copied
+    )?;
+    writeln!(out, "  tensor bytes: {:.2} MiB -> {:.2} MiB", mib(s.bytes_before), mib(s.bytes_after))?;
+    if let (Some(mean), Some(worst), Some(layer)) = (s.mean_sqnr_db, s.worst_sqnr_db, &s.worst_layer) {
+        writeln!(out, "  SQNR: mean {mean:.2} dB (params-weighted), worst {worst:.2} dB ({layer})")?;
+    }
+    match s.verified_tensors {
+        Some(n) => writeln!(out, "  verify: {n} tensors read back, R' bit-identical to the engine's")?,
+        None => writeln!(out, "  verify: skipped (--no-verify)")?,
+    }
+    if s.mode == ExportMode::Packed {
+        let loadable = if s.runtime_loadable { "yes (quantization_config written)" } else { "no" };
+        writeln!(out, "  loads in vLLM / llm-compressor: {loadable}")?;
+    }
+    for n in &s.notes {
+        writeln!(out, "  note: {n}")?;
+    }
+    Ok(())
+}
