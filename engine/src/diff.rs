@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::format::WorkDtype;
-use crate::metrics::{Metrics, SqnrSummary};
+use crate::metrics::Metrics;
 use crate::quantized::{Layer, QuantizedModel, StoredScheme};
 use crate::rank::Item;
+use crate::rank::SqnrSummary;
 use crate::scheme::Scheme;
 
 /// One paired layer.

@@ -7,7 +7,6 @@ use serde::{Serialize, Serializer};
 use wide::{f32x8, f64x4};
 
 use crate::format::{NumberFormat, SliceParams};
-use crate::rank::{self, Item, RankKey};
 use crate::simd::{self, Source};
 
 /// What quantization did to one slice or one tensor.
@@ -411,35 +410,6 @@ fn approx_block<F: NumberFormat>(fmt: F, p: &SliceParams, tot: &mut [f64x4; 2], 
         acc = simd::sq_error_f32_x8(acc, x, fmt.fake_quant_x8(x, p));
     }
     simd::add_widened(tot, acc);
-}
-
-/// A model's SQNR in two figures: the params-weighted mean of the layers' finite
-/// SQNRs (a lossless layer, +∞, is left out) and the worst layer.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SqnrSummary {
-    pub mean_sqnr_db: Option<f64>,
-    pub worst_sqnr_db: Option<f64>,
-    pub worst_layer: Option<String>,
-}
-
-impl SqnrSummary {
-    /// From each layer's name, params and metrics; the worst layer is the first
-    /// of [`rank::worst_first`] by SQNR among the finite ones.
-    pub fn of<'a>(layers: impl IntoIterator<Item = Item<'a>>) -> Self {
-        let finite: Vec<Item<'a>> =
-            layers.into_iter().filter(|l| l.metrics.is_some_and(|m| m.sqnr_db.is_finite())).collect();
-        let sqnr = |l: &Item<'_>| l.metrics.map_or(0.0, |m| m.sqnr_db);
-        let weight: u64 = finite.iter().map(|l| l.params).sum();
-        let mean_sqnr_db = (weight > 0)
-            .then(|| finite.iter().map(|l| sqnr(l) * l.params as f64).sum::<f64>() / weight as f64);
-        let worst =
-            rank::worst_first(finite.iter().copied(), RankKey::Sqnr, false).first().map(|&i| finite[i]);
-        Self {
-            mean_sqnr_db,
-            worst_sqnr_db: worst.map(|w| sqnr(&w)),
-            worst_layer: worst.map(|w| w.name.to_string()),
-        }
-    }
 }
 
 /// Finite min/max, mean and spread of a slice, plus its NaN/Inf count.

@@ -14,7 +14,8 @@ use crate::analyze::analyze_stored;
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
-use crate::metrics::{Metrics, SqnrSummary};
+use crate::metrics::Metrics;
+use crate::rank::SqnrSummary;
 use crate::rank::{self, Item, RankKey};
 use crate::scheme::Scheme;
 

@@ -18,8 +18,8 @@ use crate::checkpoint::{Checkpoint, INDEX_FILE, TensorInfo};
 use crate::ct::format::weight_type;
 use crate::error::{Error, Result};
 use crate::format::spec;
-use crate::metrics::SqnrSummary;
 use crate::rank::Item;
+use crate::rank::SqnrSummary;
 use crate::scheme::Scheme;
 use serde_json::Value;
 

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use quantscope_engine::metrics::SqnrSummary;
 use quantscope_engine::quantized::QuantizedModel;
+use quantscope_engine::rank::SqnrSummary;
 use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::report::{SchemeSummary, TensorReport, attach_stored, report_tensor};
 use quantscope_engine::{Checkpoint, Scheme, csv, run};
