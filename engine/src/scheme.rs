@@ -1,6 +1,8 @@
 //! What the user chooses: format, mapping, granularity and calibration, and the
-//! short text form used by the CLI and recipes (`int8:channel:mse`). The names,
-//! labels and descriptions the faces show are in [`vocabulary`].
+//! short text form used by the CLI and recipes (`int8:channel:mse`). Each
+//! format and calibration is named, with its label and description, in its own
+//! file (`format.rs`, `calibration.rs`); mappings and granularities in
+//! [`vocabulary`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,98 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod calibration;
+mod format;
 pub mod vocabulary;
 
-pub use vocabulary::{
-    CALIBRATIONS, CalibrationInfo, FORMATS, FormatInfo, GRANULARITIES, GranularityInfo, MAPPINGS, MappingInfo,
-};
+pub use calibration::{CALIBRATIONS, Calibration, CalibrationInfo, ManualRange};
+pub use format::{FORMATS, FormatInfo, FormatKind};
+pub use vocabulary::{GRANULARITIES, GranularityInfo, MAPPINGS, MappingInfo};
 
 /// The names of a vocabulary list, for error messages.
-fn names<'a>(list: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn names<'a>(list: impl IntoIterator<Item = &'a str>) -> String {
     list.into_iter().collect::<Vec<_>>().join(", ")
-}
-
-/// The target number format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum FormatKind {
-    /// Signed integer with this many bits (2..=8).
-    Int(u8),
-    E4M3,
-    E5M2,
-    /// NVFP4: E2M1 values in groups of 16, E4M3 block scales under an F32 global scale.
-    Nvfp4,
-    /// MXFP4 (OCP microscaling): E2M1 values in groups of 32, E8M0 (power-of-two) scales.
-    Mxfp4,
-    /// MXFP8: E4M3 values in groups of 32, E8M0 scales.
-    Mxfp8,
-}
-
-impl FormatKind {
-    pub const INT8: Self = Self::Int(8);
-
-    pub fn is_fp8(self) -> bool {
-        matches!(self, Self::E4M3 | Self::E5M2)
-    }
-
-    /// The group size a microscaling format is defined with (its block scale
-    /// covers exactly this many elements of a row); None for the others.
-    pub fn fixed_group(self) -> Option<usize> {
-        match self {
-            Self::Nvfp4 => Some(16),
-            Self::Mxfp4 | Self::Mxfp8 => Some(32),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for FormatKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(b) => write!(f, "int{b}"),
-            Self::E4M3 => f.write_str("e4m3"),
-            Self::E5M2 => f.write_str("e5m2"),
-            Self::Nvfp4 => f.write_str("nvfp4"),
-            Self::Mxfp4 => f.write_str("mxfp4"),
-            Self::Mxfp8 => f.write_str("mxfp8"),
-        }
-    }
-}
-
-impl FromStr for FormatKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "e4m3" | "fp8" | "fp8_e4m3" => Ok(Self::E4M3),
-            "e5m2" | "fp8_e5m2" => Ok(Self::E5M2),
-            "nvfp4" => Ok(Self::Nvfp4),
-            "mxfp4" => Ok(Self::Mxfp4),
-            "mxfp8" => Ok(Self::Mxfp8),
-            other => {
-                let bits = other
-                    .strip_prefix("int")
-                    .and_then(|b| b.parse::<u8>().ok())
-                    .filter(|b| (2..=8).contains(b))
-                    .ok_or_else(|| {
-                        Error::Scheme(format!("unknown format '{s}' ({})", names(FORMATS.map(|f| f.name))))
-                    })?;
-                Ok(Self::Int(bits))
-            }
-        }
-    }
-}
-
-impl From<FormatKind> for String {
-    fn from(k: FormatKind) -> Self {
-        k.to_string()
-    }
-}
-
-impl TryFrom<String> for FormatKind {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,33 +59,6 @@ pub enum Granularity {
     Block {
         size: usize,
     },
-}
-
-/// How each slice's clipping range is chosen (see `calibrate`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum Calibration {
-    MinMax,
-    /// p in percent, e.g. 99.9.
-    Percentile {
-        p: f64,
-    },
-    Mse,
-    Entropy,
-    /// Half-Quadratic Quantization (mobiusml/hqq): S from min-max, Z optimized
-    /// under an ℓp norm (p = 0.7). Asymmetric INT only (see `calibrate::hqq`).
-    Hqq,
-    Manual(ManualRange),
-}
-
-/// A hand-set clipping range.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ManualRange {
-    /// Per-tensor: exactly [lo, hi] (±max(|lo|, |hi|) when symmetric).
-    Range { lo: f32, hi: f32 },
-    /// Any granularity: each slice's min-max range times `r` ∈ (0, 1].
-    Ratio { r: f32 },
 }
 
 /// A complete quantization scheme.
@@ -285,20 +179,6 @@ impl fmt::Display for Granularity {
     }
 }
 
-impl fmt::Display for Calibration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MinMax => f.write_str("minmax"),
-            Self::Percentile { p } => write!(f, "p{p}"),
-            Self::Mse => f.write_str("mse"),
-            Self::Entropy => f.write_str("entropy"),
-            Self::Hqq => f.write_str("hqq"),
-            Self::Manual(ManualRange::Ratio { r }) => write!(f, "ratio{r}"),
-            Self::Manual(ManualRange::Range { lo, hi }) => write!(f, "range{lo},{hi}"),
-        }
-    }
-}
-
 impl fmt::Display for Scheme {
     /// `format:granularity:calibration[:asym]`, the inverse of `FromStr`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,32 +213,6 @@ impl FromStr for Granularity {
             Ok(Self::Block { size })
         } else {
             Err(bad())
-        }
-    }
-}
-
-impl FromStr for Calibration {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad =
-            || Error::Scheme(format!("unknown calibration '{s}' ({})", names(CALIBRATIONS.map(|c| c.short))));
-        match s {
-            "minmax" => Ok(Self::MinMax),
-            "mse" => Ok(Self::Mse),
-            "entropy" | "kl" => Ok(Self::Entropy),
-            "hqq" => Ok(Self::Hqq),
-            _ => {
-                if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
-                    Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
-                } else if let Some((lo, hi)) = s.strip_prefix("range").and_then(|r| r.split_once(',')) {
-                    let (lo, hi) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
-                    Ok(Self::Manual(ManualRange::Range { lo, hi }))
-                } else if let Some(r) = s.strip_prefix("ratio") {
-                    Ok(Self::Manual(ManualRange::Ratio { r: r.parse().map_err(|_| bad())? }))
-                } else {
-                    Err(bad())
-                }
-            }
         }
     }
 }
