@@ -96,12 +96,15 @@ pub fn calibrations() -> Vocabulary<Word<Calibration>> {
 /// The scheme flags, shared by every command that quantizes.
 #[derive(Args, Debug, Clone)]
 pub struct SchemeArgs {
-    /// Number format (the last three bring their own group of 16 or 32 and the symmetric mapping).
+    /// Number format (a microscaling format brings its own group and the symmetric mapping).
     #[arg(long, default_value = "int8", value_parser = formats())]
     pub format: FormatKind,
-    /// [default: symmetric, or the one the calibration needs (hqq: asymmetric)]
+    /// Mapping (sym and asym also work) [default: symmetric, or the one the calibration needs:
+    /// asymmetric for hqq]
     #[arg(long, value_parser = mappings())]
     pub mapping: Option<Mapping>,
+    /// Granularity: a kind, sized by --axis, --group-size or --block-size, or a short form
+    /// (channel1, group64, block128).
     #[arg(long, default_value = "channel", value_parser = granularities())]
     pub granularity: Word<Granularity>,
     /// Channel axis for --granularity channel.
@@ -113,17 +116,27 @@ pub struct SchemeArgs {
     /// Tile side for --granularity block.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub block_size: u64,
+    /// Calibration: a kind (percentile at --percentile) or a short form (p99.5, kl, ratio0.8).
     #[arg(long, default_value = "minmax", value_parser = calibrations())]
     pub calibration: Word<Calibration>,
     /// p for --calibration percentile, in percent (50 < p ≤ 100).
     #[arg(long, default_value_t = 99.9)]
     pub percentile: f64,
-    /// The whole scheme in short form, replacing the flags above:
-    /// format[:granularity[:calibration[:sym|asym]]], e.g. int8:channel:mse, e4m3:tensor:minmax,
-    /// int4:group128:p99.9:asym, nvfp4, mxfp4, mxfp8, e4m3:block128 (granularity: tensor, channel,
-    /// channelN, groupN, blockN; calibration: minmax, mse, entropy, hqq, pNN.N, ratioR, rangeLO,HI).
-    #[arg(long, value_name = "SHORT")]
+    #[arg(long, value_name = "SHORT", help = short_form_help())]
     pub scheme: Option<String>,
+}
+
+/// `--scheme`'s help, its words from the engine's lists.
+fn short_form_help() -> String {
+    let join = |words: Vec<&str>| words.join(", ");
+    format!(
+        "The whole scheme in short form, replacing the flags above: \
+         format[:granularity[:calibration[:sym|asym]]], e.g. int8:channel:mse, e4m3:tensor:minmax, \
+         int4:group128:p99.9:asym, nvfp4, e4m3:block128 (format: {}; granularity: {}; calibration: {})",
+        join(FORMATS.iter().map(|f| f.name).collect()),
+        join(GRANULARITIES.iter().map(|g| g.short).collect()),
+        join(CALIBRATIONS.iter().map(|c| c.short).collect()),
+    )
 }
 
 impl SchemeArgs {

@@ -34,7 +34,7 @@ impl Console {
 
     /// A bar over `total` steps, labelled `what` ("Sweeping").
     pub fn bar(&self, what: &str, total: usize) -> Bar {
-        self.styled(what, total as u64, "[{bar:30}] {pos}/{len} {per_sec:>7} ETA {eta:<4} {wide_msg}")
+        self.styled(what, total as u64, "[{bar:30}] {pos}/{len} ETA {eta:<4} {wide_msg}")
     }
 
     /// A bar over `total` bytes.
