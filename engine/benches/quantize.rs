@@ -136,14 +136,21 @@ fn benches(c: &mut Criterion) {
     }
     g.finish();
 
-    // The full recompute from the stored bytes: decode (into a reused buffer) +
-    // calibrate + quantize + dequantize + every metric, per dtype × format ×
-    // granularity × calibration.
+    recompute(c, &bf16, &f32_bytes);
+    io_paths(c, &values);
+    sweeps(c, &values);
+}
+
+/// The full recompute from the stored bytes: decode (into a reused buffer) +
+/// calibrate + quantize + dequantize + every metric, per dtype × format ×
+/// granularity × calibration.
+fn recompute(c: &mut Criterion, bf16: &[u8], f32_bytes: &[u8]) {
+    let shape = [ROWS, COLS];
     let mut g = c.benchmark_group("recompute");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(2));
-    for (dtype, name, bytes) in [(Dtype::BF16, "bf16", &bf16), (Dtype::F32, "f32", &f32_bytes)] {
+    for (dtype, name, bytes) in [(Dtype::BF16, "bf16", bf16), (Dtype::F32, "f32", f32_bytes)] {
         g.throughput(Throughput::Bytes(bytes.len() as u64));
         let mut buf = Vec::new();
         for format in [FormatKind::INT8, FormatKind::E4M3, FormatKind::E5M2] {
@@ -206,9 +213,6 @@ fn benches(c: &mut Criterion) {
         }
     }
     g.finish();
-
-    io_paths(c, &values);
-    sweeps(c, &values);
 }
 
 /// The 4096² tensor stored `pad` bytes into the data section (pad 1: unaligned F32).

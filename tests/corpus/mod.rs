@@ -31,10 +31,24 @@ fn with_len(len: u64, rest: &[u8]) -> Vec<u8> {
 
 const T4: &str = r#""dtype":"F32","shape":[1]"#;
 
-/// Writes every single-file case into `dir` and returns them with their paths.
+/// Writes every case into `dir` and returns them with their paths.
 pub fn write_corpus(dir: &Path) -> Vec<(Case, PathBuf)> {
     let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-    let files: Vec<(&'static str, Vec<u8>, &'static [&'static str])> = vec![
+    let mut out = Vec::new();
+    for (name, bytes, expect) in header_cases(&nested).into_iter().chain(tensor_cases()) {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+        out.push((Case { name, expect }, path));
+    }
+    write_folders(dir, &mut out);
+    out
+}
+
+type FileCase = (&'static str, Vec<u8>, &'static [&'static str]);
+
+/// Files whose length prefix or header is broken.
+fn header_cases(nested: &str) -> Vec<FileCase> {
+    vec![
         ("empty.safetensors", vec![], &["file is 0 bytes", "too short"]),
         ("three-bytes.safetensors", b"abc".to_vec(), &["file is 3 bytes", "8-byte"]),
         ("seven-bytes.safetensors", vec![1; 7], &["file is 7 bytes", "8-byte"]),
@@ -55,7 +69,7 @@ pub fn write_corpus(dir: &Path) -> Vec<(Case, PathBuf)> {
             st(r#""weights""#, b""),
             &["header is not a valid safetensors JSON object"],
         ),
-        ("deeply-nested.safetensors", st(&nested, b""), &["header is not a valid safetensors JSON object"]),
+        ("deeply-nested.safetensors", st(nested, b""), &["header is not a valid safetensors JSON object"]),
         ("spaces-only.safetensors", st("        ", b""), &["header is not a valid safetensors JSON object"]),
         (
             "missing-dtype.safetensors",
@@ -67,6 +81,12 @@ pub fn write_corpus(dir: &Path) -> Vec<(Case, PathBuf)> {
             st(r#"{"w":{"dtype":"F32","data_offsets":[0,4]}}"#, &[0; 4]),
             &["missing field `shape`"],
         ),
+    ]
+}
+
+/// Files whose header parses but whose tensors do not fit.
+fn tensor_cases() -> Vec<FileCase> {
+    vec![
         (
             "missing-offsets.safetensors",
             st(r#"{"w":{"dtype":"F32","shape":[1]}}"#, &[0; 4]),
@@ -161,14 +181,11 @@ pub fn write_corpus(dir: &Path) -> Vec<(Case, PathBuf)> {
             st(r#"{"w":[1,2,3]}"#, b""),
             &["header is not a valid safetensors JSON object"],
         ),
-    ];
-    let mut out = Vec::new();
-    for (name, bytes, expect) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {name}: {e}"));
-        out.push((Case { name, expect }, path));
-    }
-    // Sharded models and folders.
+    ]
+}
+
+/// Sharded models and folders.
+fn write_folders(dir: &Path, out: &mut Vec<(Case, PathBuf)>) {
     let good = st(&format!(r#"{{"w":{{{T4},"data_offsets":[0,4]}}}}"#), &[0; 4]);
     let mk = |sub: &str| {
         let d = dir.join(sub);
@@ -213,5 +230,4 @@ pub fn write_corpus(dir: &Path) -> Vec<(Case, PathBuf)> {
     ));
     let d = mk("dir-named-safetensors.safetensors");
     out.push((Case { name: "dir-named-safetensors", expect: &["no .safetensors file"] }, d));
-    out
 }
