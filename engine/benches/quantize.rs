@@ -146,6 +146,7 @@ fn benches(c: &mut Criterion) {
 /// granularity × calibration.
 fn recompute(c: &mut Criterion, bf16: &[u8], f32_bytes: &[u8]) {
     let shape = [ROWS, COLS];
+    let opts = Options::default();
     let mut g = c.benchmark_group("recompute");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(500));
