@@ -22,11 +22,16 @@ const FUSED: &[&[&str]] = &[
 /// The weight names fused with `name` (itself included), when it is one of a
 /// complete sibling group; None otherwise.
 pub fn siblings(ckpt: &Checkpoint, name: &str) -> Option<Vec<String>> {
+    sibling_names(name).filter(|names| names.iter().all(|n| ckpt.tensor(n).is_ok()))
+}
+
+/// The names a sibling group of `name` would have (itself included), whether
+/// the model holds them or not; None for a layer outside every group.
+pub fn sibling_names(name: &str) -> Option<Vec<String>> {
     let module = name.strip_suffix(".weight")?;
     let (parent, last) = module.rsplit_once('.')?;
     let group = FUSED.iter().find(|g| g.contains(&last))?;
-    let names: Vec<String> = group.iter().map(|m| format!("{parent}.{m}.weight")).collect();
-    names.iter().all(|n| ckpt.tensor(n).is_ok()).then_some(names)
+    Some(group.iter().map(|m| format!("{parent}.{m}.weight")).collect())
 }
 
 /// The amax `name`'s global scale derives from under `scheme`: the largest finite

@@ -41,6 +41,9 @@ fn a_layer_shows_the_global_scale_and_metrics_its_save_writes() {
     layers.insert(format!("{BLOCK}.k_proj.weight"), LayerChoice::Exclude);
     let recipe = Resolved { scheme: "nvfp4".parse().unwrap(), layers };
     let plan = SavePlan::new(ckpt.tensors(), &recipe);
+    let nvfp4: Scheme = "nvfp4".parse().unwrap();
+    assert_eq!(plan.sibling_schemes(&q), vec![Some(q_scheme), None, Some(nvfp4)], "q, k, v as saved");
+    assert!(plan.sibling_schemes("model.norm.weight").is_empty());
 
     let values = ckpt.load_f32(&q).unwrap();
     let opts = Options { keep_dequantized: true, ..Options::default() };

@@ -10,7 +10,7 @@ use crate::ct::config::{ConfigGroup, groups};
 use crate::ct::format::{input_dim, saves_quantized};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
-use crate::fused::shared_global_amax;
+use crate::fused::{shared_global_amax, sibling_names};
 use crate::recipe::{LayerChoice, Resolved};
 use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
 
@@ -221,6 +221,13 @@ impl SavePlan {
             Some(Decision::Quantize(s)) => Some(*s),
             _ => None,
         }
+    }
+
+    /// How `name`'s fused siblings are saved (empty for a layer outside every
+    /// sibling group): all of the plan that [`Self::analyze_layer`] reads
+    /// besides the layer itself, so a face can tell when to ask again.
+    pub fn sibling_schemes(&self, name: &str) -> Vec<Option<Scheme>> {
+        sibling_names(name).map_or_else(Vec::new, |names| names.iter().map(|n| self.scheme_of(n)).collect())
     }
 
     /// The config groups the save writes (one per stored layout).

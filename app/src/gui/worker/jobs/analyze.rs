@@ -28,8 +28,9 @@ pub struct AnalysisKey {
     pub all_calibrations: Option<f64>,
     /// Whether it shows the compared checkpoint's R′, and which checkpoint.
     pub published: Option<(PathBuf, bool)>,
-    /// What the save would write, which decides the fused siblings' global scale.
-    pub save: Resolved,
+    /// How the fused siblings are saved, which decides a two-level format's
+    /// global scale: a change elsewhere in the save asks for nothing.
+    pub siblings: Vec<Option<Scheme>>,
 }
 
 pub struct AnalyzeRequest {
@@ -84,12 +85,14 @@ impl Job for Analyze {
         if !model.tensor(&name).is_some_and(quantscope_engine::TensorInfo::is_quantizable) {
             return None;
         }
+        let save = state.resolved_recipe();
+        let siblings = SavePlan::new(&model.summary.tensors, &save).sibling_schemes(&name);
         let key = AnalysisKey {
             scheme: state.scheme_for(&name),
             tensor: name,
             all_calibrations: state.prefs.show_all_calibrations.then_some(state.doc.percentile),
             published: state.compare.summary.as_ref().map(|c| (c.path.clone(), state.compare.show_published)),
-            save: state.resolved_recipe(),
+            siblings,
         };
         let request = AnalyzeRequest {
             tensor: key.tensor.clone(),
@@ -97,7 +100,7 @@ impl Job for Analyze {
             options: Options { weight_bins: WEIGHT_BINS, error_bins: ERROR_BINS, ..Options::default() },
             all_calibrations: key.all_calibrations,
             show_published: key.published.as_ref().is_some_and(|p| p.1),
-            save: key.save.clone(),
+            save,
         };
         Some((key, request))
     }
