@@ -88,8 +88,9 @@ fn a_report_table_is_aligned_worst_first_with_totals_last() {
         .unwrap();
     assert!(t.rows[0].starts_with(worst.0), "{text}");
     assert_eq!(cell_ending_at(t.rows[0], end), format!("{:.1}", worst.1));
-    assert!(t.totals[0].starts_with("mean (params-weighted)"), "{text}");
-    assert!(t.totals[1].starts_with("worst") && t.totals[1].ends_with(worst.0), "{text}");
+    assert!(t.totals[0].starts_with("model SQNR"), "{text}");
+    assert!(t.totals[1].starts_with("mean layer SQNR"), "{text}");
+    assert!(t.totals[2].starts_with("worst") && t.totals[2].ends_with(worst.0), "{text}");
     assert!(text.trim_end().ends_with("(INT8, symmetric, per-channel (axis 0), min-max)"), "{text}");
 }
 
@@ -114,7 +115,8 @@ fn compare_plan_and_diff_tables_rank_and_total() {
     let end = column_end(t.header, "int8:tensor:minmax dB");
     let first: Vec<f64> = t.rows.iter().map(|l| sqnr(cell_ending_at(l, end))).collect();
     assert!(first.windows(2).all(|w| w[0] <= w[1]), "{text}");
-    assert!(t.totals.iter().any(|l| l.starts_with("mean SQNR")), "{text}");
+    assert!(t.totals.iter().any(|l| l.starts_with("model SQNR")), "{text}");
+    assert!(t.totals.iter().any(|l| l.starts_with("mean layer SQNR")), "{text}");
     assert!(t.totals.iter().any(|l| l.starts_with("model size")), "{text}");
 
     let text = stdout_text(&["plan", &s, "--bits-per-weight", "6", "--output", "table"]);
@@ -133,7 +135,7 @@ fn compare_plan_and_diff_tables_rank_and_total() {
     let end = column_end(t.header, "published dB");
     let published: Vec<f64> = t.rows.iter().map(|l| sqnr(cell_ending_at(l, end))).collect();
     assert!(!published.is_empty() && published.windows(2).all(|w| w[0] <= w[1]), "{text}");
-    assert!(t.totals[0].starts_with("mean"), "{text}");
+    assert!(t.totals[0].starts_with("model SQNR"), "{text}");
 }
 
 #[test]

@@ -63,7 +63,8 @@ fn a_quantscope_save_diffs_equal_to_its_own_rtn_and_report() {
     let tot = &d["totals"]["published"];
     assert_eq!((tot["layers"].as_u64(), tot["params"].as_u64()), (Some(2), Some(2048)));
     assert!(
-        d["totals"]["schemes"]["int8:channel:minmax"]["mean_sqnr_db"].as_f64() > tot["mean_sqnr_db"].as_f64()
+        d["totals"]["schemes"]["int8:channel:minmax"]["mean_layer_sqnr_db"].as_f64()
+            > tot["mean_layer_sqnr_db"].as_f64()
     );
 
     // `report` on the quantized checkpoint names each stored part's scheme.

@@ -52,6 +52,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
     let summary = ModelSummary {
         name: "sample".into(),
         path: None,
+        identity: "sample".into(),
         tensors: ckpt.tensors().to_vec(),
         size_bytes: ckpt.size_bytes(),
         stored: None,
@@ -128,6 +129,25 @@ fn scheme_panel_edits_the_model_or_the_layer() {
     assert_eq!(scheme.to_string(), "int8:tensor:minmax");
 }
 
+/// At 1000×700 the controls below the granularity stay where they are whichever
+/// granularity is chosen (a click aimed at them must not miss).
+#[test]
+fn scheme_controls_do_not_move_between_granularities() {
+    let mut places = Vec::new();
+    for g in ["int8:tensor:minmax", "int8:channel:minmax", "int8:group128:minmax"] {
+        let scheme: Scheme = g.parse().unwrap();
+        let mut state = state_with(OUTLIER, scheme);
+        state.doc.scheme = scheme;
+        let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_ui_state(
+            |ui, (p, s, out): &mut (SchemePanel, AppState, Vec<Command>)| p.ui(s, ui, out),
+            (SchemePanel::default(), state, Vec::new()),
+        );
+        h.run();
+        places.push((g, h.get_by_label("Calibration").rect().min));
+    }
+    assert!(places.windows(2).all(|w| (w[0].1 - w[1].1).length() < 0.5), "{places:?}");
+}
+
 /// The calibration a panel sent last.
 fn last_calibration(out: &[Command]) -> Calibration {
     match out.iter().rev().find(|c| matches!(c, Command::SetLayerScheme { .. })) {
@@ -196,6 +216,27 @@ fn histogram_labels_the_clip_lines_and_says_how_to_zoom() {
     h.get_by_label("Clip range");
 }
 
+/// A narrow clip range (KL on an outlier layer) at 1000×700: the lo and hi labels
+/// never overlap.
+#[test]
+fn clip_labels_of_a_narrow_range_do_not_overlap() {
+    let max = state_with(OUTLIER, Scheme::default()).analysis.unwrap().result.params[0].hi;
+    for frac in [0.01f32, 0.03, 0.1, 0.5] {
+        let mut scheme: Scheme = "int8:tensor:minmax".parse().unwrap();
+        scheme.calibration = Calibration::Manual(ManualRange::Range { lo: -max * frac, hi: max * frac });
+        let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_ui_state(
+            |ui, (p, s, out): &mut (HistogramPanel, AppState, Vec<Command>)| p.ui(s, ui, out),
+            (HistogramPanel::default(), state_with(OUTLIER, scheme), Vec::new()),
+        );
+        h.run();
+        let rects = h.state().0.clip_label_rects().to_vec();
+        assert_eq!(rects.len(), 2);
+        assert!(!rects[0].intersects(rects[1]), "{frac}: {rects:?}");
+        let plot = h.state().0.plot_rect().unwrap();
+        assert!(rects.iter().all(|r| plot.expand(1.0).contains_rect(*r)), "{frac}: {rects:?} in {plot:?}");
+    }
+}
+
 #[test]
 fn teach_panel_defines_c_and_decodes_fp8_bits() {
     let scheme: Scheme = "e4m3:tensor:minmax:asym".parse().unwrap();
@@ -242,8 +283,8 @@ fn metrics_panel_hints_at_the_cause_of_a_catastrophe() {
     assert!(h.query_by_label_contains("Almost all of the signal").is_none(), "no hint on a good result");
 }
 
-#[test]
-fn a_matrix_cell_sends_a_preview_not_a_change() {
+/// The sample with its whole matrix under the default schemes.
+fn matrix_state() -> AppState {
     let mut state = state_with(OUTLIER, Scheme::default());
     let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
     let names: Vec<usize> =
@@ -254,9 +295,14 @@ fn a_matrix_cell_sends_a_preview_not_a_change() {
         .map(|&i| sweep::sweep_tensor(&ckpt, &ckpt.tensors()[i], &schemes, &mut Vec::new()))
         .collect();
     state.sensitivity.result = Some(Arc::new(sweep::finish(&ckpt, &names, &schemes, rows)));
+    state
+}
+
+#[test]
+fn a_matrix_cell_sends_a_preview_not_a_change() {
     let mut panel = SensitivityPanel::default();
     panel.table = Table::Matrix;
-    let mut h = panel_harness(state, panel, |p, s, ui, out| p.ui(s, ui, out));
+    let mut h = panel_harness(matrix_state(), panel, |p, s, ui, out| p.ui(s, ui, out));
     h.run();
     h.get_by_label(&format!("{OUTLIER} under int8:tensor:minmax")).click();
     h.run();
@@ -304,4 +350,40 @@ fn save_window_sends_the_declared_activations() {
     let Some(Command::StartSave(r)) = h.state().2.last() else { panic!("{:?}", h.state().2) };
     assert_eq!(r.activations, quantscope_engine::export::Activations::Int8Dynamic);
     assert!(!r.fake_quant && r.verify);
+}
+
+/// At 1000×700 the matrix scrolls sideways, and the layer names stay in view.
+#[test]
+fn the_matrix_keeps_its_layer_names_in_view_when_scrolled_sideways() {
+    let mut panel = SensitivityPanel::default();
+    panel.table = Table::Matrix;
+    let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_ui_state(
+        |ui, (p, s, out): &mut (SensitivityPanel, AppState, Vec<Command>)| p.ui(s, ui, out),
+        (panel, matrix_state(), Vec::new()),
+    );
+    h.run();
+    let last = sweep::default_schemes().last().unwrap().to_string();
+    let cell = h.get_by_label(&format!("{OUTLIER} under {last}")).rect();
+    let before = h.state().0.first_name_rect.unwrap();
+    // Scroll right over the cells until the last column shows.
+    h.hover_at(cell.center().min(egui::pos2(990.0, 600.0)) - egui::vec2(300.0, 0.0));
+    for _ in 0..20 {
+        h.event(egui::Event::MouseWheel {
+            unit: egui::MouseWheelUnit::Point,
+            delta: egui::vec2(-200.0, 0.0),
+            phase: egui::TouchPhase::Move,
+            source: egui::MouseWheelSource::Wheel,
+            modifiers: egui::Modifiers::NONE,
+        });
+        // Wheel scrolling is smoothed over a few frames.
+        h.run_steps(8);
+    }
+    let after = h.get_by_label(&format!("{OUTLIER} under {last}")).rect();
+    assert!(
+        after.right() <= 1000.0 && after.left() < cell.left(),
+        "the cells scrolled: {cell:?} → {after:?}"
+    );
+    let name = h.state().0.first_name_rect.unwrap();
+    assert_eq!(name.left(), before.left(), "the names did not move sideways");
+    assert!(name.left() >= 0.0 && name.right() <= 1000.0, "{name:?}");
 }

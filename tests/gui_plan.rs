@@ -44,6 +44,7 @@ fn plan_state() -> AppState {
     let summary = ModelSummary {
         name: "sample".into(),
         path: None,
+        identity: "sample".into(),
         tensors: ckpt.tensors().to_vec(),
         size_bytes: ckpt.size_bytes(),
         stored: None,
@@ -310,7 +311,7 @@ fn the_output_objective_is_disabled_until_the_model_has_run_then_plans_on_output
     assert_eq!(Some(&plan), expected.as_ref());
     let relative = Problem::from_sweep(&s, true, &saves).solve(budget, Objective::Relative).unwrap();
     assert_ne!(plan.choice, relative.choice, "output costs change the plan");
-    h.get_by_label_contains("params-weighted output SQNR");
+    h.get_by_label_contains("model output SQNR");
 }
 
 #[test]
@@ -343,4 +344,35 @@ fn changing_the_candidates_in_the_plan_view_recomputes_the_matrix_with_progress(
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
     h.run_steps(2);
     assert_eq!(h.state().state().doc.compare_schemes, schemes());
+}
+
+/// At 1000×700 under the default eleven candidates the scheme labels never
+/// overlap each other (a name that cannot be placed is left out, not stacked).
+#[test]
+fn plan_plot_labels_do_not_overlap_at_1000_by_700() {
+    let mut state = plan_state();
+    let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
+    let rows: Vec<usize> = ckpt
+        .tensors()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| export::quantized_on_save(t, None))
+        .map(|(i, _)| i)
+        .collect();
+    let defaults = sweep::default_schemes();
+    let s = sweep::sweep(&ckpt, &rows, &defaults, &|_, _| {}, &AtomicBool::new(false)).unwrap();
+    state.sensitivity.result = Some(Arc::new(s));
+    let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_ui_state(
+        |ui, (p, s, out): &mut (PlanPanel, AppState, Vec<Command>)| p.ui(s, ui, out),
+        (PlanPanel::default(), state, Vec::new()),
+    );
+    h.run_steps(3);
+    let rects = h.state().0.label_rects.clone();
+    assert!(rects.len() >= defaults.len() / 2, "most schemes are named: {rects:?}");
+    for (i, a) in rects.iter().enumerate() {
+        assert!(a.right() <= 1000.0 && a.left() >= 0.0, "{a:?}");
+        for b in &rects[i + 1..] {
+            assert!(!a.intersects(*b), "{a:?} overlaps {b:?}");
+        }
+    }
 }

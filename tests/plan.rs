@@ -134,7 +134,8 @@ fn a_budget_nothing_fits_is_a_one_line_error() {
     let out = quantscope(&["plan", &sample(), "--max-bytes", "10"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no plan fits 10 bytes") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("no plan fits") && err.contains("(10 bytes)") && err.lines().count() == 1, "{err}");
+    assert!(err.contains("bits per weight") && err.contains("smaller scheme"), "{err}");
 }
 
 /// `--objective output` needs inputs and a model that runs: one-line errors.
@@ -214,4 +215,33 @@ fn minilm_output_plan_is_the_sum_of_its_layers_output_noise() {
             }
         }
     }
+}
+
+/// One model SQNR: a MiniLM plan's `model_sqnr_db` is the figure `diff` reports
+/// for the checkpoint its recipe saves (docs/numerics.md, "One model SQNR").
+#[test]
+fn minilm_plan_model_sqnr_equals_the_diff_of_its_save() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = dir.to_str().unwrap();
+    let plan_args = |output: &'static str| ["plan", dir, "--bits-per-weight", "6", "--output", output];
+    let plan = stdout_json(&quantscope(&plan_args("json")));
+    let out = quantscope(&plan_args("recipe"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recipe = tmp.path().join("plan.json");
+    std::fs::write(&recipe, &out.stdout).unwrap();
+    let saved = tmp.path().join("saved");
+    let q = quantscope(&["quantize", dir, saved.to_str().unwrap(), "--recipe", recipe.to_str().unwrap()]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let diff = stdout_json(&quantscope(&["diff", dir, saved.to_str().unwrap(), "--output", "json"]));
+    let planned = plan["model_sqnr_db"].as_f64().unwrap();
+    let published = &diff["totals"]["published"];
+    let measured = published["model_sqnr_db"].as_f64().unwrap();
+    assert!((planned - measured).abs() < 1e-6, "plan {planned} dB vs diff {measured} dB");
+    // Both count the same layers: the plan's, kept ones included.
+    let layers = plan["layers"].as_array().unwrap();
+    assert_eq!(published["layers"].as_u64().unwrap() as usize, layers.len(), "{published}");
+    // The second aggregate has its own name and is never below the model SQNR.
+    assert!(published["mean_layer_sqnr_db"].as_f64().unwrap() >= measured);
+    eprintln!("plan {planned:.6} dB, diff {measured:.6} dB over {} layers", layers.len());
 }

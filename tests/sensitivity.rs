@@ -170,7 +170,7 @@ fn totals_match_a_hand_computation_on_the_teaching_sample() {
                 worst = worst.min(db);
             }
         }
-        let mean = tot["mean_sqnr_db"].as_f64().unwrap();
+        let mean = tot["mean_layer_sqnr_db"].as_f64().unwrap();
         assert!((mean - num / den).abs() < 1e-9, "{scheme}: {mean} vs {}", num / den);
         assert_eq!(tot["worst_sqnr_db"].as_f64().unwrap(), worst);
     }

@@ -225,6 +225,22 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Who this model is, for settings kept between runs: the path opened and a
+    /// CRC-32 over every shard's header bytes (names, dtypes, shapes, offsets,
+    /// metadata), so another file at the same path, or a rewritten one, is
+    /// another model.
+    pub fn identity(&self) -> String {
+        let mut h = crc32fast::Hasher::new();
+        for shard in &self.shards {
+            let bytes = shard.map.bytes();
+            // The header was validated at open: its length fits the file.
+            let len = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let end = usize::try_from(len).unwrap_or(0).saturating_add(8).min(bytes.len());
+            h.update(&bytes[..end]);
+        }
+        format!("{}#{:08x}", self.path.display(), h.finalize())
+    }
+
     /// Every tensor, in file order (shard by shard).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
@@ -473,5 +489,18 @@ mod tests {
         }
         let ckpt = Checkpoint::from_bytes("t", file_with("I32", &data, 4)).unwrap();
         assert!(ckpt.f32_view(ckpt.tensor("w").unwrap()).is_none());
+    }
+
+    #[test]
+    fn identity_follows_path_and_header_not_data() {
+        let one = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let two = [3.0f32, 4.0].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let id = |name: &str, dtype: &str, data: &[u8]| {
+            Checkpoint::from_bytes(name, file_with(dtype, data, 0)).unwrap().identity()
+        };
+        assert_eq!(id("a", "F32", &one), id("a", "F32", &two), "same header, other values");
+        assert_ne!(id("a", "F32", &one), id("b", "F32", &one), "another path");
+        assert_ne!(id("a", "F32", &one), id("a", "I32", &one), "another header");
+        assert!(id("a", "F32", &one).starts_with("a#"));
     }
 }

@@ -86,19 +86,20 @@ pub fn end_to_end(r: &crate::run::sensitivity::SensitivityReport) -> String {
 /// The per-scheme totals.
 pub fn totals(s: &Sweep) -> String {
     let mut out = String::from(
-        "scheme,model_bytes,quantized_bytes,params_quantized,params_total,quantized_share,mean_sqnr_db,worst_sqnr_db,worst_layer\n",
+        "scheme,model_bytes,quantized_bytes,params_quantized,params_total,quantized_share,model_sqnr_db,mean_layer_sqnr_db,worst_sqnr_db,worst_layer\n",
     );
     for t in &s.totals {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{}",
             field(&t.scheme),
             t.model_bytes,
             t.quantized_bytes,
             t.params_quantized,
             t.params_total,
             number(t.quantized_share),
-            optional(t.mean_sqnr_db),
+            optional(t.model_sqnr_db),
+            optional(t.mean_layer_sqnr_db),
             optional(t.worst_sqnr_db),
             field(t.worst_layer.as_deref().unwrap_or(""))
         );
@@ -283,14 +284,15 @@ mod tests {
                 params_quantized: 4,
                 params_total: 8,
                 quantized_share: 0.5,
-                mean_sqnr_db: None,
+                model_sqnr_db: None,
+                mean_layer_sqnr_db: None,
                 worst_sqnr_db: Some(f64::INFINITY),
                 worst_layer: None,
             }],
         };
         assert_eq!(matrix(&s), "name,params,int8:tensor:minmax\n\"x,y\",4,inf\nz,4,\n");
         assert_eq!(ranked(&s, 0, &[1, 0]).lines().nth(2), Some("\"x,y\",4,int8:tensor:minmax,inf,0,1,0"));
-        assert!(totals(&s).ends_with("0.5,,inf,\n"), "{}", totals(&s));
+        assert!(totals(&s).ends_with("0.5,,,inf,\n"), "{}", totals(&s));
         let rec = TensorReport {
             name: "x".into(),
             dtype: "F32".into(),

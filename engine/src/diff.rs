@@ -61,12 +61,17 @@ pub struct Unpaired {
     pub reason: String,
 }
 
-/// Params-weighted SQNR over one column (the published R′, or one scheme).
+/// One column's SQNR (the published R′, or one scheme) over the paired layers
+/// and the weights the quantized checkpoint stores unquantized where a
+/// quantscope save would quantize them (kept: no noise).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ColumnTotals {
     pub layers: usize,
     pub params: u64,
-    pub mean_sqnr_db: Option<f64>,
+    /// Of which weights kept unquantized (counted at no noise).
+    pub kept_layers: usize,
+    pub model_sqnr_db: Option<f64>,
+    pub mean_layer_sqnr_db: Option<f64>,
     pub worst_sqnr_db: Option<f64>,
     pub worst_layer: Option<String>,
 }
@@ -189,7 +194,7 @@ pub fn diff(
         }
         progress(done + 1, total);
     }
-    let totals = totals(&tensors);
+    let totals = totals(&tensors, &kept_weights(orig, q, keep));
     Diff {
         original: orig.path.display().to_string(),
         quantized: q.ckpt.path.display().to_string(),
@@ -239,18 +244,32 @@ fn compare_layer(
     })
 }
 
-fn column(items: &[Item<'_>]) -> ColumnTotals {
-    let s = SqnrSummary::of(items.iter().copied());
+fn column(items: &[Item<'_>], kept: &[(String, u64)]) -> ColumnTotals {
+    let kept_items = kept.iter().map(|(name, params)| Item { name, params: *params, metrics: None });
+    let s = SqnrSummary::of(items.iter().copied().chain(kept_items));
     ColumnTotals {
-        layers: items.len(),
-        params: items.iter().map(|i| i.params).sum(),
-        mean_sqnr_db: s.mean_sqnr_db,
+        layers: items.len() + kept.len(),
+        params: items.iter().map(|i| i.params).sum::<u64>() + kept.iter().map(|k| k.1).sum::<u64>(),
+        kept_layers: kept.len(),
+        model_sqnr_db: s.model_sqnr_db,
+        mean_layer_sqnr_db: s.mean_layer_sqnr_db,
         worst_sqnr_db: s.worst_sqnr_db,
         worst_layer: s.worst_layer,
     }
 }
 
-fn totals(tensors: &[TensorDiff]) -> Totals {
+/// The original's weights (whose names `keep` accepts) that a quantscope save
+/// quantizes by default but `q` stores unquantized, with their params.
+fn kept_weights(orig: &Checkpoint, q: &QuantizedModel, keep: &dyn Fn(&str) -> bool) -> Vec<(String, u64)> {
+    orig.tensors()
+        .iter()
+        .filter(|t| keep(&t.name) && crate::export::quantized_on_save(t, None))
+        .filter(|t| q.layer(&t.name).is_none() && q.plain.contains(&t.name))
+        .map(|t| (t.name.clone(), t.numel() as u64))
+        .collect()
+}
+
+fn totals(tensors: &[TensorDiff], kept: &[(String, u64)]) -> Totals {
     let params = |t: &TensorDiff| t.shape.iter().product::<usize>() as u64;
     let published: Vec<Item<'_>> = tensors
         .iter()
@@ -269,7 +288,7 @@ fn totals(tensors: &[TensorDiff]) -> Totals {
         }
     }
     Totals {
-        published: column(&published),
-        schemes: by_scheme.into_iter().map(|(k, v)| (k.to_string(), column(&v))).collect(),
+        published: column(&published, kept),
+        schemes: by_scheme.into_iter().map(|(k, v)| (k.to_string(), column(&v, kept))).collect(),
     }
 }

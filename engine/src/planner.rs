@@ -18,7 +18,8 @@ mod hull;
 pub mod output;
 mod summary;
 
-pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes, relative_as_db};
+pub use crate::rank::{relative_as_db, relative_cost};
+pub use summary::{Move, Pin, Why, bits_per_weight, budget_bytes};
 
 use std::collections::HashMap;
 
@@ -295,11 +296,6 @@ impl Problem {
         let best = pick(*levels.get(lo.checked_sub(1)?)?)?;
         fits(&best).then_some(best)
     }
-}
-
-/// A layer's share of the relative objective: params × 10^(−SQNR/10).
-pub fn relative_cost(params: u64, sqnr_db: f64) -> f64 {
-    if sqnr_db.is_infinite() && sqnr_db > 0.0 { 0.0 } else { params as f64 * 10f64.powf(-sqnr_db / 10.0) }
 }
 
 /// What the DP does with a front too large for its work limit.

@@ -74,8 +74,11 @@ pub struct SchemeTotals {
     pub params_quantized: u64,
     pub params_total: u64,
     pub quantized_share: f64,
-    /// Params-weighted mean of the finite SQNRs.
-    pub mean_sqnr_db: Option<f64>,
+    /// The model SQNR over the swept tensors (a tensor the scheme could not
+    /// take is kept as stored: no noise). See [`SqnrSummary`].
+    pub model_sqnr_db: Option<f64>,
+    /// Params-weighted mean of the finite SQNRs in dB.
+    pub mean_layer_sqnr_db: Option<f64>,
     pub worst_sqnr_db: Option<f64>,
     pub worst_layer: Option<String>,
 }
@@ -219,11 +222,11 @@ fn totals_for(label: &str, k: usize, rows: &[Row], other_bytes: u64, params_tota
         rows.iter().filter_map(|r| r.cells[k].as_ref().ok().map(|c| (r, c))).collect();
     let quantized_bytes: u64 = ok.iter().map(|(_, c)| c.stored_bytes).sum();
     let params_quantized: u64 = ok.iter().map(|(r, _)| r.params).sum();
-    let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
-        SqnrSummary::of(ok.iter().map(|(r, c)| Item {
+    let SqnrSummary { model_sqnr_db, mean_layer_sqnr_db, worst_sqnr_db, worst_layer } =
+        SqnrSummary::of(rows.iter().map(|r| Item {
             name: &r.name,
             params: r.params,
-            metrics: Some(&c.metrics),
+            metrics: r.cells[k].as_ref().ok().map(|c| &c.metrics),
         }));
     // Tensors a scheme could not take stay in the model unquantized.
     let failed_bytes: u64 = rows.iter().filter(|r| r.cells[k].is_err()).map(|r| r.source_bytes).sum();
@@ -234,7 +237,8 @@ fn totals_for(label: &str, k: usize, rows: &[Row], other_bytes: u64, params_tota
         params_quantized,
         params_total,
         quantized_share: if params_total == 0 { 0.0 } else { params_quantized as f64 / params_total as f64 },
-        mean_sqnr_db,
+        model_sqnr_db,
+        mean_layer_sqnr_db,
         worst_sqnr_db,
         worst_layer,
     }

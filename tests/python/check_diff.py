@@ -83,7 +83,7 @@ def check(bin_, original, saved, orig_values, work):
             if not close(got[name]["metrics"][k], v):
                 fails.append(f"{saved}: {name}: {k} = {got[name]['metrics'][k]}, numpy {v}")
     if not fails:
-        mean = diff["totals"]["published"]["mean_sqnr_db"]
+        mean = diff["totals"]["published"]["mean_layer_sqnr_db"]
         print(f"ok: {saved}: {len(got)} layers equal numpy on decompressed weights "
               f"(mean SQNR {mean:.3f} dB, {len(diff['unpaired'])} unpaired)")
     return fails

@@ -24,7 +24,7 @@ JSON OUTPUT: {\"original\", \"quantized\", \"method\", \"tensors\": [{\"name\", 
   \"scale_dtype\", \"act_order\", \"short\"}, \"metrics\": {same keys as report},
   \"schemes\": {SHORT: metrics | {\"error\"}}}], \"unpaired\": [{\"name\", \"reason\"}],
   \"totals\": {\"published\": T, \"schemes\": {SHORT: T}}}
-  T = {\"layers\", \"params\", \"mean_sqnr_db\", \"worst_sqnr_db\", \"worst_layer\"}.
+  T = {\"layers\", \"params\", \"kept_layers\", \"model_sqnr_db\", \"mean_layer_sqnr_db\", \"worst_sqnr_db\", \"worst_layer\"}.
   name is the original's weight name; metrics is the published R' against the original;
   schemes holds each layer's own round-to-nearest min-max equivalent (the stored short
   form) plus every --compare scheme. clipped = outside the slice's representable range.
@@ -99,8 +99,11 @@ fn write_table(d: &Diff, out: &mut dyn Write) -> anyhow::Result<()> {
         }));
         t.row(cells);
     }
-    let totals: [TotalsRow; 2] =
-        [("mean SQNR, params-weighted", |c| c.mean_sqnr_db), ("worst SQNR", |c| c.worst_sqnr_db)];
+    let totals: [TotalsRow; 3] = [
+        ("model SQNR", |c| c.model_sqnr_db),
+        ("mean layer SQNR", |c| c.mean_layer_sqnr_db),
+        ("worst SQNR", |c| c.worst_sqnr_db),
+    ];
     for (what, f) in totals {
         let mut cells = vec![format!("{what} ({} layers)", d.totals.published.layers), String::new()];
         cells.push(output::db(f(&d.totals.published)));

@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use quantscope_engine::metrics::Metrics;
 use quantscope_engine::planner::output::{OutputSqnr, output_sqnr};
 use quantscope_engine::planner::{self, FrontierPoint, Objective, Problem};
-use quantscope_engine::rank::{self, Item, RankKey};
+use quantscope_engine::rank::{self, Item, RankKey, SqnrSummary};
 use quantscope_engine::recipe::Recipe;
 use quantscope_engine::sweep::{self, Sweep};
 use quantscope_engine::{Checkpoint, Scheme, export};
@@ -25,7 +25,8 @@ use super::output::{self, Align, Table};
 use super::progress::Console;
 
 pub const PLAN_HELP: &str = "\
-JSON OUTPUT: {\"model\", \"budget\", \"objective\", \"objective_value\", \"total_bytes\",
+JSON OUTPUT: {\"model\", \"budget\", \"objective\", \"objective_value\", \"model_sqnr_db\",
+  \"worst_sqnr_db\", \"total_bytes\",
   \"bits_per_weight\", \"layers\": [{\"name\", \"params\", \"scheme\" (short form or \"keep\"), \"bytes\",
   \"metrics\"}], \"frontier\": [{\"bytes\", \"objective_value\"}]}
   Bytes are the stored bytes of the covered layers (codes + scales + zero points), exactly as the
@@ -112,6 +113,10 @@ struct PlanDoc<'a> {
     budget: u64,
     objective: Objective,
     objective_value: f64,
+    /// The model SQNR of the plan's weights (docs/numerics.md), whatever the
+    /// objective: what `diff` reports for its save.
+    model_sqnr_db: Option<f64>,
+    worst_sqnr_db: Option<f64>,
     total_bytes: u64,
     bits_per_weight: f64,
     layers: Vec<PlanLayer<'a>>,
@@ -163,15 +168,29 @@ pub fn run(args: &PlanArgs, out: &mut dyn Write, console: &Console) -> anyhow::R
         (None, None) => unreachable!("clap requires a budget"),
     };
     let (smallest, _) = problem.byte_range();
-    let plan = problem
-        .solve(budget, objective)
-        .with_context(|| format!("{model}: no plan fits {budget} bytes (the smallest takes {smallest})"))?;
+    let plan = problem.solve(budget, objective).with_context(|| {
+        let bpw = |b: u64| planner::bits_per_weight(b, params);
+        format!(
+            "{model}: no plan fits {:.3} bits per weight ({budget} bytes); the smallest plan of these \
+             candidates takes {:.3} bits per weight ({smallest} bytes): raise the budget or add a \
+             smaller scheme (e.g. int4:group128 or int2:group64)",
+            bpw(budget),
+            bpw(smallest)
+        )
+    })?;
     let layers = plan_layers(&s, &problem, &plan, out_db.as_ref());
+    let summary = SqnrSummary::of(layers.iter().map(|l| Item {
+        name: l.name,
+        params: l.params,
+        metrics: l.metrics.as_ref(),
+    }));
     let doc = PlanDoc {
         model: model.to_string(),
         budget,
         objective,
         objective_value: plan.objective_value,
+        model_sqnr_db: summary.model_sqnr_db,
+        worst_sqnr_db: summary.worst_sqnr_db,
         total_bytes: plan.total_bytes,
         bits_per_weight: planner::bits_per_weight(plan.total_bytes, params),
         frontier: problem.frontier(),
@@ -246,7 +265,7 @@ fn write_table(doc: &PlanDoc<'_>, params: u64, out: &mut dyn Write) -> anyhow::R
         output::count(params),
         format!("{:.3} bits/weight", doc.bits_per_weight),
         output::bytes(doc.total_bytes),
-        String::new(),
+        format!("model {}", output::db(doc.model_sqnr_db)),
     ];
     if with_output {
         total.push(String::new());
@@ -254,8 +273,9 @@ fn write_table(doc: &PlanDoc<'_>, params: u64, out: &mut dyn Write) -> anyhow::R
     t.total(total);
     let value = match doc.objective {
         Objective::Worst => format!("worst layer {}", output::db(Some(doc.objective_value))),
-        Objective::Relative | Objective::Output => format!(
-            "{:.4e} (noise at {} dB, params-weighted)",
+        Objective::Relative => format!("{:.4e}", doc.objective_value),
+        Objective::Output => format!(
+            "{:.4e} (model output SQNR {} dB)",
             doc.objective_value,
             output::db(Some(planner::relative_as_db(doc.objective_value, params)))
         ),

@@ -128,8 +128,8 @@ fn write_summary(s: &ExportSummary, out: &mut dyn Write) -> anyhow::Result<()> {
         s.tensors_copied
     )?;
     writeln!(out, "  tensor bytes: {:.2} MiB -> {:.2} MiB", mib(s.bytes_before), mib(s.bytes_after))?;
-    if let (Some(mean), Some(worst), Some(layer)) = (s.mean_sqnr_db, s.worst_sqnr_db, &s.worst_layer) {
-        writeln!(out, "  SQNR: mean {mean:.2} dB (params-weighted), worst {worst:.2} dB ({layer})")?;
+    if let (Some(model), Some(worst), Some(layer)) = (s.model_sqnr_db, s.worst_sqnr_db, &s.worst_layer) {
+        writeln!(out, "  model SQNR {model:.2} dB, worst layer {worst:.2} dB ({layer})")?;
     }
     match s.verified_tensors {
         Some(n) => writeln!(out, "  verify: {n} tensors read back, R' bit-identical to the engine's")?,

@@ -68,9 +68,32 @@ pub struct Prefs {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// The model-wide parts; its per-layer maps stay empty (they are in `models`).
     pub doc: Doc,
     pub prefs: Prefs,
     pub recent: Vec<PathBuf>,
+    /// Each model's own settings by `Checkpoint::identity`, most recent first.
+    pub models: Vec<(String, LayerSettings)>,
+}
+
+/// How many models' own settings are kept.
+pub const MAX_MODELS: usize = 32;
+
+/// What belongs to one model: its per-layer schemes and save choices.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LayerSettings {
+    pub overrides: BTreeMap<String, Scheme>,
+    pub save_choice: BTreeMap<String, bool>,
+}
+
+/// Files `own` under `identity`, most recent first; an empty one is dropped.
+fn keep_model_settings(models: &mut Vec<(String, LayerSettings)>, identity: &str, own: LayerSettings) {
+    models.retain(|(k, _)| k != identity);
+    if own != LayerSettings::default() {
+        models.insert(0, (identity.to_string(), own));
+        models.truncate(MAX_MODELS);
+    }
 }
 
 /// What the central area shows.
@@ -188,6 +211,8 @@ pub struct AppState {
     pub doc: Doc,
     pub prefs: Prefs,
     pub recent: Vec<PathBuf>,
+    /// Other models' own settings ([`Settings::models`]); the open model's are in `doc`.
+    pub models: Vec<(String, LayerSettings)>,
     pub model: Option<Model>,
     /// The name of a model being opened, until it opens or fails.
     pub opening: Option<String>,
@@ -220,12 +245,48 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state at start-up: per-layer settings wait for their model to open
+    /// (settings saved before they were kept per model belong to none).
     pub fn from_settings(settings: Settings) -> Self {
-        Self { doc: settings.doc, prefs: settings.prefs, recent: settings.recent, ..Self::default() }
+        let mut doc = settings.doc;
+        doc.overrides.clear();
+        doc.save_choice.clear();
+        Self {
+            doc,
+            prefs: settings.prefs,
+            recent: settings.recent,
+            models: settings.models,
+            ..Self::default()
+        }
     }
 
     pub fn settings(&self) -> Settings {
-        Settings { doc: self.doc.clone(), prefs: self.prefs.clone(), recent: self.recent.clone() }
+        let mut doc = self.doc.clone();
+        let own = LayerSettings {
+            overrides: std::mem::take(&mut doc.overrides),
+            save_choice: std::mem::take(&mut doc.save_choice),
+        };
+        let mut models = self.models.clone();
+        if let Some(m) = &self.model {
+            keep_model_settings(&mut models, &m.summary.identity, own);
+        }
+        Settings { doc, prefs: self.prefs.clone(), recent: self.recent.clone(), models }
+    }
+
+    /// Keeps the open model's per-layer settings, then takes `identity`'s into
+    /// the document (none kept: a clean start).
+    pub fn adopt_layer_settings(&mut self, identity: &str) {
+        let own = LayerSettings {
+            overrides: std::mem::take(&mut self.doc.overrides),
+            save_choice: std::mem::take(&mut self.doc.save_choice),
+        };
+        if let Some(m) = &self.model {
+            keep_model_settings(&mut self.models, &m.summary.identity, own);
+        }
+        if let Some((_, s)) = self.models.iter().find(|(k, _)| k == identity) {
+            self.doc.overrides = s.overrides.clone();
+            self.doc.save_choice = s.save_choice.clone();
+        }
     }
 
     /// The scheme `tensor` is saved under: its own, or the model's.
@@ -322,5 +383,52 @@ impl AppState {
         self.model.as_ref().map_or_else(Vec::new, |m| {
             SavePlan::new(&m.summary.tensors, &self.resolved_recipe()).groups(&m.summary.tensors)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(identity: &str) -> Model {
+        let summary = ModelSummary {
+            name: identity.into(),
+            path: None,
+            identity: identity.into(),
+            tensors: Vec::new(),
+            size_bytes: 0,
+            stored: None,
+        };
+        Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 }
+    }
+
+    /// Opens `identity` as `show_model` does.
+    fn open(s: &mut AppState, identity: &str) {
+        s.adopt_layer_settings(identity);
+        s.model = Some(model(identity));
+    }
+
+    #[test]
+    fn per_layer_settings_stay_with_their_model() {
+        let mut s = AppState::default();
+        open(&mut s, "minilm#1");
+        s.doc.overrides.insert("l0.weight".into(), "int4:group64".parse().unwrap());
+        s.doc.save_choice.insert("l0.bias".into(), true);
+        s.doc.percentile = 99.0;
+        open(&mut s, "sample#2");
+        assert!(s.doc.overrides.is_empty() && s.doc.save_choice.is_empty(), "another model opens clean");
+        assert_eq!(s.doc.percentile, 99.0, "model-wide settings carry over");
+        // Across a restart: the stored doc holds no per-layer map, the model's do.
+        let saved = s.settings();
+        assert!(saved.doc.overrides.is_empty());
+        let mut again = AppState::from_settings(saved);
+        open(&mut again, "sample#2");
+        assert!(again.doc.overrides.is_empty());
+        open(&mut again, "minilm#1");
+        assert_eq!(again.doc.overrides.len(), 1);
+        assert_eq!(again.doc.save_choice.get("l0.bias"), Some(&true));
+        // The same path with another header is another model.
+        open(&mut again, "minilm#3");
+        assert!(again.doc.overrides.is_empty());
     }
 }

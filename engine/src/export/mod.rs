@@ -101,8 +101,11 @@ pub struct ExportSummary {
     pub tensors_copied: usize,
     pub params_total: u64,
     pub params_quantized: u64,
+    /// The model SQNR over the layers a save covers (quantized, or kept where
+    /// the default rule would quantize them). See [`crate::rank::SqnrSummary`].
+    pub model_sqnr_db: Option<f64>,
     /// Params-weighted mean SQNR over the quantized layers with finite SQNR.
-    pub mean_sqnr_db: Option<f64>,
+    pub mean_layer_sqnr_db: Option<f64>,
     pub worst_sqnr_db: Option<f64>,
     pub worst_layer: Option<String>,
     /// Tensors checked bit for bit after writing; None when skipped.

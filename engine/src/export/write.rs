@@ -304,12 +304,19 @@ fn summarize(
     notes: Vec<String>,
 ) -> ExportSummary {
     let params_quantized: u64 = layers.iter().map(|l| l.params).sum();
-    let SqnrSummary { mean_sqnr_db, worst_sqnr_db, worst_layer } =
-        SqnrSummary::of(layers.iter().map(|l| Item {
-            name: &l.name,
-            params: l.params,
-            metrics: Some(&l.metrics),
-        }));
+    // Layers the default rule would quantize but this save kept count as
+    // covered at no noise, as `diff` counts them.
+    let quantized: std::collections::HashSet<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+    let kept = tensors
+        .iter()
+        .filter(|t| super::quantized_on_save(t, None) && !quantized.contains(t.name.as_str()))
+        .map(|t| Item { name: &t.name, params: t.numel() as u64, metrics: None });
+    let SqnrSummary { model_sqnr_db, mean_layer_sqnr_db, worst_sqnr_db, worst_layer } = SqnrSummary::of(
+        layers
+            .iter()
+            .map(|l| Item { name: &l.name, params: l.params, metrics: Some(&l.metrics) })
+            .chain(kept),
+    );
     layers.sort_by(|a, b| a.name.cmp(&b.name));
     ExportSummary {
         out: PathBuf::new(),
@@ -320,7 +327,8 @@ fn summarize(
         tensors_copied: tensors.len() - layers.len(),
         params_total: tensors.iter().map(|t| t.numel() as u64).sum(),
         params_quantized,
-        mean_sqnr_db,
+        model_sqnr_db,
+        mean_layer_sqnr_db,
         worst_sqnr_db,
         worst_layer,
         verified_tensors: None,

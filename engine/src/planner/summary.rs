@@ -4,6 +4,8 @@
 //! budget is shown in. Numbers only; the words are the caller's.
 
 use super::{LayerOption, Objective, Plan, Problem};
+use crate::rank::relative_cost;
+use crate::sweep::Sweep;
 
 /// A user's constraint on one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,6 +63,22 @@ impl Problem {
             .collect();
         let (total_bytes, objective_value) = self.evaluate(&choice, objective);
         Plan { choice, total_bytes, objective_value }
+    }
+
+    /// Sweep column `col` as a point (total bytes, `relative` value): the
+    /// uniform plan where some layer can take its scheme; otherwise (a column
+    /// that names no scheme, as a compared checkpoint's published one) the
+    /// cells as measured, a layer without a cell counted as kept. `s` is the
+    /// sweep this problem was built from (rows in the same order).
+    pub fn column_point(&self, s: &Sweep, col: usize) -> (u64, f64) {
+        if self.layers.iter().flatten().any(|o| o.scheme == Some(col)) {
+            let u = self.uniform(col, Objective::Relative);
+            return (u.total_bytes, u.objective_value);
+        }
+        s.rows.iter().fold((0, 0.0), |(bytes, cost), row| match row.cells.get(col) {
+            Some(Ok(c)) => (bytes + c.stored_bytes, cost + relative_cost(row.params, c.metrics.sqnr_db)),
+            _ => (bytes + row.source_bytes, cost),
+        })
     }
 
     /// The total bytes and objective value of one option per layer.
@@ -124,15 +142,10 @@ pub fn budget_bytes(bits: f64, params: u64) -> u64 {
     (bits * params as f64 / 8.0).floor() as u64
 }
 
-/// A `relative` value as the SQNR of the params-weighted noise, in dB
-/// (+∞ when there is no noise): the unit the Plan view draws it in.
-pub fn relative_as_db(value: f64, params: u64) -> f64 {
-    if value <= 0.0 { f64::INFINITY } else { -10.0 * (value / params.max(1) as f64).log10() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::relative_as_db;
 
     fn o(scheme: Option<usize>, bytes: u64, cost: f64, sqnr_db: f64) -> LayerOption {
         LayerOption { scheme, bytes, cost, sqnr_db }
@@ -177,6 +190,33 @@ mod tests {
         let down = w.down.unwrap();
         assert_eq!((down.option, down.bytes, down.sqnr_db), (0, -10, -6.0));
         assert_eq!(p.why(1, 1).up, None, "nothing has less error than keeping");
+    }
+
+    #[test]
+    fn a_column_no_layer_can_take_is_measured_from_its_cells() {
+        use crate::metrics::Metrics;
+        use crate::sweep::{Cell, Row};
+        let cell = |stored_bytes, sqnr_db| {
+            let metrics = Metrics { sqnr_db, ..Metrics::default() };
+            Ok(Cell { metrics, stored_bytes, slices: 1, fallback: None })
+        };
+        let row =
+            |name: &str, source_bytes, cells| Row { name: name.into(), params: 10, source_bytes, cells };
+        let s = Sweep {
+            schemes: vec!["a".into(), "b".into(), "published".into()],
+            rows: vec![
+                row("x", 40, vec![cell(10, 20.0), cell(20, 26.0), cell(12, 10.0)]),
+                row("y", 20, vec![cell(5, 18.0), Err("no".into()), Err("not paired".into())]),
+            ],
+            totals: Vec::new(),
+        };
+        let p = problem();
+        // Published: layer x as measured (12 bytes, 10 × 10^−1), layer y kept.
+        let (bytes, cost) = p.column_point(&s, 2);
+        assert_eq!(bytes, 32);
+        assert!((cost - 1.0).abs() < 1e-12, "{cost}");
+        // A scheme column is its uniform plan.
+        assert_eq!(p.column_point(&s, 1), (40, 2.0));
     }
 
     #[test]

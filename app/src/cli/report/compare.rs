@@ -103,8 +103,9 @@ fn table(s: &Sweep) -> Table {
         t.row(cells);
     }
     let pad = if with_output { s.schemes.len() } else { 0 };
-    let totals: [TotalsRow; 4] = [
-        ("mean SQNR, params-weighted", |x| output::db(x.mean_sqnr_db)),
+    let totals: [TotalsRow; 5] = [
+        ("model SQNR", |x| output::db(x.model_sqnr_db)),
+        ("mean layer SQNR", |x| output::db(x.mean_layer_sqnr_db)),
         ("worst SQNR", |x| output::db(x.worst_sqnr_db)),
         ("quantized share of the params", |x| output::percent(Some(x.quantized_share), 1)),
         ("model size", |x| output::bytes(x.model_bytes)),

@@ -12,7 +12,7 @@ use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::rank::SqnrSummary;
 use quantscope_engine::rank::{self, Item, RankKey};
 use quantscope_engine::report::{SchemeSummary, TensorReport, attach_stored, report_tensor};
-use quantscope_engine::{Checkpoint, Scheme, csv, run};
+use quantscope_engine::{Checkpoint, Scheme, csv, export, run};
 use regex::Regex;
 
 use super::args::{SchemeArgs, parse_scheme};
@@ -138,6 +138,11 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write, console: &Console) -> anyhow:
         let bar = console.bar("Output error", records.len());
         run::output_error::add_output_sqnr(&ckpt, &acts, &scheme, &mut records, &bar.callback())?;
     }
+    // --top alone ranks what a save would quantize: a bias or a norm is never
+    // saved quantized, so it is no candidate for "the worst layers".
+    if args.top.is_some() && args.tensors.is_none() {
+        records.retain(|r| ckpt.tensor(&r.name).is_ok_and(|t| export::quantized_on_save(t, None)));
+    }
     order(&mut records, sort, args.top, |r| Item {
         name: &r.name,
         params: r.numel as u64,
@@ -154,7 +159,11 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write, console: &Console) -> anyhow:
         }
         OutputArg::Csv => write!(out, "{}", csv::report_rows(&records, args.params))?,
         OutputArg::Table => {
-            let mut t = table(&records, args.timing);
+            let covered = |r: &TensorReport| {
+                let t = ckpt.tensor(&r.name).ok()?;
+                export::quantized_on_save(t, None).then(|| export::saves_quantized(&t.shape, &scheme))
+            };
+            let mut t = table(&records, args.timing, &covered);
             t.caption(format!("{} under {} ({})", args.model.display(), scheme, scheme.label()));
             t.write(out)?;
         }
@@ -185,9 +194,10 @@ fn measure(args: &ReportArgs, ckpt: &Checkpoint, scheme: &Scheme, console: &Cons
         .collect()
 }
 
-/// One row per tensor in the order given; the params-weighted mean and the
-/// worst layer last.
-fn table(records: &[TensorReport], timing: bool) -> Table {
+/// One row per tensor in the order given; the model SQNR (over the tensors a
+/// save covers: `covered` is `Some(whether the save quantizes it)`),
+/// the mean layer SQNR and the worst layer last.
+fn table(records: &[TensorReport], timing: bool, covered: &dyn Fn(&TensorReport) -> Option<bool>) -> Table {
     let with_output = records.iter().any(|r| r.metrics.is_some_and(|m| m.output_sqnr_db.is_some()));
     let mut head = vec![
         ("tensor", Align::Left),
@@ -227,6 +237,11 @@ fn table(records: &[TensorReport], timing: bool) -> Table {
     let items =
         records.iter().map(|r| Item { name: &r.name, params: r.numel as u64, metrics: r.metrics.as_ref() });
     let summary = SqnrSummary::of(items);
+    let saved = records.iter().filter_map(|r| {
+        let metrics = r.metrics.as_ref().filter(|_| covered(r) == Some(true));
+        covered(r).map(|_| Item { name: &r.name, params: r.numel as u64, metrics })
+    });
+    let model = SqnrSummary::of(saved);
     let quantized = records.iter().filter(|r| r.quantized).count();
     let params: u64 = records.iter().map(|r| r.numel as u64).sum();
     let line = |first: &str, second: String, db: Option<f64>, note: String| {
@@ -236,10 +251,16 @@ fn table(records: &[TensorReport], timing: bool) -> Table {
         cells
     };
     t.total(line(
-        "mean (params-weighted)",
+        "model SQNR",
+        String::new(),
+        model.model_sqnr_db,
+        "over the layers a save quantizes (noise-weighted)".into(),
+    ));
+    t.total(line(
+        "mean layer SQNR",
         format!("{} params", output::count(params)),
-        summary.mean_sqnr_db,
-        format!("{} tensors, {quantized} quantized", records.len()),
+        summary.mean_layer_sqnr_db,
+        format!("{} tensors, {quantized} quantized (params-weighted mean of dB)", records.len()),
     ));
     t.total(line("worst", String::new(), summary.worst_sqnr_db, summary.worst_layer.unwrap_or_default()));
     t

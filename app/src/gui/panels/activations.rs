@@ -13,7 +13,7 @@ use super::histogram::{PlotData, draw_items, methods_legend_ui};
 use super::{format_sqnr, sqnr_color, ticks};
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
-use crate::gui::worker::ActivationView;
+use crate::gui::worker::{ActivationView, MAX_SAMPLES};
 
 #[derive(Default)]
 pub struct ActivationsPanel {
@@ -75,10 +75,13 @@ impl ActivationsPanel {
             ui.label("Inputs");
             ui.add(
                 egui::TextEdit::singleline(&mut self.inputs)
-                    .hint_text("built-in calibration text (300 sentences)")
+                    .hint_text(format!("built-in text, first {MAX_SAMPLES} sentences"))
                     .desired_width(260.0),
             )
-            .on_hover_text("A text file, one sample per line; empty: the text shipped with quantscope");
+            .on_hover_text(format!(
+                "A text file, one sample per line; empty: the text shipped with quantscope. A run takes at \
+                 most {MAX_SAMPLES} samples, the first lines."
+            ));
             if let Some((done, total)) = a.progress {
                 ui.add(
                     egui::ProgressBar::new(done as f32 / total.max(1) as f32)

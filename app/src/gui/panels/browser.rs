@@ -29,6 +29,9 @@ pub struct BrowserPanel {
     pub filter: String,
     pub sort: SortKey,
     pub descending: bool,
+    /// The selection the list last showed: a new one (a matrix cell, the plan
+    /// table) clears a filter that hides it and scrolls to it.
+    pub shown: Option<String>,
 }
 
 /// The tensors to list, filtered and sorted.
@@ -92,6 +95,14 @@ impl BrowserPanel {
             }
         });
         ui.separator();
+        let moved = state.selected != self.shown;
+        if moved {
+            self.shown.clone_from(&state.selected);
+            let hidden = |n: &String| !n.to_lowercase().contains(&self.filter.to_lowercase());
+            if state.selected.as_ref().is_some_and(hidden) {
+                self.filter.clear();
+            }
+        }
         let rows = visible(state, &self.filter, self.sort, self.descending);
         keyboard_navigation(state, ui, &rows, out);
         let tree = self.sort == SortKey::Name;
@@ -106,12 +117,12 @@ impl BrowserPanel {
                         .map_or(rows.len(), |k| start + k);
                     let title = if module.is_empty() { "(top level)".to_string() } else { module.clone() };
                     egui::CollapsingHeader::new(title).id_salt(&module).default_open(true).show(ui, |ui| {
-                        rows_ui(state, ui, &rows[start..end], true, out);
+                        rows_ui(state, ui, &rows[start..end], (true, moved), out);
                     });
                     start = end;
                 }
             } else {
-                rows_ui(state, ui, &rows, false, out);
+                rows_ui(state, ui, &rows, (false, moved), out);
             }
         });
     }
@@ -138,7 +149,15 @@ impl BrowserPanel {
     }
 }
 
-fn rows_ui(state: &AppState, ui: &mut egui::Ui, rows: &[TensorInfo], short: bool, out: &mut Vec<Command>) {
+/// `short`: names without their module (the tree shows it); `moved`: the
+/// selection is new, so the list scrolls to it.
+fn rows_ui(
+    state: &AppState,
+    ui: &mut egui::Ui,
+    rows: &[TensorInfo],
+    (short, moved): (bool, bool),
+    out: &mut Vec<Command>,
+) {
     egui::Grid::new(ui.next_auto_id()).striped(true).num_columns(6).show(ui, |ui| {
         for t in rows {
             let saved = state.quantized_on_save(t);
@@ -160,7 +179,7 @@ fn rows_ui(state: &AppState, ui: &mut egui::Ui, rows: &[TensorInfo], short: bool
             if resp.clicked() {
                 out.push(Command::Select(t.name.clone()));
             }
-            if selected && resp.gained_focus() {
+            if selected && (moved || resp.gained_focus()) {
                 resp.scroll_to_me(None);
             }
             sqnr_cell_ui(state, ui, t, saved, out);

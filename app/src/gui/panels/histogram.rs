@@ -106,6 +106,8 @@ pub struct HistogramPanel {
     transform: Option<PlotTransform>,
     /// The value under the pointer last frame (the readout row).
     hover_x: Option<f64>,
+    /// Where the lo and hi labels were drawn last frame.
+    label_rects: Vec<egui::Rect>,
 }
 
 /// What happened on the plot this frame.
@@ -140,6 +142,11 @@ impl HistogramPanel {
 
     pub fn is_dragging(&self) -> bool {
         self.drag.is_some()
+    }
+
+    /// Where the lo and hi labels were drawn last frame (tests: they never overlap).
+    pub fn clip_label_rects(&self) -> &[egui::Rect] {
+        &self.label_rects
     }
 
     /// Where the plot was drawn last frame.
@@ -278,18 +285,20 @@ impl HistogramPanel {
                 bin_label(hist, position.x)
             })
             .show(ui, |plot_ui| {
-                draw_items(plot_ui, d);
+                let labels = draw_items(plot_ui, d);
                 if let Some(h) = overlay {
                     plot_ui.line(overlay_line(h, d.log));
                 }
-                plot_interaction(plot_ui, d.lo, d.hi)
+                (plot_interaction(plot_ui, d.lo, d.hi), labels)
             });
+        let (outcome, labels) = response.inner;
+        self.label_rects = labels;
         self.rect = Some(response.response.rect);
         self.transform = Some(response.transform);
         if response.response.drag_stopped() {
             self.drag = None;
         }
-        response.inner
+        outcome
     }
 
     fn apply_outcome(
@@ -439,7 +448,8 @@ fn bin_at(hist: &Histogram, x: f64) -> Option<(f64, f64, u64)> {
     Some((hist.lo + i as f64 * w, hist.lo + (i + 1) as f64 * w, hist.counts[i]))
 }
 
-pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
+/// Draws the plot's items; returns the clip labels' screen rectangles.
+pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) -> Vec<egui::Rect> {
     plot_ui.bar_chart(BarChart::new(d.what, bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
     if d.lo > d.view.0 {
         plot_ui.span(Span::new("clipped", d.view.0..=d.lo).fill(CLIP_FILL));
@@ -463,19 +473,53 @@ pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) {
     // would feed back into its auto-bounds and grow the y axis frame after frame.
     let tallest = d.hist.counts.iter().max().copied().unwrap_or(0) as f64;
     let top = if d.log { (tallest + 1.0).log10() } else { tallest };
-    for (edge, x, anchor, name) in
-        // Labels sit inside the range, so they never run off the plot's edges.
-        [
-            (Edge::Lo, d.lo, egui::Align2::LEFT_TOP, "lo"),
-            (Edge::Hi, d.hi, egui::Align2::RIGHT_TOP, "hi"),
-        ]
-    {
+    let texts = [(Edge::Lo, d.lo, "lo"), (Edge::Hi, d.hi, "hi")]
+        .map(|(edge, x, name)| (edge, x, format!(" {name} {} ", ticks::value_label(x))));
+    let transform = *plot_ui.transform();
+    let at = |x: f64| transform.position_from_point(&PlotPoint::new(x, top));
+    let frame = *transform.frame();
+    let widths = texts.clone().map(|(.., t)| label_width(&t));
+    let places = clip_label_places([at(d.lo).x, at(d.hi).x], (frame.left(), frame.right()), widths);
+    let mut rects = Vec::new();
+    for ((edge, x, text), (anchor, line)) in texts.into_iter().zip(places) {
         let color = if d.dragging == Some(edge) { Color32::WHITE } else { CLIP_COLOR };
         plot_ui.vline(VLine::new("clip range (drag)", x).color(color).width(2.5));
-        let text = RichText::new(format!(" {name} {} ", ticks::value_label(x))).size(14.0).strong();
-        plot_ui
-            .text(Text::new("clip range (drag)", PlotPoint::new(x, top), text).color(color).anchor(anchor));
+        let pos = at(x) + egui::vec2(0.0, f32::from(line) * LABEL_HEIGHT);
+        let width = label_width(&text);
+        let left = if anchor == egui::Align2::LEFT_TOP { pos.x } else { pos.x - width };
+        rects.push(egui::Rect::from_min_size(egui::pos2(left, pos.y), egui::vec2(width, LABEL_HEIGHT)));
+        let text = RichText::new(text).size(14.0).strong();
+        let point = transform.value_from_position(pos);
+        plot_ui.text(Text::new("clip range (drag)", point, text).color(color).anchor(anchor));
     }
+    rects
+}
+
+/// A clip label's height and its width estimated from its length (14 pt bold;
+/// digits and signs are about 8.6 px wide), with room to spare.
+const LABEL_HEIGHT: f32 = 18.0;
+fn label_width(text: &str) -> f32 {
+    text.chars().count() as f32 * 8.6
+}
+
+/// Where the lo and hi labels go, given their lines' x on screen, the plot's
+/// left and right edges and the labels' widths: (anchor, line) each. Inside
+/// the range when both fit between the lines (they never run off the plot);
+/// else each outside its line where the plot has room; a label that still
+/// overlaps the other drops a line.
+pub fn clip_label_places(x: [f32; 2], (left, right): (f32, f32), w: [f32; 2]) -> [(egui::Align2, u8); 2] {
+    const LEFT_TOP: egui::Align2 = egui::Align2::LEFT_TOP;
+    const RIGHT_TOP: egui::Align2 = egui::Align2::RIGHT_TOP;
+    const GAP: f32 = 4.0;
+    if x[1] - x[0] >= w[0] + w[1] + GAP {
+        return [(LEFT_TOP, 0), (RIGHT_TOP, 0)];
+    }
+    let lo = if x[0] - w[0] >= left { RIGHT_TOP } else { LEFT_TOP };
+    let hi = if x[1] + w[1] <= right { LEFT_TOP } else { RIGHT_TOP };
+    let span = |x: f32, w: f32, a: egui::Align2| if a == LEFT_TOP { (x, x + w) } else { (x - w, x) };
+    let (a, b) = (span(x[0], w[0], lo), span(x[1], w[1], hi));
+    let overlap = a.0 < b.1 + GAP && b.0 < a.1 + GAP;
+    [(lo, 0), (hi, u8::from(overlap))]
 }
 
 /// Drag, click, hover and scroll-zoom on the plot.
@@ -510,15 +554,19 @@ fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
     out
 }
 
+/// One line, always: a hint that wrapped to two lines while the bin readout
+/// takes one would resize the plot under the pointer.
 fn readout_ui(ui: &mut egui::Ui, hist: &Histogram, hover_x: Option<f64>) {
-    ui.horizontal_wrapped(|ui| match hover_x.and_then(|x| bin_at(hist, x)) {
-        Some((a, b, c)) => {
-            ui.monospace(format!("bin [{a:+.5e}, {b:+.5e})  count {c}"));
-        }
-        None => {
-            ui.weak("Hover: bin and count · click: worked example · drag a red line: clip by hand · scroll: zoom · right-drag: box zoom · double-click: reset");
-        }
-    });
+    let text = match hover_x.and_then(|x| bin_at(hist, x)) {
+        Some((a, b, c)) => RichText::new(format!("bin [{a:+.5e}, {b:+.5e})  count {c}")).monospace(),
+        None => RichText::new(
+            "Hover: bin and count · click: worked example · drag a red line: clip by hand · scroll: zoom · \
+             right-drag: box zoom · double-click: reset",
+        )
+        .weak(),
+    };
+    let full = text.text().to_string();
+    ui.add(egui::Label::new(text).truncate()).on_hover_text(full);
 }
 
 pub(super) fn methods_legend_ui(
@@ -546,6 +594,20 @@ mod tests {
     fn result(scheme: &Scheme) -> QuantResult {
         let v: Vec<f32> = (0..400).map(|i| (i as f32 - 200.0) / 100.0).collect();
         analyze(&v, &[4, 100], scheme, &Options::default()).unwrap()
+    }
+
+    #[test]
+    fn clip_labels_go_inside_outside_or_a_line_lower() {
+        const LEFT_TOP: egui::Align2 = egui::Align2::LEFT_TOP;
+        const RIGHT_TOP: egui::Align2 = egui::Align2::RIGHT_TOP;
+        let plot = (0.0, 1000.0);
+        assert_eq!(clip_label_places([100.0, 900.0], plot, [80.0, 80.0]), [(LEFT_TOP, 0), (RIGHT_TOP, 0)]);
+        assert_eq!(clip_label_places([480.0, 520.0], plot, [80.0, 80.0]), [(RIGHT_TOP, 0), (LEFT_TOP, 0)]);
+        // No room outside on either side: the hi label drops a line.
+        assert_eq!(
+            clip_label_places([30.0, 60.0], (0.0, 100.0), [80.0, 80.0]),
+            [(LEFT_TOP, 0), (RIGHT_TOP, 1)]
+        );
     }
 
     #[test]

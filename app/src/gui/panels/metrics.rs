@@ -1,9 +1,10 @@
 //! The error of the selected tensor under its scheme, and a hint when the result
-//! is catastrophic: which part of the error dominates (clipping or rounding) and
-//! the way back to the defaults.
+//! is catastrophic (or mostly clipping by a calibration that clips): which part
+//! of the error dominates, the ways out not already taken, and the way back to
+//! the defaults.
 
 use eframe::egui::{self, RichText};
-use quantscope_engine::Metrics;
+use quantscope_engine::{Calibration, FormatKind, Granularity, Mapping, Metrics, Scheme};
 
 use super::{format_sqnr, sqnr_color};
 use crate::gui::command::Command;
@@ -41,8 +42,9 @@ impl MetricsPanel {
         .on_hover_text(
             "Signal-to-quantization-noise ratio: 10·log10(ΣR² / Σ(R − R')²). About +6 dB per extra bit.",
         );
-        if m.sqnr_db < CATASTROPHIC_DB {
-            catastrophe_hint_ui(state, m, ui, out);
+        let (values, vector) = state.selected_info().map_or((0, false), |t| (t.numel(), t.shape.len() <= 1));
+        if let Some(cause) = hint_text(&state.analysis_scheme(a), m, values, vector) {
+            catastrophe_hint_ui(state, cause, ui, out);
         }
         if let Some(p) = &a.published {
             compare_grid_ui(
@@ -125,20 +127,63 @@ fn compare_grid_ui(ui: &mut egui::Ui, own: &Metrics, published: &Metrics, scheme
     });
 }
 
-/// Why the error is so large, in the user's terms, with the ways out.
-fn catastrophe_hint_ui(state: &AppState, m: &Metrics, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+/// Below this SQNR a layer whose error is mostly clipping gets the clipping
+/// hint even when not catastrophic (KL on a short bias or norm vector).
+pub const CLIPPING_HINT_DB: f64 = 20.0;
+
+/// The hint for a result, if it needs one: which part of the error dominates
+/// and the ways out that the scheme has not already taken. `values` is the
+/// tensor's element count, `vector` whether it is 1-D (a bias or a norm).
+pub fn hint_text(scheme: &Scheme, m: &Metrics, values: usize, vector: bool) -> Option<String> {
     let clipping = m.mse > 0.0 && m.clip_error / m.mse > 0.5;
-    let cause = if clipping {
-        format!(
-            "Almost all of the signal is lost, mostly to clipping ({:.1} % of the weights fall outside the range). \
-             Widen the range: min-max calibration, or drag the red lines outwards.",
-            m.clipped_fraction * 100.0
-        )
+    let clips_by_design = !matches!(scheme.calibration, Calibration::MinMax | Calibration::Hqq);
+    if m.sqnr_db >= CATASTROPHIC_DB && !(clipping && clips_by_design && m.sqnr_db < CLIPPING_HINT_DB) {
+        return None;
+    }
+    let lost = if m.sqnr_db < CATASTROPHIC_DB {
+        "Almost all of the signal is lost"
     } else {
-        "Almost all of the signal is lost, mostly to rounding: the step S is coarse for these values. \
-         Use more bits, a finer granularity (per-channel or per-group), or symmetric mapping."
-            .to_string()
+        "Much of the signal is lost"
     };
+    if clipping {
+        let why = match (scheme.calibration, vector) {
+            (Calibration::Entropy, true) => format!(
+                " KL calibration fits the range to the histogram's bulk, and a {values}-value bias or norm \
+                 vector is too short to have one: its few large values carry the signal and are clipped."
+            ),
+            (Calibration::Entropy, false) => {
+                " KL calibration trades the tails for resolution in the bulk.".into()
+            }
+            _ => String::new(),
+        };
+        return Some(format!(
+            "{lost}, mostly to clipping ({:.1} % of the values fall outside the range).{why} Widen the \
+             range: min-max calibration, or drag the red lines outwards.",
+            m.clipped_fraction * 100.0
+        ));
+    }
+    let mut ways = Vec::new();
+    if matches!(scheme.format, FormatKind::Int(b) if b < 8) {
+        ways.push("more bits".to_string());
+    }
+    match scheme.granularity {
+        Granularity::Tensor => ways.push("a finer granularity (per-channel or per-group)".into()),
+        Granularity::Channel { .. } => ways.push("per-group granularity".into()),
+        _ => {}
+    }
+    if matches!(scheme.format, FormatKind::Int(_)) && scheme.mapping == Mapping::Symmetric {
+        ways.push("asymmetric mapping (all codes on the values' own range)".into());
+    }
+    let ways = if ways.is_empty() {
+        "This scheme has no finer step to offer: look at the values themselves (a few huge ones, NaN).".into()
+    } else {
+        format!("Use {}.", ways.join(", or "))
+    };
+    Some(format!("{lost}, mostly to rounding: the step S is coarse for these values. {ways}"))
+}
+
+/// Why the error is so large, in the user's terms, with the ways out.
+fn catastrophe_hint_ui(state: &AppState, cause: String, ui: &mut egui::Ui, out: &mut Vec<Command>) {
     egui::Frame::group(ui.style()).fill(ui.visuals().extreme_bg_color).show(ui, |ui| {
         ui.colored_label(ui.visuals().warn_fg_color, cause);
         ui.horizontal_wrapped(|ui| {
@@ -159,4 +204,38 @@ fn catastrophe_hint_ui(state: &AppState, m: &Metrics, ui: &mut egui::Ui, out: &m
             }
         });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(sqnr_db: f64, clip_share: f64) -> Metrics {
+        Metrics { sqnr_db, mse: 1.0, clip_error: clip_share, clipped_fraction: 0.02, ..Metrics::default() }
+    }
+
+    #[test]
+    fn a_hint_never_names_what_is_selected() {
+        let s: Scheme = "int4:tensor:mse".parse().unwrap();
+        let text = hint_text(&s, &metrics(4.6, 0.1), 1000, false).unwrap();
+        assert!(text.contains("asymmetric mapping"), "{text}");
+        assert!(!text.contains(" symmetric mapping"), "{text}");
+        let a: Scheme = "int4:tensor:mse:asym".parse().unwrap();
+        let text = hint_text(&a, &metrics(4.6, 0.1), 1000, false).unwrap();
+        assert!(!text.contains("symmetric"), "asymmetric is selected: {text}");
+        let g: Scheme = "int8:group32:minmax:asym".parse().unwrap();
+        let text = hint_text(&g, &metrics(4.6, 0.1), 1000, false).unwrap();
+        assert!(!text.contains("more bits") && !text.contains("granularity"), "{text}");
+    }
+
+    #[test]
+    fn kl_clipping_a_vector_names_the_cause() {
+        let s: Scheme = "int8:tensor:entropy".parse().unwrap();
+        let text = hint_text(&s, &metrics(11.5, 0.9), 384, true).unwrap();
+        assert!(text.contains("KL calibration") && text.contains("384-value"), "{text}");
+        // Min-max does not clip by design: no hint above the catastrophic line.
+        let mm: Scheme = "int8:tensor:minmax".parse().unwrap();
+        assert_eq!(hint_text(&mm, &metrics(11.5, 0.9), 384, true), None);
+        assert_eq!(hint_text(&s, &metrics(25.0, 0.9), 384, true), None);
+    }
 }

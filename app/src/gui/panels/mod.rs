@@ -189,8 +189,17 @@ fn compare_banner_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>
             format!("Compared with {} ({}): {} layers paired", c.name, c.stored.method, c.paired.len()),
         );
         if !c.unpaired.is_empty() {
-            let list: Vec<String> = c.unpaired.iter().map(|(n, why)| format!("{n}: {why}")).collect();
-            ui.label(format!("{} not paired", c.unpaired.len())).on_hover_text(list.join("\n"));
+            ui.menu_button(format!("{} not paired…", c.unpaired.len()), |ui| {
+                ui.label(
+                    "Tensors the comparison leaves out: the quantized checkpoint stores them unquantized \
+                     (as embeddings, norms and biases usually are) or lacks them, so there is no published \
+                     quantization to set against the original.",
+                );
+                ui.separator();
+                for (n, why) in &c.unpaired {
+                    ui.monospace(format!("{n}: {why}"));
+                }
+            });
         }
         let mut show = state.compare.show_published;
         if ui.checkbox(&mut show, "show published R'").changed() {
@@ -236,6 +245,11 @@ fn status_ui(state: &AppState, ui: &mut egui::Ui) {
         }
     });
 }
+
+/// What "model SQNR" means, wherever it is shown (docs/numerics.md, "One model SQNR").
+pub const MODEL_SQNR_HELP: &str = "Model SQNR: the SQNR of the whole model's relative noise, each quantized \
+    layer's noise-to-signal ratio weighted by its params, layers kept as stored counting as noise-free. \
+    The Plan view optimises this figure; Save, Sensitivity and `quantscope diff` report the same one.";
 
 /// A calibration's label, for legends and menus: the engine's, as the CLI's tables show it.
 pub fn calibration_label(c: &quantscope_engine::Calibration) -> String {

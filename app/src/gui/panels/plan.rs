@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
-use egui_plot::{Legend, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use egui_plot::{Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
 use quantscope_engine::Scheme;
 use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{
@@ -58,7 +58,8 @@ struct Solved {
     params: u64,
     frontier: Vec<FrontierPoint>,
     /// Every candidate scheme applied to the whole model.
-    uniform: Vec<Plan>,
+    /// Each sweep column as (bytes, relative value): [`Problem::column_point`].
+    uniform: Vec<(u64, f64)>,
     budget: u64,
     objective: Objective,
     plan: Option<Plan>,
@@ -74,6 +75,8 @@ pub struct PlanPanel {
     pub pins: BTreeMap<String, PinChoice>,
     pub candidates: candidates::CandidateEditor,
     solved: Option<Solved>,
+    /// Where the scheme labels were drawn last frame (tests: none overlap).
+    pub label_rects: Vec<egui::Rect>,
 }
 
 impl Default for PlanPanel {
@@ -86,6 +89,7 @@ impl Default for PlanPanel {
             pins: BTreeMap::new(),
             candidates: candidates::CandidateEditor::default(),
             solved: None,
+            label_rects: Vec::new(),
         }
     }
 }
@@ -180,7 +184,7 @@ impl PlanPanel {
         if !same_problem {
             let problem = build_problem(state, s, &self.pins, output.as_deref());
             let params = s.rows.iter().map(|r| r.params).sum();
-            let uniform = (0..s.schemes.len()).map(|k| problem.uniform(k, Objective::Relative)).collect();
+            let uniform = (0..s.schemes.len()).map(|k| problem.column_point(s, k)).collect();
             self.solved = Some(Solved {
                 sweep: Arc::clone(s),
                 output,
@@ -236,10 +240,7 @@ impl PlanPanel {
         let Some(x) = self.solved.as_ref() else { return };
         summary_ui(ui, x);
         let h = (ui.available_height() * 0.4).clamp(160.0, 320.0);
-        ui.horizontal(|ui| {
-            ui.set_height(h);
-            frontier_ui(ui, x, h);
-        });
+        self.label_rects = ui.vertical(|ui| frontier_ui(ui, x, h)).inner;
         if let Some(plan) = &x.plan {
             stacked_bar_ui(ui, &s, &x.problem, plan);
         }
@@ -531,9 +532,9 @@ fn summary_ui(ui: &mut egui::Ui, x: &Solved) {
     };
     let (_, rel) = x.problem.evaluate(&plan.choice, Objective::Relative);
     let (_, worst) = x.problem.evaluate(&plan.choice, Objective::Worst);
-    let measure = if x.output.is_some() { "output SQNR" } else { "SQNR" };
+    let measure = if x.output.is_some() { "model output SQNR" } else { "model SQNR" };
     ui.label(format!(
-        "Plan: {} ({:.3} bits per weight) of {} budget; params-weighted {measure} {} dB, worst layer SQNR {} dB.",
+        "Plan: {} ({:.3} bits per weight) of {} budget; {measure} {} dB, worst layer SQNR {} dB.",
         bytes_label(plan.total_bytes as i64),
         bits_per_weight(plan.total_bytes, x.params),
         bytes_label(x.budget as i64),
@@ -545,7 +546,8 @@ fn summary_ui(ui: &mut egui::Ui, x: &Solved) {
 /// The frontier, the uniform schemes, the budget and the plan. The view opens
 /// on the uniform schemes and the plan (the frontier runs on to "keep
 /// everything", far to the right); a new matrix opens a new view.
-fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
+/// Returns the scheme labels' screen rectangles.
+fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) -> Vec<egui::Rect> {
     let bpw = |b: u64| bits_per_weight(b, x.params);
     let db = |v: f64| relative_as_db(v, x.params).min(200.0);
     let line: PlotPoints =
@@ -554,12 +556,14 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
         .plan
         .as_ref()
         .map(|p| [bpw(p.total_bytes), db(x.problem.evaluate(&p.choice, Objective::Relative).1)]);
+    // A lossless point (+∞ dB, drawn at 200) never sets an axis.
     let marks: Vec<[f64; 2]> = x
         .uniform
         .iter()
-        .map(|u| [bpw(u.total_bytes), db(u.objective_value)])
+        .map(|&(bytes, value)| [bpw(bytes), db(value)])
         .chain(plan_at)
         .chain(x.frontier.first().map(|f| [bpw(f.bytes), db(f.objective_value)]))
+        .filter(|m| m[1] < 200.0)
         .collect();
     let span = |i: usize, pad: (f64, f64)| {
         let lo = marks.iter().map(|m| m[i]).fold(f64::INFINITY, f64::min);
@@ -571,40 +575,104 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) {
         if lo.is_finite() && hi.is_finite() { (lo - pad.0, hi + pad.1) } else { (0.0, 1.0) }
     };
     let ((x0, x1), (y0, y1)) = (span(0, (0.25, 1.0)), span(1, (2.0, 4.0)));
-    Plot::new(("plan_frontier", Arc::as_ptr(&x.sweep) as usize))
-        .height(h)
+    let frontier_color = Color32::from_rgb(86, 180, 233);
+    let (uniform_color, plan_color) = (Color32::from_rgb(230, 159, 0), Color32::from_rgb(213, 94, 0));
+    let plot = Plot::new(("plan_frontier", Arc::as_ptr(&x.sweep) as usize))
+        .height(h - LEGEND_HEIGHT)
         .width(ui.available_width())
-        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .default_x_bounds(x0, x1.max(x0 + 0.5))
         .default_y_bounds(y0, y1.max(y0 + 1.0))
         .x_axis_label("stored bits per weight")
-        .y_axis_label(if x.output.is_some() {
-            "params-weighted output SQNR (dB)"
-        } else {
-            "params-weighted SQNR (dB)"
-        })
-        .allow_scroll(false)
-        .show(ui, |p| {
-            p.line(Line::new("frontier (best plan per size)", line).color(Color32::from_rgb(86, 180, 233)));
-            for (k, u) in x.uniform.iter().enumerate() {
-                let at = [bpw(u.total_bytes), db(u.objective_value)];
-                let name = x.sweep.schemes.get(k).cloned().unwrap_or_default();
-                p.points(
-                    Points::new("uniform schemes", vec![at])
-                        .radius(4.0)
-                        .color(Color32::from_rgb(230, 159, 0)),
-                );
+        .y_axis_label(if x.output.is_some() { "model output SQNR (dB)" } else { "model SQNR (dB)" })
+        .allow_scroll(false);
+    let shown = plot.show(ui, |p| {
+        p.line(Line::new("frontier (best plan per size)", line).color(frontier_color));
+        let at: Vec<[f64; 2]> = x.uniform.iter().map(|&(bytes, value)| [bpw(bytes), db(value)]).collect();
+        p.points(Points::new("uniform schemes", at.clone()).radius(4.0).color(uniform_color));
+        p.vline(VLine::new("budget", bpw(x.budget)).color(Color32::from_gray(150)));
+        if let Some(at) = plan_at {
+            p.points(Points::new("this plan", vec![at]).radius(7.0).color(plan_color));
+        }
+        // Each name beside its point where it overlaps no other name or point.
+        let t = *p.transform();
+        let screen: Vec<egui::Pos2> =
+            at.iter().map(|a| t.position_from_point(&PlotPoint::new(a[0], a[1]))).collect();
+        let names: Vec<String> =
+            (0..at.len()).map(|k| x.sweep.schemes.get(k).cloned().unwrap_or_default()).collect();
+        let widths: Vec<f32> =
+            names.iter().map(|n| n.chars().count() as f32 * PLOT_CHAR_WIDTH + 4.0).collect();
+        let places = place_labels(&screen, &widths, *t.frame());
+        for (name, place) in names.iter().zip(&places) {
+            if let Some((anchor, rect)) = place {
+                let pos = t.value_from_position(anchor.pos_in_rect(rect));
                 p.text(
-                    Text::new("uniform schemes", PlotPoint::new(at[0], at[1]), format!("  {name}"))
-                        .anchor(egui::Align2::LEFT_CENTER)
+                    Text::new("uniform schemes", pos, name.as_str())
+                        .anchor(*anchor)
                         .color(Color32::from_gray(200)),
                 );
             }
-            p.vline(VLine::new("budget", bpw(x.budget)).color(Color32::from_gray(150)));
-            if let Some(at) = plan_at {
-                p.points(Points::new("this plan", vec![at]).radius(7.0).color(Color32::from_rgb(213, 94, 0)));
-            }
-        });
+        }
+        places.into_iter().flatten().map(|(_, r)| r).collect::<Vec<_>>()
+    });
+    ui.horizontal(|ui| {
+        ui.colored_label(frontier_color, "— frontier (best plan per size)");
+        ui.colored_label(uniform_color, "● uniform schemes");
+        ui.colored_label(plan_color, "● this plan");
+        ui.colored_label(Color32::from_gray(150), "| budget");
+    });
+    shown.inner
+}
+
+/// The legend row under the plan plot (outside it, so it hides no point).
+const LEGEND_HEIGHT: f32 = 22.0;
+/// Width of one character of a plot label, estimated (egui's body font).
+const PLOT_CHAR_WIDTH: f32 = 7.2;
+
+/// Places a label of `widths[k]` beside each point (screen coordinates),
+/// trying right, left, above and below; a label that would overlap another
+/// label or point, or leave `frame`, is left out. Returns its anchor and rect.
+pub fn place_labels(
+    points: &[egui::Pos2],
+    widths: &[f32],
+    frame: egui::Rect,
+) -> Vec<Option<(egui::Align2, egui::Rect)>> {
+    const H: f32 = 16.0;
+    const GAP: f32 = 7.0;
+    let dots: Vec<egui::Rect> =
+        points.iter().map(|p| egui::Rect::from_center_size(*p, egui::vec2(8.0, 8.0))).collect();
+    let mut placed: Vec<egui::Rect> = Vec::new();
+    let mut out = Vec::with_capacity(points.len());
+    for (k, (p, &w)) in points.iter().zip(widths).enumerate() {
+        let tries = [
+            (
+                egui::Align2::LEFT_CENTER,
+                egui::Rect::from_min_size(egui::pos2(p.x + GAP, p.y - H / 2.0), egui::vec2(w, H)),
+            ),
+            (
+                egui::Align2::RIGHT_CENTER,
+                egui::Rect::from_min_size(egui::pos2(p.x - GAP - w, p.y - H / 2.0), egui::vec2(w, H)),
+            ),
+            (
+                egui::Align2::CENTER_BOTTOM,
+                egui::Rect::from_min_size(egui::pos2(p.x - w / 2.0, p.y - GAP - H), egui::vec2(w, H)),
+            ),
+            (
+                egui::Align2::CENTER_TOP,
+                egui::Rect::from_min_size(egui::pos2(p.x - w / 2.0, p.y + GAP), egui::vec2(w, H)),
+            ),
+        ];
+        let free = |r: &egui::Rect| {
+            frame.contains_rect(*r)
+                && !placed.iter().any(|q| q.intersects(*r))
+                && !dots.iter().enumerate().any(|(j, d)| j != k && d.intersects(*r))
+        };
+        let pick = tries.into_iter().find(|(_, r)| free(r));
+        if let Some((_, r)) = pick {
+            placed.push(r);
+        }
+        out.push(pick);
+    }
+    out
 }
 
 /// One bar, its width the plan's bytes, in a segment per scheme; a legend under it.

@@ -9,6 +9,7 @@ use eframe::egui;
 use quantscope_engine::export::{Activations, ExportMode, ExportSummary};
 
 use crate::gui::command::{Command, DialogPurpose, SaveRequest};
+use crate::gui::panels::MODEL_SQNR_HELP;
 use crate::gui::state::AppState;
 
 #[derive(Default)]
@@ -172,12 +173,13 @@ fn summary_ui(ui: &mut egui::Ui, s: &ExportSummary) {
             s.tensors_copied
         ));
         ui.end_row();
-        if let (Some(mean), Some(worst)) = (s.mean_sqnr_db, s.worst_sqnr_db) {
-            ui.label("SQNR");
+        if let (Some(model), Some(worst)) = (s.model_sqnr_db, s.worst_sqnr_db) {
+            ui.label("model SQNR");
             ui.label(format!(
-                "mean {mean:.1} dB (params-weighted), worst {worst:.1} dB ({})",
+                "{model:.1} dB; worst layer {worst:.1} dB ({})",
                 s.worst_layer.as_deref().unwrap_or("")
-            ));
+            ))
+            .on_hover_text(MODEL_SQNR_HELP);
             ui.end_row();
         }
         ui.label("Verify");

@@ -127,7 +127,8 @@ fn own_scheme_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
 
 /// The grid of scheme widgets. Every row is always present.
 pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile: &mut f64) {
-    egui::Grid::new("scheme_grid").num_columns(2).spacing([8.0, 6.0]).show(ui, |ui| {
+    // The label column is wider than any label, so no granularity moves the controls sideways.
+    egui::Grid::new("scheme_grid").num_columns(2).spacing([8.0, 6.0]).min_col_width(80.0).show(ui, |ui| {
         let label = ui.label("Format");
         egui::ComboBox::from_id_salt("format")
             .width(COMBO_WIDTH)
@@ -180,17 +181,27 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
     });
     ui.end_row();
 
-    // One row for the axis or the group size, always there.
+    // One row for the axis or the group size, always there and always as tall,
+    // so switching granularity moves no control below it.
+    let row = |ui: &mut egui::Ui, add: &mut dyn FnMut(&mut egui::Ui)| {
+        ui.horizontal(|ui| {
+            ui.set_min_height(GRANULARITY_ROW_HEIGHT);
+            add(ui);
+        });
+    };
+    let fixed = s.format.fixed_group().is_none();
     match &mut s.granularity {
         Granularity::Channel { axis } => {
             let label = ui.label("Axis");
-            ui.add(egui::DragValue::new(axis).range(0..=ndim.saturating_sub(1))).labelled_by(label.id);
+            row(ui, &mut |ui| {
+                ui.add(egui::DragValue::new(axis).range(0..=ndim.saturating_sub(1))).labelled_by(label.id);
+            });
         }
         Granularity::Group { size } => {
             let label = ui.label("Group size");
             // A microscaled format's group is part of the format.
-            ui.add_enabled_ui(s.format.fixed_group().is_none(), |ui| {
-                ui.horizontal(|ui| {
+            row(ui, &mut |ui| {
+                ui.add_enabled_ui(fixed, |ui| {
                     ui.add(egui::DragValue::new(size).range(1..=65536)).labelled_by(label.id);
                     for g in [32, 64, 128] {
                         ui.selectable_value(size, g, g.to_string());
@@ -200,15 +211,23 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
         }
         Granularity::Block { size } => {
             let label = ui.label("Block size");
-            ui.add(egui::DragValue::new(size).range(1..=4096)).labelled_by(label.id);
+            row(ui, &mut |ui| {
+                ui.add(egui::DragValue::new(size).range(1..=4096)).labelled_by(label.id);
+            });
         }
         Granularity::Tensor => {
             ui.add_enabled(false, egui::Label::new("Axis / group"));
-            ui.add_enabled(false, egui::Label::new("—"));
+            row(ui, &mut |ui| {
+                ui.add_enabled(false, egui::Label::new("—"));
+            });
         }
     }
     ui.end_row();
 }
+
+/// The axis / group row's height: the tallest of its forms (a drag value
+/// beside three size buttons) with room to spare.
+const GRANULARITY_ROW_HEIGHT: f32 = 24.0;
 
 fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) {
     let label = ui.label("Calibration");

@@ -12,6 +12,7 @@ use quantscope_engine::sweep::{self, Sweep};
 
 use super::format_sqnr;
 use crate::gui::command::{Command, CsvKind, DialogPurpose};
+use crate::gui::panels::MODEL_SQNR_HELP;
 use crate::gui::state::AppState;
 use crate::gui::worker::PUBLISHED_COLUMN;
 
@@ -35,6 +36,13 @@ pub struct SensitivityPanel {
     /// A scheme that did not parse, shown under the field.
     parse_error: Option<String>,
     matrix_rect: Option<egui::Rect>,
+    /// The matrix's vertical scroll, shared by the frozen names and the cells,
+    /// and the offset either side must take next frame to follow the other.
+    matrix_y: f32,
+    sync_names: Option<f32>,
+    sync_cells: Option<f32>,
+    /// Where the first row's name was drawn last frame (tests: it stays in view).
+    pub first_name_rect: Option<egui::Rect>,
 }
 
 impl Default for SensitivityPanel {
@@ -48,6 +56,10 @@ impl Default for SensitivityPanel {
             table: Table::Ranked,
             parse_error: None,
             matrix_rect: None,
+            matrix_y: 0.0,
+            sync_names: None,
+            sync_cells: None,
+            first_name_rect: None,
         }
     }
 }
@@ -237,46 +249,118 @@ impl SensitivityPanel {
                 out.push(Command::ShowDialog(DialogPurpose::Png { what: "sensitivity matrix".into(), rect }));
             }
         });
-        let inner = egui::ScrollArea::horizontal().id_salt("matrix_h").show(ui, |ui| {
-            TableBuilder::new(ui)
-                .id_salt("matrix")
-                .striped(false)
-                .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-                .column(Column::auto().at_least(220.0).clip(true).resizable(true))
-                .columns(Column::exact(CELL.x), s.schemes.len())
-                .header(36.0, |mut h| {
-                    h.col(|ui| {
-                        ui.strong("layer");
-                    });
-                    for name in &s.schemes {
-                        h.col(|ui| {
-                            // Two full lines; table cells would otherwise truncate at the line break.
-                            let text = RichText::new(header_text(name)).strong();
-                            ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend))
-                                .on_hover_text(name);
-                        });
-                    }
-                })
-                .body(|body| {
-                    body.rows(CELL.y + 2.0, order.len(), |mut row| {
-                        let r = order[row.index()];
-                        let name = &s.rows[r].name;
-                        row.col(|ui| {
-                            ui.label(name);
-                        });
-                        for (c, scheme) in s.schemes.iter().enumerate() {
-                            row.col(|ui| {
-                                if cell_ui(ui, s, r, c, &format!("{name} under {scheme}")).clicked() {
-                                    out.extend(open_cell(scheme, name));
-                                }
-                            });
+        // The names are a table of their own beside the scrolled cells, so they
+        // stay in view; the two share one vertical offset.
+        let height = ui.available_height();
+        // A side is scrolled by hand only when the other moved (setting the
+        // offset every frame would fight the user's own scrolling).
+        let (names_to, cells_to) = (self.sync_names.take(), self.sync_cells.take());
+        let top = ui.cursor().min;
+        let whole = egui::Rect::from_min_size(top, egui::vec2(ui.available_width(), height));
+        let (left, right) = whole.split_left_right_at_x(top.x + NAME_WIDTH);
+        let column = egui::Layout::top_down(egui::Align::Min);
+        let names = ui
+            .scope_builder(egui::UiBuilder::new().max_rect(left).layout(column), |ui| {
+                self.names_ui(s, &order, names_to, ui)
+            })
+            .inner;
+        let cells = ui
+            .scope_builder(egui::UiBuilder::new().max_rect(right).layout(column), |ui| {
+                egui::ScrollArea::horizontal()
+                    .id_salt("matrix_h")
+                    .show(ui, |ui| cells_ui(s, &order, cells_to, ui, out))
+            })
+            .inner;
+        ui.advance_cursor_after_rect(whole);
+        // Whichever side the user scrolled leads; the other follows next frame.
+        let y = self.matrix_y;
+        if (cells.inner - y).abs() > 0.5 {
+            (self.matrix_y, self.sync_names) = (cells.inner, Some(cells.inner));
+        } else if (names - y).abs() > 0.5 {
+            (self.matrix_y, self.sync_cells) = (names, Some(names));
+        }
+        if self.sync_names.is_some() || self.sync_cells.is_some() {
+            ui.ctx().request_repaint();
+        }
+        let right = cells.inner_rect.max;
+        self.matrix_rect = Some(egui::Rect::from_min_max(top, right));
+    }
+
+    /// The frozen first column; returns its vertical offset after this frame.
+    fn names_ui(&mut self, s: &Sweep, order: &[usize], to: Option<f32>, ui: &mut egui::Ui) -> f32 {
+        let mut first = None;
+        let mut table = TableBuilder::new(ui);
+        if let Some(y) = to {
+            table = table.vertical_scroll_offset(y);
+        }
+        let out = table
+            .id_salt("matrix_names")
+            .striped(false)
+            .animate_scrolling(false)
+            .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysHidden)
+            .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+            .column(Column::exact(NAME_WIDTH - 8.0).clip(true))
+            .header(36.0, |mut h| {
+                h.col(|ui| {
+                    ui.strong("layer");
+                });
+            })
+            .body(|body| {
+                body.rows(CELL.y + 2.0, order.len(), |mut row| {
+                    let name = &s.rows[order[row.index()]].name;
+                    let index = row.index();
+                    row.col(|ui| {
+                        let r = ui.label(name).on_hover_text(name);
+                        if index == 0 {
+                            first = Some(r.rect);
                         }
                     });
                 });
-        });
-        self.matrix_rect = Some(inner.inner_rect);
+            });
+        self.first_name_rect = first;
+        out.state.clamped_offset().y
     }
 }
+
+/// The cells beside the frozen names; returns the vertical offset after this frame.
+fn cells_ui(s: &Sweep, order: &[usize], to: Option<f32>, ui: &mut egui::Ui, out: &mut Vec<Command>) -> f32 {
+    let mut table = TableBuilder::new(ui);
+    if let Some(y) = to {
+        table = table.vertical_scroll_offset(y);
+    }
+    let output = table
+        .id_salt("matrix")
+        .striped(false)
+        .animate_scrolling(false)
+        .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
+        .columns(Column::exact(CELL.x), s.schemes.len())
+        .header(36.0, |mut h| {
+            for name in &s.schemes {
+                h.col(|ui| {
+                    // Two full lines; table cells would otherwise truncate at the line break.
+                    let text = RichText::new(header_text(name)).strong();
+                    ui.add(egui::Label::new(text).wrap_mode(egui::TextWrapMode::Extend)).on_hover_text(name);
+                });
+            }
+        })
+        .body(|body| {
+            body.rows(CELL.y + 2.0, order.len(), |mut row| {
+                let r = order[row.index()];
+                let name = &s.rows[r].name;
+                for (c, scheme) in s.schemes.iter().enumerate() {
+                    row.col(|ui| {
+                        if cell_ui(ui, s, r, c, &format!("{name} under {scheme}")).clicked() {
+                            out.extend(open_cell(scheme, name));
+                        }
+                    });
+                }
+            });
+        });
+    output.state.clamped_offset().y
+}
+
+/// The frozen names column's width.
+const NAME_WIDTH: f32 = 240.0;
 
 /// What clicking a layer under a column does: preview the layer under that
 /// scheme, or show the compared checkpoint's published quantization of it.
@@ -334,14 +418,8 @@ fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
     ui.strong("Model under each scheme");
     egui::ScrollArea::horizontal().id_salt("totals_h").show(ui, |ui| {
         egui::Grid::new("totals").striped(true).num_columns(6).show(ui, |ui| {
-            for h in [
-                "scheme",
-                "stored size",
-                "quantized params",
-                "mean SQNR (weighted)",
-                "worst SQNR",
-                "worst layer",
-            ] {
+            for h in ["scheme", "stored size", "quantized params", "model SQNR", "worst SQNR", "worst layer"]
+            {
                 ui.strong(h);
             }
             ui.end_row();
@@ -354,7 +432,8 @@ fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
                     ),
                 );
                 ui.label(format!("{:.1} %", t.quantized_share * 100.0));
-                ui.label(t.mean_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
+                ui.label(t.model_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")))
+                    .on_hover_text(MODEL_SQNR_HELP);
                 ui.label(t.worst_sqnr_db.map_or("—".into(), |v| format!("{v:.1} dB")));
                 ui.label(t.worst_layer.as_deref().unwrap_or("—"));
                 ui.end_row();

@@ -6,7 +6,7 @@ use eframe::egui::{self, Color32, RichText};
 use quantscope_engine::calibrate::hqq::HqqSlice;
 use quantscope_engine::explain::{
     BlockScaleSteps, FormatFacts, Steps, WorkedExample, block_scale_steps, facts, fp8_side_by_side,
-    worked_example,
+    slice_levels, worked_example,
 };
 use quantscope_engine::format::E2M1_VALUES;
 use quantscope_engine::{FormatKind, Mapping, SliceParams, WorkDtype};
@@ -75,7 +75,9 @@ impl TeachPanel {
         } else if f.is_float {
             fp8_formulas_ui(ui, &f, &p, scheme.mapping);
         } else {
-            int_formulas_ui(ui, &f, &p, scheme.mapping);
+            let levels = slice_levels(scheme.format, &p, r.work, r.global_scale);
+            let ends = (levels.first().copied().unwrap_or(0.0), levels.last().copied().unwrap_or(0.0));
+            int_formulas_ui(ui, &f, &p, scheme.mapping, ends);
         }
         work_dtype_ui(ui, r.work);
         if let Some(h) = a.hqq.get(k) {
@@ -99,7 +101,8 @@ impl TeachPanel {
     }
 }
 
-fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
+/// `ends`: the first and last representable values, (Qmin − Z)·S and (Qmax − Z)·S.
+fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping, ends: (f32, f32)) {
     mono(ui, format!("Qmin = {}, Qmax = {}   ({}-bit signed)", f.qmin, f.qmax, f.bits));
     match mapping {
         Mapping::Symmetric => {
@@ -110,6 +113,23 @@ fn int_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping:
             mono(ui, format!("S = D(D(hi − lo) / (Qmax − Qmin)) = {:.6e}", p.scale));
             mono(ui, format!("Z = round(clamp(D(Qmin − D(lo/S)))) = {}: real 0.0 is code Z", p.zero_point));
         }
+    }
+    mono(
+        ui,
+        format!(
+            "representable: (Qmin − Z)·S = {:+.6} … (Qmax − Z)·S = {:+.6}   (hi = {:+.6})",
+            ends.0, ends.1, p.hi
+        ),
+    );
+    if mapping == Mapping::Symmetric {
+        let half = f.qmax - f.qmin;
+        ui.weak(format!(
+            "Convention: S spreads the range over all {half} steps, (Qmax − Qmin)/2 = {} per side, as \
+             compressed-tensors does, not the textbook max/Qmax = max/{}. So hi maps to Qmax + ½ and is \
+             clamped to Qmax: the last value a code holds is Qmax·S, half a step below hi.",
+            f64::from(half) / 2.0,
+            f.qmax
+        ));
     }
     mono(ui, "Q = clamp(round(D(D(R/S) + Z)), Qmin, Qmax)");
     mono(ui, "R' = D((Q − Z) · S)");
@@ -242,15 +262,13 @@ fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value
     ui.add_space(4.0);
     ui.label(RichText::new("E4M3 vs E5M2 for the same R and range").strong());
     let both = fp8_side_by_side(p.lo, p.hi, mapping, value, work);
-    ui.columns(2, |cols| {
-        for (col, ex) in cols.iter_mut().zip(both.iter()) {
-            let label = facts(ex.format).map_or_else(|_| ex.format.to_string(), |f| f.label);
-            col.label(label);
-            fp8_bits_ui(col, ex);
-            col.monospace(format!("R' = {:+.6}", ex.dequantized));
-            col.monospace(format!("error = {:+.3e}", ex.error));
-        }
-    });
+    // One under the other: side by side, the bit strings overlap in a narrow panel.
+    for ex in &both {
+        let label = facts(ex.format).map_or_else(|_| ex.format.to_string(), |f| f.label);
+        ui.label(RichText::new(label).underline());
+        fp8_bits_ui(ui, ex);
+        mono(ui, format!("R' = {:+.6}   error = {:+.3e}", ex.dequantized, ex.error));
+    }
     let [e4, e5] = &both;
     if e4.dequantized == e5.dequantized {
         ui.weak(
@@ -312,7 +330,7 @@ fn fp8_bits_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
     let Steps::Fp8(s) = &ex.steps else { return };
     let e = format!("{:0w$b}", s.exponent, w = s.exponent_bits as usize);
     let m = format!("{:0w$b}", s.mantissa, w = s.mantissa_bits as usize);
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label(RichText::new(format!("{}", s.sign)).monospace().color(Color32::from_rgb(215, 58, 73)));
         ui.label(RichText::new(e).monospace().color(Color32::from_rgb(86, 180, 233)));
         ui.label(RichText::new(m).monospace().color(Color32::from_rgb(0, 158, 115)));

@@ -56,7 +56,7 @@ use super::state::AppState;
 
 pub use jobs::activation::ActivationView;
 pub use jobs::analyze::Analysis;
-pub use jobs::capture::CaptureSummary;
+pub use jobs::capture::{CaptureSummary, MAX_SAMPLES};
 pub use jobs::compare::CompareSummary;
 pub use jobs::open::{ModelSummary, Source};
 pub use published::{PUBLISHED_COLUMN, StoredLayerInfo, StoredSummary};

@@ -12,7 +12,7 @@ use super::super::{AppCx, Cx, Deps, Job, Turn, WorkerState};
 use crate::gui::state::AppState;
 
 /// Samples of a model run from the GUI (the CLI's default too).
-const MAX_SAMPLES: usize = 256;
+pub const MAX_SAMPLES: usize = 256;
 
 /// What the UI learns about a finished capture.
 #[derive(Clone, Debug)]

@@ -91,6 +91,9 @@ impl Job for Compare {
             }
             // What shows the comparison goes at once.
             CompareRequest::Close => {
+                if let Some(c) = &cx.state.compare.summary {
+                    cx.state.status = Some(format!("closed the comparison with {}", c.name));
+                }
                 cx.state.compare = CompareState::default();
                 cx.invalidate(Deps::COMPARED);
             }

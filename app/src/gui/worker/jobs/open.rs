@@ -30,6 +30,8 @@ pub enum Source {
 pub struct ModelSummary {
     pub name: String,
     pub path: Option<PathBuf>,
+    /// `Checkpoint::identity`: what the model's own settings are kept under.
+    pub identity: String,
     pub tensors: Vec<TensorInfo>,
     pub size_bytes: usize,
     /// The model's quantized layers, when someone else quantized it.
@@ -103,6 +105,7 @@ pub(super) fn show_model(summary: ModelSummary, path: Option<PathBuf>, cx: &mut 
         .as_ref()
         .filter(|m| m.summary.stored.is_none() && summary.stored.is_some())
         .and_then(|m| m.summary.path.clone());
+    state.adopt_layer_settings(&summary.identity);
     state.model = Some(Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 });
     state.preview = None;
     state.clicked_value = None;
@@ -144,6 +147,7 @@ pub(super) fn open(source: Source) -> Result<(Checkpoint, ModelSummary), String>
     let summary = ModelSummary {
         name,
         path,
+        identity: ckpt.identity(),
         tensors: ckpt.tensors().to_vec(),
         size_bytes: ckpt.size_bytes(),
         stored: None,
