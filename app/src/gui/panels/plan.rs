@@ -614,13 +614,40 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) -> Vec<egui::Rect> {
         }
         places.into_iter().flatten().map(|(_, r)| r).collect::<Vec<_>>()
     });
-    ui.horizontal(|ui| {
-        ui.colored_label(frontier_color, "— frontier (best plan per size)");
-        ui.colored_label(uniform_color, "● uniform schemes");
-        ui.colored_label(plan_color, "● this plan");
-        ui.colored_label(Color32::from_gray(150), "| budget");
+    ui.horizontal_wrapped(|ui| {
+        legend_item(ui, frontier_color, Swatch::Line, "frontier (best plan per size)");
+        legend_item(ui, uniform_color, Swatch::Dot(4.0), "uniform schemes");
+        legend_item(ui, plan_color, Swatch::Dot(6.0), "this plan");
+        legend_item(ui, Color32::from_gray(150), Swatch::Rule, "budget");
     });
     shown.inner
+}
+
+/// How a legend entry marks its series.
+enum Swatch {
+    Line,
+    Dot(f32),
+    Rule,
+}
+
+/// One legend entry: the series' mark, painted, and its name.
+fn legend_item(ui: &mut egui::Ui, color: Color32, swatch: Swatch, text: &str) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(16.0, 14.0), egui::Sense::hover());
+    let c = rect.center();
+    match swatch {
+        Swatch::Line => {
+            ui.painter()
+                .line_segment([rect.left_center(), rect.right_center()], egui::Stroke::new(2.0, color));
+        }
+        Swatch::Dot(r) => {
+            ui.painter().circle_filled(c, r, color);
+        }
+        Swatch::Rule => {
+            ui.painter()
+                .line_segment([rect.center_top(), rect.center_bottom()], egui::Stroke::new(1.5, color));
+        }
+    }
+    ui.label(text);
 }
 
 /// The legend row under the plan plot (outside it, so it hides no point).
