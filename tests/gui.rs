@@ -453,6 +453,32 @@ fn the_layout_keeps_the_centre_at_half_the_width_at_1000_by_700() {
     h.get_by_label_contains("Error per channel");
 }
 
+/// At 1000×700 the per-channel view holds still: the error plots keep their
+/// height frame after frame and after clicks (they once grew to fit themselves,
+/// up to 60 % of the centre), and the histogram keeps a usable height.
+#[test]
+fn the_error_plots_keep_their_height_at_1000_by_700() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1000.0, 700.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, None));
+    common::wait_until(&mut h, "the sample to open", settled);
+    h.run_steps(3);
+    let first = h.state().panels().error_plots.rect().unwrap();
+    for _ in 0..5 {
+        let plot = h.state().panels().histogram.plot_rect().unwrap();
+        h.hover_at(plot.center());
+        h.drag_at(plot.center());
+        h.run_steps(1);
+        h.drop_at(plot.center());
+        h.run_steps(6);
+    }
+    let last = h.state().panels().error_plots.rect().unwrap();
+    assert!((first.height() - last.height()).abs() < 0.5, "{first:?} → {last:?}");
+    let hist = h.state().panels().histogram.plot_rect().unwrap();
+    assert!(hist.height() >= 200.0, "histogram {} px tall", hist.height());
+    assert!(last.height() <= 0.35 * 700.0, "error plots {} px tall", last.height());
+}
+
 #[test]
 fn file_open_falls_back_to_the_built_in_dialog_with_a_typed_path() {
     let mut h = harness();

@@ -16,17 +16,41 @@ const MIN_PLOT_WIDTH: f32 = 170.0;
 pub struct ErrorPlotsPanel {
     /// Where the per-slice plot was drawn last frame (for "PNG…").
     per_slice_rect: Option<egui::Rect>,
+    rect: Option<egui::Rect>,
 }
 
+/// Height kept free under the plots for the horizontal scroll bar.
+const SCROLL_BAR_ROOM: f32 = 10.0;
+
 impl ErrorPlotsPanel {
+    /// Draws into exactly the space the panel gives: a panel grows to fit what
+    /// it holds and keeps that size, so content even a little taller would grow
+    /// it frame after frame (and squeeze the histogram above).
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
+        let rect = ui.available_rect_before_wrap();
+        let mut child = ui.new_child(egui::UiBuilder::new().max_rect(rect).layout(*ui.layout()));
+        child.shrink_clip_rect(rect);
+        self.plots_ui(state, &mut child, out);
+        self.rect = Some(rect);
+        ui.advance_cursor_after_rect(rect);
+    }
+
+    /// Where the panel's content was laid out last frame (tests: it holds still).
+    pub fn rect(&self) -> Option<egui::Rect> {
+        self.rect
+    }
+
+    fn plots_ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         let Some(a) = state.selected_analysis() else { return };
         let r = &a.result;
         let multi = r.params.len() > 1;
         let n = if multi { 3.0 } else { 1.0 };
-        let spacing = ui.spacing().item_spacing.x;
-        let w = ((ui.available_width() - spacing * (n - 1.0)) / n).max(MIN_PLOT_WIDTH);
-        let h = (ui.available_height() - 24.0).max(80.0);
+        let spacing = ui.spacing().item_spacing;
+        let w = ((ui.available_width() - spacing.x * (n - 1.0)) / n).max(MIN_PLOT_WIDTH);
+        // Each plot sits under a one-line title (and the per-slice plot under a
+        // toolbar too, taken off there); a horizontal scroll bar may need room.
+        let title = ui.text_style_height(&egui::TextStyle::Body) + spacing.y;
+        let h = (ui.available_height() - title - SCROLL_BAR_ROOM).max(60.0);
         egui::ScrollArea::horizontal().id_salt("error_plots_scroll").show(ui, |ui| {
             ui.horizontal_top(|ui| {
                 ui.vertical(|ui| {
@@ -80,7 +104,7 @@ impl ErrorPlotsPanel {
             .map(|(i, v)| [i as f64, v])
             .collect();
         let name = if mse { "MSE" } else { "SQNR (dB)" };
-        let h = h - ui.spacing().interact_size.y;
+        let h = h - ui.spacing().interact_size.y - ui.spacing().item_spacing.y;
         let plot = Plot::new("slice_error").width(w).height(h).allow_scroll(false).x_axis_label(what).show(
             ui,
             |p| {
