@@ -49,5 +49,14 @@ if [ -n "$minilm" ]; then
   plan="int3:group128:mse,int4:channel:mse,int4:group128:minmax,int4:group128:mse,int4:group64:mse,int5:group128:mse,int6:group128:mse,int8:channel:minmax"
   for size in 1000x700 1600x1000; do
     shot plan-minilm "$size" 40 "view plan; schemes $plan" "$minilm"
+    shot kl-clip-minilm "$size" 10 "select encoder.layer.3.output.dense.weight; scheme int8:tensor:entropy" "$minilm"
+  done
+  # Compare mode: MiniLM beside its own int4 save.
+  saved="$(mktemp -d)/minilm-int4"
+  "$bin" quantize "$minilm" "$saved" --scheme int4:group64:minmax:asym -q >/dev/null
+  for size in 1000x700 1600x1000; do
+    shot compare-layer "$size" 15 "compare $saved; select encoder.layer.0.attention.self.query.weight; published" "$minilm"
+    shot compare-sensitivity "$size" 30 "compare $saved; view sensitivity; matrix" "$minilm"
+    shot compare-plan "$size" 40 "compare $saved; view plan" "$minilm"
   done
 fi

@@ -11,13 +11,12 @@
 
 use eframe::egui::{self, Color32, RichText};
 use egui_plot::{
-    AxisHints, Bar, BarChart, Corner, HoverPosition, Legend, Plot, PlotPoint, PlotTransform, PlotUi, Span,
-    Text, VLine,
+    AxisHints, Bar, BarChart, HoverPosition, Plot, PlotPoint, PlotTransform, PlotUi, Span, Text, VLine,
 };
 use quantscope_engine::explain;
 use quantscope_engine::{Calibration, Granularity, Histogram, ManualRange, Mapping, QuantResult, Scheme};
 
-use super::{calibration_label, granularity_label, ticks};
+use super::{Swatch, calibration_label, granularity_label, legend_item, ticks};
 use crate::gui::command::{Command, DialogPurpose};
 use crate::gui::state::AppState;
 use crate::gui::worker::Analysis;
@@ -83,6 +82,9 @@ pub fn drag_calibration(scheme: &Scheme, r: &QuantResult, edge: Edge, x: f64) ->
 
 const CLIP_FILL: Color32 = Color32::from_rgba_premultiplied(120, 30, 30, 60);
 const CLIP_COLOR: Color32 = Color32::from_rgb(230, 80, 70);
+const BAR_COLOR: Color32 = Color32::from_rgb(100, 140, 200);
+const ZERO_COLOR: Color32 = Color32::from_rgb(240, 228, 66);
+const OVERLAY_COLOR: Color32 = Color32::from_rgb(240, 150, 40);
 const METHOD_COLORS: [Color32; 4] = [
     Color32::from_rgb(230, 159, 0),
     Color32::from_rgb(86, 180, 233),
@@ -222,12 +224,13 @@ impl HistogramPanel {
         // The rows under the plot go in first (bottom up), so the plot takes what is
         // left and nothing overlaps whatever their wrapping.
         let hover = self.hover_x;
+        let overlay = a.published.as_ref().filter(|_| a.showing_published);
         egui::Panel::bottom("histogram_rows").show_separator_line(false).show(ui, |ui| {
+            plot_legend_ui(ui, &data, overlay.is_some());
             readout_ui(ui, hist, hover);
             self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
             methods_legend_ui(ui, &a.calibration_ranges);
         });
-        let overlay = a.published.as_ref().filter(|_| a.showing_published);
         let outcome = self.plot_ui(ui, &data, overlay.and_then(|p| p.dequantized_histogram.as_ref()));
         self.hover_x = outcome.hover_x;
         // The published range is what it is: dragging would edit the scheme, not it.
@@ -266,7 +269,6 @@ impl HistogramPanel {
             .formatter(ticks::axis_label)
             .label_spacing(40.0..=60.0);
         let response = Plot::new("weights")
-            .legend(Legend::default().position(Corner::RightBottom))
             .allow_drag(false)
             .allow_scroll(false)
             .allow_zoom(true)
@@ -389,7 +391,7 @@ fn overlay_line(h: &Histogram, log: bool) -> egui_plot::Line<'static> {
             [[x, y(c)], [x + w, y(c)]]
         })
         .collect();
-    egui_plot::Line::new("published R'", pts).color(Color32::from_rgb(240, 150, 40)).width(1.5)
+    egui_plot::Line::new("published R'", pts).color(OVERLAY_COLOR).width(1.5)
 }
 
 fn header_ui(ui: &mut egui::Ui, a: &Analysis) {
@@ -450,7 +452,7 @@ fn bin_at(hist: &Histogram, x: f64) -> Option<(f64, f64, u64)> {
 
 /// Draws the plot's items; returns the clip labels' screen rectangles.
 pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) -> Vec<egui::Rect> {
-    plot_ui.bar_chart(BarChart::new(d.what, bars(d.hist, d.log)).color(Color32::from_rgb(100, 140, 200)));
+    plot_ui.bar_chart(BarChart::new(d.what, bars(d.hist, d.log)).color(BAR_COLOR));
     if d.lo > d.view.0 {
         plot_ui.span(Span::new("clipped", d.view.0..=d.lo).fill(CLIP_FILL));
     }
@@ -467,7 +469,7 @@ pub(super) fn draw_items(plot_ui: &mut PlotUi<'_>, d: &PlotData<'_>) -> Vec<egui
         plot_ui.vline(VLine::new(label, f64::from(p.hi)).color(color).width(1.5));
     }
     if let Some((x, label)) = &d.zero {
-        plot_ui.vline(VLine::new(label.clone(), *x).color(Color32::from_rgb(240, 228, 66)).width(1.0));
+        plot_ui.vline(VLine::new(label.clone(), *x).color(ZERO_COLOR).width(1.0));
     }
     // The labels sit at the tallest bar: a height taken from the plot's own bounds
     // would feed back into its auto-bounds and grow the y axis frame after frame.
@@ -552,6 +554,24 @@ fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
         out.clicked_x = pointer.map(|p| p.x);
     }
     out
+}
+
+/// What the plot's marks mean, in a row under it (inside, a legend hid bars).
+fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, overlay: bool) {
+    ui.horizontal_wrapped(|ui| {
+        legend_item(ui, BAR_COLOR, Swatch::Block, d.what);
+        legend_item(ui, CLIP_COLOR, Swatch::Rule, "clip range (drag)");
+        legend_item(ui, Color32::from_rgb(150, 60, 60), Swatch::Block, "clipped");
+        if !d.grid.is_empty() {
+            legend_item(ui, Color32::from_gray(110), Swatch::Rule, "grid levels");
+        }
+        if let Some((_, label)) = &d.zero {
+            legend_item(ui, ZERO_COLOR, Swatch::Rule, label);
+        }
+        if overlay {
+            legend_item(ui, OVERLAY_COLOR, Swatch::Line, "published R'");
+        }
+    });
 }
 
 /// One line, always: a hint that wrapped to two lines while the bin readout

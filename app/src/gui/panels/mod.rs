@@ -251,6 +251,38 @@ pub const MODEL_SQNR_HELP: &str = "Model SQNR: the SQNR of the whole model's rel
     layer's noise-to-signal ratio weighted by its params, layers kept as stored counting as noise-free. \
     The Plan view optimises this figure; Save, Sensitivity and `quantscope diff` report the same one.";
 
+/// How a legend entry marks its series.
+pub enum Swatch {
+    Line,
+    Dot(f32),
+    Rule,
+    /// A filled box (bars, a shaded span).
+    Block,
+}
+
+/// One legend entry: the series' mark, painted, and its name.
+pub fn legend_item(ui: &mut egui::Ui, color: egui::Color32, swatch: Swatch, text: &str) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(16.0, 14.0), egui::Sense::hover());
+    let c = rect.center();
+    match swatch {
+        Swatch::Line => {
+            ui.painter()
+                .line_segment([rect.left_center(), rect.right_center()], egui::Stroke::new(2.0, color));
+        }
+        Swatch::Dot(r) => {
+            ui.painter().circle_filled(c, r, color);
+        }
+        Swatch::Rule => {
+            ui.painter()
+                .line_segment([rect.center_top(), rect.center_bottom()], egui::Stroke::new(1.5, color));
+        }
+        Swatch::Block => {
+            ui.painter().rect_filled(rect.shrink(2.0), 1.0, color);
+        }
+    }
+    ui.label(text);
+}
+
 /// A calibration's label, for legends and menus: the engine's, as the CLI's tables show it.
 pub fn calibration_label(c: &quantscope_engine::Calibration) -> String {
     c.label()

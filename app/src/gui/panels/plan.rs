@@ -27,7 +27,7 @@ use quantscope_engine::planner::{
 };
 use quantscope_engine::sweep::Sweep;
 
-use super::format_sqnr;
+use super::{Swatch, format_sqnr, legend_item};
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
 
@@ -621,33 +621,6 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) -> Vec<egui::Rect> {
         legend_item(ui, Color32::from_gray(150), Swatch::Rule, "budget");
     });
     shown.inner
-}
-
-/// How a legend entry marks its series.
-enum Swatch {
-    Line,
-    Dot(f32),
-    Rule,
-}
-
-/// One legend entry: the series' mark, painted, and its name.
-fn legend_item(ui: &mut egui::Ui, color: Color32, swatch: Swatch, text: &str) {
-    let (rect, _) = ui.allocate_exact_size(egui::vec2(16.0, 14.0), egui::Sense::hover());
-    let c = rect.center();
-    match swatch {
-        Swatch::Line => {
-            ui.painter()
-                .line_segment([rect.left_center(), rect.right_center()], egui::Stroke::new(2.0, color));
-        }
-        Swatch::Dot(r) => {
-            ui.painter().circle_filled(c, r, color);
-        }
-        Swatch::Rule => {
-            ui.painter()
-                .line_segment([rect.center_top(), rect.center_bottom()], egui::Stroke::new(1.5, color));
-        }
-    }
-    ui.label(text);
 }
 
 /// The legend row under the plan plot (outside it, so it hides no point).
