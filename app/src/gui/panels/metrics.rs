@@ -103,20 +103,22 @@ impl MetricsPanel {
 /// One metric as text.
 type MetricText = fn(&Metrics) -> String;
 
-/// The scheme's metrics beside the compared checkpoint's published ones.
+/// The scheme's metrics beside the compared checkpoint's published ones: short
+/// labels and numbers, so three columns fit the narrowest inspector (1000 px).
 fn compare_grid_ui(ui: &mut egui::Ui, own: &Metrics, published: &Metrics, scheme: &str) {
+    ui.weak(format!("scheme: {scheme}"));
     egui::Grid::new("metrics_compare").num_columns(3).striped(true).show(ui, |ui| {
         ui.label("");
-        ui.strong(scheme).on_hover_text("quantscope's scheme for this layer");
+        ui.strong("scheme").on_hover_text(format!("quantscope's scheme for this layer, {scheme}"));
         ui.strong("published").on_hover_text("the compared checkpoint's R' against this original");
         ui.end_row();
         let rows: [(&str, MetricText); 6] = [
             ("SQNR dB", |m| format_sqnr(Some(m.sqnr_db))),
-            ("MSE", |m| format!("{:.4e}", m.mse)),
-            ("max |error|", |m| format!("{:.4e}", m.max_abs_err)),
-            ("cosine", |m| format!("{:.6}", m.cosine)),
-            ("clipped", |m| format!("{:.4} %", m.clipped_fraction * 100.0)),
-            ("rounding error", |m| format!("{:.3e}", m.round_error)),
+            ("MSE", |m| format!("{:.2e}", m.mse)),
+            ("max |err|", |m| format!("{:.2e}", m.max_abs_err)),
+            ("cosine", |m| format!("{:.5}", m.cosine)),
+            ("clipped %", |m| format!("{:.3}", m.clipped_fraction * 100.0)),
+            ("rounding", |m| format!("{:.2e}", m.round_error)),
         ];
         for (name, f) in rows {
             ui.label(name);
@@ -157,7 +159,7 @@ pub fn hint_text(scheme: &Scheme, m: &Metrics, values: usize, vector: bool) -> O
             _ => String::new(),
         };
         return Some(format!(
-            "{lost}, mostly to clipping ({:.1} % of the values fall outside the range).{why} Widen the \
+            "{lost}, mostly to clipping ({:.4} % of the values fall outside the range).{why} Widen the \
              range: min-max calibration, or drag the red lines outwards.",
             m.clipped_fraction * 100.0
         ));

@@ -416,7 +416,9 @@ fn metric_cells(row: &mut egui_extras::TableRow<'_, '_>, s: &Sweep, r: usize, co
 /// Totals of the model under each scheme.
 fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
     ui.strong("Model under each scheme");
-    egui::ScrollArea::horizontal().id_salt("totals_h").show(ui, |ui| {
+    // At most a third of the view, so the tables below keep their rows.
+    let max = (ui.available_height() * 0.3).max(90.0);
+    egui::ScrollArea::both().id_salt("totals_h").max_height(max).show(ui, |ui| {
         egui::Grid::new("totals").striped(true).num_columns(6).show(ui, |ui| {
             for h in ["scheme", "stored size", "quantized params", "model SQNR", "worst SQNR", "worst layer"]
             {
