@@ -83,9 +83,10 @@ def check(bin_, original, saved, orig_values, work):
             if not close(got[name]["metrics"][k], v):
                 fails.append(f"{saved}: {name}: {k} = {got[name]['metrics'][k]}, numpy {v}")
     if not fails:
+        model = diff["totals"]["published"]["model_sqnr_db"]
         mean = diff["totals"]["published"]["mean_layer_sqnr_db"]
         print(f"ok: {saved}: {len(got)} layers equal numpy on decompressed weights "
-              f"(mean SQNR {mean:.3f} dB, {len(diff['unpaired'])} unpaired)")
+              f"(model SQNR {model:.3f} dB, mean layer SQNR {mean:.3f} dB, {len(diff['unpaired'])} unpaired)")
     return fails
 
 

@@ -425,7 +425,9 @@ fn totals_ui(s: &Sweep, ui: &mut egui::Ui) {
                 ui.strong(h);
             }
             ui.end_row();
-            for t in &s.totals {
+            // A compared checkpoint's published row first: it is what the rest are read against.
+            let published = s.totals.iter().filter(|t| t.scheme == PUBLISHED_COLUMN);
+            for t in published.chain(s.totals.iter().filter(|t| t.scheme != PUBLISHED_COLUMN)) {
                 ui.monospace(&t.scheme);
                 ui.label(format!("{:.2} MiB", t.model_bytes as f64 / (1024.0 * 1024.0))).on_hover_text(
                     format!(
