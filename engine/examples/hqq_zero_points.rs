@@ -1,7 +1,10 @@
 //! HQQ's per-slice zero points for every floating-point tensor of a safetensors
 //! file, as JSON, for `tests/python/hqq_reference.py` to compare with the
-//! reference implementation: `{ tensor: [{scale, zero_real, zero_start,
-//! zero_point, iterations, sse_real_zero, sse_rounded_zero}, ...] }`.
+//! reference implementation: `{ tensor: [{scale, zero_point, zero_real,
+//! zero_rounded, zero_start, iterations, sse_real_zero, sse_rounded_zero,
+//! sse_saved}, ...] }`. `scale` and `zero_point` are the saved parameters (Z an
+//! integer near `zero_real`, S refit for it); `zero_rounded` is `zero_real`
+//! rounded as the reference's `round_zero`.
 //!
 //! `cargo run -p quantscope-engine --example hqq_zero_points -- FILE int4:group64:hqq:asym`
 
@@ -26,12 +29,14 @@ fn main() {
             .map(|s| {
                 serde_json::json!({
                     "scale": s.params.scale,
-                    "zero_real": s.zero_real,
-                    "zero_start": s.zero_start,
                     "zero_point": s.params.zero_point,
+                    "zero_real": s.zero_real,
+                    "zero_rounded": s.zero_rounded,
+                    "zero_start": s.zero_start,
                     "iterations": s.iterations,
                     "sse_real_zero": s.sse_real_zero,
                     "sse_rounded_zero": s.sse_rounded_zero,
+                    "sse_saved": s.sse_saved,
                 })
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Calibration: how each slice's clipping range [lo, hi] is chosen, then turned
 //! into (S, Z) by the format. One file per method, all per slice
 //! (docs/numerics.md, "Calibration"): [`percentile`], [`mse`], [`kl`] (entropy) and
-//! [`hqq`] (which optimizes Z for a min-max S instead of choosing a range).
+//! [`hqq`] (which optimizes Z, then fits an integer Z and S, instead of choosing a range).
 
 pub mod hqq;
 mod kl;

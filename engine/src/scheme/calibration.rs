@@ -22,8 +22,9 @@ pub enum Calibration {
     },
     Mse,
     Entropy,
-    /// Half-Quadratic Quantization (mobiusml/hqq): S from min-max, Z optimized
-    /// under an ℓp norm (p = 0.7). Asymmetric INT only (see `calibrate::hqq`).
+    /// Half-Quadratic Quantization (mobiusml/hqq): Z optimized under an ℓp norm
+    /// (p = 0.7) for min-max's S, saved as an integer Z near it with S refit by
+    /// least squares. Asymmetric INT only (see `calibrate::hqq`).
     Hqq,
     Manual(ManualRange),
 }
@@ -139,7 +140,7 @@ pub const CALIBRATIONS: [CalibrationInfo; 6] = [
         short: "hqq",
         label: "HQQ (zero point)",
         parameter: None,
-        description: "S from min-max, Z optimized under an lp norm (asymmetric INT only)",
+        description: "Z optimized under an lp norm, saved as an integer Z with S refit (asymmetric INT only)",
         default: Calibration::Hqq,
         mapping: Some(Mapping::Asymmetric),
     },

@@ -165,10 +165,16 @@ fn hqq_ui(ui: &mut egui::Ui, h: &HqqSlice) {
          (p = 0.7, which weighs many small errors over a few large ones), by half-quadratic splitting.",
     );
     mono(ui, format!("Z (real)    = {:+.5}  after {} steps", h.zero_real, h.iterations));
-    mono(ui, format!("Z (saved)   = {}", h.params.zero_point));
+    mono(ui, format!("Z (rounded) = {}", h.zero_rounded));
+    mono(ui, format!("Z (saved)   = {},  S (saved) = {:.6e}", h.params.zero_point, h.params.scale));
     mono(ui, format!("Σ(R − R')² with real Z    = {:.4e}", h.sse_real_zero));
     mono(ui, format!("Σ(R − R')² with rounded Z = {:.4e}", h.sse_rounded_zero));
-    ui.weak("A saved model stores an integer Z, so every number on screen uses the rounded one.");
+    mono(ui, format!("Σ(R − R')² as saved       = {:.4e}", h.sse_saved));
+    ui.weak(
+        "A saved model stores an integer Z. The saved Z is the integer near the real one (or near \
+         min-max's) whose least-squares S gives the least squared error, never more than min-max's; \
+         every number on screen uses it.",
+    );
 }
 
 fn fp8_formulas_ui(ui: &mut egui::Ui, f: &FormatFacts, p: &SliceParams, mapping: Mapping) {
