@@ -252,6 +252,7 @@ pub const MODEL_SQNR_HELP: &str = "Model SQNR: the SQNR of the whole model's rel
     The Plan view optimises this figure; Save, Sensitivity and `quantscope diff` report the same one.";
 
 /// How a legend entry marks its series.
+#[derive(Clone, Copy)]
 pub enum Swatch {
     Line,
     Dot(f32),
