@@ -99,6 +99,14 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
         assert!(a.published.as_ref().unwrap().dequantized_histogram.is_some());
     }
     h.get_by_label_contains("published: int4:group32");
+    // What did not pair is a click away, with the reason.
+    let n = h.state().state().compare.summary.as_ref().unwrap().unpaired.len();
+    assert!(n > 0, "the sample's bias and norms stay unquantized");
+    h.get_by_label(&format!("{n} not paired…")).click();
+    h.run_steps(2);
+    h.get_by_label_contains("Tensors the comparison leaves out");
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
 
     // The sensitivity view gains a published column with the same numbers.
     h.state_mut().apply(Command::SetView(View::Sensitivity));
@@ -116,6 +124,9 @@ fn comparing_measures_the_published_quantization_as_diff_does() {
     common::wait_until(&mut h, "the matrix again", |a| a.state().sensitivity.result.is_some());
     let m = h.state().state().sensitivity.result.clone().unwrap();
     assert!(!m.schemes.iter().any(|s| s == PUBLISHED_COLUMN));
+    // And the status bar no longer says it compares.
+    let status = h.state().state().status.clone().unwrap_or_default();
+    assert!(!status.contains("comparing with"), "{status}");
 }
 
 #[test]

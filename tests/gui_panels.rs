@@ -249,6 +249,30 @@ fn teach_panel_defines_c_and_decodes_fp8_bits() {
     h.get_by_label_contains("E4M3 vs E5M2");
 }
 
+/// In the narrowest inspector (250 px, a 1000 px window) the FP8 side-by-side
+/// comparison's texts do not overlap each other (two columns once did).
+#[test]
+fn teach_panel_fp8_comparison_fits_a_narrow_inspector() {
+    let scheme: Scheme = "e4m3:tensor:minmax:asym".parse().unwrap();
+    let mut h = Harness::builder().with_size(egui::vec2(250.0, 1600.0)).build_ui_state(
+        |ui, (p, s, out): &mut (TeachPanel, AppState, Vec<Command>)| p.ui(s, ui, out),
+        (TeachPanel::default(), state_with(OUTLIER, scheme), Vec::new()),
+    );
+    h.run();
+    h.get_by_label_contains("E4M3 vs E5M2");
+    let rects: Vec<egui::Rect> = h
+        .get_all_by_role(egui::accesskit::Role::Label)
+        .map(|n| n.rect())
+        .filter(|r| r.area() > 0.0)
+        .collect();
+    assert!(rects.len() > 10);
+    for (i, a) in rects.iter().enumerate() {
+        for b in &rects[i + 1..] {
+            assert!(a.intersect(*b).area() < 1.0, "{a:?} overlaps {b:?}");
+        }
+    }
+}
+
 #[test]
 fn teach_panel_shows_what_rounding_hqqs_zero_point_costs() {
     let scheme: Scheme = "int4:group64:hqq:asym".parse().unwrap();

@@ -336,11 +336,11 @@ fn fp8_bits_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
     let Steps::Fp8(s) = &ex.steps else { return };
     let e = format!("{:0w$b}", s.exponent, w = s.exponent_bits as usize);
     let m = format!("{:0w$b}", s.mantissa, w = s.mantissa_bits as usize);
-    ui.horizontal_wrapped(|ui| {
+    ui.horizontal(|ui| {
         ui.label(RichText::new(format!("{}", s.sign)).monospace().color(Color32::from_rgb(215, 58, 73)));
         ui.label(RichText::new(e).monospace().color(Color32::from_rgb(86, 180, 233)));
         ui.label(RichText::new(m).monospace().color(Color32::from_rgb(0, 158, 115)));
-        ui.weak("sign · exponent · mantissa");
+        ui.weak("sign · exp · mantissa");
     });
     mono(ui, s.decoded.clone());
 }
