@@ -32,6 +32,11 @@ fn schemes() -> Vec<Scheme> {
 
 /// The sample open, with the matrix over the layers the Plan view plans.
 fn plan_state() -> AppState {
+    plan_state_with(&schemes())
+}
+
+/// [`plan_state`] with the matrix under `candidates`.
+fn plan_state_with(candidates: &[Scheme]) -> AppState {
     let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
     let rows: Vec<usize> = ckpt
         .tensors()
@@ -40,7 +45,7 @@ fn plan_state() -> AppState {
         .filter(|(_, t)| export::quantized_on_save(t, None))
         .map(|(i, _)| i)
         .collect();
-    let s = sweep::sweep(&ckpt, &rows, &schemes(), &|_, _| {}, &AtomicBool::new(false)).unwrap();
+    let s = sweep::sweep(&ckpt, &rows, candidates, &|_, _| {}, &AtomicBool::new(false)).unwrap();
     let summary = ModelSummary {
         name: "sample".into(),
         path: None,
@@ -50,7 +55,7 @@ fn plan_state() -> AppState {
         stored: None,
     };
     let mut state = AppState::default();
-    state.doc.compare_schemes = schemes();
+    state.doc.compare_schemes = candidates.to_vec();
     state.model = Some(Model { summary, sqnr: HashMap::new(), sqnr_done: 0, sqnr_total: 0 });
     state.view = View::Plan;
     state.sensitivity.result = Some(Arc::new(s));
@@ -350,18 +355,8 @@ fn changing_the_candidates_in_the_plan_view_recomputes_the_matrix_with_progress(
 /// overlap each other (a name that cannot be placed is left out, not stacked).
 #[test]
 fn plan_plot_labels_do_not_overlap_at_1000_by_700() {
-    let mut state = plan_state();
-    let ckpt = Checkpoint::from_bytes("sample", SAMPLE_BYTES.to_vec()).unwrap();
-    let rows: Vec<usize> = ckpt
-        .tensors()
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| export::quantized_on_save(t, None))
-        .map(|(i, _)| i)
-        .collect();
     let defaults = sweep::default_schemes();
-    let s = sweep::sweep(&ckpt, &rows, &defaults, &|_, _| {}, &AtomicBool::new(false)).unwrap();
-    state.sensitivity.result = Some(Arc::new(s));
+    let state = plan_state_with(&defaults);
     let mut h = Harness::builder().with_size(egui::vec2(1000.0, 700.0)).build_ui_state(
         |ui, (p, s, out): &mut (PlanPanel, AppState, Vec<Command>)| p.ui(s, ui, out),
         (PlanPanel::default(), state, Vec::new()),
