@@ -6,10 +6,10 @@
 //! the layer, the end-to-end ranking of every layer ([`super::end_to_end`]).
 
 use eframe::egui;
-use egui_plot::{AxisHints, Corner, Legend, Plot};
+use egui_plot::{AxisHints, Plot};
 use quantscope_engine::Metrics;
 
-use super::histogram::{PlotData, draw_items, methods_legend_ui};
+use super::histogram::{PlotData, draw_items, methods_legend_ui, plot_legend_ui};
 use super::{format_sqnr, sqnr_color, ticks};
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
@@ -172,8 +172,9 @@ fn plot_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
         what: "activations",
     };
     let x_axis = AxisHints::new_x().label("activation value x").formatter(ticks::axis_label);
+    // The legend is a row above the plot: inside, it hid bars.
+    plot_legend_ui(ui, &d, false);
     Plot::new("activations")
-        .legend(Legend::default().position(Corner::RightBottom))
         .allow_drag(false)
         .allow_scroll(false)
         .include_x(d.view.0)

@@ -557,7 +557,7 @@ fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
 }
 
 /// What the plot's marks mean, in a row under it (inside, a legend hid bars).
-fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, overlay: bool) {
+pub(super) fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, overlay: bool) {
     ui.horizontal_wrapped(|ui| {
         legend_item(ui, BAR_COLOR, Swatch::Block, d.what);
         legend_item(ui, CLIP_COLOR, Swatch::Rule, "clip range (drag)");

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
-use egui_plot::{Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
+use egui_plot::{HoverPosition, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
 use quantscope_engine::Scheme;
 use quantscope_engine::planner::output::OutputSqnr;
 use quantscope_engine::planner::{
@@ -584,7 +584,8 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) -> Vec<egui::Rect> {
         .default_y_bounds(y0, y1.max(y0 + 1.0))
         .x_axis_label("stored bits per weight")
         .y_axis_label(if x.output.is_some() { "model output SQNR (dB)" } else { "model SQNR (dB)" })
-        .allow_scroll(false);
+        .allow_scroll(false)
+        .label_formatter(hover_label(x.sweep.schemes.clone()));
     let shown = plot.show(ui, |p| {
         p.line(Line::new("frontier (best plan per size)", line).color(frontier_color));
         let at: Vec<[f64; 2]> = x.uniform.iter().map(|&(bytes, value)| [bpw(bytes), db(value)]).collect();
@@ -621,6 +622,22 @@ fn frontier_ui(ui: &mut egui::Ui, x: &Solved, h: f32) -> Vec<egui::Rect> {
         legend_item(ui, Color32::from_gray(150), Swatch::Rule, "budget");
     });
     shown.inner
+}
+
+/// The pointer's readout: a uniform point's scheme (a label left out where
+/// points crowd is still a hover away), else the position.
+fn hover_label(names: Vec<String>) -> impl Fn(&HoverPosition<'_>) -> Option<String> {
+    move |pos| match pos {
+        HoverPosition::NearDataPoint { plot_name: "uniform schemes", position, index } => Some(format!(
+            "{}\n{:.3} bits per weight, {:.1} dB",
+            names.get(*index).map_or("", String::as_str),
+            position.x,
+            position.y
+        )),
+        HoverPosition::NearDataPoint { position, .. } | HoverPosition::Elsewhere { position } => {
+            Some(format!("{:.3} bits per weight, {:.1} dB", position.x, position.y))
+        }
+    }
 }
 
 /// The legend row under the plan plot (outside it, so it hides no point).
