@@ -31,6 +31,7 @@ pub mod explain;
 pub mod export;
 pub mod format;
 pub mod fused;
+pub mod gguf;
 pub mod metrics;
 mod mmap;
 pub mod multi;
