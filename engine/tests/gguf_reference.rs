@@ -1,7 +1,8 @@
 //! GGUF reading against files the gguf package (PyPI 0.19.0) wrote
 //! (`tests/python/make_gguf_fixture.py`): metadata of every value type, shapes
 //! in Hugging Face order, and every legacy type dequantized bit for bit as
-//! gguf-py's numpy (itself bit-exact with ggml) gives it. Then malformed files:
+//! gguf-py's numpy (itself bit-exact with ggml) gives it, and the K-quants,
+//! IQ4_NL and IQ4_XS on random blocks. Then malformed files:
 //! each a one-line error naming the file, and the tensor where one is at fault.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -49,6 +50,29 @@ fn every_legacy_type_dequantizes_bit_for_bit_as_gguf_py() {
         assert_eq!(got.len(), 256);
         let same = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
         assert_eq!(same, 256, "{} ({}): {same} of 256 bit-identical", t.name, t.ggml_type.name);
+    }
+}
+
+#[test]
+fn every_k_quant_and_iq4_dequantizes_bit_for_bit_as_gguf_py() {
+    let f = GgufFile::open(data("kquants.gguf")).unwrap();
+    let want = GgufFile::open(data("kquants.expected.gguf")).unwrap();
+    let types: Vec<&str> = f.tensors.iter().map(|t| t.ggml_type.name).collect();
+    assert_eq!(types, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]);
+    for t in &f.tensors {
+        let got = f.dequantize(&t.name).unwrap();
+        let expected = want.dequantize(&t.name).unwrap();
+        assert_eq!(got.len() as u64, t.numel());
+        assert_eq!(got.len(), expected.len());
+        let same = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+        assert_eq!(
+            same,
+            got.len(),
+            "{} ({}): {same} of {} bit-identical",
+            t.name,
+            t.ggml_type.name,
+            got.len()
+        );
     }
 }
 

@@ -5,6 +5,10 @@ legacy.gguf: 4x64 tensors (seeded normal values) under F32, F16, BF16, Q8_0, Q4_
 Q4_1, Q5_0 and Q5_1 (quantized by gguf.quants.quantize, which matches ggml for these
 types), metadata of every value type, alignment 64.
 legacy.expected.gguf: each of those tensors as gguf.quants.dequantize gives it, F32.
+kquants.gguf / kquants.expected.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+tensors of seeded random block bytes (the package cannot quantize these types; a
+decoder is defined on any bytes) with their F16 scales set to moderate values, and
+gguf.quants.dequantize's values of them.
 
 Usage: PYTHONPATH=<gguf 0.19.0> python tests/python/make_gguf_fixture.py OUT_DIR
 """
@@ -52,6 +56,34 @@ def main():
         writer.write_tensors_to_file()
         writer.close()
     print(f"wrote {out}/legacy.gguf and legacy.expected.gguf ({len(TYPES)} tensors)")
+    kquants(out, rng)
+
+
+# Byte offsets of each type's F16 fields within a block.
+HALVES = {T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
+          T.IQ4_NL: [0], T.IQ4_XS: [0]}
+
+
+def kquants(out, rng):
+    w = gguf.GGUFWriter(out / "kquants.gguf", "llama")
+    expected = gguf.GGUFWriter(out / "kquants.expected.gguf", "llama")
+    for t, halves in HALVES.items():
+        block, size = gguf.GGML_QUANT_SIZES[t]
+        rows, cols = 2, 2 * block
+        raw = rng.integers(0, 256, size=(rows * 2, size), dtype=np.uint8)
+        for at in halves:
+            scale = (rng.uniform(0.001, 0.01, size=rows * 2)).astype(np.float16)
+            raw[:, at:at + 2] = scale.view(np.uint8).reshape(-1, 2)
+        q = raw.reshape(rows, 2 * size)
+        name = f"w.{t.name.lower()}"
+        w.add_tensor(name, q, raw_dtype=t)
+        expected.add_tensor(name, gguf.quants.dequantize(q, t).astype(np.float32).reshape(rows, cols))
+    for writer in (w, expected):
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    print(f"wrote {out}/kquants.gguf and kquants.expected.gguf ({len(HALVES)} tensors)")
 
 
 if __name__ == "__main__":

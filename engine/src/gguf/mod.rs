@@ -7,9 +7,11 @@
 //! `ne[0]`, the innermost dimension, first.
 //!
 //! Followed: gguf-py 0.19.0 (`gguf_reader.py`, `constants.py`) and ggml's
-//! `gguf.cpp` for the layout; `types` for the ggml types, `legacy` for the
-//! types decoded so far.
+//! `gguf.cpp` for the layout; `types` for the ggml types, `legacy` and
+//! `kquants` for the types decoded so far (ggml's ggml-quants.c as gguf-py's
+//! `quants.py` restates it).
 
+mod kquants;
 mod legacy;
 mod parse;
 pub mod types;
