@@ -2,7 +2,7 @@
 //! (`tests/python/make_gguf_fixture.py`): metadata of every value type, shapes
 //! in Hugging Face order, and every legacy type dequantized bit for bit as
 //! gguf-py's numpy (itself bit-exact with ggml) gives it, and the K-quants,
-//! IQ4_NL and IQ4_XS on random blocks. Then malformed files:
+//! IQ4_NL, IQ4_XS and MXFP4 on random blocks. Then malformed files:
 //! each a one-line error naming the file, and the tensor where one is at fault.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -54,11 +54,11 @@ fn every_legacy_type_dequantizes_bit_for_bit_as_gguf_py() {
 }
 
 #[test]
-fn every_k_quant_and_iq4_dequantizes_bit_for_bit_as_gguf_py() {
+fn every_k_quant_iq4_and_mxfp4_dequantizes_bit_for_bit_as_gguf_py() {
     let f = GgufFile::open(data("kquants.gguf")).unwrap();
     let want = GgufFile::open(data("kquants.expected.gguf")).unwrap();
     let types: Vec<&str> = f.tensors.iter().map(|t| t.ggml_type.name).collect();
-    assert_eq!(types, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]);
+    assert_eq!(types, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"]);
     for t in &f.tensors {
         let got = f.dequantize(&t.name).unwrap();
         let expected = want.dequantize(&t.name).unwrap();

@@ -5,7 +5,7 @@ legacy.gguf: 4x64 tensors (seeded normal values) under F32, F16, BF16, Q8_0, Q4_
 Q4_1, Q5_0 and Q5_1 (quantized by gguf.quants.quantize, which matches ggml for these
 types), metadata of every value type, alignment 64.
 legacy.expected.gguf: each of those tensors as gguf.quants.dequantize gives it, F32.
-kquants.gguf / kquants.expected.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS
+kquants.gguf / kquants.expected.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS and MXFP4
 tensors of seeded random block bytes (the package cannot quantize these types; a
 decoder is defined on any bytes) with their F16 scales set to moderate values, and
 gguf.quants.dequantize's values of them.
@@ -61,7 +61,7 @@ def main():
 
 # Byte offsets of each type's F16 fields within a block.
 HALVES = {T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
-          T.IQ4_NL: [0], T.IQ4_XS: [0]}
+          T.IQ4_NL: [0], T.IQ4_XS: [0], T.MXFP4: []}
 
 
 def kquants(out, rng):
@@ -74,6 +74,8 @@ def kquants(out, rng):
         for at in halves:
             scale = (rng.uniform(0.001, 0.01, size=rows * 2)).astype(np.float16)
             raw[:, at:at + 2] = scale.view(np.uint8).reshape(-1, 2)
+        if t == T.MXFP4:
+            raw[:, 0] = [0, 1, 118, 130]  # E8M0: the two subnormal codes and two normal ones
         q = raw.reshape(rows, 2 * size)
         name = f"w.{t.name.lower()}"
         w.add_tensor(name, q, raw_dtype=t)

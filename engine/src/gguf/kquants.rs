@@ -1,6 +1,6 @@
 //! Dequantization of the K-quants (Q2_K … Q6_K, super-blocks of 256 in 16 or 8
-//! sub-blocks with their own scale and min) and IQ4_NL / IQ4_XS (a 16-entry
-//! non-linear grid), bit for bit as ggml's `dequantize_row_*` and gguf-py's
+//! sub-blocks with their own scale and min), IQ4_NL / IQ4_XS (a 16-entry
+//! non-linear grid) and MXFP4 (E2M1 under an E8M0 scale), bit for bit as ggml's `dequantize_row_*` and gguf-py's
 //! numpy give them: each scale is d·(sub-block scale) in f32, then each value
 //! one multiply (and one subtraction of dmin·(sub-block min)), never fused.
 
@@ -23,6 +23,7 @@ pub fn block(name: &str, b: &[u8], out: &mut Vec<f32>) -> bool {
         "Q6_K" => q6_k(b, out),
         "IQ4_NL" => iq4_nl(b, out),
         "IQ4_XS" => iq4_xs(b, out),
+        "MXFP4" => mxfp4(b, out),
         _ => return false,
     }
     true
@@ -120,4 +121,17 @@ fn iq4_xs(b: &[u8], out: &mut Vec<f32>) {
         out.extend(qs.iter().map(|&q| dl * f32::from(IQ4_GRID[usize::from(q & 0x0F)])));
         out.extend(qs.iter().map(|&q| dl * f32::from(IQ4_GRID[usize::from(q >> 4)])));
     }
+}
+
+/// E2M1's values doubled (ggml's `kvalues_mxfp4`); the scale is halved to match.
+const E2M1_DOUBLED: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// MXFP4: an E8M0 exponent, 16 bytes of E2M1 codes (low nibbles first). The
+/// scale is 2^(e − 127) / 2 (ggml's `ggml_e8m0_to_fp32_half`; e < 2 is subnormal).
+fn mxfp4(b: &[u8], out: &mut Vec<f32>) {
+    let e = u32::from(b[0]);
+    let d = f32::from_bits(if e < 2 { 0x0020_0000 << e } else { (e - 1) << 23 });
+    let qs = &b[1..17];
+    out.extend(qs.iter().map(|&q| d * f32::from(E2M1_DOUBLED[usize::from(q & 0x0F)])));
+    out.extend(qs.iter().map(|&q| d * f32::from(E2M1_DOUBLED[usize::from(q >> 4)])));
 }
