@@ -1,6 +1,7 @@
 //! The fuzz entry: untrusted bytes through everything a user's file reaches
 //! (header parsing, the catalogue, decoding, a small analysis). It sits above
-//! both the checkpoint and the analysis, so neither imports the other for it.
+//! both the checkpoint and the analysis, so neither imports the other for it;
+//! GGUF files go through their own entry.
 
 use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
@@ -29,4 +30,12 @@ pub fn exercise_untrusted(bytes: &[u8]) -> usize {
         }
     }
     decoded
+}
+
+/// [`exercise_untrusted`] for GGUF: header, metadata, tensor infos, and every
+/// tensor of up to a million values dequantized. Returns how many decoded.
+#[doc(hidden)]
+pub fn exercise_untrusted_gguf(bytes: &[u8]) -> usize {
+    let Ok(f) = crate::gguf::GgufFile::from_bytes("fuzz-input.gguf", bytes.to_vec()) else { return 0 };
+    f.tensors.iter().filter(|t| t.numel() <= 1 << 20 && f.dequantize(&t.name).is_ok()).count()
 }

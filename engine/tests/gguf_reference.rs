@@ -145,3 +145,22 @@ fn every_truncation_of_a_real_file_is_an_error_never_a_panic() {
         error(bytes[..n].to_vec());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Any bytes of a real file's header and first tensors changed: an error or
+    /// a file, never a panic, and an error is one line naming the file.
+    #[test]
+    fn a_corrupted_header_never_panics(flips in proptest::collection::vec((0usize..1200, 0u8..=255), 1..6)) {
+        let mut bytes = std::fs::read(data("kquants.gguf")).unwrap();
+        for (at, b) in flips {
+            let at = at % bytes.len();
+            bytes[at] = b;
+        }
+        if let Err(e) = GgufFile::from_bytes("bad.gguf", bytes.clone()) {
+            let e = e.to_string();
+            proptest::prop_assert!(e.starts_with("bad.gguf: ") && !e.contains('\n'), "{}", e);
+        }
+        quantscope_engine::untrusted::exercise_untrusted_gguf(&bytes);
+    }
+}
