@@ -14,6 +14,7 @@
 mod kquants;
 mod legacy;
 mod parse;
+pub mod rope;
 pub mod types;
 
 use std::path::{Path, PathBuf};
