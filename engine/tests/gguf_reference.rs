@@ -135,6 +135,9 @@ fn a_hand_made_file_reads_and_malformed_ones_are_one_line_errors() {
     assert!(error(huge_dims).contains("tensor 'w'"));
     let unknown_value = file(&[("k", 77, Vec::new())], &[], 0);
     assert!(error(unknown_value).contains("unknown value type 77"));
+    // Names from the file are escaped: a newline in one cannot break the line.
+    assert!(error(file(&[("a\nb", 77, Vec::new())], &[], 0)).contains(r#""a\nb""#));
+    assert!(error(file(&[], &[("w\n", &[32, 2], 99, 0)], 68)).contains(r"tensor 'w\n'"));
 }
 
 #[test]

@@ -135,7 +135,7 @@ impl GgufFile {
         let mut out = Vec::new();
         legacy::dequantize(t.ggml_type, self.bytes(t), &mut out).ok_or_else(|| Error::Tensor {
             path: self.path.clone(),
-            tensor: name.to_string(),
+            tensor: name.escape_debug().to_string(),
             reason: format!("ggml type {} is listed but not decoded yet", t.ggml_type.name),
         })?;
         Ok(out)

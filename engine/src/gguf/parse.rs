@@ -27,10 +27,14 @@ impl ParseError {
         Self { tensor: None, reason: reason.into() }
     }
 
-    /// The error for the file at `path`, one line.
+    /// The error for the file at `path`, one line: a name from the file is
+    /// escaped, so a newline in it cannot break the line.
     pub fn at(self, path: &Path) -> Error {
         match self.tensor {
-            Some(tensor) => Error::Tensor { path: path.to_path_buf(), tensor, reason: self.reason },
+            Some(tensor) => {
+                let tensor = tensor.escape_debug().to_string();
+                Error::Tensor { path: path.to_path_buf(), tensor, reason: self.reason }
+            }
             None => Error::format(path, format!("GGUF: {}", self.reason)),
         }
     }
@@ -116,7 +120,7 @@ pub fn header(bytes: &[u8]) -> Parsed<Header> {
         let key = c.string("a metadata key")?;
         let ty = c.u32("a metadata type")?;
         let v =
-            value(&mut c, ty, 0).map_err(|e| ParseError::new(format!("metadata '{key}': {}", e.reason)))?;
+            value(&mut c, ty, 0).map_err(|e| ParseError::new(format!("metadata {key:?}: {}", e.reason)))?;
         metadata.push((key, v));
     }
     let alignment = alignment_of(&metadata)?;
