@@ -36,6 +36,23 @@ fn metadata_of_every_value_type_reads_as_written() {
     assert_eq!(get("test.ints"), Value::Array(vec![Value::I32(1), Value::I32(-2), Value::I32(3)]));
 }
 
+/// How many of tensor `name`'s values `f` decodes bit-identical to the F32 copy
+/// in `want`, asserting that every one does.
+fn bit_identical(f: &GgufFile, want: &GgufFile, name: &str) -> usize {
+    let got = f.dequantize(name).unwrap();
+    let expected = want.dequantize(name).unwrap();
+    assert_eq!(got.len(), expected.len(), "{name}");
+    let same = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
+    assert_eq!(
+        same,
+        got.len(),
+        "{name} ({}): {same} of {} bit-identical",
+        f.tensor(name).unwrap().ggml_type.name,
+        got.len()
+    );
+    same
+}
+
 #[test]
 fn every_legacy_type_dequantizes_bit_for_bit_as_gguf_py() {
     let f = GgufFile::open(data("legacy.gguf")).unwrap();
@@ -45,11 +62,7 @@ fn every_legacy_type_dequantizes_bit_for_bit_as_gguf_py() {
     for t in &f.tensors {
         assert_eq!(t.shape(), [4, 64], "{}: Hugging Face order, ne reversed", t.name);
         assert_eq!(t.byte_range.0 % 64, 0, "{}: aligned", t.name);
-        let got = f.dequantize(&t.name).unwrap();
-        let expected = want.dequantize(&t.name).unwrap();
-        assert_eq!(got.len(), 256);
-        let same = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
-        assert_eq!(same, 256, "{} ({}): {same} of 256 bit-identical", t.name, t.ggml_type.name);
+        assert_eq!(bit_identical(&f, &want, &t.name), 256);
     }
 }
 
@@ -60,19 +73,7 @@ fn every_k_quant_iq4_and_mxfp4_dequantizes_bit_for_bit_as_gguf_py() {
     let types: Vec<&str> = f.tensors.iter().map(|t| t.ggml_type.name).collect();
     assert_eq!(types, ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"]);
     for t in &f.tensors {
-        let got = f.dequantize(&t.name).unwrap();
-        let expected = want.dequantize(&t.name).unwrap();
-        assert_eq!(got.len() as u64, t.numel());
-        assert_eq!(got.len(), expected.len());
-        let same = got.iter().zip(&expected).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
-        assert_eq!(
-            same,
-            got.len(),
-            "{} ({}): {same} of {} bit-identical",
-            t.name,
-            t.ggml_type.name,
-            got.len()
-        );
+        assert_eq!(bit_identical(&f, &want, &t.name) as u64, t.numel());
     }
 }
 

@@ -13,8 +13,20 @@ fn half(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// `bytes` (whole blocks of type `ty`) decoded into `out`; `None` for a type
+/// this module does not decode.
+pub fn dequantize(ty: super::GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Option<()> {
+    out.clear();
+    for b in bytes.chunks_exact(ty.block_bytes as usize) {
+        if !block(ty.name, b, out) {
+            return None;
+        }
+    }
+    Some(())
+}
+
 /// One super-block of `name` appended to `out`; false for a type not here.
-pub fn block(name: &str, b: &[u8], out: &mut Vec<f32>) -> bool {
+fn block(name: &str, b: &[u8], out: &mut Vec<f32>) -> bool {
     match name {
         "Q2_K" => q2_k(b, out),
         "Q3_K" => q3_k(b, out),

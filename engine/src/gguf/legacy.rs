@@ -23,13 +23,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Option<()> 
         "Q4_1" => blocks.for_each(|b| q4(b, Some(half(b, 2)), out)),
         "Q5_0" => blocks.for_each(|b| q5(b, None, out)),
         "Q5_1" => blocks.for_each(|b| q5(b, Some(half(b, 2)), out)),
-        name => {
-            for b in blocks {
-                if !super::kquants::block(name, b, out) {
-                    return None;
-                }
-            }
-        }
+        _ => return None,
     }
     Some(())
 }

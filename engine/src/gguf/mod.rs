@@ -133,7 +133,10 @@ impl GgufFile {
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         let mut out = Vec::new();
-        legacy::dequantize(t.ggml_type, self.bytes(t), &mut out).ok_or_else(|| Error::Tensor {
+        let bytes = self.bytes(t);
+        let decoded = legacy::dequantize(t.ggml_type, bytes, &mut out)
+            .or_else(|| kquants::dequantize(t.ggml_type, bytes, &mut out));
+        decoded.ok_or_else(|| Error::Tensor {
             path: self.path.clone(),
             tensor: name.escape_debug().to_string(),
             reason: format!("ggml type {} is listed but not decoded yet", t.ggml_type.name),
