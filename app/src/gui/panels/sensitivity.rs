@@ -289,14 +289,7 @@ impl SensitivityPanel {
     /// The frozen first column; returns its vertical offset after this frame.
     fn names_ui(&mut self, s: &Sweep, order: &[usize], to: Option<f32>, ui: &mut egui::Ui) -> f32 {
         let mut first = None;
-        let mut table = TableBuilder::new(ui);
-        if let Some(y) = to {
-            table = table.vertical_scroll_offset(y);
-        }
-        let out = table
-            .id_salt("matrix_names")
-            .striped(false)
-            .animate_scrolling(false)
+        let out = synced_table(ui, "matrix_names", to)
             .scroll_bar_visibility(egui::scroll_area::ScrollBarVisibility::AlwaysHidden)
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
             .column(Column::exact(NAME_WIDTH - 8.0).clip(true))
@@ -322,16 +315,18 @@ impl SensitivityPanel {
     }
 }
 
+/// One side of the matrix: unstriped, scrolled to `to` when the other side moved.
+fn synced_table<'a>(ui: &'a mut egui::Ui, id: &str, to: Option<f32>) -> TableBuilder<'a> {
+    let table = TableBuilder::new(ui).id_salt(id).striped(false).animate_scrolling(false);
+    match to {
+        Some(y) => table.vertical_scroll_offset(y),
+        None => table,
+    }
+}
+
 /// The cells beside the frozen names; returns the vertical offset after this frame.
 fn cells_ui(s: &Sweep, order: &[usize], to: Option<f32>, ui: &mut egui::Ui, out: &mut Vec<Command>) -> f32 {
-    let mut table = TableBuilder::new(ui);
-    if let Some(y) = to {
-        table = table.vertical_scroll_offset(y);
-    }
-    let output = table
-        .id_salt("matrix")
-        .striped(false)
-        .animate_scrolling(false)
+    let output = synced_table(ui, "matrix", to)
         .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
         .columns(Column::exact(CELL.x), s.schemes.len())
         .header(36.0, |mut h| {
