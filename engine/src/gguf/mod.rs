@@ -14,6 +14,8 @@
 mod kquants;
 mod legacy;
 mod parse;
+pub mod preset;
+pub mod quant;
 pub mod rope;
 pub mod types;
 
