@@ -1,5 +1,8 @@
 //! Opening checkpoints: a single `.safetensors` file, a sharded
-//! `model.safetensors.index.json`, or a Hugging Face folder holding either.
+//! `model.safetensors.index.json`, a Hugging Face folder holding either, or a
+//! GGUF file (llama.cpp's; its tensors keep their GGUF names, shapes are given
+//! as Hugging Face writes them, and a tensor ggml stores quantized is decoded
+//! by [`crate::gguf`]).
 //!
 //! Every shard is memory-mapped ([`crate::mmap`]) and only its header is parsed
 //! (by the `safetensors` crate, which checks offsets, sizes and overflow), so
@@ -14,6 +17,7 @@ use serde::Serialize;
 
 use crate::decode;
 use crate::error::{Error, Result};
+use crate::gguf::{self, GgmlType};
 use crate::mmap::MappedFile;
 
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -30,8 +34,17 @@ pub struct TensorInfo {
     pub shard: usize,
     /// Why this tensor cannot be quantized, if it cannot.
     pub not_quantizable: Option<String>,
+    /// The ggml type a GGUF file stores it as (`dtype` is then the plain
+    /// dtype it decodes like, or U8 for a quantized block type).
+    #[serde(rename = "ggml_type", skip_serializing_if = "Option::is_none", serialize_with = "ggml_name")]
+    pub ggml: Option<GgmlType>,
     #[serde(skip)]
     byte_range: (usize, usize),
+}
+
+#[allow(clippy::ref_option)] // serde passes fields by reference
+fn ggml_name<S: serde::Serializer>(t: &Option<GgmlType>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(t.map_or("", |t| t.name))
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes fields by reference
@@ -58,6 +71,8 @@ pub struct Shard {
     pub path: PathBuf,
     /// The header's `__metadata__` strings.
     pub metadata: HashMap<String, String>,
+    /// A GGUF file's header (metadata of every type, tensor entries).
+    pub gguf: Option<gguf::Header>,
     map: MappedFile,
 }
 
@@ -102,7 +117,11 @@ impl Checkpoint {
             return Self::from_shards(path, path, &files, None);
         }
         let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        if path.to_string_lossy().ends_with(".index.json") {
+        if gguf::is_gguf(path) {
+            let mut ckpt = Self::empty(path, &dir);
+            ckpt.add_gguf(path, MappedFile::open(path)?)?;
+            Ok(ckpt)
+        } else if path.to_string_lossy().ends_with(".index.json") {
             Self::open_index(path, &dir)
         } else {
             Self::from_shards(path, &dir, &[path.to_path_buf()], None)
@@ -112,16 +131,48 @@ impl Checkpoint {
     /// A checkpoint from bytes already in memory (e.g. embedded in the binary);
     /// `name` stands in for the path in messages.
     pub fn from_bytes(name: impl AsRef<Path>, bytes: Vec<u8>) -> Result<Self> {
-        let path = name.as_ref().to_path_buf();
-        let mut ckpt = Self {
-            path: path.clone(),
-            dir: PathBuf::from("."),
+        let path = name.as_ref();
+        let mut ckpt = Self::empty(path, Path::new("."));
+        if bytes.starts_with(gguf::MAGIC) {
+            ckpt.add_gguf(path, MappedFile::from_vec(bytes))?;
+        } else {
+            ckpt.add_shard(path, MappedFile::from_vec(bytes))?;
+        }
+        Ok(ckpt)
+    }
+
+    fn empty(path: &Path, dir: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
             shards: Vec::new(),
             tensors: Vec::new(),
             by_name: HashMap::new(),
-        };
-        ckpt.add_shard(&path, MappedFile::from_vec(bytes))?;
-        Ok(ckpt)
+        }
+    }
+
+    /// A GGUF file's tensors, in file order, into the catalogue.
+    fn add_gguf(&mut self, file: &Path, map: MappedFile) -> Result<()> {
+        let header = gguf::Header::read(file, map.bytes())?;
+        for t in &header.tensors {
+            if self.by_name.contains_key(&t.name) {
+                return Err(Error::format(file, format!("GGUF: tensor '{}' appears twice", t.name.escape_debug())));
+            }
+            let (dtype, not_quantizable) = gguf::catalogue_dtype(t.ggml_type);
+            self.by_name.insert(t.name.clone(), self.tensors.len());
+            self.tensors.push(TensorInfo {
+                name: t.name.clone(),
+                dtype,
+                shape: t.shape(),
+                size_bytes: t.byte_range.1 - t.byte_range.0,
+                shard: self.shards.len(),
+                not_quantizable,
+                ggml: Some(t.ggml_type),
+                byte_range: t.byte_range,
+            });
+        }
+        self.shards.push(Shard { path: file.to_path_buf(), metadata: HashMap::new(), gguf: Some(header), map });
+        Ok(())
     }
 
     fn open_index(index: &Path, dir: &Path) -> Result<Self> {
@@ -168,13 +219,7 @@ impl Checkpoint {
         files: &[PathBuf],
         index: Option<(&Path, &HashMap<String, String>)>,
     ) -> Result<Self> {
-        let mut ckpt = Self {
-            path: path.to_path_buf(),
-            dir: dir.to_path_buf(),
-            shards: Vec::with_capacity(files.len()),
-            tensors: Vec::new(),
-            by_name: HashMap::new(),
-        };
+        let mut ckpt = Self::empty(path, dir);
         for file in files {
             ckpt.add_shard(file, MappedFile::open(file)?)?;
         }
@@ -214,12 +259,14 @@ impl Checkpoint {
                 shape: info.shape.clone(),
                 size_bytes: e - s,
                 shard: shard_idx,
+                ggml: None,
                 byte_range: (data_start + s, data_start + e),
             });
         }
         self.shards.push(Shard {
             path: file.to_path_buf(),
             metadata: metadata.metadata().clone().unwrap_or_default(),
+            gguf: None,
             map,
         });
         Ok(())
@@ -233,10 +280,17 @@ impl Checkpoint {
         let mut h = crc32fast::Hasher::new();
         for shard in &self.shards {
             let bytes = shard.map.bytes();
-            // The header was validated at open: its length fits the file.
-            let len = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-            let end = usize::try_from(len).unwrap_or(0).saturating_add(8).min(bytes.len());
-            h.update(&bytes[..end]);
+            let end = match &shard.gguf {
+                // A GGUF header ends where the first tensor's data starts.
+                Some(g) => g.tensors.iter().map(|t| t.byte_range.0).min().unwrap_or(bytes.len()),
+                None => {
+                    // The header was validated at open: its length fits the file.
+                    let len =
+                        bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                    usize::try_from(len).unwrap_or(0).saturating_add(8)
+                }
+            };
+            h.update(&bytes[..end.min(bytes.len())]);
         }
         format!("{}#{:08x}", self.path.display(), h.finalize())
     }
@@ -303,11 +357,20 @@ impl Checkpoint {
     /// Decodes a tensor into `buf`, reusing its memory (see [`decode::decode_into`]).
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
         self.prefetch(info);
-        decode::decode_into(info.dtype, self.bytes(info), buf).map_err(|reason| Error::Decode {
+        let decoded = match info.ggml {
+            Some(t) if !gguf::is_plain(t) => gguf::dequantize_into(t, self.bytes(info), buf),
+            _ => decode::decode_into(info.dtype, self.bytes(info), buf),
+        };
+        decoded.map_err(|reason| Error::Decode {
             file: Some(self.shard_path(info).to_path_buf()),
             tensor: Some(info.name.clone()),
             reason,
         })
+    }
+
+    /// The GGUF header, when the model is a GGUF file.
+    pub fn gguf(&self) -> Option<&gguf::Header> {
+        self.shards.first().and_then(|s| s.gguf.as_ref())
     }
 
     /// Total bytes of tensor data.

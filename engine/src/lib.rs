@@ -32,6 +32,7 @@ pub mod export;
 pub mod format;
 pub mod fused;
 pub mod gguf;
+pub mod ggml;
 pub mod metrics;
 mod mmap;
 pub mod multi;

@@ -7,23 +7,18 @@
 //! `ne[0]`, the innermost dimension, first.
 //!
 //! Followed: gguf-py 0.19.0 (`gguf_reader.py`, `constants.py`) and ggml's
-//! `gguf.cpp` for the layout; `types` for the ggml types, `legacy` and
-//! `kquants` for the types decoded so far (ggml's ggml-quants.c as gguf-py's
-//! `quants.py` restates it).
+//! `gguf.cpp` for the layout. The block types' arithmetic is [`crate::ggml`]'s.
 
-mod kquants;
-mod legacy;
 mod parse;
 pub mod preset;
 pub mod quant;
 pub mod rope;
-pub mod types;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
-pub use types::GgmlType;
+pub use crate::ggml::{GgmlType, decodes, dequantize_into, is_plain};
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,15 +77,53 @@ impl GgufTensor {
     }
 }
 
-/// An opened GGUF file.
-pub struct GgufFile {
-    pub path: PathBuf,
+/// A parsed header: version, metadata, alignment and tensor entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Header {
     pub version: u32,
     pub metadata: Vec<(String, Value)>,
     /// `general.alignment`, 32 when absent.
     pub alignment: u64,
     pub tensors: Vec<GgufTensor>,
+}
+
+impl Header {
+    /// Parses the header of the file at `path` whose bytes are `bytes`.
+    pub fn read(path: &Path, bytes: &[u8]) -> Result<Self> {
+        parse::header(bytes).map_err(|e| e.at(path))
+    }
+
+    /// The metadata value under `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// `general.architecture` (`llama`, `qwen2`, `bert`, …).
+    pub fn arch(&self) -> Option<&str> {
+        match self.get("general.architecture") {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer under `{arch}.{key}` (e.g. `attention.head_count`).
+    pub fn arch_u64(&self, key: &str) -> Option<u64> {
+        self.get(&format!("{}.{key}", self.arch()?)).and_then(Value::as_u64)
+    }
+}
+
+/// An opened GGUF file.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub header: Header,
     map: MappedFile,
+}
+
+impl std::ops::Deref for GgufFile {
+    type Target = Header;
+    fn deref(&self) -> &Header {
+        &self.header
+    }
 }
 
 impl GgufFile {
@@ -105,20 +138,8 @@ impl GgufFile {
     }
 
     fn from_map(path: &Path, map: MappedFile) -> Result<Self> {
-        let h = parse::header(map.bytes()).map_err(|e| e.at(path))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            version: h.version,
-            metadata: h.metadata,
-            alignment: h.alignment,
-            tensors: h.tensors,
-            map,
-        })
-    }
-
-    /// The metadata value under `key`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        let header = Header::read(path, map.bytes())?;
+        Ok(Self { path: path.to_path_buf(), header, map })
     }
 
     pub fn tensor(&self, name: &str) -> Result<&GgufTensor> {
@@ -135,14 +156,47 @@ impl GgufFile {
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         let mut out = Vec::new();
-        let bytes = self.bytes(t);
-        let decoded = legacy::dequantize(t.ggml_type, bytes, &mut out)
-            .or_else(|| kquants::dequantize(t.ggml_type, bytes, &mut out));
-        decoded.ok_or_else(|| Error::Tensor {
+        dequantize_into(t.ggml_type, self.bytes(t), &mut out).map_err(|reason| Error::Tensor {
             path: self.path.clone(),
             tensor: name.escape_debug().to_string(),
-            reason: format!("ggml type {} is listed but not decoded yet", t.ggml_type.name),
+            reason,
         })?;
         Ok(out)
     }
+}
+
+/// The file magic.
+pub const MAGIC: &[u8; 4] = b"GGUF";
+
+/// Whether the file at `path` starts with the GGUF magic (a file that cannot be
+/// read is left to its opener to report).
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == MAGIC
+}
+
+/// How the tensor catalogue lists a tensor of type `ty`: the safetensors dtype
+/// it decodes like (U8 for a block type), and why it cannot be quantized.
+pub fn catalogue_dtype(ty: GgmlType) -> (safetensors::Dtype, Option<String>) {
+    use safetensors::Dtype;
+    let dtype = match ty.name {
+        "F32" => Dtype::F32,
+        "F16" => Dtype::F16,
+        "BF16" => Dtype::BF16,
+        "F64" => Dtype::F64,
+        "I8" => Dtype::I8,
+        "I16" => Dtype::I16,
+        "I32" => Dtype::I32,
+        "I64" => Dtype::I64,
+        _ => Dtype::U8,
+    };
+    let why = if is_plain(ty) {
+        crate::decode::quantizable(dtype).err()
+    } else if decodes(ty) {
+        Some(format!("stored as {} by llama.cpp: compare it with its original (diff)", ty.name))
+    } else {
+        Some(format!("stored as {}, which quantscope lists but does not decode", ty.name))
+    };
+    (dtype, why)
 }

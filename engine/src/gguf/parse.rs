@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use super::{GgmlType, GgufTensor, Value};
+use super::{GgmlType, GgufTensor, Header, Value};
 use crate::error::Error;
 
-const MAGIC: &[u8; 4] = b"GGUF";
+use super::MAGIC;
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml's `GGML_MAX_DIMS`.
 const MAX_DIMS: u32 = 4;
@@ -41,13 +41,6 @@ impl ParseError {
 }
 
 type Parsed<T> = Result<T, ParseError>;
-
-pub struct Header {
-    pub version: u32,
-    pub metadata: Vec<(String, Value)>,
-    pub alignment: u64,
-    pub tensors: Vec<GgufTensor>,
-}
 
 /// A little-endian reader over the file's bytes.
 struct Cursor<'a> {

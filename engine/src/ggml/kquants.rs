@@ -13,6 +13,11 @@ fn half(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
+/// Whether this module decodes `ty`.
+pub fn decodes(ty: super::GgmlType) -> bool {
+    matches!(ty.name, "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K" | "IQ4_NL" | "IQ4_XS" | "MXFP4")
+}
+
 /// `bytes` (whole blocks of type `ty`) decoded into `out`; `None` for a type
 /// this module does not decode.
 pub fn dequantize(ty: super::GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Option<()> {

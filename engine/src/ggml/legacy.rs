@@ -7,6 +7,11 @@ use half::f16;
 
 use super::types::GgmlType;
 
+/// Whether this module decodes `ty`.
+pub fn decodes(ty: GgmlType) -> bool {
+    matches!(ty.name, "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1")
+}
+
 /// `bytes` (whole blocks of type `ty`) decoded into `out`; `None` for a type
 /// this module does not decode.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> Option<()> {

@@ -1,0 +1,33 @@
+//! ggml's tensor types as numbers: every type's block layout (`types`), and
+//! the arithmetic of the block types llama.cpp stores weights in, bit for bit
+//! as ggml computes it: decoding (`legacy`, `kquants`). Nothing here knows a
+//! file; GGUF, the file format, is `crate::gguf`.
+
+mod kquants;
+mod legacy;
+pub mod types;
+
+pub use types::GgmlType;
+
+/// Whether `ty` is a plain dtype (one value per element, no blocks).
+pub fn is_plain(ty: GgmlType) -> bool {
+    ty.block == 1
+}
+
+/// Whether values of type `ty` can be decoded.
+pub fn decodes(ty: GgmlType) -> bool {
+    legacy::decodes(ty) || kquants::decodes(ty)
+}
+
+/// `bytes` (whole blocks of `ty`) decoded into `out` as ggml dequantizes them.
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> std::result::Result<(), String> {
+    if !(bytes.len() as u64).is_multiple_of(ty.block_bytes) {
+        return Err(format!("{} bytes are not whole {} blocks", bytes.len(), ty.name));
+    }
+    if is_plain(ty) && !legacy::decodes(ty) {
+        return Err(format!("{} values are not weights", ty.name));
+    }
+    legacy::dequantize(ty, bytes, out)
+        .or_else(|| kquants::dequantize(ty, bytes, out))
+        .ok_or_else(|| format!("ggml type {} is listed but not decoded yet", ty.name))
+}
