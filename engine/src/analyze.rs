@@ -176,7 +176,31 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
         }
     }
     check_input(values, shape, scheme)?;
+    if let Some(ty) = scheme.format.ggml() {
+        return analyze_ggml(values, shape, ty, None, opts);
+    }
     dispatch_in(scheme.format, opts.work, Run(values, shape, scheme, opts))?
+}
+
+/// A llama.cpp type: ggml's own quantizer (weighted by `imatrix`, one weight
+/// per column, when given) on rows of the last dimension, as llama.cpp
+/// quantizes a tensor, then R against the decoded R′.
+pub fn analyze_ggml(
+    values: &[f32],
+    shape: &[usize],
+    ty: crate::ggml::GgmlType,
+    imatrix: Option<&[f32]>,
+    opts: &Options,
+) -> Result<QuantResult> {
+    let cols = shape.last().copied().unwrap_or(values.len());
+    let scheme = Scheme { format: crate::scheme::FormatKind::Ggml(ty), ..Scheme::default() }.fitted();
+    check_input(values, shape, &scheme)?;
+    let (_, d) = crate::ggml::quantize_decoded(ty, values, cols, imatrix)?;
+    let dequantized = opts.keep_dequantized.then(|| d.values.clone());
+    let granularity = scheme.granularity;
+    let (mut r, _) = crate::measure::against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins);
+    r.dequantized = dequantized;
+    Ok(r)
 }
 
 /// A valid scheme, and as many values as `shape` holds: what every analysis
@@ -481,6 +505,9 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
         analyze(&values, shape, scheme, &Options { work: WorkDtype::of(dtype), ..Options::default() })
     };
     scheme.validate()?;
+    if scheme.format.ggml().is_some() {
+        return whole();
+    }
     let (granularity, fallback) = resolve_for(shape, scheme)?;
     let numel: usize = shape.iter().product();
     let size = dtype.bitsize() / 8;

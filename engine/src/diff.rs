@@ -118,7 +118,7 @@ pub fn published_metrics_reusing(
     buf: &mut Vec<f32>,
 ) -> crate::Result<Metrics> {
     let d = q.decode_reusing(layer, std::mem::take(buf))?;
-    let m = crate::quantized::view::metrics_against(values, &d);
+    let m = crate::measure::metrics_against(values, &d);
     *buf = d.values;
     Ok(m)
 }

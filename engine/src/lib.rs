@@ -33,6 +33,7 @@ pub mod format;
 pub mod fused;
 pub mod gguf;
 pub mod ggml;
+pub mod measure;
 pub mod metrics;
 mod mmap;
 pub mod multi;

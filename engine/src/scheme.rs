@@ -129,7 +129,10 @@ impl Scheme {
     pub fn fitted(mut self) -> Self {
         if let Some(g) = self.format.fixed_group() {
             self.granularity = Granularity::Group { size: g };
-            self.mapping = Mapping::Symmetric;
+            self.mapping = self.format.fixed_mapping().unwrap_or(Mapping::Symmetric);
+            if self.format.ggml().is_some() {
+                self.calibration = Calibration::MinMax;
+            }
         } else if matches!(self.granularity, Granularity::Block { .. }) && !self.format.is_fp8() {
             self.granularity = Granularity::Channel { axis: 0 };
         }
@@ -153,8 +156,17 @@ impl Scheme {
                     self.format, self.format, self.format
                 )));
             }
-            if self.mapping == Mapping::Asymmetric {
-                return Err(Error::Scheme(format!("{} has no zero point: symmetric only", self.format)));
+            if let Some(m) = self.format.fixed_mapping()
+                && self.mapping != m
+            {
+                let why = if m == Mapping::Symmetric { "has no zero point: symmetric only" } else { "stores a min" };
+                return Err(Error::Scheme(format!("{} {why}", self.format)));
+            }
+            if self.format.ggml().is_some() && self.calibration != Calibration::MinMax {
+                return Err(Error::Scheme(format!(
+                    "{} chooses its scales by llama.cpp's own search: it takes no calibration",
+                    self.format
+                )));
             }
         }
         if matches!(self.granularity, Granularity::Block { .. }) && !self.format.is_fp8() {
@@ -181,7 +193,11 @@ impl fmt::Display for Granularity {
 
 impl fmt::Display for Scheme {
     /// `format:granularity:calibration[:asym]`, the inverse of `FromStr`.
+    /// A llama.cpp type is its name alone (`q4_k`): it has no other choice.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.format.ggml().is_some() {
+            return write!(f, "{}", self.format);
+        }
         write!(f, "{}:{}:{}", self.format, self.granularity, self.calibration)?;
         if self.mapping == Mapping::Asymmetric {
             f.write_str(":asym")?;
@@ -233,10 +249,17 @@ impl Scheme {
     pub fn parse_over(s: &str, base: &Self) -> Result<Self> {
         let mut parts = s.split(':');
         let mut scheme = Self { format: parts.next().unwrap_or_default().parse()?, ..*base };
-        // A microscaling format brings its own group and mapping unless told otherwise.
+        // A microscaling format brings its own group and mapping unless told
+        // otherwise; a llama.cpp type brings everything.
         if let Some(g) = scheme.format.fixed_group() {
             scheme.granularity = Granularity::Group { size: g };
-            scheme.mapping = Mapping::Symmetric;
+            scheme.mapping = scheme.format.fixed_mapping().unwrap_or(Mapping::Symmetric);
+        }
+        if scheme.format.ggml().is_some() {
+            scheme.calibration = Calibration::MinMax;
+            if parts.next().is_some() {
+                return Err(Error::Scheme(format!("{} is a llama.cpp type: it takes no ':' parts", scheme.format)));
+            }
         }
         if let Some(g) = parts.next() {
             scheme.granularity = g.parse()?;
@@ -283,6 +306,9 @@ mod tests {
             "mxfp4:group32:mse",
             "mxfp8:group32:minmax",
             "e4m3:block128:minmax",
+            "q4_k",
+            "iq4_xs",
+            "q8_0",
         ] {
             let scheme: Scheme = s.parse().unwrap();
             assert_eq!(scheme.to_string(), s);
@@ -306,11 +332,16 @@ mod tests {
         assert!("nvfp4:group32".parse::<Scheme>().is_err());
         assert!("mxfp4:group32:minmax:asym".parse::<Scheme>().is_err());
         assert!("int8:block128".parse::<Scheme>().is_err());
+        // A llama.cpp type has no parts to choose.
+        assert!("q4_k:group32".parse::<Scheme>().is_err());
+        let q4k: Scheme = "Q4_K".parse().unwrap();
+        assert_eq!((q4k.mapping, q4k.granularity), (Mapping::Asymmetric, Granularity::Group { size: 32 }));
+        assert!(Scheme { calibration: Calibration::Mse, ..q4k }.validate().is_err());
     }
 
     #[test]
     fn fitted_schemes_validate() {
-        for f in ["int4", "int8", "e4m3", "e5m2", "nvfp4", "mxfp4", "mxfp8"] {
+        for f in ["int4", "int8", "e4m3", "e5m2", "nvfp4", "mxfp4", "mxfp8", "q4_k", "q6_k", "q4_0"] {
             for g in ["tensor", "channel", "group64", "block128"] {
                 for c in ["minmax", "hqq", "mse"] {
                     for m in [Mapping::Symmetric, Mapping::Asymmetric] {

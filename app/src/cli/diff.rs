@@ -54,7 +54,7 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write, console: &Console) -> anyhow::R
         format!("--tensors {:?} is not a valid regex", args.tensors.as_deref().unwrap_or(""))
     })?;
     let orig = Checkpoint::open(&args.original)?;
-    let q = QuantizedModel::open(&args.quantized)?;
+    let q = QuantizedModel::open(&args.quantized)?.aligned_to(&orig);
     let keep = |name: &str| filter.as_ref().is_none_or(|r| r.is_match(name));
     let opts = DiffOptions { compare: args.compare.clone(), no_rtn: false };
     let d = {

@@ -8,11 +8,13 @@
 //! its own vectorisable loop and no call is dynamic.
 
 mod fp8;
+mod ggml;
 mod int;
 mod micro;
 mod work;
 
 pub use fp8::{Fp8Format, Fp8Kind};
+pub use ggml::GgmlFormat;
 pub use int::IntFormat;
 pub use micro::{E2M1_VALUES, MicroFormat, MicroKind, e2m1_encode, e2m1_value, e8m0_byte, e8m0_value};
 pub use work::WorkDtype;
@@ -189,6 +191,7 @@ pub fn dispatch_in<V: WithFormat>(kind: FormatKind, work: WorkDtype, v: V) -> Re
         FormatKind::Nvfp4 => v.run(MicroFormat::new(MicroKind::Nvfp4, work)),
         FormatKind::Mxfp4 => v.run(MicroFormat::new(MicroKind::Mxfp4, work)),
         FormatKind::Mxfp8 => v.run(MicroFormat::new(MicroKind::Mxfp8, work)),
+        FormatKind::Ggml(t) => v.run(GgmlFormat::new(t)),
     })
 }
 

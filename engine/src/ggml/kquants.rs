@@ -62,13 +62,7 @@ fn q2_k(b: &[u8], out: &mut Vec<f32>) {
 /// scales (offset 32), d. A clear mask bit subtracts 4.
 fn q3_k(b: &[u8], out: &mut Vec<f32>) {
     let d = half(b, 108);
-    let s = &b[96..108];
-    let scale = |k: usize| {
-        let low = (s[k % 8] >> (4 * (k / 8))) & 0x0F;
-        let high = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
-        d * f32::from((low | (high << 4)) as i8 - 32)
-    };
-    let scales: Vec<f32> = (0..16).map(scale).collect();
+    let scales: Vec<f32> = (0..16).map(|k| d * f32::from(q3_scale(b, k))).collect();
     for e in 0..256 {
         let (c, sh, i) = (e / 128, (e % 128) / 32, e % 32);
         let low = ((b[32 + 32 * c + i] >> (2 * sh)) & 3) as i8;
@@ -81,14 +75,8 @@ fn q3_k(b: &[u8], out: &mut Vec<f32>) {
 /// of 32, (Q5_K: a 32-byte fifth-bit plane,) then 128 bytes of nibbles: sub-block
 /// j is the low (j even) or high nibbles of bytes 32·(j/2)…
 fn q45_k(b: &[u8], five: bool, out: &mut Vec<f32>) {
-    let (d, dmin, s) = (half(b, 0), half(b, 2), &b[4..16]);
-    let scale_min = |j: usize| -> (u8, u8) {
-        if j < 4 {
-            (s[j] & 0x3F, s[4 + j] & 0x3F)
-        } else {
-            ((s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30), (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30))
-        }
-    };
+    let (d, dmin) = (half(b, 0), half(b, 2));
+    let scale_min = |j: usize| q45_scale_min(b, j);
     let (qh, qs) = if five { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
     for j in 0..8 {
         let (sc, mn) = scale_min(j);
@@ -129,11 +117,8 @@ fn iq4_nl(b: &[u8], out: &mut Vec<f32>) {
 /// 8 sub-blocks of 16 bytes laid out as IQ4_NL's; scale − 32.
 fn iq4_xs(b: &[u8], out: &mut Vec<f32>) {
     let d = half(b, 0);
-    let high = u16::from_le_bytes([b[2], b[3]]);
     for k in 0..8 {
-        let low = (b[4 + k / 2] >> (4 * (k % 2))) & 0x0F;
-        let h = ((high >> (2 * k)) & 3) as u8;
-        let dl = d * f32::from((low | (h << 4)) as i8 - 32);
+        let dl = d * f32::from(iq4_xs_scale(b, k));
         let qs = &b[8 + 16 * k..][..16];
         out.extend(qs.iter().map(|&q| dl * f32::from(IQ4_GRID[usize::from(q & 0x0F)])));
         out.extend(qs.iter().map(|&q| dl * f32::from(IQ4_GRID[usize::from(q >> 4)])));
@@ -151,4 +136,60 @@ fn mxfp4(b: &[u8], out: &mut Vec<f32>) {
     let qs = &b[1..17];
     out.extend(qs.iter().map(|&q| d * f32::from(E2M1_DOUBLED[usize::from(q & 0x0F)])));
     out.extend(qs.iter().map(|&q| d * f32::from(E2M1_DOUBLED[usize::from(q >> 4)])));
+}
+
+/// Q3_K's sub-block `k` scale: 6 bits (low nibble, 2 high bits) less 32.
+fn q3_scale(b: &[u8], k: usize) -> i8 {
+    let s = &b[96..108];
+    let low = (s[k % 8] >> (4 * (k / 8))) & 0x0F;
+    let high = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    (low | (high << 4)) as i8 - 32
+}
+
+/// Q4_K's and Q5_K's sub-block `j` 6-bit scale and min (bytes 4..16).
+fn q45_scale_min(b: &[u8], j: usize) -> (u8, u8) {
+    let s = &b[4..16];
+    if j < 4 {
+        (s[j] & 0x3F, s[4 + j] & 0x3F)
+    } else {
+        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 2) & 0x30), (s[j + 4] >> 4) | ((s[j] >> 2) & 0x30))
+    }
+}
+
+/// IQ4_XS's sub-block `k` scale: 6 bits less 32.
+fn iq4_xs_scale(b: &[u8], k: usize) -> i8 {
+    let high = u16::from_le_bytes([b[2], b[3]]);
+    let low = (b[4 + k / 2] >> (4 * (k % 2))) & 0x0F;
+    let h = ((high >> (2 * k)) & 3) as u8;
+    (low | (h << 4)) as i8 - 32
+}
+
+/// One super-block's sub-blocks as (S, m), R′ = S·v(q) − m, computed as the
+/// decoder computes them; false for a type not here.
+pub fn sub_params(name: &str, b: &[u8], out: &mut Vec<(f32, f32)>) -> bool {
+    match name {
+        "Q2_K" => {
+            let (d, dmin) = (half(b, 80), half(b, 82));
+            out.extend(b[..16].iter().map(|&sc| (d * f32::from(sc & 0xF), dmin * f32::from(sc >> 4))));
+        }
+        "Q3_K" => {
+            let d = half(b, 108);
+            out.extend((0..16).map(|k| (d * f32::from(q3_scale(b, k)), 0.0)));
+        }
+        "Q4_K" | "Q5_K" => {
+            let (d, dmin) = (half(b, 0), half(b, 2));
+            out.extend((0..8).map(|j| q45_scale_min(b, j)).map(|(sc, m)| (d * f32::from(sc), dmin * f32::from(m))));
+        }
+        "Q6_K" => {
+            let d = half(b, 208);
+            out.extend(b[192..208].iter().map(|&sc| (d * f32::from(sc as i8), 0.0)));
+        }
+        "IQ4_NL" => out.push((half(b, 0), 0.0)),
+        "IQ4_XS" => {
+            let d = half(b, 0);
+            out.extend((0..8).map(|k| (d * f32::from(iq4_xs_scale(b, k)), 0.0)));
+        }
+        _ => return false,
+    }
+    true
 }

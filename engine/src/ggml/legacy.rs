@@ -74,3 +74,14 @@ fn q5(b: &[u8], m: Option<f32>, out: &mut Vec<f32>) {
     out.extend(lo.into_iter().map(value));
     out.extend(hi.into_iter().map(value));
 }
+
+/// One block's (S, m), R′ = S·v(q) − m (Q4_1 and Q5_1 add their min, so m is
+/// its negation); false for a type not here.
+pub fn sub_params(name: &str, b: &[u8], out: &mut Vec<(f32, f32)>) -> bool {
+    match name {
+        "Q8_0" | "Q4_0" | "Q5_0" => out.push((half(b, 0), 0.0)),
+        "Q4_1" | "Q5_1" => out.push((half(b, 0), -half(b, 2))),
+        _ => return false,
+    }
+    true
+}

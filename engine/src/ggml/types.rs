@@ -5,7 +5,7 @@
 //! where its values are not decoded.
 
 /// One ggml type: `id` as stored, `block` elements take `block_bytes` bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GgmlType {
     pub id: u32,
     pub name: &'static str,
@@ -55,7 +55,62 @@ pub const TYPES: [GgmlType; 34] = [
     t(41, "Q1_0", 128, 18),
 ];
 
+/// The type named `name` exactly (upper case, as ggml prints it).
+pub const fn by_name(name: &str) -> Option<GgmlType> {
+    let mut i = 0;
+    while i < TYPES.len() {
+        if const_eq(TYPES[i].name.as_bytes(), name.as_bytes()) {
+            return Some(TYPES[i]);
+        }
+        i += 1;
+    }
+    None
+}
+
+const fn const_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The types quantscope quantizes as live schemes, in llama-quantize's order
+/// of size: their short-form words are the lower-case names (`q4_k`).
+pub const SCHEME_TYPES: [&str; 12] =
+    ["Q8_0", "Q6_K", "Q5_1", "Q5_K", "Q5_0", "Q4_1", "IQ4_NL", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "Q2_K"];
+
 impl GgmlType {
+    /// The type named `name` (any case), if ggml has one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        TYPES.iter().copied().find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Elements sharing one scale: the block, or a K-quant's sub-block.
+    pub fn sub_block(self) -> usize {
+        match self.name {
+            "Q2_K" | "Q3_K" | "Q6_K" => 16,
+            _ if self.block >= 32 => 32,
+            _ => self.block as usize,
+        }
+    }
+
+    /// Whether a sub-block stores a min beside its scale (R′ = S·q − m).
+    pub fn has_min(self) -> bool {
+        matches!(self.name, "Q4_1" | "Q5_1" | "Q2_K" | "Q4_K" | "Q5_K")
+    }
+
+    /// Bits per weight as stored.
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes as f64 * 8.0 / self.block as f64
+    }
+
     /// The type stored as `id`, if ggml has one.
     pub fn from_id(id: u32) -> Option<Self> {
         TYPES.iter().copied().find(|t| t.id == id)

@@ -10,6 +10,7 @@
 //! `gguf.cpp` for the layout. The block types' arithmetic is [`crate::ggml`]'s.
 
 mod parse;
+pub mod names;
 pub mod preset;
 pub mod quant;
 pub mod rope;
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
-pub use crate::ggml::{GgmlType, decodes, dequantize_into, is_plain};
+pub use crate::ggml::{GgmlType, decodes, dequantize_into, is_plain, types};
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]

@@ -24,6 +24,11 @@ pub enum Method {
     },
     Gptq(GptqConfig),
     Awq(GptqConfig),
+    /// A GGUF file: each tensor names its ggml type; `file_type` is llama.cpp's
+    /// `general.file_type` (the preset that made it).
+    Gguf {
+        file_type: Option<u64>,
+    },
 }
 
 impl Method {
@@ -34,6 +39,7 @@ impl Method {
             Self::Fp8Block { .. } => "fp8",
             Self::Gptq(_) => "gptq",
             Self::Awq(_) => "awq",
+            Self::Gguf { .. } => "gguf",
         }
     }
 }

@@ -184,6 +184,7 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
         scale_dtype: format!("{:?}", scale.dtype),
         act_order: false,
         short,
+        bits_per_weight: None,
     };
     Ok(Layer {
         name: format!("{module}.weight"),
@@ -251,6 +252,7 @@ fn micro_layer(ckpt: &Checkpoint, module: &str, want: Option<&CtWeights>) -> Res
         scale_dtype: format!("{:?}", scale.dtype),
         act_order: false,
         short: scheme.to_string(),
+        bits_per_weight: None,
     };
     let name = format!("{module}.weight");
     Ok(Some(Layer {

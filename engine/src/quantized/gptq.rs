@@ -124,6 +124,7 @@ pub(super) fn layer(ckpt: &Checkpoint, method: &Method, module: &str) -> Result<
         scale_dtype: format!("{:?}", p.scales.dtype),
         act_order: cfg.desc_act,
         short: short_form(&format!("int{bits}"), "group", Some(group), cfg.sym),
+        bits_per_weight: None,
     };
     let layout = if awq { Layout::Awq(cfg) } else { Layout::Gptq(cfg) };
     Ok(Layer {

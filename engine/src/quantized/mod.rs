@@ -8,12 +8,16 @@
 //! `NumberFormat::dequantize` the save uses (docs/numerics.md, "Reading
 //! quantized checkpoints").
 //!
+//! A GGUF file (llama.cpp's) is read the same way: each tensor ggml stores as
+//! a block type is a layer, decoded by [`crate::ggml`] bit for bit.
+//!
 //! A layer that cannot be read becomes a [`Failure`] naming its tensor; the rest
 //! of the model still opens. New layouts (NVFP4, MX) slot in as one more
 //! [`Layout`] arm with its reader.
 
 pub mod config;
 mod ct;
+mod gguf;
 mod gptq;
 pub mod view;
 
@@ -42,6 +46,13 @@ pub(crate) enum Layout {
     Awq(config::GptqConfig),
     /// NVFP4 / MXFP4 / MXFP8: FP4 or FP8 codes with 8-bit block scales.
     Micro,
+    /// A GGUF tensor of this ggml block type; `rope_heads` when its rows are
+    /// in the converter's rope order and the layer is named for a Hugging Face
+    /// original (R′ is put back in that order).
+    Ggml {
+        ty: crate::ggml::GgmlType,
+        rope_heads: Option<usize>,
+    },
 }
 
 /// A layer's stored scheme, as the browser and `diff` show it.
@@ -62,6 +73,9 @@ pub struct StoredScheme {
     pub act_order: bool,
     /// The nearest quantscope short form (min-max), e.g. `int4:group128:minmax:asym`.
     pub short: String,
+    /// Bits per weight as stored, scales included (GGUF types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits_per_weight: Option<f64>,
 }
 
 impl StoredScheme {
@@ -112,6 +126,10 @@ impl QuantizedModel {
     /// when the checkpoint itself or its `quantization_config` cannot be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
+        if let Some(h) = ckpt.gguf() {
+            let method = Method::Gguf { file_type: h.get("general.file_type").and_then(crate::gguf::Value::as_u64) };
+            return Ok(gguf::model(ckpt, method));
+        }
         let method = config::read(&ckpt.dir)?;
         Ok(Self::from_checkpoint(ckpt, method))
     }
@@ -176,6 +194,13 @@ impl QuantizedModel {
             Layout::Gptq(c) => gptq::grid(&self.ckpt, layer, c, false),
             Layout::Awq(c) => gptq::grid(&self.ckpt, layer, c, true),
             Layout::Micro => ct::micro_grid(&self.ckpt, layer),
+            Layout::Ggml { ty, rope_heads } => {
+                let r = gguf::decode(&self.ckpt, layer, *ty, *rope_heads, buf);
+                for i in infos {
+                    self.ckpt.release(i);
+                }
+                return r;
+            }
         };
         let fail = |reason: String| Error::Tensor {
             path: self.ckpt.path.clone(),
@@ -188,6 +213,17 @@ impl QuantizedModel {
             self.ckpt.release(i);
         }
         r
+    }
+
+    /// The same model named as `orig` names its tensors: a GGUF file compared
+    /// with a Hugging Face checkpoint takes the original's names (and undoes
+    /// the converter's rope row order); anything else is left as it is.
+    #[must_use]
+    pub fn aligned_to(self, orig: &Checkpoint) -> Self {
+        if orig.gguf().is_some() {
+            return self;
+        }
+        gguf::aligned_to(self, orig)
     }
 
     pub fn layer(&self, name: &str) -> Option<&Layer> {

@@ -9,10 +9,10 @@ use rayon::prelude::*;
 
 use super::{Layer, QuantizedModel, StoredScheme};
 use crate::analyze::{Histogram, QuantResult};
-use crate::dequant::{Decoded, SliceMap};
+use crate::dequant::Decoded;
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch_in};
-use crate::metrics::{ErrorSums, Metrics, TensorStats, pair_sums};
+use crate::metrics::TensorStats;
 use crate::scheme::{FormatKind, Granularity, Scheme};
 
 /// One of the format's codes and how many elements use it.
@@ -168,123 +168,8 @@ pub fn published(
         let reason = format!("{} stored values against {} in the original", d.values.len(), values.len());
         return Err(tensor_error(q, layer, reason));
     }
-    let metrics = metrics_against(values, &d);
-    let slice_metrics = slice_sums(values, &d).iter().map(ErrorSums::metrics).collect();
-    let stats = TensorStats::of(values);
-    let (mn, mx) = stats.range();
-    let (lo, hi) = (f64::from(mn), f64::from(mx));
-    let histogram = (bins > 0).then(|| Histogram::of(values, lo, hi, bins));
-    let dequantized_histogram = (bins > 0).then(|| Histogram::of(&d.values, lo, hi, bins));
-    let error_histogram = (error_bins > 0).then(|| {
-        let half = if metrics.max_abs_err > 0.0 { metrics.max_abs_err } else { f64::from(f32::EPSILON) };
-        let errors: Vec<f32> = values
-            .par_iter()
-            .zip(&d.values)
-            .map(|(&x, &y)| if x.is_finite() { x - y } else { f32::NAN })
-            .collect();
-        Histogram::of(&errors, -half, half, error_bins)
-    });
-    let slice_ranges = slice_value_ranges(values, &d);
-    let grid = if d.params.len() == 1 {
-        crate::explain::slice_levels(layer.kind, &d.params[0], d.work, d.global)
-            .into_iter()
-            .filter(|&l| l >= mn.min(d.params[0].lo) && l <= mx.max(d.params[0].hi))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let result = QuantResult {
-        scheme: shown_scheme(layer),
-        granularity: granularity(layer),
-        fallback: None,
-        params: d.params,
-        slice_metrics,
-        slice_ranges,
-        metrics,
-        stats,
-        histogram,
-        error_histogram,
-        grid,
-        dequantized: None,
-        work: d.work,
-        global_scale: d.global,
-    };
+    let (result, dequantized_histogram) =
+        crate::measure::against(values, d, shown_scheme(layer), granularity(layer), bins, error_bins);
     Ok(Published { stored: layer.stored.clone(), result, dequantized_histogram })
 }
 
-/// The whole layer's metrics, summed row by row in row order (the numbers
-/// `quantscope diff` prints).
-pub(crate) fn metrics_against(values: &[f32], d: &Decoded) -> Metrics {
-    let cols = d.cols.max(1);
-    let sums = values
-        .par_chunks(cols)
-        .zip(d.values.par_chunks(cols))
-        .enumerate()
-        .map(|(r, (x, y))| {
-            pair_sums(x, y, |c| {
-                let p = d.params_of(r * cols + c);
-                (p.lo, p.hi)
-            })
-        })
-        .collect::<Vec<_>>();
-    sums.iter().fold(ErrorSums::default(), ErrorSums::merge).metrics()
-}
-
-/// Which of the slices a row touches column `c` falls in (runs of columns in
-/// the same one are summed together).
-fn local_slice(map: &SliceMap, c: usize) -> usize {
-    match map {
-        SliceMap::Tensor | SliceMap::Rows => 0,
-        SliceMap::Groups(g) => c / (*g).max(1),
-        SliceMap::Blocks { bw, .. } => c / (*bw).max(1),
-        SliceMap::GIdx { g_idx, .. } => g_idx.get(c).map_or(0, |&g| g as usize),
-    }
-}
-
-/// Per-slice error sums (slice order), whatever the map.
-fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
-    let cols = d.cols.max(1);
-    let per_row: Vec<Vec<(usize, ErrorSums)>> = values
-        .par_chunks(cols)
-        .zip(d.values.par_chunks(cols))
-        .enumerate()
-        .map(|(r, (x, y))| {
-            let mut out: Vec<(usize, ErrorSums)> = Vec::new();
-            let mut c = 0;
-            while c < x.len() {
-                let local = local_slice(&d.map, c);
-                let mut end = c + 1;
-                while end < x.len() && local_slice(&d.map, end) == local {
-                    end += 1;
-                }
-                let slice = d.map.index(r, c, cols);
-                let p = &d.params[slice];
-                let s = pair_sums(&x[c..end], &y[c..end], |_| (p.lo, p.hi));
-                match out.iter_mut().find(|(k, _)| *k == slice) {
-                    Some((_, acc)) => *acc = acc.merge(&s),
-                    None => out.push((slice, s)),
-                }
-                c = end;
-            }
-            out
-        })
-        .collect();
-    let mut all = vec![ErrorSums::default(); d.params.len()];
-    for (slice, s) in per_row.into_iter().flatten() {
-        all[slice] = all[slice].merge(&s);
-    }
-    all
-}
-
-/// Each slice's finite (min, max) of R.
-fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
-    let cols = d.cols.max(1);
-    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); d.params.len()];
-    for (k, &x) in values.iter().enumerate() {
-        if x.is_finite() {
-            let r = &mut ranges[d.map.index(k / cols, k % cols, cols)];
-            *r = (r.0.min(x), r.1.max(x));
-        }
-    }
-    ranges.iter().map(|&(lo, hi)| if lo <= hi { (lo, hi) } else { (0.0, 0.0) }).collect()
-}

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::names;
 use crate::error::{Error, Result};
+use crate::ggml::GgmlType;
+use crate::ggml::types::SCHEME_TYPES;
 
 /// The target number format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,6 +26,9 @@ pub enum FormatKind {
     Mxfp4,
     /// MXFP8: E4M3 values in groups of 32, E8M0 scales.
     Mxfp8,
+    /// One of llama.cpp's block types (`q4_k`, `iq4_xs`, …; see
+    /// `ggml::types::SCHEME_TYPES`), quantized by ggml's own search.
+    Ggml(GgmlType),
 }
 
 impl FormatKind {
@@ -39,6 +44,25 @@ impl FormatKind {
         match self {
             Self::Nvfp4 => Some(16),
             Self::Mxfp4 | Self::Mxfp8 => Some(32),
+            Self::Ggml(t) => Some(t.sub_block()),
+            _ => None,
+        }
+    }
+
+    /// The mapping a format is defined with, when it has only one.
+    pub fn fixed_mapping(self) -> Option<super::Mapping> {
+        use super::Mapping;
+        match self {
+            Self::Ggml(t) => Some(if t.has_min() { Mapping::Asymmetric } else { Mapping::Symmetric }),
+            Self::Nvfp4 | Self::Mxfp4 | Self::Mxfp8 => Some(Mapping::Symmetric),
+            _ => None,
+        }
+    }
+
+    /// The ggml type of a llama.cpp scheme.
+    pub fn ggml(self) -> Option<GgmlType> {
+        match self {
+            Self::Ggml(t) => Some(t),
             _ => None,
         }
     }
@@ -53,6 +77,7 @@ impl fmt::Display for FormatKind {
             Self::Nvfp4 => f.write_str("nvfp4"),
             Self::Mxfp4 => f.write_str("mxfp4"),
             Self::Mxfp8 => f.write_str("mxfp8"),
+            Self::Ggml(t) => f.write_str(&t.name.to_ascii_lowercase()),
         }
     }
 }
@@ -66,6 +91,9 @@ impl FromStr for FormatKind {
             "nvfp4" => Ok(Self::Nvfp4),
             "mxfp4" => Ok(Self::Mxfp4),
             "mxfp8" => Ok(Self::Mxfp8),
+            other if SCHEME_TYPES.iter().any(|t| t.eq_ignore_ascii_case(other)) => {
+                GgmlType::from_name(other).map(Self::Ggml).ok_or_else(|| Error::Scheme(other.into()))
+            }
             other => {
                 let bits = other
                     .strip_prefix("int")
@@ -108,8 +136,13 @@ const fn int(bits: u8, name: &'static str, label: &'static str, description: &'s
     FormatInfo { format: FormatKind::Int(bits), name, label, description }
 }
 
-/// Every format, widest integer first, then the floats.
-pub const FORMATS: [FormatInfo; 12] = [
+const fn ggml(name: &'static str, label: &'static str, description: &'static str) -> FormatInfo {
+    let Some(t) = crate::ggml::types::by_name(label) else { panic!("not a ggml type") };
+    FormatInfo { format: FormatKind::Ggml(t), name, label, description }
+}
+
+/// Every format, widest integer first, then the floats, then llama.cpp's types.
+pub const FORMATS: [FormatInfo; 24] = [
     int(8, "int8", "INT8", "8-bit signed integer codes: the common weight-only baseline"),
     int(7, "int7", "INT7", "7-bit signed integer codes"),
     int(6, "int6", "INT6", "6-bit signed integer codes"),
@@ -147,6 +180,18 @@ pub const FORMATS: [FormatInfo; 12] = [
         label: "MXFP8",
         description: "E4M3 values in groups of 32 with power-of-two (E8M0) scales",
     },
+    ggml("q8_0", "Q8_0", "llama.cpp: 8-bit codes, one F16 scale per 32 (8.5 bits per weight)"),
+    ggml("q6_k", "Q6_K", "llama.cpp K-quant: 6-bit codes, 8-bit scales per 16, F16 per 256 (6.56 bpw)"),
+    ggml("q5_1", "Q5_1", "llama.cpp: 5-bit codes, F16 scale and min per 32 (6 bpw)"),
+    ggml("q5_k", "Q5_K", "llama.cpp K-quant: 5-bit codes, 6-bit scales and mins per 32 (5.5 bpw)"),
+    ggml("q5_0", "Q5_0", "llama.cpp: 5-bit codes, one F16 scale per 32 (5.5 bpw)"),
+    ggml("q4_1", "Q4_1", "llama.cpp: 4-bit codes, F16 scale and min per 32 (5 bpw)"),
+    ggml("iq4_nl", "IQ4_NL", "llama.cpp: a 16-level non-linear grid, one F16 scale per 32 (4.5 bpw)"),
+    ggml("q4_k", "Q4_K", "llama.cpp K-quant: 4-bit codes, 6-bit scales and mins per 32 (4.5 bpw)"),
+    ggml("q4_0", "Q4_0", "llama.cpp: 4-bit codes, one F16 scale per 32 (4.5 bpw)"),
+    ggml("iq4_xs", "IQ4_XS", "llama.cpp: the IQ4_NL grid, 6-bit scales per 32, F16 per 256 (4.25 bpw)"),
+    ggml("q3_k", "Q3_K", "llama.cpp K-quant: 3-bit codes, 6-bit scales per 16 (3.44 bpw)"),
+    ggml("q2_k", "Q2_K", "llama.cpp K-quant: 2-bit codes, 4-bit scales and mins per 16 (2.63 bpw)"),
 ];
 
 impl FormatKind {

@@ -151,6 +151,8 @@ impl WorkerState {
             Some((c, _)) => c,
             None => self.ckpt.as_deref().ok_or("no original model is open")?,
         };
+        // A GGUF file takes the original's names (and its row order).
+        let q = q.aligned_to(orig);
         let (paired, unpaired) = quantscope_engine::diff::pairing(orig, &q, &|_| true);
         let paired: Vec<String> = paired.iter().map(|l| l.name.clone()).collect();
         let unpaired = unpaired.into_iter().map(|u| (u.name, u.reason)).collect();
