@@ -12,6 +12,7 @@
 mod parse;
 pub mod names;
 pub mod preset;
+pub mod write;
 pub mod quant;
 pub mod rope;
 
@@ -83,6 +84,9 @@ impl GgufTensor {
 pub struct Header {
     pub version: u32,
     pub metadata: Vec<(String, Value)>,
+    /// Where each metadata entry (key, type, value) lies in the file, so a
+    /// writer copies it byte for byte.
+    pub kv_spans: Vec<(usize, usize)>,
     /// `general.alignment`, 32 when absent.
     pub alignment: u64,
     pub tensors: Vec<GgufTensor>,

@@ -108,20 +108,22 @@ pub fn header(bytes: &[u8]) -> Parsed<Header> {
     // A tensor info is at least 8 + 4 + 8 + 4 + 8 bytes, a key-value at least 8 + 4 + 1.
     let n_tensors = c.count("tensor count", 32)?;
     let n_kv = c.count("metadata count", 13)?;
-    let mut metadata = Vec::new();
+    let (mut metadata, mut kv_spans) = (Vec::new(), Vec::new());
     for _ in 0..n_kv {
+        let start = c.at;
         let key = c.string("a metadata key")?;
         let ty = c.u32("a metadata type")?;
         let v =
             value(&mut c, ty, 0).map_err(|e| ParseError::new(format!("metadata {key:?}: {}", e.reason)))?;
         metadata.push((key, v));
+        kv_spans.push((start, c.at));
     }
     let alignment = alignment_of(&metadata)?;
     let infos = (0..n_tensors).map(|_| tensor_info(&mut c)).collect::<Parsed<Vec<_>>>()?;
     let data_start = c.at.next_multiple_of(alignment as usize) as u64;
     let tensors =
         infos.into_iter().map(|i| place(i, data_start, alignment, bytes.len())).collect::<Parsed<_>>()?;
-    Ok(Header { version, metadata, alignment, tensors })
+    Ok(Header { version, metadata, kv_spans, alignment, tensors })
 }
 
 /// One metadata value of type `ty`.
