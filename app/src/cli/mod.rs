@@ -17,6 +17,7 @@ pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod quantize;
+mod quantize_gguf;
 pub mod report;
 pub mod sensitivity;
 

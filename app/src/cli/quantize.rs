@@ -48,9 +48,10 @@ EXIT CODES: 0 ok, 1 error (one line on stderr; nothing is left behind), 2 usage.
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// A .safetensors file, a model.safetensors.index.json, or a folder holding either.
+    /// A .safetensors file, a model.safetensors.index.json, a folder holding either, or a
+    /// .gguf file (then OUT is a .gguf file, written as llama-quantize writes it).
     pub model: PathBuf,
-    /// The output folder.
+    /// The output folder (the output .gguf file for a GGUF model).
     pub out: PathBuf,
     #[command(flatten)]
     pub scheme: SchemeArgs,
@@ -76,9 +77,34 @@ pub struct QuantizeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// GGUF: a llama-quantize preset (Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, …) and its per-tensor rules.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// GGUF: PATTERN=TYPE, as llama-quantize: tensors whose name matches the regex take TYPE
+    /// (repeatable; the first match wins).
+    #[arg(long, value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// GGUF: an importance matrix from llama-imatrix (its GGUF output or legacy .dat).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// GGUF: the preset's base type everywhere (no mixture rules).
+    #[arg(long)]
+    pub pure: bool,
+    /// GGUF: the type of token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+    /// GGUF: the type of output.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// GGUF: copy output.weight as it is.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
 }
 
 pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
+    if quantscope_engine::gguf::is_gguf(&args.model) {
+        return super::quantize_gguf::run(args, out, console);
+    }
     let recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?.resolve()?,
         None => Resolved { scheme: args.scheme.scheme()?, layers: BTreeMap::new() },

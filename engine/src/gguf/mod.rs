@@ -10,8 +10,10 @@
 //! `gguf.cpp` for the layout. The block types' arithmetic is [`crate::ggml`]'s.
 
 mod parse;
+pub mod imatrix;
 pub mod names;
 pub mod preset;
+pub mod quantize;
 pub mod write;
 pub mod quant;
 pub mod rope;
@@ -149,6 +151,11 @@ impl GgufFile {
 
     pub fn tensor(&self, name: &str) -> Result<&GgufTensor> {
         self.tensors.iter().find(|t| t.name == name).ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// The whole file's bytes (the mapping).
+    pub fn raw_bytes(&self) -> &[u8] {
+        self.map.bytes()
     }
 
     /// A tensor's stored bytes (a view into the mapping).
