@@ -109,10 +109,19 @@ impl Sweep {
     }
 }
 
-/// Bytes of one tensor stored under `scheme`, exactly as the weight-only packed
-/// save writes them (one rule: [`crate::ct::stored_bytes`]).
+/// Bytes of one tensor stored under `scheme`, exactly as the save writes them:
+/// the weight-only packed save ([`crate::ct::stored_bytes`]), or for a
+/// llama.cpp type its blocks as llama.cpp counts them (`ggml_nbytes`: rows of
+/// whole blocks; 0 where the rows do not divide into blocks).
 pub fn stored_bytes(info: &TensorInfo, scheme: &Scheme) -> u64 {
-    crate::ct::stored_bytes(info, scheme)
+    match scheme.format.ggml() {
+        Some(ty) => {
+            let cols = info.shape.last().copied().unwrap_or(1) as u64;
+            let rows = info.numel() as u64 / cols.max(1);
+            ty.row_bytes(cols).map_or(0, |b| b * rows)
+        }
+        None => crate::ct::stored_bytes(info, scheme),
+    }
 }
 
 /// Sweeps `tensors` (indices into `ckpt.tensors()`) under every scheme.

@@ -81,6 +81,9 @@ pub enum PlanOutput {
     Json,
     /// A recipe file for `quantscope quantize --recipe`.
     Recipe,
+    /// llama-quantize's `--tensor-type PATTERN=TYPE` options, one per line, for the layers
+    /// planned to a llama.cpp type (q4_k, …).
+    TensorTypes,
 }
 
 fn default_candidates() -> Vec<Scheme> {
@@ -200,6 +203,7 @@ pub fn run(args: &PlanArgs, out: &mut dyn Write, console: &Console) -> anyhow::R
     match args.output.unwrap_or(piped) {
         PlanOutput::Json => output::write_json(out, &doc)?,
         PlanOutput::Recipe => write_recipe(&doc.layers, out)?,
+        PlanOutput::TensorTypes => write_tensor_types(&doc.layers, out)?,
         PlanOutput::Table => write_table(&doc, params, out)?,
     }
     Ok(())
@@ -323,6 +327,24 @@ fn plan_layers<'a>(
 
 /// The plan as a recipe: the most common scheme model-wide, the rest per layer,
 /// kept layers excluded.
+/// One `--tensor-type` per layer planned to a llama.cpp type: the name as an
+/// anchored, escaped pattern (llama-quantize lowercases patterns; GGUF names
+/// are lower case).
+fn write_tensor_types(layers: &[PlanLayer<'_>], out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut any = false;
+    for l in layers.iter().filter(|l| l.scheme != "keep") {
+        let s: Scheme = l.scheme.parse()?;
+        if let Some(ty) = s.format.ggml() {
+            writeln!(out, "--tensor-type ^{}$={}", regex::escape(l.name), ty.name.to_ascii_lowercase())?;
+            any = true;
+        }
+    }
+    if !any {
+        anyhow::bail!("the plan gives no layer a llama.cpp type: add candidates such as q4_k q6_k q8_0");
+    }
+    Ok(())
+}
+
 fn write_recipe(layers: &[PlanLayer<'_>], out: &mut dyn Write) -> anyhow::Result<()> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in layers.iter().filter(|l| l.scheme != "keep") {

@@ -11,14 +11,20 @@ use anyhow::Context;
 use quantscope_engine::gguf::imatrix::Imatrix;
 use quantscope_engine::gguf::preset::{self, Preset, TensorType};
 use quantscope_engine::gguf::quantize::{GgufSave, Saved, save};
+use quantscope_engine::recipe::{LayerChoice, Recipe};
 
 use super::output;
 use super::progress::Console;
 use super::quantize::QuantizeArgs;
 
-/// The save `args` ask for.
+/// The save `args` ask for. A recipe (e.g. `plan --output recipe`) names a
+/// llama.cpp type per tensor; its model-wide scheme stands for `--scheme`.
 fn plan(args: &QuantizeArgs) -> anyhow::Result<GgufSave> {
-    let scheme = args.scheme.scheme()?;
+    let recipe = args.recipe.as_ref().map(|p| Recipe::load(p)?.resolve()).transpose()?;
+    let scheme = match &recipe {
+        Some(r) => r.scheme,
+        None => args.scheme.scheme()?,
+    };
     let (preset, pure) = match (&args.preset, scheme.format.ggml()) {
         (Some(p), _) => (p.parse::<Preset>()?, args.pure),
         // One type everywhere it applies: llama-quantize's --pure under that type.
@@ -38,7 +44,17 @@ fn plan(args: &QuantizeArgs) -> anyhow::Result<GgufSave> {
         None => None,
     };
     options.imatrix = imatrix.is_some();
-    Ok(GgufSave { options, types: BTreeMap::new(), imatrix })
+    let mut types = BTreeMap::new();
+    for (name, choice) in recipe.iter().flat_map(|r| &r.layers) {
+        let ty = match choice {
+            LayerChoice::Quantize(s) => s.format.ggml().with_context(|| {
+                format!("the recipe gives '{name}' {s}, which is not a llama.cpp type (q4_k, q8_0, …)")
+            })?,
+            LayerChoice::Exclude => continue,
+        };
+        types.insert(name.clone(), ty);
+    }
+    Ok(GgufSave { options, types, imatrix })
 }
 
 pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
