@@ -332,10 +332,10 @@ impl QuantscopeApp {
             DialogPurpose::LoadRecipe => self.apply(Command::LoadRecipe(path)),
             DialogPurpose::LoadActivations => self.apply(Command::LoadActivations(path)),
             DialogPurpose::Csv(kind) => self.apply(Command::WriteCsv(kind, path)),
-            DialogPurpose::CompareQuantized => {
+            DialogPurpose::CompareQuantized { .. } => {
                 self.apply(Command::Compare { original: None, quantized: path });
             }
-            DialogPurpose::CompareOriginal => {
+            DialogPurpose::CompareOriginal { .. } => {
                 let quantized = self.state.model.as_ref().and_then(|m| m.summary.path.clone());
                 match quantized {
                     Some(q) => self.apply(Command::Compare { original: Some(path), quantized: q }),

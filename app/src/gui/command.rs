@@ -25,10 +25,11 @@ pub enum DialogPurpose {
     /// A capture saved by `quantscope activations`.
     LoadActivations,
     Csv(CsvKind),
-    /// A quantized checkpoint to compare with the open original.
-    CompareQuantized,
-    /// The original of the open quantized checkpoint.
-    CompareOriginal,
+    /// A quantized checkpoint to compare with the open original: a folder, or
+    /// a file (`.gguf`, `.safetensors`) when `file`.
+    CompareQuantized { file: bool },
+    /// The original of the open quantized checkpoint (a folder, or a file).
+    CompareOriginal { file: bool },
     /// A screenshot of part of the window (`rect`, in points).
     Png {
         what: String,

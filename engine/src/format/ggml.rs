@@ -159,6 +159,11 @@ impl NumberFormat for GgmlFormat {
     fn stored_params(&self, p: &SliceParams, _: Mapping, _: impl Fn(f32) -> f32) -> SliceParams {
         *p
     }
+
+    /// ggml's codes are unsigned indices 0..2^b.
+    fn storable_codes(&self) -> Vec<u8> {
+        (0..=self.codes()).collect()
+    }
 }
 
 #[cfg(test)]

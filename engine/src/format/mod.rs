@@ -145,6 +145,17 @@ pub trait NumberFormat: Copy + Send + Sync {
     /// with the result uses exactly the numbers a runtime reads back.
     fn stored_params(&self, p: &SliceParams, mapping: Mapping, round: impl Fn(f32) -> f32) -> SliceParams;
 
+    /// Every code byte the format can store: the 2^b INT codes (signed), or
+    /// every FP code (negative zero included: it is a distinct stored byte).
+    fn storable_codes(&self) -> Vec<u8> {
+        if self.is_float() {
+            (0..=u8::MAX).take(1 << self.bits().min(8)).collect()
+        } else {
+            let half = 1i32 << (self.bits() - 1);
+            (-half..half).map(|q| (q as i8).to_le_bytes()[0]).collect()
+        }
+    }
+
     /// How each slice's scale is stored.
     fn scale_storage(&self) -> ScaleStorage {
         ScaleStorage::Work

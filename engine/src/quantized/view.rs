@@ -126,7 +126,8 @@ fn code_counts(kind: FormatKind, d: &Decoded) -> Option<Vec<CodeCount>> {
                     },
                 )
                 .reduce(|| vec![0u64; 256], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect());
-            let mut out: Vec<CodeCount> = storable(&f)
+            let mut out: Vec<CodeCount> = f
+                .storable_codes()
                 .into_iter()
                 .map(|byte| CodeCount {
                     byte,
@@ -142,16 +143,6 @@ fn code_counts(kind: FormatKind, d: &Decoded) -> Option<Vec<CodeCount>> {
     dispatch_in(kind, d.work, Count(d)).ok()
 }
 
-/// The code bytes a format can store: the 2^b INT codes, or every FP code
-/// (negative zero included: it is a distinct stored byte).
-fn storable<F: NumberFormat>(f: &F) -> Vec<u8> {
-    if f.is_float() {
-        (0..=u8::MAX).take(1 << f.bits().min(8)).collect()
-    } else {
-        let half = 1i32 << (f.bits() - 1);
-        (-half..half).map(|q| (q as i8).to_le_bytes()[0]).collect()
-    }
-}
 
 /// R (`values`, the original in the layer's `[out, in]` view) against the
 /// published R′: the metrics `quantscope diff` gives, per slice too, and the

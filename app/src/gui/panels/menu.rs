@@ -73,10 +73,12 @@ fn file_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
 fn compare_items_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
     let quantized_open = state.model.as_ref().is_some_and(|m| m.summary.stored.is_some());
     ui.add_enabled_ui(state.model.is_some() && !quantized_open, |ui| {
-        item(ui, out, "Compare with quantized…", Command::ShowDialog(DialogPurpose::CompareQuantized));
+        item(ui, out, "Compare with quantized folder…", Command::ShowDialog(DialogPurpose::CompareQuantized { file: false }));
+        item(ui, out, "Compare with quantized file (GGUF)…", Command::ShowDialog(DialogPurpose::CompareQuantized { file: true }));
     });
     ui.add_enabled_ui(quantized_open, |ui| {
-        item(ui, out, "Compare with original…", Command::ShowDialog(DialogPurpose::CompareOriginal));
+        item(ui, out, "Compare with original folder…", Command::ShowDialog(DialogPurpose::CompareOriginal { file: false }));
+        item(ui, out, "Compare with original file…", Command::ShowDialog(DialogPurpose::CompareOriginal { file: true }));
     });
     ui.add_enabled_ui(state.compare.summary.is_some(), |ui| {
         item(ui, out, "Close comparison", Command::CloseComparison);
@@ -134,16 +136,28 @@ pub fn dialog_spec(purpose: &DialogPurpose) -> DialogSpec {
         DialogPurpose::OpenFile => spec(
             DialogKind::PickFile,
             "Open a model",
-            &[("safetensors or index", &["safetensors", "json"])],
+            &[("safetensors, index or GGUF", &["safetensors", "json", "gguf"])],
             None,
         ),
         DialogPurpose::OpenFolder => spec(DialogKind::PickFolder, "Open a model folder", &[], None),
-        DialogPurpose::CompareQuantized => {
+        DialogPurpose::CompareQuantized { file: false } => {
             spec(DialogKind::PickFolder, "The quantized checkpoint to compare with", &[], None)
         }
-        DialogPurpose::CompareOriginal => {
+        DialogPurpose::CompareQuantized { file: true } => spec(
+            DialogKind::PickFile,
+            "The quantized file to compare with",
+            &[("GGUF or safetensors", &["gguf", "safetensors"])],
+            None,
+        ),
+        DialogPurpose::CompareOriginal { file: false } => {
             spec(DialogKind::PickFolder, "The original (unquantized) checkpoint", &[], None)
         }
+        DialogPurpose::CompareOriginal { file: true } => spec(
+            DialogKind::PickFile,
+            "The original (unquantized) file",
+            &[("GGUF, safetensors or index", &["gguf", "safetensors", "json"])],
+            None,
+        ),
         DialogPurpose::SaveOutput => {
             spec(DialogKind::SaveFile, "Output folder for the quantized model", &[], Some("quantized"))
         }

@@ -41,6 +41,13 @@ pub fn describe(s: &StoredScheme) -> Vec<(&'static str, String)> {
     if s.act_order {
         rows.push(("act order", "columns in g_idx order".into()));
     }
+    if let Some(bpw) = s.bits_per_weight {
+        // A llama.cpp type: a sub-block's min is a real offset, not a zero point.
+        if let Some(r) = rows.iter_mut().find(|r| r.0 == "symmetric" && !s.symmetric) {
+            r.1 = "no (a min per sub-block)".into();
+        }
+        rows.insert(2, ("bits per weight", format!("{bpw:.4} (scales included)")));
+    }
     rows
 }
 
@@ -62,7 +69,7 @@ impl StoredPanel {
         ui.separator();
         ui.label("This model was quantized elsewhere: its R' is what is stored.");
         if ui.button("Compare with original…").clicked() {
-            out.push(Command::ShowDialog(DialogPurpose::CompareOriginal));
+            out.push(Command::ShowDialog(DialogPurpose::CompareOriginal { file: false }));
         }
     }
 
@@ -188,7 +195,12 @@ fn codes_ui(ui: &mut egui::Ui, v: &StoredView, w: f32, h: f32) {
 fn scales_ui(ui: &mut egui::Ui, v: &StoredView, w: f32, h: f32) {
     ui.horizontal_wrapped(|ui| {
         ui.label(RichText::new(format!("Scale S per slice ({})", v.params.len())).strong());
-        if !v.stored.symmetric {
+        if v.stored.bits_per_weight.is_some() && !v.stored.symmetric {
+            // llama.cpp's types subtract a real min m per sub-block.
+            let m = v.params.iter().map(|p| p.offset);
+            let (lo, hi) = m.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+            ui.label(format!("min m from {lo:.3e} to {hi:.3e}"));
+        } else if !v.stored.symmetric {
             let z = v.params.iter().map(|p| p.zero_point);
             let (lo, hi) = (z.clone().min().unwrap_or(0), z.max().unwrap_or(0));
             ui.label(format!("Z from {lo} to {hi}"));
