@@ -95,14 +95,24 @@ pub fn save(src: &Path, out: &Path, save: &GgufSave, progress: &dyn Fn(usize, us
         .collect())
 }
 
-/// The keys llama-quantize's command line adds with an importance matrix.
+/// The keys llama-quantize's command line adds with an importance matrix
+/// (strings cut to its 127-byte override field).
 fn imatrix_keys(path: &Path, m: &Imatrix) -> Vec<(String, Value)> {
-    let mut keys = vec![("quantize.imatrix.file".to_string(), Value::String(path.display().to_string()))];
+    let cut = |s: &str| {
+        let mut end = s.len().min(127);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Value::String(s[..end].to_string())
+    };
+    let mut keys = vec![("quantize.imatrix.file".to_string(), cut(&path.display().to_string()))];
     if let Some(d) = m.datasets.first() {
-        keys.push(("quantize.imatrix.dataset".into(), Value::String(d.clone())));
+        keys.push(("quantize.imatrix.dataset".into(), cut(d)));
     }
     keys.push(("quantize.imatrix.entries_count".into(), Value::U32(m.entries.len() as u32)));
-    keys.push(("quantize.imatrix.chunks_count".into(), Value::U32(m.chunk_count)));
+    if m.chunk_count > 0 {
+        keys.push(("quantize.imatrix.chunks_count".into(), Value::U32(m.chunk_count)));
+    }
     keys
 }
 
