@@ -32,7 +32,7 @@ fn bench(c: &mut Criterion) {
     let values = weights();
     let shape = [N, N];
     let q4k = GgmlType::from_name("Q4_K").unwrap();
-    let bytes = quantscope_engine::gguf::quant::quantize(q4k, &values, N, None).unwrap();
+    let bytes = quantscope_engine::ggml::quant::quantize(q4k, &values, N, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q4k.gguf");
     let empty = Header { version: 3, metadata: vec![], kv_spans: vec![], alignment: 32, tensors: vec![] };
@@ -54,13 +54,18 @@ fn bench(c: &mut Criterion) {
     for s in ["int4:group32:minmax:asym", "q4_k"] {
         let scheme: Scheme = s.parse().unwrap();
         g.bench_function(format!("analyze/{s}"), |b| {
-            b.iter(|| analyze(black_box(&values), &shape, &scheme, &Options::default()).unwrap().metrics.sqnr_db);
+            b.iter(|| {
+                analyze(black_box(&values), &shape, &scheme, &Options::default()).unwrap().metrics.sqnr_db
+            });
         });
     }
     let imatrix: Vec<f32> = (0..N).map(|i| 0.5 + (i % 7) as f32).collect();
     g.bench_function("analyze/q4_k+imatrix", |b| {
         b.iter(|| {
-            analyze_ggml(black_box(&values), &shape, q4k, Some(&imatrix), &Options::default()).unwrap().metrics.sqnr_db
+            analyze_ggml(black_box(&values), &shape, q4k, Some(&imatrix), &Options::default())
+                .unwrap()
+                .metrics
+                .sqnr_db
         });
     });
     g.finish();

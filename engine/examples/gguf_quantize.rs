@@ -1,4 +1,4 @@
-//! Quantizes raw values to a ggml type with `gguf::quant::quantize`, for
+//! Quantizes raw values to a ggml type with `ggml::quant::quantize`, for
 //! `tests/python/gguf_quant_reference.py` to compare with ggml's own bytes.
 //!
 //! `gguf_quantize TYPE N_PER_ROW INPUT OUTPUT [IMATRIX]`: INPUT (and IMATRIX,
@@ -9,8 +9,8 @@
 use std::process::exit;
 use std::time::Instant;
 
+use quantscope_engine::ggml::quant::quantize;
 use quantscope_engine::ggml::types::TYPES;
-use quantscope_engine::gguf::quant::quantize;
 
 fn read_f32(path: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));

@@ -182,6 +182,62 @@ pub fn analyze(values: &[f32], shape: &[usize], scheme: &Scheme, opts: &Options)
     dispatch_in(scheme.format, opts.work, Run(values, shape, scheme, opts))?
 }
 
+/// R (`values`, row-major in `d`'s layout) against `d`'s R′, shown under
+/// `scheme` and `granularity`: metrics, per-slice metrics, histograms (`bins`
+/// for R, `error_bins` for R − R′), and R′'s histogram over R's bins. The
+/// caller checks that the lengths agree.
+pub fn against(
+    values: &[f32],
+    d: crate::dequant::Decoded,
+    scheme: Scheme,
+    granularity: Granularity,
+    bins: usize,
+    error_bins: usize,
+) -> (QuantResult, Option<Histogram>) {
+    let metrics = crate::measure::metrics_against(values, &d);
+    let slice_metrics = crate::measure::slice_sums(values, &d).iter().map(ErrorSums::metrics).collect();
+    let stats = TensorStats::of(values);
+    let (mn, mx) = stats.range();
+    let (lo, hi) = (f64::from(mn), f64::from(mx));
+    let histogram = (bins > 0).then(|| Histogram::of(values, lo, hi, bins));
+    let dequantized_histogram = (bins > 0).then(|| Histogram::of(&d.values, lo, hi, bins));
+    let error_histogram = (error_bins > 0).then(|| {
+        let half = if metrics.max_abs_err > 0.0 { metrics.max_abs_err } else { f64::from(f32::EPSILON) };
+        let errors: Vec<f32> = values
+            .par_iter()
+            .zip(&d.values)
+            .map(|(&x, &y)| if x.is_finite() { x - y } else { f32::NAN })
+            .collect();
+        Histogram::of(&errors, -half, half, error_bins)
+    });
+    let slice_ranges = crate::measure::slice_value_ranges(values, &d);
+    let grid = if d.params.len() == 1 {
+        crate::explain::slice_levels(scheme.format, &d.params[0], d.work, d.global)
+            .into_iter()
+            .filter(|&l| l >= mn.min(d.params[0].lo) && l <= mx.max(d.params[0].hi))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let result = QuantResult {
+        scheme,
+        granularity,
+        fallback: None,
+        params: d.params,
+        slice_metrics,
+        slice_ranges,
+        metrics,
+        stats,
+        histogram,
+        error_histogram,
+        grid,
+        dequantized: None,
+        work: d.work,
+        global_scale: d.global,
+    };
+    (result, dequantized_histogram)
+}
+
 /// A llama.cpp type: ggml's own quantizer (weighted by `imatrix`, one weight
 /// per column, when given) on rows of the last dimension, as llama.cpp
 /// quantizes a tensor, then R against the decoded R′.
@@ -195,10 +251,10 @@ pub fn analyze_ggml(
     let cols = shape.last().copied().unwrap_or(values.len());
     let scheme = Scheme { format: crate::scheme::FormatKind::Ggml(ty), ..Scheme::default() }.fitted();
     check_input(values, shape, &scheme)?;
-    let (_, d) = crate::ggml::quantize_decoded(ty, values, cols, imatrix)?;
+    let (_, d) = crate::dequant::ggml::quantize_decoded(ty, values, cols, imatrix)?;
     let dequantized = opts.keep_dequantized.then(|| d.values.clone());
     let granularity = scheme.granularity;
-    let (mut r, _) = crate::measure::against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins);
+    let (mut r, _) = against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins);
     r.dequantized = dequantized;
     Ok(r)
 }

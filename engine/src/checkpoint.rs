@@ -156,7 +156,10 @@ impl Checkpoint {
         let header = gguf::Header::read(file, map.bytes())?;
         for t in &header.tensors {
             if self.by_name.contains_key(&t.name) {
-                return Err(Error::format(file, format!("GGUF: tensor '{}' appears twice", t.name.escape_debug())));
+                return Err(Error::format(
+                    file,
+                    format!("GGUF: tensor '{}' appears twice", t.name.escape_debug()),
+                ));
             }
             let (dtype, not_quantizable) = gguf::catalogue_dtype(t.ggml_type);
             self.by_name.insert(t.name.clone(), self.tensors.len());
@@ -171,7 +174,12 @@ impl Checkpoint {
                 byte_range: t.byte_range,
             });
         }
-        self.shards.push(Shard { path: file.to_path_buf(), metadata: HashMap::new(), gguf: Some(header), map });
+        self.shards.push(Shard {
+            path: file.to_path_buf(),
+            metadata: HashMap::new(),
+            gguf: Some(header),
+            map,
+        });
         Ok(())
     }
 
@@ -280,15 +288,13 @@ impl Checkpoint {
         let mut h = crc32fast::Hasher::new();
         for shard in &self.shards {
             let bytes = shard.map.bytes();
-            let end = match &shard.gguf {
-                // A GGUF header ends where the first tensor's data starts.
-                Some(g) => g.tensors.iter().map(|t| t.byte_range.0).min().unwrap_or(bytes.len()),
-                None => {
-                    // The header was validated at open: its length fits the file.
-                    let len =
-                        bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-                    usize::try_from(len).unwrap_or(0).saturating_add(8)
-                }
+            // A GGUF header ends where the first tensor's data starts; a
+            // safetensors header's length (validated at open) comes first.
+            let end = if let Some(g) = &shard.gguf {
+                g.tensors.iter().map(|t| t.byte_range.0).min().unwrap_or(bytes.len())
+            } else {
+                let len = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                usize::try_from(len).unwrap_or(0).saturating_add(8)
             };
             h.update(&bytes[..end.min(bytes.len())]);
         }

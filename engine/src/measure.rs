@@ -1,70 +1,12 @@
-//! R against a decoded R′: the [`QuantResult`] every panel and table reads,
-//! for a layer someone else quantized (its stored codes and scales decoded) and
-//! for llama.cpp's types (quantized by ggml's own search, then decoded). The
-//! same sums as [`crate::analyze`]: per-slice error sums in f64, row by row.
+//! R against a decoded R′, the sums behind `analyze::against` (a layer someone
+//! else quantized, its stored codes and scales decoded; llama.cpp's types,
+//! quantized by ggml's own search, then decoded): the same sums as
+//! [`crate::analyze`], per-slice error sums in f64, row by row.
 
 use rayon::prelude::*;
 
-use crate::analyze::{Histogram, QuantResult};
 use crate::dequant::{Decoded, SliceMap};
-use crate::metrics::{ErrorSums, Metrics, TensorStats, pair_sums};
-use crate::scheme::{Granularity, Scheme};
-
-/// R (`values`, row-major in `d`'s layout) against `d`'s R′, shown under
-/// `scheme` and `granularity`: metrics, per-slice metrics, histograms (`bins`
-/// for R, `error_bins` for R − R′), and R′'s histogram over R's bins. The
-/// caller checks that the lengths agree.
-pub fn against(
-    values: &[f32],
-    d: Decoded,
-    scheme: Scheme,
-    granularity: Granularity,
-    bins: usize,
-    error_bins: usize,
-) -> (QuantResult, Option<Histogram>) {
-    let metrics = metrics_against(values, &d);
-    let slice_metrics = slice_sums(values, &d).iter().map(ErrorSums::metrics).collect();
-    let stats = TensorStats::of(values);
-    let (mn, mx) = stats.range();
-    let (lo, hi) = (f64::from(mn), f64::from(mx));
-    let histogram = (bins > 0).then(|| Histogram::of(values, lo, hi, bins));
-    let dequantized_histogram = (bins > 0).then(|| Histogram::of(&d.values, lo, hi, bins));
-    let error_histogram = (error_bins > 0).then(|| {
-        let half = if metrics.max_abs_err > 0.0 { metrics.max_abs_err } else { f64::from(f32::EPSILON) };
-        let errors: Vec<f32> = values
-            .par_iter()
-            .zip(&d.values)
-            .map(|(&x, &y)| if x.is_finite() { x - y } else { f32::NAN })
-            .collect();
-        Histogram::of(&errors, -half, half, error_bins)
-    });
-    let slice_ranges = slice_value_ranges(values, &d);
-    let grid = if d.params.len() == 1 {
-        crate::explain::slice_levels(scheme.format, &d.params[0], d.work, d.global)
-            .into_iter()
-            .filter(|&l| l >= mn.min(d.params[0].lo) && l <= mx.max(d.params[0].hi))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let result = QuantResult {
-        scheme,
-        granularity,
-        fallback: None,
-        params: d.params,
-        slice_metrics,
-        slice_ranges,
-        metrics,
-        stats,
-        histogram,
-        error_histogram,
-        grid,
-        dequantized: None,
-        work: d.work,
-        global_scale: d.global,
-    };
-    (result, dequantized_histogram)
-}
+use crate::metrics::{ErrorSums, Metrics, pair_sums};
 
 /// The whole layer's metrics, summed row by row in row order (the numbers
 /// `quantscope diff` prints).
@@ -96,7 +38,7 @@ fn local_slice(map: &SliceMap, c: usize) -> usize {
 }
 
 /// Per-slice error sums (slice order), whatever the map.
-fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
+pub(crate) fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
     let cols = d.cols.max(1);
     let per_row: Vec<Vec<(usize, ErrorSums)>> = values
         .par_chunks(cols)
@@ -131,7 +73,7 @@ fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
 }
 
 /// Each slice's finite (min, max) of R.
-fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
+pub fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
     let cols = d.cols.max(1);
     let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); d.params.len()];
     for (k, &x) in values.iter().enumerate() {

@@ -159,7 +159,11 @@ impl Scheme {
             if let Some(m) = self.format.fixed_mapping()
                 && self.mapping != m
             {
-                let why = if m == Mapping::Symmetric { "has no zero point: symmetric only" } else { "stores a min" };
+                let why = if m == Mapping::Symmetric {
+                    "has no zero point: symmetric only"
+                } else {
+                    "stores a min"
+                };
                 return Err(Error::Scheme(format!("{} {why}", self.format)));
             }
             if self.format.ggml().is_some() && self.calibration != Calibration::MinMax {
@@ -258,7 +262,10 @@ impl Scheme {
         if scheme.format.ggml().is_some() {
             scheme.calibration = Calibration::MinMax;
             if parts.next().is_some() {
-                return Err(Error::Scheme(format!("{} is a llama.cpp type: it takes no ':' parts", scheme.format)));
+                return Err(Error::Scheme(format!(
+                    "{} is a llama.cpp type: it takes no ':' parts",
+                    scheme.format
+                )));
             }
         }
         if let Some(g) = parts.next() {

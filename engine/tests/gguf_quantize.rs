@@ -1,4 +1,4 @@
-//! ggml's quantizers (`gguf::quant`) against bytes ggml itself wrote:
+//! ggml's quantizers (`ggml::quant`) against bytes ggml itself wrote:
 //! `engine/tests/data/gguf/quant/` holds an 8 × 512 input (one edge case per
 //! row: normal, an outlier, zero blocks, negative-only, block scales from 1e-8
 //! to 1e3, constant, tiny, heavy-tailed), an importance matrix with zeros, and
@@ -10,8 +10,8 @@
 
 use std::path::PathBuf;
 
+use quantscope_engine::ggml::quant::{quantize, quantizes};
 use quantscope_engine::ggml::types::TYPES;
-use quantscope_engine::gguf::quant::{quantize, quantizes};
 use quantscope_engine::gguf::{GgmlType, dequantize_into};
 
 const TYPE_NAMES: [&str; 13] = [

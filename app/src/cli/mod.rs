@@ -79,6 +79,10 @@ impl Command {
     pub fn run(&self, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
         match self {
             Self::Report(a) => report::run(a, out, console),
+            // GGUF in, GGUF out is llama-quantize's path.
+            Self::Quantize(a) if quantscope_engine::gguf::is_gguf(&a.model) => {
+                quantize_gguf::run(a, out, console)
+            }
             Self::Quantize(a) => quantize::run(a, out, console),
             Self::Plan(a) => plan::run(a, out, console),
             Self::Diff(a) => diff::run(a, out, console),

@@ -102,9 +102,6 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyhow::Result<()> {
-    if quantscope_engine::gguf::is_gguf(&args.model) {
-        return super::quantize_gguf::run(args, out, console);
-    }
     let recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?.resolve()?,
         None => Resolved { scheme: args.scheme.scheme()?, layers: BTreeMap::new() },

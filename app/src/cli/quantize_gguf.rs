@@ -36,8 +36,10 @@ fn plan(args: &QuantizeArgs) -> anyhow::Result<GgufSave> {
     let mut options = preset::Options::new(preset);
     options.pure = pure;
     options.tensor_types = args.tensor_type.iter().map(|s| TensorType::parse(s)).collect::<Result<_, _>>()?;
-    options.token_embedding_type = args.token_embedding_type.as_deref().map(preset::ggml_type_named).transpose()?;
-    options.output_tensor_type = args.output_tensor_type.as_deref().map(preset::ggml_type_named).transpose()?;
+    options.token_embedding_type =
+        args.token_embedding_type.as_deref().map(preset::ggml_type_named).transpose()?;
+    options.output_tensor_type =
+        args.output_tensor_type.as_deref().map(preset::ggml_type_named).transpose()?;
     options.leave_output_tensor = args.leave_output_tensor;
     let imatrix = match &args.imatrix {
         Some(p) => Some((p.clone(), Imatrix::open(p)?)),

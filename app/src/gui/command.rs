@@ -27,9 +27,13 @@ pub enum DialogPurpose {
     Csv(CsvKind),
     /// A quantized checkpoint to compare with the open original: a folder, or
     /// a file (`.gguf`, `.safetensors`) when `file`.
-    CompareQuantized { file: bool },
+    CompareQuantized {
+        file: bool,
+    },
     /// The original of the open quantized checkpoint (a folder, or a file).
-    CompareOriginal { file: bool },
+    CompareOriginal {
+        file: bool,
+    },
     /// A screenshot of part of the window (`rect`, in points).
     Png {
         what: String,

@@ -12,6 +12,7 @@
 use rayon::prelude::*;
 
 mod codes;
+pub mod ggml;
 
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};

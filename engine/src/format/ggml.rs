@@ -81,7 +81,9 @@ impl NumberFormat for GgmlFormat {
     fn quantize(&self, x: f32, p: &SliceParams) -> u8 {
         let t = (x + p.offset) / p.scale;
         if self.grid {
-            (0..16u8).min_by(|&a, &b| (self.value(a) - t).abs().total_cmp(&(self.value(b) - t).abs())).unwrap_or(0)
+            (0..16u8)
+                .min_by(|&a, &b| (self.value(a) - t).abs().total_cmp(&(self.value(b) - t).abs()))
+                .unwrap_or(0)
         } else {
             let q = (t.round() as i32 - self.first).clamp(0, i32::from(self.codes()));
             q as u8

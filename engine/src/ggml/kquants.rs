@@ -178,7 +178,9 @@ pub fn sub_params(name: &str, b: &[u8], out: &mut Vec<(f32, f32)>) -> bool {
         }
         "Q4_K" | "Q5_K" => {
             let (d, dmin) = (half(b, 0), half(b, 2));
-            out.extend((0..8).map(|j| q45_scale_min(b, j)).map(|(sc, m)| (d * f32::from(sc), dmin * f32::from(m))));
+            out.extend(
+                (0..8).map(|j| q45_scale_min(b, j)).map(|(sc, m)| (d * f32::from(sc), dmin * f32::from(m))),
+            );
         }
         "Q6_K" => {
             let d = half(b, 208);

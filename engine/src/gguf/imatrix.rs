@@ -42,16 +42,21 @@ impl Imatrix {
         else {
             return Err(fail("missing imatrix metadata (imatrix.datasets, chunk_count, chunk_size)".into()));
         };
-        let datasets = sets.iter().filter_map(|v| if let super::Value::String(s) = v { Some(s.clone()) } else { None });
+        let datasets =
+            sets.iter().filter_map(|v| if let super::Value::String(s) = v { Some(s.clone()) } else { None });
         let mut entries = BTreeMap::new();
         for t in g.tensors.iter().filter(|t| t.name.ends_with(".in_sum2")) {
             let name = t.name.trim_end_matches(".in_sum2");
-            let counts = g.tensor(&format!("{name}.counts")).map_err(|_| fail(format!("no counts for '{name}'")))?;
+            let counts =
+                g.tensor(&format!("{name}.counts")).map_err(|_| fail(format!("no counts for '{name}'")))?;
             if t.ggml_type.name != "F32" || counts.ggml_type.name != "F32" {
                 return Err(fail(format!("sums and counts for '{name}' must be F32")));
             }
             let (sums, counts) = (g.dequantize(&t.name)?, g.dequantize(&counts.name)?);
-            entries.insert(name.to_string(), normalise(&sums, &counts).map_err(|r| fail(format!("'{name}': {r}")))?);
+            entries.insert(
+                name.to_string(),
+                normalise(&sums, &counts).map_err(|r| fail(format!("'{name}': {r}")))?,
+            );
         }
         if entries.is_empty() {
             return Err(fail("no entries".into()));
@@ -108,10 +113,12 @@ fn legacy(bytes: &[u8]) -> std::result::Result<Imatrix, String> {
     }
     let mut m = Imatrix { legacy: true, ..Imatrix::default() };
     for i in 0..n {
-        let len = usize::try_from(r.i32()?).map_err(|_| format!("entry {} has a negative name length", i + 1))?;
+        let len =
+            usize::try_from(r.i32()?).map_err(|_| format!("entry {} has a negative name length", i + 1))?;
         let name = String::from_utf8_lossy(r.take(len)?).into_owned();
         let (ncall, nval) = (r.i32()?, r.i32()?);
-        let nval = usize::try_from(nval).ok().filter(|&v| v >= 1).ok_or(format!("entry '{name}' has no values"))?;
+        let nval =
+            usize::try_from(nval).ok().filter(|&v| v >= 1).ok_or(format!("entry '{name}' has no values"))?;
         let raw = r.take(nval.checked_mul(4).ok_or("value count overflows")?)?;
         let sums = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
         // The sums were scaled by the call count when saved.
@@ -154,7 +161,8 @@ mod tests {
 
     #[test]
     fn legacy_sums_are_divided_by_the_call_count() {
-        let m = legacy(&dat(&[("blk.0.ffn_up.weight", 4, &[8.0, 2.0]), ("x", 0, &[3.0])], Some((7, "wiki")))).unwrap();
+        let m = legacy(&dat(&[("blk.0.ffn_up.weight", 4, &[8.0, 2.0]), ("x", 0, &[3.0])], Some((7, "wiki"))))
+            .unwrap();
         assert_eq!(m.entries["blk.0.ffn_up.weight"], [2.0, 0.5]);
         assert_eq!(m.entries["x"], [3.0], "no calls: the sums as they are");
         assert_eq!((m.chunk_count, m.datasets.as_slice()), (7, &["wiki".to_string()][..]));

@@ -9,20 +9,19 @@
 //! Followed: gguf-py 0.19.0 (`gguf_reader.py`, `constants.py`) and ggml's
 //! `gguf.cpp` for the layout. The block types' arithmetic is [`crate::ggml`]'s.
 
-mod parse;
 pub mod imatrix;
 pub mod names;
+mod parse;
 pub mod preset;
 pub mod quantize;
-pub mod write;
-pub mod quant;
 pub mod rope;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::mmap::MappedFile;
 pub use crate::ggml::{GgmlType, decodes, dequantize_into, is_plain, types};
+use crate::mmap::MappedFile;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]

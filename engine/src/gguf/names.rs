@@ -159,7 +159,10 @@ mod tests {
             assert_eq!(to_hf(arch, g).as_deref(), Some(hf), "{arch} {g}");
             assert_eq!(to_gguf(arch, hf).as_deref(), Some(g), "{arch} {hf}");
         }
-        assert_eq!(to_gguf("bert", "bert.encoder.layer.0.attention.self.query.weight").unwrap(), "blk.0.attn_q.weight");
+        assert_eq!(
+            to_gguf("bert", "bert.encoder.layer.0.attention.self.query.weight").unwrap(),
+            "blk.0.attn_q.weight"
+        );
         assert_eq!(to_hf("llama", "blk.x.attn_q.weight"), None);
         assert_eq!(to_hf("rwkv", "blk.0.attn_q.weight"), None);
     }

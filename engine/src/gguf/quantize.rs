@@ -90,7 +90,13 @@ pub fn save(src: &Path, out: &Path, save: &GgufSave, progress: &dyn Fn(usize, us
         .map(|&i| {
             let c = &choices[i];
             let weighted = c.converted() && weights(save, &c.name, &g.tensors[i].ne).is_some();
-            Saved { name: c.name.clone(), from: c.from.name, to: c.to.name, reason: c.reason.clone(), imatrix: weighted }
+            Saved {
+                name: c.name.clone(),
+                from: c.from.name,
+                to: c.to.name,
+                reason: c.reason.clone(),
+                imatrix: weighted,
+            }
         })
         .collect())
 }
@@ -138,7 +144,7 @@ fn tensor_bytes<'g>(g: &'g GgufFile, c: &Choice, save: &GgufSave) -> Result<Cow<
         return Ok(Cow::Owned(plain_bytes(c.to, &values)));
     }
     let w = weights(save, &c.name, &t.ne);
-    crate::gguf::quant::quantize(c.to, &values, cols, w).map(Cow::Owned).map_err(|e| fail(e.to_string()))
+    crate::ggml::quant::quantize(c.to, &values, cols, w).map(Cow::Owned).map_err(|e| fail(e.to_string()))
 }
 
 /// Values as F32, F16 or BF16 bytes (round to nearest even, as ggml converts).

@@ -144,7 +144,9 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
             // An empty array's item type is not known here: U8 reads back the same.
             out.extend_from_slice(&items.first().map_or(0, type_id).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            items.iter().for_each(|i| put_value(out, i));
+            for i in items {
+                put_value(out, i);
+            }
         }
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
@@ -168,12 +170,16 @@ mod tests {
         ];
         let blocks: Vec<u8> = (0..68u8).collect();
         let floats: Vec<u8> = [1.0f32, 2.0, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let set = [("general.architecture".to_string(), Value::String("llama".into())),
-            ("general.file_type".to_string(), Value::U32(7))];
+        let set = [
+            ("general.architecture".to_string(), Value::String("llama".into())),
+            ("general.file_type".to_string(), Value::U32(7)),
+        ];
         let empty = Header { version: 3, metadata: vec![], kv_spans: vec![], alignment: 32, tensors: vec![] };
         let first = dir.path().join("first.gguf");
-        write(&first, &empty, &[], &set, &out, |i| Ok(Cow::Owned(if i == 0 { floats.clone() } else { blocks.clone() })))
-            .unwrap();
+        write(&first, &empty, &[], &set, &out, |i| {
+            Ok(Cow::Owned(if i == 0 { floats.clone() } else { blocks.clone() }))
+        })
+        .unwrap();
         let g = GgufFile::open(&first).unwrap();
         assert_eq!(g.arch(), Some("llama"));
         assert_eq!(g.bytes(g.tensor("b.weight").unwrap()), &blocks[..]);
@@ -182,7 +188,8 @@ mod tests {
         let bytes = std::fs::read(&first).unwrap();
         let second = dir.path().join("second.gguf");
         let again = [("general.architecture".to_string(), Value::String("qwen2".into()))];
-        write(&second, &g.header, &bytes, &again, &out, |i| Ok(Cow::Borrowed(g.bytes(&g.tensors[i])))).unwrap();
+        write(&second, &g.header, &bytes, &again, &out, |i| Ok(Cow::Borrowed(g.bytes(&g.tensors[i]))))
+            .unwrap();
         let h = GgufFile::open(&second).unwrap();
         let keys: Vec<&str> = h.metadata.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["general.file_type", "general.architecture"]);

@@ -1,7 +1,7 @@
 //! A GGUF file's quantized tensors as layers: every tensor ggml stores as a
 //! block type (Q4_K, IQ4_XS, …), in the Hugging Face shape `[rows, cols]`
 //! (cols = GGUF's `ne[0]`, the row ggml quantizes), decoded by
-//! [`crate::ggml::decode`]. Plain F32/F16/BF16 tensors are the plain ones.
+//! [`crate::dequant::ggml::decode`]. Plain F32/F16/BF16 tensors are the plain ones.
 
 use super::{Failure, Layer, Layout, Method, QuantizedModel, StoredScheme};
 use crate::checkpoint::Checkpoint;
@@ -70,14 +70,16 @@ pub(super) fn decode(
     drop(buf);
     let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: layer.name.clone(), reason };
     let info = ckpt.tensor(&layer.tensors[0])?;
-    let mut d = ggml::decode(ty, ckpt.bytes(info), layer.shape[1]).map_err(fail)?;
+    let mut d = crate::dequant::ggml::decode(ty, ckpt.bytes(info), layer.shape[1]).map_err(fail)?;
     if let Some(heads) = rope_heads {
         let [rows, cols] = [layer.shape[0], layer.shape[1]];
         let groups = d.params.len() / rows.max(1);
         let unpermute = |v: &[f32], cols| crate::gguf::rope::unpermute_rows(v, rows, cols, heads);
-        d.values = unpermute(&d.values, cols).ok_or_else(|| fail(format!("{heads} heads do not split {rows} rows")))?;
+        d.values = unpermute(&d.values, cols)
+            .ok_or_else(|| fail(format!("{heads} heads do not split {rows} rows")))?;
         // The sub-blocks move with their rows.
-        let (mut order, mut params) = (Vec::with_capacity(d.params.len()), Vec::with_capacity(d.params.len()));
+        let (mut order, mut params) =
+            (Vec::with_capacity(d.params.len()), Vec::with_capacity(d.params.len()));
         order.extend((0..d.params.len()).map(|i| i as f32));
         for i in unpermute(&order, groups).unwrap_or(order) {
             params.push(d.params[i as usize]);

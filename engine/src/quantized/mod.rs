@@ -127,7 +127,8 @@ impl QuantizedModel {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let ckpt = Checkpoint::open(path)?;
         if let Some(h) = ckpt.gguf() {
-            let method = Method::Gguf { file_type: h.get("general.file_type").and_then(crate::gguf::Value::as_u64) };
+            let method =
+                Method::Gguf { file_type: h.get("general.file_type").and_then(crate::gguf::Value::as_u64) };
             return Ok(gguf::model(ckpt, method));
         }
         let method = config::read(&ckpt.dir)?;

@@ -143,7 +143,6 @@ fn code_counts(kind: FormatKind, d: &Decoded) -> Option<Vec<CodeCount>> {
     dispatch_in(kind, d.work, Count(d)).ok()
 }
 
-
 /// R (`values`, the original in the layer's `[out, in]` view) against the
 /// published R′: the metrics `quantscope diff` gives, per slice too, and the
 /// histograms (`bins` for R and R′, `error_bins` for R − R′).
@@ -160,7 +159,6 @@ pub fn published(
         return Err(tensor_error(q, layer, reason));
     }
     let (result, dequantized_histogram) =
-        crate::measure::against(values, d, shown_scheme(layer), granularity(layer), bins, error_bins);
+        crate::analyze::against(values, d, shown_scheme(layer), granularity(layer), bins, error_bins);
     Ok(Published { stored: layer.stored.clone(), result, dequantized_histogram })
 }
-

@@ -73,12 +73,32 @@ fn file_menu_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
 fn compare_items_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
     let quantized_open = state.model.as_ref().is_some_and(|m| m.summary.stored.is_some());
     ui.add_enabled_ui(state.model.is_some() && !quantized_open, |ui| {
-        item(ui, out, "Compare with quantized folder…", Command::ShowDialog(DialogPurpose::CompareQuantized { file: false }));
-        item(ui, out, "Compare with quantized file (GGUF)…", Command::ShowDialog(DialogPurpose::CompareQuantized { file: true }));
+        item(
+            ui,
+            out,
+            "Compare with quantized folder…",
+            Command::ShowDialog(DialogPurpose::CompareQuantized { file: false }),
+        );
+        item(
+            ui,
+            out,
+            "Compare with quantized file (GGUF)…",
+            Command::ShowDialog(DialogPurpose::CompareQuantized { file: true }),
+        );
     });
     ui.add_enabled_ui(quantized_open, |ui| {
-        item(ui, out, "Compare with original folder…", Command::ShowDialog(DialogPurpose::CompareOriginal { file: false }));
-        item(ui, out, "Compare with original file…", Command::ShowDialog(DialogPurpose::CompareOriginal { file: true }));
+        item(
+            ui,
+            out,
+            "Compare with original folder…",
+            Command::ShowDialog(DialogPurpose::CompareOriginal { file: false }),
+        );
+        item(
+            ui,
+            out,
+            "Compare with original file…",
+            Command::ShowDialog(DialogPurpose::CompareOriginal { file: true }),
+        );
     });
     ui.add_enabled_ui(state.compare.summary.is_some(), |ui| {
         item(ui, out, "Close comparison", Command::CloseComparison);
