@@ -164,6 +164,9 @@ pub struct QuantResult {
     pub work: WorkDtype,
     /// The global (per-tensor) scale of a two-level format (NVFP4).
     pub global_scale: Option<f32>,
+    /// A llama.cpp type's blocks as ggml stored them (row order = slice
+    /// order), for the teaching panel's super-block: d, dmin, sub-block scales.
+    pub ggml_blocks: Option<std::sync::Arc<[u8]>>,
 }
 
 /// Quantizes `values` (shape `shape`, row-major) under `scheme` and measures it.
@@ -234,6 +237,7 @@ pub fn against(
         dequantized: None,
         work: d.work,
         global_scale: d.global,
+        ggml_blocks: None,
     };
     (result, dequantized_histogram)
 }
@@ -251,11 +255,12 @@ pub fn analyze_ggml(
     let cols = shape.last().copied().unwrap_or(values.len());
     let scheme = Scheme { format: crate::scheme::FormatKind::Ggml(ty), ..Scheme::default() }.fitted();
     check_input(values, shape, &scheme)?;
-    let (_, d) = crate::dequant::ggml::quantize_decoded(ty, values, cols, imatrix)?;
+    let (bytes, d) = crate::dequant::ggml::quantize_decoded(ty, values, cols, imatrix)?;
     let dequantized = opts.keep_dequantized.then(|| d.values.clone());
     let granularity = scheme.granularity;
     let (mut r, _) = against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins);
     r.dequantized = dequantized;
+    r.ggml_blocks = Some(bytes.into());
     Ok(r)
 }
 
@@ -374,6 +379,7 @@ fn analyze_with<F: NumberFormat>(
         dequantized: opts.keep_dequantized.then_some(deq),
         work: fmt.work(),
         global_scale: fmt.global(),
+        ggml_blocks: None,
     })
 }
 
@@ -636,6 +642,7 @@ fn encoded_with<F: NumberFormat>(
         dequantized: None,
         work: fmt.work(),
         global_scale: fmt.global(),
+        ggml_blocks: None,
     }
 }
 

@@ -67,10 +67,27 @@ pub struct Fp8Steps {
     pub product: f32,
 }
 
+/// A llama.cpp type's sub-block (docs/numerics.md, "llama.cpp's types"):
+/// R′ = S·v(q) − m, S and m from the block's stored scales.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GgmlSteps {
+    /// (R + m) / S: where R falls on the sub-block's code scale.
+    pub position: f32,
+    /// The stored code (an unsigned index) and the number it stands for.
+    pub code: u8,
+    pub value: f32,
+    /// S · v(q), before m is subtracted.
+    pub product: f32,
+    /// The sub-block's S and m.
+    pub step: f32,
+    pub min: f32,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Steps {
     Int(IntSteps),
     Fp8(Fp8Steps),
+    Ggml(GgmlSteps),
 }
 
 /// The second level of a microscaled format: how a block's scale is chosen and
@@ -124,7 +141,10 @@ pub fn worked_example(
     work: WorkDtype,
     global: Option<f32>,
 ) -> Result<WorkedExample> {
-    let (steps, dequantized) = dispatch_in(format, work, Example { p, r, global })?;
+    let (steps, dequantized) = match format.ggml() {
+        Some(ty) => ggml_steps(ty, p, r),
+        None => dispatch_in(format, work, Example { p, r, global })?,
+    };
     Ok(WorkedExample { format, r, params: *p, steps, dequantized, error: r - dequantized })
 }
 
@@ -148,6 +168,23 @@ impl WithFormat for Example<'_> {
         };
         (steps, f.dequantize(code, p))
     }
+}
+
+/// R through one sub-block of a llama.cpp type. The code is the one nearest to
+/// R on the stored sub-block grid (ggml's search chose the grid, not R alone).
+fn ggml_steps(ty: crate::ggml::GgmlType, p: &SliceParams, r: f32) -> (Steps, f32) {
+    let f = crate::format::GgmlFormat::new(ty);
+    let code = f.quantize(r, p);
+    let value = f.value(code);
+    let steps = GgmlSteps {
+        position: (r + p.offset) / p.scale,
+        code,
+        value,
+        product: p.scale * value,
+        step: p.scale,
+        min: p.offset,
+    };
+    (Steps::Ggml(steps), f.dequantize(code, p))
 }
 
 /// The code's own value (Q, or the float its bits encode).

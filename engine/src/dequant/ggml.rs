@@ -43,3 +43,45 @@ pub fn decode(ty: GgmlType, bytes: &[u8], cols: usize) -> std::result::Result<su
     let map = super::SliceMap::Groups(ty.sub_block());
     Ok(super::Decoded { values, params, map, cols, work: WorkDtype::F32, global: None })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::WorkDtype;
+    use crate::ggml::block_scales;
+
+    /// The teaching panel's super-block reading agrees with the decoder's (S, m)
+    /// for every sub-block, and a worked example on the grid gives R′ back.
+    #[test]
+    fn block_scales_give_each_sub_blocks_step_and_min() {
+        let cols = 512;
+        let values: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3).collect();
+        for name in ["Q4_K", "Q2_K", "Q3_K", "Q5_K", "Q6_K", "IQ4_XS", "Q4_0", "Q4_1", "Q8_0", "IQ4_NL"] {
+            let ty = GgmlType::from_name(name).unwrap();
+            let (bytes, d) = quantize_decoded(ty, &values, cols, None).unwrap();
+            for (k, p) in d.params.iter().enumerate() {
+                let s = block_scales(ty, &bytes, cols, k).unwrap();
+                let step = s.sc.map_or(s.d, |sc| s.d * sc as f32);
+                assert_eq!(step.to_bits(), p.scale.to_bits(), "{name} slice {k}");
+                let min = match (s.dmin, s.mn) {
+                    (Some(dmin), Some(mn)) => dmin * mn as f32,
+                    (Some(m), None) => -m,
+                    _ => 0.0,
+                };
+                assert_eq!(min.to_bits(), p.offset.to_bits(), "{name} slice {k}");
+            }
+            assert!(block_scales(ty, &bytes, cols, d.params.len()).is_none());
+            let on_grid = d.values[cols + 5];
+            let p = d.params[d.map.index(1, 5, cols)];
+            let ex = crate::explain::worked_example(
+                crate::FormatKind::Ggml(ty),
+                &p,
+                on_grid,
+                WorkDtype::F32,
+                None,
+            )
+            .unwrap();
+            assert_eq!(ex.dequantized.to_bits(), on_grid.to_bits(), "{name}");
+        }
+    }
+}

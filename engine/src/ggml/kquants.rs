@@ -195,3 +195,20 @@ pub fn sub_params(name: &str, b: &[u8], out: &mut Vec<(f32, f32)>) -> bool {
     }
     true
 }
+
+/// Sub-block `j`'s stored scales in one super-block; None for a type not here.
+pub fn scales(name: &str, b: &[u8], j: usize) -> Option<super::BlockScales> {
+    let k = |d, dmin, sc: i32, mn, sc_bits| super::BlockScales { d, dmin, sc: Some(sc), mn, sc_bits };
+    Some(match name {
+        "Q2_K" => k(half(b, 80), Some(half(b, 82)), i32::from(b[j] & 0xF), Some(i32::from(b[j] >> 4)), 4),
+        "Q3_K" => k(half(b, 108), None, i32::from(q3_scale(b, j)), None, 6),
+        "Q4_K" | "Q5_K" => {
+            let (sc, mn) = q45_scale_min(b, j);
+            k(half(b, 0), Some(half(b, 2)), i32::from(sc), Some(i32::from(mn)), 6)
+        }
+        "Q6_K" => k(half(b, 208), None, i32::from(b[192 + j] as i8), None, 8),
+        "IQ4_XS" => k(half(b, 0), None, i32::from(iq4_xs_scale(b, j)), None, 6),
+        "IQ4_NL" => super::BlockScales { d: half(b, 0), dmin: None, sc: None, mn: None, sc_bits: 0 },
+        _ => return None,
+    })
+}

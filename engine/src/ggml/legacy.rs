@@ -85,3 +85,14 @@ pub fn sub_params(name: &str, b: &[u8], out: &mut Vec<(f32, f32)>) -> bool {
     }
     true
 }
+
+/// A block's stored scales (`dmin` holds Q4_1's and Q5_1's min); None for a
+/// type not here.
+pub fn scales(name: &str, b: &[u8]) -> Option<super::BlockScales> {
+    let dmin = match name {
+        "Q8_0" | "Q4_0" | "Q5_0" => None,
+        "Q4_1" | "Q5_1" => Some(half(b, 2)),
+        _ => return None,
+    };
+    Some(super::BlockScales { d: half(b, 0), dmin, sc: None, mn: None, sc_bits: 0 })
+}

@@ -45,3 +45,28 @@ pub fn sub_params(ty: GgmlType, bytes: &[u8]) -> std::result::Result<Vec<(f32, f
     }
     Ok(out)
 }
+
+/// One sub-block's scales as a block stores them: the F16 `d` (and `dmin`:
+/// a K-quant's min scale, or Q4_1's / Q5_1's min itself), and a K-quant's
+/// integer sub-block scale and min (`sc_bits` wide; IQ4_XS and Q3_K less 32).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockScales {
+    pub d: f32,
+    pub dmin: Option<f32>,
+    pub sc: Option<i32>,
+    pub mn: Option<i32>,
+    pub sc_bits: u8,
+}
+
+/// The scales of slice `slice` (a sub-block: row-major over rows of `cols`)
+/// in `bytes`, whole blocks of `ty`; None when it is out of range.
+pub fn block_scales(ty: GgmlType, bytes: &[u8], cols: usize, slice: usize) -> Option<BlockScales> {
+    let (block, sub) = (usize::try_from(ty.block).ok()?, ty.sub_block());
+    let per_row = cols / sub.max(1);
+    let (row, g) = (slice / per_row.max(1), slice % per_row.max(1));
+    let index = row * (cols / block.max(1)) + g * sub / block.max(1);
+    let size = usize::try_from(ty.block_bytes).ok()?;
+    let b = bytes.get(index * size..(index + 1) * size)?;
+    let j = (g * sub % block) / sub;
+    legacy::scales(ty.name, b).or_else(|| kquants::scales(ty.name, b, j))
+}

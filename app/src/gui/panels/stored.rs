@@ -46,7 +46,7 @@ pub fn describe(s: &StoredScheme) -> Vec<(&'static str, String)> {
         if let Some(r) = rows.iter_mut().find(|r| r.0 == "symmetric" && !s.symmetric) {
             r.1 = "no (a min per sub-block)".into();
         }
-        rows.insert(2, ("bits per weight", format!("{bpw:.4} (scales included)")));
+        rows.insert(2, ("bits per weight", format!("{bpw:.4}")));
     }
     rows
 }

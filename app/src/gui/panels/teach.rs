@@ -9,6 +9,7 @@ use quantscope_engine::explain::{
     slice_levels, worked_example,
 };
 use quantscope_engine::format::E2M1_VALUES;
+use quantscope_engine::ggml::{BlockScales, GgmlType, block_scales};
 use quantscope_engine::{FormatKind, Mapping, SliceParams, WorkDtype};
 
 use super::granularity_label;
@@ -70,7 +71,11 @@ impl TeachPanel {
         mono(ui, format!("this slice: Rmin = {rmin:+.6}, Rmax = {rmax:+.6}"));
         mono(ui, format!("clipping range [lo, hi] = [{:+.6}, {:+.6}]", p.lo, p.hi));
         let amax = (-rmin).max(rmax).max(0.0);
-        if let Some(b) = block_scale_steps(scheme.format, amax, &p, r.work, r.global_scale) {
+        if let Some(ty) = scheme.format.ggml() {
+            let cols = a.shape.last().copied().unwrap_or(1);
+            let scales = r.ggml_blocks.as_deref().and_then(|b| block_scales(ty, b, cols, k));
+            ggml_formulas_ui(ui, ty, &p, scales, (k, cols));
+        } else if let Some(b) = block_scale_steps(scheme.format, amax, &p, r.work, r.global_scale) {
             micro_formulas_ui(ui, &f, scheme.format, &b);
         } else if f.is_float {
             fp8_formulas_ui(ui, &f, &p, scheme.mapping);
@@ -285,8 +290,61 @@ fn fp8_comparison_ui(ui: &mut egui::Ui, p: &SliceParams, mapping: Mapping, value
     }
 }
 
+/// A llama.cpp type's sub-block: how its S and m come from the block's stored
+/// scales, which ggml's search chose (docs/numerics.md, "llama.cpp's types").
+fn ggml_formulas_ui(
+    ui: &mut egui::Ui,
+    ty: GgmlType,
+    p: &SliceParams,
+    s: Option<BlockScales>,
+    at: (usize, usize),
+) {
+    let (k, cols) = at;
+    let sub = ty.sub_block();
+    let per_row = (cols / sub.max(1)).max(1);
+    let (row, g) = (k / per_row, k % per_row);
+    let block = ty.block as usize;
+    mono(
+        ui,
+        format!(
+            "row {row}, elements {}…{}: block {} of the row",
+            g * sub,
+            g * sub + sub - 1,
+            g * sub / block
+        ),
+    );
+    match s {
+        Some(BlockScales { d, dmin, sc: Some(sc), mn, sc_bits }) => {
+            let dmin = dmin.unwrap_or(0.0);
+            mono(ui, format!("super-block d = {d:+.6e}, dmin = {dmin:+.6e} (F16)"));
+            let mn = mn.map_or(String::new(), |m| format!(", min mn = {m}"));
+            mono(ui, format!("sub-block {}: scale sc = {sc}{mn} ({sc_bits}-bit)", (g * sub % block) / sub));
+            mono(ui, format!("S = d·sc = {:+.6e}   m = dmin·mn = {:+.6e}", p.scale, p.offset));
+        }
+        Some(BlockScales { d, dmin, .. }) => {
+            let min = dmin.map_or(String::new(), |m| format!(", min = {m:+.6e}"));
+            mono(ui, format!("block d = {d:+.6e}{min} (F16): S = d, m = {:+.6e}", p.offset));
+        }
+        None => mono(ui, format!("S = {:+.6e}   m = {:+.6e}", p.scale, p.offset)),
+    }
+    mono(ui, "R' = S · v(q) − m, v: the type's code table".to_string());
+    ui.label(
+        RichText::new(
+            "ggml searches d, the sub-block scales and mins for the least (weighted) squared error, \
+             so S is not (hi − lo)/(Qmax − Qmin) of the slice.",
+        )
+        .weak(),
+    );
+}
+
 fn worked_example_ui(ui: &mut egui::Ui, ex: &WorkedExample) {
     match &ex.steps {
+        Steps::Ggml(s) => {
+            mono(ui, format!("(R + m) / S       = {:+.4}", s.position));
+            mono(ui, format!("nearest code q    = {} (v(q) = {})", s.code, s.value));
+            mono(ui, format!("S · v(q)          = {:+.6}", s.product));
+            mono(ui, format!("− m               = {:+.6}", s.product - s.min));
+        }
         Steps::Int(s) => {
             let d = s.work;
             if d == WorkDtype::F32 {
