@@ -75,6 +75,26 @@ pub(crate) fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
 /// Each slice's finite (min, max) of R.
 pub fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
     let cols = d.cols.max(1);
+    let finite = |lo: f32, hi: f32| if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+    // Groups along rows: each row's slices are its own run of the slice
+    // order, so rows go in parallel.
+    if let SliceMap::Groups(g) = d.map
+        && g > 0
+        && d.params.len() == values.len() / cols * cols.div_ceil(g)
+    {
+        return values
+            .par_chunks(cols)
+            .flat_map_iter(|row| {
+                row.chunks(g).map(move |c| {
+                    let (lo, hi) = c
+                        .iter()
+                        .filter(|x| x.is_finite())
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                    finite(lo, hi)
+                })
+            })
+            .collect();
+    }
     let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); d.params.len()];
     for (k, &x) in values.iter().enumerate() {
         if x.is_finite() {
@@ -82,5 +102,5 @@ pub fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
             *r = (r.0.min(x), r.1.max(x));
         }
     }
-    ranges.iter().map(|&(lo, hi)| if lo <= hi { (lo, hi) } else { (0.0, 0.0) }).collect()
+    ranges.iter().map(|&(lo, hi)| finite(lo, hi)).collect()
 }

@@ -11,6 +11,11 @@ pub mod types;
 
 pub use types::GgmlType;
 
+use rayon::prelude::*;
+
+/// Blocks one parallel decoding task takes (256 K elements of a K-quant).
+const DECODE_CHUNK_BLOCKS: usize = 1024;
+
 /// Whether `ty` is a plain dtype (one value per element, no blocks).
 pub fn is_plain(ty: GgmlType) -> bool {
     ty.block == 1
@@ -29,9 +34,23 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> std::r
     if is_plain(ty) && !legacy::decodes(ty) {
         return Err(format!("{} values are not weights", ty.name));
     }
-    legacy::dequantize(ty, bytes, out)
-        .or_else(|| kquants::dequantize(ty, bytes, out))
-        .ok_or_else(|| format!("ggml type {} is listed but not decoded yet", ty.name))
+    if !decodes(ty) {
+        return Err(format!("ggml type {} is listed but not decoded yet", ty.name));
+    }
+    // Blocks are independent: chunks of them decode in parallel, each into
+    // its own place in `out`.
+    let (block, size) = (ty.block as usize, ty.block_bytes as usize);
+    out.clear();
+    out.resize(bytes.len() / size * block, 0.0);
+    out.par_chunks_mut(DECODE_CHUNK_BLOCKS * block)
+        .zip(bytes.par_chunks(DECODE_CHUNK_BLOCKS * size))
+        .for_each_init(Vec::new, |tmp, (dst, src)| {
+            let decoded = legacy::dequantize(ty, src, tmp).or_else(|| kquants::dequantize(ty, src, tmp));
+            if decoded.is_some() {
+                dst.copy_from_slice(tmp);
+            }
+        });
+    Ok(())
 }
 
 /// Each sub-block's effective scale S and min m (R′ = S·v(q) − m, the
