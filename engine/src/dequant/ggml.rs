@@ -2,6 +2,8 @@
 //! it, with each sub-block's (S, m) as the slices `format::GgmlFormat` reads
 //! (docs/numerics.md, "llama.cpp's types").
 
+use rayon::prelude::*;
+
 use crate::ggml::{GgmlType, dequantize_into, sub_params};
 
 /// `values` (rows of `cols`, row-major) quantized to `ty` by ggml's own search
@@ -34,7 +36,7 @@ pub fn decode(ty: GgmlType, bytes: &[u8], cols: usize) -> std::result::Result<su
     dequantize_into(ty, bytes, &mut values)?;
     let f = GgmlFormat::new(ty);
     let params = sub_params(ty, bytes)?
-        .into_iter()
+        .into_par_iter()
         .map(|(scale, offset)| {
             let (a, b) = (scale * f.qmin() - offset, scale * f.qmax() - offset);
             SliceParams { scale, zero_point: 0, offset, lo: a.min(b), hi: a.max(b) }

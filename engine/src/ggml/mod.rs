@@ -40,8 +40,12 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> std::r
     // Blocks are independent: chunks of them decode in parallel, each into
     // its own place in `out`.
     let (block, size) = (ty.block as usize, ty.block_bytes as usize);
-    out.clear();
-    out.resize(bytes.len() / size * block, 0.0);
+    let n = bytes.len() / size * block;
+    // A buffer reused at the same size is written over, not zeroed first.
+    if out.len() != n {
+        out.clear();
+        out.resize(n, 0.0);
+    }
     out.par_chunks_mut(DECODE_CHUNK_BLOCKS * block)
         .zip(bytes.par_chunks(DECODE_CHUNK_BLOCKS * size))
         .for_each_init(Vec::new, |tmp, (dst, src)| {
@@ -56,13 +60,23 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> std::r
 /// Each sub-block's effective scale S and min m (R′ = S·v(q) − m, the
 /// `format::GgmlFormat` view) of `bytes`, whole blocks of `ty`, in element order.
 pub fn sub_params(ty: GgmlType, bytes: &[u8]) -> std::result::Result<Vec<(f32, f32)>, String> {
-    let mut out = Vec::with_capacity(bytes.len() / ty.block_bytes.max(1) as usize * 8);
-    for b in bytes.chunks_exact(ty.block_bytes as usize) {
-        if !(legacy::sub_params(ty.name, b, &mut out) || kquants::sub_params(ty.name, b, &mut out)) {
-            return Err(format!("ggml type {} has no sub-block view", ty.name));
-        }
-    }
-    Ok(out)
+    let size = ty.block_bytes as usize;
+    let per_block = (ty.block as usize / ty.sub_block()).max(1);
+    let mut out = vec![(0.0, 0.0); bytes.len() / size * per_block];
+    let ok = out
+        .par_chunks_mut(DECODE_CHUNK_BLOCKS * per_block)
+        .zip(bytes.par_chunks(DECODE_CHUNK_BLOCKS * size))
+        .all(|(dst, src)| {
+            let mut tmp = Vec::with_capacity(dst.len());
+            let done = src.chunks_exact(size).all(|b| {
+                legacy::sub_params(ty.name, b, &mut tmp) || kquants::sub_params(ty.name, b, &mut tmp)
+            });
+            done && tmp.len() == dst.len() && {
+                dst.copy_from_slice(&tmp);
+                true
+            }
+        });
+    if ok { Ok(out) } else { Err(format!("ggml type {} has no sub-block view", ty.name)) }
 }
 
 /// One sub-block's scales as a block stores them: the F16 `d` (and `dmin`:
