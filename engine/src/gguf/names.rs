@@ -12,6 +12,7 @@ use super::Header;
 /// Per-block names: (Hugging Face suffix after the block prefix, GGUF part).
 type Pairs = &'static [(&'static str, &'static str)];
 
+/// A decoder block's attention and MLP (every decoder family here).
 const DECODER_BLOCK: Pairs = &[
     ("self_attn.q_proj", "attn_q"),
     ("self_attn.k_proj", "attn_k"),
@@ -23,21 +24,13 @@ const DECODER_BLOCK: Pairs = &[
     ("mlp.up_proj", "ffn_up"),
     ("mlp.down_proj", "ffn_down"),
     ("input_layernorm", "attn_norm"),
-    ("post_attention_layernorm", "ffn_norm"),
 ];
 
+/// Llama, Qwen2/3, Gemma: one norm before the MLP.
+const PRE_NORM: Pairs = &[("post_attention_layernorm", "ffn_norm")];
+
 /// Gemma 2 and 3 norm around both halves of the block.
-const GEMMA2_BLOCK: Pairs = &[
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("self_attn.q_norm", "attn_q_norm"),
-    ("self_attn.k_norm", "attn_k_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-    ("input_layernorm", "attn_norm"),
+const SANDWICH_NORMS: Pairs = &[
     ("post_attention_layernorm", "post_attention_norm"),
     ("pre_feedforward_layernorm", "ffn_norm"),
     ("post_feedforward_layernorm", "post_ffw_norm"),
@@ -64,19 +57,27 @@ const BERT_TOP: Pairs = &[
     ("embeddings.LayerNorm", "token_embd_norm"),
 ];
 
-/// A family's naming: block prefix on the Hugging Face side and its tables.
+/// A family's naming: block prefix on the Hugging Face side and its tables
+/// (a block's names come from two).
 struct Family {
     hf_block: &'static str,
-    block: Pairs,
+    block: [Pairs; 2],
     top: Pairs,
 }
 
+impl Family {
+    fn block_pairs(&self) -> impl Iterator<Item = &(&'static str, &'static str)> {
+        self.block.iter().flat_map(|p| p.iter())
+    }
+}
+
 fn family(arch: &str) -> Option<Family> {
-    let decoder = |block| Family { hf_block: "model.layers.", block, top: DECODER_TOP };
+    let decoder =
+        |norms| Family { hf_block: "model.layers.", block: [DECODER_BLOCK, norms], top: DECODER_TOP };
     match arch {
-        "llama" | "mistral" | "qwen2" | "qwen3" | "gemma" => Some(decoder(DECODER_BLOCK)),
-        "gemma2" | "gemma3" => Some(decoder(GEMMA2_BLOCK)),
-        "bert" => Some(Family { hf_block: "encoder.layer.", block: BERT_BLOCK, top: BERT_TOP }),
+        "llama" | "mistral" | "qwen2" | "qwen3" | "gemma" => Some(decoder(PRE_NORM)),
+        "gemma2" | "gemma3" => Some(decoder(SANDWICH_NORMS)),
+        "bert" => Some(Family { hf_block: "encoder.layer.", block: [BERT_BLOCK, &[]], top: BERT_TOP }),
         _ => None,
     }
 }
@@ -96,7 +97,7 @@ pub fn to_hf(arch: &str, gguf: &str) -> Option<String> {
     if let Some(rest) = module.strip_prefix("blk.") {
         let (n, part) = rest.split_once('.')?;
         n.parse::<usize>().ok()?;
-        let hf = f.block.iter().find(|(_, g)| *g == part)?.0;
+        let hf = f.block_pairs().find(|(_, g)| *g == part)?.0;
         return Some(format!("{}{n}.{hf}.{param}", f.hf_block));
     }
     let hf = f.top.iter().find(|(_, g)| *g == module)?.0;
@@ -112,7 +113,7 @@ pub fn to_gguf(arch: &str, hf: &str) -> Option<String> {
     if let Some(rest) = module.strip_prefix(f.hf_block) {
         let (n, part) = rest.split_once('.')?;
         n.parse::<usize>().ok()?;
-        let g = f.block.iter().find(|(h, _)| *h == part)?.1;
+        let g = f.block_pairs().find(|(h, _)| *h == part)?.1;
         return Some(format!("blk.{n}.{g}.{param}"));
     }
     let g = f.top.iter().find(|(h, _)| *h == module)?.1;
