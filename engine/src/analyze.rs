@@ -197,8 +197,8 @@ pub fn against(
     bins: usize,
     error_bins: usize,
 ) -> (QuantResult, Option<Histogram>) {
-    let metrics = crate::measure::metrics_against(values, &d);
-    let slice_metrics = crate::measure::slice_sums(values, &d).iter().map(ErrorSums::metrics).collect();
+    let (metrics, sums) = crate::measure::metrics_and_slice_sums(values, &d);
+    let slice_metrics = sums.iter().map(ErrorSums::metrics).collect();
     let stats = TensorStats::of(values);
     let (mn, mx) = stats.range();
     let (lo, hi) = (f64::from(mn), f64::from(mx));

@@ -364,7 +364,7 @@ impl Checkpoint {
     pub fn load_f32_into(&self, info: &TensorInfo, buf: &mut Vec<f32>) -> Result<()> {
         self.prefetch(info);
         let decoded = match info.ggml {
-            Some(t) if !gguf::is_plain(t) => gguf::dequantize_into(t, self.bytes(info), buf),
+            Some(t) if !crate::ggml::is_plain(t) => crate::ggml::dequantize_into(t, self.bytes(info), buf),
             _ => decode::decode_into(info.dtype, self.bytes(info), buf),
         };
         decoded.map_err(|reason| Error::Decode {

@@ -32,6 +32,43 @@ pub fn metrics_against(values: &[f32], d: &Decoded) -> Metrics {
     sums.iter().fold(ErrorSums::default(), ErrorSums::merge).metrics()
 }
 
+/// [`metrics_against`] and [`slice_sums`] in one pass over the layer, each
+/// sum added in the same order as there (so the same bits): for groups of a
+/// power-of-two size along whole rows (llama.cpp's sub-blocks, most group
+/// schemes); otherwise the two passes.
+pub(crate) fn metrics_and_slice_sums(values: &[f32], d: &Decoded) -> (Metrics, Vec<ErrorSums>) {
+    let cols = d.cols.max(1);
+    let Some((shift, per_row)) = pow2_groups(d, cols) else {
+        return (metrics_against(values, d), slice_sums(values, d));
+    };
+    let g = 1usize << shift;
+    let rows: Vec<(ErrorSums, Vec<ErrorSums>)> = values
+        .par_chunks(cols)
+        .zip(d.values.par_chunks(cols))
+        .enumerate()
+        .map(|(r, (x, y))| {
+            let mut row = ErrorSums::default();
+            let groups = x
+                .chunks(g)
+                .zip(y.chunks(g))
+                .enumerate()
+                .map(|(k, (a, b))| {
+                    let p = &d.params[r * per_row + k];
+                    let mut s = ErrorSums::default();
+                    for (&xv, &yv) in a.iter().zip(b) {
+                        row.add_pair(xv, yv, || (p.lo, p.hi));
+                        s.add_pair(xv, yv, || (p.lo, p.hi));
+                    }
+                    ErrorSums::default().merge(&s)
+                })
+                .collect();
+            (row, groups)
+        })
+        .collect();
+    let metrics = rows.iter().fold(ErrorSums::default(), |acc, (row, _)| acc.merge(row)).metrics();
+    (metrics, rows.into_iter().flat_map(|(_, g)| g).collect())
+}
+
 /// For groups of a power-of-two size along whole rows: the shift that takes
 /// a column to its group, and the groups per row.
 fn pow2_groups(d: &Decoded, cols: usize) -> Option<(u32, usize)> {
@@ -136,4 +173,29 @@ pub fn slice_value_ranges(values: &[f32], d: &Decoded) -> Vec<(f32, f32)> {
         }
     }
     ranges.iter().map(|&(lo, hi)| finite(lo, hi)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ggml::GgmlType;
+
+    /// The one-pass sums are the two-pass sums, bit for bit (so `diff`'s
+    /// numbers equal the app's published ones).
+    #[test]
+    fn one_pass_equals_metrics_against_and_slice_sums() {
+        let cols = 256;
+        let mut values: Vec<f32> = (0..3 * cols).map(|i| ((i * 53 % 97) as f32 - 48.0) * 1e-2).collect();
+        // ggml's quantizers refuse NaN: R′ comes from a finite copy, R keeps it.
+        let finite = values.clone();
+        values[7] = f32::NAN;
+        for name in ["Q4_K", "Q6_K", "Q8_0"] {
+            let ty = GgmlType::from_name(name).unwrap();
+            let (_, d) = crate::dequant::ggml::quantize_decoded(ty, &finite, cols, None).unwrap();
+            let (m, s) = metrics_and_slice_sums(&values, &d);
+            let m2 = metrics_against(&values, &d);
+            assert_eq!(format!("{m:?}"), format!("{m2:?}"), "{name}");
+            assert_eq!(s, slice_sums(&values, &d), "{name}");
+        }
+    }
 }

@@ -261,23 +261,32 @@ fn error_pass_body<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: 
 pub(crate) fn pair_sums(xs: &[f32], ys: &[f32], range: impl Fn(usize) -> (f32, f32)) -> ErrorSums {
     let mut s = ErrorSums::default();
     for (k, (&x, &y)) in xs.iter().zip(ys).enumerate() {
-        if !x.is_finite() || !y.is_finite() {
-            s.nonfinite += 1;
-            continue;
-        }
-        let (r, e) = (f64::from(x), f64::from(x) - f64::from(y));
-        s.count += 1;
-        s.sum_r2 += r * r;
-        s.sum_e2 += e * e;
-        s.sum_re += r * e;
-        let (lo, hi) = range(k);
-        if x < lo || x > hi {
-            s.clipped += 1;
-            s.sum_clip_e2 += e * e;
-        }
-        s.max_abs_err = s.max_abs_err.max(e.abs());
+        s.add_pair(x, y, || range(k));
     }
     s
+}
+
+impl ErrorSums {
+    /// One element of [`pair_sums`]: R = `x` against R′ = `y`, clipped when R
+    /// lies outside `range()`.
+    #[inline]
+    pub(crate) fn add_pair(&mut self, x: f32, y: f32, range: impl FnOnce() -> (f32, f32)) {
+        if !x.is_finite() || !y.is_finite() {
+            self.nonfinite += 1;
+            return;
+        }
+        let (r, e) = (f64::from(x), f64::from(x) - f64::from(y));
+        self.count += 1;
+        self.sum_r2 += r * r;
+        self.sum_e2 += e * e;
+        self.sum_re += r * e;
+        let (lo, hi) = range();
+        if x < lo || x > hi {
+            self.clipped += 1;
+            self.sum_clip_e2 += e * e;
+        }
+        self.max_abs_err = self.max_abs_err.max(e.abs());
+    }
 }
 
 /// Σ (R − R′)² over finite elements only: the objective of MSE calibration.

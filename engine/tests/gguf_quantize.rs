@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use quantscope_engine::ggml::quant::{quantize, quantizes};
 use quantscope_engine::ggml::types::TYPES;
-use quantscope_engine::gguf::{GgmlType, dequantize_into};
+use quantscope_engine::ggml::{GgmlType, dequantize_into};
 
 const TYPE_NAMES: [&str; 13] = [
     "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS",

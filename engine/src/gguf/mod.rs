@@ -20,7 +20,8 @@ pub mod write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-pub use crate::ggml::{GgmlType, decodes, dequantize_into, is_plain, types};
+pub use crate::ggml::GgmlType;
+use crate::ggml::{decodes, dequantize_into, is_plain};
 use crate::mmap::MappedFile;
 
 /// A metadata value.
