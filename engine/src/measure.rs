@@ -16,17 +16,11 @@ pub fn metrics_against(values: &[f32], d: &Decoded) -> Metrics {
         .par_chunks(cols)
         .zip(d.values.par_chunks(cols))
         .enumerate()
-        .map(|(r, (x, y))| match pow2_groups(d, cols) {
-            // The same sums in the same order; a shift finds the slice, where a
-            // division per element would cost more than the sums.
-            Some((shift, per_row)) => pair_sums(x, y, |c| {
-                let p = &d.params[r * per_row + (c >> shift)];
-                (p.lo, p.hi)
-            }),
-            None => pair_sums(x, y, |c| {
+        .map(|(r, (x, y))| {
+            pair_sums(x, y, |c| {
                 let p = d.params_of(r * cols + c);
                 (p.lo, p.hi)
-            }),
+            })
         })
         .collect::<Vec<_>>();
     sums.iter().fold(ErrorSums::default(), ErrorSums::merge).metrics()
@@ -94,22 +88,6 @@ fn local_slice(map: &SliceMap, c: usize) -> usize {
 /// Per-slice error sums (slice order), whatever the map.
 pub(crate) fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
     let cols = d.cols.max(1);
-    // Whole power-of-two groups: each slice lies in one row, so the slices
-    // come out in order, one run each, with no merging across rows.
-    if let Some((shift, per_row)) = pow2_groups(d, cols) {
-        let g = 1usize << shift;
-        return values
-            .par_chunks(cols)
-            .zip(d.values.par_chunks(cols))
-            .enumerate()
-            .flat_map_iter(|(r, (x, y))| {
-                x.chunks(g).zip(y.chunks(g)).enumerate().map(move |(k, (a, b))| {
-                    let p = &d.params[r * per_row + k];
-                    ErrorSums::default().merge(&pair_sums(a, b, |_| (p.lo, p.hi)))
-                })
-            })
-            .collect();
-    }
     let per_row: Vec<Vec<(usize, ErrorSums)>> = values
         .par_chunks(cols)
         .zip(d.values.par_chunks(cols))

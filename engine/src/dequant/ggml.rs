@@ -24,15 +24,20 @@ pub fn quantize_decoded(
         )));
     }
     let bytes = crate::ggml::quant::quantize(ty, values, cols, imatrix)?;
-    let decoded = decode(ty, &bytes, cols).map_err(|r| crate::Error::decode(None, r))?;
+    let decoded = decode(ty, &bytes, cols, Vec::new()).map_err(|r| crate::Error::decode(None, r))?;
     Ok((bytes, decoded))
 }
 
 /// Stored blocks of `ty` (rows of `cols` values) decoded: R′ bit for bit as
-/// ggml gives it, with each sub-block's (S, m) as the slices.
-pub fn decode(ty: GgmlType, bytes: &[u8], cols: usize) -> std::result::Result<super::Decoded, String> {
+/// ggml gives it (written into `values`' memory, kept from layer to layer),
+/// with each sub-block's (S, m) as the slices.
+pub fn decode(
+    ty: GgmlType,
+    bytes: &[u8],
+    cols: usize,
+    mut values: Vec<f32>,
+) -> std::result::Result<super::Decoded, String> {
     use crate::format::{GgmlFormat, NumberFormat, SliceParams, WorkDtype};
-    let mut values = Vec::new();
     dequantize_into(ty, bytes, &mut values)?;
     let f = GgmlFormat::new(ty);
     let params = sub_params(ty, bytes)?

@@ -16,13 +16,14 @@ fn hf_row(r: usize, rows: usize, n_head: usize) -> Option<usize> {
 }
 
 /// The Hugging Face order of a GGUF `attn_q` / `attn_k` weight of `rows` rows
-/// of `cols` values: `values` (row-major, GGUF order) reordered; `None` when
-/// `n_head` does not split the rows into pairs.
-pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
+/// of `cols` items (values, or a row's sub-block parameters): `values`
+/// (row-major, GGUF order) reordered; `None` when `n_head` does not split the
+/// rows into pairs.
+pub fn unpermute_rows<T: Copy>(values: &[T], rows: usize, cols: usize, n_head: usize) -> Option<Vec<T>> {
     if rows.checked_mul(cols)? != values.len() {
         return None;
     }
-    let mut out = vec![0.0; values.len()];
+    let mut out = values.to_vec();
     for (r, row) in values.chunks_exact(cols.max(1)).enumerate().take(rows) {
         let h = hf_row(r, rows, n_head)?;
         out[h * cols..(h + 1) * cols].copy_from_slice(row);

@@ -58,8 +58,8 @@ fn layer(name: &str, shape: &[usize], ty: GgmlType) -> Layer {
 }
 
 /// R′ of one GGUF layer with its sub-blocks' (S, m), rows back in the Hugging
-/// Face order when the converter permuted them; `buf`'s memory is dropped
-/// (the decoder allocates its own).
+/// Face order when the converter permuted them; R′ is written into `buf`'s
+/// memory.
 pub(super) fn decode(
     ckpt: &Checkpoint,
     layer: &Layer,
@@ -67,24 +67,16 @@ pub(super) fn decode(
     rope_heads: Option<usize>,
     buf: Vec<f32>,
 ) -> Result<Decoded> {
-    drop(buf);
     let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: layer.name.clone(), reason };
     let info = ckpt.tensor(&layer.tensors[0])?;
-    let mut d = crate::dequant::ggml::decode(ty, ckpt.bytes(info), layer.shape[1]).map_err(fail)?;
+    let mut d = crate::dequant::ggml::decode(ty, ckpt.bytes(info), layer.shape[1], buf).map_err(fail)?;
     if let Some(heads) = rope_heads {
         let [rows, cols] = [layer.shape[0], layer.shape[1]];
         let groups = d.params.len() / rows.max(1);
-        let unpermute = |v: &[f32], cols| crate::gguf::rope::unpermute_rows(v, rows, cols, heads);
-        d.values = unpermute(&d.values, cols)
-            .ok_or_else(|| fail(format!("{heads} heads do not split {rows} rows")))?;
+        let split = || fail(format!("{heads} heads do not split {rows} rows"));
+        d.values = crate::gguf::rope::unpermute_rows(&d.values, rows, cols, heads).ok_or_else(split)?;
         // The sub-blocks move with their rows.
-        let (mut order, mut params) =
-            (Vec::with_capacity(d.params.len()), Vec::with_capacity(d.params.len()));
-        order.extend((0..d.params.len()).map(|i| i as f32));
-        for i in unpermute(&order, groups).unwrap_or(order) {
-            params.push(d.params[i as usize]);
-        }
-        d.params = params;
+        d.params = crate::gguf::rope::unpermute_rows(&d.params, rows, groups, heads).ok_or_else(split)?;
     }
     Ok(d)
 }
