@@ -12,6 +12,7 @@ use crate::calibrate::{compare_ranges, slice_params};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
+use crate::measure::Prime;
 use crate::metrics::{ErrorSums, Metrics, TensorStats, error_sums_with_stats};
 use crate::scheme::{Calibration, Granularity, ManualRange, Mapping, Scheme};
 use crate::simd::{LeF32, Source};
@@ -197,54 +198,93 @@ pub fn against(
     bins: usize,
     error_bins: usize,
 ) -> (QuantResult, Option<Histogram>) {
-    let (metrics, sums) = crate::measure::metrics_and_slice_sums(values, &d);
-    let slice_metrics = sums.iter().map(ErrorSums::metrics).collect();
-    let stats = TensorStats::of(values);
-    let (mn, mx) = stats.range();
-    let (lo, hi) = (f64::from(mn), f64::from(mx));
-    let histogram = (bins > 0).then(|| Histogram::of(values, lo, hi, bins));
-    let dequantized_histogram = (bins > 0).then(|| Histogram::of(&d.values, lo, hi, bins));
+    let m = crate::measure::measure(values, &d);
+    let (lo, hi) = m.stats.range();
+    let dequantized_histogram =
+        (bins > 0).then(|| Histogram::of(&d.values, f64::from(lo), f64::from(hi), bins));
+    let cols = d.cols.max(1);
     let error_histogram = (error_bins > 0).then(|| {
-        let half = if metrics.max_abs_err > 0.0 { metrics.max_abs_err } else { f64::from(f32::EPSILON) };
-        let errors: Vec<f32> = values
-            .par_iter()
-            .zip(&d.values)
-            .map(|(&x, &y)| if x.is_finite() { x - y } else { f32::NAN })
-            .collect();
-        Histogram::of(&errors, -half, half, error_bins)
+        error_histogram_of(values, cols, Prime::Values(&d.values), m.metrics.max_abs_err, error_bins)
     });
-    let slice_ranges = crate::measure::slice_value_ranges(values, &d);
-    let grid = if d.params.len() == 1 {
-        crate::explain::slice_levels(scheme.format, &d.params[0], d.work, d.global)
+    let r =
+        from_measured(values, m, d.params, (scheme, granularity), bins, error_histogram, (d.work, d.global));
+    (r, dequantized_histogram)
+}
+
+/// The result of R measured against an R′: `m`, the slices' `params`, R's
+/// histogram over `bins` and the error histogram; the grid of a single slice.
+fn from_measured(
+    values: &[f32],
+    m: crate::measure::Measured,
+    params: Vec<SliceParams>,
+    (scheme, granularity): (Scheme, Granularity),
+    bins: usize,
+    error_histogram: Option<Histogram>,
+    (work, global_scale): (WorkDtype, Option<f32>),
+) -> QuantResult {
+    let (mn, mx) = m.stats.range();
+    let histogram = (bins > 0).then(|| Histogram::of(values, f64::from(mn), f64::from(mx), bins));
+    let grid = match params.as_slice() {
+        [p] => crate::explain::slice_levels(scheme.format, p, work, global_scale)
             .into_iter()
-            .filter(|&l| l >= mn.min(d.params[0].lo) && l <= mx.max(d.params[0].hi))
-            .collect()
-    } else {
-        Vec::new()
+            .filter(|&l| l >= mn.min(p.lo) && l <= mx.max(p.hi))
+            .collect(),
+        _ => Vec::new(),
     };
-    let result = QuantResult {
+    QuantResult {
         scheme,
         granularity,
         fallback: None,
-        params: d.params,
-        slice_metrics,
-        slice_ranges,
-        metrics,
-        stats,
+        params,
+        slice_metrics: m.slice_metrics,
+        slice_ranges: m.ranges,
+        metrics: m.metrics,
+        stats: m.stats,
         histogram,
         error_histogram,
         grid,
         dequantized: None,
-        work: d.work,
-        global_scale: d.global,
+        work,
+        global_scale,
         ggml_blocks: None,
-    };
-    (result, dequantized_histogram)
+    }
+}
+
+/// The R − R′ histogram over ±`max_abs`, rows of R′ taken from `prime`
+/// (decoded on the fly for llama.cpp's blocks); a non-finite R is skipped.
+fn error_histogram_of(values: &[f32], cols: usize, prime: Prime, max_abs: f64, bins: usize) -> Histogram {
+    let half = if max_abs > 0.0 { max_abs } else { f64::from(f32::EPSILON) };
+    let (lo, hi) = (-half, half);
+    let inv = bins as f64 / (hi - lo);
+    let counts = values
+        .par_chunks(cols)
+        .enumerate()
+        .fold(
+            || (Binner::new(bins, lo, inv), Vec::new()),
+            |(mut binner, mut buf), (r, x)| {
+                let y = prime.row(r, cols, &mut buf);
+                let (xb, yb) = (x.chunks_exact(8), y.chunks_exact(8));
+                let tail: Vec<f32> = xb.remainder().iter().zip(yb.remainder()).map(|(a, b)| a - b).collect();
+                for (a, b) in xb.zip(yb) {
+                    binner.add8(wide::f32x8::from(a) - wide::f32x8::from(b));
+                }
+                binner.add(&tail);
+                (binner, buf)
+            },
+        )
+        .map(|(binner, _)| {
+            let mut c = vec![0u64; bins];
+            binner.finish(&mut c);
+            c
+        })
+        .reduce(|| vec![0; bins], add_counts);
+    Histogram { lo, hi, counts }
 }
 
 /// A llama.cpp type: ggml's own quantizer (weighted by `imatrix`, one weight
 /// per column, when given) on rows of the last dimension, as llama.cpp
-/// quantizes a tensor, then R against the decoded R′.
+/// quantizes a tensor, then R against the decoded R′, decoded row by row
+/// unless R′ is kept.
 pub fn analyze_ggml(
     values: &[f32],
     shape: &[usize],
@@ -252,14 +292,27 @@ pub fn analyze_ggml(
     imatrix: Option<&[f32]>,
     opts: &Options,
 ) -> Result<QuantResult> {
+    use crate::dequant::ggml as dq;
     let cols = shape.last().copied().unwrap_or(values.len());
     let scheme = Scheme { format: crate::scheme::FormatKind::Ggml(ty), ..Scheme::default() }.fitted();
     check_input(values, shape, &scheme)?;
-    let (bytes, d) = crate::dequant::ggml::quantize_decoded(ty, values, cols, imatrix)?;
-    let dequantized = opts.keep_dequantized.then(|| d.values.clone());
+    let bytes = dq::quantize_rows(ty, values, cols, imatrix)?;
     let granularity = scheme.granularity;
-    let (mut r, _) = against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins);
-    r.dequantized = dequantized;
+    let mut r = if opts.keep_dequantized {
+        let d = dq::decode(ty, &bytes, cols, Vec::new()).map_err(|r| Error::decode(None, r))?;
+        let dequantized = d.values.clone();
+        let mut r = against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins).0;
+        r.dequantized = Some(dequantized);
+        r
+    } else {
+        let params = dq::params(ty, &bytes).map_err(|r| Error::decode(None, r))?;
+        let m = crate::measure::measure_blocks(values, cols, ty, &bytes, &params);
+        let prime = Prime::Blocks(ty, &bytes);
+        let error_histogram = (opts.error_bins > 0)
+            .then(|| error_histogram_of(values, cols, prime, m.metrics.max_abs_err, opts.error_bins));
+        let global = (WorkDtype::F32, None);
+        from_measured(values, m, params, (scheme, granularity), opts.weight_bins, error_histogram, global)
+    };
     r.ggml_blocks = Some(bytes.into());
     Ok(r)
 }
@@ -831,6 +884,41 @@ mod tests {
 
     fn scheme(g: Granularity, c: Calibration) -> Scheme {
         Scheme { granularity: g, calibration: c, ..Scheme::default() }
+    }
+
+    /// A llama.cpp type measured row by row from its blocks gives what
+    /// measuring the whole decoded R′ gives, bit for bit (histograms too).
+    #[test]
+    fn ggml_blocks_measured_row_by_row_equal_the_decoded_tensor() {
+        let (rows, cols) = (6, 512);
+        let mut v = values(rows * cols);
+        v[5] = f32::NAN;
+        let finite: Vec<f32> = v.iter().map(|x| if x.is_finite() { *x } else { 0.0 }).collect();
+        for name in ["Q4_K", "Q6_K", "Q5_0", "IQ4_XS"] {
+            let ty = crate::ggml::GgmlType::from_name(name).unwrap();
+            let opts = Options { weight_bins: 64, error_bins: 48, ..Options::default() };
+            let kept = Options { keep_dequantized: true, ..opts };
+            // R′ from the finite copy (ggml refuses NaN), measured against R with its NaN.
+            let bytes = crate::dequant::ggml::quantize_rows(ty, &finite, cols, None).unwrap();
+            let params = crate::dequant::ggml::params(ty, &bytes).unwrap();
+            let m = crate::measure::measure_blocks(&v, cols, ty, &bytes, &params);
+            let d = crate::dequant::ggml::decode(ty, &bytes, cols, Vec::new()).unwrap();
+            let whole = crate::measure::measure(&v, &d);
+            assert_eq!(format!("{:?}", m.metrics), format!("{:?}", whole.metrics), "{name}");
+            assert_eq!(
+                format!("{:?}", (m.slice_metrics, m.ranges)),
+                format!("{:?}", (whole.slice_metrics, whole.ranges)),
+                "{name}"
+            );
+            let a = analyze_ggml(&finite, &[rows, cols], ty, None, &opts).unwrap();
+            let b = analyze_ggml(&finite, &[rows, cols], ty, None, &kept).unwrap();
+            assert_eq!(format!("{:?}", a.metrics), format!("{:?}", b.metrics), "{name}");
+            assert_eq!(a.slice_metrics.len(), b.slice_metrics.len());
+            assert_eq!(format!("{:?}", a.slice_metrics), format!("{:?}", b.slice_metrics), "{name}");
+            assert_eq!((&a.histogram, &a.error_histogram), (&b.histogram, &b.error_histogram), "{name}");
+            assert_eq!(a.error_histogram.as_ref().unwrap().counts.iter().sum::<u64>(), (rows * cols) as u64);
+            assert!(a.dequantized.is_none() && b.dequantized.is_some());
+        }
     }
 
     #[test]

@@ -6,72 +6,127 @@
 use rayon::prelude::*;
 
 use crate::dequant::{Decoded, SliceMap};
-use crate::metrics::{ErrorSums, Metrics, pair_sums};
+use crate::format::SliceParams;
+use crate::ggml::GgmlType;
+use crate::metrics::{ErrorSums, Metrics, TensorStats, pair_sums};
 
-/// The whole layer's metrics, summed row by row in row order (the numbers
-/// `quantscope diff` prints).
-pub fn metrics_against(values: &[f32], d: &Decoded) -> Metrics {
-    let cols = d.cols.max(1);
-    let sums = values
-        .par_chunks(cols)
-        .zip(d.values.par_chunks(cols))
-        .enumerate()
-        .map(|(r, (x, y))| {
-            pair_sums(x, y, |c| {
-                let p = d.params_of(r * cols + c);
-                (p.lo, p.hi)
-            })
-        })
-        .collect::<Vec<_>>();
-    sums.iter().fold(ErrorSums::default(), ErrorSums::merge).metrics()
+/// What [`measure`] finds: the layer's metrics, and per slice (slice order) its
+/// metrics and R's finite range; R's statistics.
+pub(crate) struct Measured {
+    pub metrics: Metrics,
+    pub slice_metrics: Vec<Metrics>,
+    pub ranges: Vec<(f32, f32)>,
+    pub stats: TensorStats,
 }
 
-/// [`metrics_against`] and [`slice_sums`] in one pass over the layer, each
-/// sum added in the same order as there (so the same bits): for groups of a
-/// power-of-two size along whole rows (llama.cpp's sub-blocks, most group
-/// schemes); otherwise the two passes.
-pub(crate) fn metrics_and_slice_sums(values: &[f32], d: &Decoded) -> (Metrics, Vec<ErrorSums>) {
+/// Where a row of R′ comes from: a decoded tensor, or llama.cpp's blocks,
+/// decoded row by row into a buffer of the thread's own (a whole R′ is never
+/// written out when nothing keeps it).
+#[derive(Clone, Copy)]
+pub(crate) enum Prime<'a> {
+    Values(&'a [f32]),
+    Blocks(GgmlType, &'a [u8]),
+}
+
+impl<'a> Prime<'a> {
+    /// Row `r` (of `cols` values).
+    pub(crate) fn row<'b>(self, r: usize, cols: usize, buf: &'b mut Vec<f32>) -> &'b [f32]
+    where
+        'a: 'b,
+    {
+        match self {
+            Prime::Values(v) => &v[r * cols..(r + 1) * cols],
+            Prime::Blocks(ty, bytes) => {
+                let size = cols / ty.block as usize * ty.block_bytes as usize;
+                if !crate::ggml::decode_blocks(ty, &bytes[r * size..(r + 1) * size], buf) {
+                    buf.clear();
+                    buf.resize(cols, f32::NAN);
+                }
+                buf
+            }
+        }
+    }
+}
+
+/// The whole layer's metrics (the numbers `quantscope diff` prints), summed
+/// as [`measure`] sums them.
+pub fn metrics_against(values: &[f32], d: &Decoded) -> Metrics {
+    match groups_of(values, d) {
+        Some(g) => by_groups(values, d.cols, g, &d.params, Prime::Values(&d.values)).metrics,
+        None => merged(&slice_sums(values, d)),
+    }
+}
+
+fn merged(slices: &[ErrorSums]) -> Metrics {
+    slices.iter().fold(ErrorSums::default(), ErrorSums::merge).metrics()
+}
+
+/// R against the decoded R′. Groups along whole rows (llama.cpp's sub-blocks,
+/// most group schemes) take one pass, rows in parallel; other maps take
+/// [`slice_sums`] (the same per-slice sums) and two passes more.
+pub(crate) fn measure(values: &[f32], d: &Decoded) -> Measured {
+    if let Some(g) = groups_of(values, d) {
+        return by_groups(values, d.cols, g, &d.params, Prime::Values(&d.values));
+    }
+    let slices = slice_sums(values, d);
+    Measured {
+        metrics: merged(&slices),
+        slice_metrics: slices.par_iter().map(ErrorSums::metrics).collect(),
+        ranges: slice_value_ranges(values, d),
+        stats: TensorStats::of(values),
+    }
+}
+
+/// R against llama.cpp's stored `bytes` of `ty` (rows of `cols`, whole
+/// blocks), each sub-block one slice with `params`: [`measure`] without a
+/// decoded tensor.
+pub(crate) fn measure_blocks(
+    values: &[f32],
+    cols: usize,
+    ty: GgmlType,
+    bytes: &[u8],
+    params: &[SliceParams],
+) -> Measured {
+    by_groups(values, cols, ty.sub_block(), params, Prime::Blocks(ty, bytes))
+}
+
+/// The group size when `d`'s slices are runs of it tiling every row in order.
+fn groups_of(values: &[f32], d: &Decoded) -> Option<usize> {
     let cols = d.cols.max(1);
-    let Some((shift, per_row)) = pow2_groups(d, cols) else {
-        return (metrics_against(values, d), slice_sums(values, d));
-    };
-    let g = 1usize << shift;
-    let rows: Vec<(ErrorSums, Vec<ErrorSums>)> = values
-        .par_chunks(cols)
-        .zip(d.values.par_chunks(cols))
+    let SliceMap::Groups(g) = d.map else { return None };
+    let per_row = cols.checked_div(g).filter(|&n| n * g == cols)?;
+    (values.len().is_multiple_of(cols) && d.params.len() == values.len() / cols * per_row).then_some(g)
+}
+
+/// Slices that are runs of `g` columns tiling rows of `cols`, rows in
+/// parallel: each slice's metrics and range written in place, and its sums
+/// and statistics merged into its row's, in slice order; the rows' then merge
+/// in row order (the same bits on every run and thread count).
+fn by_groups(values: &[f32], cols: usize, g: usize, params: &[SliceParams], prime: Prime) -> Measured {
+    let per_row = cols / g;
+    let mut slice_metrics = vec![Metrics::default(); params.len()];
+    let mut ranges = vec![(0.0, 0.0); params.len()];
+    let rows: Vec<(ErrorSums, TensorStats)> = slice_metrics
+        .par_chunks_mut(per_row)
+        .zip(ranges.par_chunks_mut(per_row))
+        .zip(values.par_chunks(cols).zip(params.par_chunks(per_row)))
         .enumerate()
-        .map(|(r, (x, y))| {
-            let mut row = ErrorSums::default();
-            let groups = x
-                .chunks(g)
-                .zip(y.chunks(g))
-                .enumerate()
-                .map(|(k, (a, b))| {
-                    let p = &d.params[r * per_row + k];
-                    let mut s = ErrorSums::default();
-                    for (&xv, &yv) in a.iter().zip(b) {
-                        row.add_pair(xv, yv, || (p.lo, p.hi));
-                        s.add_pair(xv, yv, || (p.lo, p.hi));
-                    }
-                    ErrorSums::default().merge(&s)
-                })
-                .collect();
-            (row, groups)
+        .map_init(Vec::new, |buf, (r, ((m, rg), (x, p)))| {
+            let y = prime.row(r, cols, buf);
+            let mut row = (ErrorSums::default(), TensorStats::default());
+            for (k, ((a, b), p)) in x.chunks(g).zip(y.chunks(g)).zip(p).enumerate() {
+                let mut stats = TensorStats::range_of(a);
+                let s = pair_sums(a, b, p.lo, p.hi, &mut stats);
+                (m[k], rg[k]) = (s.metrics(), stats.range());
+                row = (row.0.merge(&s), row.1.merge(&stats));
+            }
+            row
         })
         .collect();
-    let metrics = rows.iter().fold(ErrorSums::default(), |acc, (row, _)| acc.merge(row)).metrics();
-    (metrics, rows.into_iter().flat_map(|(_, g)| g).collect())
-}
-
-/// For groups of a power-of-two size along whole rows: the shift that takes
-/// a column to its group, and the groups per row.
-fn pow2_groups(d: &Decoded, cols: usize) -> Option<(u32, usize)> {
-    match d.map {
-        SliceMap::Groups(g) if g.is_power_of_two() && cols.is_multiple_of(g) => {
-            Some((g.trailing_zeros(), cols / g))
-        }
-        _ => None,
-    }
+    let (sums, stats) = rows
+        .iter()
+        .fold((ErrorSums::default(), TensorStats::default()), |(a, b), (s, t)| (a.merge(s), b.merge(t)));
+    Measured { metrics: sums.metrics(), slice_metrics, ranges, stats }
 }
 
 /// Which of the slices a row touches column `c` falls in (runs of columns in
@@ -103,7 +158,7 @@ pub(crate) fn slice_sums(values: &[f32], d: &Decoded) -> Vec<ErrorSums> {
                 }
                 let slice = d.map.index(r, c, cols);
                 let p = &d.params[slice];
-                let s = pair_sums(&x[c..end], &y[c..end], |_| (p.lo, p.hi));
+                let s = pair_sums(&x[c..end], &y[c..end], p.lo, p.hi, &mut TensorStats::default());
                 match out.iter_mut().find(|(k, _)| *k == slice) {
                     Some((_, acc)) => *acc = acc.merge(&s),
                     None => out.push((slice, s)),
@@ -158,10 +213,11 @@ mod tests {
     use super::*;
     use crate::ggml::GgmlType;
 
-    /// The one-pass sums are the two-pass sums, bit for bit (so `diff`'s
-    /// numbers equal the app's published ones).
+    /// The one pass over groups gives the generic per-slice sums bit for bit
+    /// (so `diff`'s numbers equal the app's), the same ranges, and statistics
+    /// that differ from one pass over the layer only in summation order.
     #[test]
-    fn one_pass_equals_metrics_against_and_slice_sums() {
+    fn group_pass_equals_the_generic_sums() {
         let cols = 256;
         let mut values: Vec<f32> = (0..3 * cols).map(|i| ((i * 53 % 97) as f32 - 48.0) * 1e-2).collect();
         // ggml's quantizers refuse NaN: R′ comes from a finite copy, R keeps it.
@@ -170,10 +226,42 @@ mod tests {
         for name in ["Q4_K", "Q6_K", "Q8_0"] {
             let ty = GgmlType::from_name(name).unwrap();
             let (_, d) = crate::dequant::ggml::quantize_decoded(ty, &finite, cols, None).unwrap();
-            let (m, s) = metrics_and_slice_sums(&values, &d);
-            let m2 = metrics_against(&values, &d);
-            assert_eq!(format!("{m:?}"), format!("{m2:?}"), "{name}");
-            assert_eq!(s, slice_sums(&values, &d), "{name}");
+            let m = measure(&values, &d);
+            let generic: Vec<Metrics> = slice_sums(&values, &d).iter().map(ErrorSums::metrics).collect();
+            assert_eq!(format!("{:?}", m.slice_metrics), format!("{generic:?}"), "{name}");
+            assert_eq!(m.ranges, slice_value_ranges(&values, &d), "{name}");
+            assert_eq!(format!("{:?}", m.metrics), format!("{:?}", metrics_against(&values, &d)), "{name}");
+            let t = TensorStats::of(&values);
+            assert_eq!(
+                (m.stats.min, m.stats.max, m.stats.finite, m.stats.nonfinite),
+                (t.min, t.max, t.finite, t.nonfinite)
+            );
+            assert!((m.stats.sum - t.sum).abs() <= 1e-9 * t.sum_sq.sqrt(), "{name}");
+            assert!((m.stats.sum_sq / t.sum_sq - 1.0).abs() < 1e-12, "{name}");
         }
+    }
+
+    /// A non-finite R′ under a finite R: that pair leaves the error sums and
+    /// ΣR², while R's statistics still hold R (as the scalar sums do).
+    #[test]
+    fn pair_sums_count_a_lost_value_apart() {
+        let xs: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.1).collect();
+        let mut ys: Vec<f32> = xs.iter().map(|x| (x * 4.0).round() / 4.0).collect();
+        ys[3] = f32::NAN;
+        ys[33] = f32::INFINITY;
+        let mut stats = TensorStats::default();
+        let s = pair_sums(&xs, &ys, -1.0, 1.0, &mut stats);
+        let mut reference = ErrorSums::default();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            reference.add_pair(x, y, || (-1.0, 1.0));
+        }
+        assert_eq!((s.count, s.nonfinite, s.clipped), (35, 2, reference.clipped));
+        for (a, b) in
+            [(s.sum_e2, reference.sum_e2), (s.sum_r2, reference.sum_r2), (s.sum_re, reference.sum_re)]
+        {
+            assert!((a - b).abs() <= 1e-12 * b.abs(), "{a} vs {b}");
+        }
+        let t = TensorStats::of(&xs);
+        assert_eq!((stats.sum, stats.sum_sq), (t.sum, t.sum_sq));
     }
 }

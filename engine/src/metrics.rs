@@ -254,16 +254,51 @@ fn error_pass_body<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: 
     (sums, acc.signal())
 }
 
-/// Error sums of R against an R′ someone else stored (`quantscope diff`), with
-/// ΣR²; element k counts as clipped when R lies outside `range(k)`. Same
-/// definitions as [`error_sums`]; an element whose R or R′ is NaN/Inf is
-/// counted in `nonfinite` only.
-pub(crate) fn pair_sums(xs: &[f32], ys: &[f32], range: impl Fn(usize) -> (f32, f32)) -> ErrorSums {
-    let mut s = ErrorSums::default();
-    for (k, (&x, &y)) in xs.iter().zip(ys).enumerate() {
-        s.add_pair(x, y, || range(k));
+/// R against an R′ someone else stored (`quantscope diff`, llama.cpp's types
+/// decoded), over one slice clipped to `lo..=hi`: the error sums with ΣR² of
+/// the pairs where both are finite (a non-finite R or R′ counts in
+/// `nonfinite` only), and in `stats` ΣR and ΣR² of the finite R. Lanes and
+/// order as the fake-quant pass ([`error_sums_with_stats`]), tail after.
+pub(crate) fn pair_sums(xs: &[f32], ys: &[f32], lo: f32, hi: f32, stats: &mut TensorStats) -> ErrorSums {
+    let body = xs.len() / simd::W * simd::W;
+    let mut acc = simd::ErrorAcc::default();
+    let (lov, hiv) = (f32x8::splat(lo), f32x8::splat(hi));
+    // A finite R whose R′ is not: the signal then misses it, and ΣR, ΣR² are
+    // summed again over R alone.
+    let mut lost = false;
+    for k in 0..body / simd::W {
+        let (x, y) = (xs.block(k), ys.block(k));
+        let fx = x.is_finite();
+        let both = fx & y.is_finite();
+        lost |= both.to_bitmask() != fx.to_bitmask();
+        acc.add_masked::<true>(both, x, y, lov, hiv);
     }
-    s
+    let (sum_e2, sum_re, max_abs_err) = acc.sums();
+    let (mut sum, mut sum_sq) = acc.signal();
+    let body_sums = ErrorSums {
+        count: body as u64 - acc.nonfinite,
+        nonfinite: acc.nonfinite,
+        clipped: acc.clipped,
+        sum_r2: sum_sq,
+        sum_e2,
+        sum_re,
+        sum_clip_e2: acc.sum_clip_e2,
+        max_abs_err,
+    };
+    if lost {
+        let t = TensorStats::of(&xs[..body]);
+        (sum, sum_sq) = (t.sum, t.sum_sq);
+    }
+    let mut tail = ErrorSums::default();
+    for (&x, &y) in xs[body..].iter().zip(&ys[body..]) {
+        tail.add_pair(x, y, || (lo, hi));
+        if x.is_finite() {
+            sum += f64::from(x);
+            sum_sq += f64::from(x) * f64::from(x);
+        }
+    }
+    (stats.sum, stats.sum_sq) = (sum, sum_sq);
+    body_sums.merge(&tail)
 }
 
 impl ErrorSums {

@@ -319,7 +319,20 @@ impl ErrorAcc {
     /// needs no f64 work: it only finds min and max).
     #[inline]
     pub fn add<const SIGNAL: bool>(&mut self, x: f32x8, q: f32x8, lo: f32x8, hi: f32x8) {
-        let finite = x.is_finite();
+        self.add_masked::<SIGNAL>(x.is_finite(), x, q, lo, hi);
+    }
+
+    /// [`Self::add`] over the lanes of `finite` only (R against a stored R′:
+    /// the lanes where both are finite); the rest count as non-finite.
+    #[inline]
+    pub fn add_masked<const SIGNAL: bool>(
+        &mut self,
+        finite: f32x8,
+        x: f32x8,
+        q: f32x8,
+        lo: f32x8,
+        hi: f32x8,
+    ) {
         self.nonfinite += u64::from(8 - finite.to_bitmask().count_ones());
         let (xd, e) = error_f64(finite, x, q);
         for k in 0..2 {

@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+use crate::format::{GgmlFormat, NumberFormat, SliceParams, WorkDtype};
 use crate::ggml::{GgmlType, dequantize_into, sub_params};
 
 /// `values` (rows of `cols`, row-major) quantized to `ty` by ggml's own search
@@ -16,6 +17,19 @@ pub fn quantize_decoded(
     cols: usize,
     imatrix: Option<&[f32]>,
 ) -> crate::Result<(Vec<u8>, super::Decoded)> {
+    let bytes = quantize_rows(ty, values, cols, imatrix)?;
+    let decoded = decode(ty, &bytes, cols, Vec::new()).map_err(|r| crate::Error::decode(None, r))?;
+    Ok((bytes, decoded))
+}
+
+/// `values` (rows of `cols`) quantized to `ty` by ggml's own search: the
+/// stored blocks, or a one-line error when a row is not whole blocks.
+pub fn quantize_rows(
+    ty: GgmlType,
+    values: &[f32],
+    cols: usize,
+    imatrix: Option<&[f32]>,
+) -> crate::Result<Vec<u8>> {
     if cols == 0 || !(cols as u64).is_multiple_of(ty.block) {
         return Err(crate::Error::Scheme(format!(
             "{} needs rows of whole {}-element blocks; these rows hold {cols} (llama.cpp picks another type here)",
@@ -23,9 +37,7 @@ pub fn quantize_decoded(
             ty.block
         )));
     }
-    let bytes = crate::ggml::quant::quantize(ty, values, cols, imatrix)?;
-    let decoded = decode(ty, &bytes, cols, Vec::new()).map_err(|r| crate::Error::decode(None, r))?;
-    Ok((bytes, decoded))
+    crate::ggml::quant::quantize(ty, values, cols, imatrix)
 }
 
 /// Stored blocks of `ty` (rows of `cols` values) decoded: R′ bit for bit as
@@ -37,18 +49,23 @@ pub fn decode(
     cols: usize,
     mut values: Vec<f32>,
 ) -> std::result::Result<super::Decoded, String> {
-    use crate::format::{GgmlFormat, NumberFormat, SliceParams, WorkDtype};
     dequantize_into(ty, bytes, &mut values)?;
+    let params = params(ty, bytes)?;
+    let map = super::SliceMap::Groups(ty.sub_block());
+    Ok(super::Decoded { values, params, map, cols, work: WorkDtype::F32, global: None })
+}
+
+/// Each sub-block's (S, m) of stored blocks as slice parameters, with the
+/// range of R′ it can reach as the clip range.
+pub fn params(ty: GgmlType, bytes: &[u8]) -> std::result::Result<Vec<SliceParams>, String> {
     let f = GgmlFormat::new(ty);
-    let params = sub_params(ty, bytes)?
+    Ok(sub_params(ty, bytes)?
         .into_par_iter()
         .map(|(scale, offset)| {
             let (a, b) = (scale * f.qmin() - offset, scale * f.qmax() - offset);
             SliceParams { scale, zero_point: 0, offset, lo: a.min(b), hi: a.max(b) }
         })
-        .collect();
-    let map = super::SliceMap::Groups(ty.sub_block());
-    Ok(super::Decoded { values, params, map, cols, work: WorkDtype::F32, global: None })
+        .collect())
 }
 
 #[cfg(test)]

@@ -49,12 +49,17 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> std::r
     out.par_chunks_mut(DECODE_CHUNK_BLOCKS * block)
         .zip(bytes.par_chunks(DECODE_CHUNK_BLOCKS * size))
         .for_each_init(Vec::new, |tmp, (dst, src)| {
-            let decoded = legacy::dequantize(ty, src, tmp).or_else(|| kquants::dequantize(ty, src, tmp));
-            if decoded.is_some() {
+            if decode_blocks(ty, src, tmp) {
                 dst.copy_from_slice(tmp);
             }
         });
     Ok(())
+}
+
+/// Whole blocks of a decodable `ty` decoded into `out` on this thread (false
+/// for a type without a decoder; [`dequantize_into`] checks the rest).
+pub(crate) fn decode_blocks(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) -> bool {
+    legacy::dequantize(ty, bytes, out).or_else(|| kquants::dequantize(ty, bytes, out)).is_some()
 }
 
 /// Each sub-block's effective scale S and min m (R′ = S·v(q) − m, the
