@@ -33,6 +33,7 @@ pub mod format;
 pub mod fused;
 pub mod ggml;
 pub mod gguf;
+pub mod gptq;
 pub mod measure;
 pub mod metrics;
 mod mmap;
