@@ -91,12 +91,11 @@ pub fn gptq(
         values,
     };
     let loss = dispatch_in(scheme.format, work, run)?;
-    let mut dequantized = vec![0.0; rows * cols];
+    let mut by_col = vec![0.0; rows * cols];
     for (c, &orig) in order.iter().enumerate() {
-        for (r, &q) in w[c * rows..(c + 1) * rows].iter().enumerate() {
-            dequantized[r * cols + orig] = q;
-        }
+        by_col[orig * rows..(orig + 1) * rows].copy_from_slice(&w[c * rows..(c + 1) * rows]);
     }
+    let dequantized = transposed(&by_col, cols, rows);
     Ok(Gptq { dequantized, params: base.params, granularity: base.granularity, loss, fallback })
 }
 
@@ -121,8 +120,13 @@ fn prepare(
     order: &[usize],
     dampening: f32,
 ) -> (Vec<f32>, Mat<f32>, bool) {
-    let mut h = Mat::<f32>::from_fn(cols, cols, |i, j| hessian[order[i] * cols + order[j]]);
-    let mut w: Vec<f32> = order.iter().flat_map(|&c| (0..rows).map(move |r| values[r * cols + c])).collect();
+    // Permuted H row-major (each row gathered along itself), then column-major.
+    let p: Vec<f32> = order.iter().flat_map(|&i| order.iter().map(move |&j| hessian[i * cols + j])).collect();
+    let p = transposed(&p, cols, cols);
+    let mut h = Mat::<f32>::from_fn(cols, cols, |i, j| p[j * cols + i]);
+    let by_col = transposed(values, rows, cols);
+    let mut w: Vec<f32> =
+        order.iter().flat_map(|&c| by_col[c * rows..(c + 1) * rows].iter().copied()).collect();
     for c in 0..cols {
         if h[(c, c)] == 0.0 {
             h[(c, c)] = 1.0;
@@ -133,8 +137,27 @@ fn prepare(
     (w, u, fallback)
 }
 
+/// `src` (`rows × cols`, row-major) in column-major order, in cache-sized tiles.
+fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0.0; rows * cols];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// U with (H + λI)⁻¹ = UᵀU, λ = `dampening` × mean diag H; the identity (and
-/// `true`) when a Cholesky factorisation fails.
+/// `true`) when a factorisation fails. The steps are llm-compressor's (factor,
+/// invert, factor the inverse): a cheaper route to the same U (one
+/// factorisation of the reversed H and a triangular inverse) rounds
+/// differently enough to move 0.13 % of a 1536-wide layer's codes.
 fn inverse_upper_factor(mut h: Mat<f32>, dampening: f32) -> (Mat<f32>, bool) {
     let n = h.nrows();
     let mean = (0..n).map(|i| f64::from(h[(i, i)])).sum::<f64>() / n.max(1) as f64;
@@ -205,8 +228,7 @@ impl Run<'_> {
         let rows = self.rows;
         let u: Vec<f32> = (0..width * width).map(|k| self.u[(i1 + k / width, i1 + k % width)]).collect();
         // The block row-major, one row per task.
-        let mut blk: Vec<f32> =
-            (0..rows * width).map(|k| self.w[(i1 + k % width) * rows + k / width]).collect();
+        let mut blk = transposed(&self.w[i1 * rows..(i1 + width) * rows], width, rows);
         let mut e = vec![0.0f32; rows * width];
         let (slice, params) = (self.slice, self.params);
         let row_losses: Vec<f32> = blk
@@ -230,14 +252,8 @@ impl Run<'_> {
             })
             .collect();
         *loss += row_losses.iter().map(|&l| f64::from(l)).sum::<f64>();
-        let mut err = vec![0.0f32; rows * width];
-        for (r, (x, er)) in blk.chunks(width).zip(e.chunks(width)).enumerate() {
-            for i in 0..width {
-                self.w[(i1 + i) * rows + r] = x[i];
-                err[i * rows + r] = er[i];
-            }
-        }
-        err
+        self.w[i1 * rows..(i1 + width) * rows].copy_from_slice(&transposed(&blk, rows, width));
+        transposed(&e, rows, width)
     }
 }
 
