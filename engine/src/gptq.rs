@@ -91,11 +91,12 @@ pub fn gptq(
         values,
     };
     let loss = dispatch_in(scheme.format, work, run)?;
-    let mut by_col = vec![0.0; rows * cols];
-    for (c, &orig) in order.iter().enumerate() {
-        by_col[orig * rows..(orig + 1) * rows].copy_from_slice(&w[c * rows..(c + 1) * rows]);
-    }
-    let dequantized = transposed(&by_col, cols, rows);
+    let mut dequantized = vec![0.0; rows * cols];
+    dequantized.par_chunks_mut(cols).zip(w.par_chunks(cols)).for_each(|(out, row)| {
+        for (&orig, &q) in order.iter().zip(row) {
+            out[orig] = q;
+        }
+    });
     Ok(Gptq { dequantized, params: base.params, granularity: base.granularity, loss, fallback })
 }
 
@@ -109,7 +110,7 @@ fn column_order(hessian: &[f32], cols: usize, static_order: bool) -> Vec<usize> 
     order
 }
 
-/// W column-major with its columns in `order`, and U for H permuted alike.
+/// W row-major with its columns in `order`, and U for H permuted alike.
 /// A column H never saw (diag 0) gets diag 1 and its weights zeroed, as
 /// llm-compressor's `factorize_hessian` does.
 fn prepare(
@@ -124,14 +125,15 @@ fn prepare(
     let p: Vec<f32> = order.iter().flat_map(|&i| order.iter().map(move |&j| hessian[i * cols + j])).collect();
     let p = transposed(&p, cols, cols);
     let mut h = Mat::<f32>::from_fn(cols, cols, |i, j| p[j * cols + i]);
-    let by_col = transposed(values, rows, cols);
-    let mut w: Vec<f32> =
-        order.iter().flat_map(|&c| by_col[c * rows..(c + 1) * rows].iter().copied()).collect();
-    for c in 0..cols {
-        if h[(c, c)] == 0.0 {
-            h[(c, c)] = 1.0;
-            w[c * rows..(c + 1) * rows].fill(0.0);
+    let dead: Vec<bool> = (0..cols).map(|c| h[(c, c)] == 0.0).collect();
+    let mut w = vec![0.0; rows * cols];
+    w.par_chunks_mut(cols).zip(values.par_chunks(cols)).for_each(|(out, row)| {
+        for ((o, &c), &d) in out.iter_mut().zip(order).zip(&dead) {
+            *o = if d { 0.0 } else { row[c] };
         }
+    });
+    for c in (0..cols).filter(|&c| dead[c]) {
+        h[(c, c)] = 1.0;
     }
     let (u, fallback) = inverse_upper_factor(h, dampening);
     (w, u, fallback)
@@ -178,7 +180,7 @@ fn inverse_upper_factor(mut h: Mat<f32>, dampening: f32) -> (Mat<f32>, bool) {
 
 /// The column loop, generic over the scheme's number format.
 struct Run<'a> {
-    /// W, permuted, column-major (`rows` per column); becomes R′.
+    /// W, permuted, row-major; becomes R′.
     w: &'a mut [f32],
     u: MatRef<'a, f32>,
     /// The slice of row r, permuted column c.
@@ -202,9 +204,13 @@ impl WithFormat for Run<'_> {
             let err = self.block_columns(fmt, i1, width, &mut loss);
             if i1 + width < cols {
                 // The block's errors reach every later column at once.
-                let (_, tail) = self.w.split_at_mut((i1 + width) * rows);
-                let tail = MatMut::from_column_major_slice_mut(tail, rows, cols - i1 - width);
-                let lhs = MatRef::from_column_major_slice(&err, rows, width);
+                let tail = MatMut::from_row_major_slice_mut(self.w, rows, cols).submatrix_mut(
+                    0,
+                    i1 + width,
+                    rows,
+                    cols - i1 - width,
+                );
+                let lhs = MatRef::from_row_major_slice(&err, rows, width);
                 let rhs = self.u.submatrix(i1, i1 + width, width, cols - i1 - width);
                 faer::linalg::matmul::matmul(tail, Accum::Add, lhs, rhs, -1.0, Par::rayon(0));
             }
@@ -216,7 +222,7 @@ impl WithFormat for Run<'_> {
 impl Run<'_> {
     /// Columns `i1..i1 + width` quantized in order, rows in parallel: each
     /// column's q replaces it, and its error e = (w − q)/U_ii updates the
-    /// block's later columns by −e·U_ij. Returns the errors (column-major) and
+    /// block's later columns by −e·U_ij. Returns the errors (row-major) and
     /// adds Σ e²/2 to `loss`.
     fn block_columns<F: NumberFormat>(
         &mut self,
@@ -225,17 +231,17 @@ impl Run<'_> {
         width: usize,
         loss: &mut f64,
     ) -> Vec<f32> {
-        let rows = self.rows;
+        let (rows, cols) = (self.rows, self.u.nrows());
         let u: Vec<f32> = (0..width * width).map(|k| self.u[(i1 + k / width, i1 + k % width)]).collect();
-        // The block row-major, one row per task.
-        let mut blk = transposed(&self.w[i1 * rows..(i1 + width) * rows], width, rows);
         let mut e = vec![0.0f32; rows * width];
         let (slice, params) = (self.slice, self.params);
-        let row_losses: Vec<f32> = blk
-            .par_chunks_mut(width)
+        let row_losses: Vec<f32> = self
+            .w
+            .par_chunks_mut(cols)
             .zip(e.par_chunks_mut(width))
             .enumerate()
-            .map(|(r, (x, e))| {
+            .map(|(r, (row, e))| {
+                let x = &mut row[i1..i1 + width];
                 let mut sq = 0.0f32;
                 for i in 0..width {
                     let p = &params[slice(r, i1 + i)];
@@ -252,8 +258,7 @@ impl Run<'_> {
             })
             .collect();
         *loss += row_losses.iter().map(|&l| f64::from(l)).sum::<f64>();
-        self.w[i1 * rows..(i1 + width) * rows].copy_from_slice(&transposed(&blk, rows, width));
-        transposed(&e, rows, width)
+        e
     }
 }
 
