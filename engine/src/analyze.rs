@@ -297,22 +297,22 @@ pub fn analyze_ggml(
     let scheme = Scheme { format: crate::scheme::FormatKind::Ggml(ty), ..Scheme::default() }.fitted();
     check_input(values, shape, &scheme)?;
     let bytes = dq::quantize_rows(ty, values, cols, imatrix)?;
-    let granularity = scheme.granularity;
-    let mut r = if opts.keep_dequantized {
-        let d = dq::decode(ty, &bytes, cols, Vec::new()).map_err(|r| Error::decode(None, r))?;
-        let dequantized = d.values.clone();
-        let mut r = against(values, d, scheme, granularity, opts.weight_bins, opts.error_bins).0;
-        r.dequantized = Some(dequantized);
-        r
+    let decode = |r: String| Error::decode(None, r);
+    let kept = if opts.keep_dequantized {
+        let mut v = Vec::new();
+        crate::ggml::dequantize_into(ty, &bytes, &mut v).map_err(decode)?;
+        Some(v)
     } else {
-        let params = dq::params(ty, &bytes).map_err(|r| Error::decode(None, r))?;
-        let m = crate::measure::measure_blocks(values, cols, ty, &bytes, &params);
-        let prime = Prime::Blocks(ty, &bytes);
-        let error_histogram = (opts.error_bins > 0)
-            .then(|| error_histogram_of(values, cols, prime, m.metrics.max_abs_err, opts.error_bins));
-        let global = (WorkDtype::F32, None);
-        from_measured(values, m, params, (scheme, granularity), opts.weight_bins, error_histogram, global)
+        None
     };
+    let params = dq::params(ty, &bytes).map_err(decode)?;
+    let prime = kept.as_deref().map_or(Prime::Blocks(ty, &bytes), Prime::Values);
+    let m = crate::measure::measure_blocks(values, cols, ty, &params, prime);
+    let error_histogram = (opts.error_bins > 0)
+        .then(|| error_histogram_of(values, cols, prime, m.metrics.max_abs_err, opts.error_bins));
+    let (shown, global) = ((scheme, scheme.granularity), (WorkDtype::F32, None));
+    let mut r = from_measured(values, m, params, shown, opts.weight_bins, error_histogram, global);
+    r.dequantized = kept;
     r.ggml_blocks = Some(bytes.into());
     Ok(r)
 }
@@ -901,7 +901,13 @@ mod tests {
             // R′ from the finite copy (ggml refuses NaN), measured against R with its NaN.
             let bytes = crate::dequant::ggml::quantize_rows(ty, &finite, cols, None).unwrap();
             let params = crate::dequant::ggml::params(ty, &bytes).unwrap();
-            let m = crate::measure::measure_blocks(&v, cols, ty, &bytes, &params);
+            let m = crate::measure::measure_blocks(
+                &v,
+                cols,
+                ty,
+                &params,
+                crate::measure::Prime::Blocks(ty, &bytes),
+            );
             let d = crate::dequant::ggml::decode(ty, &bytes, cols, Vec::new()).unwrap();
             let whole = crate::measure::measure(&v, &d);
             assert_eq!(format!("{:?}", m.metrics), format!("{:?}", whole.metrics), "{name}");

@@ -121,10 +121,9 @@ fn prepare(
     order: &[usize],
     dampening: f32,
 ) -> (Vec<f32>, Mat<f32>, bool) {
-    // Permuted H row-major (each row gathered along itself), then column-major.
+    // Permuted H row-major (each row gathered along itself); faer copies it column-major.
     let p: Vec<f32> = order.iter().flat_map(|&i| order.iter().map(move |&j| hessian[i * cols + j])).collect();
-    let p = transposed(&p, cols, cols);
-    let mut h = Mat::<f32>::from_fn(cols, cols, |i, j| p[j * cols + i]);
+    let mut h = MatRef::from_row_major_slice(&p, cols, cols).to_owned();
     let dead: Vec<bool> = (0..cols).map(|c| h[(c, c)] == 0.0).collect();
     let mut w = vec![0.0; rows * cols];
     w.par_chunks_mut(cols).zip(values.par_chunks(cols)).for_each(|(out, row)| {
@@ -137,22 +136,6 @@ fn prepare(
     }
     let (u, fallback) = inverse_upper_factor(h, dampening);
     (w, u, fallback)
-}
-
-/// `src` (`rows × cols`, row-major) in column-major order, in cache-sized tiles.
-fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
-    let mut out = vec![0.0; rows * cols];
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    out[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
-    out
 }
 
 /// U with (H + λI)⁻¹ = UᵀU, λ = `dampening` × mean diag H; the identity (and

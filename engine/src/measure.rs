@@ -77,17 +77,17 @@ pub(crate) fn measure(values: &[f32], d: &Decoded) -> Measured {
     }
 }
 
-/// R against llama.cpp's stored `bytes` of `ty` (rows of `cols`, whole
-/// blocks), each sub-block one slice with `params`: [`measure`] without a
-/// decoded tensor.
+/// R against llama.cpp's blocks of `ty` (rows of `cols`, whole blocks), each
+/// sub-block one slice with `params`, R′'s rows from `prime` (the blocks
+/// themselves, or their decoded tensor): [`measure`] without a [`Decoded`].
 pub(crate) fn measure_blocks(
     values: &[f32],
     cols: usize,
     ty: GgmlType,
-    bytes: &[u8],
     params: &[SliceParams],
+    prime: Prime,
 ) -> Measured {
-    by_groups(values, cols, ty.sub_block(), params, Prime::Blocks(ty, bytes))
+    by_groups(values, cols, ty.sub_block(), params, prime)
 }
 
 /// The group size when `d`'s slices are runs of it tiling every row in order.

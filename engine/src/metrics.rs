@@ -239,19 +239,25 @@ fn error_pass_body<F: NumberFormat, S: Source, const WRITE: bool, const SIGNAL: 
     let tail_out: &mut [f32] = if WRITE { &mut out[body..] } else { &mut [] };
     let (rest, n) = xs.tail();
     let tail = error_sums_scalar::<F, WRITE>(fmt, &rest[..n], p, tail_out);
-    let (sum_e2, sum_re, max_abs_err) = acc.sums();
-    let sums = ErrorSums {
-        count: body as u64 - acc.nonfinite,
-        nonfinite: acc.nonfinite,
-        clipped: acc.clipped,
-        sum_r2: 0.0,
-        sum_e2,
-        sum_re,
-        sum_clip_e2: acc.sum_clip_e2,
-        max_abs_err,
+    (ErrorSums::of_lanes(&acc, body).merge(&tail), acc.signal())
+}
+
+impl ErrorSums {
+    /// The sums a vector loop over `body` elements gathered in `acc`, with
+    /// ΣR² left at 0.
+    fn of_lanes(acc: &simd::ErrorAcc, body: usize) -> Self {
+        let (sum_e2, sum_re, max_abs_err) = acc.sums();
+        Self {
+            count: body as u64 - acc.nonfinite,
+            nonfinite: acc.nonfinite,
+            clipped: acc.clipped,
+            sum_r2: 0.0,
+            sum_e2,
+            sum_re,
+            sum_clip_e2: acc.sum_clip_e2,
+            max_abs_err,
+        }
     }
-    .merge(&tail);
-    (sums, acc.signal())
 }
 
 /// R against an R′ someone else stored (`quantscope diff`, llama.cpp's types
@@ -273,18 +279,8 @@ pub(crate) fn pair_sums(xs: &[f32], ys: &[f32], lo: f32, hi: f32, stats: &mut Te
         lost |= both.to_bitmask() != fx.to_bitmask();
         acc.add_masked::<true>(both, x, y, lov, hiv);
     }
-    let (sum_e2, sum_re, max_abs_err) = acc.sums();
     let (mut sum, mut sum_sq) = acc.signal();
-    let body_sums = ErrorSums {
-        count: body as u64 - acc.nonfinite,
-        nonfinite: acc.nonfinite,
-        clipped: acc.clipped,
-        sum_r2: sum_sq,
-        sum_e2,
-        sum_re,
-        sum_clip_e2: acc.sum_clip_e2,
-        max_abs_err,
-    };
+    let body_sums = ErrorSums::of_lanes(&acc, body).with_signal(sum_sq);
     if lost {
         let t = TensorStats::of(&xs[..body]);
         (sum, sum_sq) = (t.sum, t.sum_sq);
