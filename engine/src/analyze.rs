@@ -317,10 +317,22 @@ pub fn analyze_ggml(
     Ok(r)
 }
 
+/// A scheme the weight alone decides: GPTQ also needs the layer's inputs
+/// (`gptq::analyze_gptq` runs it with them).
+pub(crate) fn check_weight_only(scheme: &Scheme) -> Result<()> {
+    if scheme.calibration == Calibration::Gptq {
+        return Err(Error::Scheme(format!(
+            "{scheme} needs the layer's input activations (a model run or a saved capture)"
+        )));
+    }
+    Ok(())
+}
+
 /// A valid scheme, and as many values as `shape` holds: what every analysis
 /// checks before it runs.
 pub(crate) fn check_input(values: &[f32], shape: &[usize], scheme: &Scheme) -> Result<()> {
     scheme.validate()?;
+    check_weight_only(scheme)?;
     let numel: usize = shape.iter().product();
     if numel != values.len() {
         return Err(Error::Scheme(format!(
@@ -620,6 +632,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
         analyze(&values, shape, scheme, &Options { work: WorkDtype::of(dtype), ..Options::default() })
     };
     scheme.validate()?;
+    check_weight_only(scheme)?;
     if scheme.format.ggml().is_some() {
         return whole();
     }

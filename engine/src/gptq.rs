@@ -15,7 +15,8 @@ use faer::linalg::solvers::DenseSolveCore;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use rayon::prelude::*;
 
-use crate::analyze::{Options, analyze, with_tensor_global};
+use crate::analyze::{Options, QuantResult, against, analyze, with_tensor_global};
+use crate::dequant::{Decoded, SliceMap};
 use crate::error::{Error, Result};
 use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
 use crate::scheme::{Granularity, Scheme};
@@ -46,12 +47,52 @@ pub struct Gptq {
     /// The slices' parameters (those of round-to-nearest under the scheme).
     pub params: Vec<SliceParams>,
     pub granularity: Granularity,
+    /// Why the scheme's granularity was not used, if it was not.
+    pub granularity_fallback: Option<String>,
+    /// A two-level format's global scale.
+    pub global_scale: Option<f32>,
     /// llm-compressor's "loss": Σ over rows and columns of e²/2, where
     /// e = (w − q)/U_cc is a column's rounding error scaled by its pivot.
     pub loss: f64,
     /// H + λI was not positive definite: U = I, so this is round-to-nearest
     /// (llm-compressor's RTN fallback).
     pub fallback: bool,
+}
+
+/// A layer under a GPTQ scheme, measured: R against GPTQ's R′ (histograms and
+/// R′ as `opts` asks), with GPTQ's loss and whether it fell back.
+#[derive(Clone, Debug)]
+pub struct GptqResult {
+    pub result: QuantResult,
+    pub loss: f64,
+    pub fallback: bool,
+}
+
+/// `values` under `scheme` (its calibration chooses the ranges; `gptq` means
+/// min-max) with GPTQ's error compensation over `hessian`, measured as any
+/// scheme is, in `opts.work`.
+pub fn analyze_gptq(
+    values: &[f32],
+    shape: &[usize],
+    scheme: &Scheme,
+    hessian: &[f32],
+    opts: &Options,
+) -> Result<GptqResult> {
+    let g = gptq(values, shape, scheme, hessian, &GptqOptions::default(), opts.work)?;
+    let cols = shape.last().copied().unwrap_or(1);
+    let keep = opts.keep_dequantized.then(|| g.dequantized.clone());
+    let d = Decoded {
+        values: g.dequantized,
+        params: g.params,
+        map: SliceMap::of(g.granularity),
+        cols,
+        work: opts.work,
+        global: g.global_scale,
+    };
+    let (mut result, _) = against(values, d, *scheme, g.granularity, opts.weight_bins, opts.error_bins);
+    result.fallback = g.granularity_fallback;
+    result.dequantized = keep;
+    Ok(GptqResult { result, loss: g.loss, fallback: g.fallback })
 }
 
 /// GPTQ of `values` (`shape` = `[rows, cols]`) under `scheme`, with the
@@ -76,7 +117,8 @@ pub fn gptq(
     if let Some(k) = hessian.iter().position(|v| !v.is_finite()) {
         return Err(Error::Scheme(format!("Hessian value {k} is {}", hessian[k])));
     }
-    let base = analyze(values, shape, scheme, &Options { work, ..Options::default() })?;
+    // The parameters come from the original W, as llm-compressor's observer runs first.
+    let base = analyze(values, shape, &scheme.range_scheme(), &Options { work, ..Options::default() })?;
     let order = column_order(hessian, cols, opts.static_order);
     let (mut w, u, fallback) = prepare(values, hessian, rows, cols, &order, opts.dampening);
     let index = slice_indexer(shape, base.granularity);
@@ -97,7 +139,15 @@ pub fn gptq(
             out[orig] = q;
         }
     });
-    Ok(Gptq { dequantized, params: base.params, granularity: base.granularity, loss, fallback })
+    Ok(Gptq {
+        dequantized,
+        params: base.params,
+        granularity: base.granularity,
+        granularity_fallback: base.fallback,
+        global_scale: base.global_scale,
+        loss,
+        fallback,
+    })
 }
 
 /// The order columns are quantized in: decreasing diag H (ties in column

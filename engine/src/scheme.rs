@@ -121,6 +121,17 @@ impl Scheme {
 }
 
 impl Scheme {
+    /// The scheme that chooses this one's slice parameters from the weight
+    /// alone: GPTQ's are min-max's, and its error compensation then moves the
+    /// codes (`gptq`).
+    #[must_use]
+    pub fn range_scheme(&self) -> Self {
+        match self.calibration {
+            Calibration::Gptq => Self { calibration: Calibration::MinMax, ..*self },
+            _ => *self,
+        }
+    }
+
     /// The nearest scheme [`Scheme::validate`] accepts after one part changed (the
     /// GUI edits one widget at a time): a microscaling format takes its group and
     /// the symmetric mapping, blocks fall back to per-channel outside FP8, HQQ to

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use quantscope_engine::Checkpoint;
+use quantscope_engine::run::sequential::{Solved, gptq_model};
 use quantscope_engine::run::{self, Activations, Model};
+use quantscope_engine::scheme::Scheme;
 
 use super::progress::Console;
 
@@ -66,4 +68,28 @@ pub fn activations_for(
         return Ok(Some(acts));
     }
     inputs.map(|i| capture(ckpt, i, max, console)).transpose()
+}
+
+/// Runs GPTQ block by block over the samples of `inputs` for every layer
+/// `scheme_of` gives a GPTQ scheme (a bar per block).
+pub fn gptq(
+    ckpt: &Checkpoint,
+    inputs: &Path,
+    max: usize,
+    scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync),
+    console: &Console,
+) -> anyhow::Result<Solved> {
+    let model = load(ckpt, console)?;
+    let (samples, _) = samples(inputs, max)?;
+    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<quantscope_engine::Result<Vec<_>>>()?;
+    let bar = console.bar("GPTQ", model.blocks() + 1);
+    bar.message(format!("{} samples, block by block", ids.len()));
+    Ok(gptq_model(
+        &model,
+        ckpt,
+        &ids,
+        scheme_of,
+        &mut |done, total| bar.set(done, total),
+        &AtomicBool::new(false),
+    )?)
 }

@@ -3,20 +3,22 @@
 //! `export` plans, writes and verifies; this parses, shows progress and prints
 //! the summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use quantscope_engine::Checkpoint;
-use quantscope_engine::export::{self, Activations, ExportMode, ExportOptions, ExportSummary};
+use quantscope_engine::export::{self, Activations, Decision, ExportMode, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::{Recipe, Resolved};
+use quantscope_engine::scheme::{Calibration, Scheme};
 use regex::Regex;
 
 use super::args::SchemeArgs;
-use super::output;
 use super::progress::Console;
+use super::{model_run, output};
 
 pub const QUANTIZE_HELP: &str = "\
 OUTPUT: OUT is a folder, written as a hidden temp folder beside it and renamed at the end, so a
@@ -77,6 +79,13 @@ pub struct QuantizeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The text GPTQ runs the model on (one sample per line; `builtin` = the shipped
+    /// calibration text): needed by a `gptq` scheme.
+    #[arg(long, value_name = "FILE")]
+    pub inputs: Option<PathBuf>,
+    /// At most this many samples of --inputs (llm-compressor's default count).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_samples: usize,
     /// GGUF: a llama-quantize preset (Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, …) and its per-tensor rules.
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
@@ -118,6 +127,7 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
         verify: !args.no_verify,
         force: args.force,
         activations: args.activations,
+        solved: Arc::new(solve(&ckpt, &decisions, args, console)?),
         fail_after_bytes: None,
     };
     let summary = {
@@ -137,6 +147,32 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
         write_summary(&summary, out)?;
     }
     Ok(())
+}
+
+/// R′ of the layers whose scheme needs the model run (GPTQ), by name; empty when none does.
+fn solve(
+    ckpt: &Checkpoint,
+    decisions: &[Decision],
+    args: &QuantizeArgs,
+    console: &Console,
+) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    let schemes: HashMap<&str, Scheme> = ckpt
+        .tensors()
+        .iter()
+        .zip(decisions)
+        .filter_map(|(t, d)| match d {
+            Decision::Quantize(s) if s.calibration == Calibration::Gptq => Some((t.name.as_str(), *s)),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = schemes.values().next() else { return Ok(HashMap::new()) };
+    let Some(inputs) = &args.inputs else {
+        anyhow::bail!(
+            "{first} runs the model on calibration text: give --inputs FILE (one sample per line) or --inputs builtin"
+        );
+    };
+    let solved = model_run::gptq(ckpt, inputs, args.max_samples, &|n| schemes.get(n).copied(), console)?;
+    Ok(solved.layers.into_iter().map(|(n, l)| (n, l.dequantized)).collect())
 }
 
 fn write_summary(s: &ExportSummary, out: &mut dyn Write) -> anyhow::Result<()> {

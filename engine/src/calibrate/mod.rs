@@ -57,7 +57,8 @@ pub(crate) fn slice_range(
     calibration: &Calibration,
 ) -> Option<(f32, f32)> {
     Some(match *calibration {
-        Calibration::MinMax => stats.range(),
+        // GPTQ's scales are min-max's; its error compensation runs after (`gptq`).
+        Calibration::MinMax | Calibration::Gptq => stats.range(),
         Calibration::Percentile { p } => percentile::percentile_range(xs, stats, p, mapping),
         Calibration::Entropy => kl::entropy_range(xs, stats, mapping),
         Calibration::Mse | Calibration::Hqq => return None,

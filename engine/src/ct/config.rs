@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::format::{Activations, CtFormat, ct_format, infer, weight_type};
 use crate::format::{ScaleStorage, spec};
-use crate::scheme::{FormatKind, Granularity, Mapping, Scheme};
+use crate::scheme::{Calibration, FormatKind, Granularity, Mapping, Scheme};
 
 /// One compressed-tensors config group's weight scheme.
 #[derive(Clone, Debug, PartialEq)]
@@ -259,7 +259,8 @@ fn weights_args(s: &Scheme) -> Value {
         "strategy": strategy,
         "group_size": group_size,
         "dynamic": false,
-        "actorder": null,
+        // GPTQ's static order leaves the scales in column order: no g_idx.
+        "actorder": if s.calibration == Calibration::Gptq { json!("static") } else { Value::Null },
         "block_structure": block,
         "scale_dtype": scale_dtype,
         "zp_dtype": if asym_int { json!("torch.int8") } else { Value::Null },

@@ -29,7 +29,9 @@ mod plan;
 mod verify;
 mod write;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
@@ -63,6 +65,9 @@ pub struct ExportOptions {
     pub force: bool,
     /// Activation quantization declared in the config (packed saves only).
     pub activations: Activations,
+    /// R′ that a method needing more than the weight computed (GPTQ, through
+    /// the model on inputs), by tensor name: those layers' codes come from it.
+    pub solved: Arc<HashMap<String, Vec<f32>>>,
     /// Test hook: fail as a full disk would after this many bytes.
     #[doc(hidden)]
     pub fail_after_bytes: Option<u64>,
@@ -75,6 +80,7 @@ impl Default for ExportOptions {
             verify: true,
             force: false,
             activations: Activations::None,
+            solved: Arc::default(),
             fail_after_bytes: None,
         }
     }

@@ -9,8 +9,10 @@ use super::layout::{Entry, Part, round_to, scale_dtype};
 use crate::analyze::{Options, analyze};
 use crate::ct::bitpack::{pack_cols, pack_rows, words_to_bytes};
 use crate::decode;
+use crate::dequant::{Decoded, SliceMap};
 use crate::error::{Error, Result};
 use crate::format::{Fp8Format, NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in, e8m0_byte};
+use crate::measure::metrics_against;
 use crate::metrics::{ErrorSums, Metrics, error_sums, error_sums_scalar};
 use crate::scheme::Scheme;
 use crate::slicing::{row_layout, slice_indexer};
@@ -29,35 +31,52 @@ pub(super) struct Packed {
     pub global: Option<f32>,
 }
 
+/// What one tensor is packed from.
+#[derive(Clone, Copy)]
+pub(super) struct Source<'a> {
+    /// R, the original values: the slice parameters and the metrics are theirs.
+    pub values: &'a [f32],
+    /// An R′ a method computed beyond the weight alone (GPTQ), already on the
+    /// scheme's grid: the codes are taken from it instead of from R.
+    pub solved: Option<&'a [f32]>,
+}
+
 /// `global_amax`: the amax fused siblings share for a two-level format's global
 /// scale (None = this tensor's own).
 pub(super) fn pack(
-    values: &[f32],
+    src: Source<'_>,
     shape: &[usize],
     scheme: &Scheme,
     dtype: Dtype,
     global_amax: Option<f32>,
 ) -> Result<Packed> {
-    struct Run<'a>(&'a [f32], &'a [usize], &'a Scheme, Dtype, Option<f32>);
+    struct Run<'a>(Source<'a>, &'a [usize], &'a Scheme, Dtype, Option<f32>);
     impl WithFormat for Run<'_> {
         type Out = Result<Packed>;
         fn run<F: NumberFormat>(self, f: F) -> Result<Packed> {
             pack_with(f, self.0, self.1, self.2, self.3, self.4)
         }
     }
-    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(values, shape, scheme, dtype, global_amax))?
+    if src.solved.is_some_and(|s| s.len() != src.values.len()) {
+        return Err(Error::Plan {
+            tensor: None,
+            reason: "the solved R′ does not match the tensor's size".into(),
+        });
+    }
+    dispatch_in(scheme.format, WorkDtype::of(dtype), Run(src, shape, scheme, dtype, global_amax))?
 }
 
 fn pack_with<F: NumberFormat>(
     fmt: F,
-    values: &[f32],
+    src: Source<'_>,
     shape: &[usize],
     scheme: &Scheme,
     dtype: Dtype,
     global_amax: Option<f32>,
 ) -> Result<Packed> {
+    let values = src.values;
     let opts = Options { work: fmt.work(), global_amax, ..Options::default() };
-    let r = analyze(values, shape, scheme, &opts)?;
+    let r = analyze(values, shape, &scheme.range_scheme(), &opts)?;
     let fmt = match r.global_scale {
         Some(gs) => fmt.with_global(gs),
         None => fmt,
@@ -74,7 +93,8 @@ fn pack_with<F: NumberFormat>(
     let slice = slice_indexer(shape, r.granularity);
     let mut codes = vec![0u8; values.len()];
     let mut deq = vec![0f32; values.len()];
-    values
+    src.solved
+        .unwrap_or(values)
         .par_chunks(DIGEST_CHUNK)
         .zip(codes.par_chunks_mut(DIGEST_CHUNK))
         .zip(deq.par_chunks_mut(DIGEST_CHUNK))
@@ -87,6 +107,25 @@ fn pack_with<F: NumberFormat>(
                 *d = fmt.dequantize(q, p);
             }
         });
+    if src.solved.is_some() {
+        // R against the stored R′, which the fused pass below cannot recompute from R.
+        let d = Decoded {
+            values: deq,
+            params,
+            map: SliceMap::of(r.granularity),
+            cols: shape.last().copied().unwrap_or(1),
+            work: fmt.work(),
+            global: r.global_scale,
+        };
+        let metrics = metrics_against(values, &d);
+        return Ok(Packed {
+            params: d.params,
+            codes,
+            dequantized: d.values,
+            metrics,
+            global: r.global_scale,
+        });
+    }
     // Metrics of the stored parameters: slice by slice through the same fused
     // pass as `analyze` where slices are row runs; element by element for a
     // channel axis other than 0 (fake-quant only).

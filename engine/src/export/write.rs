@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::config::config_json;
 use super::layout::{Entry, shard_layout};
-use super::pack::{chunk_digests, pack, part_bytes};
+use super::pack::{Source, chunk_digests, pack, part_bytes};
 use super::plan::Decision;
 use super::{ExportMode, ExportOptions, ExportSummary, LayerSummary, ProgressFn};
 use crate::checkpoint::{Checkpoint, INDEX_FILE, TensorInfo};
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::spec;
 use crate::rank::Item;
 use crate::rank::SqnrSummary;
-use crate::scheme::Scheme;
+use crate::scheme::{Calibration, Scheme};
 use serde_json::Value;
 
 /// Bytes per write when copying a tensor unchanged.
@@ -393,15 +393,24 @@ impl Writer<'_> {
             if let Decision::Quantize(s) = &self.decisions[i] { Some(*s) } else { None }
         };
         let shared = crate::fused::shared_global_amax(self.ckpt, &t.name, s, &scheme_of)?;
-        let vals = self.ckpt.values(t, &mut self.values)?;
-        let mut packed = pack(vals, &t.shape, s, t.dtype, shared).map_err(|e| match e {
-            Error::Plan { tensor: None, reason } => Error::Plan { tensor: Some(t.name.clone()), reason },
-            e => Error::Tensor {
+        let values = self.ckpt.values(t, &mut self.values)?;
+        let solved = self.opts.solved.get(&t.name).map(Vec::as_slice);
+        if s.calibration == Calibration::Gptq && solved.is_none() {
+            return Err(Error::Tensor {
                 path: self.ckpt.shard_path(t).to_path_buf(),
                 tensor: t.name.clone(),
-                reason: e.to_string(),
-            },
-        })?;
+                reason: format!("{s} needs the layer's GPTQ run first (the model run on inputs)"),
+            });
+        }
+        let mut packed =
+            pack(Source { values, solved }, &t.shape, s, t.dtype, shared).map_err(|e| match e {
+                Error::Plan { tensor: None, reason } => Error::Plan { tensor: Some(t.name.clone()), reason },
+                e => Error::Tensor {
+                    path: self.ckpt.shard_path(t).to_path_buf(),
+                    tensor: t.name.clone(),
+                    reason: e.to_string(),
+                },
+            })?;
         for e in parts {
             let bytes = part_bytes(e, &t.shape, &mut packed)?;
             write_at(f, path, data_start + e.offset, &bytes, &mut self.budget)?;

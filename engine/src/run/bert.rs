@@ -72,6 +72,10 @@ pub struct Bert {
     types: Tensor,
     emb_norm: Norm,
     layers: Vec<Layer>,
+    /// `BertModel`'s pooler (a Linear on each sample's first token), when the
+    /// checkpoint has one. The measured output (the last hidden state) does
+    /// not use it; only [`Bert::tail`] feeds it.
+    pooler: Option<Linear>,
 }
 
 impl Bert {
@@ -99,7 +103,8 @@ impl Bert {
         let types = l.tensor("embeddings.token_type_embeddings.weight")?;
         let emb_norm = Norm::load(&l, "embeddings.LayerNorm", h)?;
         let layers = (0..cfg.num_hidden_layers).map(|i| load_layer(&l, &cfg, i)).collect::<Result<_>>()?;
-        Ok(Self { cfg, words, positions, types, emb_norm, layers })
+        let pooler = if l.has("pooler.dense.weight") { Some(l.linear("pooler.dense", h, h)?) } else { None };
+        Ok(Self { cfg, words, positions, types, emb_norm, layers, pooler })
     }
 
     pub(crate) fn linears(&self) -> Vec<String> {
@@ -114,8 +119,22 @@ impl Bert {
         self.layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down])
+            .chain(&self.pooler)
             .find(|x| x.name == name)
             .map(|x| &x.w)
+    }
+
+    /// The pooler's weight name, when there is one.
+    pub(crate) fn tail_linears(&self) -> Vec<String> {
+        self.pooler.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Shows the pooler its input, each sample's first token of `x` (the last
+    /// block's output), as transformers' `BertPooler` takes it.
+    pub(crate) fn tail(&self, x: &Tensor, pack: &Pack, hook: &mut dyn Hook) -> candle_core::Result<()> {
+        let Some(pooler) = &self.pooler else { return Ok(()) };
+        let first: Vec<u32> = pack.ranges().map(|r| r.start as u32).collect();
+        show(hook, &[pooler], &x.index_select(&Tensor::new(first, &Device::Cpu)?, 0)?)
     }
 
     /// Embeddings + LayerNorm of a pack: the input of block 0, `[tokens, hidden]`.

@@ -22,6 +22,7 @@ pub mod output_error;
 pub mod pack;
 mod rows;
 pub mod sensitivity;
+pub mod sequential;
 pub mod store;
 mod weights;
 
@@ -124,6 +125,27 @@ impl Model {
             Net::Bert(m) => m.linears(),
             Net::Decoder(m) => m.linears(),
         }
+    }
+
+    /// The Linear layers after the last block whose output the measured output
+    /// does not use (BERT's pooler): [`Self::tail`] feeds them, a forward does not.
+    pub fn tail_linears(&self) -> Vec<String> {
+        match &self.net {
+            Net::Bert(m) => m.tail_linears(),
+            Net::Decoder(_) => Vec::new(),
+        }
+    }
+
+    /// Shows the hook the inputs of the Linear layers after the last block, from
+    /// `x`, the last block's output for a pack: `lm_head`'s, and those of
+    /// [`Self::tail_linears`]. A method that calibrates every Linear layer block
+    /// by block (GPTQ) ends here.
+    pub fn tail(&self, x: &Tensor, pack: &Pack, hook: &mut dyn Hook) -> Result<()> {
+        let r = match &self.net {
+            Net::Bert(m) => m.tail(x, pack, hook),
+            Net::Decoder(m) => m.head(x, hook).map(drop),
+        };
+        r.map_err(|e| self.error(&e))
     }
 
     /// The float weight of a Linear layer (`[out, in]`).

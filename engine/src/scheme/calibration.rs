@@ -27,6 +27,11 @@ pub enum Calibration {
     /// least squares. Asymmetric INT only (see `calibrate::hqq`).
     Hqq,
     Manual(ManualRange),
+    /// GPTQ (Frantar et al.): min-max ranges, then the columns quantized one at
+    /// a time, each one's rounding error moved onto the columns not yet done
+    /// through the layer's input second moments (see `gptq`). Needs the
+    /// layer's inputs: a weight alone cannot be analysed under it.
+    Gptq,
 }
 
 /// A hand-set clipping range.
@@ -47,6 +52,7 @@ impl fmt::Display for Calibration {
             Self::Mse => f.write_str("mse"),
             Self::Entropy => f.write_str("entropy"),
             Self::Hqq => f.write_str("hqq"),
+            Self::Gptq => f.write_str("gptq"),
             Self::Manual(ManualRange::Ratio { r }) => write!(f, "ratio{r}"),
             Self::Manual(ManualRange::Range { lo, hi }) => write!(f, "range{lo},{hi}"),
         }
@@ -63,6 +69,7 @@ impl FromStr for Calibration {
             "mse" => Ok(Self::Mse),
             "entropy" | "kl" => Ok(Self::Entropy),
             "hqq" => Ok(Self::Hqq),
+            "gptq" => Ok(Self::Gptq),
             _ => {
                 if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
                     Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
@@ -98,7 +105,7 @@ pub struct CalibrationInfo {
 }
 
 /// Every kind of calibration: the automatic ones, then the hand-set range.
-pub const CALIBRATIONS: [CalibrationInfo; 6] = [
+pub const CALIBRATIONS: [CalibrationInfo; 7] = [
     CalibrationInfo {
         name: "minmax",
         short: "minmax",
@@ -145,6 +152,16 @@ pub const CALIBRATIONS: [CalibrationInfo; 6] = [
         mapping: Some(Mapping::Asymmetric),
     },
     CalibrationInfo {
+        name: "gptq",
+        short: "gptq",
+        label: "GPTQ",
+        parameter: None,
+        description: "min-max ranges, then each column's rounding error moved onto the columns not yet \
+                      quantized, weighted by the layer's inputs (needs activations)",
+        default: Calibration::Gptq,
+        mapping: None,
+    },
+    CalibrationInfo {
         name: "manual",
         short: "ratioR or rangeLO,HI",
         label: "manual",
@@ -163,7 +180,8 @@ impl Calibration {
             Self::Mse => 2,
             Self::Entropy => 3,
             Self::Hqq => 4,
-            Self::Manual(_) => 5,
+            Self::Gptq => 5,
+            Self::Manual(_) => 6,
         };
         &CALIBRATIONS[i]
     }
