@@ -699,3 +699,47 @@ fn check_code_layout_for(
         t.name
     );
 }
+
+/// `…:gptq` runs the model on inputs: without them it is a one-line error, as
+/// is a weight-only report under it; with them the save holds GPTQ's codes
+/// (other than round-to-nearest's, on the same scales) and says `actorder: static`.
+#[test]
+fn cli_gptq_saves_need_inputs_and_differ_from_round_to_nearest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = teaching();
+    let out = tmp.path().join("t");
+    let o = quantscope(&[
+        "quantize",
+        t.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--scheme",
+        "int4:group32:gptq",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--inputs") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists());
+    let o = quantscope(&["report", t.to_str().unwrap(), "--scheme", "int4:group32:gptq", "--output", "json"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("input activations"), "{text}");
+
+    let Some(dir) = minilm() else { return };
+    let inputs = common::builtin_inputs(tmp.path(), 16);
+    let (m, i) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
+    let (g, r) = (tmp.path().join("gptq"), tmp.path().join("rtn"));
+    let o =
+        quantscope(&["quantize", m, g.to_str().unwrap(), "--scheme", "int4:group128:gptq", "--inputs", i]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = quantscope(&["quantize", m, r.to_str().unwrap(), "--scheme", "int4:group128"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(g.join("config.json")).unwrap()).unwrap();
+    let weights = &config["quantization_config"]["config_groups"]["group_0"]["weights"];
+    assert_eq!(weights["actorder"], "static");
+    let (gc, rc) = (Checkpoint::open(&g).unwrap(), Checkpoint::open(&r).unwrap());
+    let name = "encoder.layer.3.output.dense.weight";
+    let bytes =
+        |c: &Checkpoint, suffix: &str| c.bytes(c.tensor(&format!("{name}{suffix}")).unwrap()).to_vec();
+    assert_eq!(bytes(&gc, "_scale"), bytes(&rc, "_scale"), "GPTQ keeps min-max's scales");
+    assert_ne!(bytes(&gc, "_packed"), bytes(&rc, "_packed"), "and moves the codes");
+}

@@ -320,6 +320,8 @@ mod tests {
             "int8:tensor:range-0.25,0.5",
             "int4:group64:hqq:asym",
             "int8:channel:hqq:asym",
+            "int4:group128:gptq",
+            "nvfp4:group16:gptq",
             "nvfp4:group16:minmax",
             "mxfp4:group32:mse",
             "mxfp8:group32:minmax",

@@ -4,8 +4,9 @@
 //! block's layers are solved; then the samples go through the block again with
 //! the solved weights, and those outputs are the next block's inputs. So a
 //! block is calibrated on what the already-quantized blocks before it produce.
-//! After the last block, the layers the blocks do not hold (`lm_head`, BERT's
-//! pooler) are solved on the last block's quantized output.
+//! The layers after the last block (`lm_head`, BERT's pooler) belong to the
+//! last block's stage, as llm-compressor's graph partition leaves them there:
+//! their inputs come from that block's float run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,10 +58,11 @@ pub fn gptq_model(
 ) -> Result<Solved> {
     let wanted = |l: &String| scheme_of(l).filter(|s| s.calibration == crate::scheme::Calibration::Gptq);
     let all: Vec<String> = model.linears().into_iter().chain(model.tail_linears()).collect();
-    let mut stages: Vec<Vec<(String, Scheme)>> = vec![Vec::new(); model.blocks() + 1];
+    let blocks = model.blocks();
+    let mut stages: Vec<Vec<(String, Scheme)>> = vec![Vec::new(); blocks.max(1)];
     for l in &all {
         if let Some(s) = wanted(l) {
-            stages[model.block_of(l)].push((l.clone(), s));
+            stages[model.block_of(l).min(blocks.max(1) - 1)].push((l.clone(), s));
         }
     }
     let packs = Pack::split(ids, PACK_TOKENS);
@@ -69,7 +71,7 @@ pub fn gptq_model(
         Solved { samples: ids.len(), tokens: ids.iter().map(Vec::len).sum(), ..Solved::default() };
     let total = stages.len();
     for (b, stage) in stages.iter().enumerate() {
-        let last = b == model.blocks();
+        let last = b + 1 == stages.len();
         if !stage.is_empty() {
             let names: Vec<&str> = stage.iter().map(|(n, _)| n.as_str()).collect();
             let sums = hessian_sums(model, b, &xs, &packs, &names, cancel)?;
@@ -93,7 +95,7 @@ pub fn gptq_model(
 }
 
 /// Σ over every token of x xᵀ (f64, `[in, in]`) for each layer in `names`, with
-/// block `b` (or the tail) run in float on `xs`.
+/// block `b` run in float on `xs`, and after the last block the tail.
 fn hessian_sums(
     model: &Model,
     b: usize,
@@ -110,10 +112,13 @@ fn hessian_sums(
                 return Err(Error::Cancelled);
             }
             let mut hook = Grams { names, sums: HashMap::new() };
-            if b == model.blocks() {
-                model.tail(x, pack, &mut hook)?;
+            if b < model.blocks() {
+                let y = model.block(b, x, pack, &mut hook)?;
+                if b + 1 == model.blocks() {
+                    model.tail(&y, pack, &mut hook)?;
+                }
             } else {
-                model.block(b, x, pack, &mut hook)?;
+                model.tail(x, pack, &mut hook)?;
             }
             Ok(hook.sums)
         })
