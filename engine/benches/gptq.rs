@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal, StudentT};
 
 use quantscope_engine::gptq::{GptqOptions, gptq};
-use quantscope_engine::{Scheme, WorkDtype};
+use quantscope_engine::{Options, Scheme};
 
 const N: usize = 4096;
 
@@ -43,7 +43,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("4096x4096/int4:group128", |b| {
         b.iter(|| {
-            gptq(black_box(&w), &[N, N], &scheme, &h, &GptqOptions::default(), WorkDtype::F32).unwrap().loss
+            gptq(black_box(&w), &[N, N], &scheme, &h, &GptqOptions::default(), &Options::default())
+                .unwrap()
+                .loss
         });
     });
     group.finish();

@@ -319,11 +319,13 @@ pub fn analyze_ggml(
 
 /// A scheme the weight alone decides: GPTQ also needs the layer's inputs
 /// (`gptq::analyze_gptq` runs it with them).
-pub(crate) fn check_weight_only(scheme: &Scheme) -> Result<()> {
+pub(crate) fn check_weight_only(scheme: &Scheme, shape: &[usize]) -> Result<()> {
     if scheme.calibration == Calibration::Gptq {
-        return Err(Error::Scheme(format!(
-            "{scheme} needs the layer's input activations (a model run or a saved capture)"
-        )));
+        return Err(Error::Scheme(if shape.len() == 2 {
+            format!("{scheme} needs the layer's input activations (a model run or a saved capture)")
+        } else {
+            format!("GPTQ quantizes 2-D Linear weights; this tensor has shape {shape:?}")
+        }));
     }
     Ok(())
 }
@@ -332,7 +334,7 @@ pub(crate) fn check_weight_only(scheme: &Scheme) -> Result<()> {
 /// checks before it runs.
 pub(crate) fn check_input(values: &[f32], shape: &[usize], scheme: &Scheme) -> Result<()> {
     scheme.validate()?;
-    check_weight_only(scheme)?;
+    check_weight_only(scheme, shape)?;
     let numel: usize = shape.iter().product();
     if numel != values.len() {
         return Err(Error::Scheme(format!(
@@ -632,7 +634,7 @@ pub fn analyze_encoded(dtype: Dtype, bytes: &[u8], shape: &[usize], scheme: &Sch
         analyze(&values, shape, scheme, &Options { work: WorkDtype::of(dtype), ..Options::default() })
     };
     scheme.validate()?;
-    check_weight_only(scheme)?;
+    check_weight_only(scheme, shape)?;
     if scheme.format.ggml().is_some() {
         return whole();
     }

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::analyze::{Options, QuantResult, against, analyze, with_tensor_global};
 use crate::dequant::{Decoded, SliceMap};
 use crate::error::{Error, Result};
-use crate::format::{NumberFormat, SliceParams, WithFormat, WorkDtype, dispatch_in};
+use crate::format::{NumberFormat, SliceParams, WithFormat, dispatch_in};
 use crate::scheme::{Granularity, Scheme};
 use crate::slicing::slice_indexer;
 
@@ -78,7 +78,7 @@ pub fn analyze_gptq(
     hessian: &[f32],
     opts: &Options,
 ) -> Result<GptqResult> {
-    let g = gptq(values, shape, scheme, hessian, &GptqOptions::default(), opts.work)?;
+    let g = gptq(values, shape, scheme, hessian, &GptqOptions::default(), opts)?;
     let cols = shape.last().copied().unwrap_or(1);
     let keep = opts.keep_dequantized.then(|| g.dequantized.clone());
     let d = Decoded {
@@ -96,15 +96,17 @@ pub fn analyze_gptq(
 }
 
 /// GPTQ of `values` (`shape` = `[rows, cols]`) under `scheme`, with the
-/// normalised Hessian `hessian` (row-major `cols × cols`), in working dtype `work`.
+/// normalised Hessian `hessian` (row-major `cols × cols`), in `base.work` and
+/// with `base.global_amax` (a two-level format's amax shared with fused siblings).
 pub fn gptq(
     values: &[f32],
     shape: &[usize],
     scheme: &Scheme,
     hessian: &[f32],
     opts: &GptqOptions,
-    work: WorkDtype,
+    base: &Options,
 ) -> Result<Gptq> {
+    let work = base.work;
     let &[rows, cols] = shape else {
         return Err(Error::Scheme(format!("GPTQ needs a 2-D weight; this one has shape {shape:?}")));
     };
@@ -118,7 +120,8 @@ pub fn gptq(
         return Err(Error::Scheme(format!("Hessian value {k} is {}", hessian[k])));
     }
     // The parameters come from the original W, as llm-compressor's observer runs first.
-    let base = analyze(values, shape, &scheme.range_scheme(), &Options { work, ..Options::default() })?;
+    let ranges = Options { work, global_amax: base.global_amax, ..Options::default() };
+    let base = analyze(values, shape, &scheme.range_scheme(), &ranges)?;
     let order = column_order(hessian, cols, opts.static_order);
     let (mut w, u, fallback) = prepare(values, hessian, rows, cols, &order, opts.dampening);
     let index = slice_indexer(shape, base.granularity);
@@ -131,6 +134,7 @@ pub fn gptq(
         rows,
         block: opts.block_size.max(1),
         values,
+        global_amax: ranges.global_amax,
     };
     let loss = dispatch_in(scheme.format, work, run)?;
     let mut dequantized = vec![0.0; rows * cols];
@@ -221,15 +225,17 @@ struct Run<'a> {
     params: &'a [SliceParams],
     rows: usize,
     block: usize,
-    /// The original weights (a two-level format's global scale is theirs).
+    /// The original weights (a two-level format's global scale is theirs,
+    /// unless fused siblings share `global_amax`).
     values: &'a [f32],
+    global_amax: Option<f32>,
 }
 
 impl WithFormat for Run<'_> {
     type Out = f64;
 
     fn run<F: NumberFormat>(mut self, f: F) -> f64 {
-        let fmt = with_tensor_global(f, self.values, None);
+        let fmt = with_tensor_global(f, self.values, self.global_amax);
         let (rows, cols) = (self.rows, self.u.nrows());
         let mut loss = 0.0;
         for i1 in (0..cols).step_by(self.block) {
@@ -373,16 +379,16 @@ mod tests {
             analyze(&w, &[rows, cols], &scheme, &Options { keep_dequantized: true, ..Options::default() })
                 .unwrap();
         let eye: Vec<f32> = (0..cols * cols).map(|k| if k / cols == k % cols { 1.0 } else { 0.0 }).collect();
-        let g = gptq(&w, &[rows, cols], &scheme, &eye, &GptqOptions::default(), WorkDtype::F32).unwrap();
+        let g = gptq(&w, &[rows, cols], &scheme, &eye, &GptqOptions::default(), &Options::default()).unwrap();
         assert_eq!(g.dequantized, rtn.dequantized.clone().unwrap());
         let mut bad = eye.clone();
         bad[1] = 5.0;
         bad[cols] = 5.0;
-        let g = gptq(&w, &[rows, cols], &scheme, &bad, &GptqOptions::default(), WorkDtype::F32).unwrap();
+        let g = gptq(&w, &[rows, cols], &scheme, &bad, &GptqOptions::default(), &Options::default()).unwrap();
         assert!(g.fallback);
         assert_eq!(g.dequantized, rtn.dequantized.unwrap());
-        let err =
-            gptq(&w, &[rows, cols], &scheme, &eye[1..], &GptqOptions::default(), WorkDtype::F32).unwrap_err();
+        let err = gptq(&w, &[rows, cols], &scheme, &eye[1..], &GptqOptions::default(), &Options::default())
+            .unwrap_err();
         assert!(err.to_string().contains("32×32 Hessian"), "{err}");
     }
 }

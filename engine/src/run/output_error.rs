@@ -14,7 +14,8 @@ use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
-use crate::scheme::Scheme;
+use crate::gptq::{GptqResult, analyze_gptq};
+use crate::scheme::{Calibration, Scheme};
 
 /// One layer's output signal and error over the captured tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -79,8 +80,37 @@ pub fn quantized_layer(
     Ok((w, w_q, res.metrics))
 }
 
-/// `layer` of `ckpt` quantized under `scheme` ([`quantized_layer`]), measured on
-/// its captured input.
+/// `layer` under a GPTQ scheme, solved alone on its captured input: the float
+/// model's inputs, H = 2·Σxxᵀ / samples (a save runs block by block instead,
+/// `sequential`). `opts` asks for histograms; R′ is always kept.
+pub fn gptq_layer(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    layer: &str,
+    scheme: &Scheme,
+    opts: &Options,
+) -> Result<(Vec<f32>, GptqResult)> {
+    let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: layer.to_string(), reason };
+    let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
+    let Some(gram) = &site.gram else {
+        return Err(fail(format!(
+            "GPTQ needs the full Σxxᵀ of the input; it is kept up to {} features, this one has {}",
+            super::capture::GRAM_MAX,
+            site.in_features
+        )));
+    };
+    let g: Vec<f64> = gram.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| fail(e.to_string()))?;
+    let h: Vec<f32> = g.iter().map(|&v| (2.0 * v / acts.samples.max(1) as f64) as f32).collect();
+    let info = ckpt.tensor(layer)?;
+    let w = ckpt.load_f32(layer)?;
+    let global_amax = crate::fused::shared_global_amax(ckpt, layer, scheme, &|_| Some(*scheme))?;
+    let opts = Options { keep_dequantized: true, work: WorkDtype::of(info.dtype), global_amax, ..*opts };
+    let r = analyze_gptq(&w, &info.shape, scheme, &h, &opts).map_err(|e| fail(e.to_string()))?;
+    Ok((w, r))
+}
+
+/// `layer` of `ckpt` quantized under `scheme` ([`quantized_layer`], or
+/// [`gptq_layer`] for GPTQ), measured on its captured input.
 pub fn layer_output_error(
     ckpt: &Checkpoint,
     acts: &Activations,
@@ -88,7 +118,13 @@ pub fn layer_output_error(
     scheme: &Scheme,
 ) -> Result<OutputError> {
     let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
-    let (w, w_q, _) = quantized_layer(ckpt, layer, scheme)?;
+    let (w, w_q) = if scheme.calibration == Calibration::Gptq {
+        let (w, g) = gptq_layer(ckpt, acts, layer, scheme, &Options::default())?;
+        (w, g.result.dequantized.unwrap_or_default())
+    } else {
+        let (w, w_q, _) = quantized_layer(ckpt, layer, scheme)?;
+        (w, w_q)
+    };
     output_error(&w, &w_q, site).map_err(|e| Error::Tensor {
         path: ckpt.path.clone(),
         tensor: layer.to_string(),
@@ -133,7 +169,20 @@ pub fn add_output_sqnr(
 ) -> Result<()> {
     let total = records.len();
     for (done, r) in records.iter_mut().enumerate() {
-        if let Some(m) = r.metrics.as_mut()
+        if scheme.calibration == Calibration::Gptq
+            && let Some(site) = acts.site(&r.name)
+        {
+            // The weight alone could not be analysed: the record comes from GPTQ's R′.
+            match gptq_layer(ckpt, acts, &r.name, scheme, &Options::default()) {
+                Ok((w, g)) => {
+                    let mut m = g.result.metrics;
+                    let w_q = g.result.dequantized.unwrap_or_default();
+                    m.output_sqnr_db = output_error(&w, &w_q, site).ok().map(|e| e.sqnr_db());
+                    (r.quantized, r.reason, r.fallback, r.metrics) = (true, None, g.result.fallback, Some(m));
+                }
+                Err(e) => r.reason = Some(e.to_string()),
+            }
+        } else if let Some(m) = r.metrics.as_mut()
             && acts.site(&r.name).is_some()
         {
             m.output_sqnr_db = Some(layer_output_error(ckpt, acts, &r.name, scheme)?.sqnr_db());

@@ -15,6 +15,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::{Hook, Model, PACK_TOKENS, Pack};
+use crate::analyze::{Options, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
@@ -81,7 +82,7 @@ pub fn gptq_model(
                     tensor: name.clone(),
                     reason: "the model run never feeds this layer, so GPTQ has no inputs for it".into(),
                 })?;
-                let layer = solve(model, ckpt, name, scheme, sum, ids.len())?;
+                let layer = solve(model, ckpt, (name, scheme, scheme_of), sum, ids.len())?;
                 solved.layers.insert(name.clone(), layer);
             }
         }
@@ -158,26 +159,22 @@ impl Hook for Grams<'_> {
 fn solve(
     model: &Model,
     ckpt: &Checkpoint,
-    name: &str,
-    scheme: &Scheme,
+    (name, scheme, scheme_of): (&str, &Scheme, &(dyn Fn(&str) -> Option<Scheme> + Sync)),
     sum: &[f64],
     samples: usize,
 ) -> Result<SolvedLayer> {
     let info = ckpt.tensor(name)?;
+    // Fused siblings' shared global scale (NVFP4), as the save computes it.
+    let global_amax = crate::fused::shared_global_amax(ckpt, name, scheme, scheme_of)?;
     let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: name.to_string(), reason };
     let w = model.weight(name).ok_or_else(|| fail("not a Linear layer of the model".into()))?;
     let values: Vec<f32> = w.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| fail(e.to_string()))?;
     let shape = w.dims().to_vec();
     let h: Vec<f32> = sum.iter().map(|&v| (2.0 * v / samples.max(1) as f64) as f32).collect();
-    let work = WorkDtype::of(info.dtype);
+    let base = Options { work: WorkDtype::of(info.dtype), global_amax, ..Options::default() };
     let g =
-        gptq(&values, &shape, scheme, &h, &GptqOptions::default(), work).map_err(|e| fail(e.to_string()))?;
-    let rtn = crate::analyze::analyze(
-        &values,
-        &shape,
-        &scheme.range_scheme(),
-        &crate::analyze::Options { keep_dequantized: true, work, ..Default::default() },
-    )?;
+        gptq(&values, &shape, scheme, &h, &GptqOptions::default(), &base).map_err(|e| fail(e.to_string()))?;
+    let rtn = analyze(&values, &shape, &scheme.range_scheme(), &Options { keep_dequantized: true, ..base })?;
     let rtn_q = rtn.dequantized.unwrap_or_default();
     let cols = shape.last().copied().unwrap_or(1);
     let sqnr = |q: &[f32]| output_sqnr_db(&values, q, sum, cols);
