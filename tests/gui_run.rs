@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use quantscope::gui::QuantscopeApp;
 use quantscope::gui::command::Command;
 use quantscope::gui::panels::format_sqnr;
@@ -130,4 +130,46 @@ fn a_bad_activations_file_is_one_line_and_the_app_stays_up() {
     h.get_by_label("input activations").click();
     h.run_steps(2);
     h.get_by_label(&e);
+}
+
+/// GPTQ in the app: greyed without inputs; with a loaded capture the layer's
+/// error panel shows round-to-nearest beside GPTQ (weight SQNR down, output SQNR
+/// up) with the numbers the engine computes, and the histogram both R′ lines.
+#[test]
+fn gptq_needs_a_capture_then_shows_its_trade_beside_round_to_nearest() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, _) = saved_capture(&dir, tmp.path(), 8);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
+    h.get_by_label("Calibration").click();
+    h.run_steps(2);
+    assert!(h.get_by_label("GPTQ").accesskit_node().is_disabled(), "GPTQ is greyed before a capture");
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+
+    h.state_mut().apply(Command::LoadActivations(file.clone()));
+    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    let layer = "encoder.layer.2.intermediate.dense.weight";
+    h.state_mut().apply(Command::Select(layer.into()));
+    let gptq: Scheme = "int4:group128:gptq".parse().unwrap();
+    h.state_mut().apply(Command::SetModelScheme(gptq));
+    wait_until(&mut h, "GPTQ's analysis", |a| {
+        a.state().selected_analysis().is_some_and(|x| x.tensor == layer && x.gptq.is_some())
+    });
+    let view = h.state().state().selected_analysis().unwrap().gptq.clone().unwrap();
+    assert!(view.gptq.metrics.sqnr_db < view.rtn.metrics.sqnr_db, "weight SQNR drops");
+    assert!(view.output.sqnr_db() > view.rtn_output.sqnr_db(), "output SQNR rises");
+    let ckpt = quantscope_engine::Checkpoint::open(&dir).unwrap();
+    let acts = quantscope_engine::run::store::load(&file).unwrap();
+    let engine =
+        quantscope_engine::run::output_error::layer_output_error(&ckpt, &acts, layer, &gptq).unwrap();
+    assert_eq!(view.output.sqnr_db().to_bits(), engine.sqnr_db().to_bits());
+    for text in [format_sqnr(Some(view.output.sqnr_db())), format_sqnr(Some(view.rtn.metrics.sqnr_db))] {
+        assert!(h.query_all_by_label(&text).next().is_some(), "{text} on screen");
+    }
+    h.get_by_label("nearest R'");
+    h.get_by_label("GPTQ R'");
 }

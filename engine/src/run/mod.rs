@@ -17,6 +17,7 @@ mod attention;
 pub mod bert;
 pub mod capture;
 pub mod decoder;
+pub mod gptq_view;
 pub mod inputs;
 pub mod output_error;
 pub mod pack;

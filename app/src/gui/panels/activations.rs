@@ -173,7 +173,7 @@ fn plot_ui(state: &AppState, ui: &mut egui::Ui, v: &ActivationView) {
     };
     let x_axis = AxisHints::new_x().label("activation value x").formatter(ticks::axis_label);
     // The legend is a row above the plot: inside, it hid bars.
-    plot_legend_ui(ui, &d, false);
+    plot_legend_ui(ui, &d, &[]);
     Plot::new("activations")
         .allow_drag(false)
         .allow_scroll(false)

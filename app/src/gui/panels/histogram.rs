@@ -85,6 +85,29 @@ const CLIP_COLOR: Color32 = Color32::from_rgb(230, 80, 70);
 const BAR_COLOR: Color32 = Color32::from_rgb(100, 140, 200);
 const ZERO_COLOR: Color32 = Color32::from_rgb(240, 228, 66);
 const OVERLAY_COLOR: Color32 = Color32::from_rgb(240, 150, 40);
+/// Round-to-nearest's R′ beside GPTQ's (drawn in OVERLAY_COLOR).
+const NEAREST_COLOR: Color32 = Color32::from_rgb(90, 200, 220);
+
+/// A step line drawn over R's bars: its label, colour and histogram.
+pub(super) type Overlay<'a> = (&'static str, Color32, &'a Histogram);
+
+/// The R′ lines over the histogram: the published R′ when it is shown, or
+/// round-to-nearest's and GPTQ's under a GPTQ scheme.
+fn overlays(a: &Analysis) -> Vec<Overlay<'_>> {
+    if let Some(h) =
+        a.published.as_ref().filter(|_| a.showing_published).and_then(|p| p.dequantized_histogram.as_ref())
+    {
+        return vec![("published R'", OVERLAY_COLOR, h)];
+    }
+    let Some(g) = &a.gptq else { return Vec::new() };
+    [
+        ("nearest R'", NEAREST_COLOR, g.rtn_histogram.as_ref()),
+        ("GPTQ R'", OVERLAY_COLOR, g.gptq_histogram.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(l, c, h)| h.map(|h| (l, c, h)))
+    .collect()
+}
 const METHOD_COLORS: [Color32; 4] = [
     Color32::from_rgb(230, 159, 0),
     Color32::from_rgb(86, 180, 233),
@@ -224,14 +247,14 @@ impl HistogramPanel {
         // The rows under the plot go in first (bottom up), so the plot takes what is
         // left and nothing overlaps whatever their wrapping.
         let hover = self.hover_x;
-        let overlay = a.published.as_ref().filter(|_| a.showing_published);
+        let lines = overlays(&a);
         egui::Panel::bottom("histogram_rows").show_separator_line(false).show(ui, |ui| {
-            plot_legend_ui(ui, &data, overlay.is_some());
+            plot_legend_ui(ui, &data, &lines);
             readout_ui(ui, hist, hover);
             self.range_fields_ui(ui, &name, &scheme, r, (lo, hi), out);
             methods_legend_ui(ui, &a.calibration_ranges);
         });
-        let outcome = self.plot_ui(ui, &data, overlay.and_then(|p| p.dequantized_histogram.as_ref()));
+        let outcome = self.plot_ui(ui, &data, &lines);
         self.hover_x = outcome.hover_x;
         // The published range is what it is: dragging would edit the scheme, not it.
         if !a.showing_published {
@@ -260,9 +283,9 @@ impl HistogramPanel {
         }
     }
 
-    /// The histogram; `overlay` (the published R′ over the same bins) is drawn
-    /// over R as a line.
-    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>, overlay: Option<&Histogram>) -> PlotOutcome {
+    /// The histogram; each of `lines` (an R′ over the same bins) is drawn over
+    /// R as a step line.
+    fn plot_ui(&mut self, ui: &mut egui::Ui, d: &PlotData<'_>, lines: &[Overlay<'_>]) -> PlotOutcome {
         let hist = d.hist;
         let x_axis = AxisHints::new_x()
             .label("weight value R")
@@ -288,8 +311,8 @@ impl HistogramPanel {
             })
             .show(ui, |plot_ui| {
                 let labels = draw_items(plot_ui, d);
-                if let Some(h) = overlay {
-                    plot_ui.line(overlay_line(h, d.log));
+                for &(label, color, h) in lines {
+                    plot_ui.line(overlay_line(h, d.log).name(label).color(color));
                 }
                 (plot_interaction(plot_ui, d.lo, d.hi), labels)
             });
@@ -378,7 +401,7 @@ impl HistogramPanel {
     }
 }
 
-/// The published R′'s histogram as a step line over R's bars.
+/// An R′ histogram as a step line over R's bars.
 fn overlay_line(h: &Histogram, log: bool) -> egui_plot::Line<'static> {
     let w = h.bin_width();
     let y = |c: u64| if log { (c as f64 + 1.0).log10() } else { c as f64 };
@@ -557,7 +580,7 @@ fn plot_interaction(plot_ui: &mut PlotUi<'_>, lo: f64, hi: f64) -> PlotOutcome {
 }
 
 /// What the plot's marks mean, in a row under it (inside, a legend hid bars).
-pub(super) fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, overlay: bool) {
+pub(super) fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, lines: &[Overlay<'_>]) {
     ui.horizontal_wrapped(|ui| {
         legend_item(ui, BAR_COLOR, Swatch::Block, d.what);
         legend_item(ui, CLIP_COLOR, Swatch::Rule, "clip range (drag)");
@@ -568,8 +591,8 @@ pub(super) fn plot_legend_ui(ui: &mut egui::Ui, d: &PlotData<'_>, overlay: bool)
         if let Some((_, label)) = &d.zero {
             legend_item(ui, ZERO_COLOR, Swatch::Rule, label);
         }
-        if overlay {
-            legend_item(ui, OVERLAY_COLOR, Swatch::Line, "published R'");
+        for &(label, color, _) in lines {
+            legend_item(ui, color, Swatch::Line, label);
         }
     });
 }

@@ -6,6 +6,8 @@
 use eframe::egui::{self, RichText};
 use quantscope_engine::{Calibration, FormatKind, Granularity, Mapping, Metrics, Scheme};
 
+use quantscope_engine::run::gptq_view::GptqView;
+
 use super::{format_sqnr, sqnr_color};
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
@@ -45,6 +47,9 @@ impl MetricsPanel {
         let (values, vector) = state.selected_info().map_or((0, false), |t| (t.numel(), t.shape.len() <= 1));
         if let Some(cause) = hint_text(&state.analysis_scheme(a), m, values, vector) {
             catastrophe_hint_ui(state, cause, ui, out);
+        }
+        if let Some(g) = &a.gptq {
+            gptq_grid_ui(ui, g);
         }
         if let Some(p) = &a.published {
             compare_grid_ui(
@@ -99,6 +104,41 @@ impl MetricsPanel {
         });
     }
 }
+
+/// GPTQ beside round-to-nearest on the captured inputs: the weight error it
+/// accepts, the output error it saves, and its loss made readable.
+fn gptq_grid_ui(ui: &mut egui::Ui, g: &GptqView) {
+    let db = |v: f64| format_sqnr(Some(v));
+    egui::Grid::new("gptq_compare").num_columns(3).striped(true).show(ui, |ui| {
+        ui.label("");
+        ui.strong("nearest").on_hover_text("round-to-nearest under the same scales");
+        ui.strong("GPTQ");
+        ui.end_row();
+        ui.label("weight SQNR dB").on_hover_text("10·log10(ΣR² / Σ(R − R')²): the weights alone");
+        ui.monospace(db(g.rtn.metrics.sqnr_db));
+        ui.monospace(db(g.gptq.metrics.sqnr_db));
+        ui.end_row();
+        ui.label("output SQNR dB").on_hover_text(OUTPUT_SQNR_HELP);
+        ui.monospace(db(g.rtn_output.sqnr_db()));
+        ui.monospace(db(g.output.sqnr_db()));
+        ui.end_row();
+    });
+    ui.horizontal_wrapped(|ui| {
+        ui.weak(format!("GPTQ loss {:.4e}", g.loss)).on_hover_text(
+            "the figure llm-compressor logs per layer: Σ e²/2 over the columns' rounding errors, scaled by              the inputs' energy, so it grows with the layer's width and the data and compares nothing;              the output SQNR above is the same quantity made relative to the output's power",
+        );
+        if g.fallback {
+            ui.colored_label(ui.visuals().warn_fg_color, "H was not positive definite: round-to-nearest kept");
+        }
+    });
+    ui.weak(
+        "Output SQNR: the output's power over the output noise the quantized weights add, on the captured          inputs. GPTQ trades weight accuracy for it.",
+    );
+    ui.separator();
+}
+
+const OUTPUT_SQNR_HELP: &str = "10·log10(Σ‖Wx‖² / Σ‖(W − W')x‖²) over every captured token: the layer's \
+     output signal over its output noise (from Σxxᵀ, exact for these inputs)";
 
 /// One metric as text.
 type MetricText = fn(&Metrics) -> String;

@@ -10,6 +10,7 @@ use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Schem
 use super::calibration_label;
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
+use crate::gui::worker::jobs::analyze::GPTQ_NEEDS_INPUTS;
 
 /// What the controls edit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,7 +86,8 @@ impl SchemePanel {
         let before = scheme;
         let ndim = state.selected_info().map_or(2, |t| t.shape.len());
         let mut percentile = state.doc.percentile;
-        scheme_grid_ui(ui, &mut scheme, ndim, &mut percentile);
+        let captured = state.activations.capture.is_some();
+        scheme_grid_ui(ui, &mut scheme, ndim, &mut percentile, captured);
         if percentile != state.doc.percentile {
             out.push(Command::SetPercentile(percentile));
         }
@@ -126,7 +128,8 @@ fn own_scheme_ui(state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
 }
 
 /// The grid of scheme widgets. Every row is always present.
-pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile: &mut f64) {
+/// `captured`: the model's inputs are captured, so GPTQ can run.
+pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile: &mut f64, captured: bool) {
     // The label column is wider than any label, so no granularity moves the controls sideways.
     egui::Grid::new("scheme_grid").num_columns(2).spacing([8.0, 6.0]).min_col_width(80.0).show(ui, |ui| {
         let label = ui.label("Format");
@@ -155,7 +158,7 @@ pub fn scheme_grid_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize, percentile
         ui.end_row();
 
         granularity_rows_ui(ui, s, ndim);
-        calibration_rows_ui(ui, s, percentile);
+        calibration_rows_ui(ui, s, percentile, captured);
     });
     *s = s.fitted();
 }
@@ -229,7 +232,7 @@ fn granularity_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, ndim: usize) {
 /// beside three size buttons) with room to spare.
 const GRANULARITY_ROW_HEIGHT: f32 = 24.0;
 
-fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) {
+fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64, captured: bool) {
     let label = ui.label("Calibration");
     let current = std::mem::discriminant(&s.calibration);
     egui::ComboBox::from_id_salt("calibration")
@@ -246,7 +249,13 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64) 
                     .parameter
                     .map_or_else(|| c.description.to_string(), |p| format!("{}: {p}", c.description));
                 let chosen = std::mem::discriminant(&pick) == current;
-                if ui.selectable_label(chosen, c.label).on_hover_text(hover).clicked() {
+                // GPTQ needs the layer's inputs: greyed, with the way to get them.
+                let runs = captured || pick != Calibration::Gptq || chosen;
+                let label = ui
+                    .add_enabled(runs, egui::Button::selectable(chosen, c.label))
+                    .on_hover_text(&hover)
+                    .on_disabled_hover_text(format!("{hover}. {GPTQ_NEEDS_INPUTS}"));
+                if label.clicked() {
                     // `fitted` below gives HQQ the asymmetric mapping it needs.
                     s.calibration = pick;
                 }

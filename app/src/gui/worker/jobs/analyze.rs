@@ -1,6 +1,7 @@
 //! The selected tensor's analysis under its shown scheme: the histogram, the
-//! error, the metrics, the all-methods overlay, HQQ's zero points and the
-//! compared checkpoint's published quantization. Only the newest request runs.
+//! error, the metrics, the all-methods overlay, HQQ's zero points, GPTQ beside
+//! round-to-nearest (on the captured inputs) and the compared checkpoint's
+//! published quantization. Only the newest request runs.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,12 +11,17 @@ use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::SavePlan;
 use quantscope_engine::quantized::view::Published;
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::run::gptq_view::{GptqView, gptq_view};
 use quantscope_engine::{
     Calibration, Metrics, Options, QuantResult, Scheme, SliceParams, WorkDtype, compare_calibrations,
 };
 
 use super::super::{AppCx, Cx, Deps, Job, Runs, Turn, WorkerState};
 use crate::gui::state::AppState;
+
+/// Why GPTQ shows nothing yet.
+pub const GPTQ_NEEDS_INPUTS: &str =
+    "GPTQ needs the layer's inputs: run the model (Input activations tab) or File > Load activations";
 
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
@@ -54,6 +60,8 @@ pub struct Analysis {
     pub calibration_ranges: Vec<(Calibration, SliceParams)>,
     /// Under HQQ: each slice's real-valued zero point and what rounding it costs.
     pub hqq: Vec<HqqSlice>,
+    /// Under GPTQ: round-to-nearest beside it, weight and output SQNR, the loss.
+    pub gptq: Option<Arc<GptqView>>,
     /// The compared checkpoint's quantization of this layer, when it has one.
     pub published: Option<Arc<Published>>,
     /// Whether `result` is the published quantization (else the scheme's).
@@ -71,7 +79,8 @@ impl Job for Analyze {
     type Answer = Arc<Analysis>;
     type Progress = ();
     type Key = AnalysisKey;
-    const DEPENDS: Deps = Deps::MODEL.and(Deps::COMPARED);
+    // GPTQ runs on the captured inputs: a new capture asks again.
+    const DEPENDS: Deps = Deps::MODEL.and(Deps::COMPARED).and(Deps::ACTIVATIONS);
     const RUNS: Runs = Runs::Newest;
     const DOING: &'static str = "analyzing";
 
@@ -146,9 +155,16 @@ impl WorkerState {
         let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
         let values = self.values(&a.tensor)?;
         let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
-        let result = SavePlan::new(ckpt.tensors(), &a.save)
-            .analyze_layer(ckpt, &a.tensor, &values, &a.scheme, &a.options)
-            .map_err(|e| e.to_string())?;
+        let (result, gptq) = if a.scheme.calibration == Calibration::Gptq {
+            let acts = self.activations.as_deref().ok_or(GPTQ_NEEDS_INPUTS)?;
+            let view = gptq_view(ckpt, acts, &a.tensor, &a.scheme, &a.options).map_err(|e| e.to_string())?;
+            (view.gptq.clone(), Some(Arc::new(view)))
+        } else {
+            let r = SavePlan::new(ckpt.tensors(), &a.save)
+                .analyze_layer(ckpt, &a.tensor, &values, &a.scheme, &a.options)
+                .map_err(|e| e.to_string())?;
+            (r, None)
+        };
         let calibration_ranges = match a.all_calibrations {
             Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
             None => Vec::new(),
@@ -170,6 +186,7 @@ impl WorkerState {
             result,
             calibration_ranges,
             hqq,
+            gptq,
             published,
             showing_published,
             scheme_metrics,

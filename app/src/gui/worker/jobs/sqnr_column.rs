@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use quantscope_engine::{Scheme, sweep};
+use quantscope_engine::run::output_error::gptq_layer;
+use quantscope_engine::{Calibration, Options, Scheme, sweep};
 
 use super::super::{AppCx, Cx, Deps, Job, Runs, Turn, WorkerState};
 use crate::gui::state::AppState;
@@ -46,7 +47,8 @@ impl Job for SqnrColumn {
     type Answer = ();
     type Progress = Cell;
     type Key = ColumnKey;
-    const DEPENDS: Deps = Deps::MODEL;
+    // A GPTQ scheme's cells come from the captured inputs.
+    const DEPENDS: Deps = Deps::MODEL.and(Deps::ACTIVATIONS);
     const RUNS: Runs = Runs::Stream { rank: 2 };
     const DOING: &'static str = "measuring the SQNR column";
 
@@ -58,7 +60,12 @@ impl Job for SqnrColumn {
         let Some(name) = names.get(job.next).cloned() else { return Turn::Done(Ok(())) };
         job.next += 1;
         let scheme = job.schemes.get(&name).copied().unwrap_or(job.default);
+        let acts = worker.activations.clone().filter(|_| scheme.calibration == Calibration::Gptq);
         let sqnr_db = ckpt.tensor(&name).ok().and_then(|info| {
+            if let Some(acts) = &acts {
+                let (_, g) = gptq_layer(&ckpt, acts, &name, &scheme, &Options::default()).ok()?;
+                return Some(g.result.metrics.sqnr_db);
+            }
             // The same single-scheme path as the sensitivity sweep.
             let row = sweep::sweep_tensor(&ckpt, info, &[scheme], &mut worker.scratch);
             ckpt.release(info);
