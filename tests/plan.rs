@@ -245,3 +245,38 @@ fn minilm_plan_model_sqnr_equals_the_diff_of_its_save() {
     assert!(published["mean_layer_sqnr_db"].as_f64().unwrap() >= measured);
     eprintln!("plan {planned:.6} dB, diff {measured:.6} dB over {} layers", layers.len());
 }
+
+/// GPTQ as a candidate of the output objective: solved on the captured inputs,
+/// at round-to-nearest's bytes and a better output SQNR, so the plan takes it
+/// wherever it takes INT4 group 128.
+#[test]
+fn gptq_candidates_win_the_output_objective_at_equal_bytes() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = common::builtin_inputs(tmp.path(), 16);
+    let plan = common::stdout_json(&common::quantscope(&[
+        "plan",
+        dir.to_str().unwrap(),
+        "--bits-per-weight",
+        "4.6",
+        "--schemes",
+        "int4:group128",
+        "int4:group128:gptq",
+        "int8:channel",
+        "--objective",
+        "output",
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--output",
+        "json",
+    ]));
+    let layers = plan["layers"].as_array().unwrap();
+    let scheme = |l: &serde_json::Value| l["scheme"].as_str().unwrap_or("").to_string();
+    let gptq = layers.iter().filter(|l| scheme(l) == "int4:group128:gptq").count();
+    assert!(gptq >= 20, "{gptq} GPTQ layers");
+    assert!(layers.iter().all(|l| scheme(l) != "int4:group128:minmax"), "round-to-nearest never wins");
+    let cell = layers.iter().find(|l| scheme(l) == "int4:group128:gptq").unwrap();
+    assert!(
+        cell["metrics"]["output_sqnr_db"].as_f64().unwrap() > cell["metrics"]["sqnr_db"].as_f64().unwrap()
+    );
+}

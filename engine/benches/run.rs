@@ -1,6 +1,8 @@
 //! Running MiniLM (issue 16 targets on 2 cores): activation capture over 256
 //! sentences (≤ 5 s) and the end-to-end sensitivity of all 36 Linear layers over
-//! the same 256 sentences (≤ 30 s; each layer's run starts at its block). Skips
+//! the same 256 sentences (≤ 30 s; each layer's run starts at its block), and
+//! GPTQ of all 37 Linear layers block by block over the 300 shipped sentences,
+//! its Hessians captured on the way (issue 25: ≤ 10 s). Skips
 //! when `sample-models/minilm` is absent. Slow per iteration (10 samples each):
 //! `cargo bench -p quantscope-engine --bench run -- run/minilm --measurement-time 300`.
 
@@ -38,6 +40,17 @@ fn bench(c: &mut Criterion) {
             let reference = Reference::new(&model, ids.clone()).expect("reference");
             let job = Job { ckpt: &ckpt, model: &model, acts: &acts, reference: &reference, scheme: &scheme };
             job.run(&layers, &cancel, &mut |_, _| {}).expect("sensitivity")
+        });
+    });
+    // As `quantscope quantize --scheme int4:group128:gptq --inputs builtin` runs it (before writing).
+    let all = run::inputs::samples_of(run::BUILTIN_TEXT, usize::MAX);
+    let all_ids: Vec<Vec<u32>> = all.iter().map(|s| model.tokenize(s).expect("ids")).collect();
+    let gptq: quantscope_engine::Scheme = "int4:group128:gptq".parse().expect("scheme");
+    g.bench_function("gptq/37x300", |b| {
+        b.iter(|| {
+            let want = |_: &str| Some(gptq);
+            let solved = run::sequential::gptq_model(&model, &ckpt, &all_ids, &want, &mut |_, _| {}, &cancel);
+            assert_eq!(solved.expect("gptq").layers.len(), 37);
         });
     });
     g.finish();

@@ -16,7 +16,7 @@ use quantscope_engine::planner::{self, FrontierPoint, Objective, Problem};
 use quantscope_engine::rank::{self, Item, RankKey, SqnrSummary};
 use quantscope_engine::recipe::Recipe;
 use quantscope_engine::sweep::{self, Sweep};
-use quantscope_engine::{Checkpoint, Scheme, export};
+use quantscope_engine::{Calibration, Checkpoint, Scheme, export};
 use serde::Serialize;
 
 use super::args::parse_scheme;
@@ -159,6 +159,14 @@ pub fn run(args: &PlanArgs, out: &mut dyn Write, console: &Console) -> anyhow::R
         bar.message(format!("{} layers × {} schemes", rows.len(), args.schemes.len()));
         sweep::sweep(&ckpt, &rows, &args.schemes, &bar.callback(), &AtomicBool::new(false))?
     };
+    let mut s = s;
+    if let Some(acts) = &acts
+        && args.schemes.iter().any(|x| x.calibration == Calibration::Gptq)
+    {
+        let bar = console.bar("GPTQ", s.rows.len());
+        bar.message("each layer solved on its captured input");
+        planner::output::gptq_cells(&ckpt, acts, &mut s, &args.schemes, &mut bar.callback())?;
+    }
     let out_db = match &acts {
         Some(acts) => Some(output_costs(&ckpt, acts, &s, &args.schemes, console, &model.to_string())?),
         None => None,

@@ -36,6 +36,9 @@ failure leaves no partial OUT. OUT may not be the input, hold it, or lie in the 
     quantization_config: no runtime loads them.
   --fake-quant: R' in each tensor's original dtype; any framework loads it.
 Quantized by default: float *.weight tensors of 2+ dimensions, except embeddings and lm_head.
+GPTQ (a scheme ending in :gptq, e.g. int4:group128:gptq) first runs the model on --inputs block by
+block, as llm-compressor's sequential pipeline: the same scales as round-to-nearest, GPTQ's codes,
+\"actorder\": \"static\" in the config.
 
 RECIPE (--recipe FILE.json; the GUI's File > Save recipe writes one):
   {\"quantscope_recipe\": 1, \"scheme\": \"int8:channel:minmax\",

@@ -8,7 +8,8 @@
 //! `schemes SHORT,SHORT,...` (the Sensitivity view's set, the Plan view's candidates),
 //! `matrix` (the sensitivity view's matrix table), `all-calibrations`, `grid`,
 //! `log`, `pick VALUE` (the worked example's R), `save-window`, `compare PATH`
-//! (pair a quantized checkpoint with the open model), `published` (show its R′).
+//! (pair a quantized checkpoint with the open model), `published` (show its R′),
+//! `activations PATH` (load a saved capture).
 
 use quantscope_engine::Scheme;
 
@@ -61,6 +62,7 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
                 "save-window" => Step::Command(Command::ShowSaveWindow),
                 "compare" => Step::Command(Command::Compare { original: None, quantized: arg.into() }),
                 "published" => Step::Command(Command::ShowPublished(true)),
+                "activations" => Step::Command(Command::LoadActivations(arg.into())),
                 _ => return Err(format!("QUANTSCOPE_SCRIPT: unknown step '{step}'")),
             })
         })
@@ -73,8 +75,11 @@ mod tests {
 
     #[test]
     fn parses_every_step_and_names_a_bad_one() {
-        let steps = parse("select a.weight; scheme int8:tensor:minmax; layer e4m3:channel:mse; view sensitivity; matrix; all-calibrations; pick 0.25; save-window; view plan; schemes int4:channel:mse,int8:channel").unwrap();
-        assert_eq!(steps.len(), 10);
+        let steps = parse("select a.weight; scheme int8:tensor:minmax; layer e4m3:channel:mse; view sensitivity; matrix; all-calibrations; pick 0.25; save-window; view plan; schemes int4:channel:mse,int8:channel; activations a.safetensors").unwrap();
+        assert_eq!(steps.len(), 11);
+        assert!(
+            matches!(&steps[10], Step::Command(Command::LoadActivations(p)) if p.ends_with("a.safetensors"))
+        );
         assert!(matches!(&steps[9], Step::Command(Command::SetCompareSchemes(s)) if s.len() == 2));
         assert!(matches!(&steps[0], Step::Command(Command::Select(n)) if n == "a.weight"));
         let err = parse("select x; dance").unwrap_err();

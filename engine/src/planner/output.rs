@@ -11,8 +11,9 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
 use crate::run::capture::{Activations, SiteStats};
-use crate::run::output_error::quadratic;
-use crate::scheme::Scheme;
+use crate::run::output_error::{gptq_layer, quadratic};
+use crate::scheme::{Calibration, Scheme};
+use crate::sweep::{Cell, Sweep};
 
 /// Output SQNR (dB) per layer × scheme; `None` where a layer has no captured
 /// input (or a scheme cannot take it).
@@ -65,7 +66,7 @@ pub fn output_sqnr(
         }
         let info = ckpt.tensor(name)?;
         let row = match acts.site(name) {
-            Some(site) => output_row(ckpt, info, site, schemes, &mut buf)?,
+            Some(site) => output_row(ckpt, info, (acts, site), schemes, &mut buf)?,
             None => vec![None; schemes.len()],
         };
         ckpt.release(info);
@@ -76,11 +77,12 @@ pub fn output_sqnr(
 }
 
 /// One layer's output SQNR under each scheme (`None` where the scheme fails on
-/// it, as its sweep cell does). The signal Σ‖W x‖² is computed once.
+/// it, as its sweep cell does), on `site`, its input in `acts`. The signal
+/// Σ‖W x‖² is computed once.
 pub fn output_row(
     ckpt: &Checkpoint,
     info: &TensorInfo,
-    site: &SiteStats,
+    (acts, site): (&Activations, &SiteStats),
     schemes: &[Scheme],
     buf: &mut Vec<f32>,
 ) -> Result<Vec<Option<f64>>> {
@@ -98,7 +100,7 @@ pub fn output_row(
         quadratic(w.iter().map(|&v| f64::from(v)).collect(), site).map_err(|e| fail(e.to_string()))?;
     let mut row = Vec::with_capacity(schemes.len());
     for s in schemes {
-        let Some(w_q) = dequantized(ckpt, info, w, s) else {
+        let Some(w_q) = dequantized(ckpt, info, w, s, acts) else {
             row.push(None);
             continue;
         };
@@ -110,8 +112,18 @@ pub fn output_row(
     Ok(row)
 }
 
-/// W′ of `info` under `s` as the sweep computes it, or `None` when the scheme fails on it.
-fn dequantized(ckpt: &Checkpoint, info: &TensorInfo, w: &[f32], s: &Scheme) -> Option<Vec<f32>> {
+/// W′ of `info` under `s` as the sweep computes it (GPTQ's on `acts`, as
+/// [`gptq_cells`]), or `None` when the scheme fails on it.
+fn dequantized(
+    ckpt: &Checkpoint,
+    info: &TensorInfo,
+    w: &[f32],
+    s: &Scheme,
+    acts: &Activations,
+) -> Option<Vec<f32>> {
+    if s.calibration == Calibration::Gptq {
+        return gptq_layer(ckpt, acts, &info.name, s, &Options::default()).ok()?.1.result.dequantized;
+    }
     let global_amax = crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s)).ok()?;
     let opts = Options {
         work: WorkDtype::of(info.dtype),
@@ -120,6 +132,38 @@ fn dequantized(ckpt: &Checkpoint, info: &TensorInfo, w: &[f32], s: &Scheme) -> O
         ..Options::default()
     };
     analyze(w, &info.shape, s, &opts).ok()?.dequantized
+}
+
+/// Fills the cells of `sweep`'s GPTQ columns (`schemes` in its column order),
+/// which the weight-only sweep cannot compute: each layer with a captured input
+/// solved alone on it (`gptq_layer`), its weight metrics and stored bytes (those
+/// of round-to-nearest's layout). A layer without an input keeps its reason.
+pub fn gptq_cells(
+    ckpt: &Checkpoint,
+    acts: &Activations,
+    sweep: &mut Sweep,
+    schemes: &[Scheme],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let total = sweep.rows.len();
+    for (done, row) in sweep.rows.iter_mut().enumerate() {
+        for (cell, s) in row.cells.iter_mut().zip(schemes) {
+            if s.calibration != Calibration::Gptq || acts.site(&row.name).is_none() {
+                continue;
+            }
+            let info = ckpt.tensor(&row.name)?;
+            *cell = gptq_layer(ckpt, acts, &row.name, s, &Options::default())
+                .map(|(_, g)| Cell {
+                    metrics: g.result.metrics,
+                    stored_bytes: crate::sweep::stored_bytes(info, s),
+                    slices: g.result.params.len(),
+                    fallback: g.result.fallback,
+                })
+                .map_err(|e| e.to_string());
+        }
+        progress(done + 1, total);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
