@@ -311,8 +311,11 @@ impl HistogramPanel {
             })
             .show(ui, |plot_ui| {
                 let labels = draw_items(plot_ui, d);
+                // R′ piles up on its grid levels (zero above all): a line taller
+                // than R's bars is cut a little above them, so R stays readable.
+                let cap = hist.counts.iter().max().map_or(0.0, |&m| m as f64 * 1.15);
                 for &(label, color, h) in lines {
-                    plot_ui.line(overlay_line(h, d.log).name(label).color(color));
+                    plot_ui.line(overlay_line(h, d.log, cap).name(label).color(color));
                 }
                 (plot_interaction(plot_ui, d.lo, d.hi), labels)
             });
@@ -402,9 +405,12 @@ impl HistogramPanel {
 }
 
 /// An R′ histogram as a step line over R's bars.
-fn overlay_line(h: &Histogram, log: bool) -> egui_plot::Line<'static> {
+fn overlay_line(h: &Histogram, log: bool, cap: f64) -> egui_plot::Line<'static> {
     let w = h.bin_width();
-    let y = |c: u64| if log { (c as f64 + 1.0).log10() } else { c as f64 };
+    let y = |c: u64| {
+        let c = (c as f64).min(cap);
+        if log { (c + 1.0).log10() } else { c }
+    };
     let pts: Vec<[f64; 2]> = h
         .counts
         .iter()

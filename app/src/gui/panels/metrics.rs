@@ -125,14 +125,20 @@ fn gptq_grid_ui(ui: &mut egui::Ui, g: &GptqView) {
     });
     ui.horizontal_wrapped(|ui| {
         ui.weak(format!("GPTQ loss {:.4e}", g.loss)).on_hover_text(
-            "the figure llm-compressor logs per layer: Σ e²/2 over the columns' rounding errors, scaled by              the inputs' energy, so it grows with the layer's width and the data and compares nothing;              the output SQNR above is the same quantity made relative to the output's power",
+            "the figure llm-compressor logs per layer: Σ e²/2 over the columns' rounding errors, scaled by \
+             the inputs' energy, so it grows with the layer's width and the data and compares nothing; \
+             the output SQNR above is the same quantity made relative to the output's power",
         );
         if g.fallback {
-            ui.colored_label(ui.visuals().warn_fg_color, "H was not positive definite: round-to-nearest kept");
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "H was not positive definite: round-to-nearest kept",
+            );
         }
     });
     ui.weak(
-        "Output SQNR: the output's power over the output noise the quantized weights add, on the captured          inputs. GPTQ trades weight accuracy for it.",
+        "Output SQNR: the output's power over the output noise the quantized weights add, on the captured \
+         inputs. GPTQ trades weight accuracy for it.",
     );
     ui.separator();
 }
