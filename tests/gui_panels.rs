@@ -68,6 +68,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
         result,
         calibration_ranges: Vec::new(),
         hqq,
+        gptq: None,
         published: None,
         showing_published: false,
         elapsed_ms: 1.0,

@@ -7,7 +7,7 @@
 //! `cargo run -p quantscope-engine --example gptq_layer -- MODEL TENSOR H.f32 SCHEME OUT.f32`
 
 use quantscope_engine::gptq::{GptqOptions, gptq};
-use quantscope_engine::{Checkpoint, Scheme, WorkDtype};
+use quantscope_engine::{Checkpoint, Options, Scheme};
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
@@ -24,7 +24,7 @@ fn main() {
     let info = ckpt.tensor(tensor).unwrap_or_else(|e| panic!("{e}"));
     let values = ckpt.load_f32(tensor).unwrap_or_else(|e| panic!("{e}"));
     let h = f32s(&std::fs::read(hessian).unwrap_or_else(|e| panic!("{hessian}: {e}")));
-    let g = gptq(&values, &info.shape, &scheme, &h, &GptqOptions::default(), WorkDtype::F32)
+    let g = gptq(&values, &info.shape, &scheme, &h, &GptqOptions::default(), &Options::default())
         .unwrap_or_else(|e| panic!("{tensor}: {e}"));
     let bytes: Vec<u8> = g.dequantized.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(out, bytes).unwrap_or_else(|e| panic!("{out}: {e}"));

@@ -336,7 +336,7 @@ mod tests {
             &scheme,
             &h,
             &GptqOptions { block_size: 16, ..Default::default() },
-            WorkDtype::F32,
+            &Options::default(),
         )
         .unwrap();
         let rtn =

@@ -11,7 +11,7 @@ use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::error::{Error, Result};
 use crate::format::WorkDtype;
 use crate::run::capture::{Activations, SiteStats};
-use crate::run::output_error::{gptq_layer, quadratic};
+use crate::run::output_error::{gptq_layer, gptq_on, quadratic};
 use crate::scheme::{Calibration, Scheme};
 use crate::sweep::{Cell, Sweep};
 
@@ -66,7 +66,7 @@ pub fn output_sqnr(
         }
         let info = ckpt.tensor(name)?;
         let row = match acts.site(name) {
-            Some(site) => output_row(ckpt, info, (acts, site), schemes, &mut buf)?,
+            Some(site) => output_row(ckpt, info, (acts.samples, site), schemes, &mut buf)?,
             None => vec![None; schemes.len()],
         };
         ckpt.release(info);
@@ -77,12 +77,12 @@ pub fn output_sqnr(
 }
 
 /// One layer's output SQNR under each scheme (`None` where the scheme fails on
-/// it, as its sweep cell does), on `site`, its input in `acts`. The signal
-/// Σ‖W x‖² is computed once.
+/// it, as its sweep cell does), on `site`, its input in a capture of `samples`
+/// samples. The signal Σ‖W x‖² is computed once.
 pub fn output_row(
     ckpt: &Checkpoint,
     info: &TensorInfo,
-    (acts, site): (&Activations, &SiteStats),
+    (samples, site): (usize, &SiteStats),
     schemes: &[Scheme],
     buf: &mut Vec<f32>,
 ) -> Result<Vec<Option<f64>>> {
@@ -100,7 +100,7 @@ pub fn output_row(
         quadratic(w.iter().map(|&v| f64::from(v)).collect(), site).map_err(|e| fail(e.to_string()))?;
     let mut row = Vec::with_capacity(schemes.len());
     for s in schemes {
-        let Some(w_q) = dequantized(ckpt, info, w, s, acts) else {
+        let Some(w_q) = dequantized(ckpt, info, w, s, (samples, site)) else {
             row.push(None);
             continue;
         };
@@ -112,17 +112,17 @@ pub fn output_row(
     Ok(row)
 }
 
-/// W′ of `info` under `s` as the sweep computes it (GPTQ's on `acts`, as
-/// [`gptq_cells`]), or `None` when the scheme fails on it.
+/// W′ of `info` under `s` as the sweep computes it (GPTQ's on the input
+/// `site` of a capture, as [`gptq_cells`]), or `None` when the scheme fails on it.
 fn dequantized(
     ckpt: &Checkpoint,
     info: &TensorInfo,
     w: &[f32],
     s: &Scheme,
-    acts: &Activations,
+    site: (usize, &SiteStats),
 ) -> Option<Vec<f32>> {
     if s.calibration == Calibration::Gptq {
-        return gptq_layer(ckpt, acts, &info.name, s, &Options::default()).ok()?.1.result.dequantized;
+        return gptq_on(ckpt, &info.name, site, s, &Options::default()).ok()?.1.result.dequantized;
     }
     let global_amax = crate::fused::shared_global_amax(ckpt, &info.name, s, &|_| Some(*s)).ok()?;
     let opts = Options {
@@ -205,7 +205,7 @@ mod tests {
         ];
         let s = sweep::sweep(&ckpt, &rows, &schemes, &|_, _| {}, &AtomicBool::new(false)).unwrap();
         let info = ckpt.tensor("layer.weight").unwrap();
-        let first = output_row(&ckpt, info, &site, &schemes, &mut Vec::new()).unwrap();
+        let first = output_row(&ckpt, info, (1, &site), &schemes, &mut Vec::new()).unwrap();
         // "other.weight" has no captured input: its weight SQNR stands in.
         let out = OutputSqnr {
             layers: s.rows.iter().map(|r| r.name.clone()).collect(),
@@ -221,7 +221,7 @@ mod tests {
 
         // By hand: Σ_t ‖(W − W′) x_t‖² over the tokens, W′ from the analysis.
         let direct = |k: usize| {
-            let wq = dequantized(&ckpt, info, &w, &schemes[k]).unwrap();
+            let wq = dequantized(&ckpt, info, &w, &schemes[k], (1, &site)).unwrap();
             let (mut sig, mut noise) = (0f64, 0f64);
             for t in x.chunks(8) {
                 for o in 0..6 {
@@ -257,7 +257,7 @@ mod tests {
         let site = tests_support::site(5);
         let info = ckpt.tensor("layer.weight").unwrap();
         let schemes: Vec<Scheme> = vec!["int8:channel".parse().unwrap()];
-        let e = output_row(&ckpt, info, &site, &schemes, &mut Vec::new()).unwrap_err().to_string();
+        let e = output_row(&ckpt, info, (1, &site), &schemes, &mut Vec::new()).unwrap_err().to_string();
         assert!(e.contains("layer.weight") && e.contains("width 5"), "{e}");
     }
 }

@@ -90,8 +90,19 @@ pub fn gptq_layer(
     scheme: &Scheme,
     opts: &Options,
 ) -> Result<(Vec<f32>, GptqResult)> {
-    let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: layer.to_string(), reason };
     let site = acts.site(layer).ok_or_else(|| Error::NotFound(format!("{layer} (no captured input)")))?;
+    gptq_on(ckpt, layer, (acts.samples, site), scheme, opts)
+}
+
+/// [`gptq_layer`] on `site`, a capture of `samples` samples.
+pub fn gptq_on(
+    ckpt: &Checkpoint,
+    layer: &str,
+    (samples, site): (usize, &SiteStats),
+    scheme: &Scheme,
+    opts: &Options,
+) -> Result<(Vec<f32>, GptqResult)> {
+    let fail = |reason: String| Error::Tensor { path: ckpt.path.clone(), tensor: layer.to_string(), reason };
     let Some(gram) = &site.gram else {
         return Err(fail(format!(
             "GPTQ needs the full Σxxᵀ of the input; it is kept up to {} features, this one has {}",
@@ -100,7 +111,7 @@ pub fn gptq_layer(
         )));
     };
     let g: Vec<f64> = gram.flatten_all().and_then(|t| t.to_vec1()).map_err(|e| fail(e.to_string()))?;
-    let h: Vec<f32> = g.iter().map(|&v| (2.0 * v / acts.samples.max(1) as f64) as f32).collect();
+    let h: Vec<f32> = g.iter().map(|&v| (2.0 * v / samples.max(1) as f64) as f32).collect();
     let info = ckpt.tensor(layer)?;
     let w = ckpt.load_f32(layer)?;
     let global_amax = crate::fused::shared_global_amax(ckpt, layer, scheme, &|_| Some(*scheme))?;

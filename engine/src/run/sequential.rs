@@ -22,6 +22,9 @@ use crate::format::WorkDtype;
 use crate::gptq::{GptqOptions, gptq};
 use crate::scheme::Scheme;
 
+/// The scheme each layer is saved under (None: kept).
+pub type SchemeOf<'a> = &'a (dyn Fn(&str) -> Option<Scheme> + Sync);
+
 /// One layer GPTQ solved.
 #[derive(Clone, Debug)]
 pub struct SolvedLayer {
@@ -53,7 +56,7 @@ pub fn gptq_model(
     model: &Model,
     ckpt: &Checkpoint,
     ids: &[Vec<u32>],
-    scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync),
+    scheme_of: SchemeOf<'_>,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
 ) -> Result<Solved> {
@@ -159,7 +162,7 @@ impl Hook for Grams<'_> {
 fn solve(
     model: &Model,
     ckpt: &Checkpoint,
-    (name, scheme, scheme_of): (&str, &Scheme, &(dyn Fn(&str) -> Option<Scheme> + Sync)),
+    (name, scheme, scheme_of): (&str, &Scheme, SchemeOf<'_>),
     sum: &[f64],
     samples: usize,
 ) -> Result<SolvedLayer> {

@@ -47,10 +47,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::SyncSender;
 
-use quantscope_engine::Checkpoint;
 use quantscope_engine::quantized::QuantizedModel;
 use quantscope_engine::quantized::view::Published;
 use quantscope_engine::run::Activations;
+use quantscope_engine::{Checkpoint, Scheme};
 
 use super::state::AppState;
 
@@ -244,6 +244,8 @@ pub struct WorkerState {
     scratch: Vec<f32>,
     /// The open model's captured activations.
     activations: Option<Arc<Activations>>,
+    /// GPTQ views solved on the current capture, by layer and scheme (newest last).
+    gptq_views: Vec<(String, Scheme, Arc<jobs::analyze::GptqViewOf>)>,
     /// The open model's own quantized layers (someone else quantized it).
     stored: Option<Arc<QuantizedModel>>,
     /// A quantized checkpoint paired with the open original.

@@ -135,7 +135,35 @@ impl Job for Analyze {
     }
 }
 
+/// A layer's GPTQ view and the capture it was solved on.
+pub struct GptqViewOf {
+    acts: Arc<quantscope_engine::run::Activations>,
+    view: Arc<GptqView>,
+}
+
+/// GPTQ views kept (going back and forth between schemes solves nothing again).
+const GPTQ_VIEWS: usize = 8;
+
 impl WorkerState {
+    /// The GPTQ view of the request's layer and scheme on the current capture,
+    /// solved once.
+    fn gptq_view(&mut self, a: &AnalyzeRequest) -> Result<Arc<GptqView>, String> {
+        let acts = self.activations.clone().ok_or(GPTQ_NEEDS_INPUTS)?;
+        self.gptq_views.retain(|(_, _, v)| Arc::ptr_eq(&v.acts, &acts));
+        if let Some((_, _, v)) = self.gptq_views.iter().find(|(t, s, _)| *t == a.tensor && *s == a.scheme) {
+            return Ok(Arc::clone(&v.view));
+        }
+        let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
+        let view =
+            Arc::new(gptq_view(ckpt, &acts, &a.tensor, &a.scheme, &a.options).map_err(|e| e.to_string())?);
+        if self.gptq_views.len() >= GPTQ_VIEWS {
+            self.gptq_views.remove(0);
+        }
+        let kept = GptqViewOf { acts, view: Arc::clone(&view) };
+        self.gptq_views.push((a.tensor.clone(), a.scheme, Arc::new(kept)));
+        Ok(view)
+    }
+
     fn values(&mut self, name: &str) -> Result<Arc<Vec<f32>>, String> {
         if let Some((n, v)) = &self.decoded
             && n == name
@@ -156,9 +184,8 @@ impl WorkerState {
         let values = self.values(&a.tensor)?;
         let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
         let (result, gptq) = if a.scheme.calibration == Calibration::Gptq {
-            let acts = self.activations.as_deref().ok_or(GPTQ_NEEDS_INPUTS)?;
-            let view = gptq_view(ckpt, acts, &a.tensor, &a.scheme, &a.options).map_err(|e| e.to_string())?;
-            (view.gptq.clone(), Some(Arc::new(view)))
+            let view = self.gptq_view(a)?;
+            (view.gptq.clone(), Some(view))
         } else {
             let r = SavePlan::new(ckpt.tensors(), &a.save)
                 .analyze_layer(ckpt, &a.tensor, &values, &a.scheme, &a.options)

@@ -42,7 +42,7 @@ impl Job for PlanOutput {
                 Err(e) => return Turn::Done(Err(e.to_string())),
             };
             let row = match acts.site(name) {
-                Some(site) => output_row(ckpt, info, (acts, site), schemes, &mut worker.scratch),
+                Some(site) => output_row(ckpt, info, (acts.samples, site), schemes, &mut worker.scratch),
                 None => Ok(vec![None; schemes.len()]),
             };
             ckpt.release(info);
