@@ -49,7 +49,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("gptq/37x300", |b| {
         b.iter(|| {
             let want = |_: &str| Some(gptq);
-            let solved = run::sequential::gptq_model(&model, &ckpt, &all_ids, &want, &mut |_, _| {}, &cancel);
+            let solved =
+                run::sequential::gptq_model(&model, &ckpt, &all_ids, &want, false, &mut |_, _| {}, &cancel);
             assert_eq!(solved.expect("gptq").layers.len(), 37);
         });
     });

@@ -23,7 +23,7 @@ fn minilm() -> Option<PathBuf> {
 fn run(model: &Model, ckpt: &Checkpoint, ids: &[Vec<u32>], only: Option<&str>) -> Solved {
     let scheme: Scheme = "int4:group128:gptq".parse().expect("scheme");
     let want = |n: &str| only.is_none_or(|o| o == n).then_some(scheme);
-    gptq_model(model, ckpt, ids, &want, &mut |_, _| {}, &AtomicBool::new(false)).expect("gptq")
+    gptq_model(model, ckpt, ids, &want, true, &mut |_, _| {}, &AtomicBool::new(false)).expect("gptq")
 }
 
 #[test]
@@ -45,7 +45,7 @@ fn minilm_block_by_block() {
     let from_capture =
         output_error::output_error(&w, &all.layers[q].dequantized, acts.site(q).expect("site"))
             .expect("error");
-    let ours = all.layers[q].output_sqnr_db;
+    let ours = all.layers[q].output_sqnr_db.expect("measured");
     assert!(
         (from_capture.sqnr_db() - ours).abs() < 1e-6 * ours.abs(),
         "{} vs {ours}",
@@ -60,6 +60,7 @@ fn minilm_block_by_block() {
     assert_ne!(alone.layers[l1].dequantized, all.layers[l1].dequantized);
 
     // GPTQ's trade, on the inputs it was solved on.
+    assert!(all.layers.values().all(|l| l.output_sqnr_db.is_some() && l.rtn_output_sqnr_db.is_some()));
     let better = all.layers.values().filter(|l| l.output_sqnr_db > l.rtn_output_sqnr_db).count();
     assert_eq!(better, all.layers.len(), "GPTQ beats round-to-nearest on every layer's output");
     assert!(all.layers.values().all(|l| !l.fallback && l.loss > 0.0));

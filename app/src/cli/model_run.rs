@@ -89,6 +89,7 @@ pub fn gptq(
         ckpt,
         &ids,
         scheme_of,
+        false,
         &mut |done, total| bar.set(done, total),
         &AtomicBool::new(false),
     )?)

@@ -35,10 +35,10 @@ pub struct SolvedLayer {
     pub loss: f64,
     /// The Hessian was not positive definite: round-to-nearest was kept.
     pub fallback: bool,
-    /// The output SQNR (dB) over the calibration inputs this layer saw:
-    /// tr(W H Wᵀ) / tr(ΔW H ΔWᵀ), of GPTQ's R′ and of round-to-nearest's.
-    pub output_sqnr_db: f64,
-    pub rtn_output_sqnr_db: f64,
+    /// When measured: the output SQNR (dB) over the calibration inputs this
+    /// layer saw, tr(W H Wᵀ) / tr(ΔW H ΔWᵀ), of GPTQ's R′ and of round-to-nearest's.
+    pub output_sqnr_db: Option<f64>,
+    pub rtn_output_sqnr_db: Option<f64>,
 }
 
 /// Every layer a run solved, by weight name.
@@ -50,13 +50,15 @@ pub struct Solved {
 }
 
 /// Runs GPTQ on every Linear layer `scheme_of` gives a GPTQ scheme, over the
-/// samples `ids`, block by block. `progress(done, total)` counts blocks (and the
-/// tail); `cancel` stops between packs.
+/// samples `ids`, block by block. With `measure`, each layer's output SQNR is
+/// measured too (three f64 products per layer: as long as the rest of a save).
+/// `progress(done, total)` counts blocks; `cancel` stops between packs.
 pub fn gptq_model(
     model: &Model,
     ckpt: &Checkpoint,
     ids: &[Vec<u32>],
     scheme_of: SchemeOf<'_>,
+    measure: bool,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &AtomicBool,
 ) -> Result<Solved> {
@@ -85,7 +87,7 @@ pub fn gptq_model(
                     tensor: name.clone(),
                     reason: "the model run never feeds this layer, so GPTQ has no inputs for it".into(),
                 })?;
-                let layer = solve(model, ckpt, (name, scheme, scheme_of), sum, ids.len())?;
+                let layer = solve(model, ckpt, (name, scheme, scheme_of), sum, (ids.len(), measure))?;
                 solved.layers.insert(name.clone(), layer);
             }
         }
@@ -150,12 +152,37 @@ impl Hook for Grams<'_> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let g: Vec<f32> = x.t()?.matmul(x)?.flatten_all()?.to_vec1()?;
+        let g = upper_gram(x)?;
         for l in wanted {
             self.sums.insert(l.to_string(), g.clone());
         }
         Ok(())
     }
+}
+
+/// Rows of xᵀx per product in [`upper_gram`].
+const GRAM_ROWS: usize = 256;
+
+/// xᵀx (`[n, n]` row-major) of `x` `[tokens, n]`, each block of rows from
+/// its diagonal rightwards, the lower triangle mirrored: the matrix is
+/// symmetric, so about half the products of the full one suffice.
+fn upper_gram(x: &Tensor) -> candle_core::Result<Vec<f32>> {
+    let n = x.dim(1)?;
+    let mut g = vec![0.0f32; n * n];
+    for r0 in (0..n).step_by(GRAM_ROWS) {
+        let b = GRAM_ROWS.min(n - r0);
+        let part: Vec<f32> =
+            x.narrow(1, r0, b)?.t()?.matmul(&x.narrow(1, r0, n - r0)?)?.flatten_all()?.to_vec1()?;
+        for (i, row) in part.chunks_exact(n - r0).enumerate() {
+            g[(r0 + i) * n + r0..(r0 + i + 1) * n].copy_from_slice(row);
+        }
+    }
+    for r in 0..n {
+        for c in 0..r {
+            g[r * n + c] = g[c * n + r];
+        }
+    }
+    Ok(g)
 }
 
 /// GPTQ of one layer with H = 2·Σxxᵀ / samples, as llm-compressor normalises it.
@@ -164,7 +191,7 @@ fn solve(
     ckpt: &Checkpoint,
     (name, scheme, scheme_of): (&str, &Scheme, SchemeOf<'_>),
     sum: &[f64],
-    samples: usize,
+    (samples, measure): (usize, bool),
 ) -> Result<SolvedLayer> {
     let info = ckpt.tensor(name)?;
     // Fused siblings' shared global scale (NVFP4), as the save computes it.
@@ -177,14 +204,18 @@ fn solve(
     let base = Options { work: WorkDtype::of(info.dtype), global_amax, ..Options::default() };
     let g =
         gptq(&values, &shape, scheme, &h, &GptqOptions::default(), &base).map_err(|e| fail(e.to_string()))?;
-    let rtn = analyze(&values, &shape, &scheme.range_scheme(), &Options { keep_dequantized: true, ..base })?;
-    let rtn_q = rtn.dequantized.unwrap_or_default();
-    let cols = shape.last().copied().unwrap_or(1);
-    let sqnr = |q: &[f32]| output_sqnr_db(&values, q, sum, cols);
+    let (mut gptq_db, mut rtn_db) = (None, None);
+    if measure {
+        let rtn =
+            analyze(&values, &shape, &scheme.range_scheme(), &Options { keep_dequantized: true, ..base })?;
+        let cols = shape.last().copied().unwrap_or(1);
+        let sqnr = |q: &[f32]| Some(output_sqnr_db(&values, q, sum, cols));
+        (gptq_db, rtn_db) = (sqnr(&g.dequantized), sqnr(&rtn.dequantized.unwrap_or_default()));
+    }
     Ok(SolvedLayer {
         scheme: *scheme,
-        output_sqnr_db: sqnr(&g.dequantized),
-        rtn_output_sqnr_db: sqnr(&rtn_q),
+        output_sqnr_db: gptq_db,
+        rtn_output_sqnr_db: rtn_db,
         dequantized: g.dequantized,
         loss: g.loss,
         fallback: g.fallback,
