@@ -320,6 +320,12 @@ pub fn analyze_ggml(
 /// A scheme the weight alone decides: GPTQ also needs the layer's inputs
 /// (`gptq::analyze_gptq` runs it with them).
 pub(crate) fn check_weight_only(scheme: &Scheme, shape: &[usize]) -> Result<()> {
+    if scheme.calibration == Calibration::Awq {
+        return Err(Error::Scheme(format!(
+            "{scheme} smooths whole blocks on the model's inputs: it runs when a decoder is saved \
+             (`quantize --inputs`)"
+        )));
+    }
     if scheme.calibration == Calibration::Gptq {
         return Err(Error::Scheme(if shape.len() == 2 {
             format!("{scheme} needs the layer's input activations (a model run or a saved capture)")

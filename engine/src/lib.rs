@@ -19,6 +19,7 @@
 //! saturating FP8.
 
 pub mod analyze;
+pub mod awq;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod csv;

@@ -123,11 +123,11 @@ impl Scheme {
 impl Scheme {
     /// The scheme that chooses this one's slice parameters from the weight
     /// alone: GPTQ's are min-max's, and its error compensation then moves the
-    /// codes (`gptq`).
+    /// codes (`gptq`); AWQ's are min-max's of the smoothed weight (`awq`).
     #[must_use]
     pub fn range_scheme(&self) -> Self {
         match self.calibration {
-            Calibration::Gptq => Self { calibration: Calibration::MinMax, ..*self },
+            Calibration::Gptq | Calibration::Awq => Self { calibration: Calibration::MinMax, ..*self },
             _ => *self,
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use quantscope_engine::Checkpoint;
+use quantscope_engine::run::awq::{Smoothed, awq_model};
 use quantscope_engine::run::sequential::{Solved, gptq_model};
 use quantscope_engine::run::{self, Activations, Model};
 use quantscope_engine::scheme::Scheme;
@@ -68,6 +69,30 @@ pub fn activations_for(
         return Ok(Some(acts));
     }
     inputs.map(|i| capture(ckpt, i, max, console)).transpose()
+}
+
+/// Runs AWQ block by block over the samples of `inputs` for every mapping
+/// whose balance layers `scheme_of` gives an AWQ scheme (a bar per block).
+pub fn awq(
+    ckpt: &Checkpoint,
+    inputs: &Path,
+    max: usize,
+    scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync),
+    console: &Console,
+) -> anyhow::Result<Smoothed> {
+    let model = load(ckpt, console)?;
+    let (samples, _) = samples(inputs, max)?;
+    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<quantscope_engine::Result<Vec<_>>>()?;
+    let bar = console.bar("AWQ", model.blocks());
+    bar.message(format!("{} samples, block by block", ids.len()));
+    Ok(awq_model(
+        &model,
+        ckpt,
+        &ids,
+        scheme_of,
+        &mut |done, total| bar.set(done, total),
+        &AtomicBool::new(false),
+    )?)
 }
 
 /// Runs GPTQ block by block over the samples of `inputs` for every layer

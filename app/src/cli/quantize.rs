@@ -11,9 +11,12 @@ use std::sync::atomic::AtomicBool;
 
 use clap::Args;
 use quantscope_engine::Checkpoint;
+use quantscope_engine::Dtype;
 use quantscope_engine::export::{self, Activations, Decision, ExportMode, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::{Recipe, Resolved};
+use quantscope_engine::run::awq::Smoothed;
 use quantscope_engine::scheme::{Calibration, Scheme};
+use quantscope_engine::write::{OwnedTensor, write_safetensors};
 use regex::Regex;
 
 use super::args::SchemeArgs;
@@ -39,6 +42,10 @@ Quantized by default: float *.weight tensors of 2+ dimensions, except embeddings
 GPTQ (a scheme ending in :gptq, e.g. int4:group128:gptq) first runs the model on --inputs block by
 block, as llm-compressor's sequential pipeline: the same scales as round-to-nearest, GPTQ's codes,
 \"actorder\": \"static\" in the config.
+AWQ (an awq scheme, e.g. int4:group128:awq:asym; Llama, Qwen2, Mistral) runs the model on
+--inputs block by block, as llm-compressor's AWQModifier: per-channel scales searched on each
+block's inputs are folded into the norms and Linears before them, then the smoothed weights are
+quantized with min-max ranges. The smoothed norms are saved; --awq-scales FILE keeps the scales.
 
 RECIPE (--recipe FILE.json; the GUI's File > Save recipe writes one):
   {\"quantscope_recipe\": 1, \"scheme\": \"int8:channel:minmax\",
@@ -82,13 +89,16 @@ pub struct QuantizeArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
-    /// The text GPTQ runs the model on (one sample per line; `builtin` = the shipped
-    /// calibration text): needed by a `gptq` scheme.
+    /// The text GPTQ or AWQ runs the model on (one sample per line; `builtin` = the
+    /// shipped calibration text): needed by a `gptq` or `awq` scheme.
     #[arg(long, value_name = "FILE")]
     pub inputs: Option<PathBuf>,
     /// At most this many samples of --inputs (llm-compressor's default count).
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_samples: usize,
+    /// AWQ: also write the smoothing scales chosen (F64, keyed by the smooth layer's name).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub awq_scales: Option<PathBuf>,
     /// GGUF: a llama-quantize preset (Q4_K_M, Q5_K_S, Q8_0, IQ4_XS, …) and its per-tensor rules.
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
@@ -125,12 +135,14 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
     }
     let ignore = |name: &str| args.ignore.iter().any(|re| re.is_match(name));
     let decisions = export::plan(ckpt.tensors(), &recipe, &ignore);
+    let run = model_run_for(&ckpt, &decisions, args, console)?;
     let opts = ExportOptions {
         mode: if args.fake_quant { ExportMode::FakeQuant } else { ExportMode::Packed },
         verify: !args.no_verify,
         force: args.force,
         activations: args.activations,
-        solved: Arc::new(solve(&ckpt, &decisions, args, console)?),
+        solved: Arc::new(run.solved),
+        replaced: Arc::new(run.replaced),
         fail_after_bytes: None,
     };
     let summary = {
@@ -144,6 +156,8 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
         };
         export::export(&ckpt, &decisions, &args.out, &opts, &progress, &AtomicBool::new(false))?
     };
+    let mut summary = summary;
+    summary.notes.extend(run.notes);
     if args.json {
         output::write_json(out, &summary)?;
     } else {
@@ -152,30 +166,91 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
     Ok(())
 }
 
-/// R′ of the layers whose scheme needs the model run (GPTQ), by name; empty when none does.
-fn solve(
+/// What the model run gives a save: GPTQ's R′ and AWQ's smoothed tensors, by name.
+#[derive(Default)]
+struct ModelRun {
+    solved: HashMap<String, Vec<f32>>,
+    replaced: HashMap<String, Vec<f32>>,
+    notes: Vec<String>,
+}
+
+/// Runs the model when a layer's scheme needs it (GPTQ or AWQ); nothing otherwise.
+fn model_run_for(
     ckpt: &Checkpoint,
     decisions: &[Decision],
     args: &QuantizeArgs,
     console: &Console,
-) -> anyhow::Result<HashMap<String, Vec<f32>>> {
-    let schemes: HashMap<&str, Scheme> = ckpt
-        .tensors()
-        .iter()
-        .zip(decisions)
-        .filter_map(|(t, d)| match d {
-            Decision::Quantize(s) if s.calibration == Calibration::Gptq => Some((t.name.as_str(), *s)),
-            _ => None,
-        })
-        .collect();
-    let Some(first) = schemes.values().next() else { return Ok(HashMap::new()) };
+) -> anyhow::Result<ModelRun> {
+    let with = |c: Calibration| -> HashMap<&str, Scheme> {
+        let pairs = ckpt.tensors().iter().zip(decisions);
+        pairs
+            .filter_map(|(t, d)| match d {
+                Decision::Quantize(s) if s.calibration == c => Some((t.name.as_str(), *s)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (gptq, awq) = (with(Calibration::Gptq), with(Calibration::Awq));
+    if args.awq_scales.is_some() && awq.is_empty() {
+        anyhow::bail!("--awq-scales needs a scheme ending in :awq");
+    }
+    let Some(first) = gptq.values().chain(awq.values()).next() else { return Ok(ModelRun::default()) };
+    if !gptq.is_empty() && !awq.is_empty() {
+        anyhow::bail!("one save runs GPTQ or AWQ, not both: give the layers one of the two");
+    }
     let Some(inputs) = &args.inputs else {
         anyhow::bail!(
             "{first} runs the model on calibration text: give --inputs FILE (one sample per line) or --inputs builtin"
         );
     };
-    let solved = model_run::gptq(ckpt, inputs, args.max_samples, &|n| schemes.get(n).copied(), console)?;
-    Ok(solved.layers.into_iter().map(|(n, l)| (n, l.dequantized)).collect())
+    if !gptq.is_empty() {
+        let solved = model_run::gptq(ckpt, inputs, args.max_samples, &|n| gptq.get(n).copied(), console)?;
+        let solved = solved.layers.into_iter().map(|(n, l)| (n, l.dequantized)).collect();
+        return Ok(ModelRun { solved, ..ModelRun::default() });
+    }
+    let smoothed = model_run::awq(ckpt, inputs, args.max_samples, &|n| awq.get(n).copied(), console)?;
+    if let Some(path) = &args.awq_scales {
+        if ckpt.tensors().iter().any(|t| same_file(ckpt.shard_path(t), path)) {
+            anyhow::bail!("{}: --awq-scales would overwrite the model itself", path.display());
+        }
+        write_awq_scales(path, &smoothed)?;
+    }
+    let notes = vec![awq_note(&smoothed)];
+    Ok(ModelRun { replaced: smoothed.tensors.into_iter().collect(), notes, ..ModelRun::default() })
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// One line on what AWQ chose.
+fn awq_note(s: &Smoothed) -> String {
+    let ratios: Vec<String> = s
+        .mappings
+        .iter()
+        .map(|m| if m.candidate.1 { format!("{:.3}", m.candidate.0) } else { "id".into() })
+        .collect();
+    format!(
+        "AWQ smoothed {} mappings on {} samples ({} tokens); ratios chosen: {}",
+        s.mappings.len(),
+        s.samples,
+        s.tokens,
+        ratios.join(" ")
+    )
+}
+
+/// The smoothing scales as F64 tensors keyed by the smooth layer's module name.
+fn write_awq_scales(path: &std::path::Path, s: &Smoothed) -> anyhow::Result<()> {
+    let tensors: Vec<(String, OwnedTensor)> = s
+        .mappings
+        .iter()
+        .map(|m| {
+            let data = m.scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (m.smooth.clone(), OwnedTensor { dtype: Dtype::F64, shape: vec![m.scales.len()], data })
+        })
+        .collect();
+    write_safetensors(path, &tensors, None)?;
+    Ok(())
 }
 
 fn write_summary(s: &ExportSummary, out: &mut dyn Write) -> anyhow::Result<()> {

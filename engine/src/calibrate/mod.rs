@@ -58,7 +58,7 @@ pub(crate) fn slice_range(
 ) -> Option<(f32, f32)> {
     Some(match *calibration {
         // GPTQ's scales are min-max's; its error compensation runs after (`gptq`).
-        Calibration::MinMax | Calibration::Gptq => stats.range(),
+        Calibration::MinMax | Calibration::Gptq | Calibration::Awq => stats.range(),
         Calibration::Percentile { p } => percentile::percentile_range(xs, stats, p, mapping),
         Calibration::Entropy => kl::entropy_range(xs, stats, mapping),
         Calibration::Mse | Calibration::Hqq => return None,

@@ -68,6 +68,10 @@ pub struct ExportOptions {
     /// R′ that a method needing more than the weight computed (GPTQ, through
     /// the model on inputs), by tensor name: those layers' codes come from it.
     pub solved: Arc<HashMap<String, Vec<f32>>>,
+    /// Values a transform changed before quantization (AWQ's smoothing), by
+    /// tensor name: a quantized tensor is quantized from them (its metrics are
+    /// against them), a kept one is written from them in its own dtype.
+    pub replaced: Arc<HashMap<String, Vec<f32>>>,
     /// Test hook: fail as a full disk would after this many bytes.
     #[doc(hidden)]
     pub fail_after_bytes: Option<u64>,
@@ -81,6 +85,7 @@ impl Default for ExportOptions {
             force: false,
             activations: Activations::None,
             solved: Arc::default(),
+            replaced: Arc::default(),
             fail_after_bytes: None,
         }
     }
@@ -173,7 +178,7 @@ pub fn export(
             write_model(ckpt, decisions, &tmp, opts, progress, cancel, folder_input)?;
         summary.notes.extend(partial_notes);
         if opts.verify {
-            summary.verified_tensors = Some(verify::verify(ckpt, decisions, &tmp, opts.mode, &digests)?);
+            summary.verified_tensors = Some(verify::verify(ckpt, decisions, &tmp, opts, &digests)?);
         }
         sync_dir(&tmp)?;
         swap_into_place(&tmp, out)?;

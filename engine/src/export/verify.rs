@@ -7,10 +7,10 @@ use std::borrow::Cow;
 
 use safetensors::Dtype;
 
-use super::ExportMode;
 use super::pack::chunk_digests;
 use super::plan::Decision;
 use super::write::Digests;
+use super::{ExportMode, ExportOptions};
 use crate::checkpoint::{Checkpoint, TensorInfo};
 use crate::ct::format::input_dim;
 use crate::ct::layout::scale_shape;
@@ -29,16 +29,21 @@ pub(super) fn verify(
     ckpt: &Checkpoint,
     decisions: &[Decision],
     tmp: &Path,
-    mode: ExportMode,
+    opts: &ExportOptions,
     digests: &Digests,
 ) -> Result<usize> {
+    let mode = opts.mode;
     let out = Checkpoint::open(tmp)?;
     let mut checked = 0;
     for (t, d) in ckpt.tensors().iter().zip(decisions) {
         let fail = |reason: String| Error::Verify { file: tmp.to_path_buf(), tensor: t.name.clone(), reason };
         let Decision::Quantize(s) = d else {
             let o = out.tensor(&t.name)?;
-            if out.bytes(o) != ckpt.bytes(t) {
+            let expected = match opts.replaced.get(&t.name) {
+                Some(v) => Cow::Owned(super::pack::encode_floats(t.dtype, v, &t.name)?),
+                None => Cow::Borrowed(ckpt.bytes(t)),
+            };
+            if out.bytes(o) != expected.as_ref() {
                 return Err(fail("copied bytes differ from the source".into()));
             }
             continue;

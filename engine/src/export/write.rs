@@ -3,6 +3,7 @@
 //! companion files and config.json, all into a hidden temp folder that is
 //! renamed to OUT only when complete.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -360,13 +361,11 @@ impl Writer<'_> {
             let t = &tensors[src];
             match &self.decisions[src] {
                 Decision::Keep(_) => {
-                    write_at(
-                        &mut f,
-                        path,
-                        data_start + parts[0].offset,
-                        self.ckpt.bytes(t),
-                        &mut self.budget,
-                    )?;
+                    let bytes = match self.opts.replaced.get(&t.name) {
+                        Some(v) => Cow::Owned(replaced_bytes(self.ckpt, t, v)?),
+                        None => Cow::Borrowed(self.ckpt.bytes(t)),
+                    };
+                    write_at(&mut f, path, data_start + parts[0].offset, &bytes, &mut self.budget)?;
                 }
                 Decision::Quantize(s) => self.write_quantized(t, s, parts, &mut f, path, data_start)?,
             }
@@ -376,6 +375,14 @@ impl Writer<'_> {
         }
         f.sync_all().map_err(|e| Error::io(path, e))?;
         Ok(entries.into_iter().map(|e| e.name).collect())
+    }
+
+    fn size_mismatch(&self, t: &TensorInfo) -> Error {
+        Error::Tensor {
+            path: self.ckpt.shard_path(t).to_path_buf(),
+            tensor: t.name.clone(),
+            reason: "the smoothed values do not match the tensor's size".into(),
+        }
     }
 
     /// Quantizes one tensor and writes its parts; records its digests and summary.
@@ -393,7 +400,19 @@ impl Writer<'_> {
             if let Decision::Quantize(s) = &self.decisions[i] { Some(*s) } else { None }
         };
         let shared = crate::fused::shared_global_amax(self.ckpt, &t.name, s, &scheme_of)?;
-        let values = self.ckpt.values(t, &mut self.values)?;
+        let replaced = self.opts.replaced.get(&t.name);
+        if s.calibration == Calibration::Awq && self.opts.replaced.is_empty() {
+            return Err(Error::Tensor {
+                path: self.ckpt.shard_path(t).to_path_buf(),
+                tensor: t.name.clone(),
+                reason: format!("{s} needs the model's AWQ run first (the model run on inputs)"),
+            });
+        }
+        let values = match replaced {
+            Some(v) if v.len() == t.numel() => v.as_slice(),
+            Some(_) => return Err(self.size_mismatch(t)),
+            None => self.ckpt.values(t, &mut self.values)?,
+        };
         let solved = self.opts.solved.get(&t.name).map(Vec::as_slice);
         if s.calibration == Calibration::Gptq && solved.is_none() {
             return Err(Error::Tensor {
@@ -431,4 +450,16 @@ impl Writer<'_> {
         });
         Ok(())
     }
+}
+
+/// A kept tensor's bytes from values a transform changed, in its own dtype.
+fn replaced_bytes(ckpt: &Checkpoint, t: &TensorInfo, v: &[f32]) -> Result<Vec<u8>> {
+    if v.len() != t.numel() {
+        return Err(Error::Tensor {
+            path: ckpt.shard_path(t).to_path_buf(),
+            tensor: t.name.clone(),
+            reason: "the smoothed values do not match the tensor's size".into(),
+        });
+    }
+    super::pack::encode_floats(t.dtype, v, &t.name)
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::Hook;
 use super::attention::{Shape, attend};
+use super::awq::{Mapping, Part};
 use super::pack::Pack;
 use super::rows;
 use super::weights::{Linear, Loader, show};
@@ -66,6 +67,9 @@ fn silu() -> String {
 }
 
 struct Layer {
+    /// The norms' weight names: a hook may replace them (AWQ folds scales in).
+    in_norm_name: String,
+    post_norm_name: String,
     in_norm: Tensor,
     q: Linear,
     k: Linear,
@@ -145,6 +149,22 @@ impl Decoder {
         self.all().find(|x| x.name == name).map(|x| &x.w)
     }
 
+    /// Any tensor a block uses, by name: a Linear's weight or bias, a norm's weight.
+    pub(crate) fn parameter(&self, name: &str) -> Option<&Tensor> {
+        if let Some(w) = self.weight(name) {
+            return Some(w);
+        }
+        let biases = self.all().filter_map(|x| x.b.as_ref().zip(x.bias_name()));
+        if let Some((b, _)) = biases.into_iter().find(|(_, n)| n == name) {
+            return Some(b);
+        }
+        self.layers.iter().find_map(|l| {
+            (l.in_norm_name == name)
+                .then_some(&l.in_norm)
+                .or((l.post_norm_name == name).then_some(&l.post_norm))
+        })
+    }
+
     /// The token embeddings of a pack: the input of block 0.
     pub(crate) fn embed(&self, pack: &Pack) -> candle_core::Result<Tensor> {
         self.embed.index_select(&Tensor::new(pack.ids(), &Device::Cpu)?, 0)
@@ -170,21 +190,93 @@ impl Decoder {
         hook: &mut dyn Hook,
     ) -> candle_core::Result<Tensor> {
         let l = &self.layers[i];
+        let eps = self.cfg.rms_norm_eps as f32;
+        let norm = |name: &str, w| hook.weight(name).unwrap_or(w).clone();
+        let (in_norm, post_norm) = (norm(&l.in_norm_name, &l.in_norm), norm(&l.post_norm_name, &l.post_norm));
+        let h = candle_nn::ops::rms_norm(x, &in_norm, eps)?;
+        let x = rows::add(x, &self.self_attn(l, &h, pack, hook)?)?;
+        let h = candle_nn::ops::rms_norm(&x, &post_norm, eps)?;
+        rows::add(&x, &Self::mlp(l, &h, hook)?)
+    }
+
+    /// Self-attention from the normed residual `h`, `o_proj` included.
+    fn self_attn(
+        &self,
+        l: &Layer,
+        h: &Tensor,
+        pack: &Pack,
+        hook: &mut dyn Hook,
+    ) -> candle_core::Result<Tensor> {
         // Recomputed per block (cheap next to the matmuls) so that a run can start at any block.
         let (cos, sin) = self.rotary(pack)?;
-        let eps = self.cfg.rms_norm_eps as f32;
-        let h = candle_nn::ops::rms_norm(x, &l.in_norm, eps)?;
-        show(hook, &[&l.q, &l.k, &l.v], &h)?;
-        let ctx = self.attention(l, &h, pack, &cos, &sin, hook)?;
+        show(hook, &[&l.q, &l.k, &l.v], h)?;
+        let ctx = self.attention(l, h, pack, &cos, &sin, hook)?;
         show(hook, &[&l.o], &ctx)?;
-        let x = rows::add(x, &l.o.forward(&ctx, hook)?)?;
-        let h = candle_nn::ops::rms_norm(&x, &l.post_norm, eps)?;
-        show(hook, &[&l.gate, &l.up], &h)?;
-        let m = rows::zip(&l.gate.forward(&h, hook)?, &l.up.forward(&h, hook)?, |g, u| {
+        l.o.forward(&ctx, hook)
+    }
+
+    /// The SwiGLU MLP from the normed residual `h`.
+    fn mlp(l: &Layer, h: &Tensor, hook: &mut dyn Hook) -> candle_core::Result<Tensor> {
+        show(hook, &[&l.gate, &l.up], h)?;
+        let m = rows::zip(&l.gate.forward(h, hook)?, &l.up.forward(h, hook)?, |g, u| {
             candle_nn::ops::silu(g)?.mul(u)
         })?;
         show(hook, &[&l.down], &m)?;
-        rows::add(&x, &l.down.forward(&m, hook)?)
+        l.down.forward(&m, hook)
+    }
+
+    /// AWQ's mappings in block `i`, in the order llm-compressor applies them
+    /// (docs/numerics.md, "AWQ"): input norm → q, k, v (the loss over the
+    /// whole attention); v → o when their shapes agree (not under grouped
+    /// key/value heads); post-attention norm → gate, up (over the whole MLP);
+    /// up → down.
+    pub(crate) fn awq_mappings(&self, i: usize) -> Vec<Mapping> {
+        let l = &self.layers[i];
+        let module = |n: &str| n.strip_suffix(".weight").unwrap_or(n).to_string();
+        let norm = |name: &String, balance: &[&Linear], parent| Mapping {
+            smooth: module(name),
+            weights: vec![(name.clone(), 1)],
+            balance: balance.iter().map(|b| b.name.clone()).collect(),
+            parent,
+        };
+        let linear = |smooth: &Linear, balance: &Linear| Mapping {
+            smooth: module(&smooth.name),
+            weights: std::iter::once((smooth.name.clone(), smooth.in_features()))
+                .chain(smooth.bias_name().map(|b| (b, 1)))
+                .collect(),
+            balance: vec![balance.name.clone()],
+            parent: Part::Linear(balance.name.clone()),
+        };
+        let mut v = vec![norm(&l.in_norm_name, &[&l.q, &l.k, &l.v], Part::Attention)];
+        if l.v.out_features() == l.o.in_features() {
+            v.push(linear(&l.v, &l.o));
+        }
+        v.push(norm(&l.post_norm_name, &[&l.gate, &l.up], Part::Mlp));
+        v.push(linear(&l.up, &l.down));
+        v
+    }
+
+    /// One part of block `i` on its input `x` (what the hook saw as the input
+    /// of the part's first Linear): AWQ's loss is measured on its output.
+    pub(crate) fn part(
+        &self,
+        i: usize,
+        part: &Part,
+        x: &Tensor,
+        pack: &Pack,
+        hook: &mut dyn Hook,
+    ) -> candle_core::Result<Tensor> {
+        let l = &self.layers[i];
+        match part {
+            Part::Attention => self.self_attn(l, x, pack, hook),
+            Part::Mlp => Self::mlp(l, x, hook),
+            Part::Linear(name) => {
+                let lin =
+                    [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].into_iter().find(|x| &x.name == name);
+                lin.ok_or_else(|| candle_core::Error::Msg(format!("{name} is not in block {i}")))?
+                    .forward(x, hook)
+            }
+        }
     }
 
     /// After the last block: final RMSNorm and `lm_head`, the next-token logits `[tokens, vocab]`.
@@ -279,6 +371,8 @@ fn load_layer(l: &Loader, cfg: &Config, i: usize, q_out: usize, kv_out: usize) -
     let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
     let p = format!("layers.{i}");
     Ok(Layer {
+        in_norm_name: l.name(&format!("{p}.input_layernorm.weight"))?,
+        post_norm_name: l.name(&format!("{p}.post_attention_layernorm.weight"))?,
         in_norm: l.shaped(&format!("{p}.input_layernorm.weight"), &[h])?,
         q: l.linear(&format!("{p}.self_attn.q_proj"), q_out, h)?,
         k: l.linear(&format!("{p}.self_attn.k_proj"), kv_out, h)?,

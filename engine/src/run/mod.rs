@@ -14,6 +14,7 @@
 
 pub mod act_quant;
 mod attention;
+pub mod awq;
 pub mod bert;
 pub mod capture;
 pub mod decoder;
@@ -49,9 +50,10 @@ pub trait Hook {
         let _ = (layers, x);
         Ok(())
     }
-    /// The weight to use for `layer` instead of the float one.
-    fn weight(&self, layer: &str) -> Option<&Tensor> {
-        let _ = layer;
+    /// The tensor to use instead of the checkpoint's, by name: a Linear's
+    /// weight (a quantized R′) or bias, a norm's weight (AWQ's fold).
+    fn weight(&self, name: &str) -> Option<&Tensor> {
+        let _ = name;
         None
     }
 }
@@ -155,6 +157,41 @@ impl Model {
             Net::Bert(m) => m.weight(layer),
             Net::Decoder(m) => m.weight(layer),
         }
+    }
+
+    /// Any tensor a block uses, by name: a Linear's weight or bias, a norm's weight.
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        match &self.net {
+            Net::Bert(m) => m.weight(name),
+            Net::Decoder(m) => m.parameter(name),
+        }
+    }
+
+    /// AWQ's mappings in block `i` (`awq`): the Llama / Qwen2 / Mistral family only.
+    pub fn awq_mappings(&self, i: usize) -> Result<Vec<awq::Mapping>> {
+        match &self.net {
+            Net::Decoder(m) => Ok(m.awq_mappings(i)),
+            Net::Bert(_) => Err(Error::format(
+                self.dir.join("config.json"),
+                "AWQ has mappings for Llama, Qwen2 and Mistral decoders only, not BERT",
+            )),
+        }
+    }
+
+    /// One part of block `i` (AWQ's loss): `x` is the input its first Linear sees.
+    pub fn part(
+        &self,
+        i: usize,
+        part: &awq::Part,
+        x: &Tensor,
+        pack: &Pack,
+        hook: &mut dyn Hook,
+    ) -> Result<Tensor> {
+        let y = match &self.net {
+            Net::Decoder(m) => m.part(i, part, x, pack, hook),
+            Net::Bert(_) => Err(candle_core::Error::Msg("AWQ runs on decoders only".into())),
+        };
+        y.map_err(|e| self.error(&e))
     }
 
     /// Token ids of one sample: special tokens added, at most [`MAX_TOKENS`], no padding.

@@ -80,10 +80,26 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, hook: &dyn Hook) -> candle_core::Result<Tensor> {
         let w = hook.weight(&self.name).unwrap_or(&self.w);
         let y = candle_nn::Linear::new(w.clone(), None).forward(x)?;
-        match &self.b {
-            Some(b) => super::rows::zip(&y, b, Tensor::broadcast_add),
-            None => Ok(y),
+        match (&self.b, self.bias_name()) {
+            (Some(b), Some(name)) => {
+                let b = hook.weight(&name).unwrap_or(b);
+                super::rows::zip(&y, b, Tensor::broadcast_add)
+            }
+            _ => Ok(y),
         }
+    }
+
+    /// The bias tensor's name, when the layer has one.
+    pub fn bias_name(&self) -> Option<String> {
+        self.b.as_ref().map(|_| format!("{}.bias", self.name.strip_suffix(".weight").unwrap_or(&self.name)))
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.w.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.w.dims().get(1).copied().unwrap_or(0)
     }
 }
 

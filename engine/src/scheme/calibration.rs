@@ -32,6 +32,10 @@ pub enum Calibration {
     /// through the layer's input second moments (see `gptq`). Needs the
     /// layer's inputs: a weight alone cannot be analysed under it.
     Gptq,
+    /// AWQ (Lin et al.): per-input-channel scales searched on the layer's
+    /// inputs, folded into the layer before it, then min-max ranges of the
+    /// scaled weight (see `awq`). Needs a model run: decoders only.
+    Awq,
 }
 
 /// A hand-set clipping range.
@@ -53,6 +57,7 @@ impl fmt::Display for Calibration {
             Self::Entropy => f.write_str("entropy"),
             Self::Hqq => f.write_str("hqq"),
             Self::Gptq => f.write_str("gptq"),
+            Self::Awq => f.write_str("awq"),
             Self::Manual(ManualRange::Ratio { r }) => write!(f, "ratio{r}"),
             Self::Manual(ManualRange::Range { lo, hi }) => write!(f, "range{lo},{hi}"),
         }
@@ -70,6 +75,7 @@ impl FromStr for Calibration {
             "entropy" | "kl" => Ok(Self::Entropy),
             "hqq" => Ok(Self::Hqq),
             "gptq" => Ok(Self::Gptq),
+            "awq" => Ok(Self::Awq),
             _ => {
                 if let Some(p) = s.strip_prefix("percentile").or_else(|| s.strip_prefix('p')) {
                     Ok(Self::Percentile { p: p.parse().map_err(|_| bad())? })
@@ -105,7 +111,7 @@ pub struct CalibrationInfo {
 }
 
 /// Every kind of calibration: the automatic ones, then the hand-set range.
-pub const CALIBRATIONS: [CalibrationInfo; 7] = [
+pub const CALIBRATIONS: [CalibrationInfo; 8] = [
     CalibrationInfo {
         name: "minmax",
         short: "minmax",
@@ -162,6 +168,16 @@ pub const CALIBRATIONS: [CalibrationInfo; 7] = [
         mapping: None,
     },
     CalibrationInfo {
+        name: "awq",
+        short: "awq",
+        label: "AWQ",
+        parameter: None,
+        description: "per-channel scales searched on the inputs and folded into the layer before, then \
+                      min-max ranges (runs the model: Llama, Qwen2, Mistral)",
+        default: Calibration::Awq,
+        mapping: None,
+    },
+    CalibrationInfo {
         name: "manual",
         short: "ratioR or rangeLO,HI",
         label: "manual",
@@ -181,7 +197,8 @@ impl Calibration {
             Self::Entropy => 3,
             Self::Hqq => 4,
             Self::Gptq => 5,
-            Self::Manual(_) => 6,
+            Self::Awq => 6,
+            Self::Manual(_) => 7,
         };
         &CALIBRATIONS[i]
     }
