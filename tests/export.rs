@@ -743,3 +743,32 @@ fn cli_gptq_saves_need_inputs_and_differ_from_round_to_nearest() {
     assert_eq!(bytes(&gc, "_scale"), bytes(&rc, "_scale"), "GPTQ keeps min-max's scales");
     assert_ne!(bytes(&gc, "_packed"), bytes(&rc, "_packed"), "and moves the codes");
 }
+
+#[test]
+fn cli_awq_needs_inputs_and_a_decoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = teaching();
+    let out = tmp.path().join("t");
+    let (t, o) = (t.to_str().unwrap(), out.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["quantize", t, o];
+        args.extend_from_slice(extra);
+        let r = quantscope(&args);
+        assert_eq!(r.status.code(), Some(1));
+        String::from_utf8_lossy(&r.stderr).to_string()
+    };
+    let err = run(&["--scheme", "int4:group32:awq:asym"]);
+    assert!(err.contains("--inputs") && err.lines().count() == 1, "{err}");
+    let err = run(&["--scheme", "int4:group32", "--awq-scales", "s.safetensors"]);
+    assert!(err.contains(":awq") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists());
+
+    let Some(dir) = minilm() else { return };
+    let inputs = common::builtin_inputs(tmp.path(), 4);
+    let (m, i) = (dir.to_str().unwrap(), inputs.to_str().unwrap());
+    let r = quantscope(&["quantize", m, o, "--scheme", "int4:group128:awq:asym", "--inputs", i]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("Llama") && err.contains("config.json") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists());
+}

@@ -2,20 +2,11 @@
 //! unless `QUANTSCOPE_REQUIRE_MINILM` is set, as CI does).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use quantscope_engine::export::quantized_on_save;
 use quantscope_engine::{Checkpoint, Options, Scheme, analyze};
 
-fn minilm() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-models/minilm");
-    let found = dir.join("model.safetensors").is_file();
-    assert!(
-        found || std::env::var_os("QUANTSCOPE_REQUIRE_MINILM").is_none(),
-        "MiniLM is required here: run sample-models/fetch-minilm.sh"
-    );
-    found.then_some(dir)
-}
+mod common;
+use common::minilm;
 
 /// Issue 13: `embeddings.LayerNorm.weight` (0.145…0.917) under
 /// `int8:tensor:entropy` clipped 99.7 % at 2.3 dB; it must clip < 5 %.

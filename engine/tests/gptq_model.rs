@@ -3,22 +3,14 @@
 //! pooler is solved too, the result does not depend on the thread count, and
 //! GPTQ's R′ beats round-to-nearest on the output while losing on the weight.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use quantscope_engine::run::sequential::{Solved, gptq_model};
 use quantscope_engine::run::{Model, capture, inputs::samples_of, output_error};
 use quantscope_engine::{Checkpoint, Scheme};
 
-fn minilm() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sample-models/minilm");
-    let found = dir.join("model.safetensors").is_file();
-    assert!(
-        found || std::env::var_os("QUANTSCOPE_REQUIRE_MINILM").is_none(),
-        "MiniLM is required here: run sample-models/fetch-minilm.sh"
-    );
-    found.then_some(dir)
-}
+mod common;
+use common::minilm;
 
 fn run(model: &Model, ckpt: &Checkpoint, ids: &[Vec<u32>], only: Option<&str>) -> Solved {
     let scheme: Scheme = "int4:group128:gptq".parse().expect("scheme");

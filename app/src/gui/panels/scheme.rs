@@ -10,7 +10,7 @@ use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Schem
 use super::calibration_label;
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
-use crate::gui::worker::jobs::analyze::GPTQ_NEEDS_INPUTS;
+use crate::gui::worker::jobs::analyze::{AWQ_RUNS_ON_SAVE, GPTQ_NEEDS_INPUTS};
 
 /// What the controls edit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,12 +249,16 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64, 
                     .parameter
                     .map_or_else(|| c.description.to_string(), |p| format!("{}: {p}", c.description));
                 let chosen = std::mem::discriminant(&pick) == current;
-                // GPTQ needs the layer's inputs: greyed, with the way to get them.
-                let runs = captured || pick != Calibration::Gptq || chosen;
+                // GPTQ needs the layer's inputs, AWQ a save: greyed, with the way to them.
+                let (runs, why) = match pick {
+                    Calibration::Gptq => (captured, GPTQ_NEEDS_INPUTS),
+                    Calibration::Awq => (false, AWQ_RUNS_ON_SAVE),
+                    _ => (true, ""),
+                };
                 let label = ui
-                    .add_enabled(runs, egui::Button::selectable(chosen, c.label))
+                    .add_enabled(runs || chosen, egui::Button::selectable(chosen, c.label))
                     .on_hover_text(&hover)
-                    .on_disabled_hover_text(format!("{hover}. {GPTQ_NEEDS_INPUTS}"));
+                    .on_disabled_hover_text(format!("{hover}. {why}"));
                 if label.clicked() {
                     // `fitted` below gives HQQ the asymmetric mapping it needs.
                     s.calibration = pick;

@@ -23,6 +23,10 @@ use crate::gui::state::AppState;
 pub const GPTQ_NEEDS_INPUTS: &str =
     "GPTQ needs the layer's inputs: run the model (Input activations tab) or File > Load activations";
 
+/// Why AWQ is not offered per layer: its scales come from whole blocks.
+pub const AWQ_RUNS_ON_SAVE: &str = "AWQ smooths whole decoder blocks (the norm before each layer changes too): \
+     save it with `quantscope quantize MODEL OUT --scheme int4:group128:awq:asym --inputs FILE`";
+
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
 
