@@ -69,6 +69,7 @@ fn state_with(selected: &str, scheme: Scheme) -> AppState {
         calibration_ranges: Vec::new(),
         hqq,
         gptq: None,
+        awq: None,
         published: None,
         showing_published: false,
         elapsed_ms: 1.0,

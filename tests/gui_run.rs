@@ -173,3 +173,48 @@ fn gptq_needs_a_capture_then_shows_its_trade_beside_round_to_nearest() {
     h.get_by_label("nearest R'");
     h.get_by_label("GPTQ R'");
 }
+
+#[test]
+fn awq_needs_a_capture_then_shows_its_choice_beside_round_to_nearest() {
+    let Some(dir) = common::minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, _) = saved_capture(&dir, tmp.path(), 8);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
+    h.get_by_label("Calibration").click();
+    h.run_steps(2);
+    assert!(h.get_by_label("AWQ").accesskit_node().is_disabled(), "AWQ is greyed before a capture");
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+
+    h.state_mut().apply(Command::LoadActivations(file));
+    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    let awq: Scheme = "int4:group128:awq:asym".parse().unwrap();
+    h.state_mut().apply(Command::SetModelScheme(awq));
+    // A layer alone on its input: the search includes the identity (round-to-nearest), so it cannot lose.
+    let alone = "encoder.layer.3.output.dense.weight";
+    h.state_mut().apply(Command::Select(alone.into()));
+    wait_until(&mut h, "AWQ's analysis", |a| {
+        a.state().selected_analysis().is_some_and(|x| x.tensor == alone && x.awq.is_some())
+    });
+    let view = h.state().state().selected_analysis().unwrap().awq.clone().unwrap();
+    assert_eq!(view.group, [alone]);
+    assert!(view.output.sqnr_db() >= view.rtn_output.sqnr_db(), "the least output noise wins");
+    assert_eq!(view.group_sqnr_db.len(), 20);
+    h.get_by_label("nearest R'");
+    h.get_by_label("AWQ R'");
+    assert!(h.query_all_by_label(&format_sqnr(Some(view.output.sqnr_db()))).next().is_some());
+
+    // q, k and v share their input: one search for the three.
+    let query = "encoder.layer.1.attention.self.query.weight";
+    h.state_mut().apply(Command::Select(query.into()));
+    wait_until(&mut h, "the query's analysis", |a| {
+        a.state().selected_analysis().is_some_and(|x| x.tensor == query && x.awq.is_some())
+    });
+    let view = h.state().state().selected_analysis().unwrap().awq.clone().unwrap();
+    assert_eq!(view.group.len(), 3, "{:?}", view.group);
+    let best = view.group_sqnr_db[view.best];
+    assert!(view.group_sqnr_db.iter().all(|&d| d <= best), "the winner has the group's best output SQNR");
+}

@@ -118,10 +118,16 @@ pub fn fake_quantized(
     let scaled = scale_columns(w, s, work);
     let opts = Options { keep_dequantized: true, work, ..Options::default() };
     let q = analyze(&scaled, shape, &scheme.range_scheme(), &opts)?.dequantized.unwrap_or_default();
+    Ok(unscale_columns(&q, s, work))
+}
+
+/// Q with column c divided by s[c], in f64, rounded once to the working dtype.
+#[must_use]
+pub fn unscale_columns(q: &[f32], s: &[f64], work: WorkDtype) -> Vec<f32> {
     let cols = s.len().max(1);
-    Ok(q.chunks(cols)
+    q.chunks(cols)
         .flat_map(|row| row.iter().zip(s).map(|(&v, &k)| work.round((f64::from(v) / k) as f32)))
-        .collect())
+        .collect()
 }
 
 /// A smooth layer's weight after the fold: the last `s.len()` rows of

@@ -113,6 +113,9 @@ pub struct SiteStats {
     pub absmax: Vec<f32>,
     /// Σ over tokens of x_j².
     pub sum_sq: Vec<f64>,
+    /// Σ over tokens of |x_j| (AWQ's activation scale); None in a capture
+    /// saved before it was kept.
+    pub sum_abs: Option<Vec<f64>>,
     /// Σ over tokens of x xᵀ, `[in, in]` f64, when in_features ≤ [`GRAM_MAX`].
     pub gram: Option<Tensor>,
     pub histogram: GrowingHistogram,
@@ -135,6 +138,7 @@ pub(crate) struct SiteParts {
     pub max: f32,
     pub absmax: Vec<f32>,
     pub sum_sq: Vec<f64>,
+    pub sum_abs: Option<Vec<f64>>,
     pub gram: Option<Tensor>,
     pub histogram: GrowingHistogram,
     pub sample: Vec<f32>,
@@ -151,6 +155,7 @@ impl SiteStats {
             max: p.max,
             absmax: p.absmax,
             sum_sq: p.sum_sq,
+            sum_abs: p.sum_abs,
             gram: p.gram,
             histogram: p.histogram,
             sample: p.sample,
@@ -170,6 +175,7 @@ impl SiteStats {
             max: f32::NEG_INFINITY,
             absmax: vec![0.0; in_features],
             sum_sq: vec![0.0; in_features],
+            sum_abs: Some(vec![0.0; in_features]),
             gram: None,
             histogram: GrowingHistogram::new(),
             sample: Vec::new(),
@@ -193,6 +199,9 @@ impl SiteStats {
                 if v.is_finite() {
                     self.absmax[j] = self.absmax[j].max(v.abs());
                     self.sum_sq[j] += f64::from(v) * f64::from(v);
+                    if let Some(a) = &mut self.sum_abs {
+                        a[j] += f64::from(v.abs());
+                    }
                     self.min = self.min.min(v);
                     self.max = self.max.max(v);
                 }

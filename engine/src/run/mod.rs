@@ -15,6 +15,7 @@
 pub mod act_quant;
 mod attention;
 pub mod awq;
+pub mod awq_view;
 pub mod bert;
 pub mod capture;
 pub mod decoder;

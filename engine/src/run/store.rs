@@ -3,7 +3,7 @@
 //! the model without running it again (docs/numerics.md, "Saved activations").
 //!
 //! Per Linear input ("site", named by its first layer `S`): `S/absmax` F32,
-//! `S/sum_sq` F64 (Σx_j²), `S/gram` F64 (Σxxᵀ, when kept), `S/histogram` U64 with
+//! `S/sum_sq` F64 (Σx_j²), `S/sum_abs` F64 (Σ|x_j|, AWQ's scale), `S/gram` F64 (Σxxᵀ, when kept), `S/histogram` U64 with
 //! `S/histogram_range` F64 [−r, r], `S/min_max` F32, `S/tokens` U64 and the token
 //! sample `S/sample` F32. Moments are stored as sums: E[·] = sum / tokens, and
 //! sums round-trip exactly. The samples' token ids (`ids`, `lengths`) and the
@@ -65,6 +65,9 @@ fn site_tensors(s: &SiteStats, out: &mut Vec<(String, OwnedTensor)>) -> candle_c
     let mut put = |k: &str, t: OwnedTensor| out.push((format!("{p}/{k}"), t));
     put("absmax", owned(Dtype::F32, vec![n], le(&s.absmax, f32::to_le_bytes)));
     put("sum_sq", owned(Dtype::F64, vec![n], le(&s.sum_sq, f64::to_le_bytes)));
+    if let Some(a) = &s.sum_abs {
+        put("sum_abs", owned(Dtype::F64, vec![n], le(a, f64::to_le_bytes)));
+    }
     if let Some(g) = &s.gram {
         let g: Vec<f64> = g.flatten_all()?.to_vec1()?;
         put("gram", owned(Dtype::F64, vec![n, n], le(&g, f64::to_le_bytes)));
@@ -196,6 +199,12 @@ impl Reader<'_> {
         let absmax = self.read(&name("absmax"), Dtype::F32, None, f32::from_le_bytes)?;
         let n = absmax.len();
         let sum_sq = self.read(&name("sum_sq"), Dtype::F64, Some(&[n]), f64::from_le_bytes)?;
+        // Absent from captures saved before AWQ's view needed it.
+        let sum_abs = if self.ckpt.tensor(&name("sum_abs")).is_ok() {
+            Some(self.read(&name("sum_abs"), Dtype::F64, Some(&[n]), f64::from_le_bytes)?)
+        } else {
+            None
+        };
         let gram = if self.ckpt.tensor(&name("gram")).is_ok() {
             let g = self.read(&name("gram"), Dtype::F64, Some(&[n, n]), f64::from_le_bytes)?;
             Some(
@@ -224,6 +233,7 @@ impl Reader<'_> {
             max: min_max[1],
             absmax,
             sum_sq,
+            sum_abs,
             gram,
             histogram,
             sample,
@@ -277,6 +287,8 @@ mod tests {
             assert_eq!((a.min.to_bits(), a.max.to_bits()), (b.min.to_bits(), b.max.to_bits()));
             assert_eq!(bits32(&a.absmax), bits32(&b.absmax));
             assert_eq!(bits64(&a.sum_sq), bits64(&b.sum_sq));
+            assert_eq!(a.sum_abs.as_deref().map(bits64), b.sum_abs.as_deref().map(bits64));
+            assert!(a.sum_abs.is_some());
             assert_eq!(bits32(&a.sample), bits32(&b.sample));
             assert_eq!(a.histogram, b.histogram);
             let g = |s: &SiteStats| {

@@ -92,21 +92,23 @@ const NEAREST_COLOR: Color32 = Color32::from_rgb(90, 200, 220);
 pub(super) type Overlay<'a> = (&'static str, Color32, &'a Histogram);
 
 /// The R′ lines over the histogram: the published R′ when it is shown, or
-/// round-to-nearest's and GPTQ's under a GPTQ scheme.
+/// round-to-nearest's and the method's under a GPTQ or AWQ scheme.
 fn overlays(a: &Analysis) -> Vec<Overlay<'_>> {
     if let Some(h) =
         a.published.as_ref().filter(|_| a.showing_published).and_then(|p| p.dequantized_histogram.as_ref())
     {
         return vec![("published R'", OVERLAY_COLOR, h)];
     }
-    let Some(g) = &a.gptq else { return Vec::new() };
-    [
-        ("nearest R'", NEAREST_COLOR, g.rtn_histogram.as_ref()),
-        ("GPTQ R'", OVERLAY_COLOR, g.gptq_histogram.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(l, c, h)| h.map(|h| (l, c, h)))
-    .collect()
+    let lines = match (&a.gptq, &a.awq) {
+        (Some(g), _) => [("GPTQ R'", g.rtn_histogram.as_ref(), g.gptq_histogram.as_ref())],
+        (None, Some(w)) => [("AWQ R'", w.rtn_histogram.as_ref(), w.awq_histogram.as_ref())],
+        _ => return Vec::new(),
+    };
+    let [(label, nearest, method)] = lines;
+    [("nearest R'", NEAREST_COLOR, nearest), (label, OVERLAY_COLOR, method)]
+        .into_iter()
+        .filter_map(|(l, c, h)| h.map(|h| (l, c, h)))
+        .collect()
 }
 const METHOD_COLORS: [Color32; 4] = [
     Color32::from_rgb(230, 159, 0),

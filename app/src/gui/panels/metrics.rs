@@ -6,6 +6,7 @@
 use eframe::egui::{self, RichText};
 use quantscope_engine::{Calibration, FormatKind, Granularity, Mapping, Metrics, Scheme};
 
+use quantscope_engine::run::awq_view::AwqView;
 use quantscope_engine::run::gptq_view::GptqView;
 
 use super::{format_sqnr, sqnr_color};
@@ -50,6 +51,9 @@ impl MetricsPanel {
         }
         if let Some(g) = &a.gptq {
             gptq_grid_ui(ui, g);
+        }
+        if let Some(w) = &a.awq {
+            awq_grid_ui(ui, w);
         }
         if let Some(p) = &a.published {
             compare_grid_ui(
@@ -139,6 +143,50 @@ fn gptq_grid_ui(ui: &mut egui::Ui, g: &GptqView) {
     ui.weak(
         "Output SQNR: the output's power over the output noise the quantized weights add, on the captured \
          inputs. GPTQ trades weight accuracy for it.",
+    );
+    ui.separator();
+}
+
+/// AWQ beside round-to-nearest on the captured inputs: its scales' effect on
+/// the weight and on the output, and which candidate won.
+fn awq_grid_ui(ui: &mut egui::Ui, w: &AwqView) {
+    let db = |v: f64| format_sqnr(Some(v));
+    egui::Grid::new("awq_compare").num_columns(3).striped(true).show(ui, |ui| {
+        ui.label("");
+        ui.strong("nearest").on_hover_text("min-max round-to-nearest of the weight as it is");
+        ui.strong("AWQ");
+        ui.end_row();
+        ui.label("weight SQNR dB").on_hover_text("10·log10(ΣR² / Σ(R − R')²), R' = Q(W·s)/s");
+        ui.monospace(db(w.rtn.metrics.sqnr_db));
+        ui.monospace(db(w.awq.metrics.sqnr_db));
+        ui.end_row();
+        ui.label("output SQNR dB").on_hover_text(OUTPUT_SQNR_HELP);
+        ui.monospace(db(w.rtn_output.sqnr_db()));
+        ui.monospace(db(w.output.sqnr_db()));
+        ui.end_row();
+    });
+    let choice = if w.candidate.1 {
+        format!("ratio {:.3} (candidate {} of 20)", w.candidate.0, w.best)
+    } else {
+        "the identity: no scaling helped".to_string()
+    };
+    let short = |n: &String| n.trim_end_matches(".weight").rsplit('.').next().unwrap_or(n).to_string();
+    let group: Vec<String> = w.group.iter().map(short).collect();
+    ui.weak(format!(
+        "{choice}; s from {:.3} to {:.3}, searched with {}",
+        w.scale_range.0,
+        w.scale_range.1,
+        group.join(", ")
+    ))
+    .on_hover_text(
+        "s = x̄^r / w̄^(1−r) per input channel (x̄: mean |x| on the capture, w̄: mean |w| over its group's \
+             peak), normalised; the layers fed by the same input share it. The winner gives their outputs \
+             the least noise on the captured inputs. A save measures the attention's or the MLP's output \
+             instead, and folds 1/s into the norm before",
+    );
+    ui.weak(
+        "AWQ scales up the input channels that carry the most activation before rounding, so their weights \
+         round more finely, and the layer before divides them back out.",
     );
     ui.separator();
 }

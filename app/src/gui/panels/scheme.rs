@@ -10,7 +10,7 @@ use quantscope_engine::{Calibration, FormatKind, Granularity, ManualRange, Schem
 use super::calibration_label;
 use crate::gui::command::Command;
 use crate::gui::state::AppState;
-use crate::gui::worker::jobs::analyze::{AWQ_RUNS_ON_SAVE, GPTQ_NEEDS_INPUTS};
+use crate::gui::worker::jobs::analyze::{AWQ_NEEDS_INPUTS, GPTQ_NEEDS_INPUTS};
 
 /// What the controls edit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -252,7 +252,7 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64, 
                 // GPTQ needs the layer's inputs, AWQ a save: greyed, with the way to them.
                 let (runs, why) = match pick {
                     Calibration::Gptq => (captured, GPTQ_NEEDS_INPUTS),
-                    Calibration::Awq => (false, AWQ_RUNS_ON_SAVE),
+                    Calibration::Awq => (captured, AWQ_NEEDS_INPUTS),
                     _ => (true, ""),
                 };
                 let label = ui

@@ -244,8 +244,8 @@ pub struct WorkerState {
     scratch: Vec<f32>,
     /// The open model's captured activations.
     activations: Option<Arc<Activations>>,
-    /// GPTQ views solved on the current capture, by layer and scheme (newest last).
-    gptq_views: Vec<(String, Scheme, Arc<jobs::analyze::GptqViewOf>)>,
+    /// GPTQ and AWQ views computed on the current capture, by layer and scheme (newest last).
+    method_views: Vec<(String, Scheme, Arc<jobs::analyze::MethodViewOf>)>,
     /// The open model's own quantized layers (someone else quantized it).
     stored: Option<Arc<QuantizedModel>>,
     /// A quantized checkpoint paired with the open original.

@@ -1,6 +1,6 @@
 //! The selected tensor's analysis under its shown scheme: the histogram, the
 //! error, the metrics, the all-methods overlay, HQQ's zero points, GPTQ beside
-//! round-to-nearest (on the captured inputs) and the compared checkpoint's
+//! round-to-nearest (on the captured inputs), AWQ likewise, and the compared checkpoint's
 //! published quantization. Only the newest request runs.
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use quantscope_engine::calibrate::hqq::{HqqSlice, hqq_tensor};
 use quantscope_engine::export::SavePlan;
 use quantscope_engine::quantized::view::Published;
 use quantscope_engine::recipe::Resolved;
+use quantscope_engine::run::awq_view::{AwqView, awq_view};
 use quantscope_engine::run::gptq_view::{GptqView, gptq_view};
 use quantscope_engine::{
     Calibration, Metrics, Options, QuantResult, Scheme, SliceParams, WorkDtype, compare_calibrations,
@@ -23,9 +24,9 @@ use crate::gui::state::AppState;
 pub const GPTQ_NEEDS_INPUTS: &str =
     "GPTQ needs the layer's inputs: run the model (Input activations tab) or File > Load activations";
 
-/// Why AWQ is not offered per layer: its scales come from whole blocks.
-pub const AWQ_RUNS_ON_SAVE: &str = "AWQ smooths whole decoder blocks (the norm before each layer changes too): \
-     save it with `quantscope quantize MODEL OUT --scheme int4:group128:awq:asym --inputs FILE`";
+/// Why AWQ shows nothing yet.
+pub const AWQ_NEEDS_INPUTS: &str =
+    "AWQ needs the layer's inputs: run the model (Input activations tab) or File > Load activations";
 
 const WEIGHT_BINS: usize = 400;
 const ERROR_BINS: usize = 120;
@@ -66,6 +67,8 @@ pub struct Analysis {
     pub hqq: Vec<HqqSlice>,
     /// Under GPTQ: round-to-nearest beside it, weight and output SQNR, the loss.
     pub gptq: Option<Arc<GptqView>>,
+    /// Under AWQ: round-to-nearest beside it, weight and output SQNR, the choice.
+    pub awq: Option<Arc<AwqView>>,
     /// The compared checkpoint's quantization of this layer, when it has one.
     pub published: Option<Arc<Published>>,
     /// Whether `result` is the published quantization (else the scheme's).
@@ -139,32 +142,45 @@ impl Job for Analyze {
     }
 }
 
-/// A layer's GPTQ view and the capture it was solved on.
-pub struct GptqViewOf {
-    acts: Arc<quantscope_engine::run::Activations>,
-    view: Arc<GptqView>,
+/// A layer's view under a method that needs its inputs.
+#[derive(Clone)]
+pub enum MethodView {
+    Gptq(Arc<GptqView>),
+    Awq(Arc<AwqView>),
 }
 
-/// GPTQ views kept (going back and forth between schemes solves nothing again).
-const GPTQ_VIEWS: usize = 8;
+/// A layer's method view and the capture it was computed on.
+pub struct MethodViewOf {
+    acts: Arc<quantscope_engine::run::Activations>,
+    view: MethodView,
+}
+
+/// Views kept (going back and forth between schemes computes nothing again).
+const METHOD_VIEWS: usize = 8;
 
 impl WorkerState {
-    /// The GPTQ view of the request's layer and scheme on the current capture,
-    /// solved once.
-    fn gptq_view(&mut self, a: &AnalyzeRequest) -> Result<Arc<GptqView>, String> {
-        let acts = self.activations.clone().ok_or(GPTQ_NEEDS_INPUTS)?;
-        self.gptq_views.retain(|(_, _, v)| Arc::ptr_eq(&v.acts, &acts));
-        if let Some((_, _, v)) = self.gptq_views.iter().find(|(t, s, _)| *t == a.tensor && *s == a.scheme) {
-            return Ok(Arc::clone(&v.view));
+    /// The GPTQ or AWQ view of the request's layer and scheme on the current
+    /// capture, computed once.
+    fn method_view(&mut self, a: &AnalyzeRequest) -> Result<MethodView, String> {
+        let needs =
+            if a.scheme.calibration == Calibration::Awq { AWQ_NEEDS_INPUTS } else { GPTQ_NEEDS_INPUTS };
+        let acts = self.activations.clone().ok_or(needs)?;
+        self.method_views.retain(|(_, _, v)| Arc::ptr_eq(&v.acts, &acts));
+        if let Some((_, _, v)) = self.method_views.iter().find(|(t, s, _)| *t == a.tensor && *s == a.scheme) {
+            return Ok(v.view.clone());
         }
         let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
-        let view =
-            Arc::new(gptq_view(ckpt, &acts, &a.tensor, &a.scheme, &a.options).map_err(|e| e.to_string())?);
-        if self.gptq_views.len() >= GPTQ_VIEWS {
-            self.gptq_views.remove(0);
+        let (t, s, o) = (&a.tensor, &a.scheme, &a.options);
+        let view = if a.scheme.calibration == Calibration::Awq {
+            MethodView::Awq(Arc::new(awq_view(ckpt, &acts, t, s, o).map_err(|e| e.to_string())?))
+        } else {
+            MethodView::Gptq(Arc::new(gptq_view(ckpt, &acts, t, s, o).map_err(|e| e.to_string())?))
+        };
+        if self.method_views.len() >= METHOD_VIEWS {
+            self.method_views.remove(0);
         }
-        let kept = GptqViewOf { acts, view: Arc::clone(&view) };
-        self.gptq_views.push((a.tensor.clone(), a.scheme, Arc::new(kept)));
+        let kept = MethodViewOf { acts, view: view.clone() };
+        self.method_views.push((a.tensor.clone(), a.scheme, Arc::new(kept)));
         Ok(view)
     }
 
@@ -187,14 +203,16 @@ impl WorkerState {
         let (shape, work) = (info.shape.clone(), WorkDtype::of(info.dtype));
         let values = self.values(&a.tensor)?;
         let ckpt = self.ckpt.as_ref().ok_or("no model is open")?;
-        let (result, gptq) = if a.scheme.calibration == Calibration::Gptq {
-            let view = self.gptq_view(a)?;
-            (view.gptq.clone(), Some(view))
+        let (result, gptq, awq) = if matches!(a.scheme.calibration, Calibration::Gptq | Calibration::Awq) {
+            match self.method_view(a)? {
+                MethodView::Gptq(v) => (v.gptq.clone(), Some(v), None),
+                MethodView::Awq(v) => (v.awq.clone(), None, Some(v)),
+            }
         } else {
             let r = SavePlan::new(ckpt.tensors(), &a.save)
                 .analyze_layer(ckpt, &a.tensor, &values, &a.scheme, &a.options)
                 .map_err(|e| e.to_string())?;
-            (r, None)
+            (r, None, None)
         };
         let calibration_ranges = match a.all_calibrations {
             Some(p) => compare_calibrations(&values, &a.scheme, p, work).map_err(|e| e.to_string())?,
@@ -218,6 +236,7 @@ impl WorkerState {
             calibration_ranges,
             hqq,
             gptq,
+            awq,
             published,
             showing_published,
             scheme_metrics,
