@@ -322,8 +322,8 @@ pub fn analyze_ggml(
 pub(crate) fn check_weight_only(scheme: &Scheme, shape: &[usize]) -> Result<()> {
     if scheme.calibration == Calibration::Awq {
         return Err(Error::Scheme(format!(
-            "{scheme} smooths whole blocks on the model's inputs: it runs when a decoder is saved \
-             (`quantize --inputs`)"
+            "{scheme} needs the model's inputs: a save runs it block by block (`quantize --inputs`), \
+             the app shows one layer on a capture"
         )));
     }
     if scheme.calibration == Calibration::Gptq {

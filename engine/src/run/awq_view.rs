@@ -19,7 +19,8 @@ use crate::scheme::Scheme;
 /// An AWQ layer and its round-to-nearest twin.
 #[derive(Clone, Debug)]
 pub struct AwqView {
-    /// R against Q(W·s)/s (the slice parameters are those of W·s).
+    /// R against Q(W·s)/s. Its slice parameters are round-to-nearest's, the
+    /// weight's own ranges: every element of R′ is inside them, unclipped.
     pub awq: QuantResult,
     /// R against round-to-nearest's R′.
     pub rtn: QuantResult,
@@ -87,15 +88,17 @@ pub fn awq_view(
     let mut rtn = analyze(w, shape, &scheme.range_scheme(), &view)?;
     let scaled = analyze(&scale_columns(w, &s, *work), shape, &scheme.range_scheme(), &view)?;
     let q = unscale_columns(scaled.dequantized.as_deref().unwrap_or_default(), &s, *work);
+    // Each element's step is S/s_c, which no slice parameter holds: the panels
+    // show the weight's own slices, whose ranges AWQ's R′ stays inside.
     let d = Decoded {
         values: q.clone(),
-        params: scaled.params,
-        map: SliceMap::of(scaled.granularity),
+        params: rtn.params.clone(),
+        map: SliceMap::of(rtn.granularity),
         cols: site.in_features,
         work: *work,
-        global: scaled.global_scale,
+        global: rtn.global_scale,
     };
-    let (mut awq, _) = against(w, d, *scheme, scaled.granularity, opts.weight_bins, opts.error_bins);
+    let (mut awq, _) = against(w, d, *scheme, rtn.granularity, opts.weight_bins, opts.error_bins);
     awq.fallback = scaled.fallback;
     let rq = rtn.dequantized.take().unwrap_or_default();
     let (output, rtn_output) =

@@ -170,20 +170,22 @@ fn awq_grid_ui(ui: &mut egui::Ui, w: &AwqView) {
     } else {
         "the identity: no scaling helped".to_string()
     };
-    let short = |n: &String| n.trim_end_matches(".weight").rsplit('.').next().unwrap_or(n).to_string();
-    let group: Vec<String> = w.group.iter().map(short).collect();
-    ui.weak(format!(
-        "{choice}; s from {:.3} to {:.3}, searched with {}",
-        w.scale_range.0,
-        w.scale_range.1,
-        group.join(", ")
-    ))
-    .on_hover_text(
-        "s = x̄^r / w̄^(1−r) per input channel (x̄: mean |x| on the capture, w̄: mean |w| over its group's \
+    let short = |n: &String| {
+        let parts: Vec<&str> = n.trim_end_matches(".weight").rsplit('.').take(2).collect();
+        parts.into_iter().rev().collect::<Vec<_>>().join(".")
+    };
+    let group = if w.group.len() > 1 {
+        format!("searched with {}", w.group.iter().map(short).collect::<Vec<_>>().join(", "))
+    } else {
+        "searched alone on its input".to_string()
+    };
+    ui.weak(format!("{choice}; s from {:.3} to {:.3}, {group}", w.scale_range.0, w.scale_range.1))
+        .on_hover_text(
+            "s = x̄^r / w̄^(1−r) per input channel (x̄: mean |x| on the capture, w̄: mean |w| over its group's \
              peak), normalised; the layers fed by the same input share it. The winner gives their outputs \
              the least noise on the captured inputs. A save measures the attention's or the MLP's output \
              instead, and folds 1/s into the norm before",
-    );
+        );
     ui.weak(
         "AWQ scales up the input channels that carry the most activation before rounding, so their weights \
          round more finely, and the layer before divides them back out.",

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use quantscope_engine::run::awq_view::awq_view;
 use quantscope_engine::run::output_error::gptq_layer;
 use quantscope_engine::{Calibration, Options, Scheme, sweep};
 
@@ -60,10 +61,15 @@ impl Job for SqnrColumn {
         let Some(name) = names.get(job.next).cloned() else { return Turn::Done(Ok(())) };
         job.next += 1;
         let scheme = job.schemes.get(&name).copied().unwrap_or(job.default);
-        let acts = worker.activations.clone().filter(|_| scheme.calibration == Calibration::Gptq);
+        let needs_inputs = matches!(scheme.calibration, Calibration::Gptq | Calibration::Awq);
+        let acts = worker.activations.clone().filter(|_| needs_inputs);
         let sqnr_db = ckpt.tensor(&name).ok().and_then(|info| {
             if let Some(acts) = &acts {
-                let (_, g) = gptq_layer(&ckpt, acts, &name, &scheme, &Options::default()).ok()?;
+                let o = Options::default();
+                if scheme.calibration == Calibration::Awq {
+                    return Some(awq_view(&ckpt, acts, &name, &scheme, &o).ok()?.awq.metrics.sqnr_db);
+                }
+                let (_, g) = gptq_layer(&ckpt, acts, &name, &scheme, &o).ok()?;
                 return Some(g.result.metrics.sqnr_db);
             }
             // The same single-scheme path as the sensitivity sweep.
