@@ -132,6 +132,29 @@ fn a_bad_activations_file_is_one_line_and_the_app_stays_up() {
     h.get_by_label(&e);
 }
 
+/// MiniLM open with `method` greyed in the calibration menu, then a saved
+/// capture of 8 samples loaded: where the GPTQ and AWQ views start.
+fn greyed_then_captured(
+    dir: &std::path::Path,
+    tmp: &std::path::Path,
+    method: &str,
+) -> (Harness<'static, QuantscopeApp>, std::path::PathBuf) {
+    let (file, _) = saved_capture(dir, tmp, 8);
+    let dir = dir.to_path_buf();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(move |cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
+    h.get_by_label("Calibration").click();
+    h.run_steps(2);
+    assert!(h.get_by_label(method).accesskit_node().is_disabled(), "{method} is greyed before a capture");
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    h.state_mut().apply(Command::LoadActivations(file.clone()));
+    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    (h, file)
+}
+
 /// GPTQ in the app: greyed without inputs; with a loaded capture the layer's
 /// error panel shows round-to-nearest beside GPTQ (weight SQNR down, output SQNR
 /// up) with the numbers the engine computes, and the histogram both R′ lines.
@@ -139,19 +162,7 @@ fn a_bad_activations_file_is_one_line_and_the_app_stays_up() {
 fn gptq_needs_a_capture_then_shows_its_trade_beside_round_to_nearest() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (file, _) = saved_capture(&dir, tmp.path(), 8);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1600.0, 1000.0))
-        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
-    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
-    h.get_by_label("Calibration").click();
-    h.run_steps(2);
-    assert!(h.get_by_label("GPTQ").accesskit_node().is_disabled(), "GPTQ is greyed before a capture");
-    h.key_press(egui::Key::Escape);
-    h.run_steps(2);
-
-    h.state_mut().apply(Command::LoadActivations(file.clone()));
-    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    let (mut h, file) = greyed_then_captured(&dir, tmp.path(), "GPTQ");
     let layer = "encoder.layer.2.intermediate.dense.weight";
     h.state_mut().apply(Command::Select(layer.into()));
     let gptq: Scheme = "int4:group128:gptq".parse().unwrap();
@@ -178,19 +189,7 @@ fn gptq_needs_a_capture_then_shows_its_trade_beside_round_to_nearest() {
 fn awq_needs_a_capture_then_shows_its_choice_beside_round_to_nearest() {
     let Some(dir) = common::minilm() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (file, _) = saved_capture(&dir, tmp.path(), 8);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1600.0, 1000.0))
-        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
-    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
-    h.get_by_label("Calibration").click();
-    h.run_steps(2);
-    assert!(h.get_by_label("AWQ").accesskit_node().is_disabled(), "AWQ is greyed before a capture");
-    h.key_press(egui::Key::Escape);
-    h.run_steps(2);
-
-    h.state_mut().apply(Command::LoadActivations(file));
-    wait_until(&mut h, "the capture", |a| a.state().activations.capture.is_some());
+    let (mut h, _) = greyed_then_captured(&dir, tmp.path(), "AWQ");
     let awq: Scheme = "int4:group128:awq:asym".parse().unwrap();
     h.state_mut().apply(Command::SetModelScheme(awq));
     // A layer alone on its input: the search includes the identity (round-to-nearest), so it cannot lose.

@@ -109,24 +109,38 @@ impl MetricsPanel {
     }
 }
 
+/// A method that needs the inputs beside round-to-nearest: weight and output
+/// SQNR (dB) as `[(nearest, method); 2]`. `labels`: the method's name, what
+/// "nearest" is, the weight SQNR's hover.
+fn method_grid_ui(ui: &mut egui::Ui, labels: (&str, &str, &str), [weight, output]: [(f64, f64); 2]) {
+    let db = |v: f64| format_sqnr(Some(v));
+    let (method, nearest, weight_help) = labels;
+    egui::Grid::new(("method_compare", method)).num_columns(3).striped(true).show(ui, |ui| {
+        ui.label("");
+        ui.strong("nearest").on_hover_text(nearest);
+        ui.strong(method);
+        ui.end_row();
+        ui.label("weight SQNR dB").on_hover_text(weight_help);
+        ui.monospace(db(weight.0));
+        ui.monospace(db(weight.1));
+        ui.end_row();
+        ui.label("output SQNR dB").on_hover_text(OUTPUT_SQNR_HELP);
+        ui.monospace(db(output.0));
+        ui.monospace(db(output.1));
+        ui.end_row();
+    });
+}
+
 /// GPTQ beside round-to-nearest on the captured inputs: the weight error it
 /// accepts, the output error it saves, and its loss made readable.
 fn gptq_grid_ui(ui: &mut egui::Ui, g: &GptqView) {
-    let db = |v: f64| format_sqnr(Some(v));
-    egui::Grid::new("gptq_compare").num_columns(3).striped(true).show(ui, |ui| {
-        ui.label("");
-        ui.strong("nearest").on_hover_text("round-to-nearest under the same scales");
-        ui.strong("GPTQ");
-        ui.end_row();
-        ui.label("weight SQNR dB").on_hover_text("10·log10(ΣR² / Σ(R − R')²): the weights alone");
-        ui.monospace(db(g.rtn.metrics.sqnr_db));
-        ui.monospace(db(g.gptq.metrics.sqnr_db));
-        ui.end_row();
-        ui.label("output SQNR dB").on_hover_text(OUTPUT_SQNR_HELP);
-        ui.monospace(db(g.rtn_output.sqnr_db()));
-        ui.monospace(db(g.output.sqnr_db()));
-        ui.end_row();
-    });
+    let pairs =
+        [(g.rtn.metrics.sqnr_db, g.gptq.metrics.sqnr_db), (g.rtn_output.sqnr_db(), g.output.sqnr_db())];
+    method_grid_ui(
+        ui,
+        ("GPTQ", "round-to-nearest under the same scales", "10·log10(ΣR² / Σ(R − R')²): the weights alone"),
+        pairs,
+    );
     ui.horizontal_wrapped(|ui| {
         ui.weak(format!("GPTQ loss {:.4e}", g.loss)).on_hover_text(
             "the figure llm-compressor logs per layer: Σ e²/2 over the columns' rounding errors, scaled by \
@@ -150,21 +164,17 @@ fn gptq_grid_ui(ui: &mut egui::Ui, g: &GptqView) {
 /// AWQ beside round-to-nearest on the captured inputs: its scales' effect on
 /// the weight and on the output, and which candidate won.
 fn awq_grid_ui(ui: &mut egui::Ui, w: &AwqView) {
-    let db = |v: f64| format_sqnr(Some(v));
-    egui::Grid::new("awq_compare").num_columns(3).striped(true).show(ui, |ui| {
-        ui.label("");
-        ui.strong("nearest").on_hover_text("min-max round-to-nearest of the weight as it is");
-        ui.strong("AWQ");
-        ui.end_row();
-        ui.label("weight SQNR dB").on_hover_text("10·log10(ΣR² / Σ(R − R')²), R' = Q(W·s)/s");
-        ui.monospace(db(w.rtn.metrics.sqnr_db));
-        ui.monospace(db(w.awq.metrics.sqnr_db));
-        ui.end_row();
-        ui.label("output SQNR dB").on_hover_text(OUTPUT_SQNR_HELP);
-        ui.monospace(db(w.rtn_output.sqnr_db()));
-        ui.monospace(db(w.output.sqnr_db()));
-        ui.end_row();
-    });
+    let pairs =
+        [(w.rtn.metrics.sqnr_db, w.awq.metrics.sqnr_db), (w.rtn_output.sqnr_db(), w.output.sqnr_db())];
+    method_grid_ui(
+        ui,
+        (
+            "AWQ",
+            "min-max round-to-nearest of the weight as it is",
+            "10·log10(ΣR² / Σ(R − R')²), R' = Q(W·s)/s",
+        ),
+        pairs,
+    );
     let choice = if w.candidate.1 {
         format!("ratio {:.3} (candidate {} of 20)", w.candidate.0, w.best)
     } else {
