@@ -217,3 +217,21 @@ fn awq_needs_a_capture_then_shows_its_choice_beside_round_to_nearest() {
     let best = view.group_sqnr_db[view.best];
     assert!(view.group_sqnr_db.iter().all(|&d| d <= best), "the winner has the group's best output SQNR");
 }
+
+/// A scheme that needs the inputs, without a capture: the panels say why
+/// instead of waiting, and the earlier scheme's picture is not left up.
+#[test]
+fn a_method_without_inputs_says_why_instead_of_waiting() {
+    let Some(dir) = common::minilm() else { return };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_eframe(|cc| QuantscopeApp::new(cc, Some(dir.clone())));
+    wait_until(&mut h, "MiniLM", |a| a.state().model.is_some() && a.state().selected_analysis().is_some());
+    h.state_mut().apply(Command::SetModelScheme("int4:group128:awq:asym".parse().unwrap()));
+    wait_until(&mut h, "the refusal", |a| a.state().analysis_failed.is_some());
+    assert!(h.state().state().selected_analysis().is_none(), "the min-max picture is not kept");
+    h.get_by_label_contains("Nothing to show under this scheme: AWQ needs the layer's inputs");
+    assert!(h.query_by_label_contains("Analyzing").is_none(), "no spinner waits");
+    h.state_mut().apply(Command::SetModelScheme("int4:group128:minmax:asym".parse().unwrap()));
+    wait_until(&mut h, "min-max again", |a| a.state().selected_analysis().is_some());
+}

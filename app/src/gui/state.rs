@@ -222,6 +222,9 @@ pub struct AppState {
     pub analysis: Option<Arc<Analysis>>,
     /// Whether a result for the current selection and scheme is still computing.
     pub busy: bool,
+    /// Why the current selection and scheme gave no result (the panels say
+    /// it instead of waiting).
+    pub analysis_failed: Option<String>,
     pub view: View,
     /// Value clicked on the histogram, for the worked example.
     pub clicked_value: Option<f32>,
@@ -331,7 +334,9 @@ impl AppState {
 
     /// The analysis of the selected tensor, if it has arrived.
     pub fn selected_analysis(&self) -> Option<&Arc<Analysis>> {
-        self.analysis.as_ref().filter(|a| Some(&a.tensor) == self.selected.as_ref())
+        // A failed request outdates the analysis kept while it computed.
+        let current = self.analysis_failed.is_none();
+        self.analysis.as_ref().filter(|a| current && Some(&a.tensor) == self.selected.as_ref())
     }
 
     /// The selected layer's input analysis under its shown scheme, if it has arrived.

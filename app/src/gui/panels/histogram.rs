@@ -202,6 +202,11 @@ impl HistogramPanel {
             ui.label(format!("Not quantizable: {reason}"));
             return;
         }
+        if let Some(why) = &state.analysis_failed {
+            ui.heading(&name);
+            ui.label(format!("Nothing to show under this scheme: {why}"));
+            return;
+        }
         let Some(a) = state.selected_analysis().cloned() else {
             ui.horizontal(|ui| {
                 ui.spinner();

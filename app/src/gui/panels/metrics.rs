@@ -29,8 +29,13 @@ impl MetricsPanel {
     pub fn ui(&mut self, state: &AppState, ui: &mut egui::Ui, out: &mut Vec<Command>) {
         let Self {} = self;
         ui.heading("Error");
+        let failed = state.analysis_failed.is_some();
         let Some(a) = state.selected_analysis() else {
-            ui.weak(if state.selected.is_some() { "Computing…" } else { "No layer selected." });
+            ui.weak(match (&state.selected, failed) {
+                (Some(_), true) => "—",
+                (Some(_), false) => "Computing…",
+                (None, _) => "No layer selected.",
+            });
             return;
         };
         let m: &Metrics = &a.result.metrics;

@@ -123,18 +123,23 @@ impl Job for Analyze {
 
     fn asked(_: &AnalyzeRequest, cx: &mut AppCx<'_>) {
         cx.state.busy = true;
+        cx.state.analysis_failed = None;
     }
 
     fn apply(answer: Result<Arc<Analysis>, String>, _: &AnalysisKey, cx: &mut AppCx<'_>) {
         cx.state.busy = false;
         match answer {
             Ok(a) => cx.state.analysis = Some(a),
-            Err(e) => cx.state.error = Some(e),
+            Err(e) => {
+                cx.state.analysis_failed = Some(e.clone());
+                cx.state.error = Some(e);
+            }
         }
     }
 
     fn forget(state: &mut AppState, why: Deps) {
         state.busy = false;
+        state.analysis_failed = None;
         // A new comparison keeps the old picture until the new one arrives.
         if why.meets(Deps::MODEL) {
             state.analysis = None;
