@@ -761,6 +761,17 @@ fn cli_awq_needs_inputs_and_a_decoder() {
     assert!(err.contains("--inputs") && err.lines().count() == 1, "{err}");
     let err = run(&["--scheme", "int4:group32", "--awq-scales", "s.safetensors"]);
     assert!(err.contains(":awq") && err.lines().count() == 1, "{err}");
+    // The scales may not land beside the model, where a loader would take them for a shard.
+    let beside = std::path::Path::new(t).with_file_name("scales.safetensors");
+    let awq = ["--scheme", "int4:group32:awq:asym", "--inputs", "builtin", "--awq-scales"];
+    let err = run(&[&awq[..], &[beside.to_str().unwrap()]].concat());
+    assert!(err.contains("outside the model's folder") && err.lines().count() == 1, "{err}");
+    assert!(!beside.exists());
+    let taken = tmp.path().join("taken.safetensors");
+    std::fs::write(&taken, b"x").unwrap();
+    let err = run(&[&awq[..], &[taken.to_str().unwrap()]].concat());
+    assert!(err.contains("--force") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read(&taken).unwrap(), b"x");
     assert!(!out.exists());
 
     let Some(dir) = minilm() else { return };

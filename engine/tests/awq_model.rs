@@ -142,7 +142,8 @@ fn a_save_quantizes_the_smoothed_weights_and_writes_the_smoothed_norms() {
     };
     let decisions = export::plan(ckpt.tensors(), &recipe, &|_| false);
     let save = |out: &std::path::Path, replaced: HashMap<String, Vec<f32>>| {
-        let opts = ExportOptions { replaced: replaced.into(), ..ExportOptions::default() };
+        let smoothed = !replaced.is_empty();
+        let opts = ExportOptions { replaced: replaced.into(), smoothed, ..ExportOptions::default() };
         export::export(&ckpt, &decisions, out, &opts, &|_, _| {}, &AtomicBool::new(false))
     };
     let outs = tempfile::tempdir().expect("tmp");
@@ -167,4 +168,29 @@ fn a_save_quantizes_the_smoothed_weights_and_writes_the_smoothed_norms() {
     let info = ckpt.tensor(q).expect("info");
     let back = export::read_packed(&saved, info, &recipe.scheme).expect("read");
     assert_eq!(back, rtn.dequantized.expect("deq"));
+}
+
+#[test]
+fn refusals_are_one_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    write_model(dir.path(), &llama_config(2, false), &llama_shapes(2, false));
+    let ckpt = Checkpoint::open(dir.path()).expect("open");
+    let model = Model::load(&ckpt).expect("load");
+    let awq: Scheme = "int4:group16:awq:asym".parse().expect("scheme");
+    let refuse = |ids: &[Vec<u32>], scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync)| {
+        let e = awq_model(&model, &ckpt, ids, scheme_of, &mut |_, _| {}, &AtomicBool::new(false))
+            .expect_err("refused")
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        e
+    };
+    let e = refuse(&[vec![]], &|_| Some(awq));
+    assert!(e.contains("at least one sample"), "{e}");
+    // q under AWQ, k under another scheme: one search cannot quantize both.
+    let rtn: Scheme = "int8:channel".parse().expect("scheme");
+    let e = refuse(&ids(), &|n: &str| Some(if n.contains("k_proj") { rtn } else { awq }));
+    assert!(e.contains("k_proj") && e.contains("one AWQ scheme"), "{e}");
+    let nvfp4: Scheme = "nvfp4:group16:awq".parse().expect("scheme");
+    let e = refuse(&ids(), &|n: &str| (!n.starts_with("lm_head")).then_some(nvfp4));
+    assert!(e.contains("global scale"), "{e}");
 }

@@ -14,7 +14,7 @@ use quantscope_engine::Checkpoint;
 use quantscope_engine::Dtype;
 use quantscope_engine::export::{self, Activations, Decision, ExportMode, ExportOptions, ExportSummary};
 use quantscope_engine::recipe::{Recipe, Resolved};
-use quantscope_engine::run::awq::Smoothed;
+use quantscope_engine::run::awq::{Smoothed, Smoothing};
 use quantscope_engine::scheme::{Calibration, Scheme};
 use quantscope_engine::write::{OwnedTensor, write_safetensors};
 use regex::Regex;
@@ -143,6 +143,7 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
         activations: args.activations,
         solved: Arc::new(run.solved),
         replaced: Arc::new(run.replaced),
+        smoothed: run.awq.is_some(),
         fail_after_bytes: None,
     };
     let summary = {
@@ -158,6 +159,10 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
     };
     let mut summary = summary;
     summary.notes.extend(run.notes);
+    // Written once the model is saved, so a failed save leaves no scales behind.
+    if let (Some(path), Some(mappings)) = (&args.awq_scales, &run.awq) {
+        write_awq_scales(path, mappings)?;
+    }
     if args.json {
         output::write_json(out, &summary)?;
     } else {
@@ -171,6 +176,8 @@ pub fn run(args: &QuantizeArgs, out: &mut dyn Write, console: &Console) -> anyho
 struct ModelRun {
     solved: HashMap<String, Vec<f32>>,
     replaced: HashMap<String, Vec<f32>>,
+    /// AWQ ran: each mapping's choice.
+    awq: Option<Vec<Smoothing>>,
     notes: Vec<String>,
 }
 
@@ -203,24 +210,40 @@ fn model_run_for(
             "{first} runs the model on calibration text: give --inputs FILE (one sample per line) or --inputs builtin"
         );
     };
+    // Whatever would stop the save stops it before the model runs.
+    export::check_out(ckpt, &args.out, args.force)?;
+    if let Some(path) = &args.awq_scales {
+        check_scales_path(ckpt, path, args)?;
+    }
     if !gptq.is_empty() {
         let solved = model_run::gptq(ckpt, inputs, args.max_samples, &|n| gptq.get(n).copied(), console)?;
         let solved = solved.layers.into_iter().map(|(n, l)| (n, l.dequantized)).collect();
         return Ok(ModelRun { solved, ..ModelRun::default() });
     }
-    let smoothed = model_run::awq(ckpt, inputs, args.max_samples, &|n| awq.get(n).copied(), console)?;
-    if let Some(path) = &args.awq_scales {
-        if ckpt.tensors().iter().any(|t| same_file(ckpt.shard_path(t), path)) {
-            anyhow::bail!("{}: --awq-scales would overwrite the model itself", path.display());
-        }
-        write_awq_scales(path, &smoothed)?;
-    }
+    // Every saved scheme, so that AWQ can refuse a mapping mixing AWQ and others.
+    let all = |n: &str| {
+        let i = ckpt.tensors().iter().position(|t| t.name == n)?;
+        if let Decision::Quantize(s) = &decisions[i] { Some(*s) } else { None }
+    };
+    let smoothed = model_run::awq(ckpt, inputs, args.max_samples, &all, console)?;
     let notes = vec![awq_note(&smoothed)];
-    Ok(ModelRun { replaced: smoothed.tensors.into_iter().collect(), notes, ..ModelRun::default() })
+    let replaced = smoothed.tensors.into_iter().collect();
+    Ok(ModelRun { replaced, awq: Some(smoothed.mappings), notes, ..ModelRun::default() })
 }
 
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+/// The scales file may not sit in the model's folder (a loader would read it
+/// as a shard) or in OUT (the save replaces OUT), nor replace a file unasked.
+fn check_scales_path(ckpt: &Checkpoint, path: &std::path::Path, args: &QuantizeArgs) -> anyhow::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = parent.canonicalize().map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
+    let inside = |d: &std::path::Path| d.canonicalize().is_ok_and(|d| dir.starts_with(d));
+    if inside(&ckpt.dir) || inside(&args.out) {
+        anyhow::bail!("{}: --awq-scales must lie outside the model's folder and OUT", path.display());
+    }
+    if path.exists() && !args.force {
+        anyhow::bail!("{}: exists; use --force to replace it", path.display());
+    }
+    Ok(())
 }
 
 /// One line on what AWQ chose.
@@ -240,9 +263,8 @@ fn awq_note(s: &Smoothed) -> String {
 }
 
 /// The smoothing scales as F64 tensors keyed by the smooth layer's module name.
-fn write_awq_scales(path: &std::path::Path, s: &Smoothed) -> anyhow::Result<()> {
-    let tensors: Vec<(String, OwnedTensor)> = s
-        .mappings
+fn write_awq_scales(path: &std::path::Path, mappings: &[Smoothing]) -> anyhow::Result<()> {
+    let tensors: Vec<(String, OwnedTensor)> = mappings
         .iter()
         .map(|m| {
             let data = m.scales.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -72,6 +72,9 @@ pub struct ExportOptions {
     /// tensor name: a quantized tensor is quantized from them (its metrics are
     /// against them), a kept one is written from them in its own dtype.
     pub replaced: Arc<HashMap<String, Vec<f32>>>,
+    /// AWQ has run: `replaced` holds what it changed, and an AWQ layer it left
+    /// alone (no mapping reaches it) is quantized as stored.
+    pub smoothed: bool,
     /// Test hook: fail as a full disk would after this many bytes.
     #[doc(hidden)]
     pub fail_after_bytes: Option<u64>,
@@ -86,6 +89,7 @@ impl Default for ExportOptions {
             activations: Activations::None,
             solved: Arc::default(),
             replaced: Arc::default(),
+            smoothed: false,
             fail_after_bytes: None,
         }
     }
@@ -130,6 +134,16 @@ pub struct ExportSummary {
 
 /// Progress: (source bytes done, source bytes in all).
 pub type ProgressFn<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// The checks on OUT that [`export`] makes before writing, for a caller that
+/// runs the model first (GPTQ, AWQ) and should fail before that, not after.
+pub fn check_out(ckpt: &Checkpoint, out: &Path, force: bool) -> Result<()> {
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // The save creates missing parents; nothing there can clash yet.
+        Some(p) if !p.exists() => Ok(()),
+        _ => check_paths(ckpt, out, force, is_folder_input(ckpt)),
+    }
+}
 
 /// Writes the model to `out` (a folder). See the module docs.
 pub fn export(

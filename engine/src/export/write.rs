@@ -401,7 +401,7 @@ impl Writer<'_> {
         };
         let shared = crate::fused::shared_global_amax(self.ckpt, &t.name, s, &scheme_of)?;
         let replaced = self.opts.replaced.get(&t.name);
-        if s.calibration == Calibration::Awq && self.opts.replaced.is_empty() {
+        if s.calibration == Calibration::Awq && !self.opts.smoothed {
             return Err(Error::Tensor {
                 path: self.ckpt.shard_path(t).to_path_buf(),
                 tensor: t.name.clone(),

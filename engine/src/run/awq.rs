@@ -84,6 +84,9 @@ pub fn awq_model(
     cancel: &AtomicBool,
 ) -> Result<Smoothed> {
     let awq = |l: &str| scheme_of(l).filter(|s| s.calibration == Calibration::Awq);
+    if ids.iter().all(Vec::is_empty) {
+        return Err(Error::format(&model.dir, "AWQ needs at least one sample with tokens"));
+    }
     let packs = Pack::split(ids, PACK_TOKENS);
     let mut xs = packs.par_iter().map(|(_, p)| model.embed(p)).collect::<Result<Vec<_>>>()?;
     let mut state = State { model, ckpt, current: HashMap::new() };
@@ -96,12 +99,15 @@ pub fn awq_model(
             .into_iter()
             .filter(|m| m.balance.iter().any(|l| awq(l).is_some()))
             .collect();
+        for m in &maps {
+            state.check_balance(m, scheme_of)?;
+        }
         if !maps.is_empty() {
             let keys: Vec<&str> = maps.iter().map(|m| m.balance[0].as_str()).collect();
-            let inputs = state.capture(b, &xs, &packs, &keys, cancel)?;
+            let mut inputs = state.capture(b, &xs, &packs, &keys, cancel)?;
             for m in &maps {
-                let x = &inputs[m.balance[0].as_str()];
-                let chosen = state.search(b, m, x, &packs, &awq, cancel)?;
+                let x = inputs.remove(m.balance[0].as_str()).unwrap_or_default();
+                let chosen = state.search(b, m, &x, &packs, &awq, cancel)?;
                 state.fold(m, &chosen.scales)?;
                 out.mappings.push(chosen);
             }
@@ -178,11 +184,32 @@ impl State<'_> {
             }
         }
         for k in keys {
-            if by_key.get(*k).map_or(0, Vec::len) != packs.len() {
+            if packs.is_empty() || by_key.get(*k).map_or(0, Vec::len) != packs.len() {
                 return Err(self.fail(k, "the model run never feeds this layer, so AWQ has no inputs for it"));
             }
         }
         Ok(by_key)
+    }
+
+    /// A mapping's balance layers are all kept or all under one AWQ scheme:
+    /// the search quantizes them with it. A format with a global scale is
+    /// refused, since a save would take that scale from the unsmoothed weights.
+    fn check_balance(&self, m: &Mapping, scheme_of: SchemeOf<'_>) -> Result<()> {
+        let quantized: Vec<(&String, Scheme)> =
+            m.balance.iter().filter_map(|n| scheme_of(n).map(|s| (n, s))).collect();
+        let first = quantized.first().map(|q| q.1);
+        for (name, s) in quantized {
+            if Some(s) != first || s.calibration != Calibration::Awq {
+                let all = m.balance.join(", ");
+                return Err(self.fail(name, &format!("AWQ smooths {all} together: give them one AWQ scheme")));
+            }
+            if crate::format::spec(s.format).is_ok_and(|f| f.two_level) {
+                return Err(
+                    self.fail(name, &format!("AWQ under {s}: formats with a global scale are not supported"))
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Block `b` over every pack with the smoothed weights: the next block's inputs.
@@ -238,6 +265,7 @@ impl State<'_> {
             .filter(|(_, s)| s.is_some())
             .map(|(w, _)| (w.0.as_slice(), cols))
             .collect();
+        // `check_balance`: every quantized balance layer has this one scheme.
         let w_mean = weight_mean(&quantized, granularity);
         let reference = self.part_outputs(b, &m.parent, x, packs, None)?;
         let mut best: Option<(usize, f64, Vec<f64>)> = None;
@@ -259,7 +287,7 @@ impl State<'_> {
             let loss = mean_squared_error(&reference, &outs).map_err(|e| self.model.error(&e))?;
             losses.push(loss);
             // Strictly smaller: on a tie the earlier candidate stays.
-            if best.as_ref().is_none_or(|(_, l, _)| loss < *l) {
+            if loss < best.as_ref().map_or(f64::INFINITY, |b| b.1) {
                 best = Some((i, loss, s));
             }
         }

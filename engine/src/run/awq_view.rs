@@ -75,7 +75,7 @@ pub fn awq_view(
             let e = output_error(w, &q, site).map_err(noise_fail)?;
             (signal, noise) = (signal + e.signal, noise + e.noise);
         }
-        group_sqnr_db.push(OutputError { signal, noise, exact: true }.sqnr_db());
+        group_sqnr_db.push(OutputError { signal, noise, exact: site.gram.is_some() }.sqnr_db());
         // Strictly smaller: on a tie the earlier candidate stays.
         if noise < least {
             (best, least) = (i, noise);

@@ -6,6 +6,7 @@
 use eframe::egui::{self, RichText};
 use quantscope_engine::{Calibration, FormatKind, Granularity, Mapping, Metrics, Scheme};
 
+use quantscope_engine::awq::GRID;
 use quantscope_engine::run::awq_view::AwqView;
 use quantscope_engine::run::gptq_view::GptqView;
 
@@ -181,7 +182,7 @@ fn awq_grid_ui(ui: &mut egui::Ui, w: &AwqView) {
         pairs,
     );
     let choice = if w.candidate.1 {
-        format!("ratio {:.3} (candidate {} of 20)", w.candidate.0, w.best)
+        format!("ratio {:.3} (candidate {} of 0–{}, 0 the identity)", w.candidate.0, w.best, GRID - 1)
     } else {
         "the identity: no scaling helped".to_string()
     };

@@ -249,7 +249,7 @@ fn calibration_rows_ui(ui: &mut egui::Ui, s: &mut Scheme, percentile: &mut f64, 
                     .parameter
                     .map_or_else(|| c.description.to_string(), |p| format!("{}: {p}", c.description));
                 let chosen = std::mem::discriminant(&pick) == current;
-                // GPTQ needs the layer's inputs, AWQ a save: greyed, with the way to them.
+                // GPTQ and AWQ need the layer's inputs: greyed, with the way to them.
                 let (runs, why) = match pick {
                     Calibration::Gptq => (captured, GPTQ_NEEDS_INPUTS),
                     Calibration::Awq => (captured, AWQ_NEEDS_INPUTS),

@@ -130,10 +130,8 @@ impl Job for Analyze {
         cx.state.busy = false;
         match answer {
             Ok(a) => cx.state.analysis = Some(a),
-            Err(e) => {
-                cx.state.analysis_failed = Some(e.clone());
-                cx.state.error = Some(e);
-            }
+            // The panels say why in place of the picture: no banner as well.
+            Err(e) => cx.state.analysis_failed = Some(e),
         }
     }
 
