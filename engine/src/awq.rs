@@ -39,12 +39,13 @@ pub fn weight_mean(balance: &[(&[f32], usize)], granularity: Granularity) -> Vec
             Granularity::Group { size } => size.clamp(1, c.max(1)),
             _ => c.max(1),
         };
-        let whole = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let peak = |v: &[f32]| v.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let whole = if granularity == Granularity::Tensor { peak(w) } else { 0.0 };
         for row in w.chunks(c.max(1)) {
             for (k, piece) in row.chunks(size).enumerate() {
                 let peak = match granularity {
                     Granularity::Tensor => whole,
-                    _ => piece.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+                    _ => peak(piece),
                 } + 1e-6;
                 for (j, v) in piece.iter().enumerate() {
                     total[k * size + j] += f64::from(v.abs() / peak);

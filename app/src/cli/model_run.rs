@@ -71,6 +71,19 @@ pub fn activations_for(
     inputs.map(|i| capture(ckpt, i, max, console)).transpose()
 }
 
+/// The model and the token ids of at most `max` samples of `inputs`.
+fn tokenized(
+    ckpt: &Checkpoint,
+    inputs: &Path,
+    max: usize,
+    console: &Console,
+) -> anyhow::Result<(Model, Vec<Vec<u32>>)> {
+    let model = load(ckpt, console)?;
+    let (samples, _) = samples(inputs, max)?;
+    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<quantscope_engine::Result<Vec<_>>>()?;
+    Ok((model, ids))
+}
+
 /// Runs AWQ block by block over the samples of `inputs` for every mapping
 /// whose balance layers `scheme_of` gives an AWQ scheme (a bar per block).
 pub fn awq(
@@ -80,9 +93,7 @@ pub fn awq(
     scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync),
     console: &Console,
 ) -> anyhow::Result<Smoothed> {
-    let model = load(ckpt, console)?;
-    let (samples, _) = samples(inputs, max)?;
-    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<quantscope_engine::Result<Vec<_>>>()?;
+    let (model, ids) = tokenized(ckpt, inputs, max, console)?;
     let bar = console.bar("AWQ", model.blocks());
     bar.message(format!("{} samples, block by block", ids.len()));
     Ok(awq_model(
@@ -104,9 +115,7 @@ pub fn gptq(
     scheme_of: &(dyn Fn(&str) -> Option<Scheme> + Sync),
     console: &Console,
 ) -> anyhow::Result<Solved> {
-    let model = load(ckpt, console)?;
-    let (samples, _) = samples(inputs, max)?;
-    let ids = samples.iter().map(|s| model.tokenize(s)).collect::<quantscope_engine::Result<Vec<_>>>()?;
+    let (model, ids) = tokenized(ckpt, inputs, max, console)?;
     let bar = console.bar("GPTQ", model.blocks() + 1);
     bar.message(format!("{} samples, block by block", ids.len()));
     Ok(gptq_model(

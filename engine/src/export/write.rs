@@ -377,14 +377,6 @@ impl Writer<'_> {
         Ok(entries.into_iter().map(|e| e.name).collect())
     }
 
-    fn size_mismatch(&self, t: &TensorInfo) -> Error {
-        Error::Tensor {
-            path: self.ckpt.shard_path(t).to_path_buf(),
-            tensor: t.name.clone(),
-            reason: "the smoothed values do not match the tensor's size".into(),
-        }
-    }
-
     /// Quantizes one tensor and writes its parts; records its digests and summary.
     fn write_quantized(
         &mut self,
@@ -410,7 +402,7 @@ impl Writer<'_> {
         }
         let values = match replaced {
             Some(v) if v.len() == t.numel() => v.as_slice(),
-            Some(_) => return Err(self.size_mismatch(t)),
+            Some(_) => return Err(size_mismatch(self.ckpt, t)),
             None => self.ckpt.values(t, &mut self.values)?,
         };
         let solved = self.opts.solved.get(&t.name).map(Vec::as_slice);
@@ -455,11 +447,15 @@ impl Writer<'_> {
 /// A kept tensor's bytes from values a transform changed, in its own dtype.
 fn replaced_bytes(ckpt: &Checkpoint, t: &TensorInfo, v: &[f32]) -> Result<Vec<u8>> {
     if v.len() != t.numel() {
-        return Err(Error::Tensor {
-            path: ckpt.shard_path(t).to_path_buf(),
-            tensor: t.name.clone(),
-            reason: "the smoothed values do not match the tensor's size".into(),
-        });
+        return Err(size_mismatch(ckpt, t));
     }
     super::pack::encode_floats(t.dtype, v, &t.name)
+}
+
+fn size_mismatch(ckpt: &Checkpoint, t: &TensorInfo) -> Error {
+    Error::Tensor {
+        path: ckpt.shard_path(t).to_path_buf(),
+        tensor: t.name.clone(),
+        reason: "the smoothed values do not match the tensor's size".into(),
+    }
 }

@@ -154,8 +154,7 @@ impl Decoder {
         if let Some(w) = self.weight(name) {
             return Some(w);
         }
-        let biases = self.all().filter_map(|x| x.b.as_ref().zip(x.bias_name()));
-        if let Some((b, _)) = biases.into_iter().find(|(_, n)| n == name) {
+        if let Some((_, b)) = self.all().filter_map(|x| x.b.as_ref()).find(|(n, _)| n == name) {
             return Some(b);
         }
         self.layers.iter().find_map(|l| {
@@ -242,7 +241,7 @@ impl Decoder {
         let linear = |smooth: &Linear, balance: &Linear| Mapping {
             smooth: module(&smooth.name),
             weights: std::iter::once((smooth.name.clone(), smooth.in_features()))
-                .chain(smooth.bias_name().map(|b| (b, 1)))
+                .chain(smooth.b.as_ref().map(|(b, _)| (b.clone(), 1)))
                 .collect(),
             balance: vec![balance.name.clone()],
             parent: Part::Linear(balance.name.clone()),

@@ -62,7 +62,7 @@ impl Loader<'_> {
     pub fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
         let w = self.shaped(&format!("{name}.weight"), &[out, inp])?;
         let bias = format!("{name}.bias");
-        let b = if self.has(&bias) { Some(self.shaped(&bias, &[out])?) } else { None };
+        let b = if self.has(&bias) { Some((self.name(&bias)?, self.shaped(&bias, &[out])?)) } else { None };
         Ok(Linear { name: self.name(&format!("{name}.weight"))?, w, b })
     }
 }
@@ -71,7 +71,8 @@ impl Loader<'_> {
 pub(crate) struct Linear {
     pub name: String,
     pub w: Tensor,
-    pub b: Option<Tensor>,
+    /// The bias with its tensor name (a hook may replace it by that name).
+    pub b: Option<(String, Tensor)>,
 }
 
 impl Linear {
@@ -80,18 +81,10 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, hook: &dyn Hook) -> candle_core::Result<Tensor> {
         let w = hook.weight(&self.name).unwrap_or(&self.w);
         let y = candle_nn::Linear::new(w.clone(), None).forward(x)?;
-        match (&self.b, self.bias_name()) {
-            (Some(b), Some(name)) => {
-                let b = hook.weight(&name).unwrap_or(b);
-                super::rows::zip(&y, b, Tensor::broadcast_add)
-            }
-            _ => Ok(y),
+        match &self.b {
+            Some((name, b)) => super::rows::zip(&y, hook.weight(name).unwrap_or(b), Tensor::broadcast_add),
+            None => Ok(y),
         }
-    }
-
-    /// The bias tensor's name, when the layer has one.
-    pub fn bias_name(&self) -> Option<String> {
-        self.b.as_ref().map(|_| format!("{}.bias", self.name.strip_suffix(".weight").unwrap_or(&self.name)))
     }
 
     pub fn out_features(&self) -> usize {
